@@ -1,0 +1,67 @@
+//! The [`Device`] trait: the one interface through which the agent reads and acts on hardware.
+//!
+//! Every backend (simulated, sysfs, SpiNNaker BMP, SCPI bench, vendor plugin) implements it.
+//! Calls are async so that network backends need no threads; backends that must block (sysfs
+//! reads on a broken driver) do so on a blocking thread. The agent runs each call under a
+//! deadline and drops the future when it expires, so a backend must be cancel-safe: dropping a
+//! call half-way must leave the device object usable for the next call.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::model::{CalibrationRecord, Capability, DeviceIdentity, FaultKind, ResetKind, Sample};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum HalError {
+    /// The device is gone: hot-unplugged, unbound, or not answering at the transport level.
+    #[error("device vanished: {0}")]
+    Vanished(String),
+    /// The device does not have this capability.
+    #[error("not supported by this device: {0}")]
+    Unsupported(String),
+    /// The device answered, but the action did not succeed.
+    #[error("action failed: {0}")]
+    Failed(String),
+    /// The device answered with something that does not follow its protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// An argument is outside what the device accepts.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// Runtime fault injection, held apart from the device so that it still works while the device
+/// itself hangs. Only simulated devices hand one out.
+pub trait FaultInjector: Send + Sync {
+    fn inject(&self, fault: FaultKind);
+    /// Faults active now, for display.
+    fn active(&self) -> Vec<FaultKind>;
+}
+
+#[async_trait]
+pub trait Device: Send + Sync {
+    /// Identity as known now (a backend may fill firmware in after its first read).
+    fn identity(&self) -> DeviceIdentity;
+
+    fn capabilities(&self) -> Vec<Capability>;
+
+    /// One read of every sensor the device has.
+    async fn read(&self) -> Result<Sample, HalError>;
+
+    /// Reset the device. Returns when the device is back (or the reset has failed).
+    async fn reset(&self, kind: ResetKind) -> Result<(), HalError>;
+
+    /// Calibrate; returns the record of the new calibration.
+    async fn calibrate(&self) -> Result<CalibrationRecord, HalError>;
+
+    async fn set_power_limit(&self, watts: f64) -> Result<(), HalError>;
+
+    /// Enable or disable the device (disabling idles it and stops its workload power).
+    async fn set_enabled(&self, enabled: bool) -> Result<(), HalError>;
+
+    /// A handle to inject faults, for simulated devices only.
+    fn fault_injector(&self) -> Option<Arc<dyn FaultInjector>> {
+        None
+    }
+}

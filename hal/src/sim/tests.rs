@@ -1,0 +1,211 @@
+//! Dynamics and fault tests of the simulated devices, on paused tokio time so that minutes of
+//! device time take microseconds.
+
+use std::time::Duration;
+
+use super::*;
+use crate::health::{evaluate, Limits};
+use crate::model::ConditionCode;
+
+fn dev(kind: DeviceKind) -> SimDevice {
+    SimDevice::new("d0", kind, SimOptions::default())
+}
+
+async fn temp(d: &SimDevice) -> f64 {
+    let s = d.read().await.expect("read");
+    s.max_of(Quantity::TemperatureCelsius)
+        .expect("temperature")
+        .1
+}
+
+#[tokio::test(start_paused = true)]
+async fn temperature_follows_power_through_the_time_constant() {
+    let d = dev(DeviceKind::Loihi2);
+    let busy = temp(&d).await;
+    assert!(
+        (busy - 55.0).abs() < 1.0,
+        "starts at busy steady state, got {busy}"
+    );
+    d.set_enabled(false).await.unwrap();
+    // Idle power 3 W: steady 32.5 degC; after one tau (30 s) 63 % of the way down.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let one_tau = temp(&d).await;
+    let expect = 32.5 + (55.0 - 32.5) * (-1.0f64).exp();
+    assert!(
+        (one_tau - expect).abs() < 1.0,
+        "after one tau {one_tau}, expected ~{expect}"
+    );
+    tokio::time::advance(Duration::from_secs(300)).await;
+    assert!((temp(&d).await - 32.5).abs() < 0.5);
+    // Power readings follow the workload and the energy counter integrates it.
+    let s = d.read().await.unwrap();
+    assert!((s.get("board", Quantity::PowerWatts).unwrap() - 3.0).abs() < 1e-9);
+    assert!(s.get("board", Quantity::EnergyJoules).unwrap() > 3.0 * 300.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn power_limit_caps_power_and_lowers_temperature() {
+    let d = dev(DeviceKind::AnalogCrossbar);
+    d.set_power_limit(5.0).await.unwrap();
+    tokio::time::advance(Duration::from_secs(200)).await;
+    let s = d.read().await.unwrap();
+    assert!(s.get("card", Quantity::PowerWatts).unwrap() <= 5.0);
+    assert!((s.max_of(Quantity::TemperatureCelsius).unwrap().1 - 40.0).abs() < 1.0);
+    let err = d.set_power_limit(500.0).await.unwrap_err();
+    assert!(matches!(err, HalError::InvalidArgument(_)), "{err}");
+    let err = d.set_power_limit(f64::NAN).await.unwrap_err();
+    assert!(matches!(err, HalError::InvalidArgument(_)), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn overheat_fault_drives_the_device_critical() {
+    let d = dev(DeviceKind::Loihi2);
+    d.faults().inject(FaultKind::Overheat);
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let s = d.read().await.unwrap();
+    let c = evaluate(
+        "d0",
+        &s,
+        &Limits::for_kind(DeviceKind::Loihi2),
+        SystemTime::now(),
+    );
+    assert!(
+        c.iter().any(|c| c.code == ConditionCode::ThermalCritical),
+        "{c:?}"
+    );
+    // Clearing the fault lets it cool back.
+    d.faults().inject(FaultKind::Clear);
+    tokio::time::advance(Duration::from_secs(600)).await;
+    assert!(temp(&d).await < 60.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn photonic_tec_overheat_leaves_the_setpoint() {
+    let d = dev(DeviceKind::Photonic);
+    assert!((temp(&d).await - 25.0).abs() < 0.5);
+    d.faults().inject(FaultKind::Overheat);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(temp(&d).await > 40.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drift_grows_with_time_and_temperature_and_calibration_restores_it() {
+    for (kind, q) in [
+        (DeviceKind::Photonic, Quantity::PhaseErrorRadians),
+        (DeviceKind::AnalogCrossbar, Quantity::ConductanceDriftRatio),
+    ] {
+        let d = dev(kind);
+        let hot = dev(kind);
+        hot.faults().inject(FaultKind::Overheat);
+        let d0 = d.read().await.unwrap().max_of(q).unwrap().1;
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let d1 = d.read().await.unwrap().max_of(q).unwrap().1;
+        let h1 = hot.read().await.unwrap().max_of(q).unwrap().1;
+        assert!(d1 > d0, "{kind}: drift grows with time ({d0} -> {d1})");
+        assert!(
+            h1 > 2.0 * d1,
+            "{kind}: drift grows faster when hot ({h1} vs {d1})"
+        );
+
+        d.faults().inject(FaultKind::Drift);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let s = d.read().await.unwrap();
+        let c = evaluate("d0", &s, &Limits::for_kind(kind), SystemTime::now());
+        assert!(
+            c.iter().any(|c| c.code == ConditionCode::CalibrationDrift),
+            "{kind}: {c:?}"
+        );
+
+        let rec = d.calibrate().await.unwrap();
+        let after = d.read().await.unwrap();
+        assert!(
+            after.max_of(q).unwrap().1 < d0 + 1e-3,
+            "{kind}: calibration restores drift"
+        );
+        assert_eq!(after.calibration, Some(rec));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_takes_time_and_failing_reset_fails() {
+    let d = dev(DeviceKind::Spinnaker);
+    let t0 = Instant::now();
+    d.reset(ResetKind::Soft).await.unwrap();
+    assert_eq!(
+        t0.elapsed(),
+        profile::profile(DeviceKind::Spinnaker).soft_reset
+    );
+    d.faults().inject(FaultKind::FailingReset);
+    let err = d.reset(ResetKind::Hard).await.unwrap_err();
+    assert!(matches!(err, HalError::Failed(_)), "{err}");
+    // Always-failing random resets fail too.
+    let flaky = SimDevice::new(
+        "f",
+        DeviceKind::Loihi2,
+        SimOptions {
+            reset_failure_probability: 1.0,
+            seed: Some(1),
+        },
+    );
+    assert!(flaky.reset(ResetKind::Soft).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn power_cycle_turns_rails_off_then_on() {
+    let d = std::sync::Arc::new(dev(DeviceKind::Spinnaker));
+    let d2 = d.clone();
+    let cycle = tokio::spawn(async move { d2.reset(ResetKind::PowerCycle).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mid = d.read().await.unwrap();
+    assert!(!mid.powered);
+    assert_eq!(mid.get("rail_12v", Quantity::VoltageVolts), Some(0.0));
+    cycle.await.unwrap().unwrap();
+    let after = d.read().await.unwrap();
+    assert!(after.powered && after.get("rail_12v", Quantity::VoltageVolts).unwrap() > 11.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hang_blocks_in_band_calls_until_a_hard_reset() {
+    let d = dev(DeviceKind::Loihi2);
+    d.faults().inject(FaultKind::Hang);
+    let r = tokio::time::timeout(Duration::from_secs(3600), d.read()).await;
+    assert!(r.is_err(), "a hung read never returns");
+    let r = tokio::time::timeout(Duration::from_secs(60), d.reset(ResetKind::Soft)).await;
+    assert!(r.is_err(), "a soft reset is in band and hangs too");
+    d.reset(ResetKind::Hard).await.unwrap();
+    assert!(d.read().await.is_ok(), "hard reset clears the hang");
+}
+
+#[tokio::test(start_paused = true)]
+async fn vanish_fails_every_call_until_cleared() {
+    let d = dev(DeviceKind::Photonic);
+    d.faults().inject(FaultKind::Vanish);
+    assert!(matches!(d.read().await, Err(HalError::Vanished(_))));
+    assert!(matches!(
+        d.reset(ResetKind::PowerCycle).await,
+        Err(HalError::Vanished(_))
+    ));
+    assert_eq!(d.faults().active(), vec![FaultKind::Vanish]);
+    d.faults().inject(FaultKind::Clear);
+    assert!(d.read().await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsupported_actions_are_refused_by_capability() {
+    let d = dev(DeviceKind::Spinnaker);
+    assert!(!d.capabilities().contains(&Capability::Calibrate));
+    assert!(matches!(d.calibrate().await, Err(HalError::Unsupported(_))));
+    assert!(matches!(
+        d.set_power_limit(10.0).await,
+        Err(HalError::Unsupported(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_kind_reports_temperature_and_power() {
+    for kind in DeviceKind::ALL {
+        let s = dev(kind).read().await.unwrap();
+        assert!(s.max_of(Quantity::TemperatureCelsius).is_some(), "{kind}");
+        assert!(s.max_of(Quantity::PowerWatts).is_some(), "{kind}");
+    }
+}
