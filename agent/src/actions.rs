@@ -1,0 +1,175 @@
+//! The single path every mutating action takes: reset, calibrate, power limit, enable/disable
+//! and fault injection. It checks that the device exists and has the capability, runs the
+//! action on the device's supervisor (which serializes actions per device and bounds each by a
+//! deadline), and records who asked, what happened and how long it took.
+//!
+//! Authorization, rate limits and the persistent hash-chained audit log attach here (their own
+//! issue); today the record is kept in memory for `ListActions` and written to the log under
+//! the `audit` target. No other module calls a device's mutating methods.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use health_hal::FaultKind;
+
+use crate::node::Node;
+use crate::supervisor::{DeviceAction, DeviceStatus, Outcome};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Requested {
+    Device(DeviceAction),
+    InjectFault(FaultKind),
+}
+
+impl Requested {
+    pub fn describe(&self) -> String {
+        match self {
+            Requested::Device(a) => a.describe(),
+            Requested::InjectFault(f) => format!("inject-fault {}", f.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ActionRecord {
+    pub id: String,
+    pub device_id: String,
+    pub action: String,
+    pub caller: String,
+    pub outcome: Outcome,
+    pub message: String,
+    pub started_at: SystemTime,
+    pub duration_ms: u64,
+    pub device_after: Option<Arc<DeviceStatus>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ActionError {
+    #[error("no device {0:?} on this node")]
+    NoSuchDevice(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotPossible(String),
+}
+
+const KEEP_RECORDS: usize = 1000;
+
+pub struct Actions {
+    node: Arc<Node>,
+    next_id: AtomicU64,
+    recent: Mutex<VecDeque<ActionRecord>>,
+}
+
+impl Actions {
+    pub fn new(node: Arc<Node>) -> Actions {
+        Actions {
+            node,
+            next_id: AtomicU64::new(1),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Runs one action. Errors are refusals before anything touched the device; every call,
+    /// refused or not, leaves a record.
+    pub async fn run(
+        &self,
+        caller: &str,
+        device_id: &str,
+        req: Requested,
+    ) -> Result<ActionRecord, ActionError> {
+        let started_at = SystemTime::now();
+        let t0 = Instant::now();
+        let id = format!(
+            "{}-{}",
+            &self.node.boot_id[..8],
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let result = self.check_and_run(device_id, req).await;
+        let (outcome, message) = match &result {
+            Ok(r) => r.clone(),
+            Err(e) => (Outcome::Refused, e.to_string()),
+        };
+        let record = ActionRecord {
+            id,
+            device_id: device_id.to_string(),
+            action: req.describe(),
+            caller: caller.to_string(),
+            outcome,
+            message,
+            started_at,
+            duration_ms: t0.elapsed().as_millis() as u64,
+            device_after: self.node.device(device_id).map(|d| d.status()),
+        };
+        tracing::info!(
+            target: "audit",
+            id = %record.id, caller = %record.caller, device = %record.device_id, action = %record.action,
+            outcome = record.outcome.as_str(), duration_ms = record.duration_ms, message = %record.message,
+            "action"
+        );
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == KEEP_RECORDS {
+                recent.pop_front();
+            }
+            recent.push_back(record.clone());
+        }
+        result.map(|_| record)
+    }
+
+    async fn check_and_run(
+        &self,
+        device_id: &str,
+        req: Requested,
+    ) -> Result<(Outcome, String), ActionError> {
+        let dev = self
+            .node
+            .device(device_id)
+            .ok_or_else(|| ActionError::NoSuchDevice(device_id.to_string()))?;
+        match req {
+            Requested::InjectFault(fault) => {
+                let inj = dev.injector.as_ref().ok_or_else(|| {
+                    ActionError::NotPossible(format!("{device_id} is not a simulated device: faults can only be injected into simulated devices"))
+                })?;
+                inj.inject(fault);
+                let active: Vec<_> = inj.active().iter().map(|f| f.as_str()).collect();
+                Ok((
+                    Outcome::Succeeded,
+                    format!("active faults: [{}]", active.join(", ")),
+                ))
+            }
+            Requested::Device(action) => {
+                if let DeviceAction::SetPowerLimit(w) = action {
+                    if !w.is_finite() || w <= 0.0 {
+                        return Err(ActionError::InvalidArgument(format!(
+                            "watts must be a positive number, got {w}"
+                        )));
+                    }
+                }
+                if let Some(cap) = action.capability() {
+                    if !dev.capabilities.contains(&cap) {
+                        return Err(ActionError::NotPossible(format!(
+                            "{device_id} does not support {}",
+                            action.describe()
+                        )));
+                    }
+                }
+                Ok(dev.run(action).await)
+            }
+        }
+    }
+
+    /// The most recent records, newest first.
+    pub fn recent(&self, limit: usize, device_id: Option<&str>) -> Vec<ActionRecord> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .iter()
+            .rev()
+            .filter(|r| device_id.is_none_or(|d| r.device_id == d))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}

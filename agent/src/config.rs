@@ -1,0 +1,668 @@
+//! The agent's TOML configuration: parsing, validation and the embedded `--simulate` default.
+//!
+//! Parsing is two steps. Serde maps the file onto raw structs (unknown keys and wrong types are
+//! rejected there, and `serde_path_to_error` names the key). Then [`RawConfig::validate`] checks
+//! ranges and turns strings into durations and addresses. Every error is a [`ConfigError`] that
+//! names the file, the key and what was expected, so an operator can fix it without reading
+//! the source.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use health_hal::sim::SimOptions;
+use health_hal::{DeviceKind, Limits};
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/health-agent/agent.toml";
+pub const DEFAULT_SOCKET_PATH: &str = "/run/health-agent/agent.sock";
+
+/// The configuration `--simulate` runs: one simulated device of each kind.
+pub const SIMULATE_TOML: &str = include_str!("simulate.toml");
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated configuration the agent runs with.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node: String,
+    pub socket: PathBuf,
+    pub tcp_listen: Option<SocketAddr>,
+    pub report_interval: Duration,
+    pub collector: Option<String>,
+    pub max_message_bytes: usize,
+    pub uplink: UplinkConfig,
+    pub host: HostConfig,
+    pub devices: Vec<DeviceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UplinkConfig {
+    pub buffer_reports: usize,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub connect_timeout: Duration,
+    /// A collector that has not acknowledged the oldest sent report within this time is
+    /// treated as dead and the stream is reopened.
+    pub ack_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub interval: Duration,
+    pub deadline: Duration,
+    pub memory_warning_ratio: f64,
+    pub memory_critical_ratio: f64,
+    pub disk_warning_ratio: f64,
+    pub disk_critical_ratio: f64,
+    pub load_warning_per_cpu: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    pub id: String,
+    pub kind: DeviceKind,
+    pub backend: Backend,
+    pub poll_interval: Duration,
+    pub deadline: Duration,
+    pub action_deadline: Duration,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sim(SimOptions),
+}
+
+// ---- raw, as written in the file ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: Option<String>,
+    socket: Option<PathBuf>,
+    tcp_listen: Option<String>,
+    report_interval: Option<String>,
+    collector: Option<String>,
+    max_message_bytes: Option<u64>,
+    #[serde(default)]
+    uplink: RawUplink,
+    #[serde(default)]
+    host: RawHost,
+    #[serde(default)]
+    device: Vec<RawDevice>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUplink {
+    buffer_reports: Option<u64>,
+    backoff_initial: Option<String>,
+    backoff_max: Option<String>,
+    connect_timeout: Option<String>,
+    ack_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    interval: Option<String>,
+    deadline: Option<String>,
+    memory_warning_ratio: Option<f64>,
+    memory_critical_ratio: Option<f64>,
+    disk_warning_ratio: Option<f64>,
+    disk_critical_ratio: Option<f64>,
+    load_warning_per_cpu: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    id: String,
+    kind: DeviceKind,
+    backend: String,
+    poll_interval: Option<String>,
+    deadline: Option<String>,
+    action_deadline: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    sim: Option<RawSim>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    temperature_warning_celsius: Option<f64>,
+    temperature_critical_celsius: Option<f64>,
+    calibration_max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSim {
+    reset_failure_probability: Option<f64>,
+    seed: Option<u64>,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        key: String::new(),
+        message: format!("cannot read the config file: {e}"),
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses and validates config text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<AgentConfig, ConfigError> {
+    let err = |key: String, message: String| ConfigError {
+        file: file.to_string(),
+        key,
+        message,
+    };
+    let de = toml::Deserializer::parse(text)
+        .map_err(|e| err(String::new(), one_line(&e.to_string())))?;
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let key = if path == "." { String::new() } else { path };
+        err(key, plain_types(&one_line(inner.message())))
+    })?;
+    raw.validate(file)
+}
+
+/// Serde names Rust types ("expected u64"); say what an operator writes instead.
+fn plain_types(msg: &str) -> String {
+    msg.replace("expected u64", "expected a non-negative integer")
+        .replace("expected f64", "expected a number")
+        .replace("expected a string", "expected a quoted string")
+}
+
+/// TOML errors carry a multi-line source excerpt; keep the first line with the reason.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+struct Check<'a> {
+    file: &'a str,
+}
+
+impl Check<'_> {
+    fn fail<T>(&self, key: &str, message: String) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            file: self.file.to_string(),
+            key: key.to_string(),
+            message,
+        })
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        v: Option<&str>,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(s) = v else { return Ok(default) };
+        let d = match humantime::parse_duration(s) {
+            Ok(d) => d,
+            Err(e) => {
+                return self.fail(
+                    key,
+                    format!("expected a duration like \"500ms\" or \"2s\", found {s:?} ({e})"),
+                )
+            }
+        };
+        if d < min || d > max {
+            return self.fail(
+                key,
+                format!(
+                    "expected a duration between {} and {}, found {s:?}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            );
+        }
+        Ok(d)
+    }
+
+    fn ratio(&self, key: &str, v: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+        let Some(x) = v else { return Ok(default) };
+        if !(x > 0.0 && x <= 1.0) {
+            return self.fail(key, format!("expected a ratio in (0, 1], found {x}"));
+        }
+        Ok(x)
+    }
+
+    fn range_f64(
+        &self,
+        key: &str,
+        v: Option<f64>,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<f64, ConfigError> {
+        let Some(x) = v else { return Ok(default) };
+        if !(x >= min && x <= max) {
+            return self.fail(
+                key,
+                format!("expected a number between {min} and {max}, found {x}"),
+            );
+        }
+        Ok(x)
+    }
+
+    fn range_u64(
+        &self,
+        key: &str,
+        v: Option<u64>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let Some(x) = v else { return Ok(default) };
+        if x < min || x > max {
+            return self.fail(
+                key,
+                format!("expected an integer between {min} and {max}, found {x}"),
+            );
+        }
+        Ok(x)
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+impl RawConfig {
+    fn validate(self, file: &str) -> Result<AgentConfig, ConfigError> {
+        let c = Check { file };
+        let node = match self.node {
+            Some(n) if n.trim().is_empty() || n.len() > 253 => {
+                return c.fail(
+                    "node",
+                    format!("expected a non-empty name of at most 253 bytes, found {n:?}"),
+                )
+            }
+            Some(n) => n,
+            None => sysinfo::System::host_name().unwrap_or_else(|| "localhost".to_string()),
+        };
+        let socket = match self.socket {
+            Some(p) if !p.is_absolute() && !p.starts_with(".") => {
+                return c.fail(
+                    "socket",
+                    format!(
+                        "expected an absolute path, found {:?}",
+                        p.display().to_string()
+                    ),
+                )
+            }
+            Some(p) => p,
+            None => PathBuf::from(DEFAULT_SOCKET_PATH),
+        };
+        let tcp_listen = match self.tcp_listen.as_deref() {
+            None => None,
+            Some(s) => match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    return c.fail(
+                        "tcp_listen",
+                        format!("expected an address like \"127.0.0.1:7071\", found {s:?}"),
+                    )
+                }
+            },
+        };
+        let collector = match self.collector {
+            None => None,
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
+            Some(u) => {
+                return c.fail(
+                    "collector",
+                    format!("expected a URL like \"http://collector:7070\", found {u:?}"),
+                )
+            }
+        };
+        let report_interval = c.duration(
+            "report_interval",
+            self.report_interval.as_deref(),
+            secs(1),
+            ms(100),
+            secs(3600),
+        )?;
+        let max_message_bytes = c.range_u64(
+            "max_message_bytes",
+            self.max_message_bytes,
+            4 << 20,
+            1024,
+            64 << 20,
+        )? as usize;
+
+        let u = self.uplink;
+        let uplink = UplinkConfig {
+            buffer_reports: c.range_u64(
+                "uplink.buffer_reports",
+                u.buffer_reports,
+                3600,
+                1,
+                1_000_000,
+            )? as usize,
+            backoff_initial: c.duration(
+                "uplink.backoff_initial",
+                u.backoff_initial.as_deref(),
+                ms(250),
+                ms(10),
+                secs(60),
+            )?,
+            backoff_max: c.duration(
+                "uplink.backoff_max",
+                u.backoff_max.as_deref(),
+                secs(30),
+                ms(10),
+                secs(3600),
+            )?,
+            connect_timeout: c.duration(
+                "uplink.connect_timeout",
+                u.connect_timeout.as_deref(),
+                secs(3),
+                ms(100),
+                secs(60),
+            )?,
+            ack_timeout: c.duration(
+                "uplink.ack_timeout",
+                u.ack_timeout.as_deref(),
+                secs(10),
+                ms(500),
+                secs(600),
+            )?,
+        };
+        if uplink.backoff_max < uplink.backoff_initial {
+            return c.fail(
+                "uplink.backoff_max",
+                "expected at least uplink.backoff_initial".to_string(),
+            );
+        }
+
+        let h = self.host;
+        let host = HostConfig {
+            interval: c.duration(
+                "host.interval",
+                h.interval.as_deref(),
+                secs(5),
+                ms(100),
+                secs(3600),
+            )?,
+            deadline: c.duration(
+                "host.deadline",
+                h.deadline.as_deref(),
+                secs(2),
+                ms(10),
+                secs(60),
+            )?,
+            memory_warning_ratio: c.ratio(
+                "host.memory_warning_ratio",
+                h.memory_warning_ratio,
+                0.90,
+            )?,
+            memory_critical_ratio: c.ratio(
+                "host.memory_critical_ratio",
+                h.memory_critical_ratio,
+                0.97,
+            )?,
+            disk_warning_ratio: c.ratio("host.disk_warning_ratio", h.disk_warning_ratio, 0.90)?,
+            disk_critical_ratio: c.ratio(
+                "host.disk_critical_ratio",
+                h.disk_critical_ratio,
+                0.97,
+            )?,
+            load_warning_per_cpu: c.range_f64(
+                "host.load_warning_per_cpu",
+                h.load_warning_per_cpu,
+                2.0,
+                0.1,
+                1000.0,
+            )?,
+        };
+        if host.memory_critical_ratio < host.memory_warning_ratio {
+            return c.fail(
+                "host.memory_critical_ratio",
+                "expected at least host.memory_warning_ratio".to_string(),
+            );
+        }
+        if host.disk_critical_ratio < host.disk_warning_ratio {
+            return c.fail(
+                "host.disk_critical_ratio",
+                "expected at least host.disk_warning_ratio".to_string(),
+            );
+        }
+
+        let mut devices = Vec::with_capacity(self.device.len());
+        for (i, d) in self.device.into_iter().enumerate() {
+            let k = |name: &str| format!("device[{i}].{name}");
+            if d.id.is_empty()
+                || d.id.len() > 64
+                || !d
+                    .id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            {
+                return c.fail(
+                    &k("id"),
+                    format!(
+                        "expected 1-64 characters of [A-Za-z0-9._-], found {:?}",
+                        d.id
+                    ),
+                );
+            }
+            if devices.iter().any(|x: &DeviceConfig| x.id == d.id) {
+                return c.fail(&k("id"), format!("duplicate device id {:?}", d.id));
+            }
+            if d.sim.is_some() && d.backend != "sim" {
+                return c.fail(&k("sim"), "only allowed with backend = \"sim\"".to_string());
+            }
+            let backend = match d.backend.as_str() {
+                "sim" => {
+                    let s = d.sim.unwrap_or_default();
+                    let p = c.range_f64(
+                        &k("sim.reset_failure_probability"),
+                        s.reset_failure_probability,
+                        0.0,
+                        0.0,
+                        1.0,
+                    )?;
+                    Backend::Sim(SimOptions {
+                        reset_failure_probability: p,
+                        seed: s.seed,
+                    })
+                }
+                other => return c.fail(
+                    &k("backend"),
+                    format!(
+                        "expected \"sim\" (hardware backends are not built yet), found {other:?}"
+                    ),
+                ),
+            };
+            let poll_interval = c.duration(
+                &k("poll_interval"),
+                d.poll_interval.as_deref(),
+                secs(1),
+                ms(50),
+                secs(3600),
+            )?;
+            let deadline = c.duration(
+                &k("deadline"),
+                d.deadline.as_deref(),
+                secs(2),
+                ms(10),
+                secs(300),
+            )?;
+            let action_deadline = c.duration(
+                &k("action_deadline"),
+                d.action_deadline.as_deref(),
+                secs(60),
+                ms(100),
+                secs(3600),
+            )?;
+            let mut limits = Limits::for_kind(d.kind);
+            let l = d.limits;
+            limits.temperature_warning_celsius = c.range_f64(
+                &k("limits.temperature_warning_celsius"),
+                l.temperature_warning_celsius,
+                limits.temperature_warning_celsius,
+                -50.0,
+                200.0,
+            )?;
+            limits.temperature_critical_celsius = c.range_f64(
+                &k("limits.temperature_critical_celsius"),
+                l.temperature_critical_celsius,
+                limits.temperature_critical_celsius,
+                -50.0,
+                200.0,
+            )?;
+            if limits.temperature_critical_celsius < limits.temperature_warning_celsius {
+                return c.fail(
+                    &k("limits.temperature_critical_celsius"),
+                    "expected at least limits.temperature_warning_celsius".to_string(),
+                );
+            }
+            if l.calibration_max_age.is_some() {
+                limits.calibration_max_age = Some(c.duration(
+                    &k("limits.calibration_max_age"),
+                    l.calibration_max_age.as_deref(),
+                    secs(3600),
+                    secs(1),
+                    secs(365 * 86400),
+                )?);
+            }
+            devices.push(DeviceConfig {
+                id: d.id,
+                kind: d.kind,
+                backend,
+                poll_interval,
+                deadline,
+                action_deadline,
+                limits,
+            });
+        }
+
+        Ok(AgentConfig {
+            node,
+            socket,
+            tcp_listen,
+            report_interval,
+            collector,
+            max_message_bytes,
+            uplink,
+            host,
+            devices,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> ConfigError {
+        parse("agent.toml", text).expect_err("should fail")
+    }
+
+    #[test]
+    fn embedded_simulate_config_is_valid_and_has_every_kind() {
+        let c = parse("<simulate>", SIMULATE_TOML).unwrap();
+        let kinds: Vec<_> = c.devices.iter().map(|d| d.kind).collect();
+        for k in DeviceKind::ALL {
+            assert!(kinds.contains(&k), "{k} missing");
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse_err("report_intervall = \"1s\"\n");
+        assert_eq!(e.file, "agent.toml");
+        assert!(e.to_string().contains("report_intervall"), "{e}");
+        let e =
+            parse_err("[[device]]\nid = \"a\"\nkind = \"loihi2\"\nbackend = \"sim\"\ncolour = 1\n");
+        assert!(
+            e.to_string().contains("device[0]") || e.to_string().contains("colour"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_type() {
+        let e = parse_err("[uplink]\nbuffer_reports = \"lots\"\n");
+        assert_eq!(e.key, "uplink.buffer_reports");
+        assert!(e.message.contains("integer"), "{e}");
+        let e = parse_err("[[device]]\nid = \"a\"\nkind = \"toaster\"\nbackend = \"sim\"\n");
+        assert_eq!(e.key, "device[0].kind");
+        assert!(
+            e.message.contains("loihi2"),
+            "lists the expected kinds: {e}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key_and_range() {
+        let e = parse_err(
+            "[[device]]\nid = \"a\"\nkind = \"loihi2\"\nbackend = \"sim\"\ndeadline = \"0s\"\n",
+        );
+        assert_eq!(e.key, "device[0].deadline");
+        assert!(e.message.contains("between"), "{e}");
+        let e = parse_err("[host]\nmemory_warning_ratio = 1.5\n");
+        assert_eq!(e.key, "host.memory_warning_ratio");
+        let e = parse_err("report_interval = \"soon\"\n");
+        assert_eq!(e.key, "report_interval");
+    }
+
+    #[test]
+    fn duplicate_ids_and_unknown_backends_are_rejected() {
+        let dev = "[[device]]\nid = \"a\"\nkind = \"loihi2\"\nbackend = \"sim\"\n";
+        let e = parse_err(&format!("{dev}{dev}"));
+        assert_eq!(e.key, "device[1].id");
+        let e = parse_err("[[device]]\nid = \"a\"\nkind = \"loihi2\"\nbackend = \"bmp\"\n");
+        assert_eq!(e.key, "device[0].backend");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file_and_line() {
+        let e = parse_err("node = \n");
+        assert!(e.to_string().starts_with("agent.toml: "), "{e}");
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let e = load(Path::new("/nonexistent/agent.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/agent.toml"), "{e}");
+    }
+}

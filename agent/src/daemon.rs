@@ -1,0 +1,119 @@
+//! Starting and stopping the agent: the order things come up in, and the one clean shutdown.
+//!
+//! Listeners are bound first, so a second agent on the same socket fails before it touches any
+//! device. READY=1 goes to systemd once clients can connect. On SIGTERM or SIGINT a single
+//! cancellation token stops everything; supervisors finish the call in flight (each bounded by
+//! its deadline), so a reset that has started either completes or times out, never vanishes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::actions::Actions;
+use crate::config::AgentConfig;
+use crate::grpc::{self, service::AgentService, uplink::Uplink};
+use crate::node::{self, Node};
+use crate::{backends, host, supervisor};
+
+pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let listeners = grpc::bind(&cfg).await?;
+    let cancel = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let mut supervisors = Vec::new();
+    let mut handles = Vec::new();
+    for d in &cfg.devices {
+        let (h, task) = supervisor::spawn(d.clone(), backends::build(d), cancel.clone());
+        handles.push(h);
+        supervisors.push(task);
+    }
+    let (host_rx, host_task) = host::spawn(cfg.host.clone(), cancel.clone());
+    let node = Arc::new(Node::new(cfg.node.clone(), handles, host_rx));
+    let actions = Arc::new(Actions::new(node.clone()));
+    let (publish, reports) = watch::channel(Arc::new(node.snapshot()));
+
+    let (uplink_tx, uplink_task) = match &cfg.collector {
+        Some(url) => {
+            // The hand-off queue only decouples the main loop from the uplink task; the real
+            // buffer (bounded by uplink.buffer_reports) lives in the uplink.
+            let (tx, rx) = mpsc::channel(16);
+            let up = Uplink::new(url.clone(), cfg.uplink.clone());
+            (Some(tx), Some(tokio::spawn(up.run(rx, cancel.clone()))))
+        }
+        None => (None, None),
+    };
+    let reporter = tokio::spawn(node::run_reporter(
+        node.clone(),
+        cfg.report_interval,
+        publish,
+        uplink_tx,
+        cancel.clone(),
+    ));
+
+    let service = AgentService {
+        node: node.clone(),
+        actions,
+        reports,
+    };
+    let mut server = tokio::spawn(grpc::serve(
+        listeners,
+        service,
+        cfg.max_message_bytes,
+        cancel.clone(),
+    ));
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        node = %cfg.node, boot_id = %node.boot_id, socket = %cfg.socket.display(),
+        tcp = ?cfg.tcp_listen, collector = ?cfg.collector, devices = cfg.devices.len(),
+        "health-agent running"
+    );
+
+    let server_result = tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); None }
+        _ = int.recv() => { tracing::info!("SIGINT: shutting down"); None }
+        r = &mut server => Some(r),
+    };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    cancel.cancel();
+
+    let server_result = match server_result {
+        Some(r) => r,
+        None => match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("the API server did not stop within 5 s");
+                Ok(Ok(()))
+            }
+        },
+    };
+    // Supervisors may be finishing an action: wait for the longest action deadline.
+    let longest = cfg
+        .devices
+        .iter()
+        .map(|d| d.action_deadline.max(d.deadline))
+        .max()
+        .unwrap_or_default();
+    let rest = async {
+        for t in supervisors {
+            let _ = t.await;
+        }
+        let _ = reporter.await;
+        let _ = host_task.await;
+        if let Some(t) = uplink_task {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(longest + Duration::from_secs(1), rest)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop in time");
+    }
+    tracing::info!("health-agent stopped");
+    server_result.context("API server task")?
+}

@@ -1,0 +1,250 @@
+//! Conversions from the agent's and the HAL's plain types to `health.v1` messages: the one
+//! place where the two meet (Architecture Invariant 1).
+
+use std::time::SystemTime;
+
+use health_hal as hal;
+use health_proto::v1 as pb;
+use prost_types::Timestamp;
+
+use crate::actions::ActionRecord;
+use crate::host::HostStatus;
+use crate::node::NodeSnapshot;
+use crate::supervisor::{Activity, DeviceStatus, Outcome};
+
+pub fn ts(t: SystemTime) -> Timestamp {
+    Timestamp::from(t)
+}
+
+pub fn state(s: hal::HealthState) -> i32 {
+    (match s {
+        hal::HealthState::Ok => pb::HealthState::Ok,
+        hal::HealthState::Unknown => pb::HealthState::Unknown,
+        hal::HealthState::Warning => pb::HealthState::Warning,
+        hal::HealthState::Critical => pb::HealthState::Critical,
+    }) as i32
+}
+
+pub fn kind(k: hal::DeviceKind) -> i32 {
+    (match k {
+        hal::DeviceKind::Loihi2 => pb::DeviceKind::Loihi2,
+        hal::DeviceKind::Spinnaker => pb::DeviceKind::Spinnaker,
+        hal::DeviceKind::Photonic => pb::DeviceKind::Photonic,
+        hal::DeviceKind::AnalogCrossbar => pb::DeviceKind::AnalogCrossbar,
+    }) as i32
+}
+
+fn severity(s: hal::Severity) -> i32 {
+    (match s {
+        hal::Severity::Info => pb::Severity::Info,
+        hal::Severity::Warning => pb::Severity::Warning,
+        hal::Severity::Critical => pb::Severity::Critical,
+    }) as i32
+}
+
+fn code(c: hal::ConditionCode) -> i32 {
+    use hal::ConditionCode as C;
+    use pb::ConditionCode as P;
+    (match c {
+        C::ThermalWarning => P::ThermalWarning,
+        C::ThermalCritical => P::ThermalCritical,
+        C::PowerOverLimit => P::PowerOverLimit,
+        C::CalibrationStale => P::CalibrationStale,
+        C::CalibrationDrift => P::CalibrationDrift,
+        C::DeviceUnresponsive => P::DeviceUnresponsive,
+        C::DeviceMissing => P::DeviceMissing,
+        C::LinkDegraded => P::LinkDegraded,
+        C::ResetFailed => P::ResetFailed,
+        C::IllConditioned => P::IllConditioned,
+        C::NotConverging => P::NotConverging,
+        C::PrecisionInsufficient => P::PrecisionInsufficient,
+        C::HostMemoryHigh => P::HostMemoryHigh,
+        C::DiskFull => P::DiskFull,
+        C::ProcessStuck => P::ProcessStuck,
+        C::HostLoadHigh => P::HostLoadHigh,
+        C::DeviceDisabled => P::DeviceDisabled,
+        C::DeviceError => P::DeviceError,
+    }) as i32
+}
+
+fn quantity(q: hal::Quantity) -> i32 {
+    use hal::Quantity as Q;
+    use pb::Quantity as P;
+    (match q {
+        Q::TemperatureCelsius => P::TemperatureCelsius,
+        Q::PowerWatts => P::PowerWatts,
+        Q::EnergyJoules => P::EnergyJoules,
+        Q::VoltageVolts => P::VoltageVolts,
+        Q::CurrentAmperes => P::CurrentAmperes,
+        Q::FanRpm => P::FanRpm,
+        Q::PhaseErrorRadians => P::PhaseErrorRadians,
+        Q::OpticalPowerWatts => P::OpticalPowerWatts,
+        Q::ConductanceDriftRatio => P::ConductanceDriftRatio,
+        Q::StuckCellsRatio => P::StuckCellsRatio,
+        Q::EffectiveBits => P::EffectiveBits,
+        Q::CalibrationAgeSeconds => P::CalibrationAgeSeconds,
+        Q::SetpointCelsius => P::SetpointCelsius,
+    }) as i32
+}
+
+fn capability(c: hal::Capability) -> i32 {
+    use hal::Capability as C;
+    use pb::Capability as P;
+    (match c {
+        C::ResetSoft => P::ResetSoft,
+        C::ResetHard => P::ResetHard,
+        C::PowerCycle => P::PowerCycle,
+        C::Calibrate => P::Calibrate,
+        C::SetPowerLimit => P::SetPowerLimit,
+        C::EnableDisable => P::EnableDisable,
+        C::FaultInjection => P::FaultInjection,
+        C::Matvec => P::Matvec,
+    }) as i32
+}
+
+fn activity(a: Activity) -> i32 {
+    (match a {
+        Activity::Running => pb::DeviceActivity::Running,
+        Activity::Resetting => pb::DeviceActivity::Resetting,
+        Activity::Calibrating => pb::DeviceActivity::Calibrating,
+        Activity::Disabled => pb::DeviceActivity::Disabled,
+        Activity::Failed => pb::DeviceActivity::Failed,
+        Activity::Off => pb::DeviceActivity::Off,
+    }) as i32
+}
+
+pub fn outcome(o: Outcome) -> i32 {
+    (match o {
+        Outcome::Succeeded => pb::ActionOutcome::Succeeded,
+        Outcome::Failed => pb::ActionOutcome::Failed,
+        Outcome::TimedOut => pb::ActionOutcome::TimedOut,
+        Outcome::Refused => pb::ActionOutcome::Refused,
+    }) as i32
+}
+
+pub fn condition(c: &hal::Condition) -> pb::Condition {
+    pb::Condition {
+        code: code(c.code),
+        severity: severity(c.severity),
+        subject: c.subject.clone(),
+        message: c.message.clone(),
+        since: Some(ts(c.since)),
+        runbook: c.code.runbook().to_string(),
+    }
+}
+
+pub fn device(d: &DeviceStatus) -> pb::Device {
+    let id = &d.identity;
+    pb::Device {
+        identity: Some(pb::DeviceIdentity {
+            id: id.id.clone(),
+            kind: kind(id.kind),
+            vendor: id.vendor.clone(),
+            model: id.model.clone(),
+            serial: id.serial.clone(),
+            firmware: id.firmware.clone(),
+            backend: id.backend.clone(),
+            location: id.location.clone(),
+        }),
+        state: state(d.state),
+        activity: activity(d.activity),
+        readings: d
+            .readings
+            .iter()
+            .map(|r| pb::Reading {
+                sensor: r.sensor.clone(),
+                quantity: quantity(r.quantity),
+                value: r.value,
+                observed_at: Some(ts(r.observed_at)),
+            })
+            .collect(),
+        conditions: d.conditions.iter().map(condition).collect(),
+        capabilities: d.capabilities.iter().map(|c| capability(*c)).collect(),
+        enabled: d.enabled,
+        power_limit_watts: d.power_limit_watts,
+        calibration: d.calibration.map(|c| pb::Calibration {
+            calibrated_at: Some(ts(c.calibrated_at)),
+            temperature_celsius: c.temperature_celsius,
+        }),
+        last_read_at: d.last_read_at.map(ts),
+        consecutive_failures: d.consecutive_failures,
+        last_action: d.last_action.as_ref().map(|a| pb::ActionSummary {
+            action: a.action.clone(),
+            outcome: outcome(a.outcome),
+            finished_at: Some(ts(a.finished_at)),
+            message: a.message.clone(),
+        }),
+    }
+}
+
+pub fn host(h: &HostStatus) -> pb::HostHealth {
+    pb::HostHealth {
+        state: state(h.state),
+        cpu_utilization_ratio: h.cpu_utilization_ratio,
+        cpu_count: h.cpu_count,
+        memory_total_bytes: h.memory_total_bytes,
+        memory_available_bytes: h.memory_available_bytes,
+        load1: h.load[0],
+        load5: h.load[1],
+        load15: h.load[2],
+        disks: h
+            .disks
+            .iter()
+            .map(|d| pb::Disk {
+                mount_point: d.mount_point.clone(),
+                total_bytes: d.total_bytes,
+                available_bytes: d.available_bytes,
+            })
+            .collect(),
+        conditions: h.conditions.iter().map(condition).collect(),
+        observed_at: h.observed_at.map(ts),
+    }
+}
+
+pub fn snapshot(s: &NodeSnapshot) -> pb::NodeSnapshot {
+    pb::NodeSnapshot {
+        node: s.node.clone(),
+        boot_id: s.boot_id.clone(),
+        seq: s.seq,
+        taken_at: Some(ts(s.taken_at)),
+        state: state(s.state),
+        host: Some(host(&s.host)),
+        devices: s.devices.iter().map(|d| device(d)).collect(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+pub fn action(r: &ActionRecord) -> pb::ActionResult {
+    pb::ActionResult {
+        action_id: r.id.clone(),
+        device_id: r.device_id.clone(),
+        action: r.action.clone(),
+        outcome: outcome(r.outcome),
+        message: r.message.clone(),
+        started_at: Some(ts(r.started_at)),
+        duration_ms: r.duration_ms,
+        device_after: r.device_after.as_deref().map(device),
+        caller: r.caller.clone(),
+    }
+}
+
+pub fn reset_kind(k: i32) -> Option<hal::ResetKind> {
+    match pb::ResetKind::try_from(k).ok()? {
+        pb::ResetKind::Soft => Some(hal::ResetKind::Soft),
+        pb::ResetKind::Hard => Some(hal::ResetKind::Hard),
+        pb::ResetKind::PowerCycle => Some(hal::ResetKind::PowerCycle),
+        pb::ResetKind::Unspecified => None,
+    }
+}
+
+pub fn fault_kind(k: i32) -> Option<hal::FaultKind> {
+    match pb::FaultKind::try_from(k).ok()? {
+        pb::FaultKind::Overheat => Some(hal::FaultKind::Overheat),
+        pb::FaultKind::Hang => Some(hal::FaultKind::Hang),
+        pb::FaultKind::Drift => Some(hal::FaultKind::Drift),
+        pb::FaultKind::FailingReset => Some(hal::FaultKind::FailingReset),
+        pb::FaultKind::Vanish => Some(hal::FaultKind::Vanish),
+        pb::FaultKind::Clear => Some(hal::FaultKind::Clear),
+        pb::FaultKind::Unspecified => None,
+    }
+}

@@ -1,0 +1,116 @@
+//! The agent's gRPC surface: the `health.v1.Agent` service on a Unix socket (and optionally
+//! TCP), with `grpc.health.v1` and server reflection, plus the uplink client to the collector.
+//! These modules are the only ones in the agent that know protobuf.
+
+pub mod convert;
+pub mod service;
+pub mod uplink;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use health_proto::v1::agent_server::AgentServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+use service::AgentService;
+
+/// Listeners bound and ready to serve. Binding is separate from serving so that readiness
+/// (systemd READY=1) is signalled only once clients can actually connect.
+pub struct Listeners {
+    unix: UnixListener,
+    socket: PathBuf,
+    tcp: Option<tokio::net::TcpListener>,
+}
+
+/// Binds the Unix socket, refusing to steal it from a running agent, and the TCP listener.
+pub async fn bind(cfg: &AgentConfig) -> anyhow::Result<Listeners> {
+    let socket = cfg.socket.clone();
+    if let Some(dir) = socket.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating socket directory {}", dir.display()))?;
+        }
+    }
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+            bail!(
+                "{}: another agent is already serving on this socket",
+                socket.display()
+            );
+        }
+        // A socket file nobody listens on is left over from a crash: replace it.
+        std::fs::remove_file(&socket)
+            .with_context(|| format!("removing stale socket {}", socket.display()))?;
+    }
+    let unix =
+        UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    set_mode(&socket, 0o660)?;
+    let tcp = match cfg.tcp_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding tcp_listen {addr}"))?,
+        ),
+        None => None,
+    };
+    Ok(Listeners { unix, socket, tcp })
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode {mode:o} on {}", path.display()))
+}
+
+/// Serves until `cancel` fires, then removes the socket file.
+pub async fn serve(
+    listeners: Listeners,
+    service: AgentService,
+    max_message_bytes: usize,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let service = Arc::new(service);
+    let make = || {
+        AgentServer::from_arc(service.clone())
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
+    };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AgentServer<AgentService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(health_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+
+    let unix = tonic::transport::Server::builder()
+        .add_service(health_service.clone())
+        .add_service(reflection.clone())
+        .add_service(make())
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listeners.unix),
+            cancel.clone().cancelled_owned(),
+        );
+    let tcp = listeners.tcp.map(|l| {
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(make())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(l),
+                cancel.clone().cancelled_owned(),
+            )
+    });
+    let result = match tcp {
+        Some(tcp) => tokio::try_join!(unix, tcp).map(|_| ()),
+        None => unix.await,
+    };
+    let _ = std::fs::remove_file(&listeners.socket);
+    result.context("serving the Agent API")
+}

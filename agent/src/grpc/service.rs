@@ -1,0 +1,295 @@
+//! The `health.v1.Agent` gRPC service: reads come from the node's snapshots, every mutating
+//! call goes through [`crate::actions::Actions`]. Argument errors are INVALID_ARGUMENT naming
+//! the field; an unknown device is NOT_FOUND; an action the device cannot do is
+//! FAILED_PRECONDITION. An action that ran and failed is a normal reply whose outcome says so.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use health_proto::v1 as pb;
+use health_proto::v1::agent_server::Agent;
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::actions::{ActionError, Actions, Requested};
+use crate::node::{Node, NodeSnapshot};
+use crate::supervisor::{DeviceAction, Outcome};
+
+pub struct AgentService {
+    pub node: Arc<Node>,
+    pub actions: Arc<Actions>,
+    /// Fed by the reporter. When the reporter stops at shutdown its sender drops, which ends
+    /// every WatchHealth stream, so the server's graceful stop is not held open by watchers.
+    pub reports: watch::Receiver<Arc<NodeSnapshot>>,
+}
+
+/// Who is calling, for the action record: the Unix peer's uid, or the TCP peer's address.
+fn caller<T>(req: &Request<T>) -> String {
+    if let Some(info) = req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+    {
+        if let Some(cred) = info.peer_cred {
+            return format!("uid {} (unix socket)", cred.uid());
+        }
+        return "unix socket (no peer credentials)".to_string();
+    }
+    match req.remote_addr() {
+        Some(a) => format!("tcp {a}"),
+        None => "unknown".to_string(),
+    }
+}
+
+fn device_id(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        Err(Status::invalid_argument("id: a device id is required"))
+    } else {
+        Ok(id)
+    }
+}
+
+fn to_status(e: ActionError) -> Status {
+    match e {
+        ActionError::NoSuchDevice(_) => Status::not_found(e.to_string()),
+        ActionError::InvalidArgument(m) => Status::invalid_argument(m),
+        ActionError::NotPossible(m) => Status::failed_precondition(m),
+    }
+}
+
+impl AgentService {
+    async fn act<T>(
+        &self,
+        req: &Request<T>,
+        id: &str,
+        what: Requested,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let id = device_id(id)?;
+        let record = self
+            .actions
+            .run(&caller(req), id, what)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::action(&record)))
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::NodeSnapshot, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn get_node(
+        &self,
+        _: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::NodeSnapshot>, Status> {
+        Ok(Response::new(convert::snapshot(&self.node.snapshot())))
+    }
+
+    async fn list_devices(
+        &self,
+        _: Request<pb::ListDevicesRequest>,
+    ) -> Result<Response<pb::ListDevicesResponse>, Status> {
+        let devices = self
+            .node
+            .devices
+            .iter()
+            .map(|d| convert::device(&d.status()))
+            .collect();
+        Ok(Response::new(pb::ListDevicesResponse { devices }))
+    }
+
+    async fn get_device(
+        &self,
+        req: Request<pb::GetDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        let id = device_id(&req.get_ref().id)?;
+        let dev = self
+            .node
+            .device(id)
+            .ok_or_else(|| Status::not_found(format!("no device {id:?} on this node")))?;
+        Ok(Response::new(convert::device(&dev.status())))
+    }
+
+    type WatchHealthStream = SnapshotStream;
+
+    async fn watch_health(
+        &self,
+        _: Request<pb::WatchHealthRequest>,
+    ) -> Result<Response<Self::WatchHealthStream>, Status> {
+        // A watch channel holds only the newest snapshot: a slow reader skips ahead instead of
+        // growing a queue, and cannot slow the reporter or other readers.
+        let now = convert::snapshot(&self.node.snapshot());
+        let mut rx = self.reports.clone();
+        rx.mark_unchanged();
+        let updates = tokio_stream::wrappers::WatchStream::from_changes(rx)
+            .map(|s| Ok(convert::snapshot(&s)));
+        Ok(Response::new(Box::pin(
+            tokio_stream::once(Ok(now)).chain(updates),
+        )))
+    }
+
+    async fn reset_device(
+        &self,
+        req: Request<pb::ResetDeviceRequest>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let r = req.get_ref();
+        let kind = convert::reset_kind(r.kind).ok_or_else(|| {
+            Status::invalid_argument(
+                "kind: expected RESET_KIND_SOFT, RESET_KIND_HARD or RESET_KIND_POWER_CYCLE",
+            )
+        })?;
+        let mut result = self
+            .act(&req, &r.id, Requested::Device(DeviceAction::Reset(kind)))
+            .await?;
+        if r.recalibrate_after && result.get_ref().outcome == convert::outcome(Outcome::Succeeded) {
+            let cal = self
+                .act(&req, &r.id, Requested::Device(DeviceAction::Calibrate))
+                .await?
+                .into_inner();
+            let res = result.get_mut();
+            res.message = format!("{}; then {}: {}", res.message, cal.action, cal.message);
+            res.outcome = cal.outcome;
+            res.device_after = cal.device_after;
+        }
+        if r.verify_after && result.get_ref().outcome == convert::outcome(Outcome::Succeeded) {
+            // The supervisor reads the device right after every action, so device_after is a
+            // fresh read: the reset is verified when that read shows no critical condition.
+            let res = result.get_mut();
+            let critical: Vec<String> = res
+                .device_after
+                .iter()
+                .flat_map(|d| d.conditions.iter())
+                .filter(|c| c.severity == pb::Severity::Critical as i32)
+                .map(|c| format!("{}: {}", c.code().as_str_name(), c.message))
+                .collect();
+            if critical.is_empty() {
+                res.message = format!(
+                    "{}; verified: fresh read has no critical condition",
+                    res.message
+                );
+            } else {
+                res.outcome = convert::outcome(Outcome::Failed);
+                res.message = format!(
+                    "{}; verification failed: {}",
+                    res.message,
+                    critical.join("; ")
+                );
+            }
+        }
+        Ok(result)
+    }
+
+    async fn calibrate_device(
+        &self,
+        req: Request<pb::CalibrateDeviceRequest>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let id = req.get_ref().id.clone();
+        self.act(&req, &id, Requested::Device(DeviceAction::Calibrate))
+            .await
+    }
+
+    async fn set_power_limit(
+        &self,
+        req: Request<pb::SetPowerLimitRequest>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let r = req.get_ref();
+        if !r.watts.is_finite() || r.watts <= 0.0 {
+            return Err(Status::invalid_argument(format!(
+                "watts: expected a positive number, got {}",
+                r.watts
+            )));
+        }
+        self.act(
+            &req,
+            &r.id,
+            Requested::Device(DeviceAction::SetPowerLimit(r.watts)),
+        )
+        .await
+    }
+
+    async fn set_device_enabled(
+        &self,
+        req: Request<pb::SetDeviceEnabledRequest>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let r = req.get_ref();
+        self.act(
+            &req,
+            &r.id,
+            Requested::Device(DeviceAction::SetEnabled(r.enabled)),
+        )
+        .await
+    }
+
+    async fn run_diagnostics(
+        &self,
+        req: Request<pb::RunDiagnosticsRequest>,
+    ) -> Result<Response<pb::RunDiagnosticsResponse>, Status> {
+        let r = req.get_ref();
+        let id = device_id(&r.id)?;
+        match pb::DiagnosticsLevel::try_from(r.level) {
+            Ok(pb::DiagnosticsLevel::Quick | pb::DiagnosticsLevel::Unspecified) => {}
+            Ok(pb::DiagnosticsLevel::Full) => {
+                return Err(Status::unimplemented(
+                    "level: FULL diagnostics (device self-test, known-answer probe) arrive with the hardware backends and the solver probe",
+                ))
+            }
+            Err(_) => return Err(Status::invalid_argument(format!("level: unknown value {}", r.level))),
+        }
+        let dev = self
+            .node
+            .device(id)
+            .ok_or_else(|| Status::not_found(format!("no device {id:?} on this node")))?;
+        let t0 = std::time::Instant::now();
+        let (outcome, message) = dev.run(DeviceAction::ReadNow).await;
+        let status = dev.status();
+        let checks_passed = if outcome == Outcome::Succeeded {
+            vec![format!("read within deadline: {message}")]
+        } else {
+            vec![]
+        };
+        Ok(Response::new(pb::RunDiagnosticsResponse {
+            device_id: id.to_string(),
+            state: convert::state(status.state),
+            checks_passed,
+            findings: status.conditions.iter().map(convert::condition).collect(),
+            duration_ms: t0.elapsed().as_millis() as u64,
+        }))
+    }
+
+    async fn probe_matrix(
+        &self,
+        _: Request<pb::ProbeMatrixRequest>,
+    ) -> Result<Response<pb::ProbeMatrixResponse>, Status> {
+        Err(Status::unimplemented(
+            "ProbeMatrix arrives with the solver-probe issue",
+        ))
+    }
+
+    async fn list_actions(
+        &self,
+        req: Request<pb::ListActionsRequest>,
+    ) -> Result<Response<pb::ListActionsResponse>, Status> {
+        let r = req.get_ref();
+        let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) } as usize;
+        let dev = (!r.device_id.is_empty()).then_some(r.device_id.as_str());
+        let actions = self
+            .actions
+            .recent(limit, dev)
+            .iter()
+            .map(convert::action)
+            .collect();
+        Ok(Response::new(pb::ListActionsResponse { actions }))
+    }
+
+    async fn inject_fault(
+        &self,
+        req: Request<pb::InjectFaultRequest>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let r = req.get_ref();
+        let fault = convert::fault_kind(r.fault).ok_or_else(|| {
+            Status::invalid_argument("fault: expected one of FAULT_KIND_OVERHEAT, _HANG, _DRIFT, _FAILING_RESET, _VANISH, _CLEAR")
+        })?;
+        self.act(&req, &r.id, Requested::InjectFault(fault)).await
+    }
+}

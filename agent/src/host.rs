@@ -1,0 +1,274 @@
+//! Host health: CPU, memory, disks and load, read with sysinfo on a blocking thread under a
+//! deadline, and turned into conditions by the thresholds in `[host]`.
+//!
+//! Reading disks can block (a dead NFS mount); the read therefore runs on the blocking pool,
+//! and if it misses its deadline the monitor reports UNKNOWN and does not start a second read
+//! until the first one returns, so a stuck mount costs one thread, not one per interval.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use health_hal::{rollup, Condition, ConditionCode, ConditionTracker, HealthState, Severity};
+use sysinfo::{Disks, System};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HostConfig;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskUsage {
+    pub mount_point: String,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HostStatus {
+    pub state: HealthState,
+    pub cpu_utilization_ratio: f64,
+    pub cpu_count: u32,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub load: [f64; 3],
+    pub disks: Vec<DiskUsage>,
+    pub conditions: Vec<Condition>,
+    pub observed_at: Option<SystemTime>,
+}
+
+/// File systems that hold no data an operator can run out of.
+const PSEUDO_FS: &[&str] = &[
+    "tmpfs", "devtmpfs", "squashfs", "proc", "sysfs", "cgroup", "cgroup2", "devpts", "nsfs",
+];
+
+fn measure(sys: &mut System) -> HostStatus {
+    sys.refresh_cpu_usage();
+    sys.refresh_memory();
+    let load = System::load_average();
+    let disks = Disks::new_with_refreshed_list();
+    let mut usage: Vec<DiskUsage> = disks
+        .list()
+        .iter()
+        .filter(|d| {
+            !PSEUDO_FS.contains(&d.file_system().to_string_lossy().as_ref()) && d.total_space() > 0
+        })
+        .map(|d| DiskUsage {
+            mount_point: d.mount_point().display().to_string(),
+            total_bytes: d.total_space(),
+            available_bytes: d.available_space(),
+        })
+        .collect();
+    usage.sort_by(|a, b| a.mount_point.cmp(&b.mount_point));
+    usage.dedup_by(|a, b| a.mount_point == b.mount_point);
+    HostStatus {
+        state: HealthState::Ok,
+        cpu_utilization_ratio: f64::from(sys.global_cpu_usage()) / 100.0,
+        cpu_count: sys.cpus().len() as u32,
+        memory_total_bytes: sys.total_memory(),
+        memory_available_bytes: sys.available_memory(),
+        load: [load.one, load.five, load.fifteen],
+        disks: usage,
+        conditions: Vec::new(),
+        observed_at: Some(SystemTime::now()),
+    }
+}
+
+fn grade(used: f64, warn: f64, crit: f64) -> Option<Severity> {
+    if used >= crit {
+        Some(Severity::Critical)
+    } else if used >= warn {
+        Some(Severity::Warning)
+    } else {
+        None
+    }
+}
+
+/// Conditions the thresholds imply for one measurement.
+pub fn evaluate(h: &HostStatus, cfg: &HostConfig, now: SystemTime) -> Vec<Condition> {
+    let mut out = Vec::new();
+    const GIB: f64 = (1u64 << 30) as f64;
+    if h.memory_total_bytes > 0 {
+        let used = 1.0 - h.memory_available_bytes as f64 / h.memory_total_bytes as f64;
+        if let Some(sev) = grade(used, cfg.memory_warning_ratio, cfg.memory_critical_ratio) {
+            out.push(Condition::new(
+                ConditionCode::HostMemoryHigh,
+                sev,
+                "host",
+                format!(
+                    "memory {:.1} % used ({:.1} of {:.1} GiB), threshold {:.0} %",
+                    used * 100.0,
+                    (h.memory_total_bytes - h.memory_available_bytes) as f64 / GIB,
+                    h.memory_total_bytes as f64 / GIB,
+                    if sev == Severity::Critical {
+                        cfg.memory_critical_ratio
+                    } else {
+                        cfg.memory_warning_ratio
+                    } * 100.0
+                ),
+                now,
+            ));
+        }
+    }
+    for d in &h.disks {
+        let used = 1.0 - d.available_bytes as f64 / d.total_bytes as f64;
+        if let Some(sev) = grade(used, cfg.disk_warning_ratio, cfg.disk_critical_ratio) {
+            out.push(Condition::new(
+                ConditionCode::DiskFull,
+                sev,
+                d.mount_point.clone(),
+                format!(
+                    "{} {:.1} % used, {:.2} GiB free",
+                    d.mount_point,
+                    used * 100.0,
+                    d.available_bytes as f64 / GIB
+                ),
+                now,
+            ));
+        }
+    }
+    if h.cpu_count > 0 {
+        let per_cpu = h.load[0] / f64::from(h.cpu_count);
+        if per_cpu >= cfg.load_warning_per_cpu {
+            out.push(Condition::new(
+                ConditionCode::HostLoadHigh,
+                Severity::Warning,
+                "host",
+                format!(
+                    "load {:.2} on {} CPUs ({per_cpu:.2} per CPU, threshold {:.2})",
+                    h.load[0], h.cpu_count, cfg.load_warning_per_cpu
+                ),
+                now,
+            ));
+        }
+    }
+    out
+}
+
+/// Runs the host monitor until `cancel`; the latest status is on the returned channel.
+pub fn spawn(
+    cfg: HostConfig,
+    cancel: CancellationToken,
+) -> (watch::Receiver<Arc<HostStatus>>, JoinHandle<()>) {
+    let initial = HostStatus {
+        state: HealthState::Unknown,
+        ..Default::default()
+    };
+    let (tx, rx) = watch::channel(Arc::new(initial));
+    let task = tokio::spawn(async move {
+        let sys = Arc::new(Mutex::new(System::new()));
+        let mut tracker = ConditionTracker::default();
+        let mut in_flight: Option<JoinHandle<HostStatus>> = None;
+        let mut tick = tokio::time::interval(cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let mut job = match in_flight.take() {
+                Some(job) => job,
+                None => {
+                    let sys = sys.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut guard = sys.lock().unwrap_or_else(|e| e.into_inner());
+                        measure(&mut guard)
+                    })
+                }
+            };
+            let mut status = match tokio::time::timeout(cfg.deadline, &mut job).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "host measurement task failed");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        deadline_s = cfg.deadline.as_secs_f64(),
+                        "host measurement missed its deadline"
+                    );
+                    in_flight = Some(job);
+                    let mut stale = (**tx.borrow()).clone();
+                    stale.state = HealthState::Unknown;
+                    tx.send_replace(Arc::new(stale));
+                    continue;
+                }
+            };
+            let now = SystemTime::now();
+            status.conditions = tracker.track(evaluate(&status, &cfg, now));
+            status.state = rollup(&status.conditions);
+            tx.send_replace(Arc::new(status));
+        }
+    });
+    (rx, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn cfg() -> HostConfig {
+        HostConfig {
+            interval: Duration::from_secs(1),
+            deadline: Duration::from_secs(1),
+            memory_warning_ratio: 0.9,
+            memory_critical_ratio: 0.97,
+            disk_warning_ratio: 0.9,
+            disk_critical_ratio: 0.97,
+            load_warning_per_cpu: 2.0,
+        }
+    }
+
+    #[test]
+    fn thresholds_become_conditions_with_numbers() {
+        let h = HostStatus {
+            cpu_count: 2,
+            memory_total_bytes: 16 << 30,
+            memory_available_bytes: 1 << 30,
+            load: [5.0, 1.0, 1.0],
+            disks: vec![
+                DiskUsage {
+                    mount_point: "/".into(),
+                    total_bytes: 100 << 30,
+                    available_bytes: 2 << 30,
+                },
+                DiskUsage {
+                    mount_point: "/data".into(),
+                    total_bytes: 100 << 30,
+                    available_bytes: 50 << 30,
+                },
+            ],
+            ..Default::default()
+        };
+        let c = evaluate(&h, &cfg(), SystemTime::now());
+        let mem = c
+            .iter()
+            .find(|c| c.code == ConditionCode::HostMemoryHigh)
+            .expect("memory");
+        assert_eq!(
+            mem.severity,
+            Severity::Warning,
+            "93.75 % used is above 90 but below 97"
+        );
+        assert!(mem.message.contains("93.8 %"), "{}", mem.message);
+        let disk: Vec<_> = c
+            .iter()
+            .filter(|c| c.code == ConditionCode::DiskFull)
+            .collect();
+        assert_eq!(disk.len(), 1);
+        assert_eq!(
+            (disk[0].subject.as_str(), disk[0].severity),
+            ("/", Severity::Critical)
+        );
+        assert!(c.iter().any(|c| c.code == ConditionCode::HostLoadHigh));
+    }
+
+    #[test]
+    fn measuring_this_host_gives_plausible_numbers() {
+        let mut sys = System::new();
+        let h = measure(&mut sys);
+        assert!(h.cpu_count >= 1);
+        assert!(h.memory_total_bytes > 0 && h.memory_available_bytes <= h.memory_total_bytes);
+        assert!(h.load.iter().all(|l| l.is_finite() && *l >= 0.0));
+    }
+}

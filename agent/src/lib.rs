@@ -1,0 +1,15 @@
+//! `health-agent`: the per-node daemon, as a library so that `main.rs` stays a thin shell and
+//! tests can drive the pieces.
+//!
+//! Data flows device → [`supervisor`] (one task each, deadline on every call) → [`node`]
+//! (snapshots, the main loop) → [`grpc`] (Agent API, uplink to the collector). [`host`] adds
+//! the host's own health; [`actions`] is the single path for anything that changes a device.
+
+pub mod actions;
+pub mod backends;
+pub mod config;
+pub mod daemon;
+pub mod grpc;
+pub mod host;
+pub mod node;
+pub mod supervisor;

@@ -1,0 +1,141 @@
+//! The node: every supervised device plus the host monitor, assembled into snapshots.
+//!
+//! The reporter task is the agent's main loop. Each report interval it takes a snapshot,
+//! numbers it (boot id, seq), publishes it to local watchers and hands it to the uplink, and
+//! pings the systemd watchdog. If this loop stops, the watchdog pings stop with it, which is
+//! the point: systemd restarts an agent whose heart has stopped, not one whose threads exist.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use health_hal::HealthState;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::host::HostStatus;
+use crate::supervisor::{DeviceHandle, DeviceStatus};
+
+pub struct Node {
+    pub name: String,
+    /// Identifies this run of the agent; changes on every start so the collector can tell a
+    /// restarted agent's seq 1 from a duplicate.
+    pub boot_id: String,
+    pub devices: Vec<DeviceHandle>,
+    host: watch::Receiver<Arc<HostStatus>>,
+    seq: AtomicU64,
+    /// Reports the uplink could not take because its queue was full.
+    pub reports_dropped: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeSnapshot {
+    pub node: String,
+    pub boot_id: String,
+    pub seq: u64,
+    pub taken_at: SystemTime,
+    pub state: HealthState,
+    pub host: Arc<HostStatus>,
+    pub devices: Vec<Arc<DeviceStatus>>,
+}
+
+pub fn new_boot_id() -> String {
+    let v: u128 = rand::random();
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+impl Node {
+    pub fn new(
+        name: String,
+        devices: Vec<DeviceHandle>,
+        host: watch::Receiver<Arc<HostStatus>>,
+    ) -> Node {
+        Node {
+            name,
+            boot_id: new_boot_id(),
+            devices,
+            host,
+            seq: AtomicU64::new(0),
+            reports_dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn device(&self, id: &str) -> Option<&DeviceHandle> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+
+    /// The current state of everything, carrying the seq of the last report sent.
+    pub fn snapshot(&self) -> NodeSnapshot {
+        self.assemble(self.seq.load(Ordering::Acquire))
+    }
+
+    fn assemble(&self, seq: u64) -> NodeSnapshot {
+        let host = self.host.borrow().clone();
+        let devices: Vec<_> = self.devices.iter().map(|d| d.status()).collect();
+        let state = devices
+            .iter()
+            .map(|d| d.state)
+            .chain([host.state])
+            .max()
+            .unwrap_or(HealthState::Unknown);
+        NodeSnapshot {
+            node: self.name.clone(),
+            boot_id: self.boot_id.clone(),
+            seq,
+            taken_at: SystemTime::now(),
+            state,
+            host,
+            devices,
+        }
+    }
+
+    /// Takes the next numbered report.
+    fn next_report(&self) -> NodeSnapshot {
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        self.assemble(seq)
+    }
+}
+
+/// The agent's main loop; see the module comment.
+pub async fn run_reporter(
+    node: Arc<Node>,
+    every: Duration,
+    publish: watch::Sender<Arc<NodeSnapshot>>,
+    uplink: Option<mpsc::Sender<Arc<NodeSnapshot>>>,
+    cancel: CancellationToken,
+) {
+    let watchdog = sd_notify_watchdog_enabled();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let report = Arc::new(node.next_report());
+        publish.send_replace(report.clone());
+        if let Some(up) = &uplink {
+            if up.try_send(report).is_err() {
+                // The uplink keeps its own bounded buffer; a full hand-off queue means it is
+                // stuck, and the loss is counted rather than blocking the main loop.
+                node.reports_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if watchdog {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        }
+    }
+}
+
+fn sd_notify_watchdog_enabled() -> bool {
+    let mut usec = 0;
+    sd_notify::watchdog_enabled(false, &mut usec)
+}

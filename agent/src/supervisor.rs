@@ -1,0 +1,569 @@
+//! One supervisor task per device: the only code that calls the device.
+//!
+//! The task polls the device on its interval and runs the actions sent to it, one at a time,
+//! each under a deadline. A call that misses its deadline is abandoned (its future dropped) and
+//! the device is reported DEVICE_UNRESPONSIVE; nothing here waits longer than a deadline, so a
+//! hung device cannot stall its supervisor, let alone the agent. The latest [`DeviceStatus`] is
+//! published on a `watch` channel that readers (gRPC, the reporter) sample without locking the
+//! task.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use health_hal::health::evaluate;
+use health_hal::{
+    rollup, CalibrationRecord, Capability, Condition, ConditionCode, ConditionTracker, Device,
+    DeviceIdentity, FaultInjector, HalError, HealthState, Reading, ResetKind, Sample, Severity,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{interval, timeout, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DeviceConfig;
+
+/// What the device is doing, as the agent sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Running,
+    Resetting,
+    Calibrating,
+    Disabled,
+    /// The last reset failed; the device needs an operator.
+    Failed,
+    /// Powered off (a board whose power controller answers).
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Refused,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "SUCCEEDED",
+            Outcome::Failed => "FAILED",
+            Outcome::TimedOut => "TIMED_OUT",
+            Outcome::Refused => "REFUSED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionSummary {
+    pub action: String,
+    pub outcome: Outcome,
+    pub finished_at: SystemTime,
+    pub message: String,
+}
+
+/// Everything known about one device at one instant.
+#[derive(Debug, Clone)]
+pub struct DeviceStatus {
+    pub identity: DeviceIdentity,
+    pub capabilities: Vec<Capability>,
+    pub state: HealthState,
+    pub activity: Activity,
+    /// Readings of the last successful read; their `observed_at` tells their age.
+    pub readings: Vec<Reading>,
+    pub conditions: Vec<Condition>,
+    pub enabled: bool,
+    pub power_limit_watts: Option<f64>,
+    pub calibration: Option<CalibrationRecord>,
+    pub last_read_at: Option<SystemTime>,
+    pub consecutive_failures: u64,
+    pub last_action: Option<ActionSummary>,
+}
+
+/// An action a supervisor runs on its device.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DeviceAction {
+    Reset(ResetKind),
+    Calibrate,
+    SetPowerLimit(f64),
+    SetEnabled(bool),
+    /// A fresh read, now, under the read deadline (quick diagnostics).
+    ReadNow,
+}
+
+impl DeviceAction {
+    pub fn describe(&self) -> String {
+        match self {
+            DeviceAction::Reset(k) => format!("reset-{}", k.as_str()),
+            DeviceAction::Calibrate => "calibrate".to_string(),
+            DeviceAction::SetPowerLimit(w) => format!("set-power-limit {w} W"),
+            DeviceAction::SetEnabled(true) => "enable".to_string(),
+            DeviceAction::SetEnabled(false) => "disable".to_string(),
+            DeviceAction::ReadNow => "read-now".to_string(),
+        }
+    }
+
+    /// The capability the device must have for this action.
+    pub fn capability(&self) -> Option<Capability> {
+        match self {
+            DeviceAction::Reset(k) => Some(k.capability()),
+            DeviceAction::Calibrate => Some(Capability::Calibrate),
+            DeviceAction::SetPowerLimit(_) => Some(Capability::SetPowerLimit),
+            DeviceAction::SetEnabled(_) => Some(Capability::EnableDisable),
+            DeviceAction::ReadNow => None,
+        }
+    }
+}
+
+struct Command {
+    action: DeviceAction,
+    reply: oneshot::Sender<(Outcome, String)>,
+}
+
+/// The agent's handle on one supervised device.
+#[derive(Clone)]
+pub struct DeviceHandle {
+    pub id: String,
+    pub capabilities: Vec<Capability>,
+    status: watch::Receiver<Arc<DeviceStatus>>,
+    commands: mpsc::Sender<Command>,
+    pub injector: Option<Arc<dyn FaultInjector>>,
+}
+
+impl DeviceHandle {
+    pub fn status(&self) -> Arc<DeviceStatus> {
+        self.status.borrow().clone()
+    }
+
+    /// Runs an action on the supervisor's task, after whatever it is doing now. Returns when the
+    /// action has ended (its own deadline bounds that) and the device has been read again.
+    pub async fn run(&self, action: DeviceAction) -> (Outcome, String) {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command { action, reply }).await.is_err() {
+            return (
+                Outcome::Refused,
+                "the device supervisor has stopped (agent shutting down)".to_string(),
+            );
+        }
+        rx.await.unwrap_or((
+            Outcome::Refused,
+            "the device supervisor stopped before the action ran".to_string(),
+        ))
+    }
+}
+
+/// How the last poll ended, when it did not return a sample.
+#[derive(Debug, Clone)]
+struct Failure {
+    code: ConditionCode,
+    severity: Severity,
+    message: String,
+}
+
+struct Supervisor {
+    cfg: DeviceConfig,
+    device: Box<dyn Device>,
+    tracker: ConditionTracker,
+    status: watch::Sender<Arc<DeviceStatus>>,
+    last_sample: Option<Sample>,
+    last_read_at: Option<SystemTime>,
+    failure: Option<Failure>,
+    consecutive_failures: u64,
+    enabled: bool,
+    reset_failed: Option<String>,
+    activity_override: Option<Activity>,
+    last_action: Option<ActionSummary>,
+}
+
+/// Starts the supervisor of one device. The task ends when `cancel` fires, after finishing the
+/// call in flight (every call is bounded by its deadline).
+pub fn spawn(
+    cfg: DeviceConfig,
+    device: Box<dyn Device>,
+    cancel: CancellationToken,
+) -> (DeviceHandle, tokio::task::JoinHandle<()>) {
+    let identity = device.identity();
+    let capabilities = device.capabilities();
+    let initial = DeviceStatus {
+        identity,
+        capabilities: capabilities.clone(),
+        state: HealthState::Unknown,
+        activity: Activity::Running,
+        readings: Vec::new(),
+        conditions: Vec::new(),
+        enabled: true,
+        power_limit_watts: None,
+        calibration: None,
+        last_read_at: None,
+        consecutive_failures: 0,
+        last_action: None,
+    };
+    let (status_tx, status_rx) = watch::channel(Arc::new(initial));
+    // Actions queue behind the one running; a small queue is enough because each caller waits
+    // for its own action to finish.
+    let (tx, rx) = mpsc::channel(8);
+    let handle = DeviceHandle {
+        id: cfg.id.clone(),
+        capabilities,
+        status: status_rx,
+        commands: tx,
+        injector: device.fault_injector(),
+    };
+    let sup = Supervisor {
+        cfg,
+        device,
+        tracker: ConditionTracker::default(),
+        status: status_tx,
+        last_sample: None,
+        last_read_at: None,
+        failure: None,
+        consecutive_failures: 0,
+        enabled: true,
+        reset_failed: None,
+        activity_override: None,
+        last_action: None,
+    };
+    let task = tokio::spawn(sup.run(rx, cancel));
+    (handle, task)
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Supervisor {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, cancel: CancellationToken) {
+        let mut tick = interval(self.cfg.poll_interval);
+        // After a slow (deadline-bound) poll, continue on the interval instead of bursting.
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(cmd) = commands.recv() => self.act(cmd).await,
+                _ = tick.tick() => self.poll().await,
+            }
+        }
+        tracing::debug!(device = %self.cfg.id, "supervisor stopped");
+    }
+
+    async fn poll(&mut self) {
+        let deadline = self.cfg.deadline;
+        match timeout(deadline, self.device.read()).await {
+            Ok(Ok(sample)) => {
+                self.last_sample = Some(sample);
+                self.last_read_at = Some(SystemTime::now());
+                self.failure = None;
+                self.consecutive_failures = 0;
+            }
+            Ok(Err(e)) => {
+                self.consecutive_failures += 1;
+                let n = self.consecutive_failures;
+                self.failure = Some(match e {
+                    HalError::Vanished(m) => Failure {
+                        code: ConditionCode::DeviceMissing,
+                        severity: Severity::Critical,
+                        message: format!("{m} ({n} reads in a row)"),
+                    },
+                    other => Failure {
+                        code: ConditionCode::DeviceError,
+                        // One bad read is a warning; three in a row is a device in trouble.
+                        severity: if n >= 3 {
+                            Severity::Critical
+                        } else {
+                            Severity::Warning
+                        },
+                        message: format!("read failed: {other} ({n} in a row)"),
+                    },
+                });
+            }
+            Err(_) => {
+                self.consecutive_failures += 1;
+                let n = self.consecutive_failures;
+                self.failure = Some(Failure {
+                    code: ConditionCode::DeviceUnresponsive,
+                    severity: Severity::Critical,
+                    message: format!(
+                        "no answer to a read within the {:.1} s deadline ({n} in a row)",
+                        secs(deadline)
+                    ),
+                });
+                tracing::warn!(device = %self.cfg.id, deadline_s = secs(deadline), n, "device read missed its deadline");
+            }
+        }
+        self.publish();
+    }
+
+    async fn act(&mut self, cmd: Command) {
+        let Command { action, reply } = cmd;
+        if action == DeviceAction::ReadNow {
+            self.poll().await;
+            let (outcome, msg) = match &self.failure {
+                None => (Outcome::Succeeded, "fresh read succeeded".to_string()),
+                Some(f) => (Outcome::Failed, format!("{}: {}", f.code, f.message)),
+            };
+            let _ = reply.send((outcome, msg));
+            return;
+        }
+        self.activity_override = match action {
+            DeviceAction::Reset(_) => Some(Activity::Resetting),
+            DeviceAction::Calibrate => Some(Activity::Calibrating),
+            _ => None,
+        };
+        self.publish();
+
+        let limit = self.cfg.action_deadline;
+        let dev = &self.device;
+        let result = timeout(limit, async {
+            match action {
+                DeviceAction::Reset(kind) => dev
+                    .reset(kind)
+                    .await
+                    .map(|()| format!("{} reset done", kind.as_str())),
+                DeviceAction::Calibrate => dev
+                    .calibrate()
+                    .await
+                    .map(|r| format!("calibrated at {:.2} degC", r.temperature_celsius)),
+                DeviceAction::SetPowerLimit(w) => dev
+                    .set_power_limit(w)
+                    .await
+                    .map(|()| format!("power limit set to {w} W")),
+                DeviceAction::SetEnabled(on) => dev
+                    .set_enabled(on)
+                    .await
+                    .map(|()| if on { "enabled" } else { "disabled" }.to_string()),
+                DeviceAction::ReadNow => Ok(String::new()),
+            }
+        })
+        .await;
+        self.activity_override = None;
+
+        let (outcome, message) = match result {
+            Ok(Ok(msg)) => (Outcome::Succeeded, msg),
+            Ok(Err(HalError::Unsupported(m) | HalError::InvalidArgument(m))) => {
+                (Outcome::Refused, m)
+            }
+            Ok(Err(e)) => (Outcome::Failed, e.to_string()),
+            Err(_) => (
+                Outcome::TimedOut,
+                format!("no result within the {:.1} s action deadline", secs(limit)),
+            ),
+        };
+        match (action, outcome) {
+            (DeviceAction::Reset(_), Outcome::Succeeded) => {
+                self.reset_failed = None;
+            }
+            (DeviceAction::Reset(kind), Outcome::Failed | Outcome::TimedOut) => {
+                self.reset_failed = Some(format!("{} reset failed: {message}", kind.as_str()));
+            }
+            (DeviceAction::SetEnabled(on), Outcome::Succeeded) => self.enabled = on,
+            _ => {}
+        }
+        self.last_action = Some(ActionSummary {
+            action: action.describe(),
+            outcome,
+            finished_at: SystemTime::now(),
+            message: message.clone(),
+        });
+        // Read at once so the caller (and every watcher) sees the device as the action left it.
+        self.poll().await;
+        let _ = reply.send((outcome, message));
+    }
+
+    fn publish(&mut self) {
+        let now = SystemTime::now();
+        let id = self.cfg.id.clone();
+        let mut conditions = Vec::new();
+        match (&self.failure, &self.last_sample) {
+            (Some(f), _) => {
+                conditions.push(Condition::new(f.code, f.severity, &id, &f.message, now))
+            }
+            (None, Some(sample)) => conditions.extend(evaluate(&id, sample, &self.cfg.limits, now)),
+            (None, None) => {}
+        }
+        if let Some(m) = &self.reset_failed {
+            conditions.push(Condition::new(
+                ConditionCode::ResetFailed,
+                Severity::Critical,
+                &id,
+                m,
+                now,
+            ));
+        }
+        if !self.enabled {
+            conditions.push(Condition::new(
+                ConditionCode::DeviceDisabled,
+                Severity::Info,
+                &id,
+                "disabled by an operator",
+                now,
+            ));
+        }
+        let conditions = self.tracker.track(conditions);
+        let state = if self.failure.is_none() && self.last_sample.is_none() {
+            HealthState::Unknown.max(rollup(&conditions))
+        } else {
+            rollup(&conditions)
+        };
+        let powered = self.last_sample.as_ref().is_none_or(|s| s.powered);
+        let activity = self
+            .activity_override
+            .unwrap_or(if self.reset_failed.is_some() {
+                Activity::Failed
+            } else if !self.enabled {
+                Activity::Disabled
+            } else if !powered {
+                Activity::Off
+            } else {
+                Activity::Running
+            });
+        let status = DeviceStatus {
+            identity: self.device.identity(),
+            capabilities: self.device.capabilities(),
+            state,
+            activity,
+            readings: self
+                .last_sample
+                .as_ref()
+                .map(|s| s.readings.clone())
+                .unwrap_or_default(),
+            conditions,
+            enabled: self.enabled,
+            power_limit_watts: self.last_sample.as_ref().and_then(|s| s.power_limit_watts),
+            calibration: self.last_sample.as_ref().and_then(|s| s.calibration),
+            last_read_at: self.last_read_at,
+            consecutive_failures: self.consecutive_failures,
+            last_action: self.last_action.clone(),
+        };
+        self.status.send_replace(Arc::new(status));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Backend;
+    use health_hal::sim::{SimDevice, SimOptions};
+    use health_hal::{DeviceKind, FaultKind, Limits};
+
+    fn cfg(id: &str, kind: DeviceKind) -> DeviceConfig {
+        DeviceConfig {
+            id: id.to_string(),
+            kind,
+            backend: Backend::Sim(SimOptions::default()),
+            poll_interval: Duration::from_millis(100),
+            deadline: Duration::from_millis(300),
+            action_deadline: Duration::from_secs(10),
+            limits: Limits::for_kind(kind),
+        }
+    }
+
+    fn start(id: &str, kind: DeviceKind) -> (DeviceHandle, CancellationToken) {
+        let cancel = CancellationToken::new();
+        let dev = Box::new(SimDevice::new(id, kind, SimOptions::default()));
+        let (h, _) = spawn(cfg(id, kind), dev, cancel.clone());
+        (h, cancel)
+    }
+
+    async fn wait_for(
+        h: &DeviceHandle,
+        what: &str,
+        f: impl Fn(&DeviceStatus) -> bool,
+    ) -> Arc<DeviceStatus> {
+        for _ in 0..200 {
+            let s = h.status();
+            if f(&s) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for {what}: {:?}", h.status());
+    }
+
+    #[tokio::test]
+    async fn hung_device_becomes_unresponsive_within_its_deadline_and_recovers_on_hard_reset() {
+        let (h, cancel) = start("loihi-0", DeviceKind::Loihi2);
+        wait_for(&h, "first read", |s| s.state == HealthState::Ok).await;
+        h.injector.as_ref().unwrap().inject(FaultKind::Hang);
+        let t0 = std::time::Instant::now();
+        let s = wait_for(&h, "unresponsive", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.code == ConditionCode::DeviceUnresponsive)
+        })
+        .await;
+        // poll interval (0.1 s) + deadline (0.3 s), with scheduling slack.
+        assert!(
+            t0.elapsed() < Duration::from_millis(900),
+            "took {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(s.state, HealthState::Critical);
+        assert!(!s.readings.is_empty(), "last good readings are kept");
+
+        let (outcome, msg) = h.run(DeviceAction::Reset(ResetKind::Hard)).await;
+        assert_eq!(outcome, Outcome::Succeeded, "{msg}");
+        let s = h.status();
+        assert_eq!(s.state, HealthState::Ok, "{:?}", s.conditions);
+        assert_eq!(s.last_action.as_ref().unwrap().action, "reset-hard");
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn failed_reset_is_a_critical_condition_until_a_reset_succeeds() {
+        let (h, cancel) = start("sp-0", DeviceKind::Spinnaker);
+        wait_for(&h, "first read", |s| s.last_read_at.is_some()).await;
+        h.injector.as_ref().unwrap().inject(FaultKind::FailingReset);
+        let (outcome, _) = h.run(DeviceAction::Reset(ResetKind::Soft)).await;
+        assert_eq!(outcome, Outcome::Failed);
+        let s = h.status();
+        assert_eq!(s.activity, Activity::Failed);
+        assert!(s
+            .conditions
+            .iter()
+            .any(|c| c.code == ConditionCode::ResetFailed));
+        h.injector.as_ref().unwrap().inject(FaultKind::Clear);
+        assert_eq!(
+            h.run(DeviceAction::Reset(ResetKind::Soft)).await.0,
+            Outcome::Succeeded
+        );
+        assert!(h
+            .status()
+            .conditions
+            .iter()
+            .all(|c| c.code != ConditionCode::ResetFailed));
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn vanished_device_is_missing_and_unsupported_actions_are_refused() {
+        let (h, cancel) = start("ph-0", DeviceKind::Photonic);
+        let (outcome, msg) = h.run(DeviceAction::SetPowerLimit(5.0)).await;
+        assert_eq!(outcome, Outcome::Refused, "{msg}");
+        h.injector.as_ref().unwrap().inject(FaultKind::Vanish);
+        let s = wait_for(&h, "missing", |s| {
+            s.conditions
+                .iter()
+                .any(|c| c.code == ConditionCode::DeviceMissing)
+        })
+        .await;
+        assert_eq!(s.state, HealthState::Critical);
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn disable_is_visible_as_activity_and_an_info_condition() {
+        let (h, cancel) = start("x-0", DeviceKind::AnalogCrossbar);
+        assert_eq!(
+            h.run(DeviceAction::SetEnabled(false)).await.0,
+            Outcome::Succeeded
+        );
+        let s = h.status();
+        assert_eq!(s.activity, Activity::Disabled);
+        assert!(!s.enabled);
+        assert!(s
+            .conditions
+            .iter()
+            .any(|c| c.code == ConditionCode::DeviceDisabled));
+        cancel.cancel();
+    }
+}
