@@ -503,12 +503,14 @@ impl RawConfig {
                         seed: s.seed,
                     })
                 }
-                other => return c.fail(
-                    &k("backend"),
-                    format!(
+                other => {
+                    return c.fail(
+                        &k("backend"),
+                        format!(
                         "expected \"sim\" (hardware backends are not built yet), found {other:?}"
                     ),
-                ),
+                    )
+                }
             };
             let poll_interval = c.duration(
                 &k("poll_interval"),

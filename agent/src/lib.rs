@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod backends;
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod grpc;
 pub mod host;

@@ -1,1 +1,4 @@
-fn main() {}
+//! `agent-ctl`: see [`health_agent::ctl`].
+fn main() -> std::process::ExitCode {
+    health_agent::ctl::main()
+}

@@ -1,0 +1,113 @@
+//! Where agent-ctl connects: a Unix socket (`unix:///run/health-agent/agent.sock`, the
+//! default), plain TCP (`http://host:port`) or TLS (`https://host:port`, trusting the system
+//! roots or `--ca-cert`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
+
+pub const DEFAULT_AGENT_ENDPOINT: &str = "unix:///run/health-agent/agent.sock";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Unix(PathBuf),
+    Http(String),
+    Https(String),
+}
+
+/// Parses an endpoint. A bare `host:port` means `http://host:port`.
+pub fn parse(s: &str) -> anyhow::Result<Target> {
+    if let Some(path) = s.strip_prefix("unix://") {
+        if !path.starts_with('/') {
+            bail!("endpoint {s:?}: a unix endpoint needs an absolute path, e.g. unix:///run/health-agent/agent.sock");
+        }
+        return Ok(Target::Unix(PathBuf::from(path)));
+    }
+    if s.starts_with("https://") {
+        return Ok(Target::Https(s.to_string()));
+    }
+    if s.starts_with("http://") {
+        return Ok(Target::Http(s.to_string()));
+    }
+    if s.contains("://") {
+        bail!("endpoint {s:?}: expected unix:///path, http://host:port or https://host:port");
+    }
+    if s.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    {
+        return Ok(Target::Http(format!("http://{s}")));
+    }
+    bail!("endpoint {s:?}: expected unix:///path, http://host:port, https://host:port or host:port")
+}
+
+pub async fn connect(target: &Target, ca_cert: Option<&PathBuf>) -> anyhow::Result<Channel> {
+    let connect_timeout = Duration::from_secs(3);
+    match target {
+        Target::Unix(path) => {
+            let p = path.clone();
+            // The URI is required by the HTTP/2 client but unused: the connector dials the socket.
+            Endpoint::from_static("http://agent.local")
+                .connect_timeout(connect_timeout)
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let p = p.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(
+                            tokio::net::UnixStream::connect(p).await?,
+                        ))
+                    }
+                }))
+                .await
+                .with_context(|| format!("cannot connect to {}", path.display()))
+        }
+        Target::Http(url) | Target::Https(url) => {
+            let mut ep = Endpoint::from_shared(url.clone())
+                .with_context(|| format!("invalid endpoint {url:?}"))?
+                .connect_timeout(connect_timeout);
+            if matches!(target, Target::Https(_)) {
+                let tls = match ca_cert {
+                    Some(path) => {
+                        let pem = std::fs::read(path)
+                            .with_context(|| format!("reading --ca-cert {}", path.display()))?;
+                        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+                    }
+                    None => ClientTlsConfig::new().with_native_roots(),
+                };
+                ep = ep.tls_config(tls).context("configuring TLS")?;
+            }
+            ep.connect()
+                .await
+                .with_context(|| format!("cannot connect to {url}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_schemes_and_bare_addresses() {
+        assert_eq!(
+            parse("unix:///tmp/a.sock").unwrap(),
+            Target::Unix("/tmp/a.sock".into())
+        );
+        assert_eq!(
+            parse("http://10.0.0.1:7070").unwrap(),
+            Target::Http("http://10.0.0.1:7070".into())
+        );
+        assert_eq!(
+            parse("https://c:7070").unwrap(),
+            Target::Https("https://c:7070".into())
+        );
+        assert_eq!(
+            parse("127.0.0.1:7070").unwrap(),
+            Target::Http("http://127.0.0.1:7070".into())
+        );
+        assert!(parse("unix://relative.sock").is_err());
+        assert!(parse("ftp://x:1").is_err());
+        assert!(parse("nohost").is_err());
+    }
+}

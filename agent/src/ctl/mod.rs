@@ -1,0 +1,473 @@
+//! `agent-ctl`: the operator's command line for one agent (over its Unix socket by default)
+//! and for the collector (`--collector ADDR`). A gRPC client like any other: it uses only the
+//! public `health.v1` API, so anything it can do, a control plane can do too.
+//!
+//! Exit status: 0 on success; 1 with a one-line reason on stderr when the call fails or an
+//! action's outcome is not SUCCEEDED; 2 for usage errors.
+
+pub mod endpoint;
+pub mod render;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use health_proto::v1 as pb;
+use health_proto::v1::agent_client::AgentClient;
+use health_proto::v1::collector_client::CollectorClient;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(
+    name = "agent-ctl",
+    version,
+    about = "Operate a health-agent and query the health collector"
+)]
+pub struct Cli {
+    /// Agent endpoint: unix:///path/agent.sock, http://host:port or https://host:port.
+    #[arg(long, global = true, env = "HEALTH_AGENT_ENDPOINT", default_value = endpoint::DEFAULT_AGENT_ENDPOINT)]
+    endpoint: String,
+    /// Collector address (host:port or URL) for fleet commands: nodes, fleet-devices, alerts.
+    #[arg(long, global = true, env = "HEALTH_COLLECTOR")]
+    collector: Option<String>,
+    /// CA certificate (PEM) to trust for https:// endpoints, instead of the system roots.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up on a call after this long (actions wait for the device's own deadline).
+    #[arg(long, global = true, default_value = "90s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Node, host and device health at a glance.
+    Status,
+    /// One line per device.
+    Devices,
+    /// Everything about one device: identity, readings, conditions with runbook steps.
+    Device { id: String },
+    /// Live health until interrupted (or --count snapshots).
+    Watch {
+        /// Stop after this many snapshots.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Reset a device.
+    ResetDevice {
+        id: String,
+        #[command(flatten)]
+        kind: ResetKindArg,
+        /// Calibrate after a successful reset.
+        #[arg(long)]
+        recalibrate: bool,
+        /// Fail unless a fresh read after the reset shows no critical condition.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Calibrate a device.
+    Calibrate { id: String },
+    /// Set a device's power limit.
+    SetPowerLimit { id: String, watts: f64 },
+    /// Disable a device (it idles; it is still monitored).
+    Disable { id: String },
+    /// Enable a device.
+    Enable { id: String },
+    /// Inject a fault into a simulated device: overheat, hang, drift, failing-reset, vanish, clear.
+    InjectFault { id: String, kind: String },
+    /// Recent actions on this agent, newest first.
+    Actions {
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Fleet: every node the collector knows (needs --collector).
+    Nodes,
+    /// Fleet: devices across nodes, filtered (needs --collector).
+    FleetDevices {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Fleet: alerts firing now, then every change, until interrupted (needs --collector).
+    Alerts {
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ResetKindArg {
+    #[arg(long)]
+    soft: bool,
+    #[arg(long)]
+    hard: bool,
+    #[arg(long)]
+    power_cycle: bool,
+}
+
+fn parse_enum<T>(
+    what: &str,
+    s: &str,
+    prefix: &str,
+    from: impl Fn(&str) -> Option<T>,
+    choices: &str,
+) -> anyhow::Result<T> {
+    let name = format!("{prefix}{}", s.to_ascii_uppercase().replace('-', "_"));
+    from(&name).ok_or_else(|| anyhow!("--{what} {s:?}: expected one of {choices}"))
+}
+
+struct Ctl {
+    cli: Cli,
+    out: std::io::Stdout,
+}
+
+impl Ctl {
+    fn print(&mut self, text: &str) -> anyhow::Result<()> {
+        self.out.write_all(text.as_bytes())?;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn json(&mut self, v: &serde_json::Value) -> anyhow::Result<()> {
+        let s = serde_json::to_string(v)?;
+        self.print(&format!("{s}\n"))
+    }
+
+    async fn agent(&self) -> anyhow::Result<AgentClient<Channel>> {
+        let target = endpoint::parse(&self.cli.endpoint)?;
+        Ok(AgentClient::new(
+            endpoint::connect(&target, self.cli.ca_cert.as_ref()).await?,
+        ))
+    }
+
+    async fn collector(&self) -> anyhow::Result<CollectorClient<Channel>> {
+        let addr = self.cli.collector.as_deref().ok_or_else(|| {
+            anyhow!("this command asks the collector: give --collector HOST:PORT")
+        })?;
+        let target = endpoint::parse(addr)?;
+        Ok(CollectorClient::new(
+            endpoint::connect(&target, self.cli.ca_cert.as_ref()).await?,
+        ))
+    }
+
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(self.cli.timeout);
+        r
+    }
+
+    /// Prints an action result; an outcome other than SUCCEEDED is a failure.
+    fn action(&mut self, r: pb::ActionResult) -> anyhow::Result<()> {
+        if self.cli.json {
+            self.json(&render::action_json(&r))?;
+        } else {
+            self.print(&render::action_text(&r))?;
+        }
+        if r.outcome() != pb::ActionOutcome::Succeeded {
+            bail!(
+                "{} {}: {}: {}",
+                r.action,
+                r.device_id,
+                render::outcome(r.outcome()),
+                r.message
+            );
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let json = self.cli.json;
+        match &self.cli.command {
+            Command::Status => {
+                let n = self
+                    .agent()
+                    .await?
+                    .get_node(self.req(pb::GetNodeRequest {}))
+                    .await?
+                    .into_inner();
+                if json {
+                    self.json(&render::node_json(&n))
+                } else {
+                    self.print(&render::node_text(&n))
+                }
+            }
+            Command::Devices => {
+                let d = self
+                    .agent()
+                    .await?
+                    .list_devices(self.req(pb::ListDevicesRequest {}))
+                    .await?
+                    .into_inner();
+                if json {
+                    self.json(&serde_json::Value::Array(
+                        d.devices.iter().map(render::device_json).collect(),
+                    ))
+                } else {
+                    self.print(&render::devices_table(&d.devices))
+                }
+            }
+            Command::Device { id } => {
+                let req = self.req(pb::GetDeviceRequest { id: id.clone() });
+                let d = self.agent().await?.get_device(req).await?.into_inner();
+                if json {
+                    self.json(&render::device_json(&d))
+                } else {
+                    self.print(&render::device_text(&d))
+                }
+            }
+            Command::Watch { count } => {
+                let count = *count;
+                let mut stream = self
+                    .agent()
+                    .await?
+                    .watch_health(pb::WatchHealthRequest {})
+                    .await?
+                    .into_inner();
+                let redraw = !json && std::io::stdout().is_terminal();
+                let mut seen = 0u64;
+                while let Some(n) = stream.message().await? {
+                    if json {
+                        self.json(&render::node_json(&n))?;
+                    } else if redraw {
+                        // Clear the screen and home the cursor: a live view, not a scroll.
+                        self.print(&format!(
+                            "\x1b[2J\x1b[H{}\n(Ctrl-C to stop)\n",
+                            render::node_text(&n)
+                        ))?;
+                    } else {
+                        self.print(&format!("{}\n", render::node_text(&n)))?;
+                    }
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        return Ok(());
+                    }
+                }
+                bail!("the agent closed the watch stream (agent shutting down?)")
+            }
+            Command::ResetDevice {
+                id,
+                kind,
+                recalibrate,
+                verify,
+            } => {
+                let k = if kind.soft {
+                    pb::ResetKind::Soft
+                } else if kind.hard {
+                    pb::ResetKind::Hard
+                } else {
+                    pb::ResetKind::PowerCycle
+                };
+                let req = self.req(pb::ResetDeviceRequest {
+                    id: id.clone(),
+                    kind: k as i32,
+                    recalibrate_after: *recalibrate,
+                    verify_after: *verify,
+                });
+                let r = self.agent().await?.reset_device(req).await?.into_inner();
+                self.action(r)
+            }
+            Command::Calibrate { id } => {
+                let req = self.req(pb::CalibrateDeviceRequest { id: id.clone() });
+                let r = self
+                    .agent()
+                    .await?
+                    .calibrate_device(req)
+                    .await?
+                    .into_inner();
+                self.action(r)
+            }
+            Command::SetPowerLimit { id, watts } => {
+                let req = self.req(pb::SetPowerLimitRequest {
+                    id: id.clone(),
+                    watts: *watts,
+                });
+                let r = self.agent().await?.set_power_limit(req).await?.into_inner();
+                self.action(r)
+            }
+            Command::Disable { id } | Command::Enable { id } => {
+                let enabled = matches!(self.cli.command, Command::Enable { .. });
+                let req = self.req(pb::SetDeviceEnabledRequest {
+                    id: id.clone(),
+                    enabled,
+                });
+                let r = self
+                    .agent()
+                    .await?
+                    .set_device_enabled(req)
+                    .await?
+                    .into_inner();
+                self.action(r)
+            }
+            Command::InjectFault { id, kind } => {
+                let fault = parse_enum(
+                    "kind",
+                    kind,
+                    "FAULT_KIND_",
+                    pb::FaultKind::from_str_name,
+                    health_hal::FaultKind::NAMES,
+                )
+                .map_err(|_| {
+                    anyhow!(
+                        "fault kind {kind:?}: expected one of {}",
+                        health_hal::FaultKind::NAMES
+                    )
+                })?;
+                let req = self.req(pb::InjectFaultRequest {
+                    id: id.clone(),
+                    fault: fault as i32,
+                });
+                let r = self.agent().await?.inject_fault(req).await?.into_inner();
+                self.action(r)
+            }
+            Command::Actions { device, limit } => {
+                let req = self.req(pb::ListActionsRequest {
+                    limit: *limit,
+                    device_id: device.clone().unwrap_or_default(),
+                });
+                let r = self.agent().await?.list_actions(req).await?.into_inner();
+                if json {
+                    self.json(&serde_json::Value::Array(
+                        r.actions.iter().map(render::action_json).collect(),
+                    ))
+                } else {
+                    self.print(&render::actions_table(&r.actions))
+                }
+            }
+            Command::Nodes => {
+                let r = self
+                    .collector()
+                    .await?
+                    .list_nodes(self.req(pb::ListNodesRequest {}))
+                    .await?
+                    .into_inner();
+                if json {
+                    self.json(&serde_json::Value::Array(
+                        r.nodes.iter().map(render::node_summary_json).collect(),
+                    ))
+                } else {
+                    self.print(&render::nodes_table(&r.nodes))
+                }
+            }
+            Command::FleetDevices { kind, state, node } => {
+                let kind = match kind {
+                    Some(k) => parse_enum(
+                        "kind",
+                        k,
+                        "DEVICE_KIND_",
+                        pb::DeviceKind::from_str_name,
+                        "loihi2, spinnaker, photonic, analog_crossbar",
+                    )? as i32,
+                    None => 0,
+                };
+                let state = match state {
+                    Some(s) => parse_enum(
+                        "state",
+                        s,
+                        "HEALTH_STATE_",
+                        pb::HealthState::from_str_name,
+                        "ok, unknown, warning, critical",
+                    )? as i32,
+                    None => 0,
+                };
+                let req = self.req(pb::QueryDevicesRequest {
+                    kind,
+                    state,
+                    node: node.clone().unwrap_or_default(),
+                });
+                let r = self
+                    .collector()
+                    .await?
+                    .query_devices(req)
+                    .await?
+                    .into_inner();
+                if json {
+                    self.json(&serde_json::Value::Array(
+                        r.devices.iter().map(render::fleet_device_json).collect(),
+                    ))
+                } else {
+                    self.print(&render::fleet_devices_table(&r.devices))
+                }
+            }
+            Command::Alerts { count } => {
+                let count = *count;
+                let mut stream = self
+                    .collector()
+                    .await?
+                    .watch_alerts(pb::WatchAlertsRequest {})
+                    .await?
+                    .into_inner();
+                let mut seen = 0u64;
+                while let Some(e) = stream.message().await? {
+                    if json {
+                        self.json(&render::alert_json(&e))?
+                    } else {
+                        self.print(&render::alert_line(&e))?
+                    }
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        return Ok(());
+                    }
+                }
+                bail!("the collector closed the alert stream")
+            }
+        }
+    }
+}
+
+/// One line for a failed call: gRPC status messages are already written for people.
+fn one_line(e: &anyhow::Error) -> String {
+    if let Some(s) = e.downcast_ref::<tonic::Status>() {
+        let code = format!("{:?}", s.code());
+        return format!("{code}: {}", s.message().replace('\n', " "));
+    }
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// Runs agent-ctl; returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agent-ctl: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut ctl = Ctl {
+        cli,
+        out: std::io::stdout(),
+    };
+    match rt.block_on(async {
+        tokio::select! {
+            r = ctl.run() => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    }) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed stdout (agent-ctl watch | head) is not an error worth a message.
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return std::process::ExitCode::SUCCESS;
+            }
+            eprintln!("agent-ctl: {}", one_line(&e).trim());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! How agent-ctl prints: aligned tables for people, JSON for scripts. Enum values are printed
+//! without their proto prefix (`OK`, not `HEALTH_STATE_OK`) in both.
+
+use std::time::SystemTime;
+
+use health_proto::v1 as pb;
+use prost_types::Timestamp;
+use serde_json::{json, Value};
+
+/// Strips the proto enum prefix: `HEALTH_STATE_OK` → `OK`.
+fn short(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix).unwrap_or(name).to_string()
+}
+
+pub fn state(s: pb::HealthState) -> String {
+    short(s.as_str_name(), "HEALTH_STATE_")
+}
+pub fn kind(k: pb::DeviceKind) -> String {
+    short(k.as_str_name(), "DEVICE_KIND_").to_ascii_lowercase()
+}
+fn activity(a: pb::DeviceActivity) -> String {
+    short(a.as_str_name(), "DEVICE_ACTIVITY_")
+}
+pub fn outcome(o: pb::ActionOutcome) -> String {
+    short(o.as_str_name(), "ACTION_OUTCOME_")
+}
+fn severity(s: pb::Severity) -> String {
+    short(s.as_str_name(), "SEVERITY_")
+}
+fn alert_status(s: pb::AlertStatus) -> String {
+    short(s.as_str_name(), "ALERT_STATUS_")
+}
+
+pub fn time(t: &Option<Timestamp>) -> String {
+    match t {
+        Some(t) => match SystemTime::try_from(*t) {
+            Ok(st) => humantime::format_rfc3339_seconds(st).to_string(),
+            Err(_) => "-".to_string(),
+        },
+        None => "-".to_string(),
+    }
+}
+
+/// Seconds since a timestamp, for "age" columns.
+fn age(t: &Option<Timestamp>) -> String {
+    let Some(t) = t else { return "-".to_string() };
+    match SystemTime::try_from(*t)
+        .ok()
+        .and_then(|st| SystemTime::now().duration_since(st).ok())
+    {
+        Some(d) => format!("{:.1}s", d.as_secs_f64()),
+        None => "0.0s".to_string(),
+    }
+}
+
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < w.len() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(headers.to_vec());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+fn readings_of(d: &pb::Device, q: pb::Quantity) -> impl Iterator<Item = f64> + '_ {
+    d.readings
+        .iter()
+        .filter(move |r| r.quantity() == q)
+        .map(|r| r.value)
+}
+
+fn max_temp(d: &pb::Device) -> String {
+    readings_of(d, pb::Quantity::TemperatureCelsius)
+        .reduce(f64::max)
+        .map_or("-".into(), |v| format!("{v:.1}"))
+}
+
+fn power(d: &pb::Device) -> String {
+    let mut it = readings_of(d, pb::Quantity::PowerWatts).peekable();
+    if it.peek().is_none() {
+        return "-".into();
+    }
+    format!("{:.2}", it.sum::<f64>())
+}
+
+fn condition_codes(cs: &[pb::Condition]) -> String {
+    if cs.is_empty() {
+        return "-".into();
+    }
+    cs.iter()
+        .map(|c| c.code().as_str_name().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn id(d: &pb::Device) -> (&str, pb::DeviceKind) {
+    d.identity
+        .as_ref()
+        .map_or(("?", pb::DeviceKind::Unspecified), |i| {
+            (i.id.as_str(), i.kind())
+        })
+}
+
+pub fn devices_table(devices: &[pb::Device]) -> String {
+    let rows: Vec<Vec<String>> = devices
+        .iter()
+        .map(|d| {
+            let (id, k) = id(d);
+            vec![
+                id.to_string(),
+                kind(k),
+                state(d.state()),
+                activity(d.activity()),
+                max_temp(d),
+                power(d),
+                age(&d.last_read_at),
+                condition_codes(&d.conditions),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "DEVICE",
+            "KIND",
+            "STATE",
+            "ACTIVITY",
+            "TEMP_C",
+            "POWER_W",
+            "READ_AGO",
+            "CONDITIONS",
+        ],
+        &rows,
+    )
+}
+
+pub fn node_text(n: &pb::NodeSnapshot) -> String {
+    let mut out = format!(
+        "node {}  state {}  boot {}  seq {}  at {}\n",
+        n.node,
+        state(n.state()),
+        n.boot_id,
+        n.seq,
+        time(&n.taken_at)
+    );
+    if let Some(h) = &n.host {
+        let gib = (1u64 << 30) as f64;
+        out.push_str(&format!(
+            "host {}  cpu {:.0} % of {}  load {:.2} {:.2} {:.2}  memory {:.1}/{:.1} GiB available\n",
+            state(h.state()),
+            h.cpu_utilization_ratio * 100.0,
+            h.cpu_count,
+            h.load1,
+            h.load5,
+            h.load15,
+            h.memory_available_bytes as f64 / gib,
+            h.memory_total_bytes as f64 / gib,
+        ));
+        for c in &h.conditions {
+            out.push_str(&format!(
+                "  {} {}: {}\n",
+                severity(c.severity()),
+                c.code().as_str_name(),
+                c.message
+            ));
+        }
+    }
+    out.push('\n');
+    out.push_str(&devices_table(&n.devices));
+    let conditions: Vec<_> = n.devices.iter().flat_map(|d| d.conditions.iter()).collect();
+    if !conditions.is_empty() {
+        out.push('\n');
+        for c in conditions {
+            out.push_str(&format!(
+                "{} {} {}: {}\n",
+                severity(c.severity()),
+                c.subject,
+                c.code().as_str_name(),
+                c.message
+            ));
+        }
+    }
+    out
+}
+
+pub fn device_text(d: &pb::Device) -> String {
+    let mut out = String::new();
+    if let Some(i) = &d.identity {
+        out.push_str(&format!(
+            "{}  {}  {} {}  serial {}  firmware {}\nbackend {}  location {}\n",
+            i.id,
+            kind(i.kind()),
+            i.vendor,
+            i.model,
+            i.serial,
+            i.firmware,
+            i.backend,
+            i.location
+        ));
+    }
+    out.push_str(&format!(
+        "state {}  activity {}  enabled {}  power limit {}  last read {}\n",
+        state(d.state()),
+        activity(d.activity()),
+        d.enabled,
+        d.power_limit_watts.map_or("-".into(), |w| format!("{w} W")),
+        time(&d.last_read_at)
+    ));
+    if let Some(c) = &d.calibration {
+        out.push_str(&format!(
+            "calibrated {} at {:.2} degC\n",
+            time(&c.calibrated_at),
+            c.temperature_celsius
+        ));
+    }
+    let caps: Vec<_> = d
+        .capabilities()
+        .map(|c| c.as_str_name().to_ascii_lowercase())
+        .collect();
+    out.push_str(&format!("capabilities {}\n", caps.join(", ")));
+    if let Some(a) = &d.last_action {
+        out.push_str(&format!(
+            "last action {} {} at {}: {}\n",
+            a.action,
+            outcome(a.outcome()),
+            time(&a.finished_at),
+            a.message
+        ));
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = d
+        .readings
+        .iter()
+        .map(|r| {
+            vec![
+                r.sensor.clone(),
+                r.quantity().as_str_name().to_ascii_lowercase(),
+                format!("{:.6}", r.value),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["SENSOR", "QUANTITY", "VALUE"], &rows));
+    if !d.conditions.is_empty() {
+        out.push('\n');
+        for c in &d.conditions {
+            out.push_str(&format!(
+                "{} {} since {}: {}\n  runbook: {}\n",
+                severity(c.severity()),
+                c.code().as_str_name(),
+                time(&c.since),
+                c.message,
+                c.runbook
+            ));
+        }
+    }
+    out
+}
+
+pub fn action_text(a: &pb::ActionResult) -> String {
+    format!(
+        "{} {} {}: {} ({} ms, action {})\n",
+        a.device_id,
+        a.action,
+        outcome(a.outcome()),
+        a.message,
+        a.duration_ms,
+        a.action_id
+    )
+}
+
+pub fn actions_table(actions: &[pb::ActionResult]) -> String {
+    let rows: Vec<Vec<String>> = actions
+        .iter()
+        .map(|a| {
+            vec![
+                time(&a.started_at),
+                a.device_id.clone(),
+                a.action.clone(),
+                outcome(a.outcome()),
+                format!("{}", a.duration_ms),
+                a.caller.clone(),
+                a.message.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "STARTED", "DEVICE", "ACTION", "OUTCOME", "MS", "CALLER", "MESSAGE",
+        ],
+        &rows,
+    )
+}
+
+pub fn nodes_table(nodes: &[pb::NodeSummary]) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.node.clone(),
+                state(n.state()),
+                if n.stale { "yes".into() } else { "no".into() },
+                format!("{}", n.device_count),
+                age(&n.last_seen),
+                format!("{}", n.last_seq),
+                format!("{}", n.missing_total),
+                n.peer.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NODE", "STATE", "STALE", "DEVICES", "SEEN_AGO", "SEQ", "MISSING", "PEER",
+        ],
+        &rows,
+    )
+}
+
+pub fn fleet_devices_table(devices: &[pb::FleetDevice]) -> String {
+    let rows: Vec<Vec<String>> = devices
+        .iter()
+        .filter_map(|f| f.device.as_ref().map(|d| (f, d)))
+        .map(|(f, d)| {
+            let (id, k) = id(d);
+            vec![
+                f.node.clone(),
+                id.to_string(),
+                kind(k),
+                state(d.state()),
+                max_temp(d),
+                power(d),
+                condition_codes(&d.conditions),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NODE",
+            "DEVICE",
+            "KIND",
+            "STATE",
+            "TEMP_C",
+            "POWER_W",
+            "CONDITIONS",
+        ],
+        &rows,
+    )
+}
+
+pub fn alert_line(e: &pb::AlertEvent) -> String {
+    let Some(a) = &e.alert else {
+        return String::new();
+    };
+    format!(
+        "{} {} {} {}/{} {}: {}\n",
+        time(&a.starts_at),
+        alert_status(a.status()),
+        severity(a.severity()),
+        a.node,
+        a.subject,
+        a.name,
+        a.message
+    )
+}
+
+// ---- JSON ----
+
+fn ts_json(t: &Option<Timestamp>) -> Value {
+    match t {
+        Some(_) => Value::String(time(t)),
+        None => Value::Null,
+    }
+}
+
+fn condition_json(c: &pb::Condition) -> Value {
+    json!({
+        "code": c.code().as_str_name(),
+        "severity": severity(c.severity()),
+        "subject": c.subject,
+        "message": c.message,
+        "since": ts_json(&c.since),
+        "runbook": c.runbook,
+    })
+}
+
+pub fn device_json(d: &pb::Device) -> Value {
+    let i = d.identity.clone().unwrap_or_default();
+    json!({
+        "id": i.id,
+        "kind": kind(i.kind()),
+        "vendor": i.vendor,
+        "model": i.model,
+        "serial": i.serial,
+        "firmware": i.firmware,
+        "backend": i.backend,
+        "location": i.location,
+        "state": state(d.state()),
+        "activity": activity(d.activity()),
+        "enabled": d.enabled,
+        "power_limit_watts": d.power_limit_watts,
+        "last_read_at": ts_json(&d.last_read_at),
+        "consecutive_failures": d.consecutive_failures,
+        "calibration": d.calibration.as_ref().map(|c| json!({
+            "calibrated_at": ts_json(&c.calibrated_at),
+            "temperature_celsius": c.temperature_celsius,
+        })),
+        "capabilities": d.capabilities().map(|c| c.as_str_name().to_ascii_lowercase()).collect::<Vec<_>>(),
+        "readings": d.readings.iter().map(|r| json!({
+            "sensor": r.sensor,
+            "quantity": r.quantity().as_str_name().to_ascii_lowercase(),
+            "value": r.value,
+            "observed_at": ts_json(&r.observed_at),
+        })).collect::<Vec<_>>(),
+        "conditions": d.conditions.iter().map(condition_json).collect::<Vec<_>>(),
+        "last_action": d.last_action.as_ref().map(|a| json!({
+            "action": a.action,
+            "outcome": outcome(a.outcome()),
+            "finished_at": ts_json(&a.finished_at),
+            "message": a.message,
+        })),
+    })
+}
+
+pub fn node_json(n: &pb::NodeSnapshot) -> Value {
+    let h = n.host.clone().unwrap_or_default();
+    json!({
+        "node": n.node,
+        "boot_id": n.boot_id,
+        "seq": n.seq,
+        "taken_at": ts_json(&n.taken_at),
+        "state": state(n.state()),
+        "agent_version": n.agent_version,
+        "host": {
+            "state": state(h.state()),
+            "cpu_utilization_ratio": h.cpu_utilization_ratio,
+            "cpu_count": h.cpu_count,
+            "memory_total_bytes": h.memory_total_bytes,
+            "memory_available_bytes": h.memory_available_bytes,
+            "load": [h.load1, h.load5, h.load15],
+            "disks": h.disks.iter().map(|d| json!({
+                "mount_point": d.mount_point, "total_bytes": d.total_bytes, "available_bytes": d.available_bytes,
+            })).collect::<Vec<_>>(),
+            "conditions": h.conditions.iter().map(condition_json).collect::<Vec<_>>(),
+        },
+        "devices": n.devices.iter().map(device_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn action_json(a: &pb::ActionResult) -> Value {
+    json!({
+        "action_id": a.action_id,
+        "device_id": a.device_id,
+        "action": a.action,
+        "outcome": outcome(a.outcome()),
+        "message": a.message,
+        "started_at": ts_json(&a.started_at),
+        "duration_ms": a.duration_ms,
+        "caller": a.caller,
+        "device_after": a.device_after.as_ref().map(device_json),
+    })
+}
+
+pub fn node_summary_json(n: &pb::NodeSummary) -> Value {
+    json!({
+        "node": n.node,
+        "state": state(n.state()),
+        "stale": n.stale,
+        "last_seen": ts_json(&n.last_seen),
+        "boot_id": n.boot_id,
+        "last_seq": n.last_seq,
+        "device_count": n.device_count,
+        "reports_total": n.reports_total,
+        "duplicates_total": n.duplicates_total,
+        "missing_total": n.missing_total,
+        "peer": n.peer,
+    })
+}
+
+pub fn fleet_device_json(f: &pb::FleetDevice) -> Value {
+    json!({
+        "node": f.node,
+        "node_stale": f.node_stale,
+        "device": f.device.as_ref().map(device_json),
+    })
+}
+
+pub fn alert_json(e: &pb::AlertEvent) -> Value {
+    let a = e.alert.clone().unwrap_or_default();
+    json!({
+        "fingerprint": a.fingerprint,
+        "name": a.name,
+        "node": a.node,
+        "subject": a.subject,
+        "severity": severity(a.severity()),
+        "status": alert_status(a.status()),
+        "message": a.message,
+        "starts_at": ts_json(&a.starts_at),
+        "ends_at": ts_json(&a.ends_at),
+        "runbook": a.runbook,
+        "report_sent_at": ts_json(&e.report_sent_at),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["A", "LONGER"],
+            &[
+                vec!["wide-cell".into(), "x".into()],
+                vec!["y".into(), "z".into()],
+            ],
+        );
+        let lines: Vec<_> = t.lines().collect();
+        assert_eq!(lines[0], "A          LONGER");
+        assert_eq!(lines[1], "wide-cell  x");
+        assert_eq!(lines[2], "y          z");
+    }
+
+    #[test]
+    fn enum_names_lose_their_prefix() {
+        assert_eq!(state(pb::HealthState::Critical), "CRITICAL");
+        assert_eq!(kind(pb::DeviceKind::AnalogCrossbar), "analog_crossbar");
+    }
+}
