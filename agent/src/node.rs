@@ -112,30 +112,35 @@ pub async fn run_reporter(
     uplink: Option<mpsc::Sender<Arc<NodeSnapshot>>>,
     cancel: CancellationToken,
 ) {
-    let watchdog = sd_notify_watchdog_enabled();
+    // Ping at half the watchdog period, independent of the report interval, but from this same
+    // loop: a wedged loop stops the pings.
+    let dog_period = watchdog_period().map(|p| p / 2);
+    let mut dog = tokio::time::interval(dog_period.unwrap_or(Duration::from_secs(3600)));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let report = Arc::new(node.next_report());
-        publish.send_replace(report.clone());
-        if let Some(up) = &uplink {
-            if up.try_send(report).is_err() {
-                // The uplink keeps its own bounded buffer; a full hand-off queue means it is
-                // stuck, and the loss is counted rather than blocking the main loop.
-                node.reports_dropped.fetch_add(1, Ordering::Relaxed);
+            _ = dog.tick(), if dog_period.is_some() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
             }
-        }
-        if watchdog {
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            _ = tick.tick() => {
+                let report = Arc::new(node.next_report());
+                publish.send_replace(report.clone());
+                if let Some(up) = &uplink {
+                    if up.try_send(report).is_err() {
+                        // The uplink keeps its own bounded buffer; a full hand-off queue means
+                        // it is stuck, and the loss is counted rather than blocking this loop.
+                        node.reports_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
         }
     }
 }
 
-fn sd_notify_watchdog_enabled() -> bool {
+/// The systemd watchdog period, if the service manager asked for pings.
+fn watchdog_period() -> Option<Duration> {
     let mut usec = 0;
-    sd_notify::watchdog_enabled(false, &mut usec)
+    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec).max(Duration::from_millis(100)))
 }

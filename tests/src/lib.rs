@@ -1,1 +1,194 @@
-//! End-to-end test support (filled in below).
+//! Harness for the end-to-end tests: starts the real binaries on loopback and a private Unix
+//! socket, waits (bounded) for them to be ready, and kills exactly the processes it started,
+//! by pid, when a test ends however it ends.
+//!
+//! The binaries are found next to the test executable (`target/<profile>/`), where
+//! `cargo test --workspace` builds them; `HEALTH_BIN_DIR` overrides that.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use health_proto::v1::agent_client::AgentClient;
+use health_proto::v1::collector_client::CollectorClient;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tonic::transport::Channel;
+
+pub fn bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("HEALTH_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test> -> target/<profile>
+            exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run the tests with `cargo test --workspace` so the binaries are built",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed (SIGKILL, by pid) and reaped when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Proc {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).expect("signal our child");
+    }
+
+    /// Waits (bounded) for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+fn spawn(name: &'static str, args: &[&str]) -> Proc {
+    let child = Command::new(bin(name))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    Proc { child, name }
+}
+
+/// Polls `ready` every 20 ms until it holds or `limit` passes.
+pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+pub struct Collector {
+    pub proc: Proc,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Collector {
+    /// Starts a collector on a free loopback port; `extra_toml` is added to its config.
+    pub fn start(extra_toml: &str) -> Collector {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("collector.toml");
+        std::fs::write(&cfg, format!("listen = \"{addr}\"\n{extra_toml}")).expect("write collector config");
+        let proc = spawn("health-collector", &["--config", cfg.to_str().expect("utf-8 path")]);
+        wait_until("the collector to listen", Duration::from_secs(10), || std::net::TcpStream::connect(&addr).is_ok());
+        Collector { proc, addr, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> CollectorClient<Channel> {
+        CollectorClient::connect(self.url()).await.expect("connect to collector")
+    }
+}
+
+pub struct Agent {
+    pub proc: Proc,
+    pub socket: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `health-agent --simulate` on a private socket.
+    pub fn simulate(extra_args: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start(dir, &["--simulate"], extra_args)
+    }
+
+    /// Starts `health-agent` with the given config text.
+    pub fn with_config(toml: &str, extra_args: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("agent.toml");
+        std::fs::write(&cfg, toml).expect("write agent config");
+        let cfg = cfg.to_str().expect("utf-8 path").to_string();
+        Self::start(dir, &["--config", &cfg], extra_args)
+    }
+
+    fn start(dir: tempfile::TempDir, mode: &[&str], extra: &[&str]) -> Agent {
+        let socket = dir.path().join("agent.sock");
+        let sock = socket.to_str().expect("utf-8 path").to_string();
+        let mut args: Vec<&str> = mode.to_vec();
+        args.extend(["--socket", &sock]);
+        args.extend(extra);
+        let proc = spawn("health-agent", &args);
+        wait_until("the agent socket", Duration::from_secs(10), || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+        Agent { proc, socket, dir }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    pub async fn client(&self) -> AgentClient<Channel> {
+        let target = health_agent::ctl::endpoint::parse(&self.endpoint()).expect("endpoint");
+        AgentClient::new(health_agent::ctl::endpoint::connect(&target, None).await.expect("connect to agent"))
+    }
+
+    /// Runs agent-ctl against this agent.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--endpoint".to_string(), self.endpoint()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Command::new(bin("agent-ctl")).args(&all).stdin(Stdio::null()).output().expect("run agent-ctl")
+    }
+}
+
+/// Runs agent-ctl with arbitrary arguments.
+pub fn ctl(args: &[&str]) -> Output {
+    Command::new(bin("agent-ctl")).args(args).stdin(Stdio::null()).output().expect("run agent-ctl")
+}
+
+/// Config for a simulated agent with one device of each kind and the given timings.
+pub fn sim_config(poll: &str, deadline: &str, report: &str) -> String {
+    let mut s = format!("report_interval = \"{report}\"\n");
+    for (id, kind) in [("loihi-0", "loihi2"), ("spinnaker-0", "spinnaker"), ("photonic-0", "photonic"), ("xbar-0", "analog_crossbar")] {
+        s.push_str(&format!(
+            "\n[[device]]\nid = \"{id}\"\nkind = \"{kind}\"\nbackend = \"sim\"\npoll_interval = \"{poll}\"\ndeadline = \"{deadline}\"\n"
+        ));
+    }
+    s
+}

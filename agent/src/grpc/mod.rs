@@ -83,15 +83,22 @@ pub async fn serve(
     health_reporter
         .set_serving::<AgentServer<AgentService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(health_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
+    // Reflection v1 for grpcurl and current clients, v1alpha for older ones (grpcio-reflection).
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(health_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The descriptor set also holds the Collector service: list only what is served here.
+            .with_service_name("health.v1.Agent")
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let reflection = reflection_builder().build_v1().context("building the reflection service")?;
+    let reflection_alpha = reflection_builder().build_v1alpha().context("building the reflection service")?;
 
     let unix = tonic::transport::Server::builder()
         .add_service(health_service.clone())
         .add_service(reflection.clone())
+        .add_service(reflection_alpha.clone())
         .add_service(make())
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(listeners.unix),
@@ -101,6 +108,7 @@ pub async fn serve(
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .add_service(make())
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(l),

@@ -1,0 +1,78 @@
+//! `health-agent check-config` and startup on bad configs: non-zero exit, and a message that
+//! names the file and the key. Runs the real binary.
+
+use std::process::{Command, Output};
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_health-agent")).args(args).output().expect("run health-agent")
+}
+
+fn check(text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, text).expect("write config");
+    let p = path.to_str().expect("utf-8").to_string();
+    let out = agent(&["check-config", &p]);
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), p)
+}
+
+const DEVICE: &str = "[[device]]\nid = \"loihi-0\"\nkind = \"loihi2\"\nbackend = \"sim\"\n";
+
+#[test]
+fn missing_file_names_the_file() {
+    let out = agent(&["check-config", "/nonexistent/dir/agent.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/dir/agent.toml") && err.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn unknown_key_names_file_and_key() {
+    let (code, err, path) = check(&format!("{DEVICE}poll_intervall = \"1s\"\n"));
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&path), "{err}");
+    assert!(err.contains("device[0]") && err.contains("poll_intervall"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_file_key_and_expected_type() {
+    let (code, err, path) = check(&format!("{DEVICE}[host]\nmemory_warning_ratio = \"high\"\n"));
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&path), "{err}");
+    assert!(err.contains("host.memory_warning_ratio") && err.contains("expected a number"), "{err}");
+}
+
+#[test]
+fn out_of_range_value_names_file_key_and_range() {
+    let (code, err, path) = check(&format!("{}deadline = \"20m\"\n", DEVICE));
+    assert_eq!(code, Some(2));
+    assert!(err.contains(&path), "{err}");
+    assert!(err.contains("device[0].deadline") && err.contains("between"), "{err}");
+}
+
+#[test]
+fn valid_config_passes_and_startup_rejects_a_bad_one() {
+    let (code, err, _) = check(DEVICE);
+    assert_eq!(code, Some(0), "{err}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "report_interval = 5\n").expect("write");
+    let out = agent(&["--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("report_interval"), "{err}");
+}
+
+#[test]
+fn bad_command_line_overrides_are_named() {
+    let out = agent(&["--simulate", "--collector", "collector:7070"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--collector"));
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/agent.toml.example");
+    let out = agent(&["check-config", example]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
