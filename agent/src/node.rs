@@ -142,5 +142,6 @@ pub async fn run_reporter(
 /// The systemd watchdog period, if the service manager asked for pings.
 fn watchdog_period() -> Option<Duration> {
     let mut usec = 0;
-    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec).max(Duration::from_millis(100)))
+    sd_notify::watchdog_enabled(false, &mut usec)
+        .then(|| Duration::from_micros(usec).max(Duration::from_millis(100)))
 }

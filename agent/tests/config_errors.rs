@@ -4,7 +4,10 @@
 use std::process::{Command, Output};
 
 fn agent(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_health-agent")).args(args).output().expect("run health-agent")
+    Command::new(env!("CARGO_BIN_EXE_health-agent"))
+        .args(args)
+        .output()
+        .expect("run health-agent")
 }
 
 fn check(text: &str) -> (Option<i32>, String, String) {
@@ -13,7 +16,11 @@ fn check(text: &str) -> (Option<i32>, String, String) {
     std::fs::write(&path, text).expect("write config");
     let p = path.to_str().expect("utf-8").to_string();
     let out = agent(&["check-config", &p]);
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), p)
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        p,
+    )
 }
 
 const DEVICE: &str = "[[device]]\nid = \"loihi-0\"\nkind = \"loihi2\"\nbackend = \"sim\"\n";
@@ -23,7 +30,10 @@ fn missing_file_names_the_file() {
     let out = agent(&["check-config", "/nonexistent/dir/agent.toml"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/dir/agent.toml") && err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("/nonexistent/dir/agent.toml") && err.contains("cannot read"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -31,15 +41,23 @@ fn unknown_key_names_file_and_key() {
     let (code, err, path) = check(&format!("{DEVICE}poll_intervall = \"1s\"\n"));
     assert_eq!(code, Some(2));
     assert!(err.contains(&path), "{err}");
-    assert!(err.contains("device[0]") && err.contains("poll_intervall"), "{err}");
+    assert!(
+        err.contains("device[0]") && err.contains("poll_intervall"),
+        "{err}"
+    );
 }
 
 #[test]
 fn wrong_type_names_file_key_and_expected_type() {
-    let (code, err, path) = check(&format!("{DEVICE}[host]\nmemory_warning_ratio = \"high\"\n"));
+    let (code, err, path) = check(&format!(
+        "{DEVICE}[host]\nmemory_warning_ratio = \"high\"\n"
+    ));
     assert_eq!(code, Some(2));
     assert!(err.contains(&path), "{err}");
-    assert!(err.contains("host.memory_warning_ratio") && err.contains("expected a number"), "{err}");
+    assert!(
+        err.contains("host.memory_warning_ratio") && err.contains("expected a number"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -47,7 +65,10 @@ fn out_of_range_value_names_file_key_and_range() {
     let (code, err, path) = check(&format!("{}deadline = \"20m\"\n", DEVICE));
     assert_eq!(code, Some(2));
     assert!(err.contains(&path), "{err}");
-    assert!(err.contains("device[0].deadline") && err.contains("between"), "{err}");
+    assert!(
+        err.contains("device[0].deadline") && err.contains("between"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -60,7 +81,10 @@ fn valid_config_passes_and_startup_rejects_a_bad_one() {
     let out = agent(&["--config", path.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml") && err.contains("report_interval"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("report_interval"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -74,5 +98,10 @@ fn bad_command_line_overrides_are_named() {
 fn shipped_example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/agent.toml.example");
     let out = agent(&["check-config", example]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,1 +1,142 @@
-fn main() {}
+//! `health-collector`: the central service that agents stream their health to.
+//!
+//! `health-collector [--config FILE] [--listen ADDR]` runs the service;
+//! `health-collector check-config FILE` validates a configuration and exits.
+//!
+//! Modules: `config` (the TOML file), `fleet` (per-node state, duplicates, gaps, staleness),
+//! `alerts` (alerts from node conditions and staleness), `service` (the gRPC Collector API),
+//! `sweeper` (the staleness sweep and watchdog pings), `server` (wiring, serving, shutdown),
+//! `shutdown` (signals) and `systemd` (service notifications).
+
+#![forbid(unsafe_code)]
+
+mod alerts;
+mod config;
+mod fleet;
+mod server;
+mod service;
+mod shutdown;
+mod sweeper;
+mod systemd;
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "health-collector",
+    version,
+    about = "Central health collector: ingests agent reports, keeps fleet state, raises alerts"
+)]
+struct Cli {
+    /// Configuration file [default: /etc/health-collector/collector.toml, if it exists]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Address to listen on, overriding the configuration's `listen`
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file: prints "FILE: ok" and exits 0, or prints the error
+    /// and exits non-zero
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        None => serve(cli.config.as_deref(), cli.listen),
+    }
+}
+
+/// Logs go to stderr (the journal, under systemd); RUST_LOG filters, default `info`.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only help a person at a terminal; in the journal they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match config::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config_file: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
+    let mut config = match load_config(config_file) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("health-collector: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The given file; else the default file if there is one; else the built-in defaults.
+fn load_config(file: Option<&Path>) -> Result<Config, config::ConfigError> {
+    if let Some(file) = file {
+        return config::load(file);
+    }
+    let default = Path::new(config::DEFAULT_PATH);
+    match default.try_exists() {
+        Ok(false) => {
+            tracing::info!(
+                path = config::DEFAULT_PATH,
+                "no configuration file; using the built-in defaults"
+            );
+            Ok(Config::default())
+        }
+        // If it exists, or we cannot even tell (permissions), reading it gives the real error.
+        Ok(true) | Err(_) => config::load(default),
+    }
+}

@@ -22,7 +22,10 @@ pub fn bin(name: &str) -> PathBuf {
         None => {
             let exe = std::env::current_exe().expect("test executable path");
             // target/<profile>/deps/<test> -> target/<profile>
-            exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_path_buf()
         }
     };
     let path = dir.join(name);
@@ -72,7 +75,11 @@ impl Drop for Proc {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 fn spawn(name: &'static str, args: &[&str]) -> Proc {
@@ -112,10 +119,20 @@ impl Collector {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.path().join("collector.toml");
-        std::fs::write(&cfg, format!("listen = \"{addr}\"\n{extra_toml}")).expect("write collector config");
-        let proc = spawn("health-collector", &["--config", cfg.to_str().expect("utf-8 path")]);
-        wait_until("the collector to listen", Duration::from_secs(10), || std::net::TcpStream::connect(&addr).is_ok());
-        Collector { proc, addr, _dir: dir }
+        std::fs::write(&cfg, format!("listen = \"{addr}\"\n{extra_toml}"))
+            .expect("write collector config");
+        let proc = spawn(
+            "health-collector",
+            &["--config", cfg.to_str().expect("utf-8 path")],
+        );
+        wait_until("the collector to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        Collector {
+            proc,
+            addr,
+            _dir: dir,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -123,7 +140,9 @@ impl Collector {
     }
 
     pub async fn client(&self) -> CollectorClient<Channel> {
-        CollectorClient::connect(self.url()).await.expect("connect to collector")
+        CollectorClient::connect(self.url())
+            .await
+            .expect("connect to collector")
     }
 }
 
@@ -156,7 +175,9 @@ impl Agent {
         args.extend(["--socket", &sock]);
         args.extend(extra);
         let proc = spawn("health-agent", &args);
-        wait_until("the agent socket", Duration::from_secs(10), || std::os::unix::net::UnixStream::connect(&socket).is_ok());
+        wait_until("the agent socket", Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
         Agent { proc, socket, dir }
     }
 
@@ -166,26 +187,43 @@ impl Agent {
 
     pub async fn client(&self) -> AgentClient<Channel> {
         let target = health_agent::ctl::endpoint::parse(&self.endpoint()).expect("endpoint");
-        AgentClient::new(health_agent::ctl::endpoint::connect(&target, None).await.expect("connect to agent"))
+        AgentClient::new(
+            health_agent::ctl::endpoint::connect(&target, None)
+                .await
+                .expect("connect to agent"),
+        )
     }
 
     /// Runs agent-ctl against this agent.
     pub fn ctl(&self, args: &[&str]) -> Output {
         let mut all = vec!["--endpoint".to_string(), self.endpoint()];
         all.extend(args.iter().map(|s| s.to_string()));
-        Command::new(bin("agent-ctl")).args(&all).stdin(Stdio::null()).output().expect("run agent-ctl")
+        Command::new(bin("agent-ctl"))
+            .args(&all)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run agent-ctl")
     }
 }
 
 /// Runs agent-ctl with arbitrary arguments.
 pub fn ctl(args: &[&str]) -> Output {
-    Command::new(bin("agent-ctl")).args(args).stdin(Stdio::null()).output().expect("run agent-ctl")
+    Command::new(bin("agent-ctl"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agent-ctl")
 }
 
 /// Config for a simulated agent with one device of each kind and the given timings.
 pub fn sim_config(poll: &str, deadline: &str, report: &str) -> String {
     let mut s = format!("report_interval = \"{report}\"\n");
-    for (id, kind) in [("loihi-0", "loihi2"), ("spinnaker-0", "spinnaker"), ("photonic-0", "photonic"), ("xbar-0", "analog_crossbar")] {
+    for (id, kind) in [
+        ("loihi-0", "loihi2"),
+        ("spinnaker-0", "spinnaker"),
+        ("photonic-0", "photonic"),
+        ("xbar-0", "analog_crossbar"),
+    ] {
         s.push_str(&format!(
             "\n[[device]]\nid = \"{id}\"\nkind = \"{kind}\"\nbackend = \"sim\"\npoll_interval = \"{poll}\"\ndeadline = \"{deadline}\"\n"
         ));

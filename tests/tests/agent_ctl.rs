@@ -16,20 +16,34 @@ fn tables_json_and_exit_codes() {
     let out = agent.ctl(&["--json", "device", "xbar-0"]);
     assert!(out.status.success());
     let json = String::from_utf8_lossy(&out.stdout);
-    assert!(json.contains("\"id\":\"xbar-0\"") && json.contains("\"kind\":\"analog_crossbar\""), "{json}");
+    assert!(
+        json.contains("\"id\":\"xbar-0\"") && json.contains("\"kind\":\"analog_crossbar\""),
+        "{json}"
+    );
 
     let out = agent.ctl(&["set-power-limit", "xbar-0", "6"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = agent.ctl(&["--json", "device", "xbar-0"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"power_limit_watts\":6.0"));
 
     let out = agent.ctl(&["disable", "loihi-0"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&agent.ctl(&["device", "loihi-0"]).stdout).contains("DEVICE_DISABLED"));
+    assert!(
+        String::from_utf8_lossy(&agent.ctl(&["device", "loihi-0"]).stdout)
+            .contains("DEVICE_DISABLED")
+    );
     assert!(agent.ctl(&["enable", "loihi-0"]).status.success());
 
     let out = agent.ctl(&["calibrate", "photonic-0"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Failures: one line on stderr, exit 1.
     for (args, expect) in [
@@ -51,10 +65,17 @@ fn tables_json_and_exit_codes() {
 
     let out = agent.ctl(&["actions"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("set-power-limit 6 W") && text.contains("calibrate"), "{text}");
+    assert!(
+        text.contains("set-power-limit 6 W") && text.contains("calibrate"),
+        "{text}"
+    );
 
     // Usage errors exit 2; an unreachable agent exits 1 naming the socket.
-    assert_eq!(ctl(&["reset-device", "loihi-0"]).status.code(), Some(2), "needs --soft|--hard|--power-cycle");
+    assert_eq!(
+        ctl(&["reset-device", "loihi-0"]).status.code(),
+        Some(2),
+        "needs --soft|--hard|--power-cycle"
+    );
     let out = ctl(&["--endpoint", "unix:///nonexistent/agent.sock", "status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agent.sock"));

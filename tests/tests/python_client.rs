@@ -16,7 +16,10 @@ fn python_grpcio_health_check_and_list_devices() {
         .expect("run the Python cross-check");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "cross-check failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "cross-check failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(stdout.contains("health: SERVING"), "{stdout}");
     assert!(stdout.contains("devices: 4"), "{stdout}");
 }

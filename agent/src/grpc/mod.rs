@@ -92,8 +92,12 @@ pub async fn serve(
             .with_service_name("health.v1.Agent")
             .with_service_name("grpc.health.v1.Health")
     };
-    let reflection = reflection_builder().build_v1().context("building the reflection service")?;
-    let reflection_alpha = reflection_builder().build_v1alpha().context("building the reflection service")?;
+    let reflection = reflection_builder()
+        .build_v1()
+        .context("building the reflection service")?;
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
+        .context("building the reflection service")?;
 
     let unix = tonic::transport::Server::builder()
         .add_service(health_service.clone())

@@ -1,0 +1,429 @@
+//! The collector's configuration file (`/etc/health-collector/collector.toml`).
+//!
+//! Every key is optional and has a default, so an empty file (or no file) is a valid
+//! configuration. Unknown keys are rejected rather than ignored: a misspelt `stale_afer` that
+//! silently did nothing would be found only during an incident.
+//!
+//! Every error names the file and the key, in the form `<file>: <key>: <expected, found>`,
+//! because the person reading it is an on-call engineer with the file open in an editor.
+//! To get that form for type errors too, each field is first read as a loose `toml::Value`
+//! and then checked here, with our own wording, instead of relying on serde's messages.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{Deserializer, Error as _};
+use serde::Deserialize;
+
+/// Where the service looks for its configuration when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/health-collector/collector.toml";
+
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7070);
+const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(10);
+const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
+const DEFAULT_WATCH_BUFFER: u64 = 1024;
+
+/// Inclusive bounds of the values a key accepts.
+struct Bounds<T> {
+    min: T,
+    max: T,
+}
+
+const STALE_AFTER_BOUNDS: Bounds<Duration> = Bounds {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(3600),
+};
+const SWEEP_INTERVAL_BOUNDS: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(50),
+    max: Duration::from_secs(60),
+};
+const MAX_MESSAGE_BYTES_BOUNDS: Bounds<u64> = Bounds {
+    min: 1024,
+    max: 64 * 1024 * 1024,
+};
+const WATCH_BUFFER_BOUNDS: Bounds<u64> = Bounds {
+    min: 16,
+    max: 65536,
+};
+
+/// The validated configuration. Values outside their bounds never get this far.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// TCP address the gRPC server listens on.
+    #[serde(deserialize_with = "listen_address")]
+    pub listen: SocketAddr,
+    /// A node with no report for this long is marked stale (and NODE_STALE fires).
+    #[serde(deserialize_with = "stale_after")]
+    pub stale_after: Duration,
+    /// How often the sweeper looks for stale nodes; also the systemd watchdog ping period.
+    #[serde(deserialize_with = "sweep_interval")]
+    pub sweep_interval: Duration,
+    /// Largest gRPC message the server decodes (a report carries a whole node snapshot).
+    #[serde(deserialize_with = "max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Events buffered per WatchFleet / WatchAlerts watcher before a slow one skips ahead.
+    #[serde(deserialize_with = "watch_buffer")]
+    pub watch_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN,
+            stale_after: DEFAULT_STALE_AFTER,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            max_message_bytes: to_usize(DEFAULT_MAX_MESSAGE_BYTES),
+            watch_buffer: to_usize(DEFAULT_WATCH_BUFFER),
+        }
+    }
+}
+
+/// Why a configuration file was rejected. `Display` gives the one-line message for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read the file: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: line {line}, column {column}: not valid TOML: {message}", file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}: {key}: {message}", file.display())]
+    Key {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// Reads and validates a configuration file.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    parse(file, &text)
+}
+
+/// Validates configuration text; `file` is used only to name the source in errors.
+pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| syntax_error(file, text, &e))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        key_error(file, text, key, &inner)
+    })
+}
+
+fn syntax_error(file: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let (line, column) = error
+        .span()
+        .map_or((1, 1), |span| line_and_column(text, span.start));
+    ConfigError::Syntax {
+        file: file.to_path_buf(),
+        line,
+        column,
+        message: error.message().trim().to_string(),
+    }
+}
+
+fn key_error(file: &Path, text: &str, key: String, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim();
+    // serde reports an unknown key from the enclosing table, so the path is the root (".");
+    // the key itself is only in serde's message: "unknown field `x`, expected one of ...".
+    if let Some(unknown) = unknown_key(message) {
+        return ConfigError::Key {
+            file: file.to_path_buf(),
+            key: unknown.to_string(),
+            message: "unknown key, expected one of: listen, stale_after, sweep_interval, \
+                      max_message_bytes, watch_buffer"
+                .to_string(),
+        };
+    }
+    if key == "." || key.is_empty() {
+        // Not about one key, e.g. a duplicate table; the position is then the best pointer.
+        let (line, column) = error
+            .span()
+            .map_or((1, 1), |span| line_and_column(text, span.start));
+        return ConfigError::Syntax {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: message.to_string(),
+        };
+    }
+    ConfigError::Key {
+        file: file.to_path_buf(),
+        key,
+        message: message.to_string(),
+    }
+}
+
+/// The key named in serde's "unknown field `key`, expected ..." message, if it is one.
+fn unknown_key(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let end = rest.find('`')?;
+    Some(&rest[..end])
+}
+
+/// 1-based line and column of a byte offset, for pointing an editor at a syntax error.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |last| last.chars().count())
+        + 1;
+    (line, column)
+}
+
+// --- per-key readers -------------------------------------------------------------------------
+//
+// Each reads the raw TOML value and returns a message in the "expected ..., found ..." form;
+// serde_path_to_error then prefixes the key.
+
+fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    const EXPECTED: &str = "expected a socket address such as \"127.0.0.1:7070\" or \"[::1]:7070\"";
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => s
+            .parse()
+            .map_err(|_| D::Error::custom(format!("{EXPECTED}, found {}", quoted(&s)))),
+        other => Err(D::Error::custom(format!(
+            "{EXPECTED}, found {}",
+            Found(&other)
+        ))),
+    }
+}
+
+fn stale_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_within(d, &STALE_AFTER_BOUNDS)
+}
+
+fn sweep_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_within(d, &SWEEP_INTERVAL_BOUNDS)
+}
+
+fn max_message_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    integer_within(d, &MAX_MESSAGE_BYTES_BOUNDS)
+}
+
+fn watch_buffer<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    integer_within(d, &WATCH_BUFFER_BOUNDS)
+}
+
+fn duration_within<'de, D: Deserializer<'de>>(
+    d: D,
+    bounds: &Bounds<Duration>,
+) -> Result<Duration, D::Error> {
+    let expected = format!(
+        "expected a duration between {} and {}",
+        humantime::format_duration(bounds.min),
+        humantime::format_duration(bounds.max)
+    );
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => match humantime::parse_duration(s.trim()) {
+            Ok(value) if value >= bounds.min && value <= bounds.max => Ok(value),
+            _ => Err(D::Error::custom(format!(
+                "{expected}, found {}",
+                quoted(&s)
+            ))),
+        },
+        // A bare number is the classic mistake ("10" meaning seconds); say what to write.
+        other => Err(D::Error::custom(format!(
+            "{expected} written as a string such as \"10s\" or \"500ms\", found {}",
+            Found(&other)
+        ))),
+    }
+}
+
+fn integer_within<'de, D: Deserializer<'de>>(
+    d: D,
+    bounds: &Bounds<u64>,
+) -> Result<usize, D::Error> {
+    let expected = format!("expected an integer from {} to {}", bounds.min, bounds.max);
+    match toml::Value::deserialize(d)? {
+        toml::Value::Integer(i) => match u64::try_from(i) {
+            Ok(value) if value >= bounds.min && value <= bounds.max => usize::try_from(value)
+                .map_err(|_| {
+                    D::Error::custom(format!(
+                        "{expected}, found {i} (too large for this machine)"
+                    ))
+                }),
+            _ => Err(D::Error::custom(format!("{expected}, found {i}"))),
+        },
+        other => Err(D::Error::custom(format!(
+            "{expected}, found {}",
+            Found(&other)
+        ))),
+    }
+}
+
+/// The defaults are small constants; this only exists so `Default` has no `as` casts.
+fn to_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// A string as the operator wrote it, quoted and cut short so a pasted blob stays one line.
+fn quoted(s: &str) -> String {
+    const LIMIT: usize = 80;
+    if s.chars().count() > LIMIT {
+        let head: String = s.chars().take(LIMIT).collect();
+        format!("{head:?}...")
+    } else {
+        format!("{s:?}")
+    }
+}
+
+/// Describes a TOML value by its type and, for scalars, its value: `integer 10`, `a table`.
+struct Found<'a>(&'a toml::Value);
+
+impl fmt::Display for Found<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            toml::Value::String(s) => write!(f, "string {}", quoted(s)),
+            toml::Value::Integer(i) => write!(f, "integer {i}"),
+            toml::Value::Float(x) => write!(f, "float {x}"),
+            toml::Value::Boolean(b) => write!(f, "boolean {b}"),
+            toml::Value::Datetime(dt) => write!(f, "date-time {dt}"),
+            toml::Value::Array(_) => f.write_str("an array"),
+            toml::Value::Table(_) => f.write_str("a table"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("collector.toml"), text)
+    }
+
+    fn error_of(text: &str) -> String {
+        match parse_str(text) {
+            Ok(config) => panic!("expected an error for {text:?}, got {config:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let config = parse_str("").expect("empty config is valid");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(config.stale_after, Duration::from_secs(10));
+        assert_eq!(config.sweep_interval, Duration::from_millis(500));
+        assert_eq!(config.max_message_bytes, 4_194_304);
+        assert_eq!(config.watch_buffer, 1024);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let config = parse_str(
+            r#"
+            listen = "0.0.0.0:9000"
+            stale_after = "30s"
+            sweep_interval = "1s"
+            max_message_bytes = 1048576
+            watch_buffer = 64
+            "#,
+        )
+        .expect("valid config");
+        assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
+        assert_eq!(config.stale_after, Duration::from_secs(30));
+        assert_eq!(config.sweep_interval, Duration::from_secs(1));
+        assert_eq!(config.max_message_bytes, 1_048_576);
+        assert_eq!(config.watch_buffer, 64);
+    }
+
+    #[test]
+    fn missing_file_names_the_path_and_the_os_error() {
+        let path = Path::new("/nonexistent/health-collector/collector.toml");
+        let message = load(path).expect_err("missing file").to_string();
+        assert!(message.starts_with("/nonexistent/health-collector/collector.toml: "));
+        assert!(message.contains("No such file or directory"), "{message}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let message = error_of("stale_afer = \"10s\"\n");
+        assert!(
+            message.starts_with("collector.toml: stale_afer: unknown key"),
+            "{message}"
+        );
+        assert!(message.contains("stale_after"), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_the_expected_type() {
+        let message = error_of("stale_after = 10\n");
+        assert!(
+            message.starts_with("collector.toml: stale_after: "),
+            "{message}"
+        );
+        assert!(message.contains("expected a duration"), "{message}");
+        assert!(message.contains("found integer 10"), "{message}");
+
+        let message = error_of("watch_buffer = \"lots\"\n");
+        assert!(
+            message.starts_with("collector.toml: watch_buffer: "),
+            "{message}"
+        );
+        assert!(message.contains("expected an integer"), "{message}");
+        assert!(message.contains("found string \"lots\""), "{message}");
+
+        let message = error_of("listen = 7070\n");
+        assert!(message.starts_with("collector.toml: listen: "), "{message}");
+        assert!(message.contains("expected a socket address"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_values_say_the_bounds_and_the_value() {
+        assert_eq!(
+            error_of("stale_after = \"0s\"\n"),
+            "collector.toml: stale_after: expected a duration between 1s and 1h, found \"0s\""
+        );
+        assert_eq!(
+            error_of("sweep_interval = \"2m\"\n"),
+            "collector.toml: sweep_interval: expected a duration between 50ms and 1m, found \"2m\""
+        );
+        assert_eq!(
+            error_of("max_message_bytes = 100\n"),
+            "collector.toml: max_message_bytes: expected an integer from 1024 to 67108864, found 100"
+        );
+        assert_eq!(
+            error_of("watch_buffer = -1\n"),
+            "collector.toml: watch_buffer: expected an integer from 16 to 65536, found -1"
+        );
+        let message = error_of("listen = \"localhost:7070\"\n");
+        assert!(
+            message.starts_with("collector.toml: listen: expected a socket address"),
+            "{message}"
+        );
+        assert!(message.ends_with("found \"localhost:7070\""), "{message}");
+    }
+
+    #[test]
+    fn unparseable_duration_is_reported_like_an_out_of_range_one() {
+        let message = error_of("stale_after = \"ten seconds\"\n");
+        assert!(message.starts_with("collector.toml: stale_after: expected a duration"));
+        assert!(message.ends_with("found \"ten seconds\""), "{message}");
+    }
+
+    #[test]
+    fn syntax_error_gives_the_line() {
+        let message = error_of("listen = \"127.0.0.1:7070\"\nstale_after = \n");
+        assert!(message.starts_with("collector.toml: line 2, "), "{message}");
+    }
+}

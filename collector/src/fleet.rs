@@ -1,0 +1,683 @@
+//! Fleet state: what the collector currently knows about every node that has reported.
+//!
+//! A health sample is identified by (node, boot id, sequence number) (architecture invariant 5).
+//! This module is where that identity is enforced: a report whose seq was already applied is a
+//! duplicate (counted and dropped), a jump in seq is a gap (counted as missing), and a new boot
+//! id starts a fresh sequence. The service acknowledges each report with what this module says
+//! was applied, so an agent can drop what it buffered.
+//!
+//! Watchers (WatchFleet) get a `FleetEvent` when a node appears, restarts (new boot id),
+//! changes health state, or goes stale / comes back; not on every report, so a quiet fleet is
+//! a quiet stream. Staleness is judged on the monotonic clock, so a wall-clock step on the
+//! collector host cannot make the whole fleet stale at once.
+//!
+//! The state is in one `std::sync::RwLock`. It is never held across an `.await`: every method
+//! here is synchronous and short. Events are sent while the lock is held, so every watcher sees
+//! them in the order the state changed, and `watch()` can take "state now + later changes"
+//! without a gap or an overlap.
+//!
+//! The agents' `NodeSnapshot` is stored as received (it is the payload that GetNode and
+//! QueryDevices return) and the summaries are built directly as `NodeSummary`, the type the
+//! watchers receive; nothing here knows about gRPC transport or status codes.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use health_proto::v1::{
+    Device, DeviceKind, FleetDevice, FleetEvent, FleetNode, HealthState, NodeSnapshot, NodeSummary,
+};
+use tokio::sync::broadcast;
+
+/// How many previous boot ids of a node are remembered, so that a late report from an agent
+/// process that has since been replaced is recognised rather than taken for a new boot.
+const RETIRED_BOOTS_KEPT: usize = 4;
+
+/// One accepted or rejected health report, as the fleet sees it (already validated).
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub node: String,
+    pub boot_id: String,
+    pub seq: u64,
+    pub snapshot: NodeSnapshot,
+}
+
+/// When and from where a report arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    /// Address of the stream the report came on, for operators tracing a misbehaving agent.
+    pub peer: &'a str,
+    /// Monotonic arrival time: the only clock used for staleness.
+    pub at: Instant,
+    /// Wall-clock arrival time: shown to people as `last_seen`.
+    pub wall: SystemTime,
+}
+
+/// What applying a report did. Every variant carries the seq to acknowledge: every seq of that
+/// boot up to it has been applied or was a duplicate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// The report is the node's newest data; its snapshot replaced the previous one.
+    Current {
+        acked_seq: u64,
+        /// Increases with every `Current` report of the node; orders alert evaluation.
+        generation: u64,
+        snapshot: Arc<NodeSnapshot>,
+    },
+    /// The seq was already applied: counted in duplicates_total and dropped.
+    Duplicate { acked_seq: u64 },
+    /// A late report from a boot the node has since left (an agent replaying its backlog after
+    /// a newer agent process already reported). Counted, acknowledged so the agent can drop
+    /// it, but it does not replace the newer boot's snapshot.
+    Superseded { acked_seq: u64 },
+}
+
+impl Applied {
+    pub fn acked_seq(&self) -> u64 {
+        match self {
+            Applied::Current { acked_seq, .. }
+            | Applied::Duplicate { acked_seq }
+            | Applied::Superseded { acked_seq } => *acked_seq,
+        }
+    }
+}
+
+/// A node the sweeper has just marked stale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WentStale {
+    pub node: String,
+    /// The generation of the node's last applied report (see `Applied::Current`).
+    pub generation: u64,
+    /// How long ago that report arrived.
+    pub silent_for: Duration,
+}
+
+/// QueryDevices filter; `None` matches anything.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    pub kind: Option<DeviceKind>,
+    pub state: Option<HealthState>,
+    pub node: Option<String>,
+}
+
+/// Everything the collector keeps about one node.
+#[derive(Debug)]
+struct NodeRecord {
+    snapshot: Arc<NodeSnapshot>,
+    boot_id: String,
+    last_seq: u64,
+    /// Boots this node has left, newest first, with the highest seq seen of each.
+    retired_boots: VecDeque<(String, u64)>,
+    last_seen_wall: SystemTime,
+    last_seen: Instant,
+    peer: String,
+    reports_total: u64,
+    duplicates_total: u64,
+    missing_total: u64,
+    stale: bool,
+    generation: u64,
+}
+
+impl NodeRecord {
+    /// The node's health as shown to watchers: a stale node's data is old, so UNKNOWN.
+    fn effective_state(&self) -> HealthState {
+        if self.stale {
+            HealthState::Unknown
+        } else {
+            reported_state(&self.snapshot)
+        }
+    }
+
+    fn summary(&self, node: &str) -> NodeSummary {
+        NodeSummary {
+            node: node.to_string(),
+            state: self.effective_state() as i32,
+            stale: self.stale,
+            last_seen: Some(self.last_seen_wall.into()),
+            boot_id: self.boot_id.clone(),
+            last_seq: self.last_seq,
+            device_count: u32::try_from(self.snapshot.devices.len()).unwrap_or(u32::MAX),
+            reports_total: self.reports_total,
+            duplicates_total: self.duplicates_total,
+            missing_total: self.missing_total,
+            peer: self.peer.clone(),
+        }
+    }
+}
+
+/// The state the agent reported, with "unspecified" and values this build does not know read
+/// as UNKNOWN: the collector cannot vouch for a state it cannot name.
+fn reported_state(snapshot: &NodeSnapshot) -> HealthState {
+    match HealthState::try_from(snapshot.state) {
+        Ok(HealthState::Unspecified) | Err(_) => HealthState::Unknown,
+        Ok(state) => state,
+    }
+}
+
+/// The fleet: one record per node name, plus the channel watchers subscribe to.
+pub struct Fleet {
+    nodes: RwLock<BTreeMap<String, NodeRecord>>,
+    events: broadcast::Sender<FleetEvent>,
+    stale_after: Duration,
+}
+
+impl Fleet {
+    /// `watch_buffer` is how many events a watcher may fall behind before it skips ahead.
+    pub fn new(stale_after: Duration, watch_buffer: usize) -> Self {
+        let (events, _) = broadcast::channel(watch_buffer.max(1));
+        Fleet {
+            nodes: RwLock::new(BTreeMap::new()),
+            events,
+            stale_after,
+        }
+    }
+
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+
+    /// Applies one validated report; see the module comment for the rules.
+    pub fn apply(&self, report: Report, arrival: Arrival<'_>) -> Applied {
+        let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
+        let Report {
+            node,
+            boot_id,
+            seq,
+            snapshot,
+        } = report;
+
+        let Some(record) = nodes.get_mut(&node) else {
+            // A node we have never seen. Seqs before this one may have gone to another
+            // collector (or to us before a restart), so nothing is counted missing.
+            let snapshot = Arc::new(snapshot);
+            let record = NodeRecord {
+                snapshot: Arc::clone(&snapshot),
+                boot_id,
+                last_seq: seq,
+                retired_boots: VecDeque::new(),
+                last_seen_wall: arrival.wall,
+                last_seen: arrival.at,
+                peer: arrival.peer.to_string(),
+                reports_total: 1,
+                duplicates_total: 0,
+                missing_total: 0,
+                stale: false,
+                generation: 1,
+            };
+            tracing::info!(node = %node, boot_id = %record.boot_id, seq, peer = %arrival.peer, "node appeared");
+            self.publish(record.summary(&node));
+            nodes.insert(node, record);
+            return Applied::Current {
+                acked_seq: seq,
+                generation: 1,
+                snapshot,
+            };
+        };
+
+        record.reports_total = record.reports_total.saturating_add(1);
+
+        let new_boot = if record.boot_id == boot_id {
+            if seq <= record.last_seq {
+                record.duplicates_total = record.duplicates_total.saturating_add(1);
+                tracing::debug!(node = %node, boot_id = %boot_id, seq, last_seq = record.last_seq, "duplicate report dropped");
+                return Applied::Duplicate {
+                    acked_seq: record.last_seq,
+                };
+            }
+            let missing = seq - record.last_seq - 1;
+            if missing > 0 {
+                record.missing_total = record.missing_total.saturating_add(missing);
+                tracing::warn!(node = %node, boot_id = %boot_id, seq, last_seq = record.last_seq, missing, "reports missing: gap in sequence numbers");
+            }
+            false
+        } else if let Some((_, retired_last_seq)) = record
+            .retired_boots
+            .iter_mut()
+            .find(|(retired_id, _)| *retired_id == boot_id)
+        {
+            if seq <= *retired_last_seq {
+                record.duplicates_total = record.duplicates_total.saturating_add(1);
+                return Applied::Duplicate {
+                    acked_seq: *retired_last_seq,
+                };
+            }
+            let missing = seq - *retired_last_seq - 1;
+            record.missing_total = record.missing_total.saturating_add(missing);
+            *retired_last_seq = seq;
+            tracing::warn!(node = %node, boot_id = %boot_id, seq, current_boot_id = %record.boot_id, "late report from a previous boot: acknowledged, not applied");
+            return Applied::Superseded { acked_seq: seq };
+        } else {
+            // A boot we have never seen: the agent restarted. Its earlier seqs may have gone
+            // to another collector, so they are not counted missing.
+            tracing::info!(node = %node, boot_id = %boot_id, previous_boot_id = %record.boot_id, seq, "node restarted (new boot id)");
+            let previous = std::mem::replace(&mut record.boot_id, boot_id);
+            record.retired_boots.push_front((previous, record.last_seq));
+            record.retired_boots.truncate(RETIRED_BOOTS_KEPT);
+            true
+        };
+
+        let state_before = record.effective_state();
+        let was_stale = record.stale;
+        let snapshot = Arc::new(snapshot);
+        record.snapshot = Arc::clone(&snapshot);
+        record.last_seq = seq;
+        record.last_seen_wall = arrival.wall;
+        record.last_seen = arrival.at;
+        arrival.peer.clone_into(&mut record.peer);
+        record.stale = false;
+        record.generation = record.generation.saturating_add(1);
+
+        if was_stale {
+            tracing::info!(node = %node, "node reporting again (no longer stale)");
+        }
+        if was_stale || new_boot || record.effective_state() != state_before {
+            self.publish(record.summary(&node));
+        }
+        Applied::Current {
+            acked_seq: seq,
+            generation: record.generation,
+            snapshot,
+        }
+    }
+
+    /// Marks every node with no report for `stale_after` (by `now`) as stale, and returns them.
+    pub fn sweep(&self, now: Instant) -> Vec<WentStale> {
+        let overdue = |record: &NodeRecord| {
+            !record.stale && now.saturating_duration_since(record.last_seen) >= self.stale_after
+        };
+        // Most sweeps find nothing; look under the read lock first so reports are not blocked.
+        {
+            let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+            if !nodes.values().any(overdue) {
+                return Vec::new();
+            }
+        }
+        let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut went_stale = Vec::new();
+        for (node, record) in nodes.iter_mut() {
+            if !overdue(record) {
+                continue;
+            }
+            record.stale = true;
+            let silent_for = now.saturating_duration_since(record.last_seen);
+            tracing::warn!(node = %node, silent_for = %humantime::format_duration(round_to_millis(silent_for)), "node stale: no report");
+            self.publish(record.summary(node));
+            went_stale.push(WentStale {
+                node: node.clone(),
+                generation: record.generation,
+                silent_for,
+            });
+        }
+        went_stale
+    }
+
+    /// Every node's summary, sorted by node name.
+    pub fn nodes(&self) -> Vec<NodeSummary> {
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        nodes
+            .iter()
+            .map(|(node, record)| record.summary(node))
+            .collect()
+    }
+
+    /// One node's summary and latest snapshot.
+    pub fn node(&self, node: &str) -> Option<FleetNode> {
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        nodes.get(node).map(|record| FleetNode {
+            summary: Some(record.summary(node)),
+            snapshot: Some(NodeSnapshot::clone(&record.snapshot)),
+        })
+    }
+
+    /// Devices of the latest snapshots that match `filter`, sorted by node, then device id.
+    pub fn devices(&self, filter: &DeviceFilter) -> Vec<FleetDevice> {
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        let mut found = Vec::new();
+        for (node, record) in nodes.iter() {
+            if filter.node.as_deref().is_some_and(|wanted| wanted != node) {
+                continue;
+            }
+            let mut devices: Vec<&Device> = record
+                .snapshot
+                .devices
+                .iter()
+                .filter(|device| device_matches(device, filter))
+                .collect();
+            devices.sort_by(|a, b| device_id(a).cmp(device_id(b)));
+            found.extend(devices.into_iter().map(|device| FleetDevice {
+                node: node.clone(),
+                node_stale: record.stale,
+                device: Some(device.clone()),
+            }));
+        }
+        found
+    }
+
+    /// The summary of every node now, and a receiver for every change after that moment.
+    pub fn watch(&self) -> (Vec<FleetEvent>, broadcast::Receiver<FleetEvent>) {
+        // Subscribing under the lock is what makes the cut exact: events are only sent by
+        // writers, so none can fall between the snapshot and the subscription.
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        let receiver = self.events.subscribe();
+        let now = nodes
+            .iter()
+            .map(|(node, record)| FleetEvent {
+                node: Some(record.summary(node)),
+            })
+            .collect();
+        (now, receiver)
+    }
+
+    fn publish(&self, summary: NodeSummary) {
+        // An error only means nobody is watching right now.
+        let _ = self.events.send(FleetEvent {
+            node: Some(summary),
+        });
+    }
+}
+
+fn device_id(device: &Device) -> &str {
+    device
+        .identity
+        .as_ref()
+        .map_or("", |identity| identity.id.as_str())
+}
+
+fn device_matches(device: &Device, filter: &DeviceFilter) -> bool {
+    let kind_ok = filter.kind.is_none_or(|kind| {
+        device
+            .identity
+            .as_ref()
+            .is_some_and(|identity| identity.kind == kind as i32)
+    });
+    let state_ok = filter
+        .state
+        .is_none_or(|state| device.state == state as i32);
+    kind_ok && state_ok
+}
+
+/// Durations in logs are easier to read without the nanoseconds.
+fn round_to_millis(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use health_proto::v1::DeviceIdentity;
+
+    const STALE_AFTER: Duration = Duration::from_secs(10);
+
+    fn snapshot(state: HealthState) -> NodeSnapshot {
+        NodeSnapshot {
+            node: "n1".to_string(),
+            state: state as i32,
+            devices: vec![
+                device("photonic-0", DeviceKind::Photonic, HealthState::Ok),
+                device("loihi-0", DeviceKind::Loihi2, state),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn device(id: &str, kind: DeviceKind, state: HealthState) -> Device {
+        Device {
+            identity: Some(DeviceIdentity {
+                id: id.to_string(),
+                kind: kind as i32,
+                ..Default::default()
+            }),
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    fn report(node: &str, boot_id: &str, seq: u64, state: HealthState) -> Report {
+        Report {
+            node: node.to_string(),
+            boot_id: boot_id.to_string(),
+            seq,
+            snapshot: snapshot(state),
+        }
+    }
+
+    fn arrival(at: Instant) -> Arrival<'static> {
+        Arrival {
+            peer: "127.0.0.1:50000",
+            at,
+            wall: SystemTime::now(),
+        }
+    }
+
+    fn summary(fleet: &Fleet, node: &str) -> NodeSummary {
+        fleet
+            .node(node)
+            .and_then(|n| n.summary)
+            .expect("node is known")
+    }
+
+    fn drain(rx: &mut broadcast::Receiver<FleetEvent>) -> Vec<NodeSummary> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|event| event.node)
+            .collect()
+    }
+
+    #[test]
+    fn duplicates_are_counted_and_dropped() {
+        let fleet = Fleet::new(STALE_AFTER, 64);
+        let t0 = Instant::now();
+        fleet.apply(report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        fleet.apply(report("n1", "b1", 2, HealthState::Ok), arrival(t0));
+        let applied = fleet.apply(report("n1", "b1", 2, HealthState::Critical), arrival(t0));
+        assert_eq!(applied, Applied::Duplicate { acked_seq: 2 });
+        let applied = fleet.apply(report("n1", "b1", 1, HealthState::Critical), arrival(t0));
+        assert_eq!(applied.acked_seq(), 2, "the ack is the highest applied seq");
+
+        let s = summary(&fleet, "n1");
+        assert_eq!(s.duplicates_total, 2);
+        assert_eq!(s.reports_total, 4);
+        assert_eq!(s.last_seq, 2);
+        assert_eq!(s.missing_total, 0);
+        assert_eq!(
+            s.state,
+            HealthState::Ok as i32,
+            "a duplicate does not replace the snapshot"
+        );
+    }
+
+    #[test]
+    fn a_gap_is_counted_missing_and_the_report_applied() {
+        let fleet = Fleet::new(STALE_AFTER, 64);
+        let t0 = Instant::now();
+        fleet.apply(report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        let applied = fleet.apply(report("n1", "b1", 5, HealthState::Warning), arrival(t0));
+        assert_eq!(applied.acked_seq(), 5);
+        assert!(matches!(applied, Applied::Current { generation: 2, .. }));
+
+        let s = summary(&fleet, "n1");
+        assert_eq!(s.missing_total, 3);
+        assert_eq!(s.last_seq, 5);
+        assert_eq!(s.state, HealthState::Warning as i32);
+    }
+
+    #[test]
+    fn a_first_report_is_not_a_gap() {
+        let fleet = Fleet::new(STALE_AFTER, 64);
+        fleet.apply(
+            report("n1", "b1", 40, HealthState::Ok),
+            arrival(Instant::now()),
+        );
+        assert_eq!(summary(&fleet, "n1").missing_total, 0);
+    }
+
+    #[test]
+    fn a_new_boot_resets_the_sequence_without_counting_missing() {
+        let fleet = Fleet::new(STALE_AFTER, 64);
+        let t0 = Instant::now();
+        fleet.apply(report("n1", "b1", 7, HealthState::Ok), arrival(t0));
+        let applied = fleet.apply(report("n1", "b2", 3, HealthState::Ok), arrival(t0));
+        assert_eq!(applied.acked_seq(), 3);
+        assert!(matches!(applied, Applied::Current { .. }));
+
+        let s = summary(&fleet, "n1");
+        assert_eq!(s.boot_id, "b2");
+        assert_eq!(s.last_seq, 3);
+        assert_eq!(s.missing_total, 0);
+        assert_eq!(s.duplicates_total, 0);
+
+        // seq 2 of the new boot is now a duplicate, even though it is below the old boot's 7.
+        let applied = fleet.apply(report("n1", "b2", 2, HealthState::Ok), arrival(t0));
+        assert_eq!(applied, Applied::Duplicate { acked_seq: 3 });
+    }
+
+    #[test]
+    fn a_late_report_from_a_previous_boot_does_not_replace_the_current_one() {
+        let fleet = Fleet::new(STALE_AFTER, 64);
+        let t0 = Instant::now();
+        fleet.apply(report("n1", "b1", 7, HealthState::Ok), arrival(t0));
+        fleet.apply(report("n1", "b2", 1, HealthState::Ok), arrival(t0));
+        let applied = fleet.apply(report("n1", "b1", 8, HealthState::Critical), arrival(t0));
+        assert_eq!(applied, Applied::Superseded { acked_seq: 8 });
+        let applied = fleet.apply(report("n1", "b1", 8, HealthState::Critical), arrival(t0));
+        assert_eq!(applied, Applied::Duplicate { acked_seq: 8 });
+
+        let s = summary(&fleet, "n1");
+        assert_eq!(s.boot_id, "b2");
+        assert_eq!(s.state, HealthState::Ok as i32);
+    }
+
+    #[test]
+    fn events_only_on_appearance_boot_state_and_staleness_changes() {
+        let fleet = Fleet::new(STALE_AFTER, 64);
+        let (now, mut rx) = fleet.watch();
+        assert!(now.is_empty());
+        let t0 = Instant::now();
+        fleet.apply(report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        fleet.apply(report("n1", "b1", 2, HealthState::Ok), arrival(t0));
+        fleet.apply(report("n1", "b1", 3, HealthState::Warning), arrival(t0));
+        fleet.apply(report("n1", "b1", 4, HealthState::Warning), arrival(t0));
+        fleet.apply(report("n1", "b2", 1, HealthState::Warning), arrival(t0));
+
+        let events = drain(&mut rx);
+        let states: Vec<(i32, u64)> = events.iter().map(|s| (s.state, s.last_seq)).collect();
+        assert_eq!(
+            states,
+            vec![
+                (HealthState::Ok as i32, 1),
+                (HealthState::Warning as i32, 3),
+                (HealthState::Warning as i32, 1),
+            ]
+        );
+        assert_eq!(events[2].boot_id, "b2");
+    }
+
+    #[test]
+    fn a_silent_node_goes_stale_and_comes_back_on_a_report() {
+        let fleet = Fleet::new(STALE_AFTER, 64);
+        let t0 = Instant::now();
+        fleet.apply(report("n1", "b1", 1, HealthState::Critical), arrival(t0));
+        let (_, mut rx) = fleet.watch();
+
+        assert!(fleet.sweep(t0 + Duration::from_secs(9)).is_empty());
+        assert!(!summary(&fleet, "n1").stale);
+
+        let went = fleet.sweep(t0 + Duration::from_secs(11));
+        assert_eq!(
+            went,
+            vec![WentStale {
+                node: "n1".to_string(),
+                generation: 1,
+                silent_for: Duration::from_secs(11),
+            }]
+        );
+        let s = summary(&fleet, "n1");
+        assert!(s.stale);
+        assert_eq!(
+            s.state,
+            HealthState::Unknown as i32,
+            "a stale node's data is old"
+        );
+        assert!(
+            fleet.sweep(t0 + Duration::from_secs(12)).is_empty(),
+            "stale only once"
+        );
+        let devices = fleet.devices(&DeviceFilter::default());
+        assert!(devices.iter().all(|d| d.node_stale));
+
+        fleet.apply(
+            report("n1", "b1", 2, HealthState::Critical),
+            arrival(t0 + Duration::from_secs(13)),
+        );
+        let s = summary(&fleet, "n1");
+        assert!(!s.stale);
+        assert_eq!(s.state, HealthState::Critical as i32);
+
+        let events = drain(&mut rx);
+        let flags: Vec<(bool, i32)> = events.iter().map(|s| (s.stale, s.state)).collect();
+        assert_eq!(
+            flags,
+            vec![
+                (true, HealthState::Unknown as i32),
+                (false, HealthState::Critical as i32)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_does_not_keep_a_node_fresh() {
+        let fleet = Fleet::new(STALE_AFTER, 64);
+        let t0 = Instant::now();
+        fleet.apply(report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        fleet.apply(
+            report("n1", "b1", 1, HealthState::Ok),
+            arrival(t0 + Duration::from_secs(8)),
+        );
+        assert_eq!(fleet.sweep(t0 + Duration::from_secs(10)).len(), 1);
+    }
+
+    #[test]
+    fn queries_are_sorted_and_filtered() {
+        let fleet = Fleet::new(STALE_AFTER, 64);
+        let t0 = Instant::now();
+        fleet.apply(report("n2", "b1", 1, HealthState::Warning), arrival(t0));
+        fleet.apply(report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+
+        let names: Vec<String> = fleet.nodes().into_iter().map(|s| s.node).collect();
+        assert_eq!(names, vec!["n1", "n2"]);
+
+        let all: Vec<(String, String)> = fleet
+            .devices(&DeviceFilter::default())
+            .into_iter()
+            .map(|d| {
+                (
+                    d.node,
+                    device_id(d.device.as_ref().expect("device")).to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            all,
+            vec![
+                ("n1".to_string(), "loihi-0".to_string()),
+                ("n1".to_string(), "photonic-0".to_string()),
+                ("n2".to_string(), "loihi-0".to_string()),
+                ("n2".to_string(), "photonic-0".to_string()),
+            ]
+        );
+
+        let warning_loihi = fleet.devices(&DeviceFilter {
+            kind: Some(DeviceKind::Loihi2),
+            state: Some(HealthState::Warning),
+            node: None,
+        });
+        assert_eq!(warning_loihi.len(), 1);
+        assert_eq!(warning_loihi[0].node, "n2");
+
+        let on_n1 = fleet.devices(&DeviceFilter {
+            node: Some("n1".to_string()),
+            ..Default::default()
+        });
+        assert_eq!(on_n1.len(), 2);
+        assert!(fleet.node("n3").is_none());
+    }
+}

@@ -1,0 +1,123 @@
+//! Wires the collector together and runs it until a shutdown signal.
+//!
+//! Order matters for operators and for systemd: bind the listener first (so a port conflict
+//! fails the start with a clear error), then report READY; on shutdown, flip the gRPC health
+//! status to NOT_SERVING, end every stream, stop accepting, and give open connections a bounded
+//! time to close so a stuck peer cannot hold up a restart.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use health_proto::v1::collector_server::CollectorServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+
+use crate::alerts::Alerts;
+use crate::config::Config;
+use crate::fleet::Fleet;
+use crate::service::CollectorService;
+use crate::{shutdown, sweeper, systemd};
+
+/// How long open connections get to close after the streams have been ended.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings on idle connections, so an agent whose host vanished (no FIN, no RST) is
+/// noticed and its Report stream ends instead of lingering forever.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the collector; returns once a shutdown signal has been handled.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signals =
+        shutdown::on_signal(shutdown.clone()).context("cannot install signal handlers")?;
+
+    let fleet = Arc::new(Fleet::new(config.stale_after, config.watch_buffer));
+    let alerts = Arc::new(Alerts::new(config.watch_buffer));
+    let collector =
+        CollectorService::new(Arc::clone(&fleet), Arc::clone(&alerts), shutdown.clone());
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local: SocketAddr = listener
+        .local_addr()
+        .context("cannot read the bound listen address")?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CollectorServer<CollectorService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(health_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+
+    let sweeper = tokio::spawn(sweeper::run(
+        Arc::clone(&fleet),
+        Arc::clone(&alerts),
+        config.sweep_interval,
+        systemd::watchdog_period(),
+        shutdown.clone(),
+    ));
+
+    let server = Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            CollectorServer::new(collector).max_decoding_message_size(config.max_message_bytes),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    tokio::pin!(server);
+
+    tracing::info!(
+        listen = %local,
+        stale_after = %humantime::format_duration(config.stale_after),
+        sweep_interval = %humantime::format_duration(config.sweep_interval),
+        "health-collector serving"
+    );
+    systemd::ready();
+
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = shutdown.cancelled() => {
+            end_health_watches(health).await;
+            match tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; exiting anyway");
+                    Ok(())
+                }
+            }
+        }
+    };
+    // The server can also stop by itself (a fatal transport error): stop the rest with it.
+    shutdown.cancel();
+    signals.abort();
+    if let Err(error) = sweeper.await {
+        tracing::warn!(%error, "sweeper task ended abnormally");
+    }
+    served.context("gRPC server failed")?;
+    tracing::info!("health-collector stopped");
+    Ok(())
+}
+
+/// Tells grpc.health.v1 watchers we are going away, then ends their streams (they would
+/// otherwise hold their connections open through the drain).
+async fn end_health_watches(mut health: HealthReporter) {
+    let collector = <CollectorServer<CollectorService> as tonic::server::NamedService>::NAME;
+    for service in [collector, ""] {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::NotServing)
+            .await;
+        health.clear_service_status(service).await;
+    }
+}

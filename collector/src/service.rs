@@ -1,0 +1,435 @@
+//! The `health.v1.Collector` gRPC service: the boundary between the wire and the fleet.
+//!
+//! This is the one module that deals with tonic: requests, status codes, streams. It checks
+//! what peers send before anything reaches the fleet (an agent's bad report ends its stream
+//! with INVALID_ARGUMENT naming the field; nothing a peer sends can panic the collector), and
+//! it turns the fleet's and the alert book's broadcast channels into watcher streams.
+//!
+//! Every stream it returns ends when the collector shuts down, so a graceful shutdown does not
+//! wait for agents or watchers to hang up by themselves.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use health_proto::v1::collector_server::Collector;
+use health_proto::v1::{
+    AlertEvent, DeviceKind, FleetEvent, FleetNode, GetFleetNodeRequest, HealthReport, HealthState,
+    ListNodesRequest, ListNodesResponse, QueryDevicesRequest, QueryDevicesResponse, ReportAck,
+    WatchAlertsRequest, WatchFleetRequest,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::alerts::Alerts;
+use crate::fleet::{Applied, Arrival, DeviceFilter, Fleet, Report};
+
+/// Acks buffered per Report stream. Small on purpose: an agent that stops reading acks should
+/// feel back-pressure (its reports stop being read) rather than grow our memory.
+const ACK_BUFFER: usize = 16;
+
+/// A server-streaming response that ends when the collector shuts down.
+pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The Collector service; cheap to clone into per-stream tasks.
+#[derive(Clone)]
+pub struct CollectorService {
+    fleet: Arc<Fleet>,
+    alerts: Arc<Alerts>,
+    shutdown: CancellationToken,
+}
+
+impl CollectorService {
+    pub fn new(fleet: Arc<Fleet>, alerts: Arc<Alerts>, shutdown: CancellationToken) -> Self {
+        CollectorService {
+            fleet,
+            alerts,
+            shutdown,
+        }
+    }
+
+    /// Validates one report, applies it to the fleet and the alerts, and says what to ack.
+    fn apply(&self, report: HealthReport, peer: &str) -> Result<ReportAck, Status> {
+        let (report, sent_at) = validate(report)?;
+        let node = report.node.clone();
+        let boot_id = report.boot_id.clone();
+        let wall = SystemTime::now();
+        let applied = self.fleet.apply(
+            report,
+            Arrival {
+                peer,
+                at: Instant::now(),
+                wall,
+            },
+        );
+        if let Applied::Current {
+            generation,
+            snapshot,
+            ..
+        } = &applied
+        {
+            self.alerts
+                .observe(&node, *generation, snapshot, sent_at, wall);
+        }
+        Ok(ReportAck {
+            boot_id,
+            acked_seq: applied.acked_seq(),
+        })
+    }
+}
+
+/// Checks the fields the fleet relies on; the error names the field for the agent's log.
+fn validate(report: HealthReport) -> Result<(Report, Option<prost_types::Timestamp>), Status> {
+    if report.node.is_empty() {
+        return Err(Status::invalid_argument(
+            "HealthReport.node must not be empty",
+        ));
+    }
+    if report.boot_id.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "HealthReport.boot_id must not be empty (node {:?})",
+            report.node
+        )));
+    }
+    if report.seq == 0 {
+        return Err(Status::invalid_argument(format!(
+            "HealthReport.seq must be 1 or more, got 0 (node {:?}, boot_id {:?})",
+            report.node, report.boot_id
+        )));
+    }
+    let Some(snapshot) = report.snapshot else {
+        return Err(Status::invalid_argument(format!(
+            "HealthReport.snapshot is missing (node {:?}, seq {})",
+            report.node, report.seq
+        )));
+    };
+    Ok((
+        Report {
+            node: report.node,
+            boot_id: report.boot_id,
+            seq: report.seq,
+            snapshot,
+        },
+        report.sent_at,
+    ))
+}
+
+fn peer_of<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "unknown".to_string(), |addr| addr.to_string())
+}
+
+#[tonic::async_trait]
+impl Collector for CollectorService {
+    type ReportStream = ReceiverStream<Result<ReportAck, Status>>;
+
+    async fn report(
+        &self,
+        request: Request<Streaming<HealthReport>>,
+    ) -> Result<Response<Self::ReportStream>, Status> {
+        let peer = peer_of(&request);
+        let inbound = request.into_inner();
+        let (acks, ack_stream) = mpsc::channel(ACK_BUFFER);
+        tracing::debug!(peer = %peer, "report stream opened");
+        tokio::spawn(ingest(self.clone(), inbound, acks, peer));
+        Ok(Response::new(ReceiverStream::new(ack_stream)))
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        Ok(Response::new(ListNodesResponse {
+            nodes: self.fleet.nodes(),
+        }))
+    }
+
+    async fn get_node(
+        &self,
+        request: Request<GetFleetNodeRequest>,
+    ) -> Result<Response<FleetNode>, Status> {
+        let node = request.into_inner().node;
+        if node.is_empty() {
+            return Err(Status::invalid_argument(
+                "GetFleetNodeRequest.node must not be empty",
+            ));
+        }
+        self.fleet.node(&node).map(Response::new).ok_or_else(|| {
+            Status::not_found(format!("node {node:?} has not reported to this collector"))
+        })
+    }
+
+    async fn query_devices(
+        &self,
+        request: Request<QueryDevicesRequest>,
+    ) -> Result<Response<QueryDevicesResponse>, Status> {
+        let request = request.into_inner();
+        let filter = DeviceFilter {
+            kind: kind_filter(request.kind)?,
+            state: state_filter(request.state)?,
+            node: (!request.node.is_empty()).then_some(request.node),
+        };
+        Ok(Response::new(QueryDevicesResponse {
+            devices: self.fleet.devices(&filter),
+        }))
+    }
+
+    type WatchFleetStream = EventStream<FleetEvent>;
+
+    async fn watch_fleet(
+        &self,
+        request: Request<WatchFleetRequest>,
+    ) -> Result<Response<Self::WatchFleetStream>, Status> {
+        let (now, later) = self.fleet.watch();
+        Ok(Response::new(watch_stream(
+            now,
+            later,
+            "WatchFleet",
+            peer_of(&request),
+            self.shutdown.clone(),
+        )))
+    }
+
+    type WatchAlertsStream = EventStream<AlertEvent>;
+
+    async fn watch_alerts(
+        &self,
+        request: Request<WatchAlertsRequest>,
+    ) -> Result<Response<Self::WatchAlertsStream>, Status> {
+        let (firing, later) = self.alerts.watch();
+        Ok(Response::new(watch_stream(
+            firing,
+            later,
+            "WatchAlerts",
+            peer_of(&request),
+            self.shutdown.clone(),
+        )))
+    }
+}
+
+/// Reads one agent's reports, applying and acknowledging each in order, until the agent closes
+/// its side, sends something invalid, goes away, or the collector shuts down.
+async fn ingest(
+    service: CollectorService,
+    mut inbound: Streaming<HealthReport>,
+    acks: mpsc::Sender<Result<ReportAck, Status>>,
+    peer: String,
+) {
+    let shutdown = service.shutdown.clone();
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => break,
+            next = inbound.message() => next,
+        };
+        let report = match next {
+            Ok(Some(report)) => report,
+            Ok(None) => {
+                tracing::debug!(peer = %peer, "report stream closed by the agent");
+                break;
+            }
+            Err(status) => {
+                // Usually the agent went away mid-stream (restart, network); it will reconnect
+                // and resend whatever was not acknowledged.
+                tracing::info!(peer = %peer, code = ?status.code(), message = status.message(), "report stream broken");
+                break;
+            }
+        };
+        let reply = service.apply(report, &peer);
+        let rejected = reply.is_err();
+        if let Err(status) = &reply {
+            tracing::warn!(peer = %peer, reason = status.message(), "invalid report: ending the stream");
+        }
+        let sent = tokio::select! {
+            () = shutdown.cancelled() => break,
+            sent = acks.send(reply) => sent,
+        };
+        if sent.is_err() || rejected {
+            // The response stream is gone (the agent hung up), or we have just told it why we
+            // are closing.
+            break;
+        }
+    }
+}
+
+/// "What is true now, then every change": the initial items, then the broadcast, until
+/// shutdown. A watcher that falls more than the channel capacity behind skips what it missed
+/// (with a warning) instead of stalling the senders or the other watchers.
+fn watch_stream<T>(
+    now: Vec<T>,
+    later: broadcast::Receiver<T>,
+    rpc: &'static str,
+    peer: String,
+    shutdown: CancellationToken,
+) -> EventStream<T>
+where
+    T: Clone + Send + 'static,
+{
+    let live = BroadcastStream::new(later).filter_map(move |item| match item {
+        Ok(event) => Some(Ok(event)),
+        Err(BroadcastStreamRecvError::Lagged(skipped)) => {
+            tracing::warn!(rpc, peer = %peer, skipped, "slow watcher fell behind: events skipped");
+            None
+        }
+    });
+    let stream = tokio_stream::iter(now.into_iter().map(Ok)).chain(live);
+    Box::pin(UntilShutdown::new(Box::pin(stream), shutdown))
+}
+
+/// Ends the inner stream when the collector shuts down.
+struct UntilShutdown<S> {
+    inner: S,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    ended: bool,
+}
+
+impl<S> UntilShutdown<S> {
+    fn new(inner: S, shutdown: CancellationToken) -> Self {
+        UntilShutdown {
+            inner,
+            shutdown: Box::pin(shutdown.cancelled_owned()),
+            ended: false,
+        }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for UntilShutdown<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.shutdown.as_mut().poll(cx).is_ready() {
+            this.ended = true;
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut this.inner).poll_next(cx)
+    }
+}
+
+fn kind_filter(raw: i32) -> Result<Option<DeviceKind>, Status> {
+    match DeviceKind::try_from(raw) {
+        Ok(DeviceKind::Unspecified) => Ok(None),
+        Ok(kind) => Ok(Some(kind)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "QueryDevicesRequest.kind: unknown DeviceKind value {raw}"
+        ))),
+    }
+}
+
+fn state_filter(raw: i32) -> Result<Option<HealthState>, Status> {
+    match HealthState::try_from(raw) {
+        Ok(HealthState::Unspecified) => Ok(None),
+        Ok(state) => Ok(Some(state)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "QueryDevicesRequest.state: unknown HealthState value {raw}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use health_proto::v1::NodeSnapshot;
+    use std::time::Duration;
+
+    fn service() -> CollectorService {
+        CollectorService::new(
+            Arc::new(Fleet::new(Duration::from_secs(10), 64)),
+            Arc::new(Alerts::new(64)),
+            CancellationToken::new(),
+        )
+    }
+
+    fn report(node: &str, boot_id: &str, seq: u64) -> HealthReport {
+        HealthReport {
+            node: node.to_string(),
+            boot_id: boot_id.to_string(),
+            seq,
+            sent_at: None,
+            snapshot: Some(NodeSnapshot::default()),
+        }
+    }
+
+    #[test]
+    fn invalid_reports_name_the_field() {
+        let service = service();
+        let cases = [
+            (report("", "b", 1), "HealthReport.node"),
+            (report("n1", "", 1), "HealthReport.boot_id"),
+            (report("n1", "b", 0), "HealthReport.seq"),
+            (
+                HealthReport {
+                    snapshot: None,
+                    ..report("n1", "b", 1)
+                },
+                "HealthReport.snapshot",
+            ),
+        ];
+        for (bad, field) in cases {
+            let status = service.apply(bad, "peer").expect_err("invalid report");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().contains(field), "{}", status.message());
+        }
+        assert!(service.fleet.nodes().is_empty());
+    }
+
+    #[test]
+    fn a_duplicate_is_acked_with_the_highest_applied_seq() {
+        let service = service();
+        let ack = |seq| {
+            service
+                .apply(report("n1", "b1", seq), "peer")
+                .expect("valid")
+        };
+        assert_eq!(ack(1).acked_seq, 1);
+        assert_eq!(ack(3).acked_seq, 3);
+        assert_eq!(ack(2).acked_seq, 3);
+        assert_eq!(ack(3).boot_id, "b1");
+    }
+
+    #[test]
+    fn unknown_filter_values_are_rejected() {
+        assert!(kind_filter(0).expect("valid").is_none());
+        assert_eq!(kind_filter(1).expect("valid"), Some(DeviceKind::Loihi2));
+        assert_eq!(
+            kind_filter(99).expect_err("invalid").code(),
+            tonic::Code::InvalidArgument
+        );
+        assert!(state_filter(0).expect("valid").is_none());
+        assert!(state_filter(-3).is_err());
+    }
+
+    #[tokio::test]
+    async fn watch_streams_end_on_shutdown_and_survive_lag() {
+        let (sender, receiver) = broadcast::channel(2);
+        let shutdown = CancellationToken::new();
+        let mut stream = watch_stream(
+            vec![0_u32],
+            receiver,
+            "test",
+            "peer".into(),
+            shutdown.clone(),
+        );
+        for i in 1..=5 {
+            sender.send(i).expect("a receiver exists");
+        }
+        // The initial item, then (after skipping the lagged ones) the newest two.
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let item = stream.next().await.expect("open").expect("ok");
+            seen.push(item);
+        }
+        assert_eq!(seen, vec![0, 4, 5]);
+        shutdown.cancel();
+        assert!(stream.next().await.is_none());
+    }
+}
