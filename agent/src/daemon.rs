@@ -21,6 +21,7 @@ use crate::{backends, host, supervisor};
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let listeners = grpc::bind(&cfg).await?;
+    let socket = listeners.socket.clone();
     let cancel = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -83,14 +84,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
     let server_result = match server_result {
         Some(r) => r,
-        None => match tokio::time::timeout(Duration::from_secs(5), server).await {
+        // Streams end at shutdown; this bound is for clients that stop reading (a suspended
+        // process holding its connection open must not hold the agent up).
+        None => match tokio::time::timeout(Duration::from_secs(2), server).await {
             Ok(r) => r,
             Err(_) => {
-                tracing::warn!("the API server did not stop within 5 s");
+                tracing::warn!("closing client connections that did not drain within 2 s");
                 Ok(Ok(()))
             }
         },
     };
+    // Removed here, not by the server, so that it goes even when a client held the server up.
+    if let Err(e) = std::fs::remove_file(&socket) {
+        tracing::warn!(socket = %socket.display(), error = %e, "could not remove the socket");
+    }
     // Supervisors may be finishing an action: wait for the longest action deadline.
     let longest = cfg
         .devices

@@ -346,10 +346,25 @@ async fn sigterm_stops_the_agent_cleanly_and_removes_its_socket() {
     assert!(watch.message().await.expect("first snapshot").is_some());
 
     agent.proc.signal(Signal::SIGTERM);
-    let status = agent
-        .proc
-        .wait_exit(Duration::from_secs(5))
-        .expect("agent exits within 5 s of SIGTERM");
+    let t0 = Instant::now();
+    // The watcher keeps reading (this runtime stays free) and must see its stream end.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "WatchHealth stream still open 5 s after SIGTERM");
+    let status = loop {
+        if let Some(status) = agent.proc.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "agent still running 5 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(status.success(), "exit status {status:?}");
     assert!(!agent.socket.exists(), "socket removed on shutdown");
 }

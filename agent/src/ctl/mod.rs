@@ -74,7 +74,12 @@ enum Command {
     /// Calibrate a device.
     Calibrate { id: String },
     /// Set a device's power limit.
-    SetPowerLimit { id: String, watts: f64 },
+    SetPowerLimit {
+        id: String,
+        // Negative values reach the agent, which names the field in its refusal.
+        #[arg(allow_negative_numbers = true)]
+        watts: f64,
+    },
     /// Disable a device (it idles; it is still monitored).
     Disable { id: String },
     /// Enable a device.

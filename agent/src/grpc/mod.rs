@@ -22,7 +22,7 @@ use service::AgentService;
 /// (systemd READY=1) is signalled only once clients can actually connect.
 pub struct Listeners {
     unix: UnixListener,
-    socket: PathBuf,
+    pub socket: PathBuf,
     tcp: Option<tokio::net::TcpListener>,
 }
 
@@ -66,7 +66,7 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("setting mode {mode:o} on {}", path.display()))
 }
 
-/// Serves until `cancel` fires, then removes the socket file.
+/// Serves until `cancel` fires.
 pub async fn serve(
     listeners: Listeners,
     service: AgentService,
@@ -123,6 +123,5 @@ pub async fn serve(
         Some(tcp) => tokio::try_join!(unix, tcp).map(|_| ()),
         None => unix.await,
     };
-    let _ = std::fs::remove_file(&listeners.socket);
     result.context("serving the Agent API")
 }
