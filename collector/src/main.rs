@@ -86,17 +86,20 @@ fn check_config(file: &Path) -> ExitCode {
         }
         Err(error) => {
             eprintln!("{error}");
-            ExitCode::FAILURE
+            ExitCode::from(CONFIG_ERROR)
         }
     }
 }
+
+/// Exit status for a config that does not validate, as health-agent uses.
+const CONFIG_ERROR: u8 = 2;
 
 fn serve(config_file: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
     let mut config = match load_config(config_file) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::FAILURE;
+            eprintln!("health-collector: {error}");
+            return ExitCode::from(CONFIG_ERROR);
         }
     };
     if let Some(listen) = listen {
@@ -104,6 +107,7 @@ fn serve(config_file: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {

@@ -53,10 +53,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     health
         .set_serving::<CollectorServer<CollectorService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(health_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection v1 for grpcurl and current clients, v1alpha for older ones (grpcio-reflection);
+    // the descriptor set also holds the Agent service, so list only what is served here.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(health_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("health.v1.Collector")
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .context("cannot build the reflection service")?;
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
         .context("cannot build the reflection service")?;
 
     let sweeper = tokio::spawn(sweeper::run(
@@ -72,6 +82,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(
             CollectorServer::new(collector).max_decoding_message_size(config.max_message_bytes),
         )

@@ -88,3 +88,20 @@ fn a_valid_file_is_ok() {
     );
     assert_eq!(stdout.trim(), format!("{}: ok", path.display()));
 }
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/collector.toml.example"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_health-collector"))
+        .args(["check-config", example])
+        .output()
+        .expect("run health-collector");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

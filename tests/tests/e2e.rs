@@ -357,12 +357,18 @@ async fn sigterm_stops_the_agent_cleanly_and_removes_its_socket() {
         }
     })
     .await;
-    assert!(ended.is_ok(), "WatchHealth stream still open 5 s after SIGTERM");
+    assert!(
+        ended.is_ok(),
+        "WatchHealth stream still open 5 s after SIGTERM"
+    );
     let status = loop {
         if let Some(status) = agent.proc.child.try_wait().expect("try_wait") {
             break status;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "agent still running 5 s after SIGTERM");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "agent still running 5 s after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "exit status {status:?}");
