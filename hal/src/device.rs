@@ -60,6 +60,13 @@ pub trait Device: Send + Sync {
     /// Enable or disable the device (disabling idles it and stops its workload power).
     async fn set_enabled(&self, enabled: bool) -> Result<(), HalError>;
 
+    /// Applies `input` to the device's array and returns the output vector (`MATVEC`
+    /// capability: analog crossbars). Used by the known-answer probe.
+    async fn matvec(&self, input: &[f64]) -> Result<Vec<f64>, HalError> {
+        let _ = input;
+        Err(HalError::Unsupported("matvec".to_string()))
+    }
+
     /// A handle to inject faults, for simulated devices only.
     fn fault_injector(&self) -> Option<Arc<dyn FaultInjector>> {
         None

@@ -15,10 +15,15 @@
 //! supervisor wraps every call in one. A backend may block forever (the `hang` fault does so on
 //! purpose) and the agent must survive it.
 
+pub mod bmp;
 pub mod device;
 pub mod health;
+pub mod loihi;
 pub mod model;
+pub mod plugin;
+pub mod scpi;
 pub mod sim;
+pub mod sysfs;
 
 pub use device::{Device, FaultInjector, HalError};
 pub use health::{ConditionTracker, Limits};

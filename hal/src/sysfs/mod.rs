@@ -1,0 +1,1 @@
+//! Linux sysfs backend: hwmon, thermal zones, power supplies, powercap, PCI. Under construction.
