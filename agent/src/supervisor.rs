@@ -264,6 +264,11 @@ impl Supervisor {
                         severity: Severity::Critical,
                         message: format!("{m} ({n} reads in a row)"),
                     },
+                    HalError::Timeout(m) => Failure {
+                        code: ConditionCode::DeviceUnresponsive,
+                        severity: Severity::Critical,
+                        message: format!("{m} ({n} reads in a row)"),
+                    },
                     other => Failure {
                         code: ConditionCode::DeviceError,
                         // One bad read is a warning; three in a row is a device in trouble.

@@ -29,6 +29,13 @@ pub enum HalError {
     /// An argument is outside what the device accepts.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The device (or its controller) did not answer within the backend's own protocol
+    /// timeouts and retries: it is there but not responding.
+    #[error("no answer: {0}")]
+    Timeout(String),
+    /// An operating-system error talking to the device (EPERM, EAGAIN, EIO ...).
+    #[error("i/o error: {0}")]
+    Io(String),
 }
 
 /// Runtime fault injection, held apart from the device so that it still works while the device

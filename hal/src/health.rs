@@ -74,7 +74,8 @@ fn graded(value: f64, (warn, crit): (f64, f64)) -> Option<Severity> {
     }
 }
 
-/// Conditions implied by one sample. Every condition's `since` is `now`; pass the result
+/// Conditions implied by one sample, plus those the backend reported in it. Every new
+/// condition's `since` is `now`; pass the result
 /// through a [`ConditionTracker`] to keep the time each one began.
 pub fn evaluate(
     subject: &str,
@@ -82,7 +83,7 @@ pub fn evaluate(
     limits: &Limits,
     now: SystemTime,
 ) -> Vec<Condition> {
-    let mut out = Vec::new();
+    let mut out = sample.conditions.clone();
     let mut push = |code, severity, message: String| {
         out.push(Condition::new(code, severity, subject, message, now));
     };
@@ -249,6 +250,7 @@ mod tests {
             }),
             power_limit_watts: Some(20.0),
             powered: true,
+            conditions: Vec::new(),
         }
     }
 

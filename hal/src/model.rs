@@ -124,6 +124,9 @@ pub struct Sample {
     pub power_limit_watts: Option<f64>,
     /// Whether the device is powered (a SpiNNaker board can be off while its BMP answers).
     pub powered: bool,
+    /// Conditions the backend itself detected (a degraded PCIe link, a BMP warning flag, a
+    /// failed self-test), beside those that [`crate::health::evaluate`] derives from readings.
+    pub conditions: Vec<Condition>,
 }
 
 impl Sample {

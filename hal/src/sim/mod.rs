@@ -324,6 +324,7 @@ impl SimDevice {
             calibration: p.calibration,
             power_limit_watts: p.power_limit_w,
             powered: p.powered,
+            conditions: Vec::new(),
         }
     }
 
