@@ -72,9 +72,29 @@ impl Actions {
         }
     }
 
-    /// Runs one action. Errors are refusals before anything touched the device; every call,
-    /// refused or not, leaves a record.
+    /// Runs one action. Errors are refusals before anything touched the device; every call
+    /// that reaches this path, refused or not, leaves a record.
+    ///
+    /// The action runs on its own task: once accepted it runs to its end and is recorded, even
+    /// if the caller goes away (a client timeout, Ctrl-C) while it is queued or running.
     pub async fn run(
+        self: &Arc<Self>,
+        caller: &str,
+        device_id: &str,
+        req: Requested,
+    ) -> Result<ActionRecord, ActionError> {
+        let this = self.clone();
+        let (caller, device_id) = (caller.to_string(), device_id.to_string());
+        tokio::spawn(async move { this.run_recorded(&caller, &device_id, req).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(ActionError::NotPossible(format!(
+                    "the action task failed: {e}"
+                )))
+            })
+    }
+
+    async fn run_recorded(
         &self,
         caller: &str,
         device_id: &str,
@@ -86,6 +106,11 @@ impl Actions {
             "{}-{}",
             &self.node.boot_id[..8],
             self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        tracing::info!(
+            target: "audit",
+            id = %id, caller = %caller, device = %device_id, action = %req.describe(),
+            "action requested"
         );
         let result = self.check_and_run(device_id, req).await;
         let (outcome, message) = match &result {
@@ -107,7 +132,7 @@ impl Actions {
             target: "audit",
             id = %record.id, caller = %record.caller, device = %record.device_id, action = %record.action,
             outcome = record.outcome.as_str(), duration_ms = record.duration_ms, message = %record.message,
-            "action"
+            "action finished"
         );
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -144,7 +169,7 @@ impl Actions {
                 if let DeviceAction::SetPowerLimit(w) = action {
                     if !w.is_finite() || w <= 0.0 {
                         return Err(ActionError::InvalidArgument(format!(
-                            "watts must be a positive number, got {w}"
+                            "watts: expected a positive number, got {w}"
                         )));
                     }
                 }

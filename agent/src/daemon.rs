@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actions::Actions;
 use crate::config::AgentConfig;
 use crate::grpc::{self, service::AgentService, uplink::Uplink};
-use crate::node::{self, Node};
+use crate::node::{self, Node, UplinkStats};
 use crate::{backends, host, supervisor};
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
@@ -34,19 +34,28 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         supervisors.push(task);
     }
     let (host_rx, host_task) = host::spawn(cfg.host.clone(), cancel.clone());
-    let node = Arc::new(Node::new(cfg.node.clone(), handles, host_rx));
+    let uplink_stats = cfg
+        .collector
+        .as_ref()
+        .map(|_| Arc::new(UplinkStats::default()));
+    let node = Arc::new(Node::new(
+        cfg.node.clone(),
+        handles,
+        host_rx,
+        uplink_stats.clone(),
+    ));
     let actions = Arc::new(Actions::new(node.clone()));
     let (publish, reports) = watch::channel(Arc::new(node.snapshot()));
 
-    let (uplink_tx, uplink_task) = match &cfg.collector {
-        Some(url) => {
+    let (uplink_tx, uplink_task) = match (&cfg.collector, uplink_stats) {
+        (Some(url), Some(stats)) => {
             // The hand-off queue only decouples the main loop from the uplink task; the real
             // buffer (bounded by uplink.buffer_reports) lives in the uplink.
             let (tx, rx) = mpsc::channel(16);
-            let up = Uplink::new(url.clone(), cfg.uplink.clone());
+            let up = Uplink::new(url.clone(), cfg.uplink.clone(), stats);
             (Some(tx), Some(tokio::spawn(up.run(rx, cancel.clone()))))
         }
-        None => (None, None),
+        _ => (None, None),
     };
     let reporter = tokio::spawn(node::run_reporter(
         node.clone(),
@@ -86,10 +95,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         Some(r) => r,
         // Streams end at shutdown; this bound is for clients that stop reading (a suspended
         // process holding its connection open must not hold the agent up).
-        None => match tokio::time::timeout(Duration::from_secs(2), server).await {
+        None => match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!("closing client connections that did not drain within 2 s");
+                server.abort();
                 Ok(Ok(()))
             }
         },
@@ -98,11 +108,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     if let Err(e) = std::fs::remove_file(&socket) {
         tracing::warn!(socket = %socket.display(), error = %e, "could not remove the socket");
     }
-    // Supervisors may be finishing an action: wait for the longest action deadline.
+    // Supervisors may be finishing an action, which is followed by a fresh read: wait for the
+    // longest action deadline plus the read deadline.
     let longest = cfg
         .devices
         .iter()
-        .map(|d| d.action_deadline.max(d.deadline))
+        .map(|d| d.action_deadline + d.deadline)
         .max()
         .unwrap_or_default();
     let rest = async {

@@ -1,12 +1,13 @@
 //! Host health: CPU, memory, disks and load, read with sysinfo on a blocking thread under a
 //! deadline, and turned into conditions by the thresholds in `[host]`.
 //!
-//! Reading disks can block (a dead NFS mount); the read therefore runs on the blocking pool,
-//! and if it misses its deadline the monitor reports UNKNOWN and does not start a second read
-//! until the first one returns, so a stuck mount costs one thread, not one per interval.
+//! Reading disks can block (a dead NFS mount). Measurements therefore run on the blocking
+//! pool in two independent jobs (CPU/memory/load, and disks), each under a deadline. A job that
+//! misses it makes the host at least UNKNOWN and is not started again until it returns, so a
+//! stuck mount costs one thread, not one per interval, and memory keeps being watched.
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use health_hal::{rollup, Condition, ConditionCode, ConditionTracker, HealthState, Severity};
 use sysinfo::{Disks, System};
@@ -41,10 +42,26 @@ const PSEUDO_FS: &[&str] = &[
     "tmpfs", "devtmpfs", "squashfs", "proc", "sysfs", "cgroup", "cgroup2", "devpts", "nsfs",
 ];
 
-fn measure(sys: &mut System) -> HostStatus {
+/// CPU, memory and load: procfs reads that do not block on storage.
+fn measure_core(sys: &mut System) -> HostStatus {
     sys.refresh_cpu_usage();
     sys.refresh_memory();
     let load = System::load_average();
+    HostStatus {
+        state: HealthState::Ok,
+        cpu_utilization_ratio: f64::from(sys.global_cpu_usage()) / 100.0,
+        cpu_count: sys.cpus().len() as u32,
+        memory_total_bytes: sys.total_memory(),
+        memory_available_bytes: sys.available_memory(),
+        load: [load.one, load.five, load.fifteen],
+        disks: Vec::new(),
+        conditions: Vec::new(),
+        observed_at: Some(SystemTime::now()),
+    }
+}
+
+/// Usage of every real file system: statfs per mount, which can block on a dead network mount.
+fn measure_disks() -> Vec<DiskUsage> {
     let disks = Disks::new_with_refreshed_list();
     let mut usage: Vec<DiskUsage> = disks
         .list()
@@ -60,16 +77,38 @@ fn measure(sys: &mut System) -> HostStatus {
         .collect();
     usage.sort_by(|a, b| a.mount_point.cmp(&b.mount_point));
     usage.dedup_by(|a, b| a.mount_point == b.mount_point);
-    HostStatus {
-        state: HealthState::Ok,
-        cpu_utilization_ratio: f64::from(sys.global_cpu_usage()) / 100.0,
-        cpu_count: sys.cpus().len() as u32,
-        memory_total_bytes: sys.total_memory(),
-        memory_available_bytes: sys.available_memory(),
-        load: [load.one, load.five, load.fifteen],
-        disks: usage,
-        conditions: Vec::new(),
-        observed_at: Some(SystemTime::now()),
+    usage
+}
+
+/// A blocking measurement bounded by a deadline. If one misses its deadline it is kept, not
+/// restarted: the next poll waits on the same call, so a stuck mount costs one thread.
+struct BoundedJob<T> {
+    in_flight: Option<JoinHandle<T>>,
+}
+
+impl<T: Send + 'static> BoundedJob<T> {
+    fn new() -> Self {
+        BoundedJob { in_flight: None }
+    }
+
+    /// `None` when the measurement did not finish within `deadline`.
+    async fn poll(
+        &mut self,
+        deadline: Duration,
+        start: impl FnOnce() -> JoinHandle<T>,
+    ) -> Option<T> {
+        let mut job = self.in_flight.take().unwrap_or_else(start);
+        match tokio::time::timeout(deadline, &mut job).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "host measurement task failed");
+                None
+            }
+            Err(_) => {
+                self.in_flight = Some(job);
+                None
+            }
+        }
     }
 }
 
@@ -157,7 +196,10 @@ pub fn spawn(
     let task = tokio::spawn(async move {
         let sys = Arc::new(Mutex::new(System::new()));
         let mut tracker = ConditionTracker::default();
-        let mut in_flight: Option<JoinHandle<HostStatus>> = None;
+        // Two independent jobs, so a hung mount cannot stop memory and CPU monitoring.
+        let mut core_job = BoundedJob::new();
+        let mut disk_job = BoundedJob::new();
+        let mut last_disks: Vec<DiskUsage> = Vec::new();
         let mut tick = tokio::time::interval(cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -165,37 +207,44 @@ pub fn spawn(
                 _ = cancel.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let mut job = match in_flight.take() {
-                Some(job) => job,
-                None => {
+            let core = core_job
+                .poll(cfg.deadline, || {
                     let sys = sys.clone();
                     tokio::task::spawn_blocking(move || {
                         let mut guard = sys.lock().unwrap_or_else(|e| e.into_inner());
-                        measure(&mut guard)
+                        measure_core(&mut guard)
                     })
-                }
-            };
-            let mut status = match tokio::time::timeout(cfg.deadline, &mut job).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "host measurement task failed");
-                    continue;
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        deadline_s = cfg.deadline.as_secs_f64(),
-                        "host measurement missed its deadline"
-                    );
-                    in_flight = Some(job);
-                    let mut stale = (**tx.borrow()).clone();
-                    stale.state = HealthState::Unknown;
-                    tx.send_replace(Arc::new(stale));
-                    continue;
-                }
-            };
+                })
+                .await;
+            let disks = disk_job
+                .poll(cfg.deadline, || tokio::task::spawn_blocking(measure_disks))
+                .await;
+            let fresh = core.is_some() && disks.is_some();
+            if !fresh {
+                tracing::warn!(
+                    deadline_s = cfg.deadline.as_secs_f64(),
+                    core = core.is_some(),
+                    disks = disks.is_some(),
+                    "host measurement missed its deadline"
+                );
+            }
+            if let Some(d) = disks {
+                last_disks = d;
+            }
+            let mut status = core.unwrap_or_else(|| {
+                let mut previous = (**tx.borrow()).clone();
+                previous.conditions.clear();
+                previous
+            });
+            status.disks = last_disks.clone();
             let now = SystemTime::now();
             status.conditions = tracker.track(evaluate(&status, &cfg, now));
-            status.state = rollup(&status.conditions);
+            // Part of the picture is old: never better than UNKNOWN, never hiding a fault.
+            status.state = if fresh {
+                rollup(&status.conditions)
+            } else {
+                rollup(&status.conditions).max(HealthState::Unknown)
+            };
             tx.send_replace(Arc::new(status));
         }
     });
@@ -205,7 +254,6 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn cfg() -> HostConfig {
         HostConfig {
@@ -266,9 +314,49 @@ mod tests {
     #[test]
     fn measuring_this_host_gives_plausible_numbers() {
         let mut sys = System::new();
-        let h = measure(&mut sys);
+        let h = measure_core(&mut sys);
+        assert!(measure_disks()
+            .iter()
+            .all(|d| d.available_bytes <= d.total_bytes));
         assert!(h.cpu_count >= 1);
         assert!(h.memory_total_bytes > 0 && h.memory_available_bytes <= h.memory_total_bytes);
         assert!(h.load.iter().all(|l| l.is_finite() && *l >= 0.0));
+    }
+}
+
+#[cfg(test)]
+mod bounded_job_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_stuck_measurement_is_waited_on_not_restarted() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let mut job = BoundedJob::new();
+        for _ in 0..3 {
+            let (s, r) = (started.clone(), release_rx.clone());
+            let got = job
+                .poll(Duration::from_millis(50), move || {
+                    s.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::spawn_blocking(move || {
+                        let _ = r.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        7
+                    })
+                })
+                .await;
+            assert_eq!(got, None, "blocked measurement reports nothing");
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 1, "only one blocked thread");
+        release_tx.send(()).unwrap();
+        let got = job
+            .poll(Duration::from_secs(5), || unreachable!("still in flight"))
+            .await;
+        assert_eq!(
+            got,
+            Some(7),
+            "the same call's result arrives once it returns"
+        );
     }
 }

@@ -129,7 +129,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(health_agent::daemon::run(cfg)) {
+    let result = rt.block_on(health_agent::daemon::run(cfg));
+    // A blocking read stuck in the kernel (a dead NFS mount, a hung driver) must not keep the
+    // process alive after shutdown: dropping the runtime would wait for it forever.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("health-agent: {e:#}");

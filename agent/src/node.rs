@@ -5,7 +5,7 @@
 //! pings the systemd watchdog. If this loop stops, the watchdog pings stop with it, which is
 //! the point: systemd restarts an agent whose heart has stopped, not one whose threads exist.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +16,29 @@ use tokio_util::sync::CancellationToken;
 use crate::host::HostStatus;
 use crate::supervisor::{DeviceHandle, DeviceStatus};
 
+/// Counters of the uplink, shared between it and the snapshots that report them.
+#[derive(Debug, Default)]
+pub struct UplinkStats {
+    pub connected: AtomicBool,
+    pub sent_total: AtomicU64,
+    pub acked_seq: AtomicU64,
+    pub buffered: AtomicU64,
+    pub dropped_total: AtomicU64,
+    pub reconnects_total: AtomicU64,
+}
+
+/// The agent's own delivery health, as of one snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentStatus {
+    pub uplink_configured: bool,
+    pub uplink_connected: bool,
+    pub reports_sent_total: u64,
+    pub last_acked_seq: u64,
+    pub reports_buffered: u64,
+    pub reports_dropped_total: u64,
+    pub reconnects_total: u64,
+}
+
 pub struct Node {
     pub name: String,
     /// Identifies this run of the agent; changes on every start so the collector can tell a
@@ -24,8 +47,9 @@ pub struct Node {
     pub devices: Vec<DeviceHandle>,
     host: watch::Receiver<Arc<HostStatus>>,
     seq: AtomicU64,
-    /// Reports the uplink could not take because its queue was full.
+    /// Reports the uplink could not take because its hand-off queue was full.
     pub reports_dropped: AtomicU64,
+    uplink: Option<Arc<UplinkStats>>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +61,7 @@ pub struct NodeSnapshot {
     pub state: HealthState,
     pub host: Arc<HostStatus>,
     pub devices: Vec<Arc<DeviceStatus>>,
+    pub agent: AgentStatus,
 }
 
 pub fn new_boot_id() -> String {
@@ -57,6 +82,7 @@ impl Node {
         name: String,
         devices: Vec<DeviceHandle>,
         host: watch::Receiver<Arc<HostStatus>>,
+        uplink: Option<Arc<UplinkStats>>,
     ) -> Node {
         Node {
             name,
@@ -65,6 +91,23 @@ impl Node {
             host,
             seq: AtomicU64::new(0),
             reports_dropped: AtomicU64::new(0),
+            uplink,
+        }
+    }
+
+    fn agent_status(&self) -> AgentStatus {
+        let handoff_dropped = self.reports_dropped.load(Ordering::Relaxed);
+        match &self.uplink {
+            None => AgentStatus::default(),
+            Some(u) => AgentStatus {
+                uplink_configured: true,
+                uplink_connected: u.connected.load(Ordering::Relaxed),
+                reports_sent_total: u.sent_total.load(Ordering::Relaxed),
+                last_acked_seq: u.acked_seq.load(Ordering::Relaxed),
+                reports_buffered: u.buffered.load(Ordering::Relaxed),
+                reports_dropped_total: u.dropped_total.load(Ordering::Relaxed) + handoff_dropped,
+                reconnects_total: u.reconnects_total.load(Ordering::Relaxed),
+            },
         }
     }
 
@@ -94,6 +137,7 @@ impl Node {
             state,
             host,
             devices,
+            agent: self.agent_status(),
         }
     }
 

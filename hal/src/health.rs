@@ -118,7 +118,7 @@ pub fn evaluate(
                 let dev = (t - r.value).abs();
                 if let Some(sev) = graded(dev, tol) {
                     push(
-                        ConditionCode::ThermalWarning,
+                        ConditionCode::TecSetpointDeviation,
                         sev,
                         format!(
                             "{} at {t:.2} degC is {dev:.2} degC from setpoint {:.2} degC (tolerance {:.2})",
@@ -303,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn setpoint_deviation_is_a_thermal_condition() {
+    fn setpoint_deviation_has_its_own_code() {
         let t = SystemTime::now();
         let l = Limits::for_kind(DeviceKind::Photonic);
         let s = sample(
@@ -317,7 +317,7 @@ mod tests {
         assert_eq!(c.len(), 1, "{c:?}");
         assert_eq!(
             (c[0].code, c[0].severity),
-            (ConditionCode::ThermalWarning, Severity::Warning)
+            (ConditionCode::TecSetpointDeviation, Severity::Warning)
         );
     }
 

@@ -192,7 +192,7 @@ pub enum FaultKind {
     /// Every in-band call (read, soft reset, calibrate, power limit) never returns. A hard reset
     /// or power cycle, being out of band, clears it.
     Hang,
-    /// Calibration drift accelerates a hundredfold.
+    /// Calibration drift accelerates five-hundredfold.
     Drift,
     /// Every reset fails (after taking its time).
     FailingReset,
@@ -295,6 +295,8 @@ pub enum ConditionCode {
     HostLoadHigh,
     DeviceDisabled,
     DeviceError,
+    /// A TEC-held device is away from its setpoint (distinct from an absolute over-temperature).
+    TecSetpointDeviation,
 }
 
 impl ConditionCode {
@@ -318,6 +320,7 @@ impl ConditionCode {
             ConditionCode::HostLoadHigh => "HOST_LOAD_HIGH",
             ConditionCode::DeviceDisabled => "DEVICE_DISABLED",
             ConditionCode::DeviceError => "DEVICE_ERROR",
+            ConditionCode::TecSetpointDeviation => "TEC_SETPOINT_DEVIATION",
         }
     }
 
@@ -358,6 +361,9 @@ impl ConditionCode {
             ConditionCode::HostLoadHigh => "high-load: find runaway processes; throttle submissions",
             ConditionCode::DeviceDisabled => "device disabled by an operator: enable it when maintenance is done",
             ConditionCode::DeviceError => "device-unresponsive: read the agent log for the backend error",
+            ConditionCode::TecSetpointDeviation => {
+                "device-overheating: check the TEC output and its current limit; recalibrate once it holds the setpoint"
+            }
         }
     }
 }

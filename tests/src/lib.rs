@@ -115,9 +115,13 @@ pub struct Collector {
 impl Collector {
     /// Starts a collector on a free loopback port; `extra_toml` is added to its config.
     pub fn start(extra_toml: &str) -> Collector {
+        Self::start_on(&format!("127.0.0.1:{}", free_port()), extra_toml)
+    }
+
+    /// Starts a collector on a given loopback address (to restart one where agents expect it).
+    pub fn start_on(addr: &str, extra_toml: &str) -> Collector {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = addr.to_string();
         let cfg = dir.path().join("collector.toml");
         std::fs::write(&cfg, format!("listen = \"{addr}\"\n{extra_toml}"))
             .expect("write collector config");

@@ -374,3 +374,78 @@ async fn sigterm_stops_the_agent_cleanly_and_removes_its_socket() {
     assert!(status.success(), "exit status {status:?}");
     assert!(!agent.socket.exists(), "socket removed on shutdown");
 }
+
+#[tokio::test]
+async fn agent_reconnects_after_the_collector_restarts_and_says_so_meanwhile() {
+    let collector = Collector::start("");
+    let addr = collector.addr.clone();
+    let agent = Agent::with_config(
+        &format!(
+            "{}\n[uplink]\nbackoff_initial = \"100ms\"\nbackoff_max = \"500ms\"\n",
+            sim_config("500ms", "1s", "250ms")
+        ),
+        &["--node", "e2e-reconnect", "--collector", &collector.url()],
+    );
+    let mut client = agent.client().await;
+    eventually("uplink connected", Duration::from_secs(5), || {
+        let mut c = client.clone();
+        async move {
+            let n = c.get_node(pb::GetNodeRequest {}).await.ok()?.into_inner();
+            n.agent
+                .filter(|a| a.uplink_connected && a.last_acked_seq > 0)
+        }
+    })
+    .await;
+
+    collector.proc.signal(Signal::SIGKILL);
+    drop(collector);
+    let a = eventually(
+        "uplink reported disconnected",
+        Duration::from_secs(5),
+        || {
+            let mut c = client.clone();
+            async move {
+                let n = c.get_node(pb::GetNodeRequest {}).await.ok()?.into_inner();
+                n.agent
+                    .filter(|a| !a.uplink_connected && a.reports_buffered > 0)
+            }
+        },
+    )
+    .await;
+    assert!(a.reconnects_total >= 1);
+
+    let collector = Collector::start_on(&addr, "");
+    let cc = collector.client().await;
+    let node = eventually(
+        "node back at the restarted collector",
+        Duration::from_secs(5),
+        || {
+            let mut c = cc.clone();
+            async move {
+                let n = c
+                    .list_nodes(pb::ListNodesRequest {})
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .nodes;
+                n.into_iter()
+                    .find(|n| n.node == "e2e-reconnect" && n.last_seq > 0)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        node.missing_total, 0,
+        "the buffered reports were delivered in order: no gap"
+    );
+    let a = eventually("buffer drained", Duration::from_secs(5), || {
+        let mut c = client.clone();
+        async move {
+            let n = c.get_node(pb::GetNodeRequest {}).await.ok()?.into_inner();
+            n.agent
+                .filter(|a| a.uplink_connected && a.reports_buffered <= 2)
+        }
+    })
+    .await;
+    assert_eq!(a.reports_dropped_total, 0);
+}

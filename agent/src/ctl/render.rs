@@ -162,6 +162,21 @@ pub fn node_text(n: &pb::NodeSnapshot) -> String {
         n.seq,
         time(&n.taken_at)
     );
+    match &n.agent {
+        Some(a) if a.uplink_configured => out.push_str(&format!(
+            "uplink {}  acked seq {}  buffered {}  dropped {}  reconnects {}\n",
+            if a.uplink_connected {
+                "connected"
+            } else {
+                "DISCONNECTED"
+            },
+            a.last_acked_seq,
+            a.reports_buffered,
+            a.reports_dropped_total,
+            a.reconnects_total
+        )),
+        _ => out.push_str("uplink not configured (no collector)\n"),
+    }
     if let Some(h) = &n.host {
         let gib = (1u64 << 30) as f64;
         out.push_str(&format!(
@@ -448,6 +463,15 @@ pub fn node_json(n: &pb::NodeSnapshot) -> Value {
         "taken_at": ts_json(&n.taken_at),
         "state": state(n.state()),
         "agent_version": n.agent_version,
+        "agent": n.agent.as_ref().map(|a| json!({
+            "uplink_configured": a.uplink_configured,
+            "uplink_connected": a.uplink_connected,
+            "reports_sent_total": a.reports_sent_total,
+            "last_acked_seq": a.last_acked_seq,
+            "reports_buffered": a.reports_buffered,
+            "reports_dropped_total": a.reports_dropped_total,
+            "reconnects_total": a.reconnects_total,
+        })),
         "host": {
             "state": state(h.state()),
             "cpu_utilization_ratio": h.cpu_utilization_ratio,

@@ -64,6 +64,7 @@ fn code(c: hal::ConditionCode) -> i32 {
         C::HostLoadHigh => P::HostLoadHigh,
         C::DeviceDisabled => P::DeviceDisabled,
         C::DeviceError => P::DeviceError,
+        C::TecSetpointDeviation => P::TecSetpointDeviation,
     }) as i32
 }
 
@@ -211,6 +212,15 @@ pub fn snapshot(s: &NodeSnapshot) -> pb::NodeSnapshot {
         host: Some(host(&s.host)),
         devices: s.devices.iter().map(|d| device(d)).collect(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        agent: Some(pb::AgentStatus {
+            uplink_configured: s.agent.uplink_configured,
+            uplink_connected: s.agent.uplink_connected,
+            reports_sent_total: s.agent.reports_sent_total,
+            last_acked_seq: s.agent.last_acked_seq,
+            reports_buffered: s.agent.reports_buffered,
+            reports_dropped_total: s.agent.reports_dropped_total,
+            reconnects_total: s.agent.reconnects_total,
+        }),
     }
 }
 

@@ -42,7 +42,16 @@ pub async fn bind(cfg: &AgentConfig) -> anyhow::Result<Listeners> {
                 socket.display()
             );
         }
-        // A socket file nobody listens on is left over from a crash: replace it.
+        // A socket file nobody listens on is left over from a crash: replace it. Anything
+        // else at that path (a mistyped `socket =` pointing at a real file) is not ours.
+        use std::os::unix::fs::FileTypeExt;
+        let is_socket = std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket());
+        if !is_socket {
+            bail!(
+                "{}: exists and is not a socket; refusing to replace it",
+                socket.display()
+            );
+        }
         std::fs::remove_file(&socket)
             .with_context(|| format!("removing stale socket {}", socket.display()))?;
     }

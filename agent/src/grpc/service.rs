@@ -139,14 +139,41 @@ impl Agent for AgentService {
                 "kind: expected RESET_KIND_SOFT, RESET_KIND_HARD or RESET_KIND_POWER_CYCLE",
             )
         })?;
+        // Refuse a reset-then-calibrate the device cannot finish before resetting anything.
+        if r.recalibrate_after {
+            let dev = self
+                .node
+                .device(device_id(&r.id)?)
+                .ok_or_else(|| Status::not_found(format!("no device {:?} on this node", r.id)))?;
+            if !dev
+                .capabilities
+                .contains(&health_hal::Capability::Calibrate)
+            {
+                return Err(Status::failed_precondition(format!(
+                    "recalibrate_after: {} cannot calibrate; reset without it",
+                    r.id
+                )));
+            }
+        }
         let mut result = self
             .act(&req, &r.id, Requested::Device(DeviceAction::Reset(kind)))
             .await?;
         if r.recalibrate_after && result.get_ref().outcome == convert::outcome(Outcome::Succeeded) {
-            let cal = self
+            // The reset has happened: a failure to calibrate is part of this result, not an
+            // RPC error that would hide the reset from the caller.
+            let cal = match self
                 .act(&req, &r.id, Requested::Device(DeviceAction::Calibrate))
-                .await?
-                .into_inner();
+                .await
+            {
+                Ok(c) => c.into_inner(),
+                Err(status) => pb::ActionResult {
+                    action: "calibrate".to_string(),
+                    outcome: convert::outcome(Outcome::Refused),
+                    message: status.message().to_string(),
+                    device_after: result.get_ref().device_after.clone(),
+                    ..Default::default()
+                },
+            };
             let res = result.get_mut();
             res.message = format!("{}; then {}: {}", res.message, cal.action, cal.message);
             res.outcome = cal.outcome;
@@ -194,12 +221,7 @@ impl Agent for AgentService {
         req: Request<pb::SetPowerLimitRequest>,
     ) -> Result<Response<pb::ActionResult>, Status> {
         let r = req.get_ref();
-        if !r.watts.is_finite() || r.watts <= 0.0 {
-            return Err(Status::invalid_argument(format!(
-                "watts: expected a positive number, got {}",
-                r.watts
-            )));
-        }
+        // The range check is in the action path, so that a refused value is recorded too.
         self.act(
             &req,
             &r.id,
