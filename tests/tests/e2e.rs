@@ -386,7 +386,7 @@ async fn agent_reconnects_after_the_collector_restarts_and_says_so_meanwhile() {
         ),
         &["--node", "e2e-reconnect", "--collector", &collector.url()],
     );
-    let mut client = agent.client().await;
+    let client = agent.client().await;
     eventually("uplink connected", Duration::from_secs(5), || {
         let mut c = client.clone();
         async move {
