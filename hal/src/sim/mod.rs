@@ -6,6 +6,7 @@
 //! Faults live in a [`SimFaults`] handle shared with the agent, so a fault can be injected or
 //! cleared while the device itself is hung in a call.
 
+pub mod crossbar;
 pub mod profile;
 pub mod thermal;
 
@@ -93,6 +94,9 @@ impl FaultInjector for SimFaults {
     }
 }
 
+/// Rows (and columns) of the simulated crossbar array.
+pub const CROSSBAR_SIZE: usize = 32;
+
 #[derive(Debug)]
 struct Physics {
     last: Instant,
@@ -106,6 +110,8 @@ struct Physics {
     busy: bool,
     power_limit_w: Option<f64>,
     calibration: Option<CalibrationRecord>,
+    /// The analog array of a crossbar device.
+    array: Option<crossbar::CrossbarArray>,
     rng: SmallRng,
 }
 
@@ -126,6 +132,9 @@ impl SimDevice {
             })
         });
         let start_temp = profile.tec_setpoint_c.unwrap_or(profile.reference_c);
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let array = (kind == DeviceKind::AnalogCrossbar)
+            .then(|| crossbar::CrossbarArray::laplacian(CROSSBAR_SIZE, &mut rng));
         let physics = Physics {
             last: Instant::now(),
             // Start warm, as a device that was already running when the agent started.
@@ -141,7 +150,8 @@ impl SimDevice {
                 calibrated_at: SystemTime::now(),
                 temperature_celsius: start_temp,
             }),
-            rng: SmallRng::seed_from_u64(seed),
+            array,
+            rng,
         };
         SimDevice {
             identity: DeviceIdentity {
@@ -302,7 +312,7 @@ impl SimDevice {
                 readings.push(r("mesh", Quantity::PhaseErrorRadians, p.drift));
             }
             DeviceKind::AnalogCrossbar => {
-                let read_noise = 0.002;
+                let read_noise = p.array.as_ref().map_or(0.002, |a| a.read_sigma);
                 readings.push(r("die", Quantity::TemperatureCelsius, t));
                 readings.push(r("card", Quantity::PowerWatts, p.power_w));
                 readings.push(r("card", Quantity::EnergyJoules, p.energy_j));
@@ -406,8 +416,63 @@ impl Device for SimDevice {
             temperature_celsius: p.temperature_c,
         };
         p.calibration = Some(record);
-        p.drift = self.profile.drift_floor;
+        // A crossbar is calibrated by measuring its conductance error with known inputs and
+        // reprogramming every cell; other kinds re-zero their reference.
+        let floor = self.profile.drift_floor;
+        let Physics {
+            array, rng, drift, ..
+        } = &mut *p;
+        *drift = floor;
+        if let Some(a) = array {
+            a.program(rng);
+            // Verify the reprogrammed array with the same known inputs: a cell that will not
+            // take its value shows here, and the calibration fails instead of claiming success.
+            let after = a.measured_error(*drift, rng);
+            let limit = 4.0 * (a.program_sigma + a.read_sigma);
+            if after > limit {
+                return Err(HalError::Failed(format!(
+                    "conductance error {:.2} % after reprogramming exceeds {:.2} %",
+                    after * 100.0,
+                    limit * 100.0
+                )));
+            }
+        }
         Ok(record)
+    }
+
+    async fn matvec(&self, input: &[f64]) -> Result<Vec<f64>, HalError> {
+        self.require(Capability::Matvec)?;
+        self.gate(true).await?;
+        let mut p = self.physics();
+        self.advance(&mut p);
+        let Physics {
+            array,
+            rng,
+            drift,
+            enabled,
+            ..
+        } = &mut *p;
+        let Some(a) = array else {
+            return Err(HalError::Unsupported(
+                "matvec on a device without an array".into(),
+            ));
+        };
+        if input.len() != a.n {
+            return Err(HalError::InvalidArgument(format!(
+                "matvec input has {} entries, the array has {} columns",
+                input.len(),
+                a.n
+            )));
+        }
+        if let Some(bad) = input.iter().position(|v| !v.is_finite()) {
+            return Err(HalError::InvalidArgument(format!(
+                "matvec input[{bad}] is not finite"
+            )));
+        }
+        if !*enabled {
+            return Err(HalError::Failed("the array is disabled".into()));
+        }
+        Ok(a.matvec(input, *drift, rng))
     }
 
     async fn set_power_limit(&self, watts: f64) -> Result<(), HalError> {

@@ -143,7 +143,6 @@ pub fn profile(kind: DeviceKind) -> Profile {
             hard_reset: Duration::from_millis(1500),
             power_cycle: Duration::from_millis(2000),
             calibration: Duration::from_millis(1000),
-            // MATVEC arrives with the crossbar backend's matvec call (its own issue).
             capabilities: &[
                 ResetSoft,
                 ResetHard,
@@ -152,6 +151,7 @@ pub fn profile(kind: DeviceKind) -> Profile {
                 SetPowerLimit,
                 EnableDisable,
                 FaultInjection,
+                Matvec,
             ],
         },
     }

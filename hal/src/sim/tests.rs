@@ -209,3 +209,48 @@ async fn every_kind_reports_temperature_and_power() {
         assert!(s.max_of(Quantity::PowerWatts).is_some(), "{kind}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn crossbar_matvec_degrades_with_drift_and_calibration_restores_it() {
+    let d = dev(DeviceKind::AnalogCrossbar);
+    let n = CROSSBAR_SIZE;
+    let x: Vec<f64> = (0..n).map(|i| ((i + 1) as f64 * 2.1).cos()).collect();
+    // tridiag(-1, 2, -1) applied exactly.
+    let exact: Vec<f64> = (0..n)
+        .map(|i| {
+            2.0 * x[i] - if i > 0 { x[i - 1] } else { 0.0 } - if i + 1 < n { x[i + 1] } else { 0.0 }
+        })
+        .collect();
+    let rel = |y: &[f64]| {
+        let num: f64 = y.iter().zip(&exact).map(|(a, b)| (a - b).powi(2)).sum();
+        let den: f64 = exact.iter().map(|b| b * b).sum();
+        (num / den).sqrt()
+    };
+    let fresh = rel(&d.matvec(&x).await.unwrap());
+    assert!(fresh < 0.05, "fresh array error {fresh}");
+    d.faults().inject(FaultKind::Drift);
+    tokio::time::advance(Duration::from_secs(120)).await;
+    let drifted = rel(&d.matvec(&x).await.unwrap());
+    assert!(
+        drifted > 3.0 * fresh,
+        "drift degrades the product: {fresh} -> {drifted}"
+    );
+    d.faults().inject(FaultKind::Clear);
+    d.calibrate().await.unwrap();
+    let after = rel(&d.matvec(&x).await.unwrap());
+    assert!(after < 0.05, "calibration reprograms the array: {after}");
+    // Bad input is refused, not computed.
+    assert!(matches!(
+        d.matvec(&x[..3]).await,
+        Err(HalError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        d.matvec(&[f64::NAN; CROSSBAR_SIZE]).await,
+        Err(HalError::InvalidArgument(_))
+    ));
+    // Only the crossbar has an array.
+    assert!(matches!(
+        dev(DeviceKind::Loihi2).matvec(&x).await,
+        Err(HalError::Unsupported(_))
+    ));
+}
