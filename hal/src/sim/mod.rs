@@ -135,10 +135,12 @@ impl SimDevice {
         let mut rng = SmallRng::seed_from_u64(seed);
         let array = (kind == DeviceKind::AnalogCrossbar)
             .then(|| crossbar::CrossbarArray::laplacian(CROSSBAR_SIZE, &mut rng));
+        // Start warm, as a device that was already running (and was calibrated at its working
+        // temperature) when the agent started.
+        let warm = profile.thermal.steady(start_temp, profile.busy_power_w);
         let physics = Physics {
             last: Instant::now(),
-            // Start warm, as a device that was already running when the agent started.
-            temperature_c: profile.thermal.steady(start_temp, profile.busy_power_w),
+            temperature_c: warm,
             power_w: profile.busy_power_w,
             energy_j: 0.0,
             drift: profile.drift_floor,
@@ -148,7 +150,7 @@ impl SimDevice {
             power_limit_w: profile.max_power_limit_w,
             calibration: profile.drift_per_s.map(|_| CalibrationRecord {
                 calibrated_at: SystemTime::now(),
-                temperature_celsius: start_temp,
+                temperature_celsius: warm,
             }),
             array,
             rng,
