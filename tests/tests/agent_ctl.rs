@@ -80,3 +80,63 @@ fn tables_json_and_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agent.sock"));
 }
+
+#[test]
+fn alerts_from_an_overheating_device_reach_agent_ctl_through_the_collector() {
+    let collector = health_e2e::Collector::start("");
+    let agent = Agent::simulate(&["--node", "e2e-alerts", "--collector", &collector.url()]);
+    assert!(agent
+        .ctl(&["inject-fault", "loihi-0", "overheat"])
+        .status
+        .success());
+    // Cooling has failed: the chip passes 80 degC within seconds, and the collector fires.
+    let t0 = std::time::Instant::now();
+    let mut fired = None;
+    while t0.elapsed() < std::time::Duration::from_secs(20) && fired.is_none() {
+        let out = ctl(&[
+            "--collector",
+            &collector.addr,
+            "--json",
+            "--timeout",
+            "2s",
+            "alerts",
+            "--count",
+            "1",
+        ]);
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        if line.contains("\"subject\":\"loihi-0\"")
+            && line.contains("THERMAL_")
+            && line.contains("\"status\":\"FIRING\"")
+        {
+            fired = Some(line);
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+    let line = fired.expect("a THERMAL alert for loihi-0 within 20 s");
+    assert!(line.contains("e2e-alerts"), "{line}");
+    let out = ctl(&[
+        "--collector",
+        &collector.addr,
+        "fleet-devices",
+        "--node",
+        "e2e-alerts",
+        "--state",
+        "warning",
+    ]);
+    let critical = ctl(&[
+        "--collector",
+        &collector.addr,
+        "fleet-devices",
+        "--node",
+        "e2e-alerts",
+        "--state",
+        "critical",
+    ]);
+    let both = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&critical.stdout)
+    );
+    assert!(both.contains("loihi-0"), "{both}");
+}
