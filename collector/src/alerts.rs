@@ -6,6 +6,10 @@
 //! Besides those, the collector raises NODE_STALE itself when a node stops reporting, and
 //! resolves it when the node reports again.
 //!
+//! When the fleet forgets a node (no report for `forget_after`: a decommissioned host), every
+//! alert still active for it, NODE_STALE included, is resolved with a message saying so, and
+//! the node's state here is dropped; if it reports again later, its alerts start afresh.
+//!
 //! Alerts are identified by a fingerprint `node/subject/CODE`, stable across fire and resolve,
 //! as Alertmanager-style consumers expect. The active set lives in memory only: after a
 //! collector restart the first report of each node fires its alerts again.
@@ -13,7 +17,8 @@
 //! Ordering: the fleet numbers every applied snapshot of a node with a generation; evaluations
 //! are applied here only in increasing generation, so two streams of the same node (an agent
 //! reconnecting while its old stream is still draining) or a sweep racing a report cannot
-//! leave an old alert state behind.
+//! leave an old alert state behind. Generations are fleet-wide, so this also holds when a
+//! forgotten node reports again before its forgetting has reached this module.
 //!
 //! Events are sent on a broadcast channel while the lock is held, so every watcher sees them
 //! in the order the active set changed. Like the fleet module, this one reads the agents'
@@ -188,6 +193,50 @@ impl Alerts {
         });
     }
 
+    /// Resolves every active alert of a node the fleet has just forgotten, and drops the node's
+    /// state. `generation` is the one of the node's last applied snapshot; if a newer snapshot
+    /// was evaluated meanwhile, the node has come back (as a new node) and nothing changes.
+    pub fn forget(
+        &self,
+        node: &str,
+        generation: u64,
+        silent_for: Duration,
+        forget_after: Duration,
+        now: SystemTime,
+    ) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        if nodes
+            .get(node)
+            .is_none_or(|book| generation < book.generation)
+        {
+            return;
+        }
+        let Some(book) = nodes.remove(node) else {
+            return;
+        };
+        let message = format!(
+            "node {node} forgotten after {} without reports (forget_after {})",
+            humantime::format_duration(Duration::from_secs(silent_for.as_secs())),
+            humantime::format_duration(forget_after)
+        );
+        let mut resolved_count: usize = 0;
+        for firing in book.stale.into_iter().chain(book.conditions.into_values()) {
+            let alert = Alert {
+                message: message.clone(),
+                ..resolved(firing.alert, now)
+            };
+            self.publish(alert, None);
+            resolved_count += 1;
+        }
+        if resolved_count > 0 {
+            tracing::info!(
+                node,
+                resolved = resolved_count,
+                "node forgotten: its alerts resolved"
+            );
+        }
+    }
+
     /// Every alert firing now (sorted by node, then fingerprint), and a receiver for every
     /// event after that moment.
     pub fn watch(&self) -> (Vec<AlertEvent>, broadcast::Receiver<AlertEvent>) {
@@ -314,6 +363,12 @@ impl Alerts {
             .into_iter()
             .filter_map(|event| event.alert.map(|alert| alert.fingerprint))
             .collect()
+    }
+
+    /// Nodes this module holds state for, alerting or not.
+    fn tracked_nodes(&self) -> Vec<String> {
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        nodes.keys().cloned().collect()
     }
 }
 
@@ -567,6 +622,123 @@ mod tests {
             SystemTime::now(),
         );
         assert!(alerts.active_fingerprints().is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_node_has_every_alert_resolved_and_starts_fresh() {
+        let alerts = Alerts::new(64);
+        let hot = snapshot(
+            vec![condition(
+                ConditionCode::ThermalWarning,
+                Severity::Warning,
+                "82 C",
+            )],
+            vec![condition(
+                ConditionCode::DiskFull,
+                Severity::Critical,
+                "99%",
+            )],
+        );
+        alerts.observe("n1", 1, &hot, sent_at(10), SystemTime::now());
+        alerts.observe("n2", 2, &hot, sent_at(10), SystemTime::now());
+        alerts.observe("n3", 3, &snapshot(vec![], vec![]), None, SystemTime::now());
+        alerts.node_stale(
+            "n1",
+            1,
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+            SystemTime::now(),
+        );
+        alerts.node_stale(
+            "n3",
+            3,
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+            SystemTime::now(),
+        );
+        let (_, mut rx) = alerts.watch();
+
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(24 * 3600);
+        alerts.forget("n1", 1, day + Duration::from_millis(1500), day, now);
+
+        let events = drain(&mut rx);
+        let mut fingerprints: Vec<&str> = events
+            .iter()
+            .map(|event| alert_of(event).fingerprint.as_str())
+            .collect();
+        fingerprints.sort_unstable();
+        assert_eq!(
+            fingerprints,
+            vec![
+                "n1/host/DISK_FULL",
+                "n1/loihi-0/THERMAL_WARNING",
+                "n1/node/NODE_STALE"
+            ]
+        );
+        for event in &events {
+            let alert = alert_of(event);
+            assert_eq!(alert.status, AlertStatus::Resolved as i32);
+            assert_eq!(alert.ends_at, Some(now.into()));
+            assert_eq!(
+                alert.message,
+                "node n1 forgotten after 1day 1s without reports (forget_after 1day)"
+            );
+            assert!(alert.starts_at.is_some(), "starts_at is kept");
+            assert_eq!(event.report_sent_at, None);
+        }
+        assert_eq!(alerts.tracked_nodes(), vec!["n2", "n3"]);
+        assert!(alerts
+            .active_fingerprints()
+            .iter()
+            .all(|fingerprint| !fingerprint.starts_with("n1/")));
+
+        // A node with nothing firing but NODE_STALE, and one with nothing at all.
+        alerts.forget("n3", 3, day, day, now);
+        let events = drain(&mut rx);
+        assert_eq!(events.len(), 1);
+        assert_eq!(alert_of(&events[0]).fingerprint, "n3/node/NODE_STALE");
+        alerts.forget("n9", 1, day, day, now);
+        assert!(drain(&mut rx).is_empty());
+        assert_eq!(alerts.tracked_nodes(), vec!["n2"]);
+
+        // n1 reports again: its alerts fire as new, with no NODE_STALE to resolve.
+        alerts.observe("n1", 10, &hot, sent_at(50), SystemTime::now());
+        let events = drain(&mut rx);
+        assert_eq!(events.len(), 2);
+        assert!(events
+            .iter()
+            .all(|event| alert_of(event).status == AlertStatus::Firing as i32));
+    }
+
+    #[test]
+    fn forgetting_a_node_that_has_already_come_back_changes_nothing() {
+        let alerts = Alerts::new(64);
+        let warm = snapshot(
+            vec![condition(
+                ConditionCode::ThermalWarning,
+                Severity::Warning,
+                "82 C",
+            )],
+            vec![],
+        );
+        alerts.observe("n1", 1, &warm, None, SystemTime::now());
+        // The fleet forgot n1 at generation 1, then n1 reported again (generation 2) and that
+        // was evaluated before the forgetting reached the alerts.
+        alerts.observe("n1", 2, &warm, None, SystemTime::now());
+        let (_, mut rx) = alerts.watch();
+        alerts.forget(
+            "n1",
+            1,
+            Duration::from_secs(120),
+            Duration::from_secs(60),
+            SystemTime::now(),
+        );
+        assert!(drain(&mut rx).is_empty());
+        assert_eq!(
+            alerts.active_fingerprints(),
+            vec!["n1/loihi-0/THERMAL_WARNING"]
+        );
     }
 
     #[test]

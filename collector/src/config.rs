@@ -25,6 +25,19 @@ const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(10);
 const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
 const DEFAULT_WATCH_BUFFER: u64 = 1024;
+const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_MAX_NODES: u64 = 100_000;
+
+/// Every key the file may hold, in the order the example file documents them.
+const KEYS: [&str; 7] = [
+    "listen",
+    "stale_after",
+    "sweep_interval",
+    "forget_after",
+    "max_nodes",
+    "max_message_bytes",
+    "watch_buffer",
+];
 
 /// Inclusive bounds of the values a key accepts.
 struct Bounds<T> {
@@ -39,6 +52,14 @@ const STALE_AFTER_BOUNDS: Bounds<Duration> = Bounds {
 const SWEEP_INTERVAL_BOUNDS: Bounds<Duration> = Bounds {
     min: Duration::from_millis(50),
     max: Duration::from_secs(60),
+};
+const FORGET_AFTER_BOUNDS: Bounds<Duration> = Bounds {
+    min: Duration::from_secs(60),
+    max: Duration::from_secs(30 * 24 * 3600),
+};
+const MAX_NODES_BOUNDS: Bounds<u64> = Bounds {
+    min: 1,
+    max: 10_000_000,
 };
 const MAX_MESSAGE_BYTES_BOUNDS: Bounds<u64> = Bounds {
     min: 1024,
@@ -62,6 +83,13 @@ pub struct Config {
     /// How often the sweeper looks for stale nodes; also the systemd watchdog ping period.
     #[serde(deserialize_with = "sweep_interval")]
     pub sweep_interval: Duration,
+    /// A node with no report for this long is forgotten: removed from the fleet, its alerts
+    /// resolved. Always longer than `stale_after`.
+    #[serde(deserialize_with = "forget_after")]
+    pub forget_after: Duration,
+    /// Most nodes the fleet holds; reports under a new node name beyond this are refused.
+    #[serde(deserialize_with = "max_nodes")]
+    pub max_nodes: usize,
     /// Largest gRPC message the server decodes (a report carries a whole node snapshot).
     #[serde(deserialize_with = "max_message_bytes")]
     pub max_message_bytes: usize,
@@ -76,6 +104,8 @@ impl Default for Config {
             listen: DEFAULT_LISTEN,
             stale_after: DEFAULT_STALE_AFTER,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            forget_after: DEFAULT_FORGET_AFTER,
+            max_nodes: to_usize(DEFAULT_MAX_NODES),
             max_message_bytes: to_usize(DEFAULT_MAX_MESSAGE_BYTES),
             watch_buffer: to_usize(DEFAULT_WATCH_BUFFER),
         }
@@ -118,11 +148,39 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 /// Validates configuration text; `file` is used only to name the source in errors.
 pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let deserializer = toml::Deserializer::parse(text).map_err(|e| syntax_error(file, text, &e))?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+    let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
         key_error(file, text, key, &inner)
-    })
+    })?;
+    check_together(file, text, &config)?;
+    Ok(config)
+}
+
+/// Checks between keys, once each key is valid on its own.
+fn check_together(file: &Path, text: &str, config: &Config) -> Result<(), ConfigError> {
+    if config.forget_after <= config.stale_after {
+        // Quote the value as written; the text is known to be valid TOML by now.
+        let written = text
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|table| match table.get("forget_after") {
+                Some(toml::Value::String(s)) => Some(quoted(s)),
+                _ => None,
+            })
+            .unwrap_or_else(|| {
+                quoted(&humantime::format_duration(config.forget_after).to_string())
+            });
+        return Err(ConfigError::Key {
+            file: file.to_path_buf(),
+            key: "forget_after".to_string(),
+            message: format!(
+                "expected a duration longer than stale_after ({}), found {written}",
+                humantime::format_duration(config.stale_after)
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn syntax_error(file: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
@@ -145,9 +203,7 @@ fn key_error(file: &Path, text: &str, key: String, error: &toml::de::Error) -> C
         return ConfigError::Key {
             file: file.to_path_buf(),
             key: unknown.to_string(),
-            message: "unknown key, expected one of: listen, stale_after, sweep_interval, \
-                      max_message_bytes, watch_buffer"
-                .to_string(),
+            message: format!("unknown key, expected one of: {}", KEYS.join(", ")),
         };
     }
     if key == "." || key.is_empty() {
@@ -212,6 +268,14 @@ fn stale_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn sweep_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     duration_within(d, &SWEEP_INTERVAL_BOUNDS)
+}
+
+fn forget_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_within(d, &FORGET_AFTER_BOUNDS)
+}
+
+fn max_nodes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    integer_within(d, &MAX_NODES_BOUNDS)
 }
 
 fn max_message_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -324,6 +388,8 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:7070");
         assert_eq!(config.stale_after, Duration::from_secs(10));
         assert_eq!(config.sweep_interval, Duration::from_millis(500));
+        assert_eq!(config.forget_after, Duration::from_secs(24 * 3600));
+        assert_eq!(config.max_nodes, 100_000);
         assert_eq!(config.max_message_bytes, 4_194_304);
         assert_eq!(config.watch_buffer, 1024);
     }
@@ -335,6 +401,8 @@ mod tests {
             listen = "0.0.0.0:9000"
             stale_after = "30s"
             sweep_interval = "1s"
+            forget_after = "7d"
+            max_nodes = 5000
             max_message_bytes = 1048576
             watch_buffer = 64
             "#,
@@ -343,6 +411,8 @@ mod tests {
         assert_eq!(config.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
         assert_eq!(config.stale_after, Duration::from_secs(30));
         assert_eq!(config.sweep_interval, Duration::from_secs(1));
+        assert_eq!(config.forget_after, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(config.max_nodes, 5000);
         assert_eq!(config.max_message_bytes, 1_048_576);
         assert_eq!(config.watch_buffer, 64);
     }
@@ -363,6 +433,10 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("stale_after"), "{message}");
+        assert!(
+            message.ends_with(&format!("expected one of: {}", KEYS.join(", "))),
+            "{message}"
+        );
     }
 
     #[test]
@@ -399,6 +473,22 @@ mod tests {
             "collector.toml: sweep_interval: expected a duration between 50ms and 1m, found \"2m\""
         );
         assert_eq!(
+            error_of("forget_after = \"30s\"\n"),
+            "collector.toml: forget_after: expected a duration between 1m and 30days, found \"30s\""
+        );
+        assert_eq!(
+            error_of("forget_after = \"31d\"\n"),
+            "collector.toml: forget_after: expected a duration between 1m and 30days, found \"31d\""
+        );
+        assert_eq!(
+            error_of("max_nodes = 0\n"),
+            "collector.toml: max_nodes: expected an integer from 1 to 10000000, found 0"
+        );
+        assert_eq!(
+            error_of("max_nodes = 10000001\n"),
+            "collector.toml: max_nodes: expected an integer from 1 to 10000000, found 10000001"
+        );
+        assert_eq!(
             error_of("max_message_bytes = 100\n"),
             "collector.toml: max_message_bytes: expected an integer from 1024 to 67108864, found 100"
         );
@@ -412,6 +502,48 @@ mod tests {
             "{message}"
         );
         assert!(message.ends_with("found \"localhost:7070\""), "{message}");
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_accepted() {
+        let config = parse_str("forget_after = \"1m\"\nmax_nodes = 1\n").expect("lower bounds");
+        assert_eq!(config.forget_after, Duration::from_secs(60));
+        assert_eq!(config.max_nodes, 1);
+        let config =
+            parse_str("forget_after = \"30d\"\nmax_nodes = 10000000\n").expect("upper bounds");
+        assert_eq!(config.forget_after, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(config.max_nodes, 10_000_000);
+    }
+
+    #[test]
+    fn forget_after_must_be_longer_than_stale_after() {
+        assert_eq!(
+            error_of("stale_after = \"30m\"\nforget_after = \"10m\"\n"),
+            "collector.toml: forget_after: expected a duration longer than stale_after (30m), \
+             found \"10m\""
+        );
+        // Equal is not longer: the node would be forgotten the moment it went stale.
+        assert_eq!(
+            error_of("forget_after = \"60s\"\nstale_after = \"1m\"\n"),
+            "collector.toml: forget_after: expected a duration longer than stale_after (1m), \
+             found \"60s\""
+        );
+        let config = parse_str("stale_after = \"1m\"\nforget_after = \"61s\"\n").expect("valid");
+        assert_eq!(config.forget_after, Duration::from_secs(61));
+    }
+
+    #[test]
+    fn the_example_file_sets_every_key_to_its_default() {
+        let text = include_str!("../../systemd/collector.toml.example");
+        let config = parse(Path::new("collector.toml.example"), text).expect("example is valid");
+        assert_eq!(config, Config::default());
+        for key in KEYS {
+            assert!(
+                text.lines()
+                    .any(|line| line.starts_with(&format!("{key} = "))),
+                "the example does not document {key}"
+            );
+        }
     }
 
     #[test]

@@ -7,9 +7,20 @@
 //! was applied, so an agent can drop what it buffered.
 //!
 //! Watchers (WatchFleet) get a `FleetEvent` when a node appears, restarts (new boot id),
-//! changes health state, or goes stale / comes back; not on every report, so a quiet fleet is
-//! a quiet stream. Staleness is judged on the monotonic clock, so a wall-clock step on the
-//! collector host cannot make the whole fleet stale at once.
+//! changes health state, goes stale / comes back, or is forgotten; not on every report, so a
+//! quiet fleet is a quiet stream. Staleness is judged on the monotonic clock, so a wall-clock
+//! step on the collector host cannot make the whole fleet stale at once.
+//!
+//! The fleet does not keep nodes forever. The sweep removes a node with no report for
+//! `forget_after` (monotonic clock too), so a decommissioned host stops being listed and its
+//! alerts can be resolved; watchers get a last event for it, stale with state UNKNOWN, and then
+//! nothing. If it reports again later it is a new node, starting afresh. And the fleet holds at
+//! most `max_nodes` nodes: a report under a new node name beyond that is refused (`FleetFull`),
+//! so a client sending ever-new names (Report streams are not authenticated yet) cannot grow
+//! memory without limit. Nodes already held are never refused.
+//!
+//! Generations, which order alert evaluation, come from one fleet-wide counter, so a node that
+//! is forgotten and comes back still gets generations above every one it had before.
 //!
 //! The state is in one `std::sync::RwLock`. It is never held across an `.await`: every method
 //! here is synchronous and short. Events are sent while the lock is held, so every watcher sees
@@ -21,6 +32,7 @@
 //! watchers receive; nothing here knows about gRPC transport or status codes.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,6 +44,21 @@ use tokio::sync::broadcast;
 /// How many previous boot ids of a node are remembered, so that a late report from an agent
 /// process that has since been replaced is recognised rather than taken for a new boot.
 const RETIRED_BOOTS_KEPT: usize = 4;
+
+/// How much of a refused node's name goes into logs and errors: the name came from an
+/// unauthenticated peer and may be as long as a whole message.
+const REFUSED_NAME_SHOWN: usize = 128;
+
+/// How long the fleet keeps nodes, and how many it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A node with no report for this long is stale.
+    pub stale_after: Duration,
+    /// A node with no report for this long is forgotten (removed). Longer than `stale_after`.
+    pub forget_after: Duration,
+    /// Most nodes held at once; a report under a new node name beyond this is refused.
+    pub max_nodes: usize,
+}
 
 /// One accepted or rejected health report, as the fleet sees it (already validated).
 #[derive(Debug, Clone)]
@@ -60,7 +87,8 @@ pub enum Applied {
     /// The report is the node's newest data; its snapshot replaced the previous one.
     Current {
         acked_seq: u64,
-        /// Increases with every `Current` report of the node; orders alert evaluation.
+        /// Increases with every `Current` report of the node, also across the node being
+        /// forgotten and coming back (the counter is fleet-wide); orders alert evaluation.
         generation: u64,
         snapshot: Arc<NodeSnapshot>,
     },
@@ -82,6 +110,17 @@ impl Applied {
     }
 }
 
+/// A report refused because it names a node the fleet does not hold and the fleet is full.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the collector already holds max_nodes = {max_nodes} nodes; refusing the new node {}",
+    shown_name(node)
+)]
+pub struct FleetFull {
+    pub node: String,
+    pub max_nodes: usize,
+}
+
 /// A node the sweeper has just marked stale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WentStale {
@@ -90,6 +129,25 @@ pub struct WentStale {
     pub generation: u64,
     /// How long ago that report arrived.
     pub silent_for: Duration,
+}
+
+/// A node the sweeper has just forgotten (removed from the fleet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forgotten {
+    pub node: String,
+    /// The generation of the node's last applied report (see `Applied::Current`).
+    pub generation: u64,
+    /// How long ago that report arrived.
+    pub silent_for: Duration,
+}
+
+/// What one sweep changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Swept {
+    /// Nodes that have just gone stale.
+    pub went_stale: Vec<WentStale>,
+    /// Nodes removed for having been silent `forget_after` or longer.
+    pub forgotten: Vec<Forgotten>,
 }
 
 /// QueryDevices filter; `None` matches anything.
@@ -158,26 +216,37 @@ fn reported_state(snapshot: &NodeSnapshot) -> HealthState {
 pub struct Fleet {
     nodes: RwLock<BTreeMap<String, NodeRecord>>,
     events: broadcast::Sender<FleetEvent>,
-    stale_after: Duration,
+    limits: Limits,
+    /// The last generation handed out; only advanced under the write lock.
+    generations: AtomicU64,
+    /// Reports refused because the fleet was full, since the collector started.
+    refused_total: AtomicU64,
 }
 
 impl Fleet {
     /// `watch_buffer` is how many events a watcher may fall behind before it skips ahead.
-    pub fn new(stale_after: Duration, watch_buffer: usize) -> Self {
+    pub fn new(limits: Limits, watch_buffer: usize) -> Self {
         let (events, _) = broadcast::channel(watch_buffer.max(1));
         Fleet {
             nodes: RwLock::new(BTreeMap::new()),
             events,
-            stale_after,
+            limits,
+            generations: AtomicU64::new(0),
+            refused_total: AtomicU64::new(0),
         }
     }
 
     pub fn stale_after(&self) -> Duration {
-        self.stale_after
+        self.limits.stale_after
     }
 
-    /// Applies one validated report; see the module comment for the rules.
-    pub fn apply(&self, report: Report, arrival: Arrival<'_>) -> Applied {
+    pub fn forget_after(&self) -> Duration {
+        self.limits.forget_after
+    }
+
+    /// Applies one validated report; see the module comment for the rules. A report from a new
+    /// node while the fleet holds `max_nodes` nodes is refused, and changes nothing.
+    pub fn apply(&self, report: Report, arrival: Arrival<'_>) -> Result<Applied, FleetFull> {
         let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
         let Report {
             node,
@@ -187,8 +256,18 @@ impl Fleet {
         } = report;
 
         let Some(record) = nodes.get_mut(&node) else {
-            // A node we have never seen. Seqs before this one may have gone to another
-            // collector (or to us before a restart), so nothing is counted missing.
+            let max_nodes = self.limits.max_nodes;
+            if nodes.len() >= max_nodes {
+                let refused_total = self
+                    .refused_total
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_add(1);
+                tracing::warn!(node = %shown_name(&node), peer = %arrival.peer, max_nodes, refused_total, "fleet full: report from a new node refused");
+                return Err(FleetFull { node, max_nodes });
+            }
+            // A node we have never seen (or have forgotten). Seqs before this one may have gone
+            // to another collector (or to us before a restart), so nothing is counted missing.
+            let generation = self.next_generation();
             let snapshot = Arc::new(snapshot);
             let record = NodeRecord {
                 snapshot: Arc::clone(&snapshot),
@@ -202,16 +281,16 @@ impl Fleet {
                 duplicates_total: 0,
                 missing_total: 0,
                 stale: false,
-                generation: 1,
+                generation,
             };
             tracing::info!(node = %node, boot_id = %record.boot_id, seq, peer = %arrival.peer, "node appeared");
             self.publish(record.summary(&node));
             nodes.insert(node, record);
-            return Applied::Current {
+            return Ok(Applied::Current {
                 acked_seq: seq,
-                generation: 1,
+                generation,
                 snapshot,
-            };
+            });
         };
 
         record.reports_total = record.reports_total.saturating_add(1);
@@ -220,9 +299,9 @@ impl Fleet {
             if seq <= record.last_seq {
                 record.duplicates_total = record.duplicates_total.saturating_add(1);
                 tracing::debug!(node = %node, boot_id = %boot_id, seq, last_seq = record.last_seq, "duplicate report dropped");
-                return Applied::Duplicate {
+                return Ok(Applied::Duplicate {
                     acked_seq: record.last_seq,
-                };
+                });
             }
             let missing = seq - record.last_seq - 1;
             if missing > 0 {
@@ -237,15 +316,15 @@ impl Fleet {
         {
             if seq <= *retired_last_seq {
                 record.duplicates_total = record.duplicates_total.saturating_add(1);
-                return Applied::Duplicate {
+                return Ok(Applied::Duplicate {
                     acked_seq: *retired_last_seq,
-                };
+                });
             }
             let missing = seq - *retired_last_seq - 1;
             record.missing_total = record.missing_total.saturating_add(missing);
             *retired_last_seq = seq;
             tracing::warn!(node = %node, boot_id = %boot_id, seq, current_boot_id = %record.boot_id, "late report from a previous boot: acknowledged, not applied");
-            return Applied::Superseded { acked_seq: seq };
+            return Ok(Applied::Superseded { acked_seq: seq });
         } else {
             // A boot we have never seen: the agent restarted. Its earlier seqs may have gone
             // to another collector, so they are not counted missing.
@@ -265,7 +344,7 @@ impl Fleet {
         record.last_seen = arrival.at;
         arrival.peer.clone_into(&mut record.peer);
         record.stale = false;
-        record.generation = record.generation.saturating_add(1);
+        record.generation = self.next_generation();
 
         if was_stale {
             tracing::info!(node = %node, "node reporting again (no longer stale)");
@@ -273,42 +352,62 @@ impl Fleet {
         if was_stale || new_boot || record.effective_state() != state_before {
             self.publish(record.summary(&node));
         }
-        Applied::Current {
+        Ok(Applied::Current {
             acked_seq: seq,
             generation: record.generation,
             snapshot,
-        }
+        })
     }
 
-    /// Marks every node with no report for `stale_after` (by `now`) as stale, and returns them.
-    pub fn sweep(&self, now: Instant) -> Vec<WentStale> {
-        let overdue = |record: &NodeRecord| {
-            !record.stale && now.saturating_duration_since(record.last_seen) >= self.stale_after
+    /// Forgets (removes) every node with no report for `forget_after` by `now`, marks every
+    /// other node with no report for `stale_after` as stale, and returns both.
+    pub fn sweep(&self, now: Instant) -> Swept {
+        let Limits {
+            stale_after,
+            forget_after,
+            ..
+        } = self.limits;
+        let silent_for = |record: &NodeRecord| now.saturating_duration_since(record.last_seen);
+        let due = |record: &NodeRecord| {
+            let silent_for = silent_for(record);
+            silent_for >= forget_after || (!record.stale && silent_for >= stale_after)
         };
         // Most sweeps find nothing; look under the read lock first so reports are not blocked.
         {
             let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
-            if !nodes.values().any(overdue) {
-                return Vec::new();
+            if !nodes.values().any(due) {
+                return Swept::default();
             }
         }
         let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
-        let mut went_stale = Vec::new();
-        for (node, record) in nodes.iter_mut() {
-            if !overdue(record) {
-                continue;
+        let mut swept = Swept::default();
+        nodes.retain(|node, record| {
+            let silent_for = silent_for(record);
+            if silent_for >= forget_after {
+                // Possibly straight from fresh, if the collector itself stalled that long.
+                record.stale = true;
+                tracing::info!(node = %node, silent_for = %humantime::format_duration(round_to_millis(silent_for)), forget_after = %humantime::format_duration(forget_after), "node forgotten: no report for forget_after");
+                self.publish(record.summary(node));
+                swept.forgotten.push(Forgotten {
+                    node: node.clone(),
+                    generation: record.generation,
+                    silent_for,
+                });
+                return false;
             }
-            record.stale = true;
-            let silent_for = now.saturating_duration_since(record.last_seen);
-            tracing::warn!(node = %node, silent_for = %humantime::format_duration(round_to_millis(silent_for)), "node stale: no report");
-            self.publish(record.summary(node));
-            went_stale.push(WentStale {
-                node: node.clone(),
-                generation: record.generation,
-                silent_for,
-            });
-        }
-        went_stale
+            if !record.stale && silent_for >= stale_after {
+                record.stale = true;
+                tracing::warn!(node = %node, silent_for = %humantime::format_duration(round_to_millis(silent_for)), "node stale: no report");
+                self.publish(record.summary(node));
+                swept.went_stale.push(WentStale {
+                    node: node.clone(),
+                    generation: record.generation,
+                    silent_for,
+                });
+            }
+            true
+        });
+        swept
     }
 
     /// Every node's summary, sorted by node name.
@@ -368,11 +467,29 @@ impl Fleet {
         (now, receiver)
     }
 
+    /// The next fleet-wide generation; call only under the write lock, so generations are
+    /// handed out in the order the state changes.
+    fn next_generation(&self) -> u64 {
+        self.generations
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+    }
+
     fn publish(&self, summary: NodeSummary) {
         // An error only means nobody is watching right now.
         let _ = self.events.send(FleetEvent {
             node: Some(summary),
         });
+    }
+}
+
+/// A node name from a peer, quoted and cut short for a log line or an error message.
+fn shown_name(node: &str) -> String {
+    if node.chars().count() > REFUSED_NAME_SHOWN {
+        let head: String = node.chars().take(REFUSED_NAME_SHOWN).collect();
+        format!("{head:?}...")
+    } else {
+        format!("{node:?}")
     }
 }
 
@@ -407,6 +524,12 @@ mod tests {
     use health_proto::v1::DeviceIdentity;
 
     const STALE_AFTER: Duration = Duration::from_secs(10);
+    const FORGET_AFTER: Duration = Duration::from_secs(100);
+    const LIMITS: Limits = Limits {
+        stale_after: STALE_AFTER,
+        forget_after: FORGET_AFTER,
+        max_nodes: 100,
+    };
 
     fn snapshot(state: HealthState) -> NodeSnapshot {
         NodeSnapshot {
@@ -449,6 +572,10 @@ mod tests {
         }
     }
 
+    fn accept(fleet: &Fleet, report: Report, arrival: Arrival<'_>) -> Applied {
+        fleet.apply(report, arrival).expect("the fleet is not full")
+    }
+
     fn summary(fleet: &Fleet, node: &str) -> NodeSummary {
         fleet
             .node(node)
@@ -464,13 +591,21 @@ mod tests {
 
     #[test]
     fn duplicates_are_counted_and_dropped() {
-        let fleet = Fleet::new(STALE_AFTER, 64);
+        let fleet = Fleet::new(LIMITS, 64);
         let t0 = Instant::now();
-        fleet.apply(report("n1", "b1", 1, HealthState::Ok), arrival(t0));
-        fleet.apply(report("n1", "b1", 2, HealthState::Ok), arrival(t0));
-        let applied = fleet.apply(report("n1", "b1", 2, HealthState::Critical), arrival(t0));
+        accept(&fleet, report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        accept(&fleet, report("n1", "b1", 2, HealthState::Ok), arrival(t0));
+        let applied = accept(
+            &fleet,
+            report("n1", "b1", 2, HealthState::Critical),
+            arrival(t0),
+        );
         assert_eq!(applied, Applied::Duplicate { acked_seq: 2 });
-        let applied = fleet.apply(report("n1", "b1", 1, HealthState::Critical), arrival(t0));
+        let applied = accept(
+            &fleet,
+            report("n1", "b1", 1, HealthState::Critical),
+            arrival(t0),
+        );
         assert_eq!(applied.acked_seq(), 2, "the ack is the highest applied seq");
 
         let s = summary(&fleet, "n1");
@@ -487,10 +622,14 @@ mod tests {
 
     #[test]
     fn a_gap_is_counted_missing_and_the_report_applied() {
-        let fleet = Fleet::new(STALE_AFTER, 64);
+        let fleet = Fleet::new(LIMITS, 64);
         let t0 = Instant::now();
-        fleet.apply(report("n1", "b1", 1, HealthState::Ok), arrival(t0));
-        let applied = fleet.apply(report("n1", "b1", 5, HealthState::Warning), arrival(t0));
+        accept(&fleet, report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        let applied = accept(
+            &fleet,
+            report("n1", "b1", 5, HealthState::Warning),
+            arrival(t0),
+        );
         assert_eq!(applied.acked_seq(), 5);
         assert!(matches!(applied, Applied::Current { generation: 2, .. }));
 
@@ -502,8 +641,9 @@ mod tests {
 
     #[test]
     fn a_first_report_is_not_a_gap() {
-        let fleet = Fleet::new(STALE_AFTER, 64);
-        fleet.apply(
+        let fleet = Fleet::new(LIMITS, 64);
+        accept(
+            &fleet,
             report("n1", "b1", 40, HealthState::Ok),
             arrival(Instant::now()),
         );
@@ -512,10 +652,10 @@ mod tests {
 
     #[test]
     fn a_new_boot_resets_the_sequence_without_counting_missing() {
-        let fleet = Fleet::new(STALE_AFTER, 64);
+        let fleet = Fleet::new(LIMITS, 64);
         let t0 = Instant::now();
-        fleet.apply(report("n1", "b1", 7, HealthState::Ok), arrival(t0));
-        let applied = fleet.apply(report("n1", "b2", 3, HealthState::Ok), arrival(t0));
+        accept(&fleet, report("n1", "b1", 7, HealthState::Ok), arrival(t0));
+        let applied = accept(&fleet, report("n1", "b2", 3, HealthState::Ok), arrival(t0));
         assert_eq!(applied.acked_seq(), 3);
         assert!(matches!(applied, Applied::Current { .. }));
 
@@ -526,19 +666,27 @@ mod tests {
         assert_eq!(s.duplicates_total, 0);
 
         // seq 2 of the new boot is now a duplicate, even though it is below the old boot's 7.
-        let applied = fleet.apply(report("n1", "b2", 2, HealthState::Ok), arrival(t0));
+        let applied = accept(&fleet, report("n1", "b2", 2, HealthState::Ok), arrival(t0));
         assert_eq!(applied, Applied::Duplicate { acked_seq: 3 });
     }
 
     #[test]
     fn a_late_report_from_a_previous_boot_does_not_replace_the_current_one() {
-        let fleet = Fleet::new(STALE_AFTER, 64);
+        let fleet = Fleet::new(LIMITS, 64);
         let t0 = Instant::now();
-        fleet.apply(report("n1", "b1", 7, HealthState::Ok), arrival(t0));
-        fleet.apply(report("n1", "b2", 1, HealthState::Ok), arrival(t0));
-        let applied = fleet.apply(report("n1", "b1", 8, HealthState::Critical), arrival(t0));
+        accept(&fleet, report("n1", "b1", 7, HealthState::Ok), arrival(t0));
+        accept(&fleet, report("n1", "b2", 1, HealthState::Ok), arrival(t0));
+        let applied = accept(
+            &fleet,
+            report("n1", "b1", 8, HealthState::Critical),
+            arrival(t0),
+        );
         assert_eq!(applied, Applied::Superseded { acked_seq: 8 });
-        let applied = fleet.apply(report("n1", "b1", 8, HealthState::Critical), arrival(t0));
+        let applied = accept(
+            &fleet,
+            report("n1", "b1", 8, HealthState::Critical),
+            arrival(t0),
+        );
         assert_eq!(applied, Applied::Duplicate { acked_seq: 8 });
 
         let s = summary(&fleet, "n1");
@@ -548,15 +696,27 @@ mod tests {
 
     #[test]
     fn events_only_on_appearance_boot_state_and_staleness_changes() {
-        let fleet = Fleet::new(STALE_AFTER, 64);
+        let fleet = Fleet::new(LIMITS, 64);
         let (now, mut rx) = fleet.watch();
         assert!(now.is_empty());
         let t0 = Instant::now();
-        fleet.apply(report("n1", "b1", 1, HealthState::Ok), arrival(t0));
-        fleet.apply(report("n1", "b1", 2, HealthState::Ok), arrival(t0));
-        fleet.apply(report("n1", "b1", 3, HealthState::Warning), arrival(t0));
-        fleet.apply(report("n1", "b1", 4, HealthState::Warning), arrival(t0));
-        fleet.apply(report("n1", "b2", 1, HealthState::Warning), arrival(t0));
+        accept(&fleet, report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        accept(&fleet, report("n1", "b1", 2, HealthState::Ok), arrival(t0));
+        accept(
+            &fleet,
+            report("n1", "b1", 3, HealthState::Warning),
+            arrival(t0),
+        );
+        accept(
+            &fleet,
+            report("n1", "b1", 4, HealthState::Warning),
+            arrival(t0),
+        );
+        accept(
+            &fleet,
+            report("n1", "b2", 1, HealthState::Warning),
+            arrival(t0),
+        );
 
         let events = drain(&mut rx);
         let states: Vec<(i32, u64)> = events.iter().map(|s| (s.state, s.last_seq)).collect();
@@ -573,17 +733,22 @@ mod tests {
 
     #[test]
     fn a_silent_node_goes_stale_and_comes_back_on_a_report() {
-        let fleet = Fleet::new(STALE_AFTER, 64);
+        let fleet = Fleet::new(LIMITS, 64);
         let t0 = Instant::now();
-        fleet.apply(report("n1", "b1", 1, HealthState::Critical), arrival(t0));
+        accept(
+            &fleet,
+            report("n1", "b1", 1, HealthState::Critical),
+            arrival(t0),
+        );
         let (_, mut rx) = fleet.watch();
 
-        assert!(fleet.sweep(t0 + Duration::from_secs(9)).is_empty());
+        assert_eq!(fleet.sweep(t0 + Duration::from_secs(9)), Swept::default());
         assert!(!summary(&fleet, "n1").stale);
 
-        let went = fleet.sweep(t0 + Duration::from_secs(11));
+        let swept = fleet.sweep(t0 + Duration::from_secs(11));
+        assert!(swept.forgotten.is_empty());
         assert_eq!(
-            went,
+            swept.went_stale,
             vec![WentStale {
                 node: "n1".to_string(),
                 generation: 1,
@@ -598,13 +763,14 @@ mod tests {
             "a stale node's data is old"
         );
         assert!(
-            fleet.sweep(t0 + Duration::from_secs(12)).is_empty(),
+            fleet.sweep(t0 + Duration::from_secs(12)) == Swept::default(),
             "stale only once"
         );
         let devices = fleet.devices(&DeviceFilter::default());
         assert!(devices.iter().all(|d| d.node_stale));
 
-        fleet.apply(
+        accept(
+            &fleet,
             report("n1", "b1", 2, HealthState::Critical),
             arrival(t0 + Duration::from_secs(13)),
         );
@@ -625,22 +791,209 @@ mod tests {
 
     #[test]
     fn a_duplicate_does_not_keep_a_node_fresh() {
-        let fleet = Fleet::new(STALE_AFTER, 64);
+        let fleet = Fleet::new(LIMITS, 64);
         let t0 = Instant::now();
-        fleet.apply(report("n1", "b1", 1, HealthState::Ok), arrival(t0));
-        fleet.apply(
+        accept(&fleet, report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        accept(
+            &fleet,
             report("n1", "b1", 1, HealthState::Ok),
             arrival(t0 + Duration::from_secs(8)),
         );
-        assert_eq!(fleet.sweep(t0 + Duration::from_secs(10)).len(), 1);
+        assert_eq!(
+            fleet.sweep(t0 + Duration::from_secs(10)).went_stale.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_node_silent_for_forget_after_is_forgotten_and_comes_back_afresh() {
+        let fleet = Fleet::new(LIMITS, 64);
+        let t0 = Instant::now();
+        accept(
+            &fleet,
+            report("n1", "b1", 5, HealthState::Critical),
+            arrival(t0),
+        );
+        accept(
+            &fleet,
+            report("n1", "b1", 9, HealthState::Critical),
+            arrival(t0),
+        );
+        accept(&fleet, report("n2", "b1", 1, HealthState::Ok), arrival(t0));
+        // n2 keeps reporting; n1 falls silent, goes stale, and is then forgotten.
+        let (_, mut rx) = fleet.watch();
+        assert_eq!(fleet.sweep(t0 + STALE_AFTER).went_stale.len(), 2);
+        accept(
+            &fleet,
+            report("n2", "b1", 2, HealthState::Ok),
+            arrival(t0 + FORGET_AFTER - Duration::from_secs(5)),
+        );
+        let before = fleet.sweep(t0 + FORGET_AFTER - Duration::from_millis(1));
+        assert_eq!(before, Swept::default(), "not yet: one moment short");
+
+        let swept = fleet.sweep(t0 + FORGET_AFTER);
+        assert!(swept.went_stale.is_empty());
+        assert_eq!(
+            swept.forgotten,
+            vec![Forgotten {
+                node: "n1".to_string(),
+                generation: 2,
+                silent_for: FORGET_AFTER,
+            }]
+        );
+        assert!(fleet.node("n1").is_none());
+        let names: Vec<String> = fleet.nodes().into_iter().map(|s| s.node).collect();
+        assert_eq!(names, vec!["n2"]);
+        assert!(fleet
+            .devices(&DeviceFilter::default())
+            .iter()
+            .all(|d| d.node == "n2"));
+        let (now, _) = fleet.watch();
+        assert_eq!(now.len(), 1, "a new watcher does not see n1");
+        assert_eq!(
+            fleet.sweep(t0 + FORGET_AFTER + Duration::from_secs(1)),
+            Swept::default(),
+            "forgotten once"
+        );
+
+        // Watchers saw n1 and n2 go stale, n2 come back, and a last (stale, UNKNOWN) n1.
+        let events: Vec<(String, bool, i32)> = drain(&mut rx)
+            .into_iter()
+            .map(|s| (s.node, s.stale, s.state))
+            .collect();
+        let unknown = HealthState::Unknown as i32;
+        assert_eq!(
+            events,
+            vec![
+                ("n1".to_string(), true, unknown),
+                ("n2".to_string(), true, unknown),
+                ("n2".to_string(), false, HealthState::Ok as i32),
+                ("n1".to_string(), true, unknown),
+            ]
+        );
+
+        // The same node reporting again is a new node: no gap, no old counters, a generation
+        // above every one it had before.
+        let applied = accept(
+            &fleet,
+            report("n1", "b1", 20, HealthState::Ok),
+            arrival(t0 + FORGET_AFTER + Duration::from_secs(1)),
+        );
+        let Applied::Current { generation, .. } = applied else {
+            panic!("a fresh node's report is current: {applied:?}");
+        };
+        assert!(generation > 2, "generation {generation}");
+        let s = summary(&fleet, "n1");
+        assert_eq!(s.reports_total, 1);
+        assert_eq!(s.missing_total, 0);
+        assert_eq!(s.last_seq, 20);
+        assert!(!s.stale);
+        let appeared = drain(&mut rx);
+        assert_eq!(appeared.len(), 1);
+        assert_eq!(appeared[0].node, "n1");
+        // From here on, the usual rules: a lower seq of the same boot is a duplicate.
+        assert_eq!(
+            accept(&fleet, report("n1", "b1", 5, HealthState::Ok), arrival(t0)),
+            Applied::Duplicate { acked_seq: 20 }
+        );
+    }
+
+    #[test]
+    fn a_node_silent_past_forget_after_at_one_sweep_is_forgotten_without_going_stale() {
+        let fleet = Fleet::new(LIMITS, 64);
+        let t0 = Instant::now();
+        accept(&fleet, report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        let swept = fleet.sweep(t0 + FORGET_AFTER * 3);
+        assert!(swept.went_stale.is_empty());
+        assert_eq!(swept.forgotten.len(), 1);
+        assert_eq!(swept.forgotten[0].silent_for, FORGET_AFTER * 3);
+        assert!(fleet.nodes().is_empty());
+    }
+
+    #[test]
+    fn a_new_node_beyond_max_nodes_is_refused_and_known_nodes_still_report() {
+        let fleet = Fleet::new(
+            Limits {
+                max_nodes: 2,
+                ..LIMITS
+            },
+            64,
+        );
+        let t0 = Instant::now();
+        accept(&fleet, report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        accept(&fleet, report("n2", "b1", 1, HealthState::Ok), arrival(t0));
+        let (_, mut rx) = fleet.watch();
+
+        let refused = fleet
+            .apply(report("n3", "b1", 1, HealthState::Ok), arrival(t0))
+            .expect_err("a third node is one too many");
+        assert_eq!(
+            refused,
+            FleetFull {
+                node: "n3".to_string(),
+                max_nodes: 2,
+            }
+        );
+        let message = refused.to_string();
+        assert!(message.contains("max_nodes = 2"), "{message}");
+        assert!(message.contains("\"n3\""), "{message}");
+        assert!(fleet.node("n3").is_none());
+        assert!(drain(&mut rx).is_empty(), "a refused node is never seen");
+        assert_eq!(fleet.refused_total.load(Ordering::Relaxed), 1);
+
+        // Known nodes are not refused: not a new seq, a duplicate, or a new boot.
+        let applied = accept(
+            &fleet,
+            report("n1", "b1", 2, HealthState::Warning),
+            arrival(t0),
+        );
+        assert!(matches!(applied, Applied::Current { acked_seq: 2, .. }));
+        let applied = accept(&fleet, report("n2", "b1", 1, HealthState::Ok), arrival(t0));
+        assert_eq!(applied, Applied::Duplicate { acked_seq: 1 });
+        let applied = accept(&fleet, report("n2", "b2", 1, HealthState::Ok), arrival(t0));
+        assert!(matches!(applied, Applied::Current { .. }));
+        assert_eq!(fleet.nodes().len(), 2);
+
+        // Room again once a node is forgotten.
+        fleet.sweep(t0 + FORGET_AFTER);
+        assert!(fleet.nodes().is_empty());
+        accept(
+            &fleet,
+            report("n3", "b1", 1, HealthState::Ok),
+            arrival(t0 + FORGET_AFTER),
+        );
+        assert_eq!(fleet.nodes().len(), 1);
+    }
+
+    #[test]
+    fn a_refused_name_is_cut_short_in_the_error() {
+        let fleet = Fleet::new(
+            Limits {
+                max_nodes: 1,
+                ..LIMITS
+            },
+            64,
+        );
+        let t0 = Instant::now();
+        accept(&fleet, report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        let long = "x".repeat(100_000);
+        let refused = fleet
+            .apply(report(&long, "b1", 1, HealthState::Ok), arrival(t0))
+            .expect_err("fleet full");
+        assert_eq!(refused.node, long, "the error keeps the whole name");
+        assert!(refused.to_string().len() < 300, "{refused}");
     }
 
     #[test]
     fn queries_are_sorted_and_filtered() {
-        let fleet = Fleet::new(STALE_AFTER, 64);
+        let fleet = Fleet::new(LIMITS, 64);
         let t0 = Instant::now();
-        fleet.apply(report("n2", "b1", 1, HealthState::Warning), arrival(t0));
-        fleet.apply(report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        accept(
+            &fleet,
+            report("n2", "b1", 1, HealthState::Warning),
+            arrival(t0),
+        );
+        accept(&fleet, report("n1", "b1", 1, HealthState::Ok), arrival(t0));
 
         let names: Vec<String> = fleet.nodes().into_iter().map(|s| s.node).collect();
         assert_eq!(names, vec!["n1", "n2"]);

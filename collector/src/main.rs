@@ -3,10 +3,11 @@
 //! `health-collector [--config FILE] [--listen ADDR]` runs the service;
 //! `health-collector check-config FILE` validates a configuration and exits.
 //!
-//! Modules: `config` (the TOML file), `fleet` (per-node state, duplicates, gaps, staleness),
-//! `alerts` (alerts from node conditions and staleness), `service` (the gRPC Collector API),
-//! `sweeper` (the staleness sweep and watchdog pings), `server` (wiring, serving, shutdown),
-//! `shutdown` (signals) and `systemd` (service notifications).
+//! Modules: `config` (the TOML file), `fleet` (per-node state, duplicates, gaps, staleness,
+//! forgetting silent nodes, the node limit), `alerts` (alerts from node conditions and
+//! staleness), `service` (the gRPC Collector API), `sweeper` (the staleness and forgetting
+//! sweep, and watchdog pings), `server` (wiring, serving, shutdown), `shutdown` (signals) and
+//! `systemd` (service notifications).
 
 #![forbid(unsafe_code)]
 

@@ -19,7 +19,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::alerts::Alerts;
 use crate::config::Config;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Limits};
 use crate::service::CollectorService;
 use crate::{shutdown, sweeper, systemd};
 
@@ -36,7 +36,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let signals =
         shutdown::on_signal(shutdown.clone()).context("cannot install signal handlers")?;
 
-    let fleet = Arc::new(Fleet::new(config.stale_after, config.watch_buffer));
+    let limits = Limits {
+        stale_after: config.stale_after,
+        forget_after: config.forget_after,
+        max_nodes: config.max_nodes,
+    };
+    let fleet = Arc::new(Fleet::new(limits, config.watch_buffer));
     let alerts = Arc::new(Alerts::new(config.watch_buffer));
     let collector =
         CollectorService::new(Arc::clone(&fleet), Arc::clone(&alerts), shutdown.clone());
@@ -93,6 +98,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listen = %local,
         stale_after = %humantime::format_duration(config.stale_after),
         sweep_interval = %humantime::format_duration(config.sweep_interval),
+        forget_after = %humantime::format_duration(config.forget_after),
+        max_nodes = config.max_nodes,
         "health-collector serving"
     );
     systemd::ready();

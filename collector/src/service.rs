@@ -2,7 +2,8 @@
 //!
 //! This is the one module that deals with tonic: requests, status codes, streams. It checks
 //! what peers send before anything reaches the fleet (an agent's bad report ends its stream
-//! with INVALID_ARGUMENT naming the field; nothing a peer sends can panic the collector), and
+//! with INVALID_ARGUMENT naming the field; nothing a peer sends can panic the collector), ends
+//! with RESOURCE_EXHAUSTED the stream of a new node the full fleet refuses (`max_nodes`), and
 //! it turns the fleet's and the alert book's broadcast channels into watcher streams.
 //!
 //! Every stream it returns ends when the collector shuts down, so a graceful shutdown does not
@@ -60,14 +61,17 @@ impl CollectorService {
         let node = report.node.clone();
         let boot_id = report.boot_id.clone();
         let wall = SystemTime::now();
-        let applied = self.fleet.apply(
-            report,
-            Arrival {
-                peer,
-                at: Instant::now(),
-                wall,
-            },
-        );
+        let applied = self
+            .fleet
+            .apply(
+                report,
+                Arrival {
+                    peer,
+                    at: Instant::now(),
+                    wall,
+                },
+            )
+            .map_err(|full| Status::resource_exhausted(full.to_string()))?;
         if let Applied::Current {
             generation,
             snapshot,
@@ -243,8 +247,15 @@ async fn ingest(
         };
         let reply = service.apply(report, &peer);
         let rejected = reply.is_err();
-        if let Err(status) = &reply {
-            tracing::warn!(peer = %peer, reason = status.message(), "invalid report: ending the stream");
+        match &reply {
+            // The fleet has logged the refusal, with the count of them.
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                tracing::debug!(peer = %peer, reason = status.message(), "report refused: ending the stream");
+            }
+            Err(status) => {
+                tracing::warn!(peer = %peer, reason = status.message(), "invalid report: ending the stream");
+            }
+            Ok(_) => {}
         }
         let sent = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -338,15 +349,25 @@ fn state_filter(raw: i32) -> Result<Option<HealthState>, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::Limits;
     use health_proto::v1::NodeSnapshot;
     use std::time::Duration;
 
-    fn service() -> CollectorService {
+    fn service_with(max_nodes: usize) -> CollectorService {
+        let limits = Limits {
+            stale_after: Duration::from_secs(10),
+            forget_after: Duration::from_secs(60),
+            max_nodes,
+        };
         CollectorService::new(
-            Arc::new(Fleet::new(Duration::from_secs(10), 64)),
+            Arc::new(Fleet::new(limits, 64)),
             Arc::new(Alerts::new(64)),
             CancellationToken::new(),
         )
+    }
+
+    fn service() -> CollectorService {
+        service_with(100)
     }
 
     fn report(node: &str, boot_id: &str, seq: u64) -> HealthReport {
@@ -394,6 +415,38 @@ mod tests {
         assert_eq!(ack(3).acked_seq, 3);
         assert_eq!(ack(2).acked_seq, 3);
         assert_eq!(ack(3).boot_id, "b1");
+    }
+
+    #[test]
+    fn a_new_node_beyond_max_nodes_is_resource_exhausted() {
+        let service = service_with(1);
+        assert_eq!(
+            service
+                .apply(report("n1", "b1", 1), "peer")
+                .expect("room for one")
+                .acked_seq,
+            1
+        );
+        let status = service
+            .apply(report("n2", "b1", 1), "peer")
+            .expect_err("no room for a second");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("max_nodes = 1"),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("\"n2\""), "{}", status.message());
+        // The node already held keeps reporting.
+        assert_eq!(
+            service
+                .apply(report("n1", "b1", 2), "peer")
+                .expect("known node")
+                .acked_seq,
+            2
+        );
+        let names: Vec<String> = service.fleet.nodes().into_iter().map(|s| s.node).collect();
+        assert_eq!(names, vec!["n1"]);
     }
 
     #[test]

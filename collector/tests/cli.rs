@@ -72,11 +72,26 @@ fn an_out_of_range_value_is_rejected() {
 }
 
 #[test]
+fn forget_after_not_longer_than_stale_after_is_rejected() {
+    let path = config_file(
+        "forget",
+        "forget-too-soon.toml",
+        "stale_after = \"10m\"\nforget_after = \"5m\"\n",
+    );
+    let stderr = assert_rejected(&check_config(&path), "forget-too-soon.toml", "forget_after");
+    assert!(
+        stderr.contains("expected a duration longer than stale_after (10m), found \"5m\""),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_valid_file_is_ok() {
     let path = config_file(
         "valid",
         "collector.toml",
         "listen = \"127.0.0.1:7070\"\nstale_after = \"30s\"\nsweep_interval = \"250ms\"\n\
+         forget_after = \"7d\"\nmax_nodes = 5000\n\
          max_message_bytes = 8388608\nwatch_buffer = 256\n",
     );
     let output = check_config(&path);

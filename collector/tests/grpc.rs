@@ -1,5 +1,6 @@
 //! The real collector binary over real gRPC on 127.0.0.1: reports in, acks, duplicates,
-//! alerts fired and resolved, and a graceful shutdown on SIGTERM.
+//! alerts fired and resolved, new nodes refused beyond max_nodes, and a graceful shutdown on
+//! SIGTERM.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -44,6 +45,11 @@ fn free_port() -> SocketAddr {
 }
 
 fn start_collector(test: &str) -> (Collector, SocketAddr) {
+    start_collector_with(test, "")
+}
+
+/// Starts the collector with `extra` appended to the test configuration.
+fn start_collector_with(test: &str, extra: &str) -> (Collector, SocketAddr) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("collector-grpc")
         .join(test);
@@ -51,7 +57,7 @@ fn start_collector(test: &str) -> (Collector, SocketAddr) {
     let config = dir.join("collector.toml");
     std::fs::write(
         &config,
-        "stale_after = \"30s\"\nsweep_interval = \"100ms\"\n",
+        format!("stale_after = \"30s\"\nsweep_interval = \"100ms\"\n{extra}"),
     )
     .expect("write the config");
     let log = dir.join("collector.log");
@@ -81,6 +87,10 @@ fn start_collector(test: &str) -> (Collector, SocketAddr) {
 }
 
 fn report(seq: u64, thermal_warning: bool) -> HealthReport {
+    report_from("n1", seq, thermal_warning)
+}
+
+fn report_from(node: &str, seq: u64, thermal_warning: bool) -> HealthReport {
     let conditions = if thermal_warning {
         vec![Condition {
             code: ConditionCode::ThermalWarning as i32,
@@ -102,12 +112,12 @@ fn report(seq: u64, thermal_warning: bool) -> HealthReport {
         HealthState::Ok
     };
     HealthReport {
-        node: "n1".to_string(),
+        node: node.to_string(),
         boot_id: "boot-a".to_string(),
         seq,
         sent_at: Some(std::time::SystemTime::now().into()),
         snapshot: Some(NodeSnapshot {
-            node: "n1".to_string(),
+            node: node.to_string(),
             boot_id: "boot-a".to_string(),
             seq,
             state: state as i32,
@@ -248,6 +258,71 @@ async fn an_invalid_report_ends_the_stream_with_invalid_argument() {
         .expect_err("the stream fails");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("boot_id"), "{}", status.message());
+}
+
+/// Opens a Report stream: the sender for reports, the stream of acks.
+async fn open_report_stream(
+    client: &mut CollectorClient<tonic::transport::Channel>,
+) -> (mpsc::Sender<HealthReport>, Streaming<ReportAck>) {
+    let (reports, outbound) = mpsc::channel(8);
+    let acks = client
+        .report(ReceiverStream::new(outbound))
+        .await
+        .expect("open the report stream")
+        .into_inner();
+    (reports, acks)
+}
+
+#[tokio::test]
+async fn a_new_node_beyond_max_nodes_is_refused_with_resource_exhausted() {
+    let (_collector, addr) = start_collector_with("max-nodes", "max_nodes = 1\n");
+    let mut client = tokio::time::timeout(STEP, CollectorClient::connect(format!("http://{addr}")))
+        .await
+        .expect("connect within 10 s")
+        .expect("connect");
+
+    let (n1, mut n1_acks) = open_report_stream(&mut client).await;
+    n1.send(report_from("n1", 1, false))
+        .await
+        .expect("send a report");
+    assert_eq!(next_ack(&mut n1_acks).await.acked_seq, 1);
+
+    let (n2, mut n2_acks) = open_report_stream(&mut client).await;
+    n2.send(report_from("n2", 1, false))
+        .await
+        .expect("send a report");
+    let status = tokio::time::timeout(STEP, n2_acks.message())
+        .await
+        .expect("answer within 10 s")
+        .expect_err("the stream fails");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().contains("max_nodes = 1"),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains("\"n2\""), "{}", status.message());
+
+    // The node already held keeps reporting, on its stream and on a new one.
+    n1.send(report_from("n1", 2, false))
+        .await
+        .expect("send a report");
+    assert_eq!(next_ack(&mut n1_acks).await.acked_seq, 2);
+    let (n1_again, mut n1_again_acks) = open_report_stream(&mut client).await;
+    n1_again
+        .send(report_from("n1", 3, false))
+        .await
+        .expect("send a report");
+    assert_eq!(next_ack(&mut n1_again_acks).await.acked_seq, 3);
+
+    let nodes = client
+        .list_nodes(ListNodesRequest {})
+        .await
+        .expect("ListNodes")
+        .into_inner()
+        .nodes;
+    let names: Vec<&str> = nodes.iter().map(|node| node.node.as_str()).collect();
+    assert_eq!(names, vec!["n1"]);
 }
 
 #[tokio::test]
