@@ -78,6 +78,14 @@ enum Mode {
     Stopped,
 }
 
+/// The mode, and how many times the instruments have vanished: a connection opened before a
+/// vanish is closed even if `clear` follows so fast that it never saw the vanished mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Status {
+    mode: Mode,
+    vanishings: u64,
+}
+
 struct Clocked {
     model: BenchModel,
     last: Instant,
@@ -85,7 +93,7 @@ struct Clocked {
 
 struct Shared {
     clocked: Mutex<Clocked>,
-    mode: watch::Sender<Mode>,
+    status: watch::Sender<Status>,
 }
 
 impl Shared {
@@ -101,13 +109,15 @@ impl Shared {
     }
 
     fn set_mode(&self, mode: Mode) {
-        self.mode.send_if_modified(|m| {
-            if *m == Mode::Stopped || *m == mode {
-                false
-            } else {
-                *m = mode;
-                true
+        self.status.send_if_modified(|s| {
+            if s.mode == Mode::Stopped || s.mode == mode {
+                return false;
             }
+            if mode == Mode::Vanished {
+                s.vanishings += 1;
+            }
+            s.mode = mode;
+            true
         });
     }
 }
@@ -137,13 +147,16 @@ impl ScpiBenchSimulator {
             wavelength_nm: options.wavelength_nm,
             seed: options.seed,
         });
-        let (mode, _) = watch::channel(Mode::Serving);
+        let (status, _) = watch::channel(Status {
+            mode: Mode::Serving,
+            vanishings: 0,
+        });
         let shared = Arc::new(Shared {
             clocked: Mutex::new(Clocked {
                 model,
                 last: Instant::now(),
             }),
-            mode,
+            status,
         });
         let n = options.seed % 1_000_000;
         let infos = [
@@ -235,10 +248,12 @@ impl Drop for ScpiBenchSimulator {
     }
 }
 
-/// Resolves when the mode leaves `Serving` (or the simulator is gone).
-async fn until_not_serving(rx: &mut watch::Receiver<Mode>) {
+/// Resolves when the mode leaves `Serving`, the instruments vanish, or the simulator is gone.
+/// `opened` is the vanish count when the connection was accepted.
+async fn until_closed(rx: &mut watch::Receiver<Status>, opened: u64) {
     loop {
-        if *rx.borrow_and_update() != Mode::Serving {
+        let now = *rx.borrow_and_update();
+        if now.mode != Mode::Serving || now.vanishings != opened {
             return;
         }
         if rx.changed().await.is_err() {
@@ -254,10 +269,10 @@ async fn serve_instrument(
     addr: SocketAddr,
     listener: TcpListener,
 ) {
-    let mut rx = shared.mode.subscribe();
+    let mut rx = shared.status.subscribe();
     let mut listener = Some(listener);
     loop {
-        let mode = *rx.borrow_and_update();
+        let mode = rx.borrow_and_update().mode;
         match mode {
             Mode::Stopped => return,
             Mode::Vanished => {
@@ -284,12 +299,15 @@ async fn serve_instrument(
                 tokio::select! {
                     r = l.accept() => match r {
                         Ok((stream, _)) => {
+                            let rx = shared.status.subscribe();
+                            let opened = rx.borrow().vanishings;
                             tokio::spawn(connection(
                                 shared.clone(),
                                 instrument,
                                 info.clone(),
                                 stream,
-                                shared.mode.subscribe(),
+                                rx,
+                                opened,
                             ));
                         }
                         // Out of file descriptors and the like: do not spin.
@@ -307,7 +325,8 @@ async fn connection(
     instrument: Instrument,
     info: Arc<InstrumentInfo>,
     stream: TcpStream,
-    mut rx: watch::Receiver<Mode>,
+    mut rx: watch::Receiver<Status>,
+    opened: u64,
 ) {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
@@ -337,7 +356,7 @@ async fn connection(
     };
     tokio::select! {
         _ = serve => {}
-        _ = until_not_serving(&mut rx) => {}
+        _ = until_closed(&mut rx, opened) => {}
     }
 }
 
