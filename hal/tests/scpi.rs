@@ -249,7 +249,8 @@ async fn overheat_runs_away_from_the_setpoint() {
     assert!(
         conditions
             .iter()
-            .any(|c| c.code == ConditionCode::ThermalWarning && c.severity == Severity::Critical),
+            .any(|c| c.code == ConditionCode::TecSetpointDeviation
+                && c.severity == Severity::Critical),
         "{conditions:?}"
     );
     sim.faults().inject(FaultKind::Clear);
