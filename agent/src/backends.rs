@@ -1,13 +1,58 @@
 //! Builds the HAL device for each configured device. This is the one place that knows which
-//! backends exist; hardware backends join here as they are built.
+//! backends exist.
+//!
+//! A device with `simulator = true` gets a simulator that speaks its backend's real protocol,
+//! started here on loopback, and a real backend client pointed at it: the `--simulate` default
+//! exercises the same wire code as a lab bench. The simulator's fault handle is attached to the
+//! device so `agent-ctl inject-fault` reaches it.
 
+use std::any::Any;
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::Context;
+use health_hal::scpi::{PhotonicBench, ScpiBenchSimulator, ScpiSimOptions};
 use health_hal::sim::SimDevice;
 use health_hal::Device;
 
 use crate::config::{Backend, DeviceConfig};
 
-pub fn build(cfg: &DeviceConfig) -> Box<dyn Device> {
-    match &cfg.backend {
-        Backend::Sim(options) => Box::new(SimDevice::new(&cfg.id, cfg.kind, options.clone())),
-    }
+/// A device, and whatever must live as long as it (a loopback simulator).
+pub struct Built {
+    pub device: Box<dyn Device>,
+    pub keep_alive: Option<Box<dyn Any + Send + Sync>>,
+}
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+pub async fn build(cfg: &DeviceConfig) -> anyhow::Result<Built> {
+    let id = cfg.id.as_str();
+    Ok(match &cfg.backend {
+        Backend::Sim(options) => Built {
+            device: Box::new(SimDevice::new(id, cfg.kind, options.clone())),
+            keep_alive: None,
+        },
+        Backend::Scpi(bench) if cfg.simulator => {
+            let sim = ScpiBenchSimulator::start(LOOPBACK, ScpiSimOptions::default())
+                .await
+                .with_context(|| format!("{id}: starting the SCPI bench simulator"))?;
+            let mut bench = bench.clone();
+            bench.tec = sim.tec_addr().to_string();
+            bench.power_meter = Some(sim.power_meter_addr().to_string());
+            bench.laser = Some(sim.laser_addr().to_string());
+            let device = PhotonicBench::new(id, bench)
+                .with_context(|| format!("{id}: SCPI bench"))?
+                .with_fault_injector(sim.faults());
+            Built {
+                device: Box::new(device),
+                keep_alive: Some(Box::new(sim)),
+            }
+        }
+        Backend::Scpi(bench) => Built {
+            device: Box::new(
+                PhotonicBench::new(id, bench.clone())
+                    .with_context(|| format!("{id}: SCPI bench"))?,
+            ),
+            keep_alive: None,
+        },
+    })
 }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use health_hal::scpi::ScpiBenchConfig;
 use health_hal::sim::SimOptions;
 use health_hal::{DeviceKind, Limits};
 use serde::Deserialize;
@@ -85,12 +86,29 @@ pub struct DeviceConfig {
     pub deadline: Duration,
     pub action_deadline: Duration,
     pub limits: Limits,
+    /// Run a loopback simulator of the backend's protocol and point the backend at it.
+    pub simulator: bool,
 }
 
 #[derive(Debug, Clone)]
 pub enum Backend {
+    /// The in-process simulated device (`[device.sim]`).
     Sim(SimOptions),
+    /// A photonic bench of SCPI instruments over TCP (`[device.scpi]`).
+    Scpi(ScpiBenchConfig),
 }
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sim(_) => "sim",
+            Backend::Scpi(_) => "scpi",
+        }
+    }
+}
+
+/// Backend names, for error messages.
+const BACKENDS: &str = "\"sim\", \"scpi\"";
 
 // ---- raw, as written in the file ----
 
@@ -144,7 +162,12 @@ struct RawDevice {
     action_deadline: Option<String>,
     #[serde(default)]
     limits: RawLimits,
+    /// Start a simulator that speaks this backend's real protocol on loopback, and talk to it
+    /// (the `--simulate` default uses this for the SCPI bench).
+    #[serde(default)]
+    simulator: bool,
     sim: Option<RawSim>,
+    scpi: Option<ScpiBenchConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +317,89 @@ impl Check<'_> {
         }
         Ok(x)
     }
+}
+
+/// The device's backend, from `backend = "..."` and its table. Only the named backend's table
+/// may be present; a backend whose protocol has a simulator may set `simulator = true`, and
+/// then its table is optional (addresses come from the simulator).
+fn backend(c: &Check<'_>, i: usize, d: &RawDevice) -> Result<Backend, ConfigError> {
+    let k = |name: &str| format!("device[{i}].{name}");
+    let tables = [("sim", d.sim.is_some()), ("scpi", d.scpi.is_some())];
+    for (name, present) in tables {
+        if present && name != d.backend {
+            return c.fail(
+                &k(name),
+                format!(
+                    "only allowed with backend = \"{name}\", found backend = {:?}",
+                    d.backend
+                ),
+            );
+        }
+    }
+    let kinds_ok = |allowed: &[DeviceKind]| -> Result<(), ConfigError> {
+        if allowed.contains(&d.kind) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = allowed.iter().map(|k| k.as_str()).collect();
+            c.fail(
+                &k("kind"),
+                format!(
+                    "backend {:?} serves kind {}, found {:?}",
+                    d.backend,
+                    names.join(" or "),
+                    d.kind.as_str()
+                ),
+            )
+        }
+    };
+    let helper = |table: &str, r: Result<(), (String, String)>| -> Result<(), ConfigError> {
+        r.or_else(|(key, msg)| c.fail(&k(&format!("{table}.{key}")), msg))
+    };
+    let backend = match d.backend.as_str() {
+        "sim" => {
+            let s = d.sim.as_ref();
+            let p = c.range_f64(
+                &k("sim.reset_failure_probability"),
+                s.and_then(|s| s.reset_failure_probability),
+                0.0,
+                0.0,
+                1.0,
+            )?;
+            Backend::Sim(SimOptions {
+                reset_failure_probability: p,
+                seed: s.and_then(|s| s.seed),
+            })
+        }
+        "scpi" => {
+            kinds_ok(&[DeviceKind::Photonic])?;
+            let cfg = match (&d.scpi, d.simulator) {
+                (Some(cfg), _) => cfg.clone(),
+                // Addresses are the simulator's, filled in when it starts.
+                (None, true) => ScpiBenchConfig::new("127.0.0.1:5025"),
+                (None, false) => {
+                    return c.fail(
+                        &k("scpi"),
+                        "expected a [device.scpi] table with at least tec = \"host:port\"".into(),
+                    )
+                }
+            };
+            helper("scpi", cfg.validate())?;
+            Backend::Scpi(cfg)
+        }
+        other => {
+            return c.fail(
+                &k("backend"),
+                format!("expected one of {BACKENDS}, found {other:?}"),
+            )
+        }
+    };
+    if d.simulator && matches!(backend, Backend::Sim(_)) {
+        return c.fail(
+            &k("simulator"),
+            "backend \"sim\" is already simulated: remove simulator = true".into(),
+        );
+    }
+    Ok(backend)
 }
 
 fn ms(n: u64) -> Duration {
@@ -485,33 +591,7 @@ impl RawConfig {
             if devices.iter().any(|x: &DeviceConfig| x.id == d.id) {
                 return c.fail(&k("id"), format!("duplicate device id {:?}", d.id));
             }
-            if d.sim.is_some() && d.backend != "sim" {
-                return c.fail(&k("sim"), "only allowed with backend = \"sim\"".to_string());
-            }
-            let backend = match d.backend.as_str() {
-                "sim" => {
-                    let s = d.sim.unwrap_or_default();
-                    let p = c.range_f64(
-                        &k("sim.reset_failure_probability"),
-                        s.reset_failure_probability,
-                        0.0,
-                        0.0,
-                        1.0,
-                    )?;
-                    Backend::Sim(SimOptions {
-                        reset_failure_probability: p,
-                        seed: s.seed,
-                    })
-                }
-                other => {
-                    return c.fail(
-                        &k("backend"),
-                        format!(
-                        "expected \"sim\" (hardware backends are not built yet), found {other:?}"
-                    ),
-                    )
-                }
-            };
+            let backend = backend(&c, i, &d)?;
             let poll_interval = c.duration(
                 &k("poll_interval"),
                 d.poll_interval.as_deref(),
@@ -564,6 +644,20 @@ impl RawConfig {
                     secs(365 * 86400),
                 )?);
             }
+            if let Backend::Scpi(b) = &backend {
+                // A calibration that may settle longer than the action deadline would be cut
+                // off by the agent half-way: say so now, not at 3 a.m.
+                if Duration::from_millis(b.settle_timeout_ms) >= action_deadline {
+                    return c.fail(
+                        &k("scpi.settle_timeout_ms"),
+                        format!(
+                            "expected less than action_deadline ({}), found {} ms",
+                            humantime::format_duration(action_deadline),
+                            b.settle_timeout_ms
+                        ),
+                    );
+                }
+            }
             devices.push(DeviceConfig {
                 id: d.id,
                 kind: d.kind,
@@ -572,6 +666,7 @@ impl RawConfig {
                 deadline,
                 action_deadline,
                 limits,
+                simulator: d.simulator,
             });
         }
 

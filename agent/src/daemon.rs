@@ -28,8 +28,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
     let mut supervisors = Vec::new();
     let mut handles = Vec::new();
+    // Simulators started for `simulator = true` devices live as long as the daemon.
+    let mut keep_alive = Vec::new();
     for d in &cfg.devices {
-        let (h, task) = supervisor::spawn(d.clone(), backends::build(d), cancel.clone());
+        let built = backends::build(d).await?;
+        keep_alive.extend(built.keep_alive);
+        let (h, task) = supervisor::spawn(d.clone(), built.device, cancel.clone());
         handles.push(h);
         supervisors.push(task);
     }
@@ -132,6 +136,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     {
         tracing::warn!("some tasks did not stop in time");
     }
+    drop(keep_alive);
     tracing::info!("health-agent stopped");
     server_result.context("API server task")?
 }

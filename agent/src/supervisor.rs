@@ -459,6 +459,7 @@ mod tests {
             deadline: Duration::from_millis(300),
             action_deadline: Duration::from_secs(10),
             limits: Limits::for_kind(kind),
+            simulator: false,
         }
     }
 
