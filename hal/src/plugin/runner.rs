@@ -19,7 +19,9 @@
 //! - if the future is dropped half-way (the supervisor dropped a call that missed *its*
 //!   deadline), a guard kills the group in `Drop`; tokio's orphan reaper then reaps the leader;
 //! - once the leader has exited, kills whatever it left in its group, so background helpers
-//!   that still hold our pipes cannot stall the run, and nothing outlives the call.
+//!   that still hold our pipes cannot stall the run, and nothing outlives the call. (A helper
+//!   that leaves the group with `setsid` has opted out of this; if it keeps stdout open, the
+//!   run ends at its deadline.)
 //!
 //! This deadline is the backend's own protocol timeout (see [`HalError::Timeout`]); the agent's
 //! supervisor still bounds the call from outside, and the drop guard makes that safe.
