@@ -10,6 +10,7 @@ use std::any::Any;
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Context;
+use health_hal::plugin::PluginDevice;
 use health_hal::scpi::{PhotonicBench, ScpiBenchSimulator, ScpiSimOptions};
 use health_hal::sim::SimDevice;
 use health_hal::Device;
@@ -47,6 +48,13 @@ pub async fn build(cfg: &DeviceConfig) -> anyhow::Result<Built> {
                 keep_alive: Some(Box::new(sim)),
             }
         }
+        Backend::Plugin(plugin) => Built {
+            device: Box::new(
+                PluginDevice::new(id, cfg.kind, plugin.clone())
+                    .with_context(|| format!("{id}: vendor plugin"))?,
+            ),
+            keep_alive: None,
+        },
         Backend::Scpi(bench) => Built {
             device: Box::new(
                 PhotonicBench::new(id, bench.clone())

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use health_hal::plugin::PluginConfig;
 use health_hal::scpi::ScpiBenchConfig;
 use health_hal::sim::SimOptions;
 use health_hal::{DeviceKind, Limits};
@@ -96,6 +97,8 @@ pub enum Backend {
     Sim(SimOptions),
     /// A photonic bench of SCPI instruments over TCP (`[device.scpi]`).
     Scpi(ScpiBenchConfig),
+    /// A site's vendor tool run as a bounded command (`[device.plugin]`).
+    Plugin(PluginConfig),
 }
 
 impl Backend {
@@ -103,12 +106,13 @@ impl Backend {
         match self {
             Backend::Sim(_) => "sim",
             Backend::Scpi(_) => "scpi",
+            Backend::Plugin(_) => "plugin",
         }
     }
 }
 
 /// Backend names, for error messages.
-const BACKENDS: &str = "\"sim\", \"scpi\"";
+const BACKENDS: &str = "\"sim\", \"scpi\", \"plugin\"";
 
 // ---- raw, as written in the file ----
 
@@ -168,6 +172,7 @@ struct RawDevice {
     simulator: bool,
     sim: Option<RawSim>,
     scpi: Option<ScpiBenchConfig>,
+    plugin: Option<PluginConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -324,7 +329,11 @@ impl Check<'_> {
 /// then its table is optional (addresses come from the simulator).
 fn backend(c: &Check<'_>, i: usize, d: &RawDevice) -> Result<Backend, ConfigError> {
     let k = |name: &str| format!("device[{i}].{name}");
-    let tables = [("sim", d.sim.is_some()), ("scpi", d.scpi.is_some())];
+    let tables = [
+        ("sim", d.sim.is_some()),
+        ("scpi", d.scpi.is_some()),
+        ("plugin", d.plugin.is_some()),
+    ];
     for (name, present) in tables {
         if present && name != d.backend {
             return c.fail(
@@ -386,6 +395,16 @@ fn backend(c: &Check<'_>, i: usize, d: &RawDevice) -> Result<Backend, ConfigErro
             helper("scpi", cfg.validate())?;
             Backend::Scpi(cfg)
         }
+        "plugin" => {
+            let Some(cfg) = &d.plugin else {
+                return c.fail(
+                    &k("plugin"),
+                    "expected a [device.plugin] table with command and read".into(),
+                );
+            };
+            helper("plugin", cfg.validate())?;
+            Backend::Plugin(cfg.clone())
+        }
         other => {
             return c.fail(
                 &k("backend"),
@@ -393,10 +412,13 @@ fn backend(c: &Check<'_>, i: usize, d: &RawDevice) -> Result<Backend, ConfigErro
             )
         }
     };
-    if d.simulator && matches!(backend, Backend::Sim(_)) {
+    if d.simulator && !matches!(backend, Backend::Scpi(_)) {
         return c.fail(
             &k("simulator"),
-            "backend \"sim\" is already simulated: remove simulator = true".into(),
+            format!(
+                "no protocol simulator for backend {:?}: remove simulator = true",
+                d.backend
+            ),
         );
     }
     Ok(backend)
@@ -748,6 +770,32 @@ mod tests {
         assert_eq!(e.key, "device[1].id");
         let e = parse_err("[[device]]\nid = \"a\"\nkind = \"loihi2\"\nbackend = \"bmp\"\n");
         assert_eq!(e.key, "device[0].backend");
+    }
+
+    #[test]
+    fn backend_tables_are_checked_against_the_backend_and_kind() {
+        let e = parse_err("[[device]]\nid = \"p\"\nkind = \"photonic\"\nbackend = \"sim\"\n[device.scpi]\ntec = \"h:1\"\n");
+        assert_eq!(e.key, "device[0].scpi");
+        let e = parse_err("[[device]]\nid = \"p\"\nkind = \"loihi2\"\nbackend = \"scpi\"\n[device.scpi]\ntec = \"h:1\"\n");
+        assert_eq!(e.key, "device[0].kind");
+        assert!(e.message.contains("photonic"), "{e}");
+        let e = parse_err("[[device]]\nid = \"p\"\nkind = \"photonic\"\nbackend = \"scpi\"\n");
+        assert_eq!(e.key, "device[0].scpi");
+        let e = parse_err("[[device]]\nid = \"p\"\nkind = \"photonic\"\nbackend = \"scpi\"\n[device.scpi]\ntec = \"h:1\"\ntimeout_ms = \"x\"\n");
+        assert_eq!(e.key, "device[0].scpi.timeout_ms");
+        let e = parse_err("[[device]]\nid = \"p\"\nkind = \"photonic\"\nbackend = \"scpi\"\naction_deadline = \"10s\"\n[device.scpi]\ntec = \"h:1\"\n");
+        assert_eq!(
+            e.key, "device[0].scpi.settle_timeout_ms",
+            "settle timeout must fit the action deadline"
+        );
+        let e = parse_err("[[device]]\nid = \"x\"\nkind = \"analog_crossbar\"\nbackend = \"plugin\"\n[device.plugin]\ncommand = \"relative/tool\"\nread = [\"read\"]\n");
+        assert!(e.key.starts_with("device[0].plugin."), "{e}");
+        let e = parse_err(
+            "[[device]]\nid = \"l\"\nkind = \"loihi2\"\nbackend = \"sim\"\nsimulator = true\n",
+        );
+        assert_eq!(e.key, "device[0].simulator");
+        let ok = parse("a.toml", "[[device]]\nid = \"x\"\nkind = \"analog_crossbar\"\nbackend = \"plugin\"\n[device.plugin]\ncommand = \"/usr/bin/xbar-tool\"\nread = [\"read\"]\n");
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -1,0 +1,87 @@
+//! Hardware backends configured in the agent's TOML, end to end through the real binaries:
+//! a vendor-tool plugin device, and the SCPI bench the `--simulate` default talks to.
+
+use std::os::unix::fs::PermissionsExt;
+
+use health_e2e::Agent;
+
+/// A vendor tool as a site would write one: JSON readings on stdout, exit 0.
+const TOOL: &str = r#"#!/bin/sh
+case "$1" in
+  read) echo '{"version":1,"identity":{"vendor":"Acme","model":"XB-9","serial":"42","firmware":"1.2"},"readings":[{"sensor":"die","quantity":"temperature_celsius","value":51.5},{"sensor":"card","quantity":"power_watts","value":7.25}]}' ;;
+  reset) echo '{"version":1,"message":"reset done"}' ;;
+  *) echo "unknown operation $1" >&2; exit 2 ;;
+esac
+"#;
+
+#[test]
+fn a_plugin_device_reports_its_readings_and_resets_through_its_tool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tool = dir.path().join("xbar-tool");
+    std::fs::write(&tool, TOOL).expect("write tool");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cfg = format!(
+        "[[device]]\nid = \"xbar-7\"\nkind = \"analog_crossbar\"\nbackend = \"plugin\"\n[device.plugin]\ncommand = \"{}\"\nread = [\"read\"]\nreset_soft = [\"reset\"]\n",
+        tool.display()
+    );
+    let agent = Agent::with_config(&cfg, &["--node", "e2e-plugin"]);
+    let mut json = String::new();
+    for _ in 0..100 {
+        json = String::from_utf8_lossy(&agent.ctl(&["--json", "device", "xbar-7"]).stdout)
+            .into_owned();
+        if json.contains("\"value\":51.5") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        json.contains("\"value\":51.5") && json.contains("\"value\":7.25"),
+        "{json}"
+    );
+    assert!(
+        json.contains("\"model\":\"XB-9\"") && json.contains("\"backend\":\"plugin\""),
+        "{json}"
+    );
+    let out = agent.ctl(&["reset-device", "xbar-7", "--soft"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = agent.ctl(&["reset-device", "xbar-7", "--hard"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no reset_hard operation configured"
+    );
+}
+
+#[test]
+fn the_simulate_default_reads_the_photonic_bench_over_scpi() {
+    let agent = Agent::simulate(&["--node", "e2e-scpi"]);
+    let mut json = String::new();
+    for _ in 0..100 {
+        json = String::from_utf8_lossy(&agent.ctl(&["--json", "device", "photonic-0"]).stdout)
+            .into_owned();
+        if json.contains("optical_power_watts") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(json.contains("\"backend\":\"scpi\""), "{json}");
+    assert!(
+        json.contains("optical_power_watts") && json.contains("setpoint_celsius"),
+        "{json}"
+    );
+    assert!(
+        json.contains("127.0.0.1:"),
+        "location is the loopback instrument: {json}"
+    );
+    // A thermal recalibration through the real client settles on the simulated TEC.
+    let out = agent.ctl(&["calibrate", "photonic-0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
