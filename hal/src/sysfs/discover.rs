@@ -44,7 +44,10 @@ pub fn discover_pci(root: &Path, vendor: u16, device: Option<u16>) -> Vec<String
             .ok()
             .and_then(|s| parse_hex_u32(&path, &s).ok())
     };
-    entries(&base)
+    let mut addrs = entries(&base);
+    // Fixed-width hex addresses sort correctly as text (a natural sort would not: 0a < 10).
+    addrs.sort();
+    addrs
         .into_iter()
         .filter(|addr| {
             let dir = base.join(addr);

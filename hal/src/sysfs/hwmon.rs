@@ -170,6 +170,10 @@ pub struct Hwmon {
     select: ChipSelect,
     /// Directories searched for `hwmonN` entries, in order.
     bases: Vec<PathBuf>,
+    /// The base the chip was first found under. Later searches keep to it: once the chip was
+    /// found under its PCI function, a same-named chip elsewhere is another card's, and must
+    /// not stand in for this one while it is gone.
+    found_under: Mutex<Option<usize>>,
     labels: Option<Vec<String>>,
     cap_sensor: Option<u32>,
     chip: Mutex<Option<Chip>>,
@@ -193,6 +197,7 @@ impl Hwmon {
             reader,
             select,
             bases,
+            found_under: Mutex::new(None),
             labels,
             cap_sensor,
             chip: Mutex::new(None),
@@ -251,21 +256,23 @@ impl Hwmon {
             ChipSelect::Dir(d) => d.clone(),
             ChipSelect::Name(name) => {
                 let mut found = None;
-                for base in &self.bases {
+                let mut searched = Vec::new();
+                let pinned = *self.found_under.lock().unwrap_or_else(|e| e.into_inner());
+                for (i, base) in self.bases.iter().enumerate() {
+                    if pinned.is_some_and(|p| p != i) {
+                        continue;
+                    }
+                    searched.push(self.reader.path(base).display().to_string());
                     found = self
                         .reader
                         .find_dir_by_attr(base, "hwmon", "name", name)
                         .await?;
                     if found.is_some() {
+                        *self.found_under.lock().unwrap_or_else(|e| e.into_inner()) = Some(i);
                         break;
                     }
                 }
                 found.ok_or_else(|| {
-                    let searched: Vec<String> = self
-                        .bases
-                        .iter()
-                        .map(|b| self.reader.path(b).display().to_string())
-                        .collect();
                     HalError::Vanished(format!(
                         "no hwmon chip named {name:?} under {}",
                         searched.join(" or ")
