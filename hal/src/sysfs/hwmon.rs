@@ -163,6 +163,10 @@ struct Chip {
     missing_labels: Vec<String>,
     /// `power<cap_sensor>_cap`, if the chip has it, and whether it has a write bit.
     cap: Option<(String, bool)>,
+    /// Every label and limit could be read. A chip found while some could not (a label file
+    /// on a blocked driver) is used for this read but not kept, so that sensor names do not
+    /// stay wrong.
+    complete: bool,
 }
 
 pub struct Hwmon {
@@ -281,7 +285,9 @@ impl Hwmon {
             }
         };
         let chip = self.scan(dir).await?;
-        *self.cached() = Some(chip.clone());
+        if chip.complete {
+            *self.cached() = Some(chip.clone());
+        }
         Ok(chip)
     }
 
@@ -323,10 +329,12 @@ impl Hwmon {
                 }
             }
         }
+        let extra_results = self.reader.read_many(extra.clone()).await;
+        let complete = extra_results.iter().all(Result::is_ok);
         let extra_values: BTreeMap<PathBuf, String> = extra
             .iter()
             .cloned()
-            .zip(self.reader.read_many(extra.clone()).await)
+            .zip(extra_results)
             .filter_map(|(p, v)| Some((p, v.ok()?.trim().to_string())))
             .collect();
         let mut sensors = Vec::new();
@@ -371,7 +379,13 @@ impl Hwmon {
             Some(k) => {
                 let file = format!("power{k}_cap");
                 if names.contains(&file) {
-                    let writable = self.reader.is_writable(dir.join(&file)).await?;
+                    // Unknown counts as not writable: the capability is only advertised
+                    // when it is sure.
+                    let writable = self
+                        .reader
+                        .is_writable(dir.join(&file))
+                        .await
+                        .unwrap_or(false);
                     Some((file, writable))
                 } else {
                     None
@@ -384,6 +398,7 @@ impl Hwmon {
             sensors,
             missing_labels,
             cap,
+            complete,
         })
     }
 

@@ -298,6 +298,16 @@ impl PciFunction {
                 Err(e) => report.errors.push(e),
             }
         }
+        // A file vanishing under us usually means the whole function went: say that. Checked
+        // before anything below updates state, so a call dropped here changes nothing.
+        if report
+            .errors
+            .iter()
+            .any(|e| matches!(e, HalError::Vanished(_)))
+            && !self.reader.exists(&dir).await.unwrap_or(true)
+        {
+            return Err(self.gone());
+        }
         let path = |f: &str| self.reader.path(dir.join(f));
 
         // Identity.
@@ -405,14 +415,6 @@ impl PciFunction {
             }
         }
 
-        if report
-            .errors
-            .iter()
-            .any(|e| matches!(e, HalError::Vanished(_)))
-            && !self.reader.exists(&dir).await.unwrap_or(true)
-        {
-            return Err(self.gone());
-        }
         finish(report, wanted.len())
     }
 
