@@ -1,1 +1,27 @@
-//! Linux sysfs backend: hwmon, thermal zones, power supplies, powercap, PCI. Under construction.
+//! Linux sysfs backend: hwmon chips, thermal zones, power supplies, RAPL powercap zones and
+//! PCI functions, read as plain files under a root (`/sys`, or a fixture tree in tests).
+//!
+//! - [`read`]: [`SysfsReader`], the only code that touches files: one bounded read or write
+//!   per call, on a blocking thread, under a per-file deadline, with stuck files remembered.
+//! - [`hwmon`], [`thermal`], [`power_supply`], [`powercap`], [`pci`]: one source each.
+//! - [`device`]: [`SysfsSources`] (the sources of one device, reusable by other backends such
+//!   as Loihi 2) and [`SysfsDevice`] (the [`crate::Device`] for any kind of card).
+//! - [`config`]: [`SysfsConfig`] and its validation.
+//! - [`discover`]: enumerate chips and PCI functions by rule.
+
+pub mod config;
+pub mod device;
+pub mod discover;
+pub mod hwmon;
+pub mod pci;
+pub mod power_supply;
+pub mod powercap;
+pub mod read;
+pub mod source;
+pub mod thermal;
+
+pub use config::SysfsConfig;
+pub use device::{SysfsDevice, SysfsSources};
+pub use discover::{discover_hwmon, discover_pci};
+pub use read::SysfsReader;
+pub use source::SourceReport;
