@@ -12,15 +12,17 @@
 //! - the site's vendor tool for reset and calibration: a [`crate::plugin::VendorTool`] from
 //!   [`Loihi2Config::vendor`].
 //!
-//! [`config`] holds [`Loihi2Config`]. The composed `Device` (sysfs sample + host checks +
-//! vendor actions) is assembled where the sysfs backend is available.
+//! [`config`] holds [`Loihi2Config`]; [`host`] composes the `Device` ([`Loihi2Host`]): sysfs
+//! sample + host checks + vendor actions.
 
 pub mod checks;
 pub mod config;
+pub mod host;
 pub mod reachability;
 pub mod slurm;
 
 pub use checks::{host_checks, HostChecks};
 pub use config::Loihi2Config;
+pub use host::Loihi2Host;
 pub use reachability::{board_reachable, Reachability};
 pub use slurm::{node_state, parse_sinfo, parse_state, BaseState, NodeState, StateFlag};
