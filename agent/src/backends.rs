@@ -10,9 +10,11 @@ use std::any::Any;
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Context;
+use health_hal::loihi::Loihi2Host;
 use health_hal::plugin::PluginDevice;
 use health_hal::scpi::{PhotonicBench, ScpiBenchSimulator, ScpiSimOptions};
 use health_hal::sim::SimDevice;
+use health_hal::sysfs::SysfsDevice;
 use health_hal::Device;
 
 use crate::config::{Backend, DeviceConfig};
@@ -25,7 +27,7 @@ pub struct Built {
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-pub async fn build(cfg: &DeviceConfig) -> anyhow::Result<Built> {
+pub async fn build(cfg: &DeviceConfig, sysfs_root: &std::path::Path) -> anyhow::Result<Built> {
     let id = cfg.id.as_str();
     Ok(match &cfg.backend {
         Backend::Sim(options) => Built {
@@ -48,6 +50,20 @@ pub async fn build(cfg: &DeviceConfig) -> anyhow::Result<Built> {
                 keep_alive: Some(Box::new(sim)),
             }
         }
+        Backend::Sysfs(sysfs) => Built {
+            device: Box::new(
+                SysfsDevice::new(id, cfg.kind, sysfs.clone())
+                    .with_context(|| format!("{id}: sysfs"))?,
+            ),
+            keep_alive: None,
+        },
+        Backend::Loihi2(loihi) => Built {
+            device: Box::new(
+                Loihi2Host::new(id, loihi.clone(), sysfs_root.to_path_buf())
+                    .with_context(|| format!("{id}: Loihi 2 host"))?,
+            ),
+            keep_alive: None,
+        },
         Backend::Plugin(plugin) => Built {
             device: Box::new(
                 PluginDevice::new(id, cfg.kind, plugin.clone())

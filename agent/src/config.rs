@@ -11,9 +11,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use health_hal::loihi::Loihi2Config;
 use health_hal::plugin::PluginConfig;
 use health_hal::scpi::ScpiBenchConfig;
 use health_hal::sim::SimOptions;
+use health_hal::sysfs::SysfsConfig;
 use health_hal::{DeviceKind, Limits};
 use serde::Deserialize;
 
@@ -51,9 +53,12 @@ pub struct AgentConfig {
     pub report_interval: Duration,
     pub collector: Option<String>,
     pub max_message_bytes: usize,
+    /// Where sysfs is mounted for the Loihi 2 backend's sensors (tests use a fixture tree).
+    pub sysfs_root: PathBuf,
     pub uplink: UplinkConfig,
     pub host: HostConfig,
     pub devices: Vec<DeviceConfig>,
+    pub discover: Vec<DiscoveryRule>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +96,41 @@ pub struct DeviceConfig {
     pub simulator: bool,
 }
 
+/// A `[[discover]]` rule (see `discovery.rs`).
+#[derive(Debug, Clone)]
+pub struct DiscoveryRule {
+    pub kind: DeviceKind,
+    pub id_prefix: String,
+    pub matches: DiscoveryMatch,
+    /// Template for the sysfs keys of every device found (root, deadline_ms, ...).
+    pub sysfs: SysfsConfig,
+    pub poll_interval: Duration,
+    pub deadline: Duration,
+    pub action_deadline: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiscoveryMatch {
+    Pci { vendor: u16, device: Option<u16> },
+    Hwmon { name: String },
+}
+
+impl DiscoveryRule {
+    pub fn describe(&self) -> String {
+        match &self.matches {
+            DiscoveryMatch::Pci {
+                vendor,
+                device: Some(d),
+            } => format!("pci {vendor:04x}:{d:04x}"),
+            DiscoveryMatch::Pci {
+                vendor,
+                device: None,
+            } => format!("pci {vendor:04x}"),
+            DiscoveryMatch::Hwmon { name } => format!("hwmon {name:?}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Backend {
     /// The in-process simulated device (`[device.sim]`).
@@ -99,6 +139,11 @@ pub enum Backend {
     Scpi(ScpiBenchConfig),
     /// A site's vendor tool run as a bounded command (`[device.plugin]`).
     Plugin(PluginConfig),
+    /// Linux sysfs: hwmon, thermal zones, power supplies, powercap, a PCI function
+    /// (`[device.sysfs]`).
+    Sysfs(SysfsConfig),
+    /// A Loihi 2 board as its host exposes it (`[device.loihi2]`).
+    Loihi2(Loihi2Config),
 }
 
 impl Backend {
@@ -107,12 +152,14 @@ impl Backend {
             Backend::Sim(_) => "sim",
             Backend::Scpi(_) => "scpi",
             Backend::Plugin(_) => "plugin",
+            Backend::Sysfs(_) => "sysfs",
+            Backend::Loihi2(_) => "loihi2",
         }
     }
 }
 
 /// Backend names, for error messages.
-const BACKENDS: &str = "\"sim\", \"scpi\", \"plugin\"";
+const BACKENDS: &str = "\"sim\", \"scpi\", \"plugin\", \"sysfs\", \"loihi2\"";
 
 // ---- raw, as written in the file ----
 
@@ -125,12 +172,31 @@ struct RawConfig {
     report_interval: Option<String>,
     collector: Option<String>,
     max_message_bytes: Option<u64>,
+    sysfs_root: Option<PathBuf>,
     #[serde(default)]
     uplink: RawUplink,
     #[serde(default)]
     host: RawHost,
     #[serde(default)]
     device: Vec<RawDevice>,
+    #[serde(default)]
+    discover: Vec<RawDiscover>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscover {
+    kind: DeviceKind,
+    id_prefix: String,
+    /// `"vendor"` or `"vendor:device"`, hex (`"1e52:0001"`).
+    pci: Option<String>,
+    /// hwmon chip name.
+    hwmon: Option<String>,
+    poll_interval: Option<String>,
+    deadline: Option<String>,
+    action_deadline: Option<String>,
+    #[serde(default)]
+    sysfs: Option<SysfsConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +239,8 @@ struct RawDevice {
     sim: Option<RawSim>,
     scpi: Option<ScpiBenchConfig>,
     plugin: Option<PluginConfig>,
+    sysfs: Option<SysfsConfig>,
+    loihi2: Option<Loihi2Config>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -333,6 +401,8 @@ fn backend(c: &Check<'_>, i: usize, d: &RawDevice) -> Result<Backend, ConfigErro
         ("sim", d.sim.is_some()),
         ("scpi", d.scpi.is_some()),
         ("plugin", d.plugin.is_some()),
+        ("sysfs", d.sysfs.is_some()),
+        ("loihi2", d.loihi2.is_some()),
     ];
     for (name, present) in tables {
         if present && name != d.backend {
@@ -404,6 +474,25 @@ fn backend(c: &Check<'_>, i: usize, d: &RawDevice) -> Result<Backend, ConfigErro
             };
             helper("plugin", cfg.validate())?;
             Backend::Plugin(cfg.clone())
+        }
+        "sysfs" => {
+            let Some(cfg) = &d.sysfs else {
+                return c.fail(&k("sysfs"), "expected a [device.sysfs] table naming at least one source (hwmon, thermal_zone, power_supply, powercap, pci)".into());
+            };
+            helper("sysfs", cfg.validate())?;
+            Backend::Sysfs(cfg.clone())
+        }
+        "loihi2" => {
+            kinds_ok(&[DeviceKind::Loihi2])?;
+            let Some(cfg) = &d.loihi2 else {
+                return c.fail(
+                    &k("loihi2"),
+                    "expected a [device.loihi2] table with at least board_host = \"host:port\""
+                        .into(),
+                );
+            };
+            helper("loihi2", cfg.validate())?;
+            Backend::Loihi2(cfg.clone())
         }
         other => {
             return c.fail(
@@ -692,7 +781,100 @@ impl RawConfig {
             });
         }
 
+        let sysfs_root = match self.sysfs_root {
+            Some(p) if !p.is_absolute() => {
+                return c.fail(
+                    "sysfs_root",
+                    format!(
+                        "expected an absolute path, found {:?}",
+                        p.display().to_string()
+                    ),
+                )
+            }
+            Some(p) => p,
+            None => PathBuf::from("/sys"),
+        };
+        let mut discover = Vec::with_capacity(self.discover.len());
+        for (i, r) in self.discover.into_iter().enumerate() {
+            let k = |name: &str| format!("discover[{i}].{name}");
+            if r.id_prefix.is_empty()
+                || r.id_prefix.len() > 48
+                || !r
+                    .id_prefix
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            {
+                return c.fail(
+                    &k("id_prefix"),
+                    format!(
+                        "expected 1-48 characters of [A-Za-z0-9._-], found {:?}",
+                        r.id_prefix
+                    ),
+                );
+            }
+            let hex = |s: &str| u16::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+            let matches = match (&r.pci, &r.hwmon) {
+                (Some(p), None) => {
+                    let (v, d) = match p.split_once(':') {
+                        Some((v, d)) => (hex(v), Some(hex(d))),
+                        None => (hex(p), None),
+                    };
+                    match (v, d) {
+                        (Some(vendor), None) => DiscoveryMatch::Pci { vendor, device: None },
+                        (Some(vendor), Some(Some(device))) => DiscoveryMatch::Pci { vendor, device: Some(device) },
+                        _ => return c.fail(&k("pci"), format!("expected \"vendor\" or \"vendor:device\" in hex, e.g. \"1e52:0001\", found {p:?}")),
+                    }
+                }
+                (None, Some(name)) if !name.is_empty() && !name.contains('/') => {
+                    DiscoveryMatch::Hwmon { name: name.clone() }
+                }
+                (None, Some(name)) => {
+                    return c.fail(
+                        &k("hwmon"),
+                        format!("expected a hwmon chip name, found {name:?}"),
+                    )
+                }
+                _ => return c.fail(&k("pci"), "expected exactly one of pci or hwmon".into()),
+            };
+            let sysfs = r.sysfs.unwrap_or_default();
+            if sysfs.pci.is_some() || sysfs.hwmon.is_some() {
+                return c.fail(
+                    &k("sysfs"),
+                    "pci and hwmon are filled in by discovery: remove them from the template"
+                        .into(),
+                );
+            }
+            discover.push(DiscoveryRule {
+                kind: r.kind,
+                id_prefix: r.id_prefix,
+                matches,
+                sysfs,
+                poll_interval: c.duration(
+                    &k("poll_interval"),
+                    r.poll_interval.as_deref(),
+                    secs(1),
+                    ms(50),
+                    secs(3600),
+                )?,
+                deadline: c.duration(
+                    &k("deadline"),
+                    r.deadline.as_deref(),
+                    secs(2),
+                    ms(10),
+                    secs(300),
+                )?,
+                action_deadline: c.duration(
+                    &k("action_deadline"),
+                    r.action_deadline.as_deref(),
+                    secs(60),
+                    ms(100),
+                    secs(3600),
+                )?,
+            });
+        }
         Ok(AgentConfig {
+            discover,
+            sysfs_root,
             node,
             socket,
             tcp_listen,

@@ -30,8 +30,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut handles = Vec::new();
     // Simulators started for `simulator = true` devices live as long as the daemon.
     let mut keep_alive = Vec::new();
-    for d in &cfg.devices {
-        let built = backends::build(d).await?;
+    let discovered = crate::discovery::expand(&cfg.discover, &cfg.devices);
+    for d in cfg.devices.iter().chain(&discovered) {
+        let built = backends::build(d, &cfg.sysfs_root).await?;
         keep_alive.extend(built.keep_alive);
         let (h, task) = supervisor::spawn(d.clone(), built.device, cancel.clone());
         handles.push(h);
@@ -83,7 +84,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(
         node = %cfg.node, boot_id = %node.boot_id, socket = %cfg.socket.display(),
-        tcp = ?cfg.tcp_listen, collector = ?cfg.collector, devices = cfg.devices.len(),
+        tcp = ?cfg.tcp_listen, collector = ?cfg.collector, devices = cfg.devices.len() + discovered.len(),
         "health-agent running"
     );
 
@@ -117,6 +118,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let longest = cfg
         .devices
         .iter()
+        .chain(&discovered)
         .map(|d| d.action_deadline + d.deadline)
         .max()
         .unwrap_or_default();

@@ -10,6 +10,7 @@ pub mod backends;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod discovery;
 pub mod grpc;
 pub mod host;
 pub mod node;

@@ -85,3 +85,64 @@ fn the_simulate_default_reads_the_photonic_bench_over_scpi() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn write(root: &std::path::Path, rel: &str, content: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, content).expect("write fixture");
+}
+
+#[test]
+fn a_loihi2_host_and_a_discovered_pci_card_from_a_sysfs_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = dir.path().join("sys");
+    // What `sensors | grep -A5 loihi` and /sys/class/power_supply/loihi2 read on a Loihi 2 host.
+    write(&sys, "class/hwmon/hwmon3/name", "loihi2\n");
+    write(&sys, "class/hwmon/hwmon3/temp1_input", "61250\n");
+    write(&sys, "class/hwmon/hwmon3/temp1_label", "chip\n");
+    write(&sys, "class/power_supply/loihi2/energy_now", "1000000\n");
+    // An analog crossbar PCIe card whose link trained at half width.
+    let card = "bus/pci/devices/0000:03:00.0";
+    write(&sys, &format!("{card}/vendor"), "0x1e52\n");
+    write(&sys, &format!("{card}/device"), "0x0001\n");
+    write(&sys, &format!("{card}/class"), "0x120000\n");
+    write(
+        &sys,
+        &format!("{card}/current_link_speed"),
+        "16.0 GT/s PCIe\n",
+    );
+    write(&sys, &format!("{card}/max_link_speed"), "16.0 GT/s PCIe\n");
+    write(&sys, &format!("{card}/current_link_width"), "8\n");
+    write(&sys, &format!("{card}/max_link_width"), "16\n");
+    // nx_driver_server's port on the board host.
+    let board = std::net::TcpListener::bind("127.0.0.1:0").expect("bind board host");
+    let cfg = format!(
+        "sysfs_root = \"{root}\"\n\
+         [[device]]\nid = \"loihi-0\"\nkind = \"loihi2\"\nbackend = \"loihi2\"\n\
+         [device.loihi2]\nboard_host = \"{board}\"\nhwmon = \"loihi2\"\npower_supply = \"loihi2\"\n\
+         [[discover]]\nkind = \"analog_crossbar\"\nid_prefix = \"xbar-\"\npci = \"1e52:0001\"\n\
+         [discover.sysfs]\nroot = \"{root}\"\n",
+        root = sys.display(),
+        board = board.local_addr().expect("addr"),
+    );
+    let agent = Agent::with_config(&cfg, &["--node", "e2e-sysfs"]);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = String::from_utf8_lossy(&agent.ctl(&["devices"]).stdout).into_owned();
+        if text.contains("61.2") && text.contains("LINK_DEGRADED") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(text.contains("loihi-0") && text.contains("61.2"), "{text}");
+    assert!(
+        text.contains("xbar-0") && text.contains("LINK_DEGRADED"),
+        "{text}"
+    );
+    let json =
+        String::from_utf8_lossy(&agent.ctl(&["--json", "device", "xbar-0"]).stdout).into_owned();
+    assert!(
+        json.contains("\"backend\":\"sysfs\"") && json.contains("0000:03:00.0"),
+        "{json}"
+    );
+}
