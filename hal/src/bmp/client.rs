@@ -340,3 +340,41 @@ impl BmpClient {
             .map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bmp::sim::{BmpSimOptions, BmpSimulator};
+
+    #[tokio::test]
+    async fn seq_numbers_wrap_and_requests_keep_matching() {
+        let (sim, task) =
+            BmpSimulator::start("127.0.0.1:0".parse().unwrap(), BmpSimOptions::default())
+                .await
+                .unwrap();
+        let c = BmpClient::new(sim.local_addr(), ClientOptions::default());
+        c.next_seq.store(0xFFFE, Ordering::Relaxed);
+        for _ in 0..4 {
+            c.adc(0).await.unwrap();
+        }
+        assert_eq!(c.next_seq.load(Ordering::Relaxed), 2);
+        assert_eq!(c.stats().retries, 0);
+        task.abort();
+    }
+
+    #[test]
+    fn power_on_is_never_retried() {
+        let o = ClientOptions {
+            attempts: 0,
+            ..ClientOptions::default()
+        };
+        assert_eq!(o.policy().attempts, 1);
+        assert_eq!(
+            o.power_on_policy(),
+            RetryPolicy {
+                timeout: Duration::from_secs(10),
+                attempts: 1
+            }
+        );
+    }
+}
