@@ -10,6 +10,7 @@ use std::any::Any;
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Context;
+use health_hal::bmp::{BmpBoard, BmpSimOptions, BmpSimulator};
 use health_hal::loihi::Loihi2Host;
 use health_hal::plugin::PluginDevice;
 use health_hal::scpi::{PhotonicBench, ScpiBenchSimulator, ScpiSimOptions};
@@ -32,6 +33,24 @@ pub async fn build(cfg: &DeviceConfig, sysfs_root: &std::path::Path) -> anyhow::
     Ok(match &cfg.backend {
         Backend::Sim(options) => Built {
             device: Box::new(SimDevice::new(id, cfg.kind, options.clone())),
+            keep_alive: None,
+        },
+        Backend::Bmp(bmp) if cfg.simulator => {
+            let (sim, task) = BmpSimulator::start((LOOPBACK, 0).into(), BmpSimOptions::default())
+                .await
+                .with_context(|| format!("{id}: starting the BMP simulator"))?;
+            let mut bmp = bmp.clone();
+            bmp.address = sim.local_addr().to_string();
+            let device = BmpBoard::new(id, &bmp)
+                .with_context(|| format!("{id}: BMP board"))?
+                .with_fault_injector(sim.faults());
+            Built {
+                device: Box::new(device),
+                keep_alive: Some(Box::new(BmpSimGuard(sim, task))),
+            }
+        }
+        Backend::Bmp(bmp) => Built {
+            device: Box::new(BmpBoard::new(id, bmp).with_context(|| format!("{id}: BMP board"))?),
             keep_alive: None,
         },
         Backend::Scpi(bench) if cfg.simulator => {
@@ -79,4 +98,14 @@ pub async fn build(cfg: &DeviceConfig, sysfs_root: &std::path::Path) -> anyhow::
             keep_alive: None,
         },
     })
+}
+
+/// Stops the BMP simulator when the agent lets go of it (dropping its handle alone does not).
+struct BmpSimGuard(BmpSimulator, tokio::task::JoinHandle<()>);
+
+impl Drop for BmpSimGuard {
+    fn drop(&mut self) {
+        self.0.stop();
+        self.1.abort();
+    }
 }

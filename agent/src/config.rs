@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use health_hal::bmp::{BmpBoard, BmpConfig};
 use health_hal::loihi::Loihi2Config;
 use health_hal::plugin::PluginConfig;
 use health_hal::scpi::ScpiBenchConfig;
@@ -135,6 +136,8 @@ impl DiscoveryRule {
 pub enum Backend {
     /// The in-process simulated device (`[device.sim]`).
     Sim(SimOptions),
+    /// A SpiNNaker board behind its BMP, over UDP (`[device.bmp]`).
+    Bmp(BmpConfig),
     /// A photonic bench of SCPI instruments over TCP (`[device.scpi]`).
     Scpi(ScpiBenchConfig),
     /// A site's vendor tool run as a bounded command (`[device.plugin]`).
@@ -150,6 +153,7 @@ impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Sim(_) => "sim",
+            Backend::Bmp(_) => "bmp",
             Backend::Scpi(_) => "scpi",
             Backend::Plugin(_) => "plugin",
             Backend::Sysfs(_) => "sysfs",
@@ -159,7 +163,7 @@ impl Backend {
 }
 
 /// Backend names, for error messages.
-const BACKENDS: &str = "\"sim\", \"scpi\", \"plugin\", \"sysfs\", \"loihi2\"";
+const BACKENDS: &str = "\"sim\", \"bmp\", \"scpi\", \"plugin\", \"sysfs\", \"loihi2\"";
 
 // ---- raw, as written in the file ----
 
@@ -237,6 +241,7 @@ struct RawDevice {
     #[serde(default)]
     simulator: bool,
     sim: Option<RawSim>,
+    bmp: Option<BmpConfig>,
     scpi: Option<ScpiBenchConfig>,
     plugin: Option<PluginConfig>,
     sysfs: Option<SysfsConfig>,
@@ -399,6 +404,7 @@ fn backend(c: &Check<'_>, i: usize, d: &RawDevice) -> Result<Backend, ConfigErro
     let k = |name: &str| format!("device[{i}].{name}");
     let tables = [
         ("sim", d.sim.is_some()),
+        ("bmp", d.bmp.is_some()),
         ("scpi", d.scpi.is_some()),
         ("plugin", d.plugin.is_some()),
         ("sysfs", d.sysfs.is_some()),
@@ -448,6 +454,23 @@ fn backend(c: &Check<'_>, i: usize, d: &RawDevice) -> Result<Backend, ConfigErro
                 reset_failure_probability: p,
                 seed: s.and_then(|s| s.seed),
             })
+        }
+        "bmp" => {
+            kinds_ok(&[DeviceKind::Spinnaker])?;
+            let cfg = match (&d.bmp, d.simulator) {
+                (Some(cfg), _) => cfg.clone(),
+                // The address is the simulator's, filled in when it starts.
+                (None, true) => BmpConfig::new("127.0.0.1:17893", 0),
+                (None, false) => {
+                    return c.fail(
+                        &k("bmp"),
+                        "expected a [device.bmp] table with at least address = \"ip[:port]\""
+                            .into(),
+                    )
+                }
+            };
+            helper("bmp", cfg.validate())?;
+            Backend::Bmp(cfg)
         }
         "scpi" => {
             kinds_ok(&[DeviceKind::Photonic])?;
@@ -501,7 +524,7 @@ fn backend(c: &Check<'_>, i: usize, d: &RawDevice) -> Result<Backend, ConfigErro
             )
         }
     };
-    if d.simulator && !matches!(backend, Backend::Scpi(_)) {
+    if d.simulator && !matches!(backend, Backend::Scpi(_) | Backend::Bmp(_)) {
         return c.fail(
             &k("simulator"),
             format!(
@@ -755,6 +778,23 @@ impl RawConfig {
                     secs(365 * 86400),
                 )?);
             }
+            if let Backend::Bmp(b) = &backend {
+                // A power cycle cut off between off and on leaves the board dark: the action
+                // deadline must cover the worst case (off, wait, slow power-on, verify).
+                let worst = BmpBoard::new(&d.id, b)
+                    .map(|board| board.worst_case_action())
+                    .unwrap_or_default();
+                if action_deadline < worst {
+                    return c.fail(
+                        &k("action_deadline"),
+                        format!(
+                            "expected at least {} for this BMP's power cycle, found {}",
+                            humantime::format_duration(worst),
+                            humantime::format_duration(action_deadline)
+                        ),
+                    );
+                }
+            }
             if let Backend::Scpi(b) = &backend {
                 // A calibration that may settle longer than the action deadline would be cut
                 // off by the agent half-way: say so now, not at 3 a.m.
@@ -950,8 +990,12 @@ mod tests {
         let dev = "[[device]]\nid = \"a\"\nkind = \"loihi2\"\nbackend = \"sim\"\n";
         let e = parse_err(&format!("{dev}{dev}"));
         assert_eq!(e.key, "device[1].id");
-        let e = parse_err("[[device]]\nid = \"a\"\nkind = \"loihi2\"\nbackend = \"bmp\"\n");
+        let e = parse_err("[[device]]\nid = \"a\"\nkind = \"loihi2\"\nbackend = \"nvml\"\n");
         assert_eq!(e.key, "device[0].backend");
+        assert!(e.message.contains("\"bmp\""), "lists the backends: {e}");
+        // A BMP board's power cycle must fit in its action deadline.
+        let e = parse_err("[[device]]\nid = \"s\"\nkind = \"spinnaker\"\nbackend = \"bmp\"\naction_deadline = \"2s\"\n[device.bmp]\naddress = \"10.0.0.2\"\n");
+        assert_eq!(e.key, "device[0].action_deadline");
     }
 
     #[test]

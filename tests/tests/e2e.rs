@@ -72,10 +72,17 @@ async fn collector_shows_all_four_devices_with_temperature_and_power_within_5s()
         Duration::from_secs(5),
         || async {
             let devs = fleet_devices(&collector, "e2e-four").await;
+            // Every device reports temperatures and power; the SpiNNaker board's BMP has no
+            // power measurement (its ADC reads rail voltages only), so for it the rails stand in.
             let complete = devs.len() == 4
                 && devs.iter().filter_map(|f| f.device.as_ref()).all(|d| {
-                    has_reading(d, pb::Quantity::TemperatureCelsius)
-                        && has_reading(d, pb::Quantity::PowerWatts)
+                    let bmp = d.identity.as_ref().is_some_and(|i| i.backend == "bmp");
+                    let power = if bmp {
+                        pb::Quantity::VoltageVolts
+                    } else {
+                        pb::Quantity::PowerWatts
+                    };
+                    has_reading(d, pb::Quantity::TemperatureCelsius) && has_reading(d, power)
                 });
             complete.then_some(devs)
         },
