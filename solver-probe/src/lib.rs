@@ -1,8 +1,20 @@
-//! Solver probe: matrix readers, conditioning and convergence analysis of the PDE systems the
-//! analog solvers on these hosts are given.
+//! Solver probe: matrix readers, structure and conditioning analysis, Krylov solvers and
+//! preconditioners for the PDE systems the analog solvers on these hosts are given.
 //!
-//! This crate is a workspace member only. Its content (readers, estimators, Krylov solvers,
-//! reports and the `solver-probe` CLI) is specified by its own issue; until then it exports
-//! nothing, so that nothing can call a probe that does not exist.
+//! The common currency is a square sparse matrix in CSR form (`sprs::CsMat<f64>`).
 //!
-//! **Architecture Invariant:** synchronous, pure computation plus file readers: no tokio, no gRPC.
+//! - [`read`]: `.npy` (dense), `.npz` (SciPy sparse), Matrix Market `.mtx`, with errors that
+//!   name the file and what is wrong, and a memory budget checked before allocating.
+//! - [`structure`]: symmetry, diagonal dominance, bandwidth, Gershgorin bounds, likely SPD.
+//! - [`krylov`] and [`precond`]: CG, GMRES(m), BiCGSTAB; none, Jacobi, ILU(0), IC(0); each run
+//!   ends with a PETSc-style [`krylov::ConvergedReason`].
+//! - [`cond`]: condition number estimates, naming their method and confidence.
+//!
+//! **Architecture Invariant:** synchronous, pure computation plus file readers: no tokio, no
+//! gRPC. The agent runs it on a blocking pool under a time and size budget.
+
+pub mod cond;
+pub mod krylov;
+pub mod precond;
+pub mod read;
+pub mod structure;

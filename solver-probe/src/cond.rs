@@ -1,0 +1,1 @@
+//! Condition number estimation. Under construction.

@@ -1,0 +1,1 @@
+//! Krylov solvers. Under construction.

@@ -1,0 +1,1 @@
+//! Matrix file readers. Under construction.

@@ -1,0 +1,1 @@
+//! Matrix structure analysis. Under construction.
