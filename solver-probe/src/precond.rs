@@ -23,7 +23,9 @@ pub enum PrecondError {
     #[error("ILU(0): zero or non-finite pivot {value} in row {row}")]
     ZeroPivot { row: usize, value: f64 },
     /// IC(0) met a non-positive pivot: the matrix is not SPD (or IC(0) breaks down on it).
-    #[error("IC(0): non-positive pivot {value} in row {row} (matrix not SPD or IC(0) breaks down)")]
+    #[error(
+        "IC(0): non-positive pivot {value} in row {row} (matrix not SPD or IC(0) breaks down)"
+    )]
     NonPositivePivot { row: usize, value: f64 },
     /// The matrix is not a square CSR matrix.
     #[error("preconditioner needs a square CSR matrix: {0}")]

@@ -381,11 +381,13 @@ fn reason_stagnated() {
         // Full GMRES (restart ≥ n) solves it in n steps.
         let full = gmres(&a, &b, None, &Identity, &SolveOptions::default()).unwrap();
         assert!(full.reason.is_converged(), "{full:?}");
-        assert!(rel_err(&full.x, &{
-            let mut x = vec![0.0; n];
-            x[n - 1] = 1.0;
-            x
-        }) < 1e-12);
+        assert!(
+            rel_err(&full.x, &{
+                let mut x = vec![0.0; n];
+                x[n - 1] = 1.0;
+                x
+            }) < 1e-12
+        );
     }
 }
 
@@ -397,7 +399,10 @@ fn reasons_serialize_with_petsc_names() {
         (ConvergedReason::DivergedIts, "DIVERGED_ITS"),
         (ConvergedReason::DivergedDtol, "DIVERGED_DTOL"),
         (ConvergedReason::DivergedBreakdown, "DIVERGED_BREAKDOWN"),
-        (ConvergedReason::DivergedIndefinitePc, "DIVERGED_INDEFINITE_PC"),
+        (
+            ConvergedReason::DivergedIndefinitePc,
+            "DIVERGED_INDEFINITE_PC",
+        ),
         (ConvergedReason::DivergedNanorinf, "DIVERGED_NANORINF"),
         (ConvergedReason::Stagnated, "STAGNATED"),
     ];

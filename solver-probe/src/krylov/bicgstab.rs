@@ -71,7 +71,9 @@ pub fn bicgstab(
         let snorm = norm2(&r);
         if snorm.is_finite() && mon.is_converged(snorm) {
             axpy(alpha, &p_hat, &mut x);
-            let reason = mon.check(snorm, it).unwrap_or(ConvergedReason::ConvergedRtol);
+            let reason = mon
+                .check(snorm, it)
+                .unwrap_or(ConvergedReason::ConvergedRtol);
             return Ok(mon.finish(reason, it, x));
         }
         pc.apply(&r, &mut s_hat);

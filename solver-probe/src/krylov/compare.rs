@@ -253,11 +253,7 @@ fn run(
 }
 
 /// Run every fitting method/preconditioner pair on `A x = b` and pick the best.
-pub fn compare(
-    a: &CsMat<f64>,
-    b: &[f64],
-    opts: &SolveOptions,
-) -> Result<Comparison, KrylovError> {
+pub fn compare(a: &CsMat<f64>, b: &[f64], opts: &SolveOptions) -> Result<Comparison, KrylovError> {
     let n = Csr::new(a)?.n();
     if b.len() != n {
         return Err(KrylovError::DimensionMismatch {
@@ -289,9 +285,9 @@ pub fn compare(
         .enumerate()
         .filter(|(_, r)| r.reason.is_some_and(ConvergedReason::is_converged))
         .min_by(|(_, x), (_, y)| {
-            x.iterations.cmp(&y.iterations).then(
-                (x.setup_secs + x.solve_secs).total_cmp(&(y.setup_secs + y.solve_secs)),
-            )
+            x.iterations
+                .cmp(&y.iterations)
+                .then((x.setup_secs + x.solve_secs).total_cmp(&(y.setup_secs + y.solve_secs)))
         })
         .map(|(i, _)| i);
     let (iteration_reduction, baseline_converged) = match best.map(|i| &runs[i]) {

@@ -24,7 +24,9 @@ pub fn gmres(
 ) -> Result<SolveResult, KrylovError> {
     let start = Instant::now();
     if opts.restart == 0 {
-        return Err(KrylovError::InvalidOption("GMRES restart must be at least 1"));
+        return Err(KrylovError::InvalidOption(
+            "GMRES restart must be at least 1",
+        ));
     }
     let (m, mut x) = setup(a, b, x0, pc, opts)?;
     let n = m.n();

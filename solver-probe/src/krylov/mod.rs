@@ -209,7 +209,9 @@ fn setup<'a>(
         None => vec![0.0; n],
     };
     if opts.rtol.is_nan() || opts.atol.is_nan() || opts.dtol.is_nan() {
-        return Err(KrylovError::InvalidOption("rtol, atol and dtol must not be NaN"));
+        return Err(KrylovError::InvalidOption(
+            "rtol, atol and dtol must not be NaN",
+        ));
     }
     Ok((m, x))
 }
@@ -267,7 +269,8 @@ impl<'o> Monitor<'o> {
     fn check(&mut self, rnorm: f64, it: usize) -> Option<ConvergedReason> {
         self.history.push(rnorm);
         let prev_best = self.best.last().copied().unwrap_or(rnorm);
-        self.best.push(if rnorm < prev_best { rnorm } else { prev_best });
+        self.best
+            .push(if rnorm < prev_best { rnorm } else { prev_best });
         if !rnorm.is_finite() {
             return Some(ConvergedReason::DivergedNanorinf);
         }
@@ -299,8 +302,7 @@ impl<'o> Monitor<'o> {
 
     fn finish(self, reason: ConvergedReason, iterations: usize, x: Vec<f64>) -> SolveResult {
         let last = self.history.last().copied().unwrap_or(self.r0);
-        let rate = if iterations > 0 && self.r0 > 0.0 && self.r0.is_finite() && last.is_finite()
-        {
+        let rate = if iterations > 0 && self.r0 > 0.0 && self.r0.is_finite() && last.is_finite() {
             Some((last / self.r0).powf(1.0 / iterations as f64))
         } else {
             None

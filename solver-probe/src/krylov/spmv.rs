@@ -150,6 +150,9 @@ mod tests {
         let mut short = [0.0; 3];
         assert!(spmv(&a, &x, &mut short).is_err());
         let rect: CsMat<f64> = TriMat::<f64>::new((2, 3)).to_csr();
-        assert!(matches!(Csr::new(&rect), Err(KrylovError::NotSquare { .. })));
+        assert!(matches!(
+            Csr::new(&rect),
+            Err(KrylovError::NotSquare { .. })
+        ));
     }
 }
