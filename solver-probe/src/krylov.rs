@@ -1,1 +1,0 @@
-//! Krylov solvers. Under construction.
