@@ -82,7 +82,10 @@ fn laplacian_1d_lanczos_dense_cholesky() {
         let e = cond::lanczos_spd(&laplacian_1d(n), 120, 1).unwrap();
         let k = e.kappa.unwrap();
         let exact = kappa_laplacian(n);
-        eprintln!("1D n={n}: {k:.6e} vs {exact:.6e}, rel {:.2e}", rel(k, exact));
+        eprintln!(
+            "1D n={n}: {k:.6e} vs {exact:.6e}, rel {:.2e}",
+            rel(k, exact)
+        );
         assert!(rel(k, exact) < 0.01);
         assert_eq!(e.method, Method::LanczosWithInverseIteration);
         assert_eq!(e.norm, Norm::Two);
@@ -263,7 +266,10 @@ fn iterative_refinement_converges_or_fails() {
     // κ·2^-b ≈ 1.5e10 · 2^-8 ≫ 1.
     let h = hilbert(8);
     let r = cond::iterative_refinement(&h, &[1.0; 8], 8, 0.0, 50, 9).unwrap();
-    eprintln!("hilbert 8, 8 bits: converged {} steps {}", r.converged, r.steps);
+    eprintln!(
+        "hilbert 8, 8 bits: converged {} steps {}",
+        r.converged, r.steps
+    );
     assert!(!r.converged);
 }
 
@@ -292,7 +298,9 @@ fn jacobi_scaling_recovers_orders_of_magnitude() {
     // General (non-symmetric) matrix: equilibration.
     let mut rng = SmallRng::seed_from_u64(3);
     let m = random_dense(30, &mut rng) + DMatrix::identity(30, 30) * 5.0;
-    let rows = DMatrix::from_fn(30, 30, |i, j| m[(i, j)] * 10f64.powi((i % 7) as i32 * 2 - 6));
+    let rows = DMatrix::from_fn(30, 30, |i, j| {
+        m[(i, j)] * 10f64.powi((i % 7) as i32 * 2 - 6)
+    });
     let sc = cond::scaled_condition(&dense_to_csr(&rows)).unwrap();
     assert_eq!(sc.scaling, cond::Scaling::Equilibration);
     assert!(sc.improvement.unwrap() > 1e3);

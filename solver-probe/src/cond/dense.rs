@@ -34,7 +34,9 @@ impl DenseLu {
     pub(crate) fn solve_t(&self, b: &[f64]) -> Result<Vec<f64>, CondError> {
         match &self.lut {
             Some(lut) => Self::solve_with(lut, b),
-            None => Err(CondError::Numerical("transpose factorization missing".into())),
+            None => Err(CondError::Numerical(
+                "transpose factorization missing".into(),
+            )),
         }
     }
 

@@ -214,7 +214,11 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
         } else {
             f64::INFINITY
         };
-        let lower = if rz.theta_min > 0.0 { lmax / rz.theta_min } else { 0.0 };
+        let lower = if rz.theta_min > 0.0 {
+            lmax / rz.theta_min
+        } else {
+            0.0
+        };
         return Ok(Estimate::from_norms(
             Norm::Two,
             Method::Lanczos,

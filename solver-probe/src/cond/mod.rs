@@ -28,15 +28,13 @@ mod sparse;
 use serde::Serialize;
 use sprs::CsMat;
 
-pub use analog::{
-    analog_bound, iterative_refinement, monte_carlo_typical, MonteCarlo, Refinement,
-};
+pub use analog::{analog_bound, iterative_refinement, monte_carlo_typical, MonteCarlo, Refinement};
 pub use exact::exact_dense_2;
 pub use lanczos::{lanczos_spd, lanczos_spd_with, LanczosOptions};
 pub use onenorm::{inverse_one_norm_estimate, one_norm_estimate};
 pub use recommend::{
-    equilibrate, jacobi_scale, scaled_condition, shift_for_threshold, ScaledCondition, Scaling,
-    ShiftRecommendation,
+    equilibrate, jacobi_scale, scaled_condition, shift_for_threshold, Equilibrated,
+    ScaledCondition, Scaling, ShiftRecommendation,
 };
 
 /// κ at or above this (1/eps ≈ 4.5e15) is reported as numerically singular.

@@ -121,7 +121,10 @@ where
         let (jbest, &emax) = norms
             .iter()
             .enumerate()
-            .fold((0, &f64::NEG_INFINITY), |b, (j, v)| if *v > *b.1 { (j, v) } else { b });
+            .fold(
+                (0, &f64::NEG_INFINITY),
+                |b, (j, v)| if *v > *b.1 { (j, v) } else { b },
+            );
         est = emax;
         if !est.is_finite() {
             return Err(CondError::Numerical("non-finite solve".into()));

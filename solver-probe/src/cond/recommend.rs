@@ -48,9 +48,20 @@ pub fn jacobi_scale(a: &CsMat<f64>) -> Result<(CsMat<f64>, Vec<f64>), CondError>
     Ok((sparse::scale(&a, &d, &d), d))
 }
 
-/// Row then column equilibration: returns diag(r) A diag(c), r and c. Zero rows or columns
-/// keep a factor of 1.
-pub fn equilibrate(a: &CsMat<f64>) -> Result<(CsMat<f64>, Vec<f64>, Vec<f64>), CondError> {
+/// A matrix after row and column equilibration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Equilibrated {
+    /// diag(row) A diag(col).
+    pub matrix: CsMat<f64>,
+    /// Row factors.
+    pub row: Vec<f64>,
+    /// Column factors.
+    pub col: Vec<f64>,
+}
+
+/// Row then column equilibration: diag(r) A diag(c) with rows scaled to unit max-norm, then
+/// columns. Zero rows or columns keep a factor of 1.
+pub fn equilibrate(a: &CsMat<f64>) -> Result<Equilibrated, CondError> {
     let a = sparse::validate(a)?;
     let n = a.rows();
     let r: Vec<f64> = a
@@ -74,7 +85,11 @@ pub fn equilibrate(a: &CsMat<f64>) -> Result<(CsMat<f64>, Vec<f64>, Vec<f64>), C
         .iter()
         .map(|&m| if m > 0.0 { 1.0 / m } else { 1.0 })
         .collect();
-    Ok((sparse::scale(&a, &r, &c), r, c))
+    Ok(Equilibrated {
+        matrix: sparse::scale(&a, &r, &c),
+        row: r,
+        col: c,
+    })
 }
 
 /// κ before and after Jacobi scaling (symmetric with positive diagonal) or equilibration.
@@ -85,7 +100,7 @@ pub fn scaled_condition(a: &CsMat<f64>) -> Result<ScaledCondition, CondError> {
     let (scaling, scaled) = if jacobi {
         (Scaling::Jacobi, jacobi_scale(&a)?.0)
     } else {
-        (Scaling::Equilibration, equilibrate(&a)?.0)
+        (Scaling::Equilibration, equilibrate(&a)?.matrix)
     };
     let before = estimate(&a)?;
     let after = estimate(&scaled)?;
