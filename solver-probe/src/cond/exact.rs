@@ -17,7 +17,7 @@ pub fn exact_dense_2(a: &CsMat<f64>) -> Result<Estimate, CondError> {
     }
     let m = sparse::to_dense(&a);
     let svd = m
-        .try_svd(false, false, f64::EPSILON, 0)
+        .try_svd(false, false, f64::EPSILON, 100 * n + 1000)
         .ok_or_else(|| CondError::Numerical("SVD did not converge".into()))?;
     let s = svd.singular_values;
     let smax = s.iter().cloned().fold(0.0_f64, f64::max);

@@ -21,6 +21,9 @@ pub struct LanczosOptions {
     pub steps: usize,
     /// Seed of the random start vector.
     pub seed: u64,
+    /// Memory cap for the stored Lanczos basis (steps·n·8 bytes); steps are reduced to fit,
+    /// but never below 20.
+    pub max_basis_bytes: usize,
     /// Refine λ_min by inverse iteration (otherwise report the Ritz values only).
     pub refine: bool,
     /// Largest n for the dense Cholesky; CG above.
@@ -40,6 +43,7 @@ impl Default for LanczosOptions {
         LanczosOptions {
             steps: 120,
             seed: 42,
+            max_basis_bytes: 512 << 20,
             refine: true,
             dense_cholesky_max_n: DENSE_CHOLESKY_MAX_N,
             max_inverse_iterations: 60,
@@ -101,6 +105,11 @@ fn lanczos(a: &CsMat<f64>, steps: usize, seed: u64) -> Result<Ritz, CondError> {
             break;
         }
         q = w.iter().map(|v| v / b).collect();
+    }
+    if alpha.iter().chain(&beta).any(|v| !v.is_finite()) {
+        return Err(CondError::Numerical(
+            "Lanczos recurrence overflowed (entries too large)".into(),
+        ));
     }
     let m = alpha.len();
     let mut t = DMatrix::zeros(m, m);
@@ -194,7 +203,8 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
     if asym > sparse::SYMMETRY_TOL {
         return Err(CondError::NotSymmetric { asymmetry: asym });
     }
-    let rz = lanczos(&a, opts.steps, opts.seed)?;
+    let fit = (opts.max_basis_bytes / (8 * n)).max(20);
+    let rz = lanczos(&a, opts.steps.min(fit), opts.seed)?;
     if rz.theta_max <= 0.0 {
         return Err(CondError::NotPositiveDefinite {
             detail: format!("largest Ritz value {:.3e} ≤ 0", rz.theta_max),

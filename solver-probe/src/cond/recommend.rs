@@ -184,9 +184,9 @@ pub fn shift_for_threshold(
         hi *= 4.0;
         e_hi = estimate(&sparse::add_shift(&a, hi))?;
     }
-    let mut lo = scale * f64::EPSILON;
+    let mut lo = (scale * f64::EPSILON).max(f64::MIN_POSITIVE);
     let mut evals = grow + 2;
-    while hi / lo > 1.0 + SHIFT_REL_TOL {
+    while hi / lo > 1.0 + SHIFT_REL_TOL && evals < 200 {
         let mid = (hi * lo).sqrt();
         let e = estimate(&sparse::add_shift(&a, mid))?;
         evals += 1;

@@ -142,7 +142,7 @@ pub(crate) fn add_shift(a: &CsMat<f64>, sigma: f64) -> CsMat<f64> {
 /// diag(r) A diag(c).
 pub(crate) fn scale(a: &CsMat<f64>, r: &[f64], c: &[f64]) -> CsMat<f64> {
     let mut s = a.clone();
-    let indptr: Vec<usize> = s.indptr().raw_storage().to_vec();
+    let indptr: Vec<usize> = s.indptr().to_proper().to_vec();
     let indices: Vec<usize> = s.indices().to_vec();
     let data = s.data_mut();
     for i in 0..indptr.len().saturating_sub(1) {
