@@ -43,10 +43,7 @@ fn to_csr(n: usize, v: &[f64], symmetric: bool) -> CsMat<f64> {
 fn check(e: &cond::Estimate) {
     match e.kappa {
         Some(k) => {
-            assert!(
-                k.is_finite() && k >= 1.0 - 1e-9 && k < cond::SINGULAR_KAPPA,
-                "{e:?}"
-            );
+            assert!((1.0 - 1e-9..cond::SINGULAR_KAPPA).contains(&k), "{e:?}");
             assert!(!e.numerically_singular);
         }
         None => assert!(e.numerically_singular && e.note.contains("numerically singular")),
