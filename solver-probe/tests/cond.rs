@@ -177,6 +177,19 @@ fn one_norm_estimate_within_factor_3_on_random_matrices() {
 }
 
 #[test]
+fn estimate_general_mid_size_uses_one_norm() {
+    let mut rng = SmallRng::seed_from_u64(11);
+    let m = random_dense(450, &mut rng);
+    let e = cond::estimate(&dense_to_csr(&m)).unwrap();
+    assert_eq!(e.method, Method::HighamTisseur1Norm);
+    assert_eq!(e.norm, Norm::One);
+    let exact = one_norm(&m) * one_norm(&m.clone().try_inverse().unwrap());
+    let ratio = exact / e.kappa.unwrap();
+    eprintln!("450x450 random: κ₁ exact {exact:.4e}, ratio {ratio:.3}");
+    assert!(ratio < 3.0 && ratio > 1.0 / 3.0);
+}
+
+#[test]
 fn singular_and_bad_input() {
     let mut t = TriMat::new((3, 3));
     t.add_triplet(0, 0, 1.0);

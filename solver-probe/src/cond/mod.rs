@@ -204,7 +204,8 @@ impl Estimate {
             _ => {
                 let shown = match kappa {
                     Some(k) if k.is_finite() => format!("κ ≈ {k:.3e}"),
-                    _ => "κ = ∞".to_string(),
+                    _ => "κ = ∞ (a zero singular value, eigenvalue or pivot at working precision)"
+                        .to_string(),
                 };
                 let mut note = format!(
                     "numerically singular: {shown} is at or above 1/eps ≈ {SINGULAR_KAPPA:.2e}, \
