@@ -1,1 +1,0 @@
-//! Condition number estimation. Under construction.

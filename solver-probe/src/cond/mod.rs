@@ -1,0 +1,282 @@
+//! Condition number estimation, naming the method used and the confidence it carries.
+//!
+//! Entry points:
+//! - [`estimate`]: picks a method: small matrices get the exact κ₂ from a dense SVD
+//!   ([`exact_dense_2`]); symmetric matrices with a positive diagonal get κ₂ from Lanczos
+//!   extremal eigenvalues refined by inverse iteration ([`lanczos_spd`]); everything else gets
+//!   κ₁ from the Higham–Tisseur block 1-norm estimator on an LU factorization
+//!   ([`one_norm_estimate`]).
+//! - [`recommend`]: the κ after Jacobi scaling or equilibration, and the smallest diagonal
+//!   shift that brings κ under a threshold, with the solution error that shift introduces.
+//! - [`analog`]: precision of a crossbar with b-bit conductances: worst-case bound, Monte Carlo
+//!   typical error, and mixed-precision iterative refinement.
+//!
+//! Any κ at or above 1/eps (≈ 4.5e15) is reported as numerically singular (`kappa = None`),
+//! never as a number.
+//!
+//! The LU used by the 1-norm estimator is dense (nalgebra) and limited to
+//! [`DENSE_LU_MAX_N`]; a sparse LU with a fill-reducing ordering is the next step for large n.
+
+pub mod analog;
+mod dense;
+mod exact;
+mod lanczos;
+mod onenorm;
+pub mod recommend;
+mod sparse;
+
+use serde::Serialize;
+use sprs::CsMat;
+
+pub use analog::{analog_bound, iterative_refinement, monte_carlo_typical, MonteCarlo, Refinement};
+pub use exact::exact_dense_2;
+pub use lanczos::{lanczos_spd, lanczos_spd_with, LanczosOptions};
+pub use onenorm::{inverse_one_norm_estimate, one_norm_estimate};
+pub use recommend::{
+    equilibrate, jacobi_scale, scaled_condition, shift_for_threshold, Equilibrated,
+    ScaledCondition, Scaling, ShiftRecommendation,
+};
+
+/// κ at or above this (1/eps ≈ 4.5e15) is reported as numerically singular.
+pub const SINGULAR_KAPPA: f64 = 1.0 / f64::EPSILON;
+
+/// Largest n for which [`exact_dense_2`] forms the dense matrix and computes its SVD.
+pub const EXACT_DENSE_MAX_N: usize = 2000;
+
+/// Largest n for which [`estimate`] uses the exact dense SVD (the SVD is O(n³); above this
+/// the iterative estimators are cheaper).
+pub const ESTIMATE_EXACT_MAX_N: usize = 400;
+
+/// Largest n for which the dense LU (1-norm estimator, analog solves) is formed.
+pub const DENSE_LU_MAX_N: usize = 3000;
+
+/// Largest n for which Lanczos refines λ_min with a dense Cholesky and inverse iteration;
+/// above this it uses inverse iteration with conjugate gradients.
+pub const DENSE_CHOLESKY_MAX_N: usize = 3000;
+
+/// Errors from the conditioning analysis. Bad input is an error, never a panic.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum CondError {
+    /// The matrix has no rows or columns.
+    #[error("empty matrix")]
+    Empty,
+    /// The matrix is not square.
+    #[error("matrix is not square: {rows}x{cols}")]
+    NotSquare {
+        /// Row count.
+        rows: usize,
+        /// Column count.
+        cols: usize,
+    },
+    /// A NaN or infinite entry.
+    #[error("non-finite entry {value} at ({row}, {col})")]
+    NonFinite {
+        /// Row of the entry.
+        row: usize,
+        /// Column of the entry.
+        col: usize,
+        /// The entry.
+        value: f64,
+    },
+    /// A vector's length does not match the matrix.
+    #[error("size mismatch: matrix is {n}x{n}, vector has length {len}")]
+    SizeMismatch {
+        /// Matrix dimension.
+        n: usize,
+        /// Vector length.
+        len: usize,
+    },
+    /// The method needs a dense copy larger than its limit.
+    #[error("{method} needs a dense {n}x{n} matrix, above the limit of {limit}")]
+    TooLarge {
+        /// Method name.
+        method: &'static str,
+        /// Matrix dimension.
+        n: usize,
+        /// Limit on n.
+        limit: usize,
+    },
+    /// The matrix is not symmetric (Lanczos and Jacobi scaling need symmetry).
+    #[error("matrix is not symmetric (max relative asymmetry {asymmetry:.3e})")]
+    NotSymmetric {
+        /// max |a_ij − a_ji| / max |a|.
+        asymmetry: f64,
+    },
+    /// The matrix is symmetric but not positive definite.
+    #[error("matrix is not positive definite: {detail}")]
+    NotPositiveDefinite {
+        /// What showed it.
+        detail: String,
+    },
+    /// An invalid parameter (threshold, bit count, ...).
+    #[error("invalid parameter: {0}")]
+    InvalidParameter(String),
+    /// A factorization or iteration failed.
+    #[error("numerical failure: {0}")]
+    Numerical(String),
+}
+
+/// Which norm κ is measured in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Norm {
+    /// Spectral norm: κ₂ = σ_max / σ_min.
+    Two,
+    /// 1-norm: κ₁ = ‖A‖₁ ‖A⁻¹‖₁.
+    One,
+}
+
+/// How κ was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Method {
+    /// Singular values of the dense matrix (nalgebra SVD).
+    ExactDenseSvd,
+    /// Lanczos extremal Ritz values only.
+    Lanczos,
+    /// Lanczos for λ_max, inverse iteration with a dense Cholesky for λ_min.
+    LanczosWithInverseIteration,
+    /// Lanczos for λ_max, inverse iteration with conjugate gradients for λ_min.
+    LanczosWithCgInverseIteration,
+    /// Higham–Tisseur block 1-norm estimator (t = 2) on a dense LU.
+    HighamTisseur1Norm,
+}
+
+/// How far the reported κ can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Confidence {
+    /// Exact up to rounding.
+    Exact,
+    /// Rigorous bounds from eigenpair residuals.
+    Bounds {
+        /// Lower bound on κ.
+        lower: f64,
+        /// Upper bound on κ (may be infinite).
+        upper: f64,
+    },
+    /// An estimate without rigorous bounds (for the 1-norm estimator: a lower bound that is
+    /// almost always within a factor 3).
+    Estimate,
+}
+
+/// A condition number estimate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    /// κ, or `None` when numerically singular.
+    pub kappa: Option<f64>,
+    /// Norm κ is measured in.
+    pub norm: Norm,
+    /// Method used.
+    pub method: Method,
+    /// Confidence in κ.
+    pub confidence: Confidence,
+    /// κ ≥ 1/eps (or an exactly singular factorization).
+    pub numerically_singular: bool,
+    /// ‖A‖ in [`Estimate::norm`] (σ_max, λ_max or ‖A‖₁).
+    pub norm_a: f64,
+    /// ‖A⁻¹‖ in [`Estimate::norm`], `None` when numerically singular.
+    pub norm_inv: Option<f64>,
+    /// Human-readable remarks.
+    pub note: String,
+}
+
+impl Estimate {
+    /// Builds an estimate from ‖A‖ and ‖A⁻¹‖ (`norm_inv = None` or infinite: singular),
+    /// applying the 1/eps rule.
+    pub(crate) fn from_norms(
+        norm: Norm,
+        method: Method,
+        confidence: Confidence,
+        norm_a: f64,
+        norm_inv: Option<f64>,
+        note: String,
+    ) -> Estimate {
+        let kappa = norm_inv.map(|ni| norm_a * ni);
+        match kappa {
+            Some(k) if k.is_finite() && k < SINGULAR_KAPPA => Estimate {
+                kappa: Some(k),
+                norm,
+                method,
+                confidence,
+                numerically_singular: false,
+                norm_a,
+                norm_inv,
+                note,
+            },
+            _ => {
+                let shown = match kappa {
+                    Some(k) if k.is_finite() => format!("κ ≈ {k:.3e}"),
+                    _ => "κ = ∞ (a zero singular value, eigenvalue or pivot at working precision)"
+                        .to_string(),
+                };
+                let mut note = format!(
+                    "numerically singular: {shown} is at or above 1/eps ≈ {SINGULAR_KAPPA:.2e}, \
+                     so no digits of κ are meaningful"
+                ) + if note.is_empty() { "" } else { "; " }
+                    + &note;
+                note.truncate(note.trim_end().len());
+                Estimate {
+                    kappa: None,
+                    norm,
+                    method,
+                    confidence,
+                    numerically_singular: true,
+                    norm_a,
+                    norm_inv: None,
+                    note,
+                }
+            }
+        }
+    }
+}
+
+/// Options for [`estimate_with`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EstimateOptions {
+    /// Use the exact dense SVD up to this n.
+    pub exact_max_n: usize,
+    /// Lanczos options for symmetric matrices with a positive diagonal.
+    pub lanczos: LanczosOptions,
+}
+
+impl Default for EstimateOptions {
+    fn default() -> Self {
+        EstimateOptions {
+            exact_max_n: ESTIMATE_EXACT_MAX_N,
+            lanczos: LanczosOptions::default(),
+        }
+    }
+}
+
+/// Estimates κ with default options; see [`estimate_with`].
+pub fn estimate(a: &CsMat<f64>) -> Result<Estimate, CondError> {
+    estimate_with(a, &EstimateOptions::default())
+}
+
+/// Estimates κ, choosing the method:
+/// - n ≤ `exact_max_n`: exact κ₂ from the dense SVD;
+/// - symmetric with a positive diagonal: κ₂ from Lanczos plus inverse iteration (falls back
+///   to κ₁ when the matrix turns out not to be positive definite);
+/// - otherwise: κ₁ from the Higham–Tisseur estimator.
+pub fn estimate_with(a: &CsMat<f64>, opts: &EstimateOptions) -> Result<Estimate, CondError> {
+    let a = sparse::validate(a)?;
+    let n = a.rows();
+    if n <= opts.exact_max_n.min(EXACT_DENSE_MAX_N) {
+        return exact_dense_2(&a);
+    }
+    let sym = sparse::is_symmetric(&a, sparse::SYMMETRY_TOL);
+    let pos_diag = sparse::diagonal(&a).iter().all(|&d| d > 0.0);
+    if sym && pos_diag {
+        match lanczos_spd_with(&a, &opts.lanczos) {
+            Ok(e) => return Ok(e),
+            Err(CondError::NotPositiveDefinite { detail }) => {
+                let mut e = one_norm_estimate(&a)?;
+                e.note = format!(
+                    "symmetric with positive diagonal but not positive definite ({detail}); {}",
+                    e.note
+                );
+                return Ok(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    one_norm_estimate(&a)
+}
