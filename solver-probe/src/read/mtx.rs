@@ -93,9 +93,11 @@ pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, 
         "general" => Symmetry::General,
         "symmetric" => Symmetry::Symmetric,
         "skew-symmetric" => Symmetry::Skew,
-        s => return Err(Fail::msg(format!(
+        s => {
+            return Err(Fail::msg(format!(
             "line 1: symmetry '{s}' not supported (expected general, symmetric or skew-symmetric)"
-        ))),
+        )))
+        }
     };
 
     // Size line.
