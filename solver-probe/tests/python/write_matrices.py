@@ -3,7 +3,8 @@
 Usage: write_matrices.py DIR
 
 Writes the files below into DIR plus expected.json, mapping each file name to the dense values
-(a list of rows for matrices, a flat list for vectors) the Rust readers must reproduce.
+(a list of rows for matrices, a flat list for vectors) the Rust readers must reproduce. Values
+are written as Python repr strings, which round-trip exactly through Rust's f64 parser.
 """
 import json
 import os
@@ -100,8 +101,13 @@ def main() -> None:
         "b.npy": b.tolist(),
         "b_col.npy": b.tolist(),
     }
+    def exact(v):
+        if isinstance(v, list):
+            return [exact(x) for x in v]
+        return repr(float(v))
+
     with open(os.path.join(out, "expected.json"), "w") as f:
-        json.dump(expected, f)
+        json.dump({k: exact(v) for k, v in expected.items()}, f)
     print(f"numpy {np.__version__} scipy {scipy.__version__} written to {out}")
 
 
