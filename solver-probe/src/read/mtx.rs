@@ -32,11 +32,6 @@ pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, 
         .split(|&b| b == b'\n')
         .enumerate()
         .map(|(k, l)| (k + 1, l.strip_suffix(b"\r").unwrap_or(l)));
-    let text = |no: usize, l: &[u8]| -> Result<String, Fail> {
-        std::str::from_utf8(l)
-            .map(str::to_string)
-            .map_err(|_| Fail::msg(format!("line {no}: not valid UTF-8")))
-    };
 
     // Banner.
     let (no, banner) = lines.next().ok_or_else(|| Fail::msg("empty file".into()))?;
@@ -166,8 +161,15 @@ pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, 
                 "line {no}: more entries than the {declared} declared on line {size_line}"
             )));
         }
-        let parts: Vec<&str> = t.split_whitespace().collect();
-        if parts.len() != want {
+        let mut parts = [""; 3];
+        let mut count = 0;
+        for w in t.split_whitespace() {
+            if count < 3 {
+                parts[count] = w;
+            }
+            count += 1;
+        }
+        if count != want {
             return Err(Fail::msg(format!(
                 "line {no}: expected {want} fields ({}), found {}",
                 if want == 2 {
@@ -201,8 +203,13 @@ pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, 
                 ))
             })?,
             Field::Real => {
-                let s = parts[2].replace(['d', 'D'], "e");
-                s.parse::<f64>().map_err(|_| {
+                let parsed = if parts[2].contains(['d', 'D']) {
+                    // Fortran-style exponent, e.g. 1.0D+00.
+                    parts[2].replace(['d', 'D'], "e").parse::<f64>()
+                } else {
+                    parts[2].parse::<f64>()
+                };
+                parsed.map_err(|_| {
                     Fail::msg(format!(
                         "line {no}: bad real value '{}'",
                         parts[2].escape_default()
@@ -248,4 +255,9 @@ pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, 
         )));
     }
     csr_from_triplets(n, &rows, &cols, &vals)
+}
+
+/// A line as UTF-8 text, or an error naming the line.
+fn text(no: usize, l: &[u8]) -> Result<&str, Fail> {
+    std::str::from_utf8(l).map_err(|_| Fail::msg(format!("line {no}: not valid UTF-8")))
 }

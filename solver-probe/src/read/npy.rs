@@ -368,8 +368,9 @@ pub(crate) fn parse_vector(bytes: &[u8], budget: &Budget) -> Result<Vec<f64>, Fa
     Ok(v)
 }
 
-/// A minimal parser for the Python literals found in `.npy` headers.
 mod literal {
+    //! A minimal, depth-limited parser for the Python literals found in `.npy` headers:
+    //! strings without escapes, integers, `True`/`False`/`None`, tuples, lists and dicts.
     /// A Python literal value.
     #[derive(Debug)]
     pub enum Value {
