@@ -17,4 +17,5 @@ pub mod cond;
 pub mod krylov;
 pub mod precond;
 pub mod read;
+pub mod report;
 pub mod structure;

@@ -1,0 +1,161 @@
+//! `solver-probe analyze FILE [--rhs FILE] [--bits B] [--json]`: the probe from the command
+//! line. Exit status 0 when the analysis ran (findings or not), 2 when the input could not be
+//! read (with one line naming the file and what is wrong).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use solver_probe::report::{analyze_file, ProbeOptions, Report};
+
+#[derive(Parser)]
+#[command(
+    name = "solver-probe",
+    version,
+    about = "Conditioning, convergence and reachable accuracy of a linear system"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyze a matrix (.npy, SciPy .npz, Matrix Market .mtx).
+    Analyze {
+        file: PathBuf,
+        /// Right-hand side (.npy); default b = A·1.
+        #[arg(long)]
+        rhs: Option<PathBuf>,
+        /// Conductance bits of the analog array it is meant for.
+        #[arg(long)]
+        bits: Option<u32>,
+        /// Relative read noise of that array.
+        #[arg(long, default_value_t = 0.0)]
+        read_noise: f64,
+        /// κ at or above this is ILL_CONDITIONED.
+        #[arg(long, default_value_t = 1e12)]
+        threshold: f64,
+        /// Print the report as JSON (the stable schema).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn text(r: &Report) -> String {
+    let s = &r.structure;
+    let mut out = format!("{}\n", r.file);
+    out.push_str(&format!(
+        "  n {}  nnz {}  bandwidth {}\n",
+        s.n, s.nnz, s.bandwidth
+    ));
+    out.push_str(&format!(
+        "  symmetric {}  likely SPD {}  diagonally dominant rows {:.0} % (weak {:.0} %)\n",
+        s.symmetric,
+        s.likely_spd,
+        s.strictly_dominant_fraction * 100.0,
+        s.weakly_dominant_fraction * 100.0
+    ));
+    match (&r.conditioning, &r.conditioning_error) {
+        (Some(e), _) => out.push_str(&format!(
+            "  condition {}  ({:?} norm, {:?}, {:?})\n",
+            e.kappa
+                .map_or("numerically singular".to_string(), |k| format!("{k:.4e}")),
+            e.norm,
+            e.method,
+            e.confidence
+        )),
+        (None, Some(err)) => out.push_str(&format!("  condition: not estimated: {err}\n")),
+        _ => {}
+    }
+    if let Some(x) = r.reachable_relative_error {
+        out.push_str(&format!("  reachable relative error in f64 ≈ {x:.2e}\n"));
+    }
+    if let Some(c) = &r.convergence {
+        for run in &c.runs {
+            out.push_str(&format!(
+                "  {:?}+{:<6} {:<22} {:>6} it  rel.res {:.2e}  {:.3} s\n",
+                run.method,
+                run.preconditioner,
+                run.reason.map_or("-".to_string(), |x| format!("{x:?}")),
+                run.iterations,
+                run.relative_residual,
+                run.solve_secs
+            ));
+        }
+        if let (Some(best), Some(red)) = (c.best_run(), c.iteration_reduction) {
+            out.push_str(&format!(
+                "  best: {:?} with {} ({:.1}x fewer iterations than none)\n",
+                best.method, best.preconditioner, red
+            ));
+        }
+    }
+    if let Some(a) = &r.analog {
+        out.push_str(&format!(
+            "  analog {} bits: worst-case error {}; typical {}; refinement {}\n",
+            a.bits,
+            a.worst_case_error
+                .map_or("unbounded (κ·2^-b ≥ 1)".to_string(), |e| format!(
+                    "{e:.2e}"
+                )),
+            a.monte_carlo
+                .as_ref()
+                .map_or("-".to_string(), |m| format!("{:.2e}", m.median)),
+            a.refinement
+                .as_ref()
+                .map_or("-".to_string(), |x| if x.converged {
+                    format!("converges in {} steps", x.steps)
+                } else {
+                    "does not converge".to_string()
+                })
+        ));
+    }
+    if r.findings.is_empty() {
+        out.push_str("  findings: none\n");
+    }
+    for f in &r.findings {
+        out.push_str(&format!("  {:?} {:?}: {}\n", f.severity, f.code, f.message));
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let Command::Analyze {
+        file,
+        rhs,
+        bits,
+        read_noise,
+        threshold,
+        json,
+    } = Cli::parse().command;
+    if !(threshold.is_finite() && threshold > 1.0) {
+        eprintln!("solver-probe: --threshold: expected a number > 1, found {threshold}");
+        return ExitCode::from(2);
+    }
+    let opts = ProbeOptions {
+        bits,
+        read_noise,
+        kappa_threshold: threshold,
+        ..ProbeOptions::default()
+    };
+    match analyze_file(&file, rhs.as_deref(), &opts) {
+        Ok(r) => {
+            if json {
+                match serde_json::to_string(&r) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("solver-probe: cannot encode the report: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", text(&r));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("solver-probe: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The probe's report: everything the analyses say about one system, and the findings an
+//! operator acts on (ILL_CONDITIONED, NOT_CONVERGING, PRECISION_INSUFFICIENT), each with the
+//! numbers behind it and what to do.
+//!
+//! Each analysis fails on its own: a condition estimate that cannot be made (too large for the
+//! dense path, not SPD for Lanczos) is recorded as such and the rest of the report still
+//! stands. The JSON form (`serde_json::to_string(&report)`) is the stable schema the agent and
+//! `solver-probe analyze --json` share.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sprs::CsMat;
+
+use crate::cond::{self, Estimate, MonteCarlo, Refinement, ScaledCondition, ShiftRecommendation};
+use crate::krylov::{compare, Comparison, SolveOptions};
+use crate::read::{read_matrix, read_vector, Budget, ReadError};
+use crate::structure::{analyze as analyze_structure, Structure};
+
+/// Unit roundoff of f64.
+const U: f64 = f64::EPSILON / 2.0;
+
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    pub budget: Budget,
+    /// κ at or above this is ILL_CONDITIONED (the runbook's rule: 1e12).
+    pub kappa_threshold: f64,
+    /// Conductance bits of the analog array the system is meant for, if any.
+    pub bits: Option<u32>,
+    /// Relative read noise of that array (standard deviation).
+    pub read_noise: f64,
+    pub solve: SolveOptions,
+    pub monte_carlo_trials: usize,
+    pub seed: u64,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            budget: Budget::default(),
+            kappa_threshold: 1e12,
+            bits: None,
+            read_noise: 0.0,
+            solve: SolveOptions {
+                time_budget: Some(Duration::from_secs(30)),
+                ..SolveOptions::default()
+            },
+            monte_carlo_trials: 20,
+            seed: 0x5eed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FindingCode {
+    IllConditioned,
+    NotConverging,
+    PrecisionInsufficient,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingSeverity {
+    Warning,
+    Critical,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub code: FindingCode,
+    pub severity: FindingSeverity,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnalogReport {
+    pub bits: u32,
+    pub read_noise: f64,
+    /// κ·2^-b / (1 − κ·2^-b); `None` when κ·2^-b ≥ 1 (no bound: the array may not solve it).
+    pub worst_case_error: Option<f64>,
+    pub monte_carlo: Option<MonteCarlo>,
+    pub refinement: Option<Refinement>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub file: String,
+    pub structure: Structure,
+    pub conditioning: Option<Estimate>,
+    pub conditioning_error: Option<String>,
+    /// κ after Jacobi or equilibration scaling, when κ is at or above the threshold.
+    pub scaling: Option<ScaledCondition>,
+    /// The smallest diagonal shift bringing κ under the threshold, and its cost in accuracy.
+    pub shift: Option<ShiftRecommendation>,
+    pub convergence: Option<Comparison>,
+    pub convergence_error: Option<String>,
+    /// Relative solution error double precision can reach, ≈ κ·u (u = 2^-53).
+    pub reachable_relative_error: Option<f64>,
+    pub analog: Option<AnalogReport>,
+    pub findings: Vec<Finding>,
+    pub elapsed_secs: f64,
+}
+
+/// Reads `path` (and the optional right-hand side) and analyzes it.
+pub fn analyze_file(
+    path: &Path,
+    rhs: Option<&Path>,
+    opts: &ProbeOptions,
+) -> Result<Report, ReadError> {
+    let a = read_matrix(path, &opts.budget)?;
+    let b = match rhs {
+        Some(p) => {
+            let b = read_vector(p, &opts.budget)?;
+            if b.len() != a.rows() {
+                return Err(ReadError::Invalid {
+                    file: p.display().to_string(),
+                    message: format!(
+                        "right-hand side has {} entries, the matrix is {} x {}",
+                        b.len(),
+                        a.rows(),
+                        a.cols()
+                    ),
+                });
+            }
+            Some(b)
+        }
+        None => None,
+    };
+    Ok(analyze(&a, b, &path.display().to_string(), opts))
+}
+
+/// Analyzes a square CSR matrix. Without `b`, the solvers use `b = A·1` (so the exact solution
+/// is known to be all ones).
+pub fn analyze(a: &CsMat<f64>, b: Option<Vec<f64>>, file: &str, opts: &ProbeOptions) -> Report {
+    let t0 = Instant::now();
+    let structure = analyze_structure(a);
+    let (conditioning, conditioning_error) = match cond::estimate(a) {
+        Ok(e) => (Some(e), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let kappa = conditioning.as_ref().and_then(|e| e.kappa);
+    let singular = conditioning
+        .as_ref()
+        .is_some_and(|e| e.numerically_singular);
+    let ill = singular || kappa.is_some_and(|k| k >= opts.kappa_threshold);
+    let (scaling, shift) = if ill {
+        (
+            cond::scaled_condition(a).ok(),
+            cond::shift_for_threshold(a, opts.kappa_threshold).ok(),
+        )
+    } else {
+        (None, None)
+    };
+
+    let b = b.unwrap_or_else(|| {
+        let ones = vec![1.0; a.cols()];
+        let mut y = vec![0.0; a.rows()];
+        for (i, row) in a.outer_iterator().enumerate() {
+            y[i] = row.iter().map(|(j, v)| v * ones[j]).sum();
+        }
+        y
+    });
+    let (convergence, convergence_error) = match compare(a, &b, &opts.solve) {
+        Ok(c) => (Some(c), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+
+    let analog = opts.bits.map(|bits| {
+        let mut errors = Vec::new();
+        let worst_case_error = kappa.and_then(|k| cond::analog_bound(k, bits));
+        let monte_carlo =
+            cond::monte_carlo_typical(a, bits, opts.read_noise, opts.monte_carlo_trials, opts.seed)
+                .map_err(|e| errors.push(format!("monte carlo: {e}")))
+                .ok();
+        let refinement = cond::iterative_refinement(a, &b, bits, opts.read_noise, 50, opts.seed)
+            .map_err(|e| errors.push(format!("iterative refinement: {e}")))
+            .ok();
+        AnalogReport {
+            bits,
+            read_noise: opts.read_noise,
+            worst_case_error,
+            monte_carlo,
+            refinement,
+            errors,
+        }
+    });
+
+    let mut report = Report {
+        file: file.to_string(),
+        structure,
+        conditioning,
+        conditioning_error,
+        scaling,
+        shift,
+        convergence,
+        convergence_error,
+        reachable_relative_error: kappa.map(|k| (k * U).max(U)),
+        analog,
+        findings: Vec::new(),
+        elapsed_secs: 0.0,
+    };
+    report.findings = findings(&report, opts);
+    report.elapsed_secs = t0.elapsed().as_secs_f64();
+    report
+}
+
+fn findings(r: &Report, opts: &ProbeOptions) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(e) = &r.conditioning {
+        let scaled = r.scaling.as_ref().and_then(|s| {
+            s.after
+                .kappa
+                .map(|k| format!("; after {:?} scaling κ = {k:.3e}", s.scaling))
+        });
+        let shift = r.shift.as_ref().map(|s| {
+            format!(
+                "; a diagonal shift σ = {:.3e} brings κ to {} at a solution error of about {:.2e}",
+                s.sigma,
+                s.kappa_after
+                    .map_or("?".to_string(), |k| format!("{k:.3e}")),
+                s.error_measured.unwrap_or(s.error_bound)
+            )
+        });
+        let advice = format!(
+            "{}{}",
+            scaled.unwrap_or_default(),
+            shift.unwrap_or_default()
+        );
+        if e.numerically_singular {
+            out.push(Finding {
+                code: FindingCode::IllConditioned,
+                severity: FindingSeverity::Critical,
+                message: format!("numerically singular (κ ≥ 1/eps by {:?}){advice}", e.method),
+            });
+        } else if let Some(k) = e.kappa.filter(|k| *k >= opts.kappa_threshold) {
+            out.push(Finding {
+                code: FindingCode::IllConditioned,
+                severity: FindingSeverity::Warning,
+                message: format!(
+                    "κ = {k:.3e} ≥ {:.0e} ({:?}){advice}: regularize and scale",
+                    opts.kappa_threshold, e.method
+                ),
+            });
+        }
+    }
+    if let Some(c) = &r.convergence {
+        match c.best_run() {
+            None => out.push(Finding {
+                code: FindingCode::NotConverging,
+                severity: FindingSeverity::Critical,
+                message: format!(
+                    "no solver/preconditioner pair reached rtol {:.0e} ({} runs): regularize, or relax the tolerance",
+                    opts.solve.rtol,
+                    c.runs.len()
+                ),
+            }),
+            Some(best) if best.preconditioner != "none" && c.baseline_converged == Some(false) => out.push(Finding {
+                code: FindingCode::NotConverging,
+                severity: FindingSeverity::Warning,
+                message: format!(
+                    "unpreconditioned {:?} does not converge; {:?} with {} does in {} iterations",
+                    best.method, best.method, best.preconditioner, best.iterations
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    if let Some(a) = &r.analog {
+        let refined = a.refinement.as_ref().is_some_and(|x| x.converged);
+        match a.worst_case_error {
+            None if !refined => out.push(Finding {
+                code: FindingCode::PrecisionInsufficient,
+                severity: FindingSeverity::Critical,
+                message: format!(
+                    "κ·2^-{} ≥ 1: a {}-bit array cannot solve this system, and mixed-precision refinement does not converge",
+                    a.bits, a.bits
+                ),
+            }),
+            None => out.push(Finding {
+                code: FindingCode::PrecisionInsufficient,
+                severity: FindingSeverity::Warning,
+                message: format!(
+                    "κ·2^-{} ≥ 1: no worst-case bound for a {}-bit array; refinement on the host converges in {} steps",
+                    a.bits,
+                    a.bits,
+                    a.refinement.as_ref().map_or(0, |x| x.steps)
+                ),
+            }),
+            Some(e) if e > 1e-2 => out.push(Finding {
+                code: FindingCode::PrecisionInsufficient,
+                severity: FindingSeverity::Warning,
+                message: format!(
+                    "worst-case relative error {e:.2e} on a {}-bit array{}",
+                    a.bits,
+                    if refined { "; mixed-precision refinement converges" } else { "" }
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    out
+}
