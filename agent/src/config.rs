@@ -60,6 +60,7 @@ pub struct AgentConfig {
     pub host: HostConfig,
     pub devices: Vec<DeviceConfig>,
     pub discover: Vec<DiscoveryRule>,
+    pub probe: ProbeConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +96,22 @@ pub struct DeviceConfig {
     pub limits: Limits,
     /// Run a loopback simulator of the backend's protocol and point the backend at it.
     pub simulator: bool,
+}
+
+/// `[probe]`: the solver probe's watched files and budgets (see `probe.rs`).
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// Glob patterns of problem files analyzed every `interval`.
+    pub watch: Vec<String>,
+    /// Directories on-demand `ProbeMatrix` paths must lie under (default: the watched
+    /// patterns' directories).
+    pub dirs: Vec<PathBuf>,
+    pub interval: Duration,
+    pub time_budget: Duration,
+    pub max_bytes: usize,
+    pub kappa_threshold: f64,
+    pub bits: Option<u32>,
+    pub read_noise: f64,
 }
 
 /// A `[[discover]]` rule (see `discovery.rs`).
@@ -185,6 +202,22 @@ struct RawConfig {
     device: Vec<RawDevice>,
     #[serde(default)]
     discover: Vec<RawDiscover>,
+    #[serde(default)]
+    probe: RawProbe,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    #[serde(default)]
+    watch: Vec<String>,
+    dirs: Option<Vec<PathBuf>>,
+    interval: Option<String>,
+    time_budget: Option<String>,
+    max_bytes: Option<u64>,
+    kappa_threshold: Option<f64>,
+    bits: Option<u64>,
+    read_noise: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -912,7 +945,79 @@ impl RawConfig {
                 )?,
             });
         }
+        let p = self.probe;
+        for (i, w) in p.watch.iter().enumerate() {
+            if let Err(e) = glob::Pattern::new(w) {
+                return c.fail(
+                    &format!("probe.watch[{i}]"),
+                    format!("expected a glob pattern, found {w:?} ({e})"),
+                );
+            }
+            if !Path::new(w).is_absolute() {
+                return c.fail(
+                    &format!("probe.watch[{i}]"),
+                    format!("expected an absolute pattern, found {w:?}"),
+                );
+            }
+        }
+        let dirs = match p.dirs {
+            Some(d) => d,
+            // The deepest directory of each pattern without a wildcard.
+            None => p
+                .watch
+                .iter()
+                .map(|w| {
+                    let mut d = PathBuf::new();
+                    for part in Path::new(w).components() {
+                        if part.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+                            break;
+                        }
+                        d.push(part);
+                    }
+                    if d.as_os_str() == w.as_str() {
+                        d.pop();
+                    }
+                    d
+                })
+                .collect(),
+        };
+        let probe = ProbeConfig {
+            watch: p.watch,
+            dirs,
+            interval: c.duration(
+                "probe.interval",
+                p.interval.as_deref(),
+                secs(600),
+                secs(1),
+                secs(7 * 86400),
+            )?,
+            time_budget: c.duration(
+                "probe.time_budget",
+                p.time_budget.as_deref(),
+                secs(60),
+                ms(100),
+                secs(3600),
+            )?,
+            max_bytes: c.range_u64("probe.max_bytes", p.max_bytes, 2 << 30, 1 << 10, 64 << 30)?
+                as usize,
+            kappa_threshold: c.range_f64(
+                "probe.kappa_threshold",
+                p.kappa_threshold,
+                1e12,
+                1.0 + f64::EPSILON,
+                1e300,
+            )?,
+            bits: p
+                .bits
+                .map(|b| {
+                    c.range_u64("probe.bits", Some(b), 8, 1, 64)
+                        .map(|b| b as u32)
+                })
+                .transpose()?,
+            read_noise: c.range_f64("probe.read_noise", p.read_noise, 0.0, 0.0, 1.0)?,
+        };
         Ok(AgentConfig {
+            probe,
             discover,
             sysfs_root,
             node,

@@ -43,11 +43,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .collector
         .as_ref()
         .map(|_| Arc::new(UplinkStats::default()));
+    let prober = crate::probe::Prober::new(cfg.probe.clone());
+    let probe_rx = crate::probe::spawn(prober.clone(), cancel.clone());
     let node = Arc::new(Node::new(
         cfg.node.clone(),
         handles,
         host_rx,
         uplink_stats.clone(),
+        Some(probe_rx),
     ));
     let actions = Arc::new(Actions::new(node.clone()));
     let (publish, reports) = watch::channel(Arc::new(node.snapshot()));
@@ -74,6 +77,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         node: node.clone(),
         actions,
         reports,
+        prober,
     };
     let mut server = tokio::spawn(grpc::serve(
         listeners,

@@ -14,4 +14,5 @@ pub mod discovery;
 pub mod grpc;
 pub mod host;
 pub mod node;
+pub mod probe;
 pub mod supervisor;

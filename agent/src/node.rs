@@ -50,6 +50,8 @@ pub struct Node {
     /// Reports the uplink could not take because its hand-off queue was full.
     pub reports_dropped: AtomicU64,
     uplink: Option<Arc<UplinkStats>>,
+    /// Findings of the periodic solver probe, reported as host conditions about each file.
+    probe: Option<crate::probe::ProbeConditions>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +85,7 @@ impl Node {
         devices: Vec<DeviceHandle>,
         host: watch::Receiver<Arc<HostStatus>>,
         uplink: Option<Arc<UplinkStats>>,
+        probe: Option<crate::probe::ProbeConditions>,
     ) -> Node {
         Node {
             name,
@@ -92,6 +95,7 @@ impl Node {
             seq: AtomicU64::new(0),
             reports_dropped: AtomicU64::new(0),
             uplink,
+            probe,
         }
     }
 
@@ -121,7 +125,16 @@ impl Node {
     }
 
     fn assemble(&self, seq: u64) -> NodeSnapshot {
-        let host = self.host.borrow().clone();
+        let mut host = self.host.borrow().clone();
+        if let Some(probe) = &self.probe {
+            let findings = probe.borrow().clone();
+            if !findings.is_empty() {
+                let mut h = (*host).clone();
+                h.conditions.extend(findings.iter().cloned());
+                h.state = h.state.max(health_hal::rollup(findings.iter()));
+                host = Arc::new(h);
+            }
+        }
         let devices: Vec<_> = self.devices.iter().map(|d| d.status()).collect();
         let state = devices
             .iter()

@@ -86,6 +86,15 @@ enum Command {
     Enable { id: String },
     /// Inject a fault into a simulated device: overheat, hang, drift, failing-reset, vanish, clear.
     InjectFault { id: String, kind: String },
+    /// Run the solver probe on a problem file (under the agent's [probe] dirs).
+    Probe {
+        file: String,
+        /// Conductance bits of the analog array it is meant for.
+        #[arg(long)]
+        bits: Option<u32>,
+        #[arg(long, default_value_t = 0.0)]
+        read_noise: f64,
+    },
     /// Recent actions on this agent, newest first.
     Actions {
         #[arg(long)]
@@ -335,6 +344,32 @@ impl Ctl {
                 });
                 let r = self.agent().await?.inject_fault(req).await?.into_inner();
                 self.action(r)
+            }
+            Command::Probe {
+                file,
+                bits,
+                read_noise,
+            } => {
+                let req = self.req(pb::ProbeMatrixRequest {
+                    path: file.clone(),
+                    bits: *bits,
+                    read_noise: *read_noise,
+                });
+                let r = self.agent().await?.probe_matrix(req).await?.into_inner();
+                if json {
+                    self.print(&format!("{}\n", r.report_json))
+                } else {
+                    let mut out = format!("{file}: {} finding(s)\n", r.findings.len());
+                    for c in &r.findings {
+                        out.push_str(&format!(
+                            "  {} {}: {}\n",
+                            render::severity(c.severity()),
+                            c.code().as_str_name(),
+                            c.message
+                        ));
+                    }
+                    self.print(&out)
+                }
             }
             Command::Actions { device, limit } => {
                 let req = self.req(pb::ListActionsRequest {

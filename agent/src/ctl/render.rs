@@ -24,7 +24,7 @@ fn activity(a: pb::DeviceActivity) -> String {
 pub fn outcome(o: pb::ActionOutcome) -> String {
     short(o.as_str_name(), "ACTION_OUTCOME_")
 }
-fn severity(s: pb::Severity) -> String {
+pub fn severity(s: pb::Severity) -> String {
     short(s.as_str_name(), "SEVERITY_")
 }
 fn alert_status(s: pb::AlertStatus) -> String {

@@ -23,6 +23,17 @@ pub struct AgentService {
     /// Fed by the reporter. When the reporter stops at shutdown its sender drops, which ends
     /// every WatchHealth stream, so the server's graceful stop is not held open by watchers.
     pub reports: watch::Receiver<Arc<NodeSnapshot>>,
+    pub prober: Arc<crate::probe::Prober>,
+}
+
+fn probe_status(e: crate::probe::ProbeError) -> Status {
+    use crate::probe::ProbeError as E;
+    match e {
+        E::NotAllowed(m) => Status::permission_denied(m),
+        E::Input(m) => Status::invalid_argument(m),
+        E::Busy => Status::resource_exhausted(e.to_string()),
+        E::OverBudget(_) => Status::deadline_exceeded(e.to_string()),
+    }
 }
 
 /// Who is calling, for the action record: the Unix peer's uid, or the TCP peer's address.
@@ -281,11 +292,39 @@ impl Agent for AgentService {
 
     async fn probe_matrix(
         &self,
-        _: Request<pb::ProbeMatrixRequest>,
+        req: Request<pb::ProbeMatrixRequest>,
     ) -> Result<Response<pb::ProbeMatrixResponse>, Status> {
-        Err(Status::unimplemented(
-            "ProbeMatrix arrives with the solver-probe issue",
-        ))
+        let r = req.get_ref();
+        if r.path.is_empty() {
+            return Err(Status::invalid_argument(
+                "path: a problem file path is required",
+            ));
+        }
+        if !(r.read_noise.is_finite() && (0.0..=1.0).contains(&r.read_noise)) {
+            return Err(Status::invalid_argument(format!(
+                "read_noise: expected 0..=1, got {}",
+                r.read_noise
+            )));
+        }
+        if r.bits.is_some_and(|b| !(1..=64).contains(&b)) {
+            return Err(Status::invalid_argument("bits: expected 1..=64"));
+        }
+        let path = self
+            .prober
+            .allowed(std::path::Path::new(&r.path))
+            .map_err(probe_status)?;
+        let report = self
+            .prober
+            .run(path, r.bits, r.read_noise)
+            .await
+            .map_err(probe_status)?;
+        let findings = crate::probe::conditions(&report, std::time::SystemTime::now());
+        let report_json = serde_json::to_string(&report)
+            .map_err(|e| Status::internal(format!("encoding the report: {e}")))?;
+        Ok(Response::new(pb::ProbeMatrixResponse {
+            report_json,
+            findings: findings.iter().map(convert::condition).collect(),
+        }))
     }
 
     async fn list_actions(

@@ -1,0 +1,69 @@
+//! The solver probe inside the agent: watched problem files become node conditions, and
+//! `agent-ctl probe` runs it on demand, only on files under the configured directories.
+
+use health_e2e::Agent;
+
+fn write_hilbert(path: &std::path::Path, n: usize) {
+    let mut s = format!(
+        "%%MatrixMarket matrix coordinate real general\n{n} {n} {}\n",
+        n * n
+    );
+    for i in 1..=n {
+        for j in 1..=n {
+            s.push_str(&format!("{i} {j} {:e}\n", 1.0 / (i + j - 1) as f64));
+        }
+    }
+    std::fs::write(path, s).expect("write matrix");
+}
+
+#[test]
+fn watched_ill_conditioned_problem_becomes_a_condition_and_probe_runs_on_demand() {
+    let problems = tempfile::tempdir().expect("tempdir");
+    let file = problems.path().join("hilbert10.mtx");
+    write_hilbert(&file, 10);
+    let cfg = format!(
+        "[probe]\nwatch = [\"{}/*.mtx\"]\ninterval = \"1s\"\n\n[[device]]\nid = \"loihi-0\"\nkind = \"loihi2\"\nbackend = \"sim\"\n",
+        problems.path().display()
+    );
+    let agent = Agent::with_config(&cfg, &["--node", "e2e-probe"]);
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = String::from_utf8_lossy(&agent.ctl(&["--json", "status"]).stdout).into_owned();
+        if status.contains("ILL_CONDITIONED") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        status.contains("ILL_CONDITIONED") && status.contains("hilbert10.mtx"),
+        "{status}"
+    );
+    assert!(
+        status.contains("\"state\":\"WARNING\""),
+        "the node is at least WARNING: {status}"
+    );
+
+    let out = agent.ctl(&["probe", file.to_str().expect("utf-8"), "--bits", "16"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("ILL_CONDITIONED") && text.contains("PRECISION_INSUFFICIENT"),
+        "{text}"
+    );
+
+    // Outside the configured directories: refused, with a one-line reason.
+    let other = tempfile::tempdir().expect("tempdir");
+    let outside = other.path().join("x.mtx");
+    write_hilbert(&outside, 3);
+    let out = agent.ctl(&["probe", outside.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PermissionDenied") && err.contains("x.mtx"),
+        "{err}"
+    );
+}
