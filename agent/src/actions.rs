@@ -174,7 +174,9 @@ impl Actions {
                     }
                 }
                 if let Some(cap) = action.capability() {
-                    if !dev.capabilities.contains(&cap) {
+                    // Checked against the current status: a backend may learn a capability on
+                    // its first read (a writable power cap found by sysfs).
+                    if !dev.status().capabilities.contains(&cap) {
                         return Err(ActionError::NotPossible(format!(
                             "{device_id} does not support {}",
                             action.describe()

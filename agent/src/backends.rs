@@ -36,7 +36,12 @@ pub async fn build(cfg: &DeviceConfig, sysfs_root: &std::path::Path) -> anyhow::
             keep_alive: None,
         },
         Backend::Bmp(bmp) if cfg.simulator => {
-            let (sim, task) = BmpSimulator::start((LOOPBACK, 0).into(), BmpSimOptions::default())
+            // Enough boards that the configured one exists in the simulated frame.
+            let options = BmpSimOptions {
+                boards: bmp.board_number() + 1,
+                ..BmpSimOptions::default()
+            };
+            let (sim, task) = BmpSimulator::start((LOOPBACK, 0).into(), options)
                 .await
                 .with_context(|| format!("{id}: starting the BMP simulator"))?;
             let mut bmp = bmp.clone();

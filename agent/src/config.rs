@@ -430,6 +430,97 @@ impl Check<'_> {
     }
 }
 
+/// The shortest read and action deadlines a backend needs, from its own protocol timeouts: a
+/// supervisor deadline shorter than those would cut the backend off before it can say what is
+/// wrong (and, for a power cycle or a PCI remove/rescan, half-way through the action).
+fn backend_needs(b: &Backend) -> (Duration, Duration) {
+    let slack = ms(500);
+    match b {
+        Backend::Sim(_) => (Duration::ZERO, Duration::ZERO),
+        Backend::Bmp(cfg) => {
+            let one = ms(cfg.timeout_ms) * cfg.attempts;
+            let action = BmpBoard::new("check", cfg)
+                .map(|b| b.worst_case_action())
+                .unwrap_or(one);
+            (one + slack, action + slack)
+        }
+        // A read stops at its first timed-out exchange; a calibration settles, then measures.
+        Backend::Scpi(cfg) => (
+            ms(cfg.timeout_ms) + slack,
+            ms(cfg.settle_timeout_ms) + ms(cfg.timeout_ms) * 20 + slack,
+        ),
+        Backend::Plugin(cfg) => (ms(cfg.deadline_ms) + slack, ms(cfg.deadline_ms) + slack),
+        // Sources are read concurrently; a hard reset waits for removal and for the rescan.
+        Backend::Sysfs(cfg) => (
+            ms(cfg.deadline_ms) + slack,
+            if cfg.pci.is_some() {
+                ms(cfg.rescan_wait_ms) * 2 + ms(cfg.deadline_ms) * 4 + slack
+            } else {
+                Duration::ZERO
+            },
+        ),
+        Backend::Loihi2(cfg) => {
+            let slurm = if cfg.slurm_node.is_some() {
+                ms(cfg.sinfo_deadline_ms)
+            } else {
+                Duration::ZERO
+            };
+            let read = ms(cfg.reach_deadline_ms).max(slurm).max(ms(500));
+            let action = cfg
+                .vendor
+                .as_ref()
+                .map_or(Duration::ZERO, |v| ms(v.deadline_ms));
+            (read + slack, action + slack)
+        }
+    }
+}
+
+/// Defaults the deadlines a device did not set to what its backend needs (at least the usual
+/// 2 s / 60 s), and refuses ones that were set shorter, naming the key and the reason.
+fn fit_deadlines(
+    c: &Check<'_>,
+    k: &dyn Fn(&str) -> String,
+    backend: &Backend,
+    (deadline, deadline_set): (Duration, bool),
+    (action, action_set): (Duration, bool),
+) -> Result<(Duration, Duration), ConfigError> {
+    let (need_read, need_action) = backend_needs(backend);
+    let fmt = |d: Duration| {
+        humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+    };
+    let deadline = match (deadline_set, deadline < need_read) {
+        (true, true) => {
+            return c.fail(
+                &k("deadline"),
+                format!(
+                    "expected at least {} (the {} backend's own timeouts), found {}",
+                    fmt(need_read),
+                    backend.name(),
+                    fmt(deadline)
+                ),
+            )
+        }
+        (false, true) => need_read,
+        _ => deadline,
+    };
+    let action = match (action_set, action < need_action) {
+        (true, true) => {
+            return c.fail(
+                &k("action_deadline"),
+                format!(
+                    "expected at least {} (the {} backend's worst-case action), found {}",
+                    fmt(need_action),
+                    backend.name(),
+                    fmt(action)
+                ),
+            )
+        }
+        (false, true) => need_action,
+        _ => action,
+    };
+    Ok((deadline, action))
+}
+
 /// The device's backend, from `backend = "..."` and its table. Only the named backend's table
 /// may be present; a backend whose protocol has a simulator may set `simulator = true`, and
 /// then its table is optional (addresses come from the simulator).
@@ -811,37 +902,13 @@ impl RawConfig {
                     secs(365 * 86400),
                 )?);
             }
-            if let Backend::Bmp(b) = &backend {
-                // A power cycle cut off between off and on leaves the board dark: the action
-                // deadline must cover the worst case (off, wait, slow power-on, verify).
-                let worst = BmpBoard::new(&d.id, b)
-                    .map(|board| board.worst_case_action())
-                    .unwrap_or_default();
-                if action_deadline < worst {
-                    return c.fail(
-                        &k("action_deadline"),
-                        format!(
-                            "expected at least {} for this BMP's power cycle, found {}",
-                            humantime::format_duration(worst),
-                            humantime::format_duration(action_deadline)
-                        ),
-                    );
-                }
-            }
-            if let Backend::Scpi(b) = &backend {
-                // A calibration that may settle longer than the action deadline would be cut
-                // off by the agent half-way: say so now, not at 3 a.m.
-                if Duration::from_millis(b.settle_timeout_ms) >= action_deadline {
-                    return c.fail(
-                        &k("scpi.settle_timeout_ms"),
-                        format!(
-                            "expected less than action_deadline ({}), found {} ms",
-                            humantime::format_duration(action_deadline),
-                            b.settle_timeout_ms
-                        ),
-                    );
-                }
-            }
+            let (deadline, action_deadline) = fit_deadlines(
+                &c,
+                &k,
+                &backend,
+                (deadline, d.deadline.is_some()),
+                (action_deadline, d.action_deadline.is_some()),
+            )?;
             devices.push(DeviceConfig {
                 id: d.id,
                 kind: d.kind,
@@ -917,32 +984,52 @@ impl RawConfig {
                         .into(),
                 );
             }
+            // Validate the template as a device it will produce, so a bad key fails here and
+            // names the rule, not at start-up on the hosts where the rule happens to match.
+            let mut example = sysfs.clone();
+            match &matches {
+                DiscoveryMatch::Pci { .. } => example.pci = Some("0000:00:00.0".into()),
+                DiscoveryMatch::Hwmon { name } => example.hwmon = Some(name.clone()),
+            }
+            if let Err((key, msg)) = example.validate() {
+                return c.fail(&k(&format!("sysfs.{key}")), msg);
+            }
+            let poll_interval = c.duration(
+                &k("poll_interval"),
+                r.poll_interval.as_deref(),
+                secs(1),
+                ms(50),
+                secs(3600),
+            )?;
+            let deadline = c.duration(
+                &k("deadline"),
+                r.deadline.as_deref(),
+                secs(2),
+                ms(10),
+                secs(300),
+            )?;
+            let action_deadline = c.duration(
+                &k("action_deadline"),
+                r.action_deadline.as_deref(),
+                secs(60),
+                ms(100),
+                secs(3600),
+            )?;
+            let (deadline, action_deadline) = fit_deadlines(
+                &c,
+                &k,
+                &Backend::Sysfs(example),
+                (deadline, r.deadline.is_some()),
+                (action_deadline, r.action_deadline.is_some()),
+            )?;
             discover.push(DiscoveryRule {
                 kind: r.kind,
                 id_prefix: r.id_prefix,
                 matches,
                 sysfs,
-                poll_interval: c.duration(
-                    &k("poll_interval"),
-                    r.poll_interval.as_deref(),
-                    secs(1),
-                    ms(50),
-                    secs(3600),
-                )?,
-                deadline: c.duration(
-                    &k("deadline"),
-                    r.deadline.as_deref(),
-                    secs(2),
-                    ms(10),
-                    secs(300),
-                )?,
-                action_deadline: c.duration(
-                    &k("action_deadline"),
-                    r.action_deadline.as_deref(),
-                    secs(60),
-                    ms(100),
-                    secs(3600),
-                )?,
+                poll_interval,
+                deadline,
+                action_deadline,
             });
         }
         let p = self.probe;
@@ -1116,7 +1203,7 @@ mod tests {
         assert_eq!(e.key, "device[0].scpi.timeout_ms");
         let e = parse_err("[[device]]\nid = \"p\"\nkind = \"photonic\"\nbackend = \"scpi\"\naction_deadline = \"10s\"\n[device.scpi]\ntec = \"h:1\"\n");
         assert_eq!(
-            e.key, "device[0].scpi.settle_timeout_ms",
+            e.key, "device[0].action_deadline",
             "settle timeout must fit the action deadline"
         );
         let e = parse_err("[[device]]\nid = \"x\"\nkind = \"analog_crossbar\"\nbackend = \"plugin\"\n[device.plugin]\ncommand = \"relative/tool\"\nread = [\"read\"]\n");

@@ -31,8 +31,17 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // Simulators started for `simulator = true` devices live as long as the daemon.
     let mut keep_alive = Vec::new();
     let discovered = crate::discovery::expand(&cfg.discover, &cfg.devices);
-    for d in cfg.devices.iter().chain(&discovered) {
-        let built = backends::build(d, &cfg.sysfs_root).await?;
+    for (i, d) in cfg.devices.iter().chain(&discovered).enumerate() {
+        let built = match backends::build(d, &cfg.sysfs_root).await {
+            Ok(b) => b,
+            // A listed device that cannot be built is a config error: refuse to start.
+            Err(e) if i < cfg.devices.len() => return Err(e),
+            // A discovered one is reported and skipped: the rest of the host is still watched.
+            Err(e) => {
+                tracing::error!(device = %d.id, error = %format!("{e:#}"), "discovered device skipped");
+                continue;
+            }
+        };
         keep_alive.extend(built.keep_alive);
         let (h, task) = supervisor::spawn(d.clone(), built.device, cancel.clone());
         handles.push(h);
@@ -126,6 +135,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .map(|d| d.action_deadline + d.deadline)
         .max()
         .unwrap_or_default();
+    // Tell systemd how long the in-flight actions may still take, so TimeoutStopSec does not
+    // SIGKILL a power cycle between off and on.
+    let _ = sd_notify::notify(
+        false,
+        &[sd_notify::NotifyState::ExtendTimeoutUsec(
+            (longest + Duration::from_secs(5))
+                .as_micros()
+                .min(u128::from(u32::MAX)) as u32,
+        )],
+    );
     let rest = async {
         for t in supervisors {
             let _ = t.await;

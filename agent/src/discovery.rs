@@ -3,8 +3,10 @@
 //! A `[[discover]]` rule matches PCI functions by `vendor[:device]` id, or hwmon chips by
 //! name, and turns each match into a sysfs device with the rule's kind, id prefix, timings and
 //! sysfs template. Matches are sorted (by PCI address or hwmon path) so ids are stable across
-//! restarts on the same hardware. Enumeration reads directory listings only, so it cannot hang
-//! on a broken driver; reading the devices is then the supervisors' job, under their deadlines.
+//! restarts on the same hardware. Enumeration reads directory listings and the small
+//! `name`/`vendor`/`device` attribute files once, at start; reading the devices is then the
+//! supervisors' job, under their deadlines. A hwmon device found by name is pinned to its
+//! `hwmonN` directory: a driver reload that renumbers it needs an agent restart.
 
 use health_hal::sysfs::{discover_hwmon, discover_pci, SysfsConfig};
 
@@ -42,12 +44,30 @@ pub fn expand(rules: &[DiscoveryRule], listed: &[DeviceConfig]) -> Vec<DeviceCon
         if matches.is_empty() {
             tracing::warn!(rule = %rule.describe(), root = %root.display(), "discovery rule matched nothing");
         }
-        for (n, sysfs) in matches.into_iter().enumerate() {
-            let id = format!("{}{n}", rule.id_prefix);
-            if listed.iter().chain(found.iter()).any(|d| d.id == id) {
-                tracing::warn!(id = %id, rule = %rule.describe(), "discovered device id already in use: skipped");
+        // A device listed by hand wins: its PCI function or hwmon chip is not supervised twice
+        // (two supervisors on one function would break one-action-at-a-time).
+        let taken = |s: &SysfsConfig, found: &[DeviceConfig]| {
+            listed.iter().chain(found.iter()).any(|d| match &d.backend {
+                Backend::Sysfs(o) => {
+                    (s.pci.is_some() && o.pci == s.pci) || (s.hwmon.is_some() && o.hwmon == s.hwmon)
+                }
+                _ => false,
+            })
+        };
+        let mut n = 0usize;
+        for sysfs in matches {
+            if taken(&sysfs, &found) {
+                tracing::info!(rule = %rule.describe(), location = ?sysfs.pci.as_ref().or(sysfs.hwmon.as_ref()), "already configured by hand: not discovered again");
                 continue;
             }
+            // The next id not in use, so a hand-listed `xbar-0` elsewhere does not hide a card.
+            let id = loop {
+                let id = format!("{}{n}", rule.id_prefix);
+                n += 1;
+                if !listed.iter().chain(found.iter()).any(|d| d.id == id) {
+                    break id;
+                }
+            };
             tracing::info!(id = %id, rule = %rule.describe(), location = ?sysfs.pci.as_ref().or(sysfs.hwmon.as_ref()), "discovered device");
             found.push(DeviceConfig {
                 id,
@@ -142,12 +162,20 @@ mod tests {
             "{s:?}"
         );
 
-        // A listed device keeps its id; the discovered duplicate is skipped.
+        // A card listed by hand is not discovered again; the other gets the next free id.
         let listed = expand(std::slice::from_ref(&pci), &[]);
-        let again = expand(&[pci], &listed[..1]);
-        assert_eq!(
-            again.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
-            ["xbar-1"]
-        );
+        let again = expand(std::slice::from_ref(&pci), &listed[..1]);
+        let got: Vec<_> = again.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(got, ["xbar-1"]);
+        let Backend::Sysfs(s) = &again[0].backend else {
+            panic!("sysfs")
+        };
+        assert_eq!(s.pci.as_deref(), Some("0000:41:00.0"));
+        // An id taken by an unrelated device is skipped over, and no card is lost.
+        let mut other = listed[0].clone();
+        other.backend = Backend::Sim(health_hal::sim::SimOptions::default());
+        let shifted = expand(&[pci], &[other]);
+        let got: Vec<_> = shifted.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(got, ["xbar-1", "xbar-2"]);
     }
 }

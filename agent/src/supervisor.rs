@@ -123,7 +123,6 @@ struct Command {
 #[derive(Clone)]
 pub struct DeviceHandle {
     pub id: String,
-    pub capabilities: Vec<Capability>,
     status: watch::Receiver<Arc<DeviceStatus>>,
     commands: mpsc::Sender<Command>,
     pub injector: Option<Arc<dyn FaultInjector>>,
@@ -203,7 +202,6 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(8);
     let handle = DeviceHandle {
         id: cfg.id.clone(),
-        capabilities,
         status: status_rx,
         commands: tx,
         injector: device.fault_injector(),

@@ -156,7 +156,9 @@ impl Agent for AgentService {
                 .node
                 .device(device_id(&r.id)?)
                 .ok_or_else(|| Status::not_found(format!("no device {:?} on this node", r.id)))?;
+            // The current status: a backend may learn a capability on its first read.
             if !dev
+                .status()
                 .capabilities
                 .contains(&health_hal::Capability::Calibrate)
             {

@@ -1,7 +1,7 @@
 //! Configuration of a Loihi 2 board as its host sees it.
 //!
 //! ```toml
-//! [devices.loihi2]
+//! [device.loihi2]
 //! board_host = "kp-host-01:9000"   # nx_driver_server's host and port
 //! reach_deadline_ms = 1000
 //! slurm_node = "ncl-kp-01"         # optional: the board's SLURM node
@@ -9,7 +9,7 @@
 //! hwmon = "loihi2"                 # optional: hwmon chip name (sysfs backend)
 //! power_supply = "loihi2"          # optional: /sys/class/power_supply/NAME (sysfs backend)
 //!
-//! [devices.loihi2.vendor]          # optional: the site's tool for reset and calibration
+//! [device.loihi2.vendor]          # optional: the site's tool for reset and calibration
 //! command = "/usr/local/libexec/health-agent/loihi-tool"
 //! reset_soft = ["reset", "--soft"]
 //! calibrate = ["calibrate"]

@@ -5,7 +5,7 @@
 //! a guess. In the agent's TOML this looks like:
 //!
 //! ```toml
-//! [devices.plugin]
+//! [device.plugin]
 //! command = "/usr/local/libexec/health-agent/loihi-tool"
 //! args = ["--board", "kp0"]
 //! deadline_ms = 10000
