@@ -1217,6 +1217,28 @@ mod tests {
     }
 
     #[test]
+    fn deadlines_default_to_what_the_backend_needs_and_shorter_ones_are_refused() {
+        let plugin = "[[device]]\nid = \"x\"\nkind = \"analog_crossbar\"\nbackend = \"plugin\"\n";
+        let table =
+            "[device.plugin]\ncommand = \"/usr/bin/tool\"\nread = [\"read\"]\ndeadline_ms = 8000\n";
+        let c = parse("a.toml", &format!("{plugin}{table}")).unwrap();
+        assert!(
+            c.devices[0].deadline >= Duration::from_secs(8),
+            "{:?}",
+            c.devices[0].deadline
+        );
+        let e = parse_err(&format!("{plugin}deadline = \"3s\"\n{table}"));
+        assert_eq!(e.key, "device[0].deadline");
+        assert!(e.message.contains("plugin"), "{e}");
+        // PCI hard reset: remove + rescan must fit in the action deadline.
+        let e = parse_err("[[device]]\nid = \"c\"\nkind = \"analog_crossbar\"\nbackend = \"sysfs\"\naction_deadline = \"5s\"\n[device.sysfs]\npci = \"0000:03:00.0\"\n");
+        assert_eq!(e.key, "device[0].action_deadline");
+        // A discovery template is validated where it is written.
+        let e = parse_err("[[discover]]\nkind = \"analog_crossbar\"\nid_prefix = \"x-\"\npci = \"1e52\"\n[discover.sysfs]\ndeadline_ms = 0\n");
+        assert!(e.key.starts_with("discover[0].sysfs."), "{e}");
+    }
+
+    #[test]
     fn syntax_errors_name_the_file_and_line() {
         let e = parse_err("node = \n");
         assert!(e.to_string().starts_with("agent.toml: "), "{e}");
