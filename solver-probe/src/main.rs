@@ -40,6 +40,67 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time the kernels on a matrix (SpMV, CG to rtol 1e-8, optionally the condition estimate)
+    /// and print JSON. For the benchmark script (solver-probe/bench/poisson.sh), not for tests.
+    Bench {
+        file: PathBuf,
+        /// SpMV repetitions (the median is reported).
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+        /// Also time the condition estimate.
+        #[arg(long)]
+        cond: bool,
+    },
+}
+
+fn bench(
+    file: &std::path::Path,
+    repeat: usize,
+    with_cond: bool,
+) -> Result<serde_json::Value, String> {
+    use solver_probe::krylov::{cg, spmv, SolveOptions};
+    use solver_probe::precond::Identity;
+    use std::time::Instant;
+    let t = Instant::now();
+    let a = solver_probe::read::read_matrix(file, &solver_probe::read::Budget::default())
+        .map_err(|e| e.to_string())?;
+    let read_s = t.elapsed().as_secs_f64();
+    let n = a.rows();
+    let x: Vec<f64> = (0..n).map(|i| 1.0 + (i % 7) as f64 * 0.01).collect();
+    let mut y = vec![0.0; n];
+    let mut times = Vec::with_capacity(repeat);
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        spmv(&a, &x, &mut y).map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let spmv_s = times[times.len() / 2];
+    let opts = SolveOptions {
+        rtol: 1e-8,
+        max_iter: 20_000,
+        stagnation_window: 0,
+        ..SolveOptions::default()
+    };
+    let t = Instant::now();
+    let r = cg(&a, &y, None, &Identity, &opts).map_err(|e| e.to_string())?;
+    let cg_s = t.elapsed().as_secs_f64();
+    let cond = if with_cond {
+        let t = Instant::now();
+        let e = solver_probe::cond::estimate(&a).map_err(|e| e.to_string())?;
+        Some(
+            serde_json::json!({"kappa": e.kappa, "method": format!("{:?}", e.method), "seconds": t.elapsed().as_secs_f64()}),
+        )
+    } else {
+        None
+    };
+    Ok(serde_json::json!({
+        "n": n, "nnz": a.nnz(), "read_seconds": read_s,
+        "spmv_seconds_median": spmv_s,
+        "cg_reason": format!("{:?}", r.reason), "cg_iterations": r.iterations,
+        "cg_seconds": cg_s, "cg_seconds_per_iteration": cg_s / r.iterations.max(1) as f64,
+        "cond": cond,
+    }))
 }
 
 fn text(r: &Report) -> String {
@@ -120,14 +181,28 @@ fn text(r: &Report) -> String {
 }
 
 fn main() -> ExitCode {
-    let Command::Analyze {
-        file,
-        rhs,
-        bits,
-        read_noise,
-        threshold,
-        json,
-    } = Cli::parse().command;
+    let (file, rhs, bits, read_noise, threshold, json) = match Cli::parse().command {
+        Command::Analyze {
+            file,
+            rhs,
+            bits,
+            read_noise,
+            threshold,
+            json,
+        } => (file, rhs, bits, read_noise, threshold, json),
+        Command::Bench { file, repeat, cond } => {
+            return match bench(&file, repeat, cond) {
+                Ok(v) => {
+                    println!("{v}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("solver-probe: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
     if !(threshold.is_finite() && threshold > 1.0) {
         eprintln!("solver-probe: --threshold: expected a number > 1, found {threshold}");
         return ExitCode::from(2);
