@@ -411,6 +411,22 @@ impl Check<'_> {
         Ok(x)
     }
 
+    /// A device id or id prefix: 1..=max characters of `[A-Za-z0-9._-]`.
+    fn name(&self, key: &str, v: &str, max: usize) -> Result<(), ConfigError> {
+        let ok = !v.is_empty()
+            && v.len() <= max
+            && v.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+        if ok {
+            Ok(())
+        } else {
+            self.fail(
+                key,
+                format!("expected 1-{max} characters of [A-Za-z0-9._-], found {v:?}"),
+            )
+        }
+    }
+
     fn range_u64(
         &self,
         key: &str,
@@ -473,6 +489,27 @@ fn backend_needs(b: &Backend) -> (Duration, Duration) {
             (read + slack, action + slack)
         }
     }
+}
+
+/// A device's (or a discovery rule's) poll interval, read deadline and action deadline, the
+/// deadlines fitted to what its backend needs (see [`fit_deadlines`]).
+fn timings(
+    c: &Check<'_>,
+    k: &dyn Fn(&str) -> String,
+    backend: &Backend,
+    [poll, deadline, action]: [Option<&str>; 3],
+) -> Result<(Duration, Duration, Duration), ConfigError> {
+    let poll_interval = c.duration(&k("poll_interval"), poll, secs(1), ms(50), secs(3600))?;
+    let d = c.duration(&k("deadline"), deadline, secs(2), ms(10), secs(300))?;
+    let a = c.duration(&k("action_deadline"), action, secs(60), ms(100), secs(3600))?;
+    let (d, a) = fit_deadlines(
+        c,
+        k,
+        backend,
+        (d, deadline.is_some()),
+        (a, action.is_some()),
+    )?;
+    Ok((poll_interval, d, a))
 }
 
 /// Defaults the deadlines a device did not set to what its backend needs (at least the usual
@@ -831,46 +868,11 @@ impl RawConfig {
         let mut devices = Vec::with_capacity(self.device.len());
         for (i, d) in self.device.into_iter().enumerate() {
             let k = |name: &str| format!("device[{i}].{name}");
-            if d.id.is_empty()
-                || d.id.len() > 64
-                || !d
-                    .id
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-            {
-                return c.fail(
-                    &k("id"),
-                    format!(
-                        "expected 1-64 characters of [A-Za-z0-9._-], found {:?}",
-                        d.id
-                    ),
-                );
-            }
+            c.name(&k("id"), &d.id, 64)?;
             if devices.iter().any(|x: &DeviceConfig| x.id == d.id) {
                 return c.fail(&k("id"), format!("duplicate device id {:?}", d.id));
             }
             let backend = backend(&c, i, &d)?;
-            let poll_interval = c.duration(
-                &k("poll_interval"),
-                d.poll_interval.as_deref(),
-                secs(1),
-                ms(50),
-                secs(3600),
-            )?;
-            let deadline = c.duration(
-                &k("deadline"),
-                d.deadline.as_deref(),
-                secs(2),
-                ms(10),
-                secs(300),
-            )?;
-            let action_deadline = c.duration(
-                &k("action_deadline"),
-                d.action_deadline.as_deref(),
-                secs(60),
-                ms(100),
-                secs(3600),
-            )?;
             let mut limits = Limits::for_kind(d.kind);
             let l = d.limits;
             limits.temperature_warning_celsius = c.range_f64(
@@ -902,12 +904,15 @@ impl RawConfig {
                     secs(365 * 86400),
                 )?);
             }
-            let (deadline, action_deadline) = fit_deadlines(
+            let (poll_interval, deadline, action_deadline) = timings(
                 &c,
                 &k,
                 &backend,
-                (deadline, d.deadline.is_some()),
-                (action_deadline, d.action_deadline.is_some()),
+                [
+                    d.poll_interval.as_deref(),
+                    d.deadline.as_deref(),
+                    d.action_deadline.as_deref(),
+                ],
             )?;
             devices.push(DeviceConfig {
                 id: d.id,
@@ -937,21 +942,7 @@ impl RawConfig {
         let mut discover = Vec::with_capacity(self.discover.len());
         for (i, r) in self.discover.into_iter().enumerate() {
             let k = |name: &str| format!("discover[{i}].{name}");
-            if r.id_prefix.is_empty()
-                || r.id_prefix.len() > 48
-                || !r
-                    .id_prefix
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
-            {
-                return c.fail(
-                    &k("id_prefix"),
-                    format!(
-                        "expected 1-48 characters of [A-Za-z0-9._-], found {:?}",
-                        r.id_prefix
-                    ),
-                );
-            }
+            c.name(&k("id_prefix"), &r.id_prefix, 48)?;
             let hex = |s: &str| u16::from_str_radix(s.trim_start_matches("0x"), 16).ok();
             let matches = match (&r.pci, &r.hwmon) {
                 (Some(p), None) => {
@@ -994,33 +985,15 @@ impl RawConfig {
             if let Err((key, msg)) = example.validate() {
                 return c.fail(&k(&format!("sysfs.{key}")), msg);
             }
-            let poll_interval = c.duration(
-                &k("poll_interval"),
-                r.poll_interval.as_deref(),
-                secs(1),
-                ms(50),
-                secs(3600),
-            )?;
-            let deadline = c.duration(
-                &k("deadline"),
-                r.deadline.as_deref(),
-                secs(2),
-                ms(10),
-                secs(300),
-            )?;
-            let action_deadline = c.duration(
-                &k("action_deadline"),
-                r.action_deadline.as_deref(),
-                secs(60),
-                ms(100),
-                secs(3600),
-            )?;
-            let (deadline, action_deadline) = fit_deadlines(
+            let (poll_interval, deadline, action_deadline) = timings(
                 &c,
                 &k,
                 &Backend::Sysfs(example),
-                (deadline, r.deadline.is_some()),
-                (action_deadline, r.action_deadline.is_some()),
+                [
+                    r.poll_interval.as_deref(),
+                    r.deadline.as_deref(),
+                    r.action_deadline.as_deref(),
+                ],
             )?;
             discover.push(DiscoveryRule {
                 kind: r.kind,
