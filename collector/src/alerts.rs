@@ -1,18 +1,27 @@
 //! The collector's own alert evaluation, so WatchAlerts works without a Prometheus.
 //!
 //! An alert is a WARNING or CRITICAL condition in a node's latest snapshot (a host condition
-//! or a device condition). It fires when it first appears, fires again when its severity
-//! changes, and resolves when the next applied snapshot of the node no longer carries it.
-//! Besides those, the collector raises NODE_STALE itself when a node stops reporting, and
-//! resolves it when the node reports again.
+//! or a device condition). When the collector first sees it, it is *pending*; it *fires* once
+//! it has lasted its code's `for` duration (`[alerts] for`, 0 = at once), and fires again when
+//! its severity changes; it *resolves* when the next applied snapshot of the node no longer
+//! carries it. A condition that clears while pending never fires (and is not shown to
+//! watchers). Durations are measured on the monotonic clock the caller passes in, from the
+//! first report that carried the condition; a pending alert is promoted either by a later
+//! report of its node or by the sweeper (`promote_due`), whichever comes first, so its firing
+//! does not wait for the node's next report.
+//!
+//! Besides those, the collector raises NODE_STALE itself when a node stops reporting (its
+//! pending time is `stale_after`), and resolves it when the node reports again.
 //!
 //! When the fleet forgets a node (no report for `forget_after`: a decommissioned host), every
 //! alert still active for it, NODE_STALE included, is resolved with a message saying so, and
 //! the node's state here is dropped; if it reports again later, its alerts start afresh.
 //!
 //! Alerts are identified by a fingerprint `node/subject/CODE`, stable across fire and resolve,
-//! as Alertmanager-style consumers expect. The active set lives in memory only: after a
-//! collector restart the first report of each node fires its alerts again.
+//! as Alertmanager-style consumers expect; `alertname` is the on-call name (`alert_names`).
+//! The active set lives in memory only: after a collector restart the first report of each node
+//! starts its alerts again (pending first). The history database (`history`) is fed from here,
+//! without waiting: every transition is handed to its writer thread with a `try_send`.
 //!
 //! Ordering: the fleet numbers every applied snapshot of a node with a generation; evaluations
 //! are applied here only in increasing generation, so two streams of the same node (an agent
@@ -20,13 +29,17 @@
 //! leave an old alert state behind. Generations are fleet-wide, so this also holds when a
 //! forgotten node reports again before its forgetting has reached this module.
 //!
+//! Cost: evaluating a report is O(conditions and recent actions of that node) plus a log-time
+//! insert into the due set per new pending alert; the sweep's promotion only looks at the due
+//! set's head.
+//!
 //! Events are sent on a broadcast channel while the lock is held, so every watcher sees them
 //! in the order the active set changed. Like the fleet module, this one reads the agents'
 //! snapshots and builds the `Alert` messages directly, without knowing about gRPC transport.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use health_proto::v1::{
     Alert, AlertEvent, AlertStatus, Condition, ConditionCode, NodeSnapshot, Severity,
@@ -34,18 +47,56 @@ use health_proto::v1::{
 use prost_types::Timestamp;
 use tokio::sync::broadcast;
 
+use crate::alert_names::alertname;
+use crate::history::{AlertTransition, HistorySink};
+
 /// Subject of the NODE_STALE alert: it is about the node as a whole.
 const NODE_SUBJECT: &str = "node";
 /// Default subject of a host condition that names none.
 const HOST_SUBJECT: &str = "host";
 const NODE_STALE_RUNBOOK: &str = "Check that health-agent is running on the node \
     (systemctl status health-agent), that the node is up, and that it can reach the collector.";
+/// Action ids remembered per node to report each action to the history once; the agent
+/// repeats its last few actions in every report, far fewer than this.
+const SEEN_ACTIONS: usize = 64;
 
-/// An active alert and the send time of the report that last fired it.
+/// How long each condition code must last before its alert fires.
+#[derive(Debug, Clone, Default)]
+pub struct PendingRules {
+    hold: HashMap<i32, Duration>,
+}
+
+impl PendingRules {
+    /// From the config's `[alerts] for` table (code names already validated).
+    pub fn from_names<'a>(entries: impl IntoIterator<Item = (&'a String, &'a Duration)>) -> Self {
+        let hold = entries
+            .into_iter()
+            .filter_map(|(name, hold)| {
+                ConditionCode::from_str_name(name).map(|code| (code as i32, *hold))
+            })
+            .collect();
+        PendingRules { hold }
+    }
+
+    fn hold(&self, code: i32) -> Duration {
+        self.hold.get(&code).copied().unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Where an active alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Seen, not yet lasted its `for` duration; fires at `due` if still there.
+    Pending { due: Instant },
+    Firing,
+}
+
+/// An active (pending or firing) alert and the send time of the report that last changed it.
 #[derive(Debug, Clone)]
-struct Firing {
+struct Tracked {
     alert: Alert,
     report_sent_at: Option<Timestamp>,
+    phase: Phase,
 }
 
 /// One node's active alerts.
@@ -54,32 +105,49 @@ struct NodeAlerts {
     /// Generation of the last snapshot (or staleness) evaluated; older ones are ignored.
     generation: u64,
     /// Alerts from the snapshot's conditions, by fingerprint.
-    conditions: BTreeMap<String, Firing>,
+    conditions: BTreeMap<String, Tracked>,
     /// The collector's own NODE_STALE alert, while the node is stale.
-    stale: Option<Firing>,
+    stale: Option<Tracked>,
+    /// Action ids already handed to the history, oldest first (bounded).
+    seen_actions: VecDeque<String>,
+    seen_action_ids: HashSet<String>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    nodes: BTreeMap<String, NodeAlerts>,
+    /// Pending alerts by the time they become due: (due, node, fingerprint).
+    due: BTreeSet<(Instant, String, String)>,
 }
 
 /// The active alert set and the channel watchers subscribe to.
 pub struct Alerts {
-    nodes: Mutex<BTreeMap<String, NodeAlerts>>,
+    book: Mutex<Book>,
     events: broadcast::Sender<AlertEvent>,
+    rules: PendingRules,
+    history: Option<HistorySink>,
 }
 
 impl Alerts {
-    /// `watch_buffer` is how many events a watcher may fall behind before it skips ahead.
+    /// Alerts that fire at once and keep no history (the tests' book). `watch_buffer` is how
+    /// many events a watcher may fall behind before it skips ahead.
+    #[cfg(test)]
     pub fn new(watch_buffer: usize) -> Self {
+        Self::with(watch_buffer, PendingRules::default(), None)
+    }
+
+    /// Alerts with pending durations per code, feeding `history` if there is one.
+    pub fn with(watch_buffer: usize, rules: PendingRules, history: Option<HistorySink>) -> Self {
         let (events, _) = broadcast::channel(watch_buffer.max(1));
         Alerts {
-            nodes: Mutex::new(BTreeMap::new()),
+            book: Mutex::new(Book::default()),
             events,
+            rules,
+            history,
         }
     }
 
-    /// Evaluates a node's newly applied snapshot: fires new alerts, re-fires those whose
-    /// severity changed, resolves those gone, and resolves NODE_STALE (the node reported).
-    ///
-    /// `generation` comes from the fleet (`Applied::Current`); `report_sent_at` is the agent's
-    /// send time, carried on the events so watchers can measure latency.
+    /// `observe_at` with the monotonic clock read now.
     pub fn observe(
         &self,
         node: &str,
@@ -88,12 +156,41 @@ impl Alerts {
         report_sent_at: Option<Timestamp>,
         now: SystemTime,
     ) {
-        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        let book = nodes.entry(node.to_string()).or_default();
-        if generation <= book.generation {
+        self.observe_at(
+            node,
+            generation,
+            snapshot,
+            report_sent_at,
+            now,
+            Instant::now(),
+        );
+    }
+
+    /// Evaluates a node's newly applied snapshot: starts new alerts (pending, or firing if
+    /// their code has no `for`), fires pending ones that have lasted long enough, re-fires
+    /// those whose severity changed, resolves those gone, and resolves NODE_STALE (the node
+    /// reported).
+    ///
+    /// `generation` comes from the fleet (`Applied::Current`); `report_sent_at` is the agent's
+    /// send time, carried on the events so watchers can measure latency; `now` is the wall
+    /// time written on alerts, `at` the monotonic time pending durations are measured on.
+    pub fn observe_at(
+        &self,
+        node: &str,
+        generation: u64,
+        snapshot: &NodeSnapshot,
+        report_sent_at: Option<Timestamp>,
+        now: SystemTime,
+        at: Instant,
+    ) {
+        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        let Book { nodes, due } = &mut *book;
+        let first_seen = !nodes.contains_key(node);
+        let alerts = nodes.entry(node.to_string()).or_default();
+        if generation <= alerts.generation {
             return;
         }
-        book.generation = generation;
+        alerts.generation = generation;
 
         let mut current = alerts_in(node, snapshot);
         for alert in current.values_mut() {
@@ -102,53 +199,138 @@ impl Alerts {
                 alert.starts_at = report_sent_at.or_else(|| Some(now.into()));
             }
         }
+        if let Some(history) = &self.history {
+            if first_seen {
+                // After a collector restart, conditions the history still has open for this
+                // node but the node no longer reports ended while we were away.
+                history.node_seen(node, current.values(), now);
+            }
+            remember_actions(history, node, alerts, snapshot);
+        }
 
-        // Resolved: active before, absent now.
-        let gone: Vec<String> = book
+        // Gone: active before, absent now. A firing alert resolves; a pending one just ends.
+        let gone: Vec<String> = alerts
             .conditions
             .keys()
             .filter(|fingerprint| !current.contains_key(*fingerprint))
             .cloned()
             .collect();
         for fingerprint in gone {
-            if let Some(firing) = book.conditions.remove(&fingerprint) {
-                self.publish(resolved(firing.alert, now), report_sent_at);
+            let Some(tracked) = alerts.conditions.remove(&fingerprint) else {
+                continue;
+            };
+            if let Some(history) = &self.history {
+                history.condition_ended(&tracked.alert, now);
+            }
+            match tracked.phase {
+                Phase::Firing => {
+                    let alert = resolved(tracked.alert, now);
+                    self.record(&alert, AlertTransition::Resolved, now);
+                    self.publish(alert, report_sent_at);
+                }
+                Phase::Pending { due: when } => {
+                    due.remove(&(when, node.to_string(), fingerprint));
+                    tracing::debug!(fingerprint = %tracked.alert.fingerprint, "pending alert cleared before it fired");
+                    self.record(&tracked.alert, AlertTransition::Cleared, now);
+                }
             }
         }
 
-        for (fingerprint, alert) in current {
-            match book.conditions.get_mut(&fingerprint) {
+        for (fingerprint, mut alert) in current {
+            match alerts.conditions.get_mut(&fingerprint) {
                 None => {
-                    tracing::info!(fingerprint = %fingerprint, severity = severity_name(alert.severity), "alert firing");
-                    self.publish(alert.clone(), report_sent_at);
-                    book.conditions.insert(
+                    alert.pending_since = Some(now.into());
+                    if let Some(history) = &self.history {
+                        history.condition_started(&alert);
+                    }
+                    let hold = self.rules.hold(alert_code(&alert));
+                    let phase = if hold.is_zero() {
+                        self.fire(&alert, report_sent_at, now);
+                        Phase::Firing
+                    } else {
+                        let when = at + hold;
+                        due.insert((when, node.to_string(), fingerprint.clone()));
+                        tracing::debug!(fingerprint = %fingerprint, hold = ?hold, "alert pending");
+                        self.record(&alert, AlertTransition::Pending, now);
+                        Phase::Pending { due: when }
+                    };
+                    alerts.conditions.insert(
                         fingerprint,
-                        Firing {
+                        Tracked {
                             alert,
                             report_sent_at,
+                            phase,
                         },
                     );
                 }
-                Some(firing) if firing.alert.severity != alert.severity => {
-                    tracing::info!(fingerprint = %fingerprint, severity = severity_name(alert.severity), "alert severity changed");
-                    // Keep when it started: it is the same problem, now better or worse.
-                    let starts_at = firing.alert.starts_at;
-                    firing.alert = Alert { starts_at, ..alert };
-                    firing.report_sent_at = report_sent_at;
-                    self.publish(firing.alert.clone(), report_sent_at);
-                }
-                Some(firing) => {
-                    // Same alert, same severity: the message numbers may have moved. Keep the
-                    // latest text for new watchers, but do not notify: that would be noise.
-                    firing.alert.message = alert.message;
-                    firing.alert.runbook = alert.runbook;
-                }
+                Some(tracked) => match tracked.phase {
+                    Phase::Pending { due: when } => {
+                        // Still pending: keep the latest text and severity, and when it began.
+                        tracked.alert = Alert {
+                            starts_at: tracked.alert.starts_at,
+                            pending_since: tracked.alert.pending_since,
+                            ..alert
+                        };
+                        tracked.report_sent_at = report_sent_at;
+                        if at >= when {
+                            due.remove(&(when, node.to_string(), fingerprint));
+                            tracked.phase = Phase::Firing;
+                            self.fire(&tracked.alert, report_sent_at, now);
+                        }
+                    }
+                    Phase::Firing if tracked.alert.severity != alert.severity => {
+                        tracing::info!(fingerprint = %fingerprint, severity = severity_name(alert.severity), "alert severity changed");
+                        // Keep when it started: it is the same problem, now better or worse.
+                        tracked.alert = Alert {
+                            starts_at: tracked.alert.starts_at,
+                            pending_since: tracked.alert.pending_since,
+                            ..alert
+                        };
+                        tracked.report_sent_at = report_sent_at;
+                        self.record(&tracked.alert, AlertTransition::Firing, now);
+                        self.publish(tracked.alert.clone(), report_sent_at);
+                    }
+                    Phase::Firing => {
+                        // Same alert, same severity: the message numbers may have moved. Keep
+                        // the latest text for new watchers, but do not notify: that would be
+                        // noise.
+                        tracked.alert.message = alert.message;
+                        tracked.alert.runbook = alert.runbook;
+                    }
+                },
             }
         }
 
-        if let Some(stale) = book.stale.take() {
+        if let Some(stale) = alerts.stale.take() {
             tracing::info!(node, "node reporting again: NODE_STALE resolved");
-            self.publish(resolved(stale.alert, now), report_sent_at);
+            let alert = resolved(stale.alert, now);
+            self.record(&alert, AlertTransition::Resolved, now);
+            self.publish(alert, report_sent_at);
+        }
+    }
+
+    /// Fires every pending alert whose `for` has passed by `at`, without waiting for its
+    /// node's next report. Called by the sweeper; costs nothing when nothing is due.
+    pub fn promote_due(&self, at: Instant, now: SystemTime) {
+        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        let Book { nodes, due } = &mut *book;
+        while let Some(first) = due.first() {
+            if first.0 > at {
+                break;
+            }
+            let Some((_, node, fingerprint)) = due.pop_first() else {
+                break;
+            };
+            let Some(tracked) = nodes
+                .get_mut(&node)
+                .and_then(|alerts| alerts.conditions.get_mut(&fingerprint))
+            else {
+                continue;
+            };
+            if matches!(tracked.phase, Phase::Pending { .. }) {
+                tracked.phase = Phase::Firing;
+                self.fire(&tracked.alert, tracked.report_sent_at, now);
+            }
         }
     }
 
@@ -163,15 +345,16 @@ impl Alerts {
         stale_after: Duration,
         now: SystemTime,
     ) {
-        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        let book = nodes.entry(node.to_string()).or_default();
-        if generation < book.generation || book.stale.is_some() {
+        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        let alerts = book.nodes.entry(node.to_string()).or_default();
+        if generation < alerts.generation || alerts.stale.is_some() {
             return;
         }
-        book.generation = generation;
+        alerts.generation = generation;
+        let code = ConditionCode::NodeStale;
         let alert = Alert {
-            fingerprint: fingerprint(node, NODE_SUBJECT, ConditionCode::NodeStale.as_str_name()),
-            name: ConditionCode::NodeStale.as_str_name().to_string(),
+            fingerprint: fingerprint(node, NODE_SUBJECT, code.as_str_name()),
+            name: code.as_str_name().to_string(),
             node: node.to_string(),
             subject: NODE_SUBJECT.to_string(),
             severity: Severity::Critical as i32,
@@ -184,12 +367,17 @@ impl Alerts {
             starts_at: Some(now.into()),
             ends_at: None,
             runbook: NODE_STALE_RUNBOOK.to_string(),
+            alertname: alertname(code as i32),
+            pending_since: Some(now.into()),
+            device: String::new(),
         };
         tracing::warn!(fingerprint = %alert.fingerprint, "alert firing");
+        self.record(&alert, AlertTransition::Firing, now);
         self.publish(alert.clone(), None);
-        book.stale = Some(Firing {
+        alerts.stale = Some(Tracked {
             alert,
             report_sent_at: None,
+            phase: Phase::Firing,
         });
     }
 
@@ -204,14 +392,15 @@ impl Alerts {
         forget_after: Duration,
         now: SystemTime,
     ) {
-        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        let Book { nodes, due } = &mut *book;
         if nodes
             .get(node)
-            .is_none_or(|book| generation < book.generation)
+            .is_none_or(|alerts| generation < alerts.generation)
         {
             return;
         }
-        let Some(book) = nodes.remove(node) else {
+        let Some(alerts) = nodes.remove(node) else {
             return;
         };
         let message = format!(
@@ -220,13 +409,28 @@ impl Alerts {
             humantime::format_duration(forget_after)
         );
         let mut resolved_count: usize = 0;
-        for firing in book.stale.into_iter().chain(book.conditions.into_values()) {
+        for tracked in alerts.stale.into_iter().chain(alerts.conditions.into_values()) {
             let alert = Alert {
                 message: message.clone(),
-                ..resolved(firing.alert, now)
+                ..tracked.alert
             };
-            self.publish(alert, None);
-            resolved_count += 1;
+            if let Some(history) = &self.history {
+                if alert.name != ConditionCode::NodeStale.as_str_name() {
+                    history.condition_ended(&alert, now);
+                }
+            }
+            match tracked.phase {
+                Phase::Pending { due: when } => {
+                    due.remove(&(when, node.to_string(), alert.fingerprint.clone()));
+                    self.record(&alert, AlertTransition::Cleared, now);
+                }
+                Phase::Firing => {
+                    let alert = resolved(alert, now);
+                    self.record(&alert, AlertTransition::Resolved, now);
+                    self.publish(alert, None);
+                    resolved_count += 1;
+                }
+            }
         }
         if resolved_count > 0 {
             tracing::info!(
@@ -238,20 +442,34 @@ impl Alerts {
     }
 
     /// Every alert firing now (sorted by node, then fingerprint), and a receiver for every
-    /// event after that moment.
+    /// event after that moment. Pending alerts are not included: they have not fired.
     pub fn watch(&self) -> (Vec<AlertEvent>, broadcast::Receiver<AlertEvent>) {
         // Subscribe under the lock: events are sent under it too, so nothing falls in between.
-        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
         let receiver = self.events.subscribe();
-        let firing = nodes
+        let firing = book
+            .nodes
             .values()
-            .flat_map(|book| book.stale.iter().chain(book.conditions.values()))
-            .map(|firing| AlertEvent {
-                alert: Some(firing.alert.clone()),
-                report_sent_at: firing.report_sent_at,
+            .flat_map(|alerts| alerts.stale.iter().chain(alerts.conditions.values()))
+            .filter(|tracked| tracked.phase == Phase::Firing)
+            .map(|tracked| AlertEvent {
+                alert: Some(tracked.alert.clone()),
+                report_sent_at: tracked.report_sent_at,
             })
             .collect();
         (firing, receiver)
+    }
+
+    fn fire(&self, alert: &Alert, report_sent_at: Option<Timestamp>, now: SystemTime) {
+        tracing::info!(fingerprint = %alert.fingerprint, alertname = %alert.alertname, severity = severity_name(alert.severity), "alert firing");
+        self.record(alert, AlertTransition::Firing, now);
+        self.publish(alert.clone(), report_sent_at);
+    }
+
+    fn record(&self, alert: &Alert, transition: AlertTransition, now: SystemTime) {
+        if let Some(history) = &self.history {
+            history.alert(alert, transition, now);
+        }
     }
 
     fn publish(&self, alert: Alert, report_sent_at: Option<Timestamp>) {
@@ -263,23 +481,51 @@ impl Alerts {
     }
 }
 
+/// Hands the node's actions not seen before to the history. The agent repeats its last few
+/// actions in every report; the ids seen are remembered (bounded) so each is written once.
+fn remember_actions(
+    history: &HistorySink,
+    node: &str,
+    alerts: &mut NodeAlerts,
+    snapshot: &NodeSnapshot,
+) {
+    for action in &snapshot.recent_actions {
+        if action.action_id.is_empty() || alerts.seen_action_ids.contains(&action.action_id) {
+            continue;
+        }
+        history.action(node, action);
+        alerts.seen_action_ids.insert(action.action_id.clone());
+        alerts.seen_actions.push_back(action.action_id.clone());
+        if alerts.seen_actions.len() > SEEN_ACTIONS {
+            if let Some(oldest) = alerts.seen_actions.pop_front() {
+                alerts.seen_action_ids.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// The condition code of an alert built from a condition (its `name` is the code's name).
+fn alert_code(alert: &Alert) -> i32 {
+    ConditionCode::from_str_name(&alert.name).map_or(0, |code| code as i32)
+}
+
 /// The firing alerts a snapshot carries, by fingerprint. `starts_at` is the condition's
 /// `since`, which may be unset.
 fn alerts_in(node: &str, snapshot: &NodeSnapshot) -> BTreeMap<String, Alert> {
     let host = snapshot
         .host
         .iter()
-        .flat_map(|host| host.conditions.iter().map(|c| (HOST_SUBJECT, c)));
+        .flat_map(|host| host.conditions.iter().map(|c| (HOST_SUBJECT, "", c)));
     let devices = snapshot.devices.iter().flat_map(|device| {
         let id = device
             .identity
             .as_ref()
             .map_or("device", |identity| identity.id.as_str());
-        device.conditions.iter().map(move |c| (id, c))
+        device.conditions.iter().map(move |c| (id, id, c))
     });
 
     let mut alerts: BTreeMap<String, Alert> = BTreeMap::new();
-    for (default_subject, condition) in host.chain(devices) {
+    for (default_subject, device, condition) in host.chain(devices) {
         if !is_alerting(condition.severity) {
             continue;
         }
@@ -295,9 +541,12 @@ fn alerts_in(node: &str, snapshot: &NodeSnapshot) -> BTreeMap<String, Alert> {
         match alerts.get_mut(&fingerprint) {
             // The same condition twice in one snapshot: the worse one counts.
             Some(existing) if existing.severity >= condition.severity => {}
-            Some(existing) => *existing = alert_from(node, subject, name, condition, fingerprint),
+            Some(existing) => {
+                *existing = alert_from(node, subject, device, name, condition, fingerprint);
+            }
             None => {
-                let alert = alert_from(node, subject, name, condition, fingerprint.clone());
+                let alert =
+                    alert_from(node, subject, device, name, condition, fingerprint.clone());
                 alerts.insert(fingerprint, alert);
             }
         }
@@ -308,6 +557,7 @@ fn alerts_in(node: &str, snapshot: &NodeSnapshot) -> BTreeMap<String, Alert> {
 fn alert_from(
     node: &str,
     subject: &str,
+    device: &str,
     name: String,
     condition: &Condition,
     fingerprint: String,
@@ -323,6 +573,9 @@ fn alert_from(
         starts_at: condition.since,
         ends_at: None,
         runbook: condition.runbook.clone(),
+        alertname: alertname(condition.code),
+        pending_since: None,
+        device: device.to_string(),
     }
 }
 
@@ -367,8 +620,8 @@ impl Alerts {
 
     /// Nodes this module holds state for, alerting or not.
     fn tracked_nodes(&self) -> Vec<String> {
-        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        nodes.keys().cloned().collect()
+        let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        book.nodes.keys().cloned().collect()
     }
 }
 

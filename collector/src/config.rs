@@ -9,6 +9,7 @@
 //! To get that form for type errors too, each field is first read as a loose `toml::Value`
 //! and then checked here, with our own wording, instead of relying on serde's messages.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -27,9 +28,30 @@ const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
 const DEFAULT_WATCH_BUFFER: u64 = 1024;
 const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_MAX_NODES: u64 = 100_000;
+const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_PUSH_QUEUE: u64 = 10_000;
+
+/// How long each condition must persist before its alert fires, unless `[alerts] for` says
+/// otherwise. Codes not listed fire at once. Short blips of a reading near its threshold (a
+/// warm chip, a busy host) are what these hold back; states that are already an outage (a
+/// critical temperature, a failed reset) are not held.
+const DEFAULT_FOR: [(&str, Duration); 10] = [
+    ("THERMAL_WARNING", Duration::from_secs(60)),
+    ("POWER_OVER_LIMIT", Duration::from_secs(60)),
+    ("CALIBRATION_DRIFT", Duration::from_secs(300)),
+    ("DEVICE_UNRESPONSIVE", Duration::from_secs(30)),
+    ("DEVICE_MISSING", Duration::from_secs(30)),
+    ("DEVICE_ERROR", Duration::from_secs(30)),
+    ("LINK_DEGRADED", Duration::from_secs(60)),
+    ("HOST_MEMORY_HIGH", Duration::from_secs(120)),
+    ("HOST_LOAD_HIGH", Duration::from_secs(300)),
+    ("TEC_SETPOINT_DEVIATION", Duration::from_secs(60)),
+];
 
 /// Every key the file may hold, in the order the example file documents them.
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 10] = [
     "listen",
     "stale_after",
     "sweep_interval",
@@ -37,6 +59,18 @@ const KEYS: [&str; 7] = [
     "max_nodes",
     "max_message_bytes",
     "watch_buffer",
+    "history_path",
+    "history_retention",
+    "alerts",
+];
+
+/// Every key of the `[alerts]` table.
+const ALERTS_KEYS: [&str; 5] = [
+    "for",
+    "alertmanager",
+    "resend_interval",
+    "push_timeout",
+    "push_queue",
 ];
 
 /// Inclusive bounds of the values a key accepts.
@@ -69,6 +103,27 @@ const WATCH_BUFFER_BOUNDS: Bounds<u64> = Bounds {
     min: 16,
     max: 65536,
 };
+const HISTORY_RETENTION_BOUNDS: Bounds<Duration> = Bounds {
+    min: Duration::from_secs(3600),
+    // Ten years as humantime counts them (365.25 days each), so the bound prints as "10years".
+    max: Duration::from_secs(10 * 31_557_600),
+};
+const FOR_BOUNDS: Bounds<Duration> = Bounds {
+    min: Duration::ZERO,
+    max: Duration::from_secs(24 * 3600),
+};
+const RESEND_INTERVAL_BOUNDS: Bounds<Duration> = Bounds {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(600),
+};
+const PUSH_TIMEOUT_BOUNDS: Bounds<Duration> = Bounds {
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(60),
+};
+const PUSH_QUEUE_BOUNDS: Bounds<u64> = Bounds {
+    min: 16,
+    max: 1_000_000,
+};
 
 /// The validated configuration. Values outside their bounds never get this far.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -96,6 +151,53 @@ pub struct Config {
     /// Events buffered per WatchFleet / WatchAlerts watcher before a slow one skips ahead.
     #[serde(deserialize_with = "watch_buffer")]
     pub watch_buffer: usize,
+    /// The SQLite file conditions, alert transitions and actions are kept in; `None` keeps no
+    /// history (QueryHistory then answers FAILED_PRECONDITION).
+    #[serde(deserialize_with = "history_path")]
+    pub history_path: Option<PathBuf>,
+    /// Rows older than this (conditions: since they ended) are deleted.
+    #[serde(deserialize_with = "history_retention")]
+    pub history_retention: Duration,
+    /// Pending durations and the Alertmanager push.
+    pub alerts: AlertsConfig,
+}
+
+/// The `[alerts]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Per condition code (proto name), how long a condition must persist before its alert
+    /// fires; codes not listed fire at once. Written entries replace the defaults one by one.
+    #[serde(rename = "for", deserialize_with = "pending_for")]
+    pub pending_for: BTreeMap<String, Duration>,
+    /// Alertmanager base URLs (`http://host:9093`); alerts are POSTed to `<url>/api/v2/alerts`.
+    #[serde(deserialize_with = "alertmanager_urls")]
+    pub alertmanager: Vec<String>,
+    /// Firing alerts are sent again this often; Alertmanager resolves an alert that is not
+    /// refreshed before the `endsAt` we send (4 × this interval), as Prometheus does.
+    #[serde(deserialize_with = "resend_interval")]
+    pub resend_interval: Duration,
+    /// Bound on one POST to one Alertmanager.
+    #[serde(deserialize_with = "push_timeout")]
+    pub push_timeout: Duration,
+    /// Most alert updates waiting per Alertmanager; beyond it updates are dropped and counted.
+    #[serde(deserialize_with = "push_queue")]
+    pub push_queue: usize,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            pending_for: DEFAULT_FOR
+                .iter()
+                .map(|(code, hold)| ((*code).to_string(), *hold))
+                .collect(),
+            alertmanager: Vec::new(),
+            resend_interval: DEFAULT_RESEND_INTERVAL,
+            push_timeout: DEFAULT_PUSH_TIMEOUT,
+            push_queue: to_usize(DEFAULT_PUSH_QUEUE),
+        }
+    }
 }
 
 impl Default for Config {
@@ -108,6 +210,9 @@ impl Default for Config {
             max_nodes: to_usize(DEFAULT_MAX_NODES),
             max_message_bytes: to_usize(DEFAULT_MAX_MESSAGE_BYTES),
             watch_buffer: to_usize(DEFAULT_WATCH_BUFFER),
+            history_path: None,
+            history_retention: DEFAULT_HISTORY_RETENTION,
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -200,10 +305,17 @@ fn key_error(file: &Path, text: &str, key: String, error: &toml::de::Error) -> C
     // serde reports an unknown key from the enclosing table, so the path is the root (".");
     // the key itself is only in serde's message: "unknown field `x`, expected one of ...".
     if let Some(unknown) = unknown_key(message) {
+        // The path does not say which table the key is in; serde's list of expected keys
+        // does, and `push_queue` is only in [alerts].
+        let (key, known) = if message.contains("`push_queue`") {
+            (format!("alerts.{unknown}"), ALERTS_KEYS.as_slice())
+        } else {
+            (unknown.to_string(), KEYS.as_slice())
+        };
         return ConfigError::Key {
             file: file.to_path_buf(),
-            key: unknown.to_string(),
-            message: format!("unknown key, expected one of: {}", KEYS.join(", ")),
+            key,
+            message: format!("unknown key, expected one of: {}", known.join(", ")),
         };
     }
     if key == "." || key.is_empty() {
@@ -284,6 +396,96 @@ fn max_message_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error>
 
 fn watch_buffer<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     integer_within(d, &WATCH_BUFFER_BOUNDS)
+}
+
+fn history_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    const EXPECTED: &str = "expected a file path such as \"/var/lib/health-collector/history.db\"";
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) if !s.trim().is_empty() => Ok(Some(PathBuf::from(s))),
+        other => Err(D::Error::custom(format!(
+            "{EXPECTED}, found {}",
+            Found(&other)
+        ))),
+    }
+}
+
+fn history_retention<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_within(d, &HISTORY_RETENTION_BOUNDS)
+}
+
+fn resend_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_within(d, &RESEND_INTERVAL_BOUNDS)
+}
+
+fn push_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_within(d, &PUSH_TIMEOUT_BOUNDS)
+}
+
+fn push_queue<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    integer_within(d, &PUSH_QUEUE_BOUNDS)
+}
+
+/// `for = { THERMAL_WARNING = "1m", ... }`: written codes replace their defaults.
+fn pending_for<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Duration>, D::Error> {
+    let toml::Value::Table(table) = toml::Value::deserialize(d)? else {
+        return Err(D::Error::custom(
+            "expected a table of condition codes to durations, such as { THERMAL_WARNING = \"1m\" }",
+        ));
+    };
+    let mut pending = AlertsConfig::default().pending_for;
+    for (code, value) in table {
+        match health_proto::v1::ConditionCode::from_str_name(&code) {
+            Some(health_proto::v1::ConditionCode::NodeStale) => {
+                return Err(D::Error::custom(
+                    "NODE_STALE: its pending time is stale_after, not an [alerts] for entry",
+                ))
+            }
+            Some(health_proto::v1::ConditionCode::Unspecified) | None => {
+                return Err(D::Error::custom(format!(
+                    "expected a condition code such as THERMAL_WARNING, found {}",
+                    quoted(&code)
+                )))
+            }
+            Some(_) => {}
+        }
+        let hold = duration_within(value, &FOR_BOUNDS)
+            .map_err(|e: toml::de::Error| D::Error::custom(format!("{code}: {}", e.message())))?;
+        pending.insert(code, hold);
+    }
+    Ok(pending)
+}
+
+/// Alertmanager base URLs: plain `http://host:port[/prefix]`, as on a management network.
+fn alertmanager_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    const EXPECTED: &str =
+        "expected an array of Alertmanager URLs such as [\"http://127.0.0.1:9093\"]";
+    let toml::Value::Array(items) = toml::Value::deserialize(d)? else {
+        return Err(D::Error::custom(EXPECTED));
+    };
+    let mut urls = Vec::with_capacity(items.len());
+    for item in items {
+        let toml::Value::String(url) = item else {
+            return Err(D::Error::custom(format!(
+                "{EXPECTED}, found {}",
+                Found(&item)
+            )));
+        };
+        let base = url.trim_end_matches('/');
+        let valid = base
+            .parse::<hyper::Uri>()
+            .ok()
+            .filter(|uri| uri.scheme_str() == Some("http") && uri.host().is_some())
+            .filter(|uri| uri.query().is_none());
+        if valid.is_none() {
+            return Err(D::Error::custom(format!(
+                "expected an http:// URL with a host (https is not supported: put the \
+                 Alertmanager on loopback or a management network), found {}",
+                quoted(&url)
+            )));
+        }
+        urls.push(base.to_string());
+    }
+    Ok(urls)
 }
 
 fn duration_within<'de, D: Deserializer<'de>>(
@@ -537,12 +739,28 @@ mod tests {
         let text = include_str!("../../systemd/collector.toml.example");
         let config = parse(Path::new("collector.toml.example"), text).expect("example is valid");
         assert_eq!(config, Config::default());
+        // history_path has no default (history is off): the example shows it commented out.
         for key in KEYS {
             assert!(
-                text.lines()
-                    .any(|line| line.starts_with(&format!("{key} = "))),
+                text.lines().any(|line| line.starts_with(&format!("{key} = "))
+                    || line.starts_with(&format!("# {key} = "))
+                    || line == format!("[{key}]")),
                 "the example does not document {key}"
             );
+        }
+        let alerts = text
+            .split_once("[alerts]")
+            .map(|(_, table)| table)
+            .expect("the example has an [alerts] table");
+        for key in ALERTS_KEYS {
+            assert!(
+                alerts.lines().any(|line| line.starts_with(&format!("{key} = "))),
+                "the example does not document alerts.{key}"
+            );
+        }
+        // Every default pending duration is written out, so the file shows what applies.
+        for (code, _) in DEFAULT_FOR {
+            assert!(alerts.contains(&format!("{code} = ")), "{code}");
         }
     }
 
@@ -551,6 +769,76 @@ mod tests {
         let message = error_of("stale_after = \"ten seconds\"\n");
         assert!(message.starts_with("collector.toml: stale_after: expected a duration"));
         assert!(message.ends_with("found \"ten seconds\""), "{message}");
+    }
+
+    #[test]
+    fn alerts_table_is_read_and_merged_over_the_defaults() {
+        let config = parse_str(
+            r#"
+            history_path = "/var/lib/health-collector/history.db"
+            history_retention = "7d"
+            [alerts]
+            for = { THERMAL_WARNING = "0s", DISK_FULL = "2m" }
+            alertmanager = ["http://127.0.0.1:9093/", "http://am-2:9093/prefix"]
+            resend_interval = "30s"
+            push_timeout = "2s"
+            push_queue = 100
+            "#,
+        )
+        .expect("valid config");
+        assert_eq!(
+            config.history_path.as_deref(),
+            Some(Path::new("/var/lib/health-collector/history.db"))
+        );
+        assert_eq!(config.history_retention, Duration::from_secs(7 * 24 * 3600));
+        let pending = &config.alerts.pending_for;
+        assert_eq!(pending["THERMAL_WARNING"], Duration::ZERO);
+        assert_eq!(pending["DISK_FULL"], Duration::from_secs(120));
+        assert_eq!(pending["DEVICE_UNRESPONSIVE"], Duration::from_secs(30), "a default kept");
+        assert_eq!(
+            config.alerts.alertmanager,
+            vec!["http://127.0.0.1:9093", "http://am-2:9093/prefix"]
+        );
+        assert_eq!(config.alerts.resend_interval, Duration::from_secs(30));
+        assert_eq!(config.alerts.push_timeout, Duration::from_secs(2));
+        assert_eq!(config.alerts.push_queue, 100);
+    }
+
+    #[test]
+    fn alerts_table_errors_name_the_key() {
+        assert_eq!(
+            error_of("[alerts]\nfor = { THERMAL_WARNIN = \"1m\" }\n"),
+            "collector.toml: alerts.for: expected a condition code such as THERMAL_WARNING, \
+             found \"THERMAL_WARNIN\""
+        );
+        assert_eq!(
+            error_of("[alerts]\nfor = { THERMAL_WARNING = \"2d\" }\n"),
+            "collector.toml: alerts.for: THERMAL_WARNING: expected a duration between 0s and \
+             1day, found \"2d\""
+        );
+        assert!(error_of("[alerts]\nfor = { NODE_STALE = \"1m\" }\n").contains("stale_after"));
+        let message = error_of("[alerts]\nalertmanager = [\"https://am:9093\"]\n");
+        assert!(
+            message.starts_with("collector.toml: alerts.alertmanager: expected an http:// URL"),
+            "{message}"
+        );
+        assert!(message.ends_with("found \"https://am:9093\""), "{message}");
+        let message = error_of("[alerts]\nresend = \"1m\"\n");
+        assert_eq!(
+            message,
+            format!(
+                "collector.toml: alerts.resend: unknown key, expected one of: {}",
+                ALERTS_KEYS.join(", ")
+            )
+        );
+        assert_eq!(
+            error_of("history_retention = \"10m\"\n"),
+            "collector.toml: history_retention: expected a duration between 1h and 10years, \
+             found \"10m\""
+        );
+        assert!(error_of("history_path = \"\"\n").starts_with(
+            "collector.toml: history_path: expected a file path"
+        ));
     }
 
     #[test]

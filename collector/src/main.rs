@@ -5,15 +5,20 @@
 //!
 //! Modules: `config` (the TOML file), `fleet` (per-node state, duplicates, gaps, staleness,
 //! forgetting silent nodes, the node limit), `alerts` (alerts from node conditions and
-//! staleness), `service` (the gRPC Collector API), `sweeper` (the staleness and forgetting
+//! staleness, with pending durations), `alert_names` (on-call alert names), `alertmanager`
+//! (the push to Alertmanager), `history` (the SQLite history), `service` (the gRPC Collector
+//! API), `sweeper` (the staleness and forgetting
 //! sweep, and watchdog pings), `server` (wiring, serving, shutdown), `shutdown` (signals) and
 //! `systemd` (service notifications).
 
 #![forbid(unsafe_code)]
 
+mod alert_names;
+mod alertmanager;
 mod alerts;
 mod config;
 mod fleet;
+mod history;
 mod server;
 mod service;
 mod shutdown;

@@ -17,11 +17,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 
-use crate::alerts::Alerts;
+use crate::alerts::{Alerts, PendingRules};
 use crate::config::Config;
+use crate::history::History;
 use crate::fleet::{Fleet, Limits};
 use crate::service::CollectorService;
-use crate::{shutdown, sweeper, systemd};
+use crate::{alertmanager, shutdown, sweeper, systemd};
 
 /// How long open connections get to close after the streams have been ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,6 +30,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// noticed and its Report stream ends instead of lingering forever.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// History records queued for the writer thread before new ones are dropped (and counted).
+const HISTORY_QUEUE: usize = 65_536;
 
 /// Runs the collector; returns once a shutdown signal has been handled.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -42,9 +45,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_nodes: config.max_nodes,
     };
     let fleet = Arc::new(Fleet::new(limits, config.watch_buffer));
-    let alerts = Arc::new(Alerts::new(config.watch_buffer));
-    let collector =
+    // Before binding: a history file that cannot be used fails the start, naming the file.
+    let history = match &config.history_path {
+        Some(path) => Some(History::open(path, config.history_retention, HISTORY_QUEUE)?),
+        None => None,
+    };
+    let alerts = Arc::new(Alerts::with(
+        config.watch_buffer,
+        PendingRules::from_names(&config.alerts.pending_for),
+        history.as_ref().map(History::sink),
+    ));
+    let mut collector =
         CollectorService::new(Arc::clone(&fleet), Arc::clone(&alerts), shutdown.clone());
+    if let Some(history) = &history {
+        collector = collector.with_history(history.reader());
+    }
+    let push = alertmanager::spawn(&config.alerts, Arc::clone(&alerts), shutdown.clone());
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -122,6 +138,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     signals.abort();
     if let Err(error) = sweeper.await {
         tracing::warn!(%error, "sweeper task ended abnormally");
+    }
+    if let Some((tasks, stats)) = push {
+        for task in tasks {
+            let _ = task.await;
+        }
+        tracing::info!(
+            sent = stats.sent_total.load(std::sync::atomic::Ordering::Relaxed),
+            failed = stats.failed_total.load(std::sync::atomic::Ordering::Relaxed),
+            dropped = stats.dropped_total.load(std::sync::atomic::Ordering::Relaxed),
+            "Alertmanager push stopped"
+        );
+    }
+    if let Some(history) = history {
+        // Writes what is queued; the writer's batches are bounded, so this is quick.
+        if let Err(error) = tokio::task::spawn_blocking(move || history.close()).await {
+            tracing::warn!(%error, "history writer did not stop cleanly");
+        }
     }
     served.context("gRPC server failed")?;
     tracing::info!("health-collector stopped");

@@ -18,8 +18,8 @@ use std::time::{Instant, SystemTime};
 use health_proto::v1::collector_server::Collector;
 use health_proto::v1::{
     AlertEvent, DeviceKind, FleetEvent, FleetNode, GetFleetNodeRequest, HealthReport, HealthState,
-    ListNodesRequest, ListNodesResponse, QueryDevicesRequest, QueryDevicesResponse, ReportAck,
-    WatchAlertsRequest, WatchFleetRequest,
+    ListNodesRequest, ListNodesResponse, QueryDevicesRequest, QueryDevicesResponse,
+    QueryHistoryRequest, QueryHistoryResponse, ReportAck, WatchAlertsRequest, WatchFleetRequest,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -30,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::alerts::Alerts;
 use crate::fleet::{Applied, Arrival, DeviceFilter, Fleet, Report};
+use crate::history::{HistoryQuery, HistoryReader, MAX_LIMIT};
 
 /// Acks buffered per Report stream. Small on purpose: an agent that stops reading acks should
 /// feel back-pressure (its reports stop being read) rather than grow our memory.
@@ -44,6 +45,8 @@ pub struct CollectorService {
     fleet: Arc<Fleet>,
     alerts: Arc<Alerts>,
     shutdown: CancellationToken,
+    /// The history database, if `history_path` is set.
+    history: Option<HistoryReader>,
 }
 
 impl CollectorService {
@@ -52,6 +55,15 @@ impl CollectorService {
             fleet,
             alerts,
             shutdown,
+            history: None,
+        }
+    }
+
+    /// Answers QueryHistory from this database.
+    pub fn with_history(self, history: HistoryReader) -> Self {
+        CollectorService {
+            history: Some(history),
+            ..self
         }
     }
 
@@ -215,6 +227,57 @@ impl Collector for CollectorService {
             peer_of(&request),
             self.shutdown.clone(),
         )))
+    }
+
+    async fn query_history(
+        &self,
+        request: Request<QueryHistoryRequest>,
+    ) -> Result<Response<QueryHistoryResponse>, Status> {
+        self.query_history_impl(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+}
+
+impl CollectorService {
+    /// QueryHistory: validates the filters, then reads the database on the blocking pool so a
+    /// slow disk holds up only this call.
+    async fn query_history_impl(
+        &self,
+        request: QueryHistoryRequest,
+    ) -> Result<QueryHistoryResponse, Status> {
+        let Some(history) = self.history.clone() else {
+            return Err(Status::failed_precondition(
+                "this collector keeps no history: set history_path in its configuration \
+                 (collector.toml) and restart it",
+            ));
+        };
+        if request.limit > MAX_LIMIT {
+            return Err(Status::invalid_argument(format!(
+                "QueryHistoryRequest.limit: expected at most {MAX_LIMIT}, got {}",
+                request.limit
+            )));
+        }
+        let since = match request.since {
+            None => None,
+            Some(at) => Some(SystemTime::try_from(at).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "QueryHistoryRequest.since: not a valid time ({}s, {}ns)",
+                    at.seconds, at.nanos
+                ))
+            })?),
+        };
+        let query = HistoryQuery {
+            node: (!request.node.is_empty()).then_some(request.node),
+            device: (!request.device.is_empty()).then_some(request.device),
+            since,
+            limit: request.limit,
+        };
+        let entries = tokio::task::spawn_blocking(move || history.query(&query))
+            .await
+            .map_err(|e| Status::internal(format!("history query task failed: {e}")))?
+            .map_err(|e| Status::unavailable(format!("cannot read the history: {e}")))?;
+        Ok(QueryHistoryResponse { entries })
     }
 }
 

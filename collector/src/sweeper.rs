@@ -1,6 +1,7 @@
 //! The periodic sweep over the fleet's silent nodes: one silent for `stale_after` is marked
 //! stale and NODE_STALE fires for it; one silent for `forget_after` is forgotten (removed from
-//! the fleet) and every alert it still has is resolved.
+//! the fleet) and every alert it still has is resolved. It also fires pending alerts whose
+//! `for` duration has passed.
 //!
 //! It also carries the systemd watchdog pings: a sweep touches the fleet lock and the alert
 //! book, so a collector whose state is wedged stops sweeping and, with it, stops pinging.
@@ -49,6 +50,8 @@ pub async fn run(
 /// One sweep: every node that has just gone stale fires NODE_STALE; every node just forgotten
 /// has its alerts resolved.
 pub fn sweep(fleet: &Fleet, alerts: &Alerts, now: Instant, wall: SystemTime) {
+    // Pending alerts whose `for` has passed fire now, not at their node's next report.
+    alerts.promote_due(now, wall);
     let swept = fleet.sweep(now);
     for went in swept.went_stale {
         alerts.node_stale(

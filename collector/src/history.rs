@@ -1,0 +1,900 @@
+//! The collector's history: conditions (from when to when), alert transitions (pending,
+//! firing, resolved, cleared) and the actions agents ran, kept in an embedded SQLite file
+//! (`history_path`) for `QueryHistory` / `agent-ctl history`, across collector restarts.
+//!
+//! Ingest never waits on the disk: the alert book hands records to a `HistorySink`, which
+//! `try_send`s them into a bounded channel; when the channel is full the record is dropped
+//! and counted. One dedicated thread owns the write connection: it takes whatever has
+//! queued (up to `BATCH` records) and writes it in one transaction, in WAL mode so queries
+//! (each on its own read-only connection, on the blocking pool) run beside it. The same
+//! thread deletes rows older than `history_retention` at start and then periodically.
+//!
+//! A condition row is keyed by (node, subject, code, since): the agent keeps a condition's
+//! `since` across polls and reports, so the same condition seen again after a collector
+//! restart is the same row. When a node is first seen after a restart, its rows still open
+//! but no longer reported are closed (`node_seen`): they ended while the collector was away.
+//!
+//! Only WARNING and CRITICAL conditions are recorded: they are what alerts are made of, and
+//! INFO conditions would multiply the rows without helping an investigation.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use health_proto::v1::{ActionOutcome, ActionResult, Alert, HistoryEntry, HistoryKind};
+use prost_types::Timestamp;
+use rusqlite::{params, Connection, OpenFlags};
+
+/// Records written per transaction at most.
+const BATCH: usize = 1000;
+/// How long the writer waits for a record before looking at the stop flag and the pruning
+/// schedule again.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// Most rows one query returns, and the number when the request says 0.
+pub const MAX_LIMIT: u32 = 10_000;
+pub const DEFAULT_LIMIT: u32 = 100;
+/// The schema this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS conditions (
+    id INTEGER PRIMARY KEY,
+    node TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    device TEXT NOT NULL,
+    code TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    ended_ms INTEGER,
+    UNIQUE (node, subject, code, since_ms)
+);
+CREATE INDEX IF NOT EXISTS conditions_open ON conditions (node, ended_ms);
+CREATE TABLE IF NOT EXISTS alert_events (
+    id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    node TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    device TEXT NOT NULL,
+    alertname TEXT NOT NULL,
+    code TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_events_at ON alert_events (at_ms);
+CREATE TABLE IF NOT EXISTS actions (
+    node TEXT NOT NULL,
+    action_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    message TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (node, action_id)
+);
+CREATE INDEX IF NOT EXISTS actions_started ON actions (started_ms);
+";
+
+/// An alert's step, as written to the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertTransition {
+    Pending,
+    Firing,
+    Resolved,
+    /// Was pending, and the condition went away before its `for` passed: it never fired.
+    Cleared,
+}
+
+impl AlertTransition {
+    fn as_str(self) -> &'static str {
+        match self {
+            AlertTransition::Pending => "PENDING",
+            AlertTransition::Firing => "FIRING",
+            AlertTransition::Resolved => "RESOLVED",
+            AlertTransition::Cleared => "CLEARED",
+        }
+    }
+}
+
+/// One change for the writer thread.
+#[derive(Debug)]
+enum Record {
+    ConditionStarted {
+        node: String,
+        subject: String,
+        device: String,
+        code: String,
+        severity: i32,
+        message: String,
+        since_ms: i64,
+    },
+    ConditionEnded {
+        node: String,
+        subject: String,
+        code: String,
+        at_ms: i64,
+    },
+    /// The node's first report since this collector started, with the conditions it has.
+    NodeSeen {
+        node: String,
+        active: Vec<(String, String)>,
+        at_ms: i64,
+    },
+    Alert {
+        fingerprint: String,
+        node: String,
+        subject: String,
+        device: String,
+        alertname: String,
+        code: String,
+        severity: i32,
+        status: &'static str,
+        message: String,
+        at_ms: i64,
+    },
+    Action {
+        node: String,
+        action_id: String,
+        device: String,
+        action: String,
+        outcome: String,
+        message: String,
+        caller: String,
+        started_ms: i64,
+        duration_ms: i64,
+    },
+}
+
+/// Counters of the history path, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct HistoryStats {
+    /// Records not queued because the writer was behind (the channel was full).
+    pub dropped_total: AtomicU64,
+    /// Records written.
+    pub written_total: AtomicU64,
+    /// Batches whose transaction failed (disk full, I/O error); their records are lost.
+    pub write_errors_total: AtomicU64,
+    /// Rows deleted by retention.
+    pub pruned_total: AtomicU64,
+}
+
+/// The alert book's handle on the history: every method returns at once.
+#[derive(Clone)]
+pub struct HistorySink {
+    records: SyncSender<Record>,
+    stats: Arc<HistoryStats>,
+}
+
+impl HistorySink {
+    pub fn condition_started(&self, alert: &Alert) {
+        self.send(Record::ConditionStarted {
+            node: alert.node.clone(),
+            subject: alert.subject.clone(),
+            device: alert.device.clone(),
+            code: alert.name.clone(),
+            severity: alert.severity,
+            message: alert.message.clone(),
+            since_ms: alert.starts_at.as_ref().map_or(0, timestamp_ms),
+        });
+    }
+
+    pub fn condition_ended(&self, alert: &Alert, now: SystemTime) {
+        self.send(Record::ConditionEnded {
+            node: alert.node.clone(),
+            subject: alert.subject.clone(),
+            code: alert.name.clone(),
+            at_ms: system_ms(now),
+        });
+    }
+
+    pub fn node_seen<'a>(&self, node: &str, active: impl Iterator<Item = &'a Alert>, now: SystemTime) {
+        self.send(Record::NodeSeen {
+            node: node.to_string(),
+            active: active
+                .map(|alert| (alert.subject.clone(), alert.name.clone()))
+                .collect(),
+            at_ms: system_ms(now),
+        });
+    }
+
+    pub fn alert(&self, alert: &Alert, transition: AlertTransition, now: SystemTime) {
+        self.send(Record::Alert {
+            fingerprint: alert.fingerprint.clone(),
+            node: alert.node.clone(),
+            subject: alert.subject.clone(),
+            device: alert.device.clone(),
+            alertname: alert.alertname.clone(),
+            code: alert.name.clone(),
+            severity: alert.severity,
+            status: transition.as_str(),
+            message: alert.message.clone(),
+            at_ms: system_ms(now),
+        });
+    }
+
+    pub fn action(&self, node: &str, action: &ActionResult) {
+        let outcome = ActionOutcome::try_from(action.outcome).map_or_else(
+            |_| format!("OUTCOME_{}", action.outcome),
+            |outcome| {
+                outcome
+                    .as_str_name()
+                    .trim_start_matches("ACTION_OUTCOME_")
+                    .to_string()
+            },
+        );
+        self.send(Record::Action {
+            node: node.to_string(),
+            action_id: action.action_id.clone(),
+            device: action.device_id.clone(),
+            action: action.action.clone(),
+            outcome,
+            message: action.message.clone(),
+            caller: action.caller.clone(),
+            started_ms: action.started_at.as_ref().map_or(0, timestamp_ms),
+            duration_ms: i64::try_from(action.duration_ms).unwrap_or(i64::MAX),
+        });
+    }
+
+    fn send(&self, record: Record) {
+        match self.records.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let dropped = self.stats.dropped_total.fetch_add(1, Ordering::Relaxed) + 1;
+                // 1, 10, 100, ...: visible without flooding the log while the disk is slow.
+                if dropped.is_power_of_two() || dropped % 1000 == 0 {
+                    tracing::warn!(dropped_total = dropped, "history writer behind: records dropped");
+                }
+            }
+            // The writer has stopped (shutdown): nothing more is kept.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// Why the history database could not be used; names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: cannot use the history database (history_path): {reason}", path.display())]
+pub struct HistoryError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The open history: its writer thread and a way to query it.
+pub struct History {
+    path: PathBuf,
+    sink: HistorySink,
+    stats: Arc<HistoryStats>,
+    stop: Arc<AtomicBool>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl History {
+    /// Opens (creating if needed) the database and starts its writer thread. Fails, naming
+    /// the file, if it cannot be opened for writing, is not a SQLite database, or holds a
+    /// newer schema.
+    pub fn open(path: &Path, retention: Duration, queue: usize) -> Result<History, HistoryError> {
+        let error = |reason: String| HistoryError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let conn = open_for_writing(path).map_err(error)?;
+        let (records, inbox) = mpsc::sync_channel(queue.max(1));
+        let stats = Arc::new(HistoryStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (stats, stop) = (Arc::clone(&stats), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("history-writer".to_string())
+                .spawn(move || write_loop(conn, inbox, retention, &stats, &stop))
+                .map_err(|e| error(format!("cannot start the writer thread: {e}")))?
+        };
+        Ok(History {
+            path: path.to_path_buf(),
+            sink: HistorySink {
+                records,
+                stats: Arc::clone(&stats),
+            },
+            stats,
+            stop,
+            writer: Some(writer),
+        })
+    }
+
+    pub fn sink(&self) -> HistorySink {
+        self.sink.clone()
+    }
+
+    pub fn reader(&self) -> HistoryReader {
+        HistoryReader {
+            path: self.path.clone(),
+        }
+    }
+
+    /// Writes what is queued and stops the writer; blocks until it has (call it from a
+    /// blocking context at shutdown).
+    pub fn close(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::warn!("history writer thread panicked");
+            }
+        }
+        tracing::info!(
+            written = self.stats.written_total.load(Ordering::Relaxed),
+            dropped = self.stats.dropped_total.load(Ordering::Relaxed),
+            write_errors = self.stats.write_errors_total.load(Ordering::Relaxed),
+            pruned = self.stats.pruned_total.load(Ordering::Relaxed),
+            "history closed"
+        );
+    }
+}
+
+fn open_for_writing(path: &Path) -> Result<Connection, String> {
+    if path.is_dir() {
+        return Err("is a directory, expected a SQLite file".to_string());
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("cannot open: {e}"))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    // The first statement to read the file: a corrupt or foreign file fails here.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(|e| format!("not a usable SQLite database: {e}"))?;
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+        return Err("opened read-only: the file or its directory is not writable".to_string());
+    }
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(mode = %mode, "history database not in WAL mode; queries may wait on writes");
+    }
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|e| format!("not a usable SQLite database: {e}"))?;
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "written by a newer collector (schema {version}, this build knows {SCHEMA_VERSION})"
+        ));
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = NORMAL;
+         BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+    .map_err(|e| format!("cannot create the tables: {e}"))?;
+    Ok(conn)
+}
+
+/// The writer thread: batches, transactions, retention, until stopped.
+fn write_loop(
+    mut conn: Connection,
+    inbox: Receiver<Record>,
+    retention: Duration,
+    stats: &HistoryStats,
+    stop: &AtomicBool,
+) {
+    let prune_every = (retention / 24).clamp(Duration::from_secs(60), Duration::from_secs(3600));
+    let mut last_prune: Option<Instant> = None;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        if !stopping {
+            match inbox.recv_timeout(IDLE_WAIT) {
+                Ok(record) => batch.push(record),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        while batch.len() < BATCH {
+            match inbox.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            let count = batch.len() as u64;
+            match write_batch(&mut conn, &batch) {
+                Ok(()) => {
+                    stats.written_total.fetch_add(count, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    stats.write_errors_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, records = count, "history write failed: records lost");
+                }
+            }
+            batch.clear();
+            continue;
+        }
+        if stopping {
+            break;
+        }
+        if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
+            last_prune = Some(Instant::now());
+            match prune(&conn, SystemTime::now(), retention) {
+                Ok(0) => {}
+                Ok(rows) => {
+                    stats.pruned_total.fetch_add(rows, Ordering::Relaxed);
+                    tracing::info!(rows, retention = %humantime::format_duration(retention), "history pruned");
+                }
+                Err(error) => tracing::warn!(%error, "history pruning failed"),
+            }
+        }
+    }
+    tracing::debug!("history writer stopped");
+}
+
+fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for record in batch {
+        write_one(&tx, record)?;
+    }
+    tx.commit()
+}
+
+fn write_one(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
+    match record {
+        Record::ConditionStarted {
+            node,
+            subject,
+            device,
+            code,
+            severity,
+            message,
+            since_ms,
+        } => {
+            // An open row with another `since` is an earlier spell the agent has restarted
+            // counting (an agent restart): it ended when this one began.
+            conn.prepare_cached(
+                "UPDATE conditions SET ended_ms = ?4 WHERE node = ?1 AND subject = ?2 \
+                 AND code = ?3 AND ended_ms IS NULL AND since_ms <> ?4",
+            )?
+            .execute(params![node, subject, code, since_ms])?;
+            conn.prepare_cached(
+                "INSERT INTO conditions (node, subject, device, code, severity, message, \
+                 since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (node, subject, code, since_ms) DO UPDATE SET ended_ms = NULL",
+            )?
+            .execute(params![node, subject, device, code, severity, message, since_ms])?;
+        }
+        Record::ConditionEnded {
+            node,
+            subject,
+            code,
+            at_ms,
+        } => {
+            conn.prepare_cached(
+                "UPDATE conditions SET ended_ms = ?4 WHERE node = ?1 AND subject = ?2 \
+                 AND code = ?3 AND ended_ms IS NULL",
+            )?
+            .execute(params![node, subject, code, at_ms])?;
+        }
+        Record::NodeSeen {
+            node,
+            active,
+            at_ms,
+        } => {
+            let open: Vec<(i64, String, String)> = conn
+                .prepare_cached(
+                    "SELECT id, subject, code FROM conditions WHERE node = ?1 AND ended_ms IS NULL",
+                )?
+                .query_map(params![node], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, subject, code) in open {
+                if !active.iter().any(|(s, c)| *s == subject && *c == code) {
+                    conn.prepare_cached("UPDATE conditions SET ended_ms = ?2 WHERE id = ?1")?
+                        .execute(params![id, at_ms])?;
+                }
+            }
+        }
+        Record::Alert {
+            fingerprint,
+            node,
+            subject,
+            device,
+            alertname,
+            code,
+            severity,
+            status,
+            message,
+            at_ms,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO alert_events (fingerprint, node, subject, device, alertname, code, \
+                 severity, status, message, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                fingerprint, node, subject, device, alertname, code, severity, status, message,
+                at_ms
+            ])?;
+        }
+        Record::Action {
+            node,
+            action_id,
+            device,
+            action,
+            outcome,
+            message,
+            caller,
+            started_ms,
+            duration_ms,
+        } => {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO actions (node, action_id, device, action, outcome, \
+                 message, caller, started_ms, duration_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                node, action_id, device, action, outcome, message, caller, started_ms,
+                duration_ms
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what is older than `retention` before `now`: ended conditions (by when they
+/// ended; open ones are kept however old), alert transitions and actions. Returns the rows.
+fn prune(conn: &Connection, now: SystemTime, retention: Duration) -> rusqlite::Result<u64> {
+    let cutoff = system_ms(now.checked_sub(retention).unwrap_or(UNIX_EPOCH));
+    let mut rows = 0;
+    for sql in [
+        "DELETE FROM conditions WHERE ended_ms IS NOT NULL AND ended_ms < ?1",
+        "DELETE FROM alert_events WHERE at_ms < ?1",
+        "DELETE FROM actions WHERE started_ms < ?1",
+    ] {
+        rows += conn.execute(sql, params![cutoff])? as u64;
+    }
+    Ok(rows)
+}
+
+/// What a `QueryHistory` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    pub node: Option<String>,
+    /// Matches the device id, or the subject (a mount point, "host").
+    pub device: Option<String>,
+    pub since: Option<SystemTime>,
+    pub limit: u32,
+}
+
+/// Reads the history on its own read-only connection per query.
+#[derive(Debug, Clone)]
+pub struct HistoryReader {
+    path: PathBuf,
+}
+
+impl HistoryReader {
+    /// The entries matching `query`, newest first. A condition matches `since` if it was
+    /// active at any time after it. Blocking: run it on the blocking pool.
+    pub fn query(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, String> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        query_on(&conn, query).map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+}
+
+fn query_on(conn: &Connection, query: &HistoryQuery) -> rusqlite::Result<Vec<HistoryEntry>> {
+    let limit = match query.limit {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    };
+    let mut statement = conn.prepare_cached(
+        "SELECT kind, at, node, subject, name, severity, status, message, ended, id, caller, \
+                duration_ms FROM (
+            SELECT 1 AS kind, since_ms AS at, COALESCE(ended_ms, 9223372036854775807) AS last,
+                   node, subject, device, code AS name, severity,
+                   CASE WHEN ended_ms IS NULL THEN 'ACTIVE' ELSE 'ENDED' END AS status,
+                   message, ended_ms AS ended, '' AS id, '' AS caller, 0 AS duration_ms
+              FROM conditions
+            UNION ALL
+            SELECT 2, at_ms, at_ms, node, subject, device, alertname, severity, status, message,
+                   NULL, fingerprint, '', 0
+              FROM alert_events
+            UNION ALL
+            SELECT 3, started_ms, started_ms, node, device, device, action, 0, outcome, message,
+                   NULL, action_id, caller, duration_ms
+              FROM actions)
+         WHERE (?1 IS NULL OR node = ?1)
+           AND (?2 IS NULL OR device = ?2 OR subject = ?2)
+           AND last >= ?3
+         ORDER BY at DESC, kind ASC
+         LIMIT ?4",
+    )?;
+    let since = query.since.map_or(i64::MIN, system_ms);
+    let rows = statement.query_map(
+        params![query.node, query.device, since, limit],
+        |row| {
+            let kind = match row.get::<_, i64>(0)? {
+                1 => HistoryKind::Condition,
+                2 => HistoryKind::Alert,
+                _ => HistoryKind::Action,
+            };
+            Ok(HistoryEntry {
+                kind: kind as i32,
+                at: Some(ms_timestamp(row.get(1)?)),
+                node: row.get(2)?,
+                subject: row.get(3)?,
+                name: row.get(4)?,
+                severity: row.get(5)?,
+                status: row.get(6)?,
+                message: row.get(7)?,
+                ended_at: row.get::<_, Option<i64>>(8)?.map(ms_timestamp),
+                id: row.get(9)?,
+                caller: row.get(10)?,
+                duration_ms: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
+            })
+        },
+    )?;
+    rows.collect()
+}
+
+fn system_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn timestamp_ms(at: &Timestamp) -> i64 {
+    at.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(at.nanos / 1_000_000))
+}
+
+fn ms_timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use health_proto::v1::Severity;
+
+    fn conn() -> Connection {
+        let conn = Connection::open_in_memory().expect("in-memory database");
+        conn.execute_batch(SCHEMA).expect("schema");
+        conn
+    }
+
+    fn day_ms(days: i64) -> i64 {
+        days * 24 * 3600 * 1000
+    }
+
+    fn started(node: &str, code: &str, since_ms: i64) -> Record {
+        Record::ConditionStarted {
+            node: node.to_string(),
+            subject: "loihi-0".to_string(),
+            device: "loihi-0".to_string(),
+            code: code.to_string(),
+            severity: Severity::Critical as i32,
+            message: "91 C".to_string(),
+            since_ms,
+        }
+    }
+
+    fn ended(node: &str, code: &str, at_ms: i64) -> Record {
+        Record::ConditionEnded {
+            node: node.to_string(),
+            subject: "loihi-0".to_string(),
+            code: code.to_string(),
+            at_ms,
+        }
+    }
+
+    fn alert_event(at_ms: i64) -> Record {
+        Record::Alert {
+            fingerprint: "n1/loihi-0/THERMAL_CRITICAL".to_string(),
+            node: "n1".to_string(),
+            subject: "loihi-0".to_string(),
+            device: "loihi-0".to_string(),
+            alertname: "DeviceOverheating".to_string(),
+            code: "THERMAL_CRITICAL".to_string(),
+            severity: Severity::Critical as i32,
+            status: "FIRING",
+            message: "91 C".to_string(),
+            at_ms,
+        }
+    }
+
+    fn action(id: &str, started_ms: i64) -> Record {
+        Record::Action {
+            node: "n1".to_string(),
+            action_id: id.to_string(),
+            device: "loihi-0".to_string(),
+            action: "reset-soft".to_string(),
+            outcome: "SUCCEEDED".to_string(),
+            message: String::new(),
+            caller: "uid 0".to_string(),
+            started_ms,
+            duration_ms: 40,
+        }
+    }
+
+    fn write(conn: &mut Connection, records: Vec<Record>) {
+        write_batch(conn, &records).expect("write");
+    }
+
+    fn all(conn: &Connection) -> Vec<HistoryEntry> {
+        query_on(
+            conn,
+            &HistoryQuery {
+                limit: MAX_LIMIT,
+                ..Default::default()
+            },
+        )
+        .expect("query")
+    }
+
+    #[test]
+    fn retention_prunes_what_ended_before_the_cutoff_and_keeps_open_conditions() {
+        let mut conn = conn();
+        let now = UNIX_EPOCH + Duration::from_millis(u64::try_from(day_ms(100)).unwrap_or(0));
+        write(
+            &mut conn,
+            vec![
+                // Ended 40 days before `now`: gone with a 30-day retention.
+                started("n1", "THERMAL_CRITICAL", day_ms(50)),
+                ended("n1", "THERMAL_CRITICAL", day_ms(60)),
+                // Began 60 days ago and still active: kept however old.
+                started("n1", "CALIBRATION_DRIFT", day_ms(40)),
+                // Ended 5 days ago: kept.
+                started("n1", "DEVICE_MISSING", day_ms(90)),
+                ended("n1", "DEVICE_MISSING", day_ms(95)),
+                alert_event(day_ms(50)),
+                alert_event(day_ms(99)),
+                action("b-1", day_ms(10)),
+                action("b-2", day_ms(99)),
+            ],
+        );
+        assert_eq!(all(&conn).len(), 7);
+
+        let deleted = prune(&conn, now, Duration::from_secs(30 * 24 * 3600)).expect("prune");
+        assert_eq!(deleted, 3);
+        let left: Vec<(String, String)> = all(&conn)
+            .into_iter()
+            .map(|e| (e.name, e.status))
+            .collect();
+        assert_eq!(
+            left,
+            vec![
+                ("DeviceOverheating".to_string(), "FIRING".to_string()),
+                ("reset-soft".to_string(), "SUCCEEDED".to_string()),
+                ("DEVICE_MISSING".to_string(), "ENDED".to_string()),
+                ("CALIBRATION_DRIFT".to_string(), "ACTIVE".to_string()),
+            ]
+        );
+        // Nothing more to prune at the same instant.
+        assert_eq!(prune(&conn, now, Duration::from_secs(30 * 24 * 3600)).expect("prune"), 0);
+    }
+
+    #[test]
+    fn the_same_condition_seen_again_is_one_row_and_a_restart_closes_what_ended_meanwhile() {
+        let mut conn = conn();
+        write(
+            &mut conn,
+            vec![
+                started("n1", "THERMAL_CRITICAL", 1_000),
+                started("n1", "DEVICE_MISSING", 1_000),
+                // A collector restart: the node's first report still has THERMAL_CRITICAL
+                // (same since), DEVICE_MISSING is gone.
+                Record::NodeSeen {
+                    node: "n1".to_string(),
+                    active: vec![("loihi-0".to_string(), "THERMAL_CRITICAL".to_string())],
+                    at_ms: 9_000,
+                },
+                started("n1", "THERMAL_CRITICAL", 1_000),
+            ],
+        );
+        let rows = all(&conn);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let missing = rows
+            .iter()
+            .find(|e| e.name == "DEVICE_MISSING")
+            .expect("DEVICE_MISSING row");
+        assert_eq!(missing.status, "ENDED");
+        assert_eq!(missing.ended_at, Some(ms_timestamp(9_000)));
+        let thermal = rows
+            .iter()
+            .find(|e| e.name == "THERMAL_CRITICAL")
+            .expect("THERMAL_CRITICAL row");
+        assert_eq!(thermal.status, "ACTIVE");
+    }
+
+    #[test]
+    fn actions_are_kept_once_per_id_and_queries_filter() {
+        let mut conn = conn();
+        write(
+            &mut conn,
+            vec![
+                action("b-1", 1_000),
+                action("b-1", 1_000),
+                action("b-2", 2_000),
+                alert_event(3_000),
+            ],
+        );
+        let rows = all(&conn);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].kind, HistoryKind::Alert as i32, "newest first");
+        let since = query_on(
+            &conn,
+            &HistoryQuery {
+                since: Some(UNIX_EPOCH + Duration::from_millis(1_500)),
+                ..Default::default()
+            },
+        )
+        .expect("query");
+        assert_eq!(since.len(), 2);
+        let other_device = query_on(
+            &conn,
+            &HistoryQuery {
+                device: Some("xbar-0".to_string()),
+                ..Default::default()
+            },
+        )
+        .expect("query");
+        assert!(other_device.is_empty());
+        let limited = query_on(
+            &conn,
+            &HistoryQuery {
+                node: Some("n1".to_string()),
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .expect("query");
+        assert_eq!(limited.len(), 1);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("history.db");
+        std::fs::write(&path, vec![0x5a_u8; 8192]).expect("write garbage");
+        let error = History::open(&path, Duration::from_secs(3600), 16)
+            .err()
+            .expect("garbage is refused")
+            .to_string();
+        assert!(error.starts_with(&path.display().to_string()), "{error}");
+        assert!(error.contains("not a usable SQLite database"), "{error}");
+    }
+
+    #[test]
+    fn records_reach_the_file_through_the_writer_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("history.db");
+        let history = History::open(&path, Duration::from_secs(3600), 16).expect("open");
+        let sink = history.sink();
+        let result = ActionResult {
+            action_id: "b-7".to_string(),
+            device_id: "xbar-0".to_string(),
+            action: "calibrate".to_string(),
+            outcome: ActionOutcome::Succeeded as i32,
+            started_at: Some(ms_timestamp(5_000)),
+            ..Default::default()
+        };
+        sink.action("n1", &result);
+        let reader = history.reader();
+        history.close();
+        let rows = reader.query(&HistoryQuery::default()).expect("query");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].name, "calibrate");
+        assert_eq!(rows[0].status, "SUCCEEDED");
+        assert_eq!(rows[0].subject, "xbar-0");
+    }
+}
