@@ -141,6 +141,7 @@ impl Actions {
             }
             recent.push_back(record.clone());
         }
+        self.node.note_action(&record);
         result.map(|_| record)
     }
 

@@ -5,8 +5,9 @@
 //! pings the systemd watchdog. If this loop stops, the watchdog pings stop with it, which is
 //! the point: systemd restarts an agent whose heart has stopped, not one whose threads exist.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use health_hal::HealthState;
@@ -37,7 +38,28 @@ pub struct AgentStatus {
     pub reports_buffered: u64,
     pub reports_dropped_total: u64,
     pub reconnects_total: u64,
+    /// The last few actions run on this node, oldest first, reported so the collector's
+    /// history has them (it keeps each action id once).
+    pub recent_actions: Vec<ReportedAction>,
 }
+
+/// An action as reported to the collector: the record without the device read after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedAction {
+    pub id: String,
+    pub device_id: String,
+    pub action: String,
+    pub caller: String,
+    pub outcome: crate::supervisor::Outcome,
+    pub message: String,
+    pub started_at: SystemTime,
+    pub duration_ms: u64,
+}
+
+/// Actions carried in every report. A report every few seconds and a handful of actions an
+/// hour: an action is in many reports before it leaves the window, so one lost report loses
+/// nothing.
+const REPORTED_ACTIONS: usize = 16;
 
 pub struct Node {
     pub name: String,
@@ -52,6 +74,8 @@ pub struct Node {
     uplink: Option<Arc<UplinkStats>>,
     /// Findings of the periodic solver probe, reported as host conditions about each file.
     probe: Option<crate::probe::ProbeConditions>,
+    /// The window of recent actions reports carry (see `REPORTED_ACTIONS`).
+    reported_actions: Mutex<VecDeque<ReportedAction>>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,10 +120,46 @@ impl Node {
             reports_dropped: AtomicU64::new(0),
             uplink,
             probe,
+            reported_actions: Mutex::new(VecDeque::with_capacity(REPORTED_ACTIONS)),
         }
     }
 
+    /// Adds a finished action to the window that reports carry.
+    pub fn note_action(&self, record: &crate::actions::ActionRecord) {
+        let mut window = self
+            .reported_actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if window.len() == REPORTED_ACTIONS {
+            window.pop_front();
+        }
+        window.push_back(ReportedAction {
+            id: record.id.clone(),
+            device_id: record.device_id.clone(),
+            action: record.action.clone(),
+            caller: record.caller.clone(),
+            outcome: record.outcome,
+            message: record.message.clone(),
+            started_at: record.started_at,
+            duration_ms: record.duration_ms,
+        });
+    }
+
     fn agent_status(&self) -> AgentStatus {
+        let recent_actions: Vec<ReportedAction> = self
+            .reported_actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        AgentStatus {
+            recent_actions,
+            ..self.delivery_status()
+        }
+    }
+
+    fn delivery_status(&self) -> AgentStatus {
         let handoff_dropped = self.reports_dropped.load(Ordering::Relaxed);
         match &self.uplink {
             None => AgentStatus::default(),
@@ -111,6 +171,7 @@ impl Node {
                 reports_buffered: u.buffered.load(Ordering::Relaxed),
                 reports_dropped_total: u.dropped_total.load(Ordering::Relaxed) + handoff_dropped,
                 reconnects_total: u.reconnects_total.load(Ordering::Relaxed),
+                recent_actions: Vec::new(),
             },
         }
     }

@@ -999,4 +999,124 @@ mod tests {
         assert_eq!(condition_name(ConditionCode::DiskFull as i32), "DISK_FULL");
         assert_eq!(condition_name(999), "CONDITION_CODE_999");
     }
+
+    fn held(code: &str, hold: Duration) -> Alerts {
+        let rules = [(code.to_string(), hold)];
+        Alerts::with(64, PendingRules::from_names(rules.iter().map(|(c, h)| (c, h))), None)
+    }
+
+    fn hot() -> NodeSnapshot {
+        snapshot(
+            vec![condition(
+                ConditionCode::DeviceUnresponsive,
+                Severity::Critical,
+                "no reply within 2s",
+            )],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn a_condition_shorter_than_its_for_never_fires() {
+        let alerts = held("DEVICE_UNRESPONSIVE", Duration::from_secs(30));
+        let (_, mut rx) = alerts.watch();
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        alerts.observe_at("n1", 1, &hot(), None, wall, t0);
+        alerts.observe_at("n1", 2, &hot(), None, wall, t0 + Duration::from_secs(10));
+        alerts.promote_due(t0 + Duration::from_secs(29), wall);
+        // Cleared at 29 s, before its 30 s: nothing fired, nothing to resolve.
+        alerts.observe_at(
+            "n1",
+            3,
+            &snapshot(vec![], vec![]),
+            None,
+            wall,
+            t0 + Duration::from_secs(29),
+        );
+        alerts.promote_due(t0 + Duration::from_secs(300), wall);
+        assert!(drain(&mut rx).is_empty());
+        assert!(alerts.active_fingerprints().is_empty());
+    }
+
+    #[test]
+    fn a_condition_longer_than_its_for_fires_once_at_the_sweep_and_resolves() {
+        let alerts = held("DEVICE_UNRESPONSIVE", Duration::from_secs(30));
+        let (_, mut rx) = alerts.watch();
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        alerts.observe_at("n1", 1, &hot(), sent_at(5), wall, t0);
+        assert!(alerts.active_fingerprints().is_empty(), "pending is not firing");
+        alerts.promote_due(t0 + Duration::from_secs(29), wall);
+        assert!(drain(&mut rx).is_empty());
+
+        // The sweep fires it when due, without waiting for the node's next report.
+        alerts.promote_due(t0 + Duration::from_secs(30), wall);
+        let fired = drain(&mut rx);
+        assert_eq!(fired.len(), 1);
+        let alert = alert_of(&fired[0]);
+        assert_eq!(alert.status, AlertStatus::Firing as i32);
+        assert_eq!(alert.alertname, "DeviceUnresponsive");
+        assert_eq!(alert.device, "loihi-0");
+        assert_eq!(alert.pending_since, Some(wall.into()));
+        assert_eq!(fired[0].report_sent_at, sent_at(5));
+
+        // Further reports and sweeps do not fire it again.
+        alerts.observe_at("n1", 2, &hot(), None, wall, t0 + Duration::from_secs(31));
+        alerts.promote_due(t0 + Duration::from_secs(60), wall);
+        assert!(drain(&mut rx).is_empty());
+
+        alerts.observe_at(
+            "n1",
+            3,
+            &snapshot(vec![], vec![]),
+            None,
+            wall,
+            t0 + Duration::from_secs(40),
+        );
+        let resolved = drain(&mut rx);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(
+            alert_of(&resolved[0]).status,
+            AlertStatus::Resolved as i32
+        );
+    }
+
+    #[test]
+    fn a_report_after_the_for_fires_a_pending_alert_too() {
+        let alerts = held("DEVICE_UNRESPONSIVE", Duration::from_secs(30));
+        let (_, mut rx) = alerts.watch();
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        alerts.observe_at("n1", 1, &hot(), None, wall, t0);
+        alerts.observe_at("n1", 2, &hot(), None, wall, t0 + Duration::from_secs(30));
+        assert_eq!(drain(&mut rx).len(), 1);
+        // The due entry went with it: the sweep has nothing left to fire.
+        alerts.promote_due(t0 + Duration::from_secs(60), wall);
+        assert!(drain(&mut rx).is_empty());
+        assert_eq!(
+            alerts.active_fingerprints(),
+            vec!["n1/loihi-0/DEVICE_UNRESPONSIVE"]
+        );
+    }
+
+    #[test]
+    fn codes_without_a_for_fire_at_once_beside_held_ones() {
+        let alerts = held("THERMAL_WARNING", Duration::from_secs(60));
+        let (_, mut rx) = alerts.watch();
+        let both = snapshot(
+            vec![
+                condition(ConditionCode::ThermalWarning, Severity::Warning, "82 C"),
+                condition(ConditionCode::ResetFailed, Severity::Critical, "reset failed"),
+            ],
+            vec![],
+        );
+        alerts.observe("n1", 1, &both, None, SystemTime::now());
+        let fired: Vec<String> = drain(&mut rx)
+            .iter()
+            .map(|event| alert_of(event).alertname.clone())
+            .collect();
+        assert_eq!(fired, vec!["ResetFailed"]);
+    }
+
 }

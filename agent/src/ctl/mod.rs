@@ -6,6 +6,7 @@
 //! action's outcome is not SUCCEEDED; 2 for usage errors.
 
 pub mod endpoint;
+mod history;
 pub mod render;
 
 use std::io::{IsTerminal, Write};
@@ -117,6 +118,20 @@ enum Command {
     Alerts {
         #[arg(long)]
         count: Option<u64>,
+    },
+    /// Fleet: conditions, alert transitions and actions from the collector's history,
+    /// newest first (needs --collector, and history_path set on the collector).
+    History {
+        #[arg(long)]
+        node: Option<String>,
+        /// A device id, or a subject such as "host"
+        #[arg(long)]
+        device: Option<String>,
+        /// How far back, e.g. 30m, 1h, 7d [default: everything kept]
+        #[arg(long, value_name = "DURATION", value_parser = history::parse_since)]
+        since: Option<std::time::Duration>,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
+        limit: u32,
     },
 }
 
@@ -461,6 +476,34 @@ impl Ctl {
                     }
                 }
                 bail!("the collector closed the alert stream")
+            }
+            Command::History {
+                node,
+                device,
+                since,
+                limit,
+            } => {
+                let request = history::request(
+                    node.as_deref(),
+                    device.as_deref(),
+                    *since,
+                    *limit,
+                    std::time::SystemTime::now(),
+                );
+                let req = self.req(request);
+                let r = self
+                    .collector()
+                    .await?
+                    .query_history(req)
+                    .await?
+                    .into_inner();
+                if json {
+                    self.json(&serde_json::Value::Array(
+                        r.entries.iter().map(history::json).collect(),
+                    ))
+                } else {
+                    self.print(&history::table(&r.entries))
+                }
             }
         }
     }

@@ -531,6 +531,7 @@ pub fn alert_json(e: &pb::AlertEvent) -> Value {
     json!({
         "fingerprint": a.fingerprint,
         "name": a.name,
+        "alertname": a.alertname,
         "node": a.node,
         "subject": a.subject,
         "severity": severity(a.severity()),

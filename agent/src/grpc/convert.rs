@@ -221,6 +221,22 @@ pub fn snapshot(s: &NodeSnapshot) -> pb::NodeSnapshot {
             reports_dropped_total: s.agent.reports_dropped_total,
             reconnects_total: s.agent.reconnects_total,
         }),
+        recent_actions: s.agent.recent_actions.iter().map(reported_action).collect(),
+    }
+}
+
+/// An action in a report: the record without `device_after` (the report has the devices).
+fn reported_action(r: &crate::node::ReportedAction) -> pb::ActionResult {
+    pb::ActionResult {
+        action_id: r.id.clone(),
+        device_id: r.device_id.clone(),
+        action: r.action.clone(),
+        outcome: outcome(r.outcome),
+        message: r.message.clone(),
+        started_at: Some(ts(r.started_at)),
+        duration_ms: r.duration_ms,
+        device_after: None,
+        caller: r.caller.clone(),
     }
 }
 
