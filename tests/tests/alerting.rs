@@ -1,0 +1,317 @@
+//! The collector's own alerting and history, end to end on the real binaries: a simulated
+//! agent's fault fires an alert that reaches a real Alertmanager (Debian's
+//! `prometheus-alertmanager`) over its v2 API and is resolved there; the history database
+//! keeps conditions, alert transitions and actions across a collector restart; an unusable
+//! history file stops the collector with an error naming it.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use health_e2e::{bin, ctl, free_port, wait_until, Agent, Collector, Proc};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+/// `prometheus-alertmanager` on PATH (or where Debian installs it).
+fn alertmanager_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("prometheus-alertmanager"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path
+        .or_else(|| Some(PathBuf::from("/usr/bin/prometheus-alertmanager")).filter(|p| p.is_file()))
+        .expect("prometheus-alertmanager not found: install Debian package prometheus-alertmanager")
+}
+
+/// A real Alertmanager on a loopback port, clustering off, state in a private directory.
+struct Alertmanager {
+    _proc: Proc,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    fn start() -> Alertmanager {
+        let binary = alertmanager_binary();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n",
+        )
+        .expect("write the alertmanager config");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start prometheus-alertmanager");
+        let proc = Proc {
+            child,
+            name: "prometheus-alertmanager",
+        };
+        wait_until("Alertmanager to be ready", Duration::from_secs(20), || {
+            http_get(&addr, "/-/ready").is_some_and(|(status, _)| status == 200)
+        });
+        Alertmanager {
+            _proc: proc,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// The alerts Alertmanager holds now (GET /api/v2/alerts).
+    fn alerts(&self) -> Vec<Value> {
+        let Some((200, body)) = http_get(&self.addr, "/api/v2/alerts") else {
+            return Vec::new();
+        };
+        match serde_json::from_str(&body) {
+            Ok(Value::Array(alerts)) => alerts,
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status, body), or None if the server is not answering.
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+fn label<'a>(alert: &'a Value, name: &str) -> &'a str {
+    alert["labels"][name].as_str().unwrap_or_default()
+}
+
+/// The alert about `device` on `node` named `alertname`, if Alertmanager has it.
+fn find<'a>(alerts: &'a [Value], alertname: &str, node: &str, device: &str) -> Option<&'a Value> {
+    alerts.iter().find(|a| {
+        label(a, "alertname") == alertname && label(a, "node") == node && label(a, "device") == device
+    })
+}
+
+fn ends_in_the_past(alert: &Value) -> bool {
+    let ends = alert["endsAt"]
+        .as_str()
+        .and_then(|at| humantime::parse_rfc3339_weak(at.trim_end_matches('Z')).ok())
+        .unwrap_or_else(|| panic!("Alertmanager alert without a readable endsAt: {alert}"));
+    ends <= SystemTime::now()
+}
+
+#[test]
+fn alertmanager_gets_the_collectors_alert_firing_then_resolved() {
+    let am = Alertmanager::start();
+    // A firing alert is sent with endsAt = now + 4 x resend_interval (4 min here): if it is
+    // gone from Alertmanager within the test's 30 s, the collector's resolve did it.
+    let collector = Collector::start(&format!(
+        "[alerts]\nalertmanager = [\"http://{}\"]\nresend_interval = \"1m\"\npush_timeout = \"2s\"\n\
+         for = {{ DEVICE_UNRESPONSIVE = \"1s\" }}\n",
+        am.addr
+    ));
+    let agent = Agent::simulate(&["--node", "e2e-am", "--collector", &collector.url()]);
+
+    let out = agent.ctl(&["inject-fault", "loihi-0", "hang"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let t0 = Instant::now();
+    let mut firing = None;
+    while firing.is_none() && t0.elapsed() < Duration::from_secs(30) {
+        let alerts = am.alerts();
+        firing = find(&alerts, "DeviceUnresponsive", "e2e-am", "loihi-0").cloned();
+        if firing.is_none() {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let firing = firing.expect("DeviceUnresponsive for e2e-am/loihi-0 in Alertmanager within 30 s");
+    assert_eq!(label(&firing, "severity"), "critical");
+    assert_eq!(label(&firing, "code"), "DEVICE_UNRESPONSIVE");
+    assert_eq!(label(&firing, "subject"), "loihi-0");
+    assert_eq!(firing["status"]["state"], "active", "{firing}");
+    assert!(!ends_in_the_past(&firing), "{firing}");
+    assert!(
+        firing["annotations"]["runbook"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{firing}"
+    );
+
+    // The fix: a hard reset brings the device back; the collector resolves the alert and
+    // tells Alertmanager.
+    let out = agent.ctl(&["reset-device", "loihi-0", "--hard"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t0 = Instant::now();
+    let mut resolved = false;
+    while !resolved && t0.elapsed() < Duration::from_secs(30) {
+        let alerts = am.alerts();
+        resolved = find(&alerts, "DeviceUnresponsive", "e2e-am", "loihi-0")
+            .is_none_or(ends_in_the_past);
+        if !resolved {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    assert!(resolved, "the alert resolved in Alertmanager within 30 s: {:?}", am.alerts());
+}
+
+fn history(addr: &str, node: &str) -> Vec<Value> {
+    let out = ctl(&["--collector", addr, "--json", "history", "--node", node, "--since", "1h"]);
+    assert!(
+        out.status.success(),
+        "agent-ctl history: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout) {
+        Ok(Value::Array(entries)) => entries,
+        other => panic!("agent-ctl history --json: expected an array, got {other:?}"),
+    }
+}
+
+fn has(entries: &[Value], kind: &str, name: &str, status: &str) -> bool {
+    entries
+        .iter()
+        .any(|e| e["kind"] == kind && e["name"] == name && e["status"] == status)
+}
+
+#[test]
+fn history_survives_a_collector_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("history.db");
+    let config = format!(
+        "history_path = \"{}\"\n[alerts]\nfor = {{ DEVICE_UNRESPONSIVE = \"0s\" }}\n",
+        db.display()
+    );
+    let mut collector = Collector::start(&config);
+    let addr = collector.addr.clone();
+    let agent = Agent::simulate(&["--node", "e2e-history", "--collector", &collector.url()]);
+
+    assert!(agent.ctl(&["inject-fault", "loihi-0", "hang"]).status.success());
+    wait_until("DEVICE_UNRESPONSIVE in the history", Duration::from_secs(20), || {
+        has(&history(&addr, "e2e-history"), "condition", "DEVICE_UNRESPONSIVE", "ACTIVE")
+    });
+    let out = agent.ctl(&["reset-device", "loihi-0", "--hard"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until(
+        "the reset, the condition's end and the resolution in the history",
+        Duration::from_secs(20),
+        || {
+            let entries = history(&addr, "e2e-history");
+            has(&entries, "action", "reset-hard", "SUCCEEDED")
+                && has(&entries, "condition", "DEVICE_UNRESPONSIVE", "ENDED")
+                && has(&entries, "alert", "DeviceUnresponsive", "RESOLVED")
+        },
+    );
+
+    // Stop the agent first, so nothing can write these rows again after the restart.
+    drop(agent);
+    collector.proc.signal(Signal::SIGTERM);
+    let status = collector
+        .proc
+        .wait_exit(Duration::from_secs(15))
+        .expect("the collector exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    drop(collector);
+
+    let restarted = Collector::start_on(&addr, &config);
+    let entries = history(&restarted.addr, "e2e-history");
+    assert!(has(&entries, "action", "reset-hard", "SUCCEEDED"), "{entries:?}");
+    assert!(has(&entries, "condition", "DEVICE_UNRESPONSIVE", "ENDED"), "{entries:?}");
+    assert!(has(&entries, "alert", "DeviceUnresponsive", "FIRING"), "{entries:?}");
+    assert!(has(&entries, "alert", "DeviceUnresponsive", "RESOLVED"), "{entries:?}");
+
+    // The table form, filtered by device.
+    let out = ctl(&["--collector", &restarted.addr, "history", "--device", "loihi-0"]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("AT"), "{table}");
+    assert!(table.contains("reset-hard"), "{table}");
+}
+
+/// Starts the collector with a config and expects it to exit non-zero; returns its stderr.
+fn refused_start(config_text: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{}\"\n{config_text}", free_port()),
+    )
+    .expect("write the config");
+    let child = Command::new(bin("health-collector"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start health-collector");
+    let mut proc = Proc {
+        child,
+        name: "health-collector",
+    };
+    let status = proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("the collector exits by itself");
+    assert!(!status.success(), "{status:?}");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = proc.child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    stderr
+}
+
+fn history_config(path: &Path) -> String {
+    format!("history_path = \"{}\"\n", path.display())
+}
+
+#[test]
+fn an_unusable_history_file_stops_the_collector_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let corrupt = dir.path().join("corrupt.db");
+    std::fs::write(&corrupt, vec![0x42_u8; 16384]).expect("write garbage");
+    let stderr = refused_start(&history_config(&corrupt));
+    assert!(stderr.contains(&corrupt.display().to_string()), "{stderr}");
+    assert!(stderr.contains("not a usable SQLite database"), "{stderr}");
+
+    // A path under a regular file cannot be created, whoever runs the test (root included).
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "").expect("write a file");
+    let unwritable = blocker.join("history.db");
+    let stderr = refused_start(&history_config(&unwritable));
+    assert!(stderr.contains(&unwritable.display().to_string()), "{stderr}");
+    assert!(stderr.contains("cannot open"), "{stderr}");
+}
+
+#[test]
+fn history_without_a_database_and_a_bad_since_are_clear_errors() {
+    let collector = Collector::start("");
+    let out = ctl(&["--collector", &collector.addr, "history"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("FailedPrecondition"), "{stderr}");
+    assert!(stderr.contains("history_path"), "{stderr}");
+
+    let out = ctl(&["--collector", &collector.addr, "history", "--since", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--since"), "{stderr}");
+    assert!(stderr.contains("30m, 1h or 7d"), "{stderr}");
+}
