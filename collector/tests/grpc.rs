@@ -156,7 +156,11 @@ async fn next_alert(alerts: &mut Streaming<AlertEvent>) -> health_proto::v1::Ale
 
 #[tokio::test]
 async fn reports_are_acked_deduplicated_and_alerted_on() {
-    let (mut collector, addr) = start_collector("reports");
+    // THERMAL_WARNING is held for 1 min by default; this test is about firing, not holding.
+    let (mut collector, addr) = start_collector_with(
+        "reports",
+        "[alerts]\nfor = { THERMAL_WARNING = \"0s\" }\n",
+    );
     let mut client = tokio::time::timeout(STEP, CollectorClient::connect(format!("http://{addr}")))
         .await
         .expect("connect within 10 s")
@@ -201,6 +205,8 @@ async fn reports_are_acked_deduplicated_and_alerted_on() {
     let firing = next_alert(&mut alerts).await;
     assert_eq!(firing.fingerprint, "n1/loihi-0/THERMAL_WARNING");
     assert_eq!(firing.name, "THERMAL_WARNING");
+    assert_eq!(firing.alertname, "DeviceOverheating");
+    assert_eq!(firing.device, "loihi-0");
     assert_eq!(firing.status, AlertStatus::Firing as i32);
     assert_eq!(firing.severity, Severity::Warning as i32);
 
