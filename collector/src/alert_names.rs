@@ -56,7 +56,10 @@ mod tests {
         let name = |code: ConditionCode| alertname(code as i32);
         assert_eq!(name(ConditionCode::ThermalCritical), "DeviceOverheating");
         assert_eq!(name(ConditionCode::ThermalWarning), "DeviceOverheating");
-        assert_eq!(name(ConditionCode::DeviceUnresponsive), "DeviceUnresponsive");
+        assert_eq!(
+            name(ConditionCode::DeviceUnresponsive),
+            "DeviceUnresponsive"
+        );
         assert_eq!(name(ConditionCode::DeviceMissing), "DeviceMissing");
         assert_eq!(name(ConditionCode::CalibrationDrift), "CalibrationDrift");
         assert_eq!(name(ConditionCode::ResetFailed), "ResetFailed");

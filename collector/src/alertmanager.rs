@@ -422,9 +422,12 @@ async fn post(
             Err(format!("{url}: HTTP {status}: {}", text.trim()))
         }
     };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| format!("{url}: no reply within {}", humantime::format_duration(timeout)))?
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+        format!(
+            "{url}: no reply within {}",
+            humantime::format_duration(timeout)
+        )
+    })?
 }
 
 #[cfg(test)]
@@ -466,7 +469,10 @@ mod tests {
         assert_eq!(json["labels"]["device"], "loihi-0");
         assert_eq!(json["labels"]["severity"], "critical");
         assert_eq!(json["labels"]["code"], "THERMAL_CRITICAL");
-        assert_eq!(json["annotations"]["description"], "91.0 C (critical above 90 C)");
+        assert_eq!(
+            json["annotations"]["description"],
+            "91.0 C (critical above 90 C)"
+        );
         assert_eq!(json["annotations"]["runbook"], "Check the cooling");
         assert_eq!(json["startsAt"], "2023-11-14T22:13:20.000Z");
         // now + 4 min: Alertmanager resolves it by itself if the collector goes away.

@@ -87,7 +87,9 @@ impl PendingRules {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Seen, not yet lasted its `for` duration; fires at `due` if still there.
-    Pending { due: Instant },
+    Pending {
+        due: Instant,
+    },
     Firing,
 }
 
@@ -409,7 +411,11 @@ impl Alerts {
             humantime::format_duration(forget_after)
         );
         let mut resolved_count: usize = 0;
-        for tracked in alerts.stale.into_iter().chain(alerts.conditions.into_values()) {
+        for tracked in alerts
+            .stale
+            .into_iter()
+            .chain(alerts.conditions.into_values())
+        {
             let alert = Alert {
                 message: message.clone(),
                 ..tracked.alert
@@ -545,8 +551,7 @@ fn alerts_in(node: &str, snapshot: &NodeSnapshot) -> BTreeMap<String, Alert> {
                 *existing = alert_from(node, subject, device, name, condition, fingerprint);
             }
             None => {
-                let alert =
-                    alert_from(node, subject, device, name, condition, fingerprint.clone());
+                let alert = alert_from(node, subject, device, name, condition, fingerprint.clone());
                 alerts.insert(fingerprint, alert);
             }
         }
@@ -1002,7 +1007,11 @@ mod tests {
 
     fn held(code: &str, hold: Duration) -> Alerts {
         let rules = [(code.to_string(), hold)];
-        Alerts::with(64, PendingRules::from_names(rules.iter().map(|(c, h)| (c, h))), None)
+        Alerts::with(
+            64,
+            PendingRules::from_names(rules.iter().map(|(c, h)| (c, h))),
+            None,
+        )
     }
 
     fn hot() -> NodeSnapshot {
@@ -1046,7 +1055,10 @@ mod tests {
         let t0 = Instant::now();
         let wall = SystemTime::now();
         alerts.observe_at("n1", 1, &hot(), sent_at(5), wall, t0);
-        assert!(alerts.active_fingerprints().is_empty(), "pending is not firing");
+        assert!(
+            alerts.active_fingerprints().is_empty(),
+            "pending is not firing"
+        );
         alerts.promote_due(t0 + Duration::from_secs(29), wall);
         assert!(drain(&mut rx).is_empty());
 
@@ -1076,10 +1088,7 @@ mod tests {
         );
         let resolved = drain(&mut rx);
         assert_eq!(resolved.len(), 1);
-        assert_eq!(
-            alert_of(&resolved[0]).status,
-            AlertStatus::Resolved as i32
-        );
+        assert_eq!(alert_of(&resolved[0]).status, AlertStatus::Resolved as i32);
     }
 
     #[test]
@@ -1107,7 +1116,11 @@ mod tests {
         let both = snapshot(
             vec![
                 condition(ConditionCode::ThermalWarning, Severity::Warning, "82 C"),
-                condition(ConditionCode::ResetFailed, Severity::Critical, "reset failed"),
+                condition(
+                    ConditionCode::ResetFailed,
+                    Severity::Critical,
+                    "reset failed",
+                ),
             ],
             vec![],
         );
@@ -1118,5 +1131,4 @@ mod tests {
             .collect();
         assert_eq!(fired, vec!["ResetFailed"]);
     }
-
 }

@@ -742,9 +742,10 @@ mod tests {
         // history_path has no default (history is off): the example shows it commented out.
         for key in KEYS {
             assert!(
-                text.lines().any(|line| line.starts_with(&format!("{key} = "))
-                    || line.starts_with(&format!("# {key} = "))
-                    || line == format!("[{key}]")),
+                text.lines()
+                    .any(|line| line.starts_with(&format!("{key} = "))
+                        || line.starts_with(&format!("# {key} = "))
+                        || line == format!("[{key}]")),
                 "the example does not document {key}"
             );
         }
@@ -754,7 +755,9 @@ mod tests {
             .expect("the example has an [alerts] table");
         for key in ALERTS_KEYS {
             assert!(
-                alerts.lines().any(|line| line.starts_with(&format!("{key} = "))),
+                alerts
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{key} = "))),
                 "the example does not document alerts.{key}"
             );
         }
@@ -794,7 +797,11 @@ mod tests {
         let pending = &config.alerts.pending_for;
         assert_eq!(pending["THERMAL_WARNING"], Duration::ZERO);
         assert_eq!(pending["DISK_FULL"], Duration::from_secs(120));
-        assert_eq!(pending["DEVICE_UNRESPONSIVE"], Duration::from_secs(30), "a default kept");
+        assert_eq!(
+            pending["DEVICE_UNRESPONSIVE"],
+            Duration::from_secs(30),
+            "a default kept"
+        );
         assert_eq!(
             config.alerts.alertmanager,
             vec!["http://127.0.0.1:9093", "http://am-2:9093/prefix"]
@@ -836,9 +843,8 @@ mod tests {
             "collector.toml: history_retention: expected a duration between 1h and 10years, \
              found \"10m\""
         );
-        assert!(error_of("history_path = \"\"\n").starts_with(
-            "collector.toml: history_path: expected a file path"
-        ));
+        assert!(error_of("history_path = \"\"\n")
+            .starts_with("collector.toml: history_path: expected a file path"));
     }
 
     #[test]

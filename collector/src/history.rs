@@ -194,7 +194,12 @@ impl HistorySink {
         });
     }
 
-    pub fn node_seen<'a>(&self, node: &str, active: impl Iterator<Item = &'a Alert>, now: SystemTime) {
+    pub fn node_seen<'a>(
+        &self,
+        node: &str,
+        active: impl Iterator<Item = &'a Alert>,
+        now: SystemTime,
+    ) {
         self.send(Record::NodeSeen {
             node: node.to_string(),
             active: active
@@ -247,9 +252,12 @@ impl HistorySink {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let dropped = self.stats.dropped_total.fetch_add(1, Ordering::Relaxed) + 1;
-                // 1, 10, 100, ...: visible without flooding the log while the disk is slow.
-                if dropped.is_power_of_two() || dropped % 1000 == 0 {
-                    tracing::warn!(dropped_total = dropped, "history writer behind: records dropped");
+                // 1, 2, 4, 8, ...: visible without flooding the log while the disk is slow.
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        dropped_total = dropped,
+                        "history writer behind: records dropped"
+                    );
                 }
             }
             // The writer has stopped (shutdown): nothing more is kept.
@@ -464,7 +472,9 @@ fn write_one(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
                  since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (node, subject, code, since_ms) DO UPDATE SET ended_ms = NULL",
             )?
-            .execute(params![node, subject, device, code, severity, message, since_ms])?;
+            .execute(params![
+                node, subject, device, code, severity, message, since_ms
+            ])?;
         }
         Record::ConditionEnded {
             node,
@@ -487,7 +497,9 @@ fn write_one(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
                 .prepare_cached(
                     "SELECT id, subject, code FROM conditions WHERE node = ?1 AND ended_ms IS NULL",
                 )?
-                .query_map(params![node], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .query_map(params![node], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
             for (id, subject, code) in open {
                 if !active.iter().any(|(s, c)| *s == subject && *c == code) {
@@ -534,7 +546,14 @@ fn write_one(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
-                node, action_id, device, action, outcome, message, caller, started_ms,
+                node,
+                action_id,
+                device,
+                action,
+                outcome,
+                message,
+                caller,
+                started_ms,
                 duration_ms
             ])?;
         }
@@ -616,36 +635,34 @@ fn query_on(conn: &Connection, query: &HistoryQuery) -> rusqlite::Result<Vec<His
          LIMIT ?4",
     )?;
     let since = query.since.map_or(i64::MIN, system_ms);
-    let rows = statement.query_map(
-        params![query.node, query.device, since, limit],
-        |row| {
-            let kind = match row.get::<_, i64>(0)? {
-                1 => HistoryKind::Condition,
-                2 => HistoryKind::Alert,
-                _ => HistoryKind::Action,
-            };
-            Ok(HistoryEntry {
-                kind: kind as i32,
-                at: Some(ms_timestamp(row.get(1)?)),
-                node: row.get(2)?,
-                subject: row.get(3)?,
-                name: row.get(4)?,
-                severity: row.get(5)?,
-                status: row.get(6)?,
-                message: row.get(7)?,
-                ended_at: row.get::<_, Option<i64>>(8)?.map(ms_timestamp),
-                id: row.get(9)?,
-                caller: row.get(10)?,
-                duration_ms: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
-            })
-        },
-    )?;
+    let rows = statement.query_map(params![query.node, query.device, since, limit], |row| {
+        let kind = match row.get::<_, i64>(0)? {
+            1 => HistoryKind::Condition,
+            2 => HistoryKind::Alert,
+            _ => HistoryKind::Action,
+        };
+        Ok(HistoryEntry {
+            kind: kind as i32,
+            at: Some(ms_timestamp(row.get(1)?)),
+            node: row.get(2)?,
+            subject: row.get(3)?,
+            name: row.get(4)?,
+            severity: row.get(5)?,
+            status: row.get(6)?,
+            message: row.get(7)?,
+            ended_at: row.get::<_, Option<i64>>(8)?.map(ms_timestamp),
+            id: row.get(9)?,
+            caller: row.get(10)?,
+            duration_ms: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
+        })
+    })?;
     rows.collect()
 }
 
 fn system_ms(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    })
 }
 
 fn timestamp_ms(at: &Timestamp) -> i64 {
@@ -766,10 +783,8 @@ mod tests {
 
         let deleted = prune(&conn, now, Duration::from_secs(30 * 24 * 3600)).expect("prune");
         assert_eq!(deleted, 3);
-        let left: Vec<(String, String)> = all(&conn)
-            .into_iter()
-            .map(|e| (e.name, e.status))
-            .collect();
+        let left: Vec<(String, String)> =
+            all(&conn).into_iter().map(|e| (e.name, e.status)).collect();
         assert_eq!(
             left,
             vec![
@@ -780,7 +795,10 @@ mod tests {
             ]
         );
         // Nothing more to prune at the same instant.
-        assert_eq!(prune(&conn, now, Duration::from_secs(30 * 24 * 3600)).expect("prune"), 0);
+        assert_eq!(
+            prune(&conn, now, Duration::from_secs(30 * 24 * 3600)).expect("prune"),
+            0
+        );
     }
 
     #[test]

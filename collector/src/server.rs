@@ -19,8 +19,8 @@ use tonic_health::server::HealthReporter;
 
 use crate::alerts::{Alerts, PendingRules};
 use crate::config::Config;
-use crate::history::History;
 use crate::fleet::{Fleet, Limits};
+use crate::history::History;
 use crate::service::CollectorService;
 use crate::{alertmanager, shutdown, sweeper, systemd};
 
@@ -47,7 +47,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let fleet = Arc::new(Fleet::new(limits, config.watch_buffer));
     // Before binding: a history file that cannot be used fails the start, naming the file.
     let history = match &config.history_path {
-        Some(path) => Some(History::open(path, config.history_retention, HISTORY_QUEUE)?),
+        Some(path) => Some(History::open(
+            path,
+            config.history_retention,
+            HISTORY_QUEUE,
+        )?),
         None => None,
     };
     let alerts = Arc::new(Alerts::with(
@@ -145,8 +149,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         tracing::info!(
             sent = stats.sent_total.load(std::sync::atomic::Ordering::Relaxed),
-            failed = stats.failed_total.load(std::sync::atomic::Ordering::Relaxed),
-            dropped = stats.dropped_total.load(std::sync::atomic::Ordering::Relaxed),
+            failed = stats
+                .failed_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            dropped = stats
+                .dropped_total
+                .load(std::sync::atomic::Ordering::Relaxed),
             "Alertmanager push stopped"
         );
     }

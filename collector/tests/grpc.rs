@@ -157,10 +157,8 @@ async fn next_alert(alerts: &mut Streaming<AlertEvent>) -> health_proto::v1::Ale
 #[tokio::test]
 async fn reports_are_acked_deduplicated_and_alerted_on() {
     // THERMAL_WARNING is held for 1 min by default; this test is about firing, not holding.
-    let (mut collector, addr) = start_collector_with(
-        "reports",
-        "[alerts]\nfor = { THERMAL_WARNING = \"0s\" }\n",
-    );
+    let (mut collector, addr) =
+        start_collector_with("reports", "[alerts]\nfor = { THERMAL_WARNING = \"0s\" }\n");
     let mut client = tokio::time::timeout(STEP, CollectorClient::connect(format!("http://{addr}")))
         .await
         .expect("connect within 10 s")

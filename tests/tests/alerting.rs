@@ -46,7 +46,10 @@ impl Alertmanager {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--cluster.listen-address=")
             .arg("--log.level=warn")
@@ -85,7 +88,9 @@ impl Alertmanager {
 fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .ok()?;
     write!(
         stream,
         "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n"
@@ -105,7 +110,9 @@ fn label<'a>(alert: &'a Value, name: &str) -> &'a str {
 /// The alert about `device` on `node` named `alertname`, if Alertmanager has it.
 fn find<'a>(alerts: &'a [Value], alertname: &str, node: &str, device: &str) -> Option<&'a Value> {
     alerts.iter().find(|a| {
-        label(a, "alertname") == alertname && label(a, "node") == node && label(a, "device") == device
+        label(a, "alertname") == alertname
+            && label(a, "node") == node
+            && label(a, "device") == device
     })
 }
 
@@ -130,7 +137,11 @@ fn alertmanager_gets_the_collectors_alert_firing_then_resolved() {
     let agent = Agent::simulate(&["--node", "e2e-am", "--collector", &collector.url()]);
 
     let out = agent.ctl(&["inject-fault", "loihi-0", "hang"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let t0 = Instant::now();
     let mut firing = None;
@@ -157,22 +168,39 @@ fn alertmanager_gets_the_collectors_alert_firing_then_resolved() {
     // The fix: a hard reset brings the device back; the collector resolves the alert and
     // tells Alertmanager.
     let out = agent.ctl(&["reset-device", "loihi-0", "--hard"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t0 = Instant::now();
     let mut resolved = false;
     while !resolved && t0.elapsed() < Duration::from_secs(30) {
         let alerts = am.alerts();
-        resolved = find(&alerts, "DeviceUnresponsive", "e2e-am", "loihi-0")
-            .is_none_or(ends_in_the_past);
+        resolved =
+            find(&alerts, "DeviceUnresponsive", "e2e-am", "loihi-0").is_none_or(ends_in_the_past);
         if !resolved {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
-    assert!(resolved, "the alert resolved in Alertmanager within 30 s: {:?}", am.alerts());
+    assert!(
+        resolved,
+        "the alert resolved in Alertmanager within 30 s: {:?}",
+        am.alerts()
+    );
 }
 
 fn history(addr: &str, node: &str) -> Vec<Value> {
-    let out = ctl(&["--collector", addr, "--json", "history", "--node", node, "--since", "1h"]);
+    let out = ctl(&[
+        "--collector",
+        addr,
+        "--json",
+        "history",
+        "--node",
+        node,
+        "--since",
+        "1h",
+    ]);
     assert!(
         out.status.success(),
         "agent-ctl history: {}",
@@ -202,12 +230,28 @@ fn history_survives_a_collector_restart() {
     let addr = collector.addr.clone();
     let agent = Agent::simulate(&["--node", "e2e-history", "--collector", &collector.url()]);
 
-    assert!(agent.ctl(&["inject-fault", "loihi-0", "hang"]).status.success());
-    wait_until("DEVICE_UNRESPONSIVE in the history", Duration::from_secs(20), || {
-        has(&history(&addr, "e2e-history"), "condition", "DEVICE_UNRESPONSIVE", "ACTIVE")
-    });
+    assert!(agent
+        .ctl(&["inject-fault", "loihi-0", "hang"])
+        .status
+        .success());
+    wait_until(
+        "DEVICE_UNRESPONSIVE in the history",
+        Duration::from_secs(20),
+        || {
+            has(
+                &history(&addr, "e2e-history"),
+                "condition",
+                "DEVICE_UNRESPONSIVE",
+                "ACTIVE",
+            )
+        },
+    );
     let out = agent.ctl(&["reset-device", "loihi-0", "--hard"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_until(
         "the reset, the condition's end and the resolution in the history",
         Duration::from_secs(20),
@@ -231,13 +275,31 @@ fn history_survives_a_collector_restart() {
 
     let restarted = Collector::start_on(&addr, &config);
     let entries = history(&restarted.addr, "e2e-history");
-    assert!(has(&entries, "action", "reset-hard", "SUCCEEDED"), "{entries:?}");
-    assert!(has(&entries, "condition", "DEVICE_UNRESPONSIVE", "ENDED"), "{entries:?}");
-    assert!(has(&entries, "alert", "DeviceUnresponsive", "FIRING"), "{entries:?}");
-    assert!(has(&entries, "alert", "DeviceUnresponsive", "RESOLVED"), "{entries:?}");
+    assert!(
+        has(&entries, "action", "reset-hard", "SUCCEEDED"),
+        "{entries:?}"
+    );
+    assert!(
+        has(&entries, "condition", "DEVICE_UNRESPONSIVE", "ENDED"),
+        "{entries:?}"
+    );
+    assert!(
+        has(&entries, "alert", "DeviceUnresponsive", "FIRING"),
+        "{entries:?}"
+    );
+    assert!(
+        has(&entries, "alert", "DeviceUnresponsive", "RESOLVED"),
+        "{entries:?}"
+    );
 
     // The table form, filtered by device.
-    let out = ctl(&["--collector", &restarted.addr, "history", "--device", "loihi-0"]);
+    let out = ctl(&[
+        "--collector",
+        &restarted.addr,
+        "history",
+        "--device",
+        "loihi-0",
+    ]);
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.starts_with("AT"), "{table}");
@@ -296,7 +358,10 @@ fn an_unusable_history_file_stops_the_collector_naming_it() {
     std::fs::write(&blocker, "").expect("write a file");
     let unwritable = blocker.join("history.db");
     let stderr = refused_start(&history_config(&unwritable));
-    assert!(stderr.contains(&unwritable.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains(&unwritable.display().to_string()),
+        "{stderr}"
+    );
     assert!(stderr.contains("cannot open"), "{stderr}");
 }
 
@@ -309,7 +374,13 @@ fn history_without_a_database_and_a_bad_since_are_clear_errors() {
     assert!(stderr.contains("FailedPrecondition"), "{stderr}");
     assert!(stderr.contains("history_path"), "{stderr}");
 
-    let out = ctl(&["--collector", &collector.addr, "history", "--since", "yesterday"]);
+    let out = ctl(&[
+        "--collector",
+        &collector.addr,
+        "history",
+        "--since",
+        "yesterday",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--since"), "{stderr}");
