@@ -5,6 +5,8 @@
 //! with INVALID_ARGUMENT naming the field; nothing a peer sends can panic the collector), ends
 //! with RESOURCE_EXHAUSTED the stream of a new node the full fleet refuses (`max_nodes`), and
 //! it turns the fleet's and the alert book's broadcast channels into watcher streams.
+//! QueryHistory reads the history database on the blocking pool (FAILED_PRECONDITION when the
+//! collector keeps none).
 //!
 //! Every stream it returns ends when the collector shuts down, so a graceful shutdown does not
 //! wait for agents or watchers to hang up by themselves.
