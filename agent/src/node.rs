@@ -25,6 +25,21 @@ pub struct UplinkStats {
     pub buffered: AtomicU64,
     pub dropped_total: AtomicU64,
     pub reconnects_total: AtomicU64,
+    /// The collector the uplink streams to, or is trying to reach.
+    pub collector: std::sync::Mutex<String>,
+    /// Bytes of unacknowledged reports in the spill.
+    pub spill_bytes: AtomicU64,
+    pub spilled_total: AtomicU64,
+    /// The most recent runs of reports dropped unsent, oldest first (bounded by the uplink).
+    pub dropped_ranges: std::sync::Mutex<Vec<DroppedRange>>,
+}
+
+/// Reports of one boot, `first_seq..=last_seq`, that the agent dropped before delivering them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DroppedRange {
+    pub boot_id: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
 }
 
 /// The agent's own delivery health, as of one snapshot.
@@ -37,6 +52,10 @@ pub struct AgentStatus {
     pub reports_buffered: u64,
     pub reports_dropped_total: u64,
     pub reconnects_total: u64,
+    pub collector: String,
+    pub spill_bytes: u64,
+    pub reports_spilled_total: u64,
+    pub dropped_ranges: Vec<DroppedRange>,
 }
 
 pub struct Node {
@@ -111,6 +130,18 @@ impl Node {
                 reports_buffered: u.buffered.load(Ordering::Relaxed),
                 reports_dropped_total: u.dropped_total.load(Ordering::Relaxed) + handoff_dropped,
                 reconnects_total: u.reconnects_total.load(Ordering::Relaxed),
+                collector: u
+                    .collector
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+                spill_bytes: u.spill_bytes.load(Ordering::Relaxed),
+                reports_spilled_total: u.spilled_total.load(Ordering::Relaxed),
+                dropped_ranges: u
+                    .dropped_ranges
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
             },
         }
     }
