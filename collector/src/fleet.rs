@@ -282,11 +282,13 @@ impl NodeRecord {
                         }
                         _ => false,
                     });
-                if !extended {
+                if extended {
+                    tracing::debug!(node = %node, boot_id = %r.boot_id, through_seq = last, count, "missing range extended");
+                } else {
                     self.push_missing(&r.boot_id, first, last, MISSING_DROPPED_BY_AGENT);
+                    tracing::warn!(node = %node, boot_id = %r.boot_id, first_seq = first, last_seq = last, count,
+                        "reports missing: the agent dropped them unsent (its buffer was full)");
                 }
-                tracing::warn!(node = %node, boot_id = %r.boot_id, first_seq = first, last_seq = last, count,
-                    "reports missing: the agent dropped them unsent (its buffer was full)");
             }
         }
     }
