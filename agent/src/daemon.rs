@@ -62,6 +62,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         Some(probe_rx),
     ));
     let actions = Arc::new(Actions::new(node.clone()));
+    let actions_at_shutdown = actions.clone();
     let (publish, reports) = watch::channel(Arc::new(node.snapshot()));
 
     let (uplink_tx, uplink_task) = match (&cfg.collector, uplink_stats) {
@@ -163,6 +164,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         for t in supervisors {
             let _ = t.await;
         }
+        // An action the supervisor has just finished still has to be recorded by its task.
+        actions_at_shutdown.wait_idle().await;
         let _ = reporter.await;
         let _ = host_task.await;
         if let Some(t) = uplink_task {

@@ -94,7 +94,15 @@ fn spawn_logged(name: &'static str, args: &[&str], log: Option<&Path>) -> Proc {
     };
     let child = Command::new(bin(name))
         .args(args)
-        .env("RUST_LOG", "warn")
+        // A log kept for the test to read includes the audit records of actions.
+        .env(
+            "RUST_LOG",
+            if log.is_some() {
+                "warn,audit=info"
+            } else {
+                "warn"
+            },
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
