@@ -94,7 +94,7 @@ async fn a_device_that_vanishes_during_a_reset_is_missing_and_the_agent_carries_
     );
     // While the reset is in flight, the agent answers and the other devices keep updating.
     let during = snapshot(&agent).await;
-    let before = device(&during, "photonic-0").last_read_at.clone();
+    let before = device(&during, "photonic-0").last_read_at;
 
     let reset = reset.join().expect("agent-ctl thread");
     let text = String::from_utf8_lossy(&reset.stdout).to_string()
@@ -111,7 +111,7 @@ async fn a_device_that_vanishes_during_a_reset_is_missing_and_the_agent_carries_
     })
     .await;
     assert!(text.contains("loihi-0"), "{text}");
-    let after = device(&s, "photonic-0").last_read_at.clone();
+    let after = device(&s, "photonic-0").last_read_at;
     assert_ne!(before, after, "photonic-0 kept being read");
     let actions = agent.ctl(&["actions", "--device", "loihi-0"]);
     let listed = String::from_utf8_lossy(&actions.stdout);

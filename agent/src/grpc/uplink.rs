@@ -466,7 +466,7 @@ impl Uplink {
                     self.set_collector();
                     // The next collector is tried after a short pause; only once every one has
                     // failed in a row does the wait grow.
-                    let round_over = failed_in_row % self.collectors.len().max(1) == 0;
+                    let round_over = failed_in_row.is_multiple_of(self.collectors.len().max(1));
                     let base = if round_over {
                         let b = backoff;
                         backoff = (backoff * 2).min(self.cfg.backoff_max);
