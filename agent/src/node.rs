@@ -146,6 +146,17 @@ impl Node {
         }
     }
 
+    /// A report the uplink could not take is dropped like any other: its range is reported.
+    fn note_handoff_drop(&self, boot_id: &str, seq: u64) {
+        if let Some(u) = &self.uplink {
+            let mut ranges = u
+                .dropped_ranges
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::grpc::uplink::note_dropped(&mut ranges, &[(boot_id.to_string(), seq)]);
+        }
+    }
+
     pub fn device(&self, id: &str) -> Option<&DeviceHandle> {
         self.devices.iter().find(|d| d.id == id)
     }
@@ -214,12 +225,14 @@ pub async fn run_reporter(
             }
             _ = tick.tick() => {
                 let report = Arc::new(node.next_report());
+                let report_key = (report.boot_id.clone(), report.seq);
                 publish.send_replace(report.clone());
                 if let Some(up) = &uplink {
                     if up.try_send(report).is_err() {
                         // The uplink keeps its own bounded buffer; a full hand-off queue means
                         // it is stuck, and the loss is counted rather than blocking this loop.
                         node.reports_dropped.fetch_add(1, Ordering::Relaxed);
+                        node.note_handoff_drop(&report_key.0, report_key.1);
                     }
                 }
             }

@@ -218,11 +218,17 @@ async fn an_outage_longer_than_the_buffer_is_recorded_as_an_explicit_missing_ran
         .iter()
         .map(|r| (r.boot_id.clone(), r.first_seq, r.last_seq))
         .collect();
-    assert_eq!(agent_ranges, vec![(boot.clone(), dropped.0, dropped.1)]);
+    assert_eq!(
+        agent_ranges,
+        vec![(boot.clone(), dropped.0, dropped.1)],
+        "agent {a:?}\ncollector {s:?} {:?}",
+        ranges(&n)
+    );
     assert_eq!(a.reports_dropped_total, dropped.1 - dropped.0 + 1);
     assert_eq!(
         ranges(&n),
-        vec![(boot, dropped.0, dropped.1, "dropped by agent".to_string())]
+        vec![(boot, dropped.0, dropped.1, "dropped by agent".to_string())],
+        "agent {a:?}\ncollector {s:?}"
     );
     assert_eq!(s.missing_total, dropped.1 - dropped.0 + 1);
     assert_eq!(s.duplicates_total, 0);
@@ -270,6 +276,9 @@ async fn an_agent_killed_during_an_outage_delivers_its_earlier_boots_reports_fro
         "{:?}",
         status(&last_seen)
     );
+    // Reports on their way from the main loop to the spill thread (milliseconds, more on a
+    // loaded machine) are not on disk yet; let them land before the kill.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     first.proc.signal(Signal::SIGKILL);
     first
         .proc

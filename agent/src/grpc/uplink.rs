@@ -244,7 +244,7 @@ impl Outbox {
 }
 
 /// Adds dropped reports to the shown ranges, merging runs of consecutive seqs of one boot.
-fn note_dropped(ranges: &mut Vec<DroppedRange>, keys: &[Key]) {
+pub(crate) fn note_dropped(ranges: &mut Vec<DroppedRange>, keys: &[Key]) {
     for (boot, seq) in keys {
         match ranges.last_mut() {
             Some(r) if r.boot_id == *boot && r.last_seq + 1 == *seq => r.last_seq = *seq,
