@@ -57,18 +57,69 @@ pub enum ActionError {
 
 const KEEP_RECORDS: usize = 1000;
 
+/// Records an action as interrupted if its task is dropped before the action ends: at
+/// shutdown, the runtime drops tasks still running once the shutdown bound has passed. Every
+/// "action requested" line is then followed by either "action finished" or "action
+/// interrupted" in the audit log.
+struct InterruptedGuard {
+    id: String,
+    device_id: String,
+    action: String,
+    t0: Instant,
+    armed: bool,
+}
+
+impl InterruptedGuard {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for InterruptedGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::warn!(
+                target: "audit",
+                id = %self.id, device = %self.device_id, action = %self.action,
+                outcome = "INTERRUPTED", duration_ms = self.t0.elapsed().as_millis() as u64,
+                "action interrupted: the agent stopped before the action ended; the device state is unknown until the next read"
+            );
+        }
+    }
+}
+
 pub struct Actions {
     node: Arc<Node>,
     next_id: AtomicU64,
     recent: Mutex<VecDeque<ActionRecord>>,
+    /// Actions whose task has not ended (recorded) yet; shutdown waits for none (bounded).
+    in_flight: tokio::sync::watch::Sender<usize>,
+}
+
+/// Counts an action task as in flight until it ends, however it ends.
+struct InFlight(tokio::sync::watch::Sender<usize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Actions {
+    /// Resolves once no action task is running: every accepted action has ended and been
+    /// recorded. The daemon waits for this (within its shutdown bound) after the supervisors
+    /// stop, so an action that finished at shutdown is recorded as finished.
+    pub async fn wait_idle(&self) {
+        let mut rx = self.in_flight.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
     pub fn new(node: Arc<Node>) -> Actions {
         Actions {
             node,
             next_id: AtomicU64::new(1),
             recent: Mutex::new(VecDeque::new()),
+            in_flight: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -85,13 +136,18 @@ impl Actions {
     ) -> Result<ActionRecord, ActionError> {
         let this = self.clone();
         let (caller, device_id) = (caller.to_string(), device_id.to_string());
-        tokio::spawn(async move { this.run_recorded(&caller, &device_id, req).await })
-            .await
-            .unwrap_or_else(|e| {
-                Err(ActionError::NotPossible(format!(
-                    "the action task failed: {e}"
-                )))
-            })
+        self.in_flight.send_modify(|n| *n += 1);
+        let in_flight = InFlight(self.in_flight.clone());
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            this.run_recorded(&caller, &device_id, req).await
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ActionError::NotPossible(format!(
+                "the action task failed: {e}"
+            )))
+        })
     }
 
     async fn run_recorded(
@@ -112,7 +168,15 @@ impl Actions {
             id = %id, caller = %caller, device = %device_id, action = %req.describe(),
             "action requested"
         );
+        let interrupted = InterruptedGuard {
+            id: id.clone(),
+            device_id: device_id.to_string(),
+            action: req.describe(),
+            t0,
+            armed: true,
+        };
         let result = self.check_and_run(device_id, req).await;
+        interrupted.disarm();
         let (outcome, message) = match &result {
             Ok(r) => r.clone(),
             Err(e) => (Outcome::Refused, e.to_string()),

@@ -52,7 +52,10 @@ pub struct AgentConfig {
     pub socket: PathBuf,
     pub tcp_listen: Option<SocketAddr>,
     pub report_interval: Duration,
+    /// The first of `collectors` (kept for code that names one collector, e.g. logs).
     pub collector: Option<String>,
+    /// Collectors in order of preference; the uplink fails over along this list.
+    pub collectors: Vec<String>,
     pub max_message_bytes: usize,
     /// Where sysfs is mounted for the Loihi 2 backend's sensors (tests use a fixture tree).
     pub sysfs_root: PathBuf,
@@ -72,6 +75,11 @@ pub struct UplinkConfig {
     /// A collector that has not acknowledged the oldest sent report within this time is
     /// treated as dead and the stream is reopened.
     pub ack_timeout: Duration,
+    /// Where unacknowledged reports are kept on disk (a directory), so that neither a long
+    /// outage nor an agent restart loses them; `None` keeps them in memory only.
+    pub spill_path: Option<PathBuf>,
+    /// Most bytes of unacknowledged reports kept in the spill; beyond it the oldest are dropped.
+    pub spill_max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +200,7 @@ struct RawConfig {
     tcp_listen: Option<String>,
     report_interval: Option<String>,
     collector: Option<String>,
+    collectors: Option<Vec<String>>,
     max_message_bytes: Option<u64>,
     sysfs_root: Option<PathBuf>,
     #[serde(default)]
@@ -244,6 +253,8 @@ struct RawUplink {
     backoff_max: Option<String>,
     connect_timeout: Option<String>,
     ack_timeout: Option<String>,
+    spill_path: Option<PathBuf>,
+    spill_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -742,16 +753,43 @@ impl RawConfig {
                 }
             },
         };
-        let collector = match self.collector {
-            None => None,
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
-            Some(u) => {
-                return c.fail(
-                    "collector",
-                    format!("expected a URL like \"http://collector:7070\", found {u:?}"),
-                )
-            }
-        };
+        let collectors =
+            match (self.collector, self.collectors) {
+                (Some(_), Some(_)) => return c.fail(
+                    "collectors",
+                    "expected either `collector` (one URL) or `collectors` (a list), found both"
+                        .to_string(),
+                ),
+                (Some(u), None) => match collector_url(&u) {
+                    Ok(u) => vec![u],
+                    Err(message) => return c.fail("collector", message),
+                },
+                (None, Some(list)) => {
+                    if list.is_empty() {
+                        return c.fail(
+                            "collectors",
+                            "expected at least one URL (omit the key to run standalone), found []"
+                                .to_string(),
+                        );
+                    }
+                    let mut urls = Vec::with_capacity(list.len());
+                    for (i, u) in list.into_iter().enumerate() {
+                        match collector_url(&u) {
+                            Ok(u) if urls.contains(&u) => {
+                                return c.fail(
+                                    &format!("collectors[{i}]"),
+                                    format!("expected each collector once, found {u:?} again"),
+                                )
+                            }
+                            Ok(u) => urls.push(u),
+                            Err(message) => return c.fail(&format!("collectors[{i}]"), message),
+                        }
+                    }
+                    urls
+                }
+                (None, None) => Vec::new(),
+            };
+        let collector = collectors.first().cloned();
         let report_interval = c.duration(
             "report_interval",
             self.report_interval.as_deref(),
@@ -804,7 +842,26 @@ impl RawConfig {
                 ms(500),
                 secs(600),
             )?,
+            spill_path: u.spill_path,
+            spill_max_bytes: c.range_u64(
+                "uplink.spill_max_bytes",
+                u.spill_max_bytes,
+                256 << 20,
+                1 << 20,
+                1 << 40,
+            )?,
         };
+        if let Some(p) = &uplink.spill_path {
+            if p.as_os_str().is_empty() || !p.is_absolute() {
+                return c.fail(
+                    "uplink.spill_path",
+                    format!(
+                        "expected an absolute directory path, found {:?}",
+                        p.display().to_string()
+                    ),
+                );
+            }
+        }
         if uplink.backoff_max < uplink.backoff_initial {
             return c.fail(
                 "uplink.backoff_max",
@@ -1085,11 +1142,23 @@ impl RawConfig {
             tcp_listen,
             report_interval,
             collector,
+            collectors,
             max_message_bytes,
             uplink,
             host,
             devices,
         })
+    }
+}
+
+/// A collector URL as the uplink dials it, or what was expected instead.
+fn collector_url(u: &str) -> Result<String, String> {
+    if u.starts_with("http://") || u.starts_with("https://") {
+        Ok(u.to_string())
+    } else {
+        Err(format!(
+            "expected a URL like \"http://collector:7070\", found {u:?}"
+        ))
     }
 }
 
@@ -1108,6 +1177,43 @@ mod tests {
         for k in DeviceKind::ALL {
             assert!(kinds.contains(&k), "{k} missing");
         }
+    }
+
+    #[test]
+    fn collectors_list_or_one_collector_but_not_both() {
+        let c = parse(
+            "agent.toml",
+            "collectors = [\"http://a:7070\", \"http://b:7070\"]\n",
+        )
+        .expect("a list");
+        assert_eq!(c.collectors, vec!["http://a:7070", "http://b:7070"]);
+        assert_eq!(c.collector.as_deref(), Some("http://a:7070"));
+        let c = parse("agent.toml", "collector = \"http://a:7070\"\n").expect("one");
+        assert_eq!(c.collectors, vec!["http://a:7070"]);
+        let e = parse_err("collector = \"http://a:7070\"\ncollectors = [\"http://b:7070\"]\n");
+        assert_eq!(e.key, "collectors");
+        assert!(e.to_string().contains("found both"), "{e}");
+        let e = parse_err("collectors = [\"http://a:7070\", \"b:7070\"]\n");
+        assert_eq!(e.key, "collectors[1]");
+        let e = parse_err("collectors = [\"http://a:7070\", \"http://a:7070\"]\n");
+        assert_eq!(e.key, "collectors[1]");
+        let e = parse_err("collectors = []\n");
+        assert_eq!(e.key, "collectors");
+    }
+
+    #[test]
+    fn spill_settings_are_checked() {
+        let c = parse(
+            "agent.toml",
+            "[uplink]\nspill_path = \"/var/lib/health-agent/uplink.spill\"\nspill_max_bytes = 2097152\n",
+        )
+        .expect("valid");
+        assert_eq!(c.uplink.spill_max_bytes, 2 << 20);
+        assert!(c.uplink.spill_path.is_some());
+        let e = parse_err("[uplink]\nspill_path = \"relative/dir\"\n");
+        assert_eq!(e.key, "uplink.spill_path");
+        let e = parse_err("[uplink]\nspill_max_bytes = 100\n");
+        assert_eq!(e.key, "uplink.spill_max_bytes");
     }
 
     #[test]

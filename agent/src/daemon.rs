@@ -62,14 +62,29 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         Some(probe_rx),
     ));
     let actions = Arc::new(Actions::new(node.clone()));
+    let actions_at_shutdown = actions.clone();
     let (publish, reports) = watch::channel(Arc::new(node.snapshot()));
 
     let (uplink_tx, uplink_task) = match (&cfg.collector, uplink_stats) {
-        (Some(url), Some(stats)) => {
+        (Some(_), Some(stats)) => {
             // The hand-off queue only decouples the main loop from the uplink task; the real
-            // buffer (bounded by uplink.buffer_reports) lives in the uplink.
+            // buffer (bounded by uplink.buffer_reports, and the spill) lives in the uplink.
             let (tx, rx) = mpsc::channel(16);
-            let up = Uplink::new(url.clone(), cfg.uplink.clone(), stats);
+            let uplink_cfg = cfg.uplink.clone();
+            let spill = tokio::task::spawn_blocking(move || Uplink::open_spill(&uplink_cfg))
+                .await
+                .context("opening the uplink spill")?
+                .with_context(|| {
+                    format!(
+                        "uplink.spill_path {}: cannot open the spill",
+                        cfg.uplink
+                            .spill_path
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    )
+                })?;
+            let up = Uplink::new(cfg.collectors.clone(), cfg.uplink.clone(), stats, spill);
             (Some(tx), Some(tokio::spawn(up.run(rx, cancel.clone()))))
         }
         _ => (None, None),
@@ -149,6 +164,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         for t in supervisors {
             let _ = t.await;
         }
+        // An action the supervisor has just finished still has to be recorded by its task.
+        actions_at_shutdown.wait_idle().await;
         let _ = reporter.await;
         let _ = host_task.await;
         if let Some(t) = uplink_task {

@@ -23,9 +23,10 @@ struct Cli {
     /// Unix socket path for the Agent API (overrides the config).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Collector URL, e.g. http://127.0.0.1:7070 (overrides the config).
+    /// Collector URL, e.g. http://127.0.0.1:7070 (overrides the config). Repeat it for a
+    /// failover list, in order of preference.
     #[arg(long, value_name = "URL")]
-    collector: Option<String>,
+    collector: Vec<String>,
     /// Node name (overrides the config; default: the host name).
     #[arg(long)]
     node: Option<String>,
@@ -59,14 +60,17 @@ fn load(cli: &Cli) -> Result<config::AgentConfig, ConfigError> {
     if let Some(s) = &cli.socket {
         cfg.socket = s.clone();
     }
-    if let Some(c) = &cli.collector {
-        if !(c.starts_with("http://") || c.starts_with("https://")) {
-            return Err(flag(
-                "--collector",
-                format!("expected a URL like http://127.0.0.1:7070, found {c:?}"),
-            ));
+    if !cli.collector.is_empty() {
+        for c in &cli.collector {
+            if !(c.starts_with("http://") || c.starts_with("https://")) {
+                return Err(flag(
+                    "--collector",
+                    format!("expected a URL like http://127.0.0.1:7070, found {c:?}"),
+                ));
+            }
         }
-        cfg.collector = Some(c.clone());
+        cfg.collectors = cli.collector.clone();
+        cfg.collector = cfg.collectors.first().cloned();
     }
     if let Some(n) = &cli.node {
         if n.trim().is_empty() {

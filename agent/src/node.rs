@@ -26,6 +26,21 @@ pub struct UplinkStats {
     pub buffered: AtomicU64,
     pub dropped_total: AtomicU64,
     pub reconnects_total: AtomicU64,
+    /// The collector the uplink streams to, or is trying to reach.
+    pub collector: std::sync::Mutex<String>,
+    /// Bytes of unacknowledged reports in the spill.
+    pub spill_bytes: AtomicU64,
+    pub spilled_total: AtomicU64,
+    /// The most recent runs of reports dropped unsent, oldest first (bounded by the uplink).
+    pub dropped_ranges: std::sync::Mutex<Vec<DroppedRange>>,
+}
+
+/// Reports of one boot, `first_seq..=last_seq`, that the agent dropped before delivering them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DroppedRange {
+    pub boot_id: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
 }
 
 /// The agent's own delivery health, as of one snapshot.
@@ -41,6 +56,10 @@ pub struct AgentStatus {
     /// The last few actions run on this node, oldest first, reported so the collector's
     /// history has them (it keeps each action id once).
     pub recent_actions: Vec<ReportedAction>,
+    pub collector: String,
+    pub spill_bytes: u64,
+    pub reports_spilled_total: u64,
+    pub dropped_ranges: Vec<DroppedRange>,
 }
 
 /// An action as reported to the collector: the record without the device read after it.
@@ -172,7 +191,30 @@ impl Node {
                 reports_dropped_total: u.dropped_total.load(Ordering::Relaxed) + handoff_dropped,
                 reconnects_total: u.reconnects_total.load(Ordering::Relaxed),
                 recent_actions: Vec::new(),
+                collector: u
+                    .collector
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+                spill_bytes: u.spill_bytes.load(Ordering::Relaxed),
+                reports_spilled_total: u.spilled_total.load(Ordering::Relaxed),
+                dropped_ranges: u
+                    .dropped_ranges
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
             },
+        }
+    }
+
+    /// A report the uplink could not take is dropped like any other: its range is reported.
+    fn note_handoff_drop(&self, boot_id: &str, seq: u64) {
+        if let Some(u) = &self.uplink {
+            let mut ranges = u
+                .dropped_ranges
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::grpc::uplink::note_dropped(&mut ranges, &[(boot_id.to_string(), seq)]);
         }
     }
 
@@ -244,12 +286,14 @@ pub async fn run_reporter(
             }
             _ = tick.tick() => {
                 let report = Arc::new(node.next_report());
+                let report_key = (report.boot_id.clone(), report.seq);
                 publish.send_replace(report.clone());
                 if let Some(up) = &uplink {
                     if up.try_send(report).is_err() {
                         // The uplink keeps its own bounded buffer; a full hand-off queue means
                         // it is stuck, and the loss is counted rather than blocking this loop.
                         node.reports_dropped.fetch_add(1, Ordering::Relaxed);
+                        node.note_handoff_drop(&report_key.0, report_key.1);
                     }
                 }
             }

@@ -37,13 +37,22 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use health_proto::v1::{
-    Device, DeviceKind, FleetDevice, FleetEvent, FleetNode, HealthState, NodeSnapshot, NodeSummary,
+    Device, DeviceKind, FleetDevice, FleetEvent, FleetNode, HealthState, MissingRange,
+    NodeSnapshot, NodeSummary, SeqRange,
 };
 use tokio::sync::broadcast;
 
 /// How many previous boot ids of a node are remembered, so that a late report from an agent
 /// process that has since been replaced is recognised rather than taken for a new boot.
 const RETIRED_BOOTS_KEPT: usize = 4;
+
+/// How many missing ranges are kept per node (the most recent); `missing_total` counts all.
+const MISSING_RANGES_KEPT: usize = 32;
+
+/// `MissingRange.source` of a gap the collector saw in the seqs it received.
+pub const MISSING_GAP: &str = "gap";
+/// `MissingRange.source` of a range the agent reported dropping before this collector saw it.
+pub const MISSING_DROPPED_BY_AGENT: &str = "dropped by agent";
 
 /// How much of a refused node's name goes into logs and errors: the name came from an
 /// unauthenticated peer and may be as long as a whole message.
@@ -164,8 +173,14 @@ struct NodeRecord {
     snapshot: Arc<NodeSnapshot>,
     boot_id: String,
     last_seq: u64,
+    /// The first seq of the current boot this collector received.
+    first_seq: u64,
     /// Boots this node has left, newest first, with the highest seq seen of each.
     retired_boots: VecDeque<(String, u64)>,
+    /// The first seq this collector received of each retired boot (same order).
+    retired_first_seqs: VecDeque<u64>,
+    /// The most recent ranges of reports never received, oldest first.
+    missing_ranges: VecDeque<MissingRange>,
     last_seen_wall: SystemTime,
     last_seen: Instant,
     peer: String,
@@ -200,6 +215,113 @@ impl NodeRecord {
             missing_total: self.missing_total,
             peer: self.peer.clone(),
         }
+    }
+}
+
+impl NodeRecord {
+    fn push_missing(&mut self, boot_id: &str, first_seq: u64, last_seq: u64, source: &str) {
+        if self.missing_ranges.len() >= MISSING_RANGES_KEPT {
+            self.missing_ranges.pop_front();
+        }
+        self.missing_ranges.push_back(MissingRange {
+            range: Some(SeqRange {
+                boot_id: boot_id.to_string(),
+                first_seq,
+                last_seq,
+            }),
+            source: source.to_string(),
+        });
+    }
+
+    /// The seqs of `boot_id` this collector has seen the first and last of, if any.
+    fn seen_window(&self, boot_id: &str) -> Option<(u64, u64)> {
+        if self.boot_id == boot_id {
+            return Some((self.first_seq, self.last_seq));
+        }
+        self.retired_boots
+            .iter()
+            .zip(&self.retired_first_seqs)
+            .find(|((id, _), _)| id == boot_id)
+            .map(|((_, last), first)| (*first, *last))
+    }
+
+    /// Records the ranges the agent says it dropped unsent, as far as they are news: a range
+    /// already recorded (or overlapping one) is not counted again, the part of a range inside
+    /// the seqs this collector received was either applied or already recorded as a gap, and
+    /// a range beyond the last seq received will show up as a gap when the next report comes.
+    /// What is left lies before this collector's first report of that boot (it started, or the
+    /// agent failed over to it, after the drop): missing, and only the agent can say so.
+    fn note_agent_drops(&mut self, node: &str, snapshot: &NodeSnapshot) {
+        let Some(agent) = &snapshot.agent else {
+            return;
+        };
+        for r in &agent.dropped_ranges {
+            if r.first_seq > r.last_seq || r.first_seq == 0 {
+                continue;
+            }
+            let last = match self.seen_window(&r.boot_id) {
+                Some((first_seen, _)) if r.first_seq >= first_seen => continue,
+                Some((first_seen, _)) => r.last_seq.min(first_seen - 1),
+                None => r.last_seq,
+            };
+            for (first, last) in self.not_yet_recorded(&r.boot_id, r.first_seq, last) {
+                let count = last - first + 1;
+                self.missing_total = self.missing_total.saturating_add(count);
+                // The agent's range grows while it keeps dropping: extend what was recorded.
+                let extended = self
+                    .missing_ranges
+                    .iter_mut()
+                    .any(|m| match m.range.as_mut() {
+                        Some(range)
+                            if m.source == MISSING_DROPPED_BY_AGENT
+                                && range.boot_id == r.boot_id
+                                && range.last_seq + 1 == first =>
+                        {
+                            range.last_seq = last;
+                            true
+                        }
+                        _ => false,
+                    });
+                if extended {
+                    tracing::debug!(node = %node, boot_id = %r.boot_id, through_seq = last, count, "missing range extended");
+                } else {
+                    self.push_missing(&r.boot_id, first, last, MISSING_DROPPED_BY_AGENT);
+                    tracing::warn!(node = %node, boot_id = %r.boot_id, first_seq = first, last_seq = last, count,
+                        "reports missing: the agent dropped them unsent (its buffer was full)");
+                }
+            }
+        }
+    }
+
+    /// The parts of `first..=last` of `boot_id` not covered by a recorded missing range.
+    fn not_yet_recorded(&self, boot_id: &str, first: u64, last: u64) -> Vec<(u64, u64)> {
+        let mut covered: Vec<(u64, u64)> = self
+            .missing_ranges
+            .iter()
+            .filter_map(|m| m.range.as_ref())
+            .filter(|m| m.boot_id == boot_id)
+            .map(|m| (m.first_seq, m.last_seq))
+            .collect();
+        covered.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut from = first;
+        for (a, b) in covered {
+            if b < from {
+                continue;
+            }
+            if a > last {
+                break;
+            }
+            if a > from {
+                pieces.push((from, a - 1));
+            }
+            from = b.saturating_add(1);
+            if from > last {
+                return pieces;
+            }
+        }
+        pieces.push((from, last));
+        pieces
     }
 }
 
@@ -273,7 +395,10 @@ impl Fleet {
                 snapshot: Arc::clone(&snapshot),
                 boot_id,
                 last_seq: seq,
+                first_seq: seq,
                 retired_boots: VecDeque::new(),
+                retired_first_seqs: VecDeque::new(),
+                missing_ranges: VecDeque::new(),
                 last_seen_wall: arrival.wall,
                 last_seen: arrival.at,
                 peer: arrival.peer.to_string(),
@@ -284,6 +409,8 @@ impl Fleet {
                 generation,
             };
             tracing::info!(node = %node, boot_id = %record.boot_id, seq, peer = %arrival.peer, "node appeared");
+            let mut record = record;
+            record.note_agent_drops(&node, &snapshot);
             self.publish(record.summary(&node));
             nodes.insert(node, record);
             return Ok(Applied::Current {
@@ -306,6 +433,8 @@ impl Fleet {
             let missing = seq - record.last_seq - 1;
             if missing > 0 {
                 record.missing_total = record.missing_total.saturating_add(missing);
+                let first_missing = record.last_seq + 1;
+                record.push_missing(&boot_id, first_missing, seq - 1, MISSING_GAP);
                 tracing::warn!(node = %node, boot_id = %boot_id, seq, last_seq = record.last_seq, missing, "reports missing: gap in sequence numbers");
             }
             false
@@ -321,8 +450,13 @@ impl Fleet {
                 });
             }
             let missing = seq - *retired_last_seq - 1;
-            record.missing_total = record.missing_total.saturating_add(missing);
+            let first_missing = *retired_last_seq + 1;
             *retired_last_seq = seq;
+            record.missing_total = record.missing_total.saturating_add(missing);
+            if missing > 0 {
+                record.push_missing(&boot_id, first_missing, seq - 1, MISSING_GAP);
+            }
+            record.note_agent_drops(&node, &snapshot);
             tracing::warn!(node = %node, boot_id = %boot_id, seq, current_boot_id = %record.boot_id, "late report from a previous boot: acknowledged, not applied");
             return Ok(Applied::Superseded { acked_seq: seq });
         } else {
@@ -332,6 +466,9 @@ impl Fleet {
             let previous = std::mem::replace(&mut record.boot_id, boot_id);
             record.retired_boots.push_front((previous, record.last_seq));
             record.retired_boots.truncate(RETIRED_BOOTS_KEPT);
+            record.retired_first_seqs.push_front(record.first_seq);
+            record.retired_first_seqs.truncate(RETIRED_BOOTS_KEPT);
+            record.first_seq = seq;
             true
         };
 
@@ -340,6 +477,7 @@ impl Fleet {
         let snapshot = Arc::new(snapshot);
         record.snapshot = Arc::clone(&snapshot);
         record.last_seq = seq;
+        record.note_agent_drops(&node, &snapshot);
         record.last_seen_wall = arrival.wall;
         record.last_seen = arrival.at;
         arrival.peer.clone_into(&mut record.peer);
@@ -425,6 +563,7 @@ impl Fleet {
         nodes.get(node).map(|record| FleetNode {
             summary: Some(record.summary(node)),
             snapshot: Some(NodeSnapshot::clone(&record.snapshot)),
+            missing_ranges: record.missing_ranges.iter().cloned().collect(),
         })
     }
 
@@ -637,6 +776,127 @@ mod tests {
         assert_eq!(s.missing_total, 3);
         assert_eq!(s.last_seq, 5);
         assert_eq!(s.state, HealthState::Warning as i32);
+    }
+
+    fn dropping(mut r: Report, ranges: &[(&str, u64, u64)]) -> Report {
+        r.snapshot.agent = Some(health_proto::v1::AgentStatus {
+            dropped_ranges: ranges
+                .iter()
+                .map(|(boot, first, last)| SeqRange {
+                    boot_id: boot.to_string(),
+                    first_seq: *first,
+                    last_seq: *last,
+                })
+                .collect(),
+            ..Default::default()
+        });
+        r
+    }
+
+    fn ranges(fleet: &Fleet, node: &str) -> Vec<(String, u64, u64, String)> {
+        fleet
+            .node(node)
+            .expect("node")
+            .missing_ranges
+            .into_iter()
+            .map(|m| {
+                let r = m.range.expect("range");
+                (r.boot_id, r.first_seq, r.last_seq, m.source)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gap_is_recorded_as_a_range_and_the_agents_word_for_it_is_not_counted_twice() {
+        let fleet = Fleet::new(LIMITS, 64);
+        let t0 = Instant::now();
+        accept(&fleet, report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        accept(&fleet, report("n1", "b1", 5, HealthState::Ok), arrival(t0));
+        // The agent's later reports say it dropped 2..=4: the gap already says so.
+        accept(
+            &fleet,
+            dropping(report("n1", "b1", 6, HealthState::Ok), &[("b1", 2, 4)]),
+            arrival(t0),
+        );
+        assert_eq!(
+            ranges(&fleet, "n1"),
+            vec![("b1".into(), 2, 4, MISSING_GAP.into())]
+        );
+        assert_eq!(summary(&fleet, "n1").missing_total, 3);
+    }
+
+    #[test]
+    fn drops_before_the_first_report_this_collector_saw_are_recorded_from_the_agent() {
+        // A collector restarted after the agent's buffer overflowed: the first report it gets
+        // is seq 31; only the agent knows that 1..=30 were dropped. Its range grows with each
+        // later report (a report's snapshot carries the drops as of when it was taken).
+        let fleet = Fleet::new(LIMITS, 64);
+        let t0 = Instant::now();
+        accept(
+            &fleet,
+            dropping(report("n1", "b1", 31, HealthState::Ok), &[("b1", 1, 11)]),
+            arrival(t0),
+        );
+        accept(
+            &fleet,
+            dropping(report("n1", "b1", 32, HealthState::Ok), &[("b1", 1, 12)]),
+            arrival(t0),
+        );
+        accept(
+            &fleet,
+            dropping(report("n1", "b1", 33, HealthState::Ok), &[("b1", 1, 30)]),
+            arrival(t0),
+        );
+        // A later report naming the same range (or one reaching into what arrived) adds nothing.
+        accept(
+            &fleet,
+            dropping(report("n1", "b1", 34, HealthState::Ok), &[("b1", 1, 32)]),
+            arrival(t0),
+        );
+        assert_eq!(
+            ranges(&fleet, "n1"),
+            vec![("b1".into(), 1, 30, MISSING_DROPPED_BY_AGENT.into())]
+        );
+        assert_eq!(summary(&fleet, "n1").missing_total, 30);
+        // An earlier boot's drops, never seen here, are recorded too.
+        accept(
+            &fleet,
+            dropping(
+                report("n1", "b1", 35, HealthState::Ok),
+                &[("b0", 7, 9), ("b1", 1, 30)],
+            ),
+            arrival(t0),
+        );
+        assert_eq!(summary(&fleet, "n1").missing_total, 33);
+        assert_eq!(ranges(&fleet, "n1").len(), 2);
+    }
+
+    #[test]
+    fn an_earlier_boots_backlog_sent_first_leaves_the_new_boot_current() {
+        // A restarted agent sends its spill (boot b1) before its own reports (b2), to a
+        // collector that has never seen either.
+        let fleet = Fleet::new(LIMITS, 64);
+        let t0 = Instant::now();
+        for seq in 10..=20 {
+            accept(
+                &fleet,
+                report("n1", "b1", seq, HealthState::Critical),
+                arrival(t0),
+            );
+        }
+        accept(&fleet, report("n1", "b2", 1, HealthState::Ok), arrival(t0));
+        // The same backlog resent (the ack was lost) is a duplicate, and does not take over.
+        let again = accept(
+            &fleet,
+            report("n1", "b1", 15, HealthState::Critical),
+            arrival(t0),
+        );
+        assert_eq!(again, Applied::Duplicate { acked_seq: 20 });
+        let s = summary(&fleet, "n1");
+        assert_eq!(s.boot_id, "b2");
+        assert_eq!(s.state, HealthState::Ok as i32);
+        assert_eq!(s.missing_total, 0);
+        assert_eq!(s.reports_total - s.duplicates_total, 12);
     }
 
     #[test]

@@ -307,6 +307,9 @@ async fn ingest(
                 // Usually the agent went away mid-stream (restart, network); it will reconnect
                 // and resend whatever was not acknowledged.
                 tracing::info!(peer = %peer, code = ?status.code(), message = status.message(), "report stream broken");
+                // If the agent is still there (a message over max_message_bytes, a frame that
+                // does not decode), it learns why the stream ends instead of seeing a clean end.
+                let _ = acks.try_send(Err(status));
                 break;
             }
         };

@@ -83,12 +83,29 @@ pub fn free_port() -> u16 {
 }
 
 fn spawn(name: &'static str, args: &[&str]) -> Proc {
+    spawn_logged(name, args, None)
+}
+
+/// Starts a binary; with `log`, its stderr (the log) goes to that file instead of the test's.
+fn spawn_logged(name: &'static str, args: &[&str], log: Option<&Path>) -> Proc {
+    let stderr = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
+        None => Stdio::inherit(),
+    };
     let child = Command::new(bin(name))
         .args(args)
-        .env("RUST_LOG", "warn")
+        // A log kept for the test to read includes the audit records of actions.
+        .env(
+            "RUST_LOG",
+            if log.is_some() {
+                "warn,audit=info"
+            } else {
+                "warn"
+            },
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap_or_else(|e| panic!("start {name}: {e}"));
     Proc { child, name }
@@ -172,13 +189,31 @@ impl Agent {
         Self::start(dir, &["--config", &cfg], extra_args)
     }
 
+    /// Like `with_config`, with the agent's log (stderr) written to `log`.
+    pub fn with_config_logged(toml: &str, extra_args: &[&str], log: &Path) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("agent.toml");
+        std::fs::write(&cfg, toml).expect("write agent config");
+        let cfg = cfg.to_str().expect("utf-8 path").to_string();
+        Self::start_logged(dir, &["--config", &cfg], extra_args, Some(log))
+    }
+
     fn start(dir: tempfile::TempDir, mode: &[&str], extra: &[&str]) -> Agent {
+        Self::start_logged(dir, mode, extra, None)
+    }
+
+    fn start_logged(
+        dir: tempfile::TempDir,
+        mode: &[&str],
+        extra: &[&str],
+        log: Option<&Path>,
+    ) -> Agent {
         let socket = dir.path().join("agent.sock");
         let sock = socket.to_str().expect("utf-8 path").to_string();
         let mut args: Vec<&str> = mode.to_vec();
         args.extend(["--socket", &sock]);
         args.extend(extra);
-        let proc = spawn("health-agent", &args);
+        let proc = spawn_logged("health-agent", &args, log);
         wait_until("the agent socket", Duration::from_secs(10), || {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()
         });

@@ -105,6 +105,9 @@ enum Command {
     },
     /// Fleet: every node the collector knows (needs --collector).
     Nodes,
+    /// Fleet: one node as the collector sees it, with the ranges of reports it never received
+    /// (needs --collector).
+    FleetNode { node: String },
     /// Fleet: devices across nodes, filtered (needs --collector).
     FleetDevices {
         #[arg(long)]
@@ -413,6 +416,19 @@ impl Ctl {
                     ))
                 } else {
                     self.print(&render::nodes_table(&r.nodes))
+                }
+            }
+            Command::FleetNode { node } => {
+                let n = self
+                    .collector()
+                    .await?
+                    .get_node(self.req(pb::GetFleetNodeRequest { node: node.clone() }))
+                    .await?
+                    .into_inner();
+                if json {
+                    self.json(&render::fleet_node_json(&n))
+                } else {
+                    self.print(&render::fleet_node_text(&n))
                 }
             }
             Command::FleetDevices { kind, state, node } => {

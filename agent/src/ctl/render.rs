@@ -177,6 +177,9 @@ pub fn node_text(n: &pb::NodeSnapshot) -> String {
         )),
         _ => out.push_str("uplink not configured (no collector)\n"),
     }
+    if let Some(a) = n.agent.as_ref().filter(|a| a.uplink_configured) {
+        out.push_str(&uplink_detail_text(a));
+    }
     if let Some(h) = &n.host {
         let gib = (1u64 << 30) as f64;
         out.push_str(&format!(
@@ -325,6 +328,76 @@ pub fn actions_table(actions: &[pb::ActionResult]) -> String {
     )
 }
 
+/// The collector in use, the spill and the dropped ranges (one line each when there are any).
+fn uplink_detail_text(a: &pb::AgentStatus) -> String {
+    let mut out = String::new();
+    if !a.collector.is_empty() {
+        out.push_str(&format!("collector {}\n", a.collector));
+    }
+    if a.reports_spilled_total > 0 || a.spill_bytes > 0 {
+        out.push_str(&format!(
+            "spill {} bytes unacknowledged  {} reports written\n",
+            a.spill_bytes, a.reports_spilled_total
+        ));
+    }
+    for r in &a.dropped_ranges {
+        out.push_str(&format!(
+            "dropped unsent: boot {} seq {}..={}\n",
+            r.boot_id, r.first_seq, r.last_seq
+        ));
+    }
+    out
+}
+
+fn seq_range_json(r: &pb::SeqRange) -> Value {
+    json!({"boot_id": r.boot_id, "first_seq": r.first_seq, "last_seq": r.last_seq})
+}
+
+pub fn fleet_node_text(n: &pb::FleetNode) -> String {
+    let mut out = String::new();
+    if let Some(s) = &n.summary {
+        out.push_str(&format!(
+            "node {}  state {}  stale {}  boot {}  seq {}  peer {}\nreports {}  duplicates {}  missing {}\n",
+            s.node,
+            state(s.state()),
+            if s.stale { "yes" } else { "no" },
+            s.boot_id,
+            s.last_seq,
+            s.peer,
+            s.reports_total,
+            s.duplicates_total,
+            s.missing_total
+        ));
+    }
+    for m in &n.missing_ranges {
+        if let Some(r) = &m.range {
+            out.push_str(&format!(
+                "missing: boot {} seq {}..={} ({} reports, {})\n",
+                r.boot_id,
+                r.first_seq,
+                r.last_seq,
+                r.last_seq.saturating_sub(r.first_seq).saturating_add(1),
+                m.source
+            ));
+        }
+    }
+    if let Some(snap) = &n.snapshot {
+        out.push_str(&node_text(snap));
+    }
+    out
+}
+
+pub fn fleet_node_json(n: &pb::FleetNode) -> Value {
+    json!({
+        "summary": n.summary.as_ref().map(node_summary_json),
+        "missing_ranges": n.missing_ranges.iter().map(|m| json!({
+            "range": m.range.as_ref().map(seq_range_json),
+            "source": m.source,
+        })).collect::<Vec<_>>(),
+        "snapshot": n.snapshot.as_ref().map(node_json),
+    })
+}
+
 pub fn nodes_table(nodes: &[pb::NodeSummary]) -> String {
     let rows: Vec<Vec<String>> = nodes
         .iter()
@@ -471,6 +544,10 @@ pub fn node_json(n: &pb::NodeSnapshot) -> Value {
             "reports_buffered": a.reports_buffered,
             "reports_dropped_total": a.reports_dropped_total,
             "reconnects_total": a.reconnects_total,
+            "collector": a.collector,
+            "spill_bytes": a.spill_bytes,
+            "reports_spilled_total": a.reports_spilled_total,
+            "dropped_ranges": a.dropped_ranges.iter().map(seq_range_json).collect::<Vec<_>>(),
         })),
         "host": {
             "state": state(h.state()),

@@ -220,6 +220,19 @@ pub fn snapshot(s: &NodeSnapshot) -> pb::NodeSnapshot {
             reports_buffered: s.agent.reports_buffered,
             reports_dropped_total: s.agent.reports_dropped_total,
             reconnects_total: s.agent.reconnects_total,
+            collector: s.agent.collector.clone(),
+            spill_bytes: s.agent.spill_bytes,
+            reports_spilled_total: s.agent.reports_spilled_total,
+            dropped_ranges: s
+                .agent
+                .dropped_ranges
+                .iter()
+                .map(|r| pb::SeqRange {
+                    boot_id: r.boot_id.clone(),
+                    first_seq: r.first_seq,
+                    last_seq: r.last_seq,
+                })
+                .collect(),
         }),
         recent_actions: s.agent.recent_actions.iter().map(reported_action).collect(),
     }

@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod service;
+pub mod spill;
 pub mod uplink;
 
 use std::path::{Path, PathBuf};

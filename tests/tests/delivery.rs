@@ -1,0 +1,440 @@
+//! Delivery guarantees of the uplink, on the real binaries: a collector killed for 30 s loses no
+//! report; an outage longer than the buffer is recorded as an explicit missing range; an agent
+//! killed while the collector is down delivers its earlier boot's reports from the spill after
+//! a restart; a torn spill file is cut back with a warning; and an agent fails over from one
+//! collector to another.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use health_e2e::{sim_config, Agent, Collector};
+use health_proto::v1 as pb;
+use nix::sys::signal::Signal;
+
+/// Polls `check` every 50 ms until it returns Some or `limit` passes.
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The agent's latest snapshot (its seq, boot id and delivery status).
+async fn agent_snapshot(agent: &Agent) -> pb::NodeSnapshot {
+    let mut c = agent.client().await;
+    c.get_node(pb::GetNodeRequest {})
+        .await
+        .expect("GetNode")
+        .into_inner()
+}
+
+fn status(s: &pb::NodeSnapshot) -> pb::AgentStatus {
+    s.agent.clone().expect("agent status")
+}
+
+async fn fleet_node(collector: &Collector, node: &str) -> Option<pb::FleetNode> {
+    let mut c = collector.client().await;
+    c.get_node(pb::GetFleetNodeRequest {
+        node: node.to_string(),
+    })
+    .await
+    .ok()
+    .map(|r| r.into_inner())
+}
+
+/// An agent config: four simulated devices, reports every 100 ms, quick reconnects.
+fn streaming_config(uplink: &str) -> String {
+    format!(
+        "{}\n[uplink]\nbackoff_initial = \"100ms\"\nbackoff_max = \"1s\"\nconnect_timeout = \"500ms\"\n{uplink}",
+        sim_config("500ms", "1s", "100ms")
+    )
+}
+
+/// Waits until the collector has applied reports from the agent and the agent knows it.
+async fn wait_streaming(agent: &Agent) -> pb::AgentStatus {
+    eventually(
+        "the agent's reports acknowledged",
+        Duration::from_secs(10),
+        || async {
+            let a = status(&agent_snapshot(agent).await);
+            (a.uplink_connected && a.last_acked_seq >= 5).then_some(a)
+        },
+    )
+    .await
+}
+
+/// Kills the collector and waits until the agent says it is disconnected; returns the agent's
+/// status then (its last acknowledged seq no longer moves).
+async fn kill_collector(collector: Collector, agent: &Agent) -> pb::AgentStatus {
+    collector.proc.signal(Signal::SIGKILL);
+    drop(collector);
+    eventually(
+        "the agent to see the collector gone",
+        Duration::from_secs(10),
+        || async {
+            let a = status(&agent_snapshot(agent).await);
+            (!a.uplink_connected).then_some(a)
+        },
+    )
+    .await
+}
+
+/// Waits until the agent's backlog has drained to the collector and the collector has applied
+/// at least `through_seq`; returns the collector's view of the node.
+async fn wait_drained(
+    collector: &Collector,
+    agent: &Agent,
+    node: &str,
+    through_seq: u64,
+    limit: Duration,
+) -> pb::FleetNode {
+    eventually("the backlog to drain", limit, || async {
+        let a = status(&agent_snapshot(agent).await);
+        if !(a.uplink_connected && a.reports_buffered <= 2) {
+            return None;
+        }
+        let n = fleet_node(collector, node).await?;
+        let s = n.summary.as_ref()?;
+        (s.last_seq >= through_seq).then_some(n)
+    })
+    .await
+}
+
+fn ranges(n: &pb::FleetNode) -> Vec<(String, u64, u64, String)> {
+    n.missing_ranges
+        .iter()
+        .map(|m| {
+            let r = m.range.clone().expect("range");
+            (r.boot_id, r.first_seq, r.last_seq, m.source.clone())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_collector_killed_for_30s_gets_every_report_exactly_once_after_its_restart() {
+    let collector = Collector::start("");
+    let addr = collector.addr.clone();
+    // 30 s at 10 reports/s is 300 reports: a memory buffer of 1000 holds them.
+    let agent = Agent::with_config(
+        &streaming_config("buffer_reports = 1000\n"),
+        &["--node", "d-30s", "--collector", &collector.url()],
+    );
+    wait_streaming(&agent).await;
+    let at_kill = kill_collector(collector, &agent).await;
+    let first_unacked = at_kill.last_acked_seq + 1;
+
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let before_restart = agent_snapshot(&agent).await;
+    let a = status(&before_restart);
+    assert!(a.reports_buffered >= 250, "30 s of reports buffered: {a:?}");
+    assert_eq!(a.reports_dropped_total, 0);
+
+    let collector = Collector::start_on(&addr, "");
+    let n = wait_drained(
+        &collector,
+        &agent,
+        "d-30s",
+        before_restart.seq,
+        Duration::from_secs(30),
+    )
+    .await;
+    let s = n.summary.clone().expect("summary");
+    let applied = s.reports_total - s.duplicates_total;
+    // Seqs are applied strictly increasing within a boot and every gap is counted missing, so
+    // `applied` reports with no gap ending at last_seq are exactly the run starting here:
+    let first_received = s.last_seq + 1 - applied;
+    assert_eq!(
+        first_received, first_unacked,
+        "the new collector's first report is the agent's first unacknowledged one ({s:?})"
+    );
+    assert_eq!(s.missing_total, 0, "no gap: {s:?} {:?}", ranges(&n));
+    assert_eq!(s.duplicates_total, 0, "nothing sent twice to it: {s:?}");
+    assert!(n.missing_ranges.is_empty());
+    assert!(s.last_seq >= before_restart.seq);
+    eprintln!(
+        "30 s outage: {} reports delivered after the restart (seq {}..={}), 0 missing, 0 duplicates",
+        applied, first_received, s.last_seq
+    );
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_the_buffer_is_recorded_as_an_explicit_missing_range() {
+    let collector = Collector::start("");
+    let addr = collector.addr.clone();
+    let agent = Agent::with_config(
+        &streaming_config("buffer_reports = 20\n"),
+        &["--node", "d-overflow", "--collector", &collector.url()],
+    );
+    wait_streaming(&agent).await;
+    let at_kill = kill_collector(collector, &agent).await;
+    // 5 s at 10 reports/s: about 50 reports for a buffer of 20.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // On a loaded machine the reporter may have fallen behind: wait for a real overflow.
+    eventually(
+        "the buffer to overflow",
+        Duration::from_secs(20),
+        || async {
+            (status(&agent_snapshot(&agent).await).reports_dropped_total >= 10).then_some(())
+        },
+    )
+    .await;
+    let before_restart = agent_snapshot(&agent).await;
+    let boot = before_restart.boot_id.clone();
+
+    let collector = Collector::start_on(&addr, "");
+    let n = wait_drained(
+        &collector,
+        &agent,
+        "d-overflow",
+        before_restart.seq,
+        Duration::from_secs(20),
+    )
+    .await;
+    let s = n.summary.clone().expect("summary");
+    let applied = s.reports_total - s.duplicates_total;
+    let first_received = s.last_seq + 1 - applied;
+    let a = status(&agent_snapshot(&agent).await);
+
+    // Everything from the first unacknowledged report up to the oldest one still buffered was
+    // dropped, and both sides say exactly which.
+    let dropped = (at_kill.last_acked_seq + 1, first_received - 1);
+    assert!(
+        dropped.1 >= dropped.0 + 9,
+        "the buffer overflowed: {dropped:?}"
+    );
+    let agent_ranges: Vec<(String, u64, u64)> = a
+        .dropped_ranges
+        .iter()
+        .map(|r| (r.boot_id.clone(), r.first_seq, r.last_seq))
+        .collect();
+    assert_eq!(
+        agent_ranges,
+        vec![(boot.clone(), dropped.0, dropped.1)],
+        "agent {a:?}\ncollector {s:?} {:?}",
+        ranges(&n)
+    );
+    assert_eq!(a.reports_dropped_total, dropped.1 - dropped.0 + 1);
+    assert_eq!(
+        ranges(&n),
+        vec![(boot, dropped.0, dropped.1, "dropped by agent".to_string())],
+        "agent {a:?}\ncollector {s:?}"
+    );
+    assert_eq!(s.missing_total, dropped.1 - dropped.0 + 1);
+    assert_eq!(s.duplicates_total, 0);
+
+    // agent-ctl shows the range on both sides.
+    let out = health_e2e::ctl(&["--collector", &collector.addr, "fleet-node", "d-overflow"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let line = format!("seq {}..={}", dropped.0, dropped.1);
+    assert!(
+        text.contains(&line) && text.contains("dropped by agent"),
+        "{text}"
+    );
+    let out = agent.ctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("dropped unsent: boot") && text.contains(&line),
+        "{text}"
+    );
+}
+
+fn spill_config(dir: &Path, buffer: usize) -> String {
+    streaming_config(&format!(
+        "buffer_reports = {buffer}\nspill_path = \"{}\"\n",
+        dir.join("spill").display()
+    ))
+}
+
+#[tokio::test]
+async fn an_agent_killed_during_an_outage_delivers_its_earlier_boots_reports_from_the_spill() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::start("");
+    let addr = collector.addr.clone();
+    let url = collector.url();
+    // A memory buffer of 5: nearly all of the outage's reports exist only on disk.
+    let config = spill_config(state.path(), 5);
+    let mut first = Agent::with_config(&config, &["--node", "d-spill", "--collector", &url]);
+    wait_streaming(&first).await;
+    let at_kill = kill_collector(collector, &first).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let last_seen = agent_snapshot(&first).await;
+    let first_boot = last_seen.boot_id.clone();
+    assert!(
+        status(&last_seen).spill_bytes > 0,
+        "{:?}",
+        status(&last_seen)
+    );
+    // Reports on their way from the main loop to the spill thread (milliseconds, more on a
+    // loaded machine) are not on disk yet; let them land before the kill.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    first.proc.signal(Signal::SIGKILL);
+    first
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .expect("killed");
+    drop(first);
+
+    let second = Agent::with_config(&config, &["--node", "d-spill", "--collector", &url]);
+    let backlog = last_seen.seq - at_kill.last_acked_seq;
+    let s = eventually("the spill recovered", Duration::from_secs(5), || async {
+        let s = agent_snapshot(&second).await;
+        (status(&s).reports_buffered > backlog).then_some(s)
+    })
+    .await;
+    let second_boot = s.boot_id.clone();
+    assert_ne!(second_boot, first_boot);
+
+    let collector = Collector::start_on(&addr, "");
+    let mut cc = collector.client().await;
+    let mut events = cc
+        .watch_fleet(pb::WatchFleetRequest {})
+        .await
+        .expect("watch fleet")
+        .into_inner();
+    let n = wait_drained(&collector, &second, "d-spill", 3, Duration::from_secs(20)).await;
+    let sum = n.summary.clone().expect("summary");
+    assert_eq!(
+        sum.boot_id, second_boot,
+        "the new boot is current, not the backlog"
+    );
+    assert_eq!(sum.missing_total, 0, "{sum:?} {:?}", ranges(&n));
+    assert_eq!(sum.duplicates_total, 0, "{sum:?}");
+
+    // The node first appeared with the earlier boot, at its first unacknowledged report.
+    let appeared = tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .expect("an event")
+        .expect("stream")
+        .and_then(|e| e.node)
+        .expect("a node");
+    assert_eq!(appeared.boot_id, first_boot);
+    assert_eq!(appeared.last_seq, at_kill.last_acked_seq + 1);
+    // Everything applied that is not the new boot's (seq 1..=last, no gap) is the earlier boot's,
+    // a contiguous run from there: it reaches at least the last seq seen before the kill.
+    let applied = sum.reports_total - sum.duplicates_total;
+    let earlier = applied - sum.last_seq;
+    assert!(
+        at_kill.last_acked_seq + earlier >= last_seen.seq,
+        "earlier boot delivered through seq {} of at least {}",
+        at_kill.last_acked_seq + earlier,
+        last_seen.seq
+    );
+    eprintln!(
+        "agent restart: {earlier} reports of the earlier boot delivered from the spill (seq {}..={})",
+        at_kill.last_acked_seq + 1,
+        at_kill.last_acked_seq + earlier
+    );
+}
+
+#[tokio::test]
+async fn a_torn_spill_file_is_cut_back_with_a_warning_and_the_agent_runs() {
+    let state = tempfile::tempdir().expect("tempdir");
+    // Nothing listens here: every report stays in the spill.
+    let nowhere = format!("http://127.0.0.1:{}", health_e2e::free_port());
+    let config = spill_config(state.path(), 5);
+    let mut first = Agent::with_config(&config, &["--node", "d-torn", "--collector", &nowhere]);
+    eventually("reports spilled", Duration::from_secs(10), || async {
+        (status(&agent_snapshot(&first).await).reports_buffered >= 20).then_some(())
+    })
+    .await;
+    first.proc.signal(Signal::SIGTERM);
+    first
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("stopped");
+    drop(first);
+
+    // Cut the newest segment in the middle of its last record.
+    let dir = state.path().join("spill");
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .expect("spill dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        .collect();
+    segments.sort();
+    let newest = segments.last().expect("a segment with records");
+    let len = std::fs::metadata(newest).expect("segment").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(newest)
+        .expect("open segment");
+    file.set_len(len - 7).expect("truncate");
+    drop(file);
+
+    let log = state.path().join("agent.log");
+    let second = Agent::with_config_logged(
+        &config,
+        &["--node", "d-torn", "--collector", &nowhere],
+        &log,
+    );
+    let s = agent_snapshot(&second).await;
+    assert!(
+        status(&s).reports_buffered >= 19,
+        "the records before the torn one are kept: {:?}",
+        status(&s)
+    );
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("torn or corrupt record") && text.contains(&newest.display().to_string()),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_fails_over_to_the_second_collector_when_the_first_dies() {
+    let a = Collector::start("");
+    let b = Collector::start("");
+    // `collectors` is a top-level key: it goes before the tables.
+    let config = format!(
+        "collectors = [\"{}\", \"{}\"]\n{}",
+        a.url(),
+        b.url(),
+        streaming_config("ack_timeout = \"1s\"\n")
+    );
+    let agent = Agent::with_config(&config, &["--node", "d-failover"]);
+    let streaming = wait_streaming(&agent).await;
+    assert_eq!(streaming.collector, a.url());
+    assert!(
+        fleet_node(&b, "d-failover").await.is_none(),
+        "B idle while A works"
+    );
+
+    let a_url = a.url();
+    a.proc.signal(Signal::SIGKILL);
+    drop(a);
+    let at_kill = agent_snapshot(&agent).await;
+    let t0 = Instant::now();
+    let n = eventually("reports at B", Duration::from_secs(10), || async {
+        let n = fleet_node(&b, "d-failover").await?;
+        (n.summary.as_ref()?.last_seq > at_kill.seq).then_some(n)
+    })
+    .await;
+    eprintln!(
+        "failover: reports newer than the kill at B after {:?}",
+        t0.elapsed()
+    );
+    let s = n.summary.expect("summary");
+    assert_eq!(s.missing_total, 0, "{s:?}");
+    assert_eq!(s.duplicates_total, 0, "{s:?}");
+    let out = agent.ctl(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains(&format!("collector {}", b.url())) && text.contains("uplink connected"),
+        "{text}"
+    );
+    assert!(!text.contains(&a_url), "{text}");
+}
