@@ -77,7 +77,7 @@ fn rel(a: f64, b: f64) -> f64 {
 }
 
 #[test]
-fn laplacian_1d_lanczos_dense_cholesky() {
+fn laplacian_1d_lanczos_cholesky() {
     for n in [64, 300] {
         let e = cond::lanczos_spd(&laplacian_1d(n), 120, 1).unwrap();
         let k = e.kappa.unwrap();
@@ -102,7 +102,7 @@ fn laplacian_1d_lanczos_dense_cholesky() {
 fn laplacian_1d_lanczos_cg_path_and_estimate() {
     let n = 300;
     let opts = LanczosOptions {
-        dense_cholesky_max_n: 10,
+        cholesky_max_n: 10,
         ..LanczosOptions::default()
     };
     let e = cond::lanczos_spd_with(&laplacian_1d(n), &opts).unwrap();

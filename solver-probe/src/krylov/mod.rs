@@ -18,6 +18,7 @@ mod bicgstab;
 mod cg;
 mod compare;
 mod gmres;
+mod parallel;
 mod spmv;
 
 use std::time::{Duration, Instant};
@@ -179,7 +180,7 @@ fn setup<'a>(
     pc: &dyn Preconditioner,
     opts: &SolveOptions,
 ) -> Result<(Csr<'a>, Vec<f64>), KrylovError> {
-    let m = Csr::new(a)?;
+    let m = Csr::for_products(a)?;
     let n = m.n();
     if b.len() != n {
         return Err(KrylovError::DimensionMismatch {
