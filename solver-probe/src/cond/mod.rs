@@ -35,7 +35,9 @@ use sprs::CsMat;
 pub use analog::{analog_bound, iterative_refinement, monte_carlo_typical, MonteCarlo, Refinement};
 pub use exact::exact_dense_2;
 pub use lanczos::{lanczos_spd, lanczos_spd_with, LanczosOptions, DEFAULT_FACTOR_BYTES};
-pub use onenorm::{inverse_one_norm_estimate, one_norm_estimate, one_norm_estimate_with};
+pub use onenorm::{
+    inverse_one_norm_estimate, one_norm_estimate, one_norm_estimate_sparse, one_norm_estimate_with,
+};
 pub use recommend::{
     equilibrate, jacobi_scale, scaled_condition, shift_for_threshold, Equilibrated,
     ScaledCondition, Scaling, ShiftRecommendation,
@@ -275,7 +277,12 @@ pub fn estimate_with(a: &CsMat<f64>, opts: &EstimateOptions) -> Result<Estimate,
         match lanczos_spd_with(&a, &opts.lanczos) {
             Ok(e) => return Ok(e),
             Err(CondError::NotPositiveDefinite { detail }) => {
-                let mut e = onenorm::one_norm_estimate_impl(&a, opts.lanczos.max_factor_bytes, false)?;
+                let mut e = onenorm::one_norm_estimate_impl(
+                    &a,
+                    opts.lanczos.max_factor_bytes,
+                    false,
+                    DENSE_LU_MAX_N,
+                )?;
                 e.note = format!(
                     "symmetric with positive diagonal but not positive definite ({detail}); {}",
                     e.note

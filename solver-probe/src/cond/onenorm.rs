@@ -32,7 +32,16 @@ pub fn one_norm_estimate_with(
     a: &CsMat<f64>,
     max_factor_bytes: usize,
 ) -> Result<Estimate, CondError> {
-    one_norm_estimate_impl(a, max_factor_bytes, true)
+    one_norm_estimate_impl(a, max_factor_bytes, true, DENSE_LU_MAX_N)
+}
+
+/// As [`one_norm_estimate_with`], but always on a sparse factorization, whatever n (for tests
+/// and benchmarks of the sparse path on matrices whose exact κ₁ is affordable).
+pub fn one_norm_estimate_sparse(
+    a: &CsMat<f64>,
+    max_factor_bytes: usize,
+) -> Result<Estimate, CondError> {
+    one_norm_estimate_impl(a, max_factor_bytes, true, 0)
 }
 
 /// As [`one_norm_estimate_with`]; `try_cholesky = false` skips the Cholesky attempt (the
@@ -41,12 +50,13 @@ pub(crate) fn one_norm_estimate_impl(
     a: &CsMat<f64>,
     max_factor_bytes: usize,
     try_cholesky: bool,
+    dense_max_n: usize,
 ) -> Result<Estimate, CondError> {
     let a = sparse::validate(a)?;
     let n = a.rows();
     let norm_a = sparse::one_norm(&a);
     let method = Method::HighamTisseur1Norm;
-    if n <= DENSE_LU_MAX_N {
+    if n <= dense_max_n {
         let lu = DenseLu::new(&sparse::to_dense(&a));
         if lu.singular {
             return Ok(Estimate::from_norms(

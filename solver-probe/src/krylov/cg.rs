@@ -13,7 +13,8 @@ use std::time::Instant;
 use sprs::CsMat;
 
 use super::parallel::{update_p, update_xr};
-use super::{dot, norm2, residual, setup, ConvergedReason, KrylovError, Monitor};
+use super::{cg_stagnation_window, dot, norm2, residual, setup};
+use super::{ConvergedReason, KrylovError, Monitor};
 use super::{SolveOptions, SolveResult};
 use crate::precond::Preconditioner;
 
@@ -30,7 +31,8 @@ pub fn cg(
     let n = m.n();
     let mut r = vec![0.0; n];
     residual(&m, b, &x, &mut r);
-    let mut mon = Monitor::new(opts, norm2(&r), start);
+    let window = cg_stagnation_window(opts, n);
+    let mut mon = Monitor::with_window(opts, norm2(&r), start, window);
     if let Some(reason) = mon.initial() {
         return Ok(mon.finish(reason, 0, x));
     }
@@ -62,6 +64,7 @@ pub fn cg(
         it += 1;
         let alpha = rz / pq;
         let rr = update_xr(alpha, &p, &q, &mut x, &mut r);
+        mon.record_energy(alpha * rz);
         if let Some(reason) = mon.check(rr.sqrt(), it) {
             return Ok(mon.finish(reason, it, x));
         }
