@@ -120,6 +120,7 @@ fn bench(
         "cg_reason": format!("{:?}", r.reason), "cg_iterations": r.iterations,
         "cg_seconds": cg_s, "cg_seconds_per_iteration": cg_s / r.iterations.max(1) as f64,
         "peak_rss_bytes_solve": rss_solve,
+        "workers": solver_probe::krylov::Workers::get().count(),
         "cond": cond,
         "peak_rss_bytes": peak_rss_bytes(),
     }))

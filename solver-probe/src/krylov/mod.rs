@@ -38,6 +38,7 @@ pub use compare::{
     RunSummary,
 };
 pub use gmres::gmres;
+pub use parallel::Workers;
 pub use spmv::{spmv, Csr};
 
 use crate::precond::{PrecondError, Preconditioner};

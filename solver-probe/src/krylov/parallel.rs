@@ -24,10 +24,16 @@ pub const PARALLEL_MIN_LEN: usize = 100_000;
 pub struct Workers(usize);
 
 impl Workers {
-    /// `min(available cores, MAX_WORKERS)`, at least 1.
+    /// `min(available cores, MAX_WORKERS)`, at least 1; the environment variable
+    /// `SOLVER_PROBE_WORKERS` lowers it (1 = everything on the calling thread), for hosts where
+    /// the probe must stay on one core and for measuring the split.
     pub fn get() -> Workers {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Workers(cores.clamp(1, MAX_WORKERS))
+        let cap = std::env::var("SOLVER_PROBE_WORKERS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(MAX_WORKERS);
+        Workers(cores.min(cap).clamp(1, MAX_WORKERS))
     }
 
     /// Thread count.
