@@ -430,7 +430,10 @@ fn convection_diffusion_kappa1_on_sparse_lu_within_3x_of_exact() {
         let exact = one_norm(&m) * one_norm(&inv);
         let e = cond::one_norm_estimate_sparse(&a, cond::DEFAULT_FACTOR_BYTES).unwrap();
         let got = e.kappa.unwrap();
-        eprintln!("k={k} pe={pe}: κ₁ {got:.6e} vs exact {exact:.6e}; {}", e.note);
+        eprintln!(
+            "k={k} pe={pe}: κ₁ {got:.6e} vs exact {exact:.6e}; {}",
+            e.note
+        );
         assert_eq!(e.method, Method::HighamTisseur1Norm);
         assert!(e.note.contains("sparse LU"), "{}", e.note);
         // A lower bound (up to rounding), within 3x.
@@ -479,6 +482,10 @@ fn spd_over_factor_budget_falls_back_to_cg_and_says_why() {
     };
     let e = cond::lanczos_spd_with(&laplacian_2d(k), &opts).unwrap();
     assert_eq!(e.method, Method::LanczosWithCgInverseIteration);
-    assert!(e.note.contains("over the factorization budget"), "{}", e.note);
+    assert!(
+        e.note.contains("over the factorization budget"),
+        "{}",
+        e.note
+    );
     assert!(rel(e.kappa.unwrap(), kappa_laplacian(k)) < 0.01);
 }

@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use solver_probe::krylov::{
-    cg_stagnation_window,
-    bicgstab, cg, compare, gmres, solve_with, spmv, ConvergedReason, KrylovError, Method, PcKind,
-    SolveOptions, SolveResult,
+    bicgstab, cg, cg_stagnation_window, compare, gmres, solve_with, spmv, ConvergedReason,
+    KrylovError, Method, PcKind, SolveOptions, SolveResult,
 };
 use solver_probe::precond::{Ic0, Identity, Ilu0, Jacobi, PrecondError, Preconditioner};
 use sprs::{CsMat, TriMat};
@@ -507,11 +506,19 @@ fn cg_slow_convergence_with_a_long_plateau_is_not_stagnation() {
     let b: Vec<f64> = (0..n).map(|i| 1.0 + (i % 5) as f64).collect();
     let opts = SolveOptions::default();
     let res = cg(&a, &b, None, &Identity, &opts).unwrap();
-    assert_eq!(res.reason, ConvergedReason::ConvergedRtol, "{:?}", res.reason);
+    assert_eq!(
+        res.reason,
+        ConvergedReason::ConvergedRtol,
+        "{:?}",
+        res.reason
+    );
     // The residual plateau is far longer than the plain 50-iteration window, which would have
     // called this run STAGNATED.
     let plateau = longest_plateau(&res.residual_history, opts.stagnation_rtol);
-    eprintln!("converged in {} iterations, plateau {plateau}", res.iterations);
+    eprintln!(
+        "converged in {} iterations, plateau {plateau}",
+        res.iterations
+    );
     assert!(plateau > 2 * opts.stagnation_window, "plateau {plateau}");
 }
 

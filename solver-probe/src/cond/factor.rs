@@ -64,7 +64,10 @@ impl std::fmt::Display for FactorError {
                 *budget as f64 / 1e6
             ),
             FactorError::NotPositiveDefinite { pivot } => {
-                write!(f, "sparse Cholesky met a non-positive pivot at step {pivot}")
+                write!(
+                    f,
+                    "sparse Cholesky met a non-positive pivot at step {pivot}"
+                )
             }
             FactorError::Singular => write!(f, "sparse LU met a zero pivot"),
             FactorError::Failed(m) => write!(f, "sparse factorization failed: {m}"),
@@ -100,11 +103,7 @@ impl Pattern {
     }
 }
 
-fn check_budget(
-    what: &'static str,
-    bytes: u128,
-    budget: usize,
-) -> Result<(), FactorError> {
+fn check_budget(what: &'static str, bytes: u128, budget: usize) -> Result<(), FactorError> {
     if bytes > budget as u128 {
         Err(FactorError::OverBudget {
             what,
@@ -242,7 +241,9 @@ impl SparseLu {
         let lu = LuRef::<'_, u32, f64>::new_unchecked(&self.symbolic, &self.numeric);
         let rhs = MatMut::from_column_major_slice_mut(x, n, 1);
         if transpose {
-            let req = self.symbolic.solve_transpose_in_place_scratch::<f64>(1, Par::Seq);
+            let req = self
+                .symbolic
+                .solve_transpose_in_place_scratch::<f64>(1, Par::Seq);
             let mut mem = MemBuffer::new(req);
             lu.solve_transpose_in_place_with_conj(Conj::No, rhs, Par::Seq, MemStack::new(&mut mem));
         } else {

@@ -23,8 +23,8 @@ use rand::{Rng, SeedableRng};
 use sprs::CsMat;
 
 use super::factor::{FactorError, SparseCholesky};
-use crate::krylov::Csr;
 use super::{sparse, CondError, Confidence, Estimate, Method, Norm};
+use crate::krylov::Csr;
 
 /// Options for [`lanczos_spd_with`].
 #[derive(Debug, Clone, PartialEq)]
@@ -298,7 +298,7 @@ pub(crate) fn cg(
 }
 
 enum Solver {
-    Cholesky(SparseCholesky),
+    Cholesky(Box<SparseCholesky>),
     Cg,
 }
 
@@ -317,7 +317,7 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
     let mut fallback = None;
     let solver = if n <= opts.cholesky_max_n {
         match SparseCholesky::new(&a, opts.max_factor_bytes) {
-            Ok(c) => Solver::Cholesky(c),
+            Ok(c) => Solver::Cholesky(Box::new(c)),
             Err(FactorError::NotPositiveDefinite { pivot }) => {
                 return Err(CondError::NotPositiveDefinite {
                     detail: format!(
@@ -331,13 +331,21 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
             }
         }
     } else {
-        fallback = Some(format!("n = {n} is above the Cholesky limit {}", opts.cholesky_max_n));
+        fallback = Some(format!(
+            "n = {n} is above the Cholesky limit {}",
+            opts.cholesky_max_n
+        ));
         Solver::Cg
     };
     let (lmax, res_lmax, steps, mut x) = match &solver {
         Solver::Cholesky(_) => {
             let (lmax, res, steps) = lanczos_top(&a, opts.steps, opts.seed)?;
-            (lmax, res, steps, random_unit(n, opts.seed ^ 0x9e37_79b9_7f4a_7c15))
+            (
+                lmax,
+                res,
+                steps,
+                random_unit(n, opts.seed ^ 0x9e37_79b9_7f4a_7c15),
+            )
         }
         Solver::Cg => {
             let fit = (opts.max_basis_bytes / (8 * n)).max(20);

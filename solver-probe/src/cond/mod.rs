@@ -56,7 +56,6 @@ pub const ESTIMATE_EXACT_MAX_N: usize = 400;
 /// Largest n for which the dense LU (1-norm estimator, analog solves) is formed.
 pub const DENSE_LU_MAX_N: usize = 3000;
 
-
 /// Errors from the conditioning analysis. Bad input is an error, never a panic.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum CondError {
