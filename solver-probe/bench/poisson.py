@@ -1,5 +1,6 @@
 """Builds the 2D Poisson matrix, times SciPy on it, and prints the comparison table."""
 import json
+import resource
 import sys
 import time
 
@@ -34,12 +35,31 @@ def timed(path):
     t = time.perf_counter()
     _, info = spla.cg(a, y, rtol=1e-8, maxiter=20000, callback=count)
     cg = time.perf_counter() - t
+    rss_solve = peak_rss()
+    kappa = {}
+    for spec in ["MMD_AT_PLUS_A", "COLAMD"]:
+        t = time.perf_counter()
+        k = kappa1(a.tocsc(), spec)
+        kappa[spec] = {"kappa1": k, "seconds": time.perf_counter() - t, "peak_rss_bytes": peak_rss()}
     print(json.dumps({
         "scipy": scipy.__version__, "n": n, "nnz": int(a.nnz),
         "spmv_seconds_median": times[len(times) // 2],
         "cg_iterations": iters[0], "cg_seconds": cg,
         "cg_seconds_per_iteration": cg / max(iters[0], 1), "cg_info": info,
+        "peak_rss_bytes_solve": rss_solve, "kappa": kappa,
     }))
+
+
+def peak_rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def kappa1(a, spec):
+    """κ₁ = ‖A‖₁ · onenormest(A⁻¹) on splu with the given column ordering."""
+    lu = spla.splu(a, permc_spec=spec)
+    inv = spla.LinearOperator(a.shape, matvec=lu.solve, rmatvec=lambda v: lu.solve(v, trans="T"))
+    est = spla.onenormest(inv)
+    return float(abs(a).sum(axis=0).max() * est)
 
 
 def compare(scipy_json, probe_json):
@@ -55,6 +75,21 @@ def compare(scipy_json, probe_json):
         u = "ms" if unit == 1e3 else "s"
         print(f"{label:<28}{s[key] * unit:>11.2f} {u:<2}{p[key] * unit:>13.2f} {u:<2}{s[key] / p[key]:>9.2f}x")
     print(f"{'CG iterations':<28}{s['cg_iterations']:>14}{p['cg_iterations']:>16}")
+    c = p.get("cond")
+    if c:
+        for spec, k in s["kappa"].items():
+            print(f"{'kappa estimate vs ' + spec:<28}{k['seconds']:>11.2f} s {c['seconds']:>13.2f} s {k['seconds'] / c['seconds']:>9.2f}x")
+        mmd = s["kappa"]["MMD_AT_PLUS_A"]
+        print(f"{'kappa1 (probe) vs MMD':<28}{mmd['seconds']:>11.2f} s {c['kappa1_seconds']:>13.2f} s {mmd['seconds'] / c['kappa1_seconds']:>9.2f}x")
+        print(f"  SciPy kappa1: " + ", ".join(f"{spec} {k['kappa1']:.4e}" for spec, k in s["kappa"].items()))
+        print(f"  probe: kappa {c['kappa']:.4e} ({c['norm']} norm, {c['method']}); kappa1 {c['kappa1']:.4e}")
+        print(f"  probe note: {c['note']}")
+        print(f"  probe kappa1 note: {c['kappa1_note']}")
+    gb = 1e-9
+    print(f"{'peak RSS, SpMV + CG':<28}{s['peak_rss_bytes_solve'] * gb:>11.2f} GB{p['peak_rss_bytes_solve'] * gb:>13.2f} GB")
+    if c:
+        last = max(k["peak_rss_bytes"] for k in s["kappa"].values())
+        print(f"{'peak RSS, whole run':<28}{last * gb:>11.2f} GB{p['peak_rss_bytes'] * gb:>13.2f} GB")
 
 
 if __name__ == "__main__":

@@ -17,5 +17,5 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$venv/bin/python" "$here/poisson.py" build "$n" "$work/poisson.npz"
 "$venv/bin/python" "$here/poisson.py" time "$work/poisson.npz" > "$work/scipy.json"
-"$target/release/solver-probe" bench "$work/poisson.npz" > "$work/probe.json"
+"$target/release/solver-probe" bench --cond "$work/poisson.npz" > "$work/probe.json"
 "$venv/bin/python" "$here/poisson.py" compare "$work/scipy.json" "$work/probe.json"

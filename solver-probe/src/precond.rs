@@ -50,6 +50,11 @@ pub trait Preconditioner {
     fn name(&self) -> &'static str;
     /// Dimension this preconditioner was built for (`None`: any).
     fn dim(&self) -> Option<usize>;
+    /// True when `apply` is the identity (`z = r`), so a solver may use `r` in place of `z`
+    /// and skip the copy.
+    fn is_identity(&self) -> bool {
+        false
+    }
 }
 
 fn lengths_ok(n: usize, r: &[f64], z: &mut [f64]) -> bool {
@@ -78,6 +83,9 @@ impl Preconditioner for Identity {
     }
     fn dim(&self) -> Option<usize> {
         None
+    }
+    fn is_identity(&self) -> bool {
+        true
     }
 }
 

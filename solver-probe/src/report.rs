@@ -137,7 +137,15 @@ pub fn analyze_file(
 pub fn analyze(a: &CsMat<f64>, b: Option<Vec<f64>>, file: &str, opts: &ProbeOptions) -> Report {
     let t0 = Instant::now();
     let structure = analyze_structure(a);
-    let (conditioning, conditioning_error) = match cond::estimate(a) {
+    // The sparse factorizations share the read budget's byte limit.
+    let estimate_opts = cond::EstimateOptions {
+        lanczos: cond::LanczosOptions {
+            max_factor_bytes: opts.budget.max_bytes.min(cond::DEFAULT_FACTOR_BYTES),
+            ..cond::LanczosOptions::default()
+        },
+        ..cond::EstimateOptions::default()
+    };
+    let (conditioning, conditioning_error) = match cond::estimate_with(a, &estimate_opts) {
         Ok(e) => (Some(e), None),
         Err(e) => (None, Some(e.to_string())),
     };

@@ -77,7 +77,7 @@ fn rel(a: f64, b: f64) -> f64 {
 }
 
 #[test]
-fn laplacian_1d_lanczos_dense_cholesky() {
+fn laplacian_1d_lanczos_cholesky() {
     for n in [64, 300] {
         let e = cond::lanczos_spd(&laplacian_1d(n), 120, 1).unwrap();
         let k = e.kappa.unwrap();
@@ -102,7 +102,7 @@ fn laplacian_1d_lanczos_dense_cholesky() {
 fn laplacian_1d_lanczos_cg_path_and_estimate() {
     let n = 300;
     let opts = LanczosOptions {
-        dense_cholesky_max_n: 10,
+        cholesky_max_n: 10,
         ..LanczosOptions::default()
     };
     let e = cond::lanczos_spd_with(&laplacian_1d(n), &opts).unwrap();
@@ -339,4 +339,153 @@ fn shift_brings_kappa_under_threshold() {
     let h = hilbert(12);
     let s = cond::shift_for_threshold(&h, 1e12).unwrap();
     assert!(s.kappa_after.unwrap() < 1e12);
+}
+
+/// Upwind convection–diffusion on a k×k grid (nonsymmetric; Péclet number `pe` per cell).
+fn convection_diffusion_2d(k: usize, pe: f64) -> CsMat<f64> {
+    let idx = |i: usize, j: usize| i * k + j;
+    let mut t = TriMat::new((k * k, k * k));
+    for i in 0..k {
+        for j in 0..k {
+            t.add_triplet(idx(i, j), idx(i, j), 4.0 + pe);
+            if i > 0 {
+                t.add_triplet(idx(i, j), idx(i - 1, j), -1.0 - pe);
+            }
+            if i + 1 < k {
+                t.add_triplet(idx(i, j), idx(i + 1, j), -1.0);
+            }
+            if j > 0 {
+                t.add_triplet(idx(i, j), idx(i, j - 1), -1.0);
+            }
+            if j + 1 < k {
+                t.add_triplet(idx(i, j), idx(i, j + 1), -1.0);
+            }
+        }
+    }
+    t.to_csr()
+}
+
+fn csr_to_dense(a: &CsMat<f64>) -> DMatrix<f64> {
+    let mut m = DMatrix::zeros(a.rows(), a.cols());
+    for (i, row) in a.outer_iterator().enumerate() {
+        for (j, &v) in row.iter() {
+            m[(i, j)] += v;
+        }
+    }
+    m
+}
+
+#[test]
+fn laplacian_2d_sparse_cholesky_known_answer() {
+    // n = 6400: above every dense limit, so κ₂ comes from Lanczos plus inverse iteration on
+    // the sparse Cholesky factor.
+    let k = 80;
+    let a = laplacian_2d(k);
+    let e = cond::estimate(&a).unwrap();
+    let exact = kappa_laplacian(k);
+    let got = e.kappa.unwrap();
+    eprintln!("2D {k}x{k}: {got:.8e} vs {exact:.8e}; {}", e.note);
+    assert_eq!(e.method, Method::LanczosWithInverseIteration);
+    assert!(e.note.contains("sparse Cholesky"), "{}", e.note);
+    assert!(rel(got, exact) < 1e-3, "rel {:.2e}", rel(got, exact));
+    match e.confidence {
+        Confidence::Bounds { lower, upper } => {
+            assert!(lower <= exact * (1.0 + 1e-9) && exact <= upper * (1.0 + 1e-9))
+        }
+        c => panic!("unexpected confidence {c:?}"),
+    }
+}
+
+#[test]
+fn laplacian_2d_kappa1_on_sparse_cholesky_matches_green_function() {
+    // A⁻¹ of the 2D Laplacian is entrywise positive and symmetric, so ‖A⁻¹‖₁ = max_i (A⁻¹·1)_i,
+    // which CG (no factorization) gives independently. ‖A‖₁ = 8.
+    use solver_probe::krylov::{cg, SolveOptions};
+    use solver_probe::precond::Identity;
+    let k = 70;
+    let a = laplacian_2d(k);
+    let ones = vec![1.0; k * k];
+    let opts = SolveOptions {
+        rtol: 1e-13,
+        stagnation_window: 0,
+        ..SolveOptions::default()
+    };
+    let u = cg(&a, &ones, None, &Identity, &opts).unwrap();
+    assert!(u.reason.is_converged(), "{:?}", u.reason);
+    let exact = 8.0 * u.x.iter().cloned().fold(0.0, f64::max);
+    let e = cond::one_norm_estimate(&a).unwrap();
+    let got = e.kappa.unwrap();
+    eprintln!("κ₁ {got:.8e} vs {exact:.8e}; {}", e.note);
+    assert_eq!(e.norm, Norm::One);
+    assert!(e.note.contains("sparse Cholesky"), "{}", e.note);
+    assert!(rel(got, exact) < 1e-6, "rel {:.2e}", rel(got, exact));
+}
+
+#[test]
+fn convection_diffusion_kappa1_on_sparse_lu_within_3x_of_exact() {
+    for (k, pe) in [(30, 0.5), (30, 5.0), (24, 50.0)] {
+        let a = convection_diffusion_2d(k, pe);
+        let m = csr_to_dense(&a);
+        let inv = m.clone().try_inverse().unwrap();
+        let exact = one_norm(&m) * one_norm(&inv);
+        let e = cond::one_norm_estimate_sparse(&a, cond::DEFAULT_FACTOR_BYTES).unwrap();
+        let got = e.kappa.unwrap();
+        eprintln!(
+            "k={k} pe={pe}: κ₁ {got:.6e} vs exact {exact:.6e}; {}",
+            e.note
+        );
+        assert_eq!(e.method, Method::HighamTisseur1Norm);
+        assert!(e.note.contains("sparse LU"), "{}", e.note);
+        // A lower bound (up to rounding), within 3x.
+        assert!(got <= exact * (1.0 + 1e-8) && got >= exact / 3.0);
+    }
+}
+
+#[test]
+fn estimate_large_nonsymmetric_takes_sparse_lu() {
+    // n = 3600 > DENSE_LU_MAX_N: estimate() uses the sparse LU. The κ₁ of the same matrix with
+    // a smaller factorization budget is refused with the bytes named.
+    let a = convection_diffusion_2d(60, 2.0);
+    let e = cond::estimate(&a).unwrap();
+    assert_eq!(e.method, Method::HighamTisseur1Norm);
+    assert!(e.note.contains("sparse LU"), "{}", e.note);
+    let sparse_small = cond::one_norm_estimate_sparse(&a, 1 << 20);
+    match sparse_small {
+        Err(CondError::OverBudget(msg)) => assert!(msg.contains("MB"), "{msg}"),
+        other => panic!("expected OverBudget, got {other:?}"),
+    }
+    // A true lower bound: κ₁ ≥ ‖A‖₁ ‖A⁻¹ b‖₁ / ‖b‖₁ for any b (here from GMRES, no LU).
+    use solver_probe::krylov::{gmres, SolveOptions};
+    use solver_probe::precond::Identity;
+    let n = a.rows();
+    let mut b = vec![0.0; n];
+    b[n / 2] = 1.0;
+    let opts = SolveOptions {
+        rtol: 1e-12,
+        restart: 200,
+        max_iter: 20_000,
+        ..SolveOptions::default()
+    };
+    let x = gmres(&a, &b, None, &Identity, &opts).unwrap();
+    assert!(x.reason.is_converged(), "{:?}", x.reason);
+    let norm_a = e.norm_a;
+    let lower = norm_a * x.x.iter().map(|v| v.abs()).sum::<f64>();
+    assert!(e.kappa.unwrap() >= lower * (1.0 - 1e-6));
+}
+
+#[test]
+fn spd_over_factor_budget_falls_back_to_cg_and_says_why() {
+    let k = 40;
+    let opts = LanczosOptions {
+        max_factor_bytes: 1024,
+        ..LanczosOptions::default()
+    };
+    let e = cond::lanczos_spd_with(&laplacian_2d(k), &opts).unwrap();
+    assert_eq!(e.method, Method::LanczosWithCgInverseIteration);
+    assert!(
+        e.note.contains("over the factorization budget"),
+        "{}",
+        e.note
+    );
+    assert!(rel(e.kappa.unwrap(), kappa_laplacian(k)) < 0.01);
 }

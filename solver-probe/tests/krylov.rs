@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use solver_probe::krylov::{
-    bicgstab, cg, compare, gmres, solve_with, spmv, ConvergedReason, KrylovError, Method, PcKind,
-    SolveOptions, SolveResult,
+    bicgstab, cg, cg_stagnation_window, compare, gmres, solve_with, spmv, ConvergedReason,
+    KrylovError, Method, PcKind, SolveOptions, SolveResult,
 };
 use solver_probe::precond::{Ic0, Identity, Ilu0, Jacobi, PrecondError, Preconditioner};
 use sprs::{CsMat, TriMat};
@@ -459,4 +459,94 @@ fn empty_matrix_does_not_panic() {
         assert_eq!(res.reason, ConvergedReason::ConvergedAtol);
     }
     let _ = compare(&a, &[], &opts).unwrap();
+}
+
+/// D·A·D with A the 1D Laplacian and D = diag(10^u), u uniform in [0, decades): badly scaled
+/// SPD, on which CG's residual rises far above ‖r₀‖ before it converges.
+fn scaled_lap1d(n: usize, decades: f64, seed: u64) -> CsMat<f64> {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let d: Vec<f64> = (0..n)
+        .map(|_| 10f64.powf(decades * rng.random::<f64>()))
+        .collect();
+    let mut e = Vec::new();
+    for i in 0..n {
+        e.push((i, i, 2.0 * d[i] * d[i]));
+        if i > 0 {
+            e.push((i, i - 1, -d[i] * d[i - 1]));
+            e.push((i - 1, i, -d[i] * d[i - 1]));
+        }
+    }
+    from_triplets(n, &e)
+}
+
+/// Longest run of iterations over which the best residual so far improved by less than `rtol`.
+fn longest_plateau(history: &[f64], rtol: f64) -> usize {
+    let mut best = Vec::with_capacity(history.len());
+    let mut b = f64::INFINITY;
+    for &r in history {
+        b = b.min(r);
+        best.push(b);
+    }
+    let mut longest = 0;
+    for i in 0..best.len() {
+        let j = (i + 1..best.len())
+            .find(|&j| best[j] <= (1.0 - rtol) * best[i])
+            .unwrap_or(best.len());
+        longest = longest.max(j - i);
+    }
+    longest
+}
+
+#[test]
+fn cg_slow_convergence_with_a_long_plateau_is_not_stagnation() {
+    let n = 200;
+    let a = scaled_lap1d(n, 1.0, 3);
+    let b: Vec<f64> = (0..n).map(|i| 1.0 + (i % 5) as f64).collect();
+    let opts = SolveOptions::default();
+    let res = cg(&a, &b, None, &Identity, &opts).unwrap();
+    assert_eq!(
+        res.reason,
+        ConvergedReason::ConvergedRtol,
+        "{:?}",
+        res.reason
+    );
+    // The residual plateau is far longer than the plain 50-iteration window, which would have
+    // called this run STAGNATED.
+    let plateau = longest_plateau(&res.residual_history, opts.stagnation_rtol);
+    eprintln!(
+        "converged in {} iterations, plateau {plateau}",
+        res.iterations
+    );
+    assert!(plateau > 2 * opts.stagnation_window, "plateau {plateau}");
+}
+
+/// A rank-deficient preconditioner (it drops the second half of the residual): CG's residual
+/// and its energy both stop improving for good.
+struct HalfIdentity(usize);
+
+impl Preconditioner for HalfIdentity {
+    fn apply(&self, r: &[f64], z: &mut [f64]) {
+        for (i, (zi, ri)) in z.iter_mut().zip(r).enumerate() {
+            *zi = if i < self.0 { *ri } else { 0.0 };
+        }
+    }
+    fn name(&self) -> &'static str {
+        "half"
+    }
+    fn dim(&self) -> Option<usize> {
+        None
+    }
+}
+
+#[test]
+fn cg_truly_stagnating_is_still_stagnated() {
+    let n = 400;
+    let a = lap1d(n);
+    let b: Vec<f64> = (0..n).map(|i| 1.0 + i as f64 / n as f64).collect();
+    let opts = SolveOptions::default();
+    let res = cg(&a, &b, None, &HalfIdentity(n / 2), &opts).unwrap();
+    assert_eq!(res.reason, ConvergedReason::Stagnated, "{:?}", res.reason);
+    assert!(res.iterations < 10 * cg_stagnation_window(&opts, n));
 }

@@ -93,7 +93,7 @@ fn perturbed(a: &CsMat<f64>, bits: u32, read_noise: f64, rng: &mut SmallRng) -> 
             m[(i, j)] *= 1.0 + delta + noise;
         }
     }
-    DenseLu::new(&m, false)
+    DenseLu::new(&m)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -120,7 +120,7 @@ pub fn monte_carlo_typical(
     let x_true: Vec<f64> = (0..n).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
     let mut b = vec![0.0; n];
     sparse::matvec(&a, &x_true, &mut b);
-    let x_ref = DenseLu::new(&sparse::to_dense(&a), false).solve(&b)?;
+    let x_ref = DenseLu::new(&sparse::to_dense(&a)).solve(&b)?;
     let nref = sparse::norm2(&x_ref);
     if nref == 0.0 {
         return Err(CondError::Numerical("reference solution is zero".into()));
@@ -199,7 +199,7 @@ pub fn iterative_refinement(
             programmed[(i, j)] *= 1.0 + (rng.random::<f64>() * 2.0 - 1.0) * q;
         }
     }
-    let fixed = DenseLu::new(&programmed, false);
+    let fixed = DenseLu::new(&programmed);
     let analog_solve = |r: &[f64], rng: &mut SmallRng| -> Result<Vec<f64>, CondError> {
         if read_noise > 0.0 {
             let mut m = programmed.clone();
@@ -208,7 +208,7 @@ pub fn iterative_refinement(
                     m[(i, j)] *= 1.0 + read_noise * gauss(rng);
                 }
             }
-            DenseLu::new(&m, false).solve(r)
+            DenseLu::new(&m).solve(r)
         } else {
             fixed.solve(r)
         }
@@ -266,7 +266,7 @@ pub fn iterative_refinement(
         }
         steps += 1;
     }
-    let relative_error = DenseLu::new(&sparse::to_dense(&a), false)
+    let relative_error = DenseLu::new(&sparse::to_dense(&a))
         .solve(b)
         .ok()
         .and_then(|xr| {

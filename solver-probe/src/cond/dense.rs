@@ -1,54 +1,53 @@
-//! Private dense factorizations (nalgebra) used for solves: LU for A and Aᵀ.
+//! Private dense factorizations (faer) used for solves: LU with partial pivoting for A and Aᵀ.
+//!
+//! One LU serves both: Aᵀ x = b is solved with the transposed factors, so no second
+//! factorization is formed.
 
-use nalgebra::{DMatrix, DVector, LU};
+use faer::linalg::solvers::{PartialPivLu, Solve};
+use faer::{Mat, MatMut};
 
 use super::CondError;
 
-/// LU factorizations of A and Aᵀ (partial pivoting).
+/// LU factorization of A (partial pivoting), solving with A and Aᵀ.
 pub(crate) struct DenseLu {
-    lu: LU<f64, nalgebra::Dyn, nalgebra::Dyn>,
-    lut: Option<LU<f64, nalgebra::Dyn, nalgebra::Dyn>>,
+    lu: PartialPivLu<f64>,
     /// True when a pivot is exactly zero.
     pub(crate) singular: bool,
 }
 
 impl DenseLu {
-    /// Factors A (and Aᵀ when `transpose` is set).
-    pub(crate) fn new(m: &DMatrix<f64>, transpose: bool) -> DenseLu {
-        let lu = m.clone().lu();
-        let singular = !lu.is_invertible();
-        let lut = if transpose {
-            Some(m.transpose().lu())
-        } else {
-            None
-        };
-        DenseLu { lu, lut, singular }
+    /// Factors A.
+    pub(crate) fn new(m: &Mat<f64>) -> DenseLu {
+        let lu = m.partial_piv_lu();
+        let u = lu.U();
+        let singular = (0..u.nrows().min(u.ncols())).any(|i| u[(i, i)] == 0.0);
+        DenseLu { lu, singular }
     }
 
     /// Solves A x = b.
     pub(crate) fn solve(&self, b: &[f64]) -> Result<Vec<f64>, CondError> {
-        Self::solve_with(&self.lu, b)
+        self.solve_with(b, false)
     }
 
     /// Solves Aᵀ x = b.
     pub(crate) fn solve_t(&self, b: &[f64]) -> Result<Vec<f64>, CondError> {
-        match &self.lut {
-            Some(lut) => Self::solve_with(lut, b),
-            None => Err(CondError::Numerical(
-                "transpose factorization missing".into(),
-            )),
-        }
+        self.solve_with(b, true)
     }
 
-    fn solve_with(
-        lu: &LU<f64, nalgebra::Dyn, nalgebra::Dyn>,
-        b: &[f64],
-    ) -> Result<Vec<f64>, CondError> {
-        let x: DVector<f64> = lu
-            .solve(&DVector::from_column_slice(b))
-            .ok_or_else(|| CondError::Numerical("LU has a zero pivot".into()))?;
+    fn solve_with(&self, b: &[f64], transpose: bool) -> Result<Vec<f64>, CondError> {
+        if self.singular {
+            return Err(CondError::Numerical("LU has a zero pivot".into()));
+        }
+        let mut x = b.to_vec();
+        let n = x.len();
+        let rhs = MatMut::from_column_major_slice_mut(&mut x, n, 1);
+        if transpose {
+            self.lu.solve_transpose_in_place(rhs);
+        } else {
+            self.lu.solve_in_place(rhs);
+        }
         if x.iter().all(|v| v.is_finite()) {
-            Ok(x.as_slice().to_vec())
+            Ok(x)
         } else {
             Err(CondError::Numerical("LU solve overflowed".into()))
         }

@@ -4,7 +4,7 @@ use sprs::CsMat;
 
 use super::{sparse, CondError, Confidence, Estimate, Method, Norm, EXACT_DENSE_MAX_N};
 
-/// κ₂ = σ_max / σ_min from the dense SVD (nalgebra), for n ≤ [`EXACT_DENSE_MAX_N`].
+/// κ₂ = σ_max / σ_min from the dense SVD (faer), for n ≤ [`EXACT_DENSE_MAX_N`].
 pub fn exact_dense_2(a: &CsMat<f64>) -> Result<Estimate, CondError> {
     let a = sparse::validate(a)?;
     let n = a.rows();
@@ -16,10 +16,9 @@ pub fn exact_dense_2(a: &CsMat<f64>) -> Result<Estimate, CondError> {
         });
     }
     let m = sparse::to_dense(&a);
-    let svd = m
-        .try_svd(false, false, f64::EPSILON, 100 * n + 1000)
-        .ok_or_else(|| CondError::Numerical("SVD did not converge".into()))?;
-    let s = svd.singular_values;
+    let s = m
+        .singular_values()
+        .map_err(|e| CondError::Numerical(format!("SVD did not converge: {e:?}")))?;
     let smax = s.iter().cloned().fold(0.0_f64, f64::max);
     let smin = s.iter().cloned().fold(f64::INFINITY, f64::min);
     let inv = if smin > 0.0 { Some(1.0 / smin) } else { None };

@@ -1,18 +1,30 @@
 //! κ₂ of a symmetric positive definite matrix from Lanczos extremal eigenvalues.
 //!
-//! Lanczos with full reorthogonalization from a seeded random start vector gives λ_max
-//! accurately (the largest Ritz value). λ_min converges slowly under Lanczos, so it is refined
-//! by inverse iteration started from the smallest Ritz vector, with a dense Cholesky solve for
-//! n ≤ [`DENSE_CHOLESKY_MAX_N`](super::DENSE_CHOLESKY_MAX_N) and conjugate gradients above.
+//! λ_max is the largest Ritz value of Lanczos from a seeded random start vector. λ_min
+//! converges slowly under Lanczos, so it is found by inverse iteration with a sparse Cholesky
+//! factorization (AMD ordering, [`super::factor`]) when the factor fits
+//! [`LanczosOptions::max_factor_bytes`]; the factorization is also the positive-definiteness
+//! test. With the factor, Lanczos runs the plain three-term recurrence without storing its
+//! basis (the extreme Ritz values are unaffected by the loss of orthogonality, Paige 1980), so
+//! memory stays O(n) besides the factor.
+//!
+//! When the factor does not fit (or `cholesky_max_n` excludes it), Lanczos keeps its basis
+//! with full reorthogonalization (capped by `max_basis_bytes`) and inverse iteration starts
+//! from the smallest Ritz vector, solving with conjugate gradients; the note says why.
+//!
 //! The bounds reported come from the eigenpair residuals (|λ − θ| ≤ ‖A y − θ y‖ for a unit y),
-//! assuming the inverse iteration converged to the smallest eigenvalue.
+//! assuming inverse iteration converged to the smallest eigenvalue (it converges to the
+//! eigenvector with the smallest eigenvalue unless the start vector is orthogonal to it, which
+//! a random start vector is with probability zero).
 
-use nalgebra::{Cholesky, DMatrix, Dyn};
+use faer::{Mat, Side};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sprs::CsMat;
 
-use super::{sparse, CondError, Confidence, Estimate, Method, Norm, DENSE_CHOLESKY_MAX_N};
+use super::factor::{FactorError, SparseCholesky};
+use super::{sparse, CondError, Confidence, Estimate, Method, Norm};
+use crate::krylov::Csr;
 
 /// Options for [`lanczos_spd_with`].
 #[derive(Debug, Clone, PartialEq)]
@@ -21,13 +33,16 @@ pub struct LanczosOptions {
     pub steps: usize,
     /// Seed of the random start vector.
     pub seed: u64,
-    /// Memory cap for the stored Lanczos basis (steps·n·8 bytes); steps are reduced to fit,
-    /// but never below 20.
+    /// Memory cap for the stored Lanczos basis (steps·n·8 bytes) on the CG path; steps are
+    /// reduced to fit, but never below 20.
     pub max_basis_bytes: usize,
     /// Refine λ_min by inverse iteration (otherwise report the Ritz values only).
     pub refine: bool,
-    /// Largest n for the dense Cholesky; CG above.
-    pub dense_cholesky_max_n: usize,
+    /// Largest n for which λ_min is refined with a sparse Cholesky factorization; CG above.
+    pub cholesky_max_n: usize,
+    /// Byte budget of the sparse Cholesky factor (values plus workspace, known from the
+    /// symbolic analysis before the numeric factorization); CG when it does not fit.
+    pub max_factor_bytes: usize,
     /// Maximum inverse iterations.
     pub max_inverse_iterations: usize,
     /// Stop inverse iteration when the residual ‖A x − ρ x‖ ≤ tol·λ_max or ρ stalls.
@@ -38,6 +53,13 @@ pub struct LanczosOptions {
     pub cg_max_iter: usize,
 }
 
+/// Relative change of the largest Ritz value over 10 steps at which λ_max counts as settled.
+const TOP_SETTLED: f64 = 1e-5;
+
+/// Default byte budget of a sparse factorization (1.5 GiB: with the matrix and a few vectors
+/// of a 1M-unknown system this keeps the probe under 2 GB).
+pub const DEFAULT_FACTOR_BYTES: usize = 3 << 29;
+
 impl Default for LanczosOptions {
     fn default() -> Self {
         LanczosOptions {
@@ -45,7 +67,8 @@ impl Default for LanczosOptions {
             seed: 42,
             max_basis_bytes: 512 << 20,
             refine: true,
-            dense_cholesky_max_n: DENSE_CHOLESKY_MAX_N,
+            cholesky_max_n: usize::MAX,
+            max_factor_bytes: DEFAULT_FACTOR_BYTES,
             max_inverse_iterations: 60,
             tol: 1e-10,
             cg_rtol: 1e-12,
@@ -75,13 +98,63 @@ struct Ritz {
     steps: usize,
 }
 
-fn lanczos(a: &CsMat<f64>, steps: usize, seed: u64) -> Result<Ritz, CondError> {
-    let n = a.rows();
-    let k = steps.clamp(1, n);
+/// Eigenvalues (ascending) and eigenvectors of the symmetric tridiagonal matrix with diagonal
+/// `alpha` and off-diagonal `beta[..m-1]`.
+fn tridiagonal_eigen(alpha: &[f64], beta: &[f64]) -> Result<(Vec<f64>, Mat<f64>), CondError> {
+    let m = alpha.len();
+    let t = Mat::<f64>::from_fn(m, m, |i, j| {
+        if i == j {
+            alpha[i]
+        } else if i == j + 1 {
+            beta[j]
+        } else if j == i + 1 {
+            beta[i]
+        } else {
+            0.0
+        }
+    });
+    let eig = t
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| CondError::Numerical(format!("tridiagonal eigensolver failed: {e:?}")))?;
+    let values = (0..m).map(|i| eig.S().column_vector()[i]).collect();
+    Ok((values, eig.U().to_owned()))
+}
+
+fn random_unit(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut q: Vec<f64> = (0..n).map(|_| rng.random::<f64>() - 0.5).collect();
     let nq = sparse::norm2(&q);
     q.iter_mut().for_each(|v| *v /= nq);
+    q
+}
+
+fn check_finite(alpha: &[f64], beta: &[f64]) -> Result<(), CondError> {
+    if alpha.iter().chain(beta).any(|v| !v.is_finite()) {
+        return Err(CondError::Numerical(
+            "Lanczos recurrence overflowed (entries too large)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn extremes(values: &[f64]) -> (usize, usize) {
+    let (mut imin, mut imax) = (0, 0);
+    for (i, v) in values.iter().enumerate() {
+        if *v < values[imin] {
+            imin = i;
+        }
+        if *v > values[imax] {
+            imax = i;
+        }
+    }
+    (imin, imax)
+}
+
+/// Lanczos with a stored basis and full reorthogonalization: both extreme Ritz pairs.
+fn lanczos(a: &CsMat<f64>, steps: usize, seed: u64) -> Result<Ritz, CondError> {
+    let n = a.rows();
+    let k = steps.clamp(1, n);
+    let mut q = random_unit(n, seed);
     let mut basis: Vec<Vec<f64>> = Vec::with_capacity(k);
     let mut alpha: Vec<f64> = Vec::with_capacity(k);
     let mut beta: Vec<f64> = Vec::with_capacity(k);
@@ -106,44 +179,78 @@ fn lanczos(a: &CsMat<f64>, steps: usize, seed: u64) -> Result<Ritz, CondError> {
         }
         q = w.iter().map(|v| v / b).collect();
     }
-    if alpha.iter().chain(&beta).any(|v| !v.is_finite()) {
-        return Err(CondError::Numerical(
-            "Lanczos recurrence overflowed (entries too large)".into(),
-        ));
-    }
+    check_finite(&alpha, &beta)?;
     let m = alpha.len();
-    let mut t = DMatrix::zeros(m, m);
-    for i in 0..m {
-        t[(i, i)] = alpha[i];
-        if i + 1 < m {
-            t[(i, i + 1)] = beta[i];
-            t[(i + 1, i)] = beta[i];
-        }
-    }
-    let eig = t.symmetric_eigen();
-    let (mut imin, mut imax) = (0, 0);
-    for i in 0..m {
-        if eig.eigenvalues[i] < eig.eigenvalues[imin] {
-            imin = i;
-        }
-        if eig.eigenvalues[i] > eig.eigenvalues[imax] {
-            imax = i;
-        }
-    }
+    let (values, vectors) = tridiagonal_eigen(&alpha, &beta)?;
+    let (imin, imax) = extremes(&values);
     let last = beta[m - 1];
     let mut y_min = vec![0.0; n];
     for (i, v) in basis.iter().enumerate() {
-        let c = eig.eigenvectors[(i, imin)];
+        let c = vectors[(i, imin)];
         y_min.iter_mut().zip(v).for_each(|(y, vi)| *y += c * vi);
     }
     Ok(Ritz {
-        theta_min: eig.eigenvalues[imin],
-        theta_max: eig.eigenvalues[imax],
-        res_min: (last * eig.eigenvectors[(m - 1, imin)]).abs(),
-        res_max: (last * eig.eigenvectors[(m - 1, imax)]).abs(),
+        theta_min: values[imin],
+        theta_max: values[imax],
+        res_min: (last * vectors[(m - 1, imin)]).abs(),
+        res_max: (last * vectors[(m - 1, imax)]).abs(),
         y_min,
         steps: m,
     })
+}
+
+/// The largest Ritz value and its residual estimate from the plain three-term Lanczos
+/// recurrence (no stored basis). Stops early once the largest Ritz value has settled to
+/// [`TOP_SETTLED`] relative over 10 steps: it only ever grows towards λ_max, and on a clustered
+/// top of the spectrum (a fine-grid Laplacian) its last digits take hundreds of steps that
+/// change κ by less than that. The reported upper bound still uses the Ritz residual.
+fn lanczos_top(a: &CsMat<f64>, steps: usize, seed: u64) -> Result<(f64, f64, usize), CondError> {
+    let n = a.rows();
+    let k = steps.clamp(1, n);
+    // The solvers' threaded product (u32 pattern, rows split over the worker threads).
+    let m = Csr::for_products(a).map_err(|e| CondError::Numerical(e.to_string()))?;
+    let mut q = random_unit(n, seed);
+    let mut q_prev = vec![0.0; n];
+    let mut w = vec![0.0; n];
+    let mut alpha: Vec<f64> = Vec::with_capacity(k);
+    let mut beta: Vec<f64> = Vec::with_capacity(k);
+    let scale = sparse::max_abs(a).max(f64::MIN_POSITIVE);
+    let mut settled_at = f64::NAN;
+    for j in 0..k {
+        let al = m.mul_dot_unchecked_len(&q, &mut w);
+        let b_prev = beta.last().copied().unwrap_or(0.0);
+        for ((wi, qi), pi) in w.iter_mut().zip(&q).zip(&q_prev) {
+            *wi -= al * qi + b_prev * pi;
+        }
+        alpha.push(al);
+        let b = sparse::norm2(&w);
+        beta.push(b);
+        if j + 1 == k || b <= 1e-13 * scale * (n as f64).sqrt() {
+            break;
+        }
+        if (j + 1) % 10 == 0 {
+            check_finite(&alpha, &beta)?;
+            let (values, _) = tridiagonal_eigen(&alpha, &beta)?;
+            let top = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            if (top - settled_at).abs() <= TOP_SETTLED * top.abs() {
+                break;
+            }
+            settled_at = top;
+        }
+        std::mem::swap(&mut q_prev, &mut q);
+        for (qi, wi) in q.iter_mut().zip(&w) {
+            *qi = wi / b;
+        }
+    }
+    check_finite(&alpha, &beta)?;
+    let m = alpha.len();
+    let (values, vectors) = tridiagonal_eigen(&alpha, &beta)?;
+    let (_, imax) = extremes(&values);
+    Ok((
+        values[imax],
+        (beta[m - 1] * vectors[(m - 1, imax)]).abs(),
+        m,
+    ))
 }
 
 /// Conjugate gradients for A x = b (SPD). Errors with `NotPositiveDefinite` on pᵀAp ≤ 0.
@@ -191,7 +298,7 @@ pub(crate) fn cg(
 }
 
 enum Solver {
-    Dense(Cholesky<f64, Dyn>),
+    Cholesky(Box<SparseCholesky>),
     Cg,
 }
 
@@ -203,66 +310,70 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
     if asym > sparse::SYMMETRY_TOL {
         return Err(CondError::NotSymmetric { asymmetry: asym });
     }
-    let fit = (opts.max_basis_bytes / (8 * n)).max(20);
-    let rz = lanczos(&a, opts.steps.min(fit), opts.seed)?;
-    if rz.theta_max <= 0.0 {
-        return Err(CondError::NotPositiveDefinite {
-            detail: format!("largest Ritz value {:.3e} ≤ 0", rz.theta_max),
-        });
-    }
-    if rz.theta_min < -1e-8 * rz.theta_max {
-        return Err(CondError::NotPositiveDefinite {
-            detail: format!("negative Ritz value {:.3e}", rz.theta_min),
-        });
-    }
-    let lmax = rz.theta_max;
-    let upper_lmax = rz.theta_max + rz.res_max;
     if !opts.refine {
-        let inv = (rz.theta_min > 0.0).then(|| 1.0 / rz.theta_min);
-        let upper = if rz.theta_min > rz.res_min {
-            upper_lmax / (rz.theta_min - rz.res_min)
-        } else {
-            f64::INFINITY
-        };
-        let lower = if rz.theta_min > 0.0 {
-            lmax / rz.theta_min
-        } else {
-            0.0
-        };
-        return Ok(Estimate::from_norms(
-            Norm::Two,
-            Method::Lanczos,
-            Confidence::Bounds { lower, upper },
-            lmax,
-            inv,
-            format!(
-                "{} Lanczos steps: λ_max = {lmax:.6e}, λ_min (Ritz, an upper bound) = {:.6e}",
-                rz.steps, rz.theta_min
-            ),
-        ));
+        return ritz_only(&a, opts);
     }
-    let (solver, method) = if n <= opts.dense_cholesky_max_n {
-        match sparse::to_dense(&a).cholesky() {
-            Some(c) => (Solver::Dense(c), Method::LanczosWithInverseIteration),
-            None => {
+    // The factorization comes first: it is also the positive-definiteness test.
+    let mut fallback = None;
+    let solver = if n <= opts.cholesky_max_n {
+        match SparseCholesky::new(&a, opts.max_factor_bytes) {
+            Ok(c) => Solver::Cholesky(Box::new(c)),
+            Err(FactorError::NotPositiveDefinite { pivot }) => {
                 return Err(CondError::NotPositiveDefinite {
                     detail: format!(
-                        "dense Cholesky failed (λ_min ≤ 0 or below rounding; smallest Ritz \
-                         value {:.3e})",
-                        rz.theta_min
+                        "sparse Cholesky met a non-positive pivot at step {pivot} of {n}"
                     ),
                 })
             }
+            Err(e) => {
+                fallback = Some(e.to_string());
+                Solver::Cg
+            }
         }
     } else {
-        (Solver::Cg, Method::LanczosWithCgInverseIteration)
+        fallback = Some(format!(
+            "n = {n} is above the Cholesky limit {}",
+            opts.cholesky_max_n
+        ));
+        Solver::Cg
     };
-    let mut x = rz.y_min.clone();
-    let nx = sparse::norm2(&x);
-    if nx == 0.0 || !nx.is_finite() {
-        return Err(CondError::Numerical("zero Ritz vector".into()));
+    let (lmax, res_lmax, steps, mut x) = match &solver {
+        Solver::Cholesky(_) => {
+            let (lmax, res, steps) = lanczos_top(&a, opts.steps, opts.seed)?;
+            (
+                lmax,
+                res,
+                steps,
+                random_unit(n, opts.seed ^ 0x9e37_79b9_7f4a_7c15),
+            )
+        }
+        Solver::Cg => {
+            let fit = (opts.max_basis_bytes / (8 * n)).max(20);
+            let rz = lanczos(&a, opts.steps.min(fit), opts.seed)?;
+            if rz.theta_min < -1e-8 * rz.theta_max {
+                return Err(CondError::NotPositiveDefinite {
+                    detail: format!("negative Ritz value {:.3e}", rz.theta_min),
+                });
+            }
+            let mut y = rz.y_min;
+            let ny = sparse::norm2(&y);
+            if ny == 0.0 || !ny.is_finite() {
+                return Err(CondError::Numerical("zero Ritz vector".into()));
+            }
+            y.iter_mut().for_each(|v| *v /= ny);
+            (rz.theta_max, rz.res_max, rz.steps, y)
+        }
+    };
+    if lmax <= 0.0 {
+        return Err(CondError::NotPositiveDefinite {
+            detail: format!("largest Ritz value {lmax:.3e} ≤ 0"),
+        });
     }
-    x.iter_mut().for_each(|v| *v /= nx);
+    let upper_lmax = lmax + res_lmax;
+    let method = match solver {
+        Solver::Cholesky(_) => Method::LanczosWithInverseIteration,
+        Solver::Cg => Method::LanczosWithCgInverseIteration,
+    };
     let mut ax = vec![0.0; n];
     let mut rho = f64::INFINITY;
     let mut res = f64::INFINITY;
@@ -271,7 +382,11 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
     for it in 0..opts.max_inverse_iterations.max(1) {
         iters = it + 1;
         let z = match &solver {
-            Solver::Dense(c) => c.solve(&sparse::dvec(&x)).as_slice().to_vec(),
+            Solver::Cholesky(c) => {
+                let mut z = x.clone();
+                c.solve_in_place(&mut z);
+                z
+            }
             Solver::Cg => {
                 let (z, ok) = cg(&a, &x, opts.cg_rtol, opts.cg_max_iter)?;
                 cg_short |= !ok;
@@ -315,15 +430,20 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
     } else {
         f64::INFINITY
     };
-    let solver_name = match solver {
-        Solver::Dense(_) => "dense Cholesky",
-        Solver::Cg => "CG",
+    let solver_name = match &solver {
+        Solver::Cholesky(c) => format!(
+            "sparse Cholesky with AMD ordering, {} stored values in L",
+            c.factor_nnz()
+        ),
+        Solver::Cg => "CG".to_string(),
     };
     let mut note = format!(
-        "{} Lanczos steps: λ_max = {lmax:.6e} (residual {:.1e}); {iters} inverse iterations \
-         ({solver_name}): λ_min = {rho:.6e} (residual {res:.1e})",
-        rz.steps, rz.res_max
+        "{steps} Lanczos steps: λ_max = {lmax:.6e} (residual {res_lmax:.1e}); {iters} inverse \
+         iterations ({solver_name}): λ_min = {rho:.6e} (residual {res:.1e})"
     );
+    if let Some(why) = fallback {
+        note += &format!("; no Cholesky factor: {why}");
+    }
     if cg_short {
         note += "; some CG solves stopped before their tolerance";
     }
@@ -334,5 +454,46 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
         lmax,
         Some(1.0 / rho),
         note,
+    ))
+}
+
+/// κ₂ bounds from the Ritz values alone (`refine = false`).
+fn ritz_only(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimate, CondError> {
+    let n = a.rows();
+    let fit = (opts.max_basis_bytes / (8 * n)).max(20);
+    let rz = lanczos(a, opts.steps.min(fit), opts.seed)?;
+    if rz.theta_max <= 0.0 {
+        return Err(CondError::NotPositiveDefinite {
+            detail: format!("largest Ritz value {:.3e} ≤ 0", rz.theta_max),
+        });
+    }
+    if rz.theta_min < -1e-8 * rz.theta_max {
+        return Err(CondError::NotPositiveDefinite {
+            detail: format!("negative Ritz value {:.3e}", rz.theta_min),
+        });
+    }
+    let lmax = rz.theta_max;
+    let upper_lmax = rz.theta_max + rz.res_max;
+    let inv = (rz.theta_min > 0.0).then(|| 1.0 / rz.theta_min);
+    let upper = if rz.theta_min > rz.res_min {
+        upper_lmax / (rz.theta_min - rz.res_min)
+    } else {
+        f64::INFINITY
+    };
+    let lower = if rz.theta_min > 0.0 {
+        lmax / rz.theta_min
+    } else {
+        0.0
+    };
+    Ok(Estimate::from_norms(
+        Norm::Two,
+        Method::Lanczos,
+        Confidence::Bounds { lower, upper },
+        lmax,
+        inv,
+        format!(
+            "{} Lanczos steps: λ_max = {lmax:.6e}, λ_min (Ritz, an upper bound) = {:.6e}",
+            rz.steps, rz.theta_min
+        ),
     ))
 }

@@ -3,8 +3,9 @@
 //! Entry points:
 //! - [`estimate`]: picks a method: small matrices get the exact κ₂ from a dense SVD
 //!   ([`exact_dense_2`]); symmetric matrices with a positive diagonal get κ₂ from Lanczos
-//!   extremal eigenvalues refined by inverse iteration ([`lanczos_spd`]); everything else gets
-//!   κ₁ from the Higham–Tisseur block 1-norm estimator on an LU factorization
+//!   extremal eigenvalues with λ_min from inverse iteration on a sparse Cholesky factor
+//!   ([`lanczos_spd`]); everything else gets κ₁ from the Higham–Tisseur block 1-norm estimator
+//!   on an LU factorization, dense up to [`DENSE_LU_MAX_N`] and sparse (COLAMD) above
 //!   ([`one_norm_estimate`]).
 //! - [`recommend`]: the κ after Jacobi scaling or equilibration, and the smallest diagonal
 //!   shift that brings κ under a threshold, with the solution error that shift introduces.
@@ -14,12 +15,15 @@
 //! Any κ at or above 1/eps (≈ 4.5e15) is reported as numerically singular (`kappa = None`),
 //! never as a number.
 //!
-//! The LU used by the 1-norm estimator is dense (nalgebra) and limited to
-//! [`DENSE_LU_MAX_N`]; a sparse LU with a fill-reducing ordering is the next step for large n.
+//! Sparse factorizations (`factor`) are sized from their symbolic analysis and refused before
+//! the numeric factorization when over the byte budget (`LanczosOptions::max_factor_bytes`);
+//! the SPD path then falls back to CG inverse iteration and says so in its note, the κ₁ path
+//! returns [`CondError::OverBudget`] naming the bytes.
 
 pub mod analog;
 mod dense;
 mod exact;
+mod factor;
 mod lanczos;
 mod onenorm;
 pub mod recommend;
@@ -30,8 +34,10 @@ use sprs::CsMat;
 
 pub use analog::{analog_bound, iterative_refinement, monte_carlo_typical, MonteCarlo, Refinement};
 pub use exact::exact_dense_2;
-pub use lanczos::{lanczos_spd, lanczos_spd_with, LanczosOptions};
-pub use onenorm::{inverse_one_norm_estimate, one_norm_estimate};
+pub use lanczos::{lanczos_spd, lanczos_spd_with, LanczosOptions, DEFAULT_FACTOR_BYTES};
+pub use onenorm::{
+    inverse_one_norm_estimate, one_norm_estimate, one_norm_estimate_sparse, one_norm_estimate_with,
+};
 pub use recommend::{
     equilibrate, jacobi_scale, scaled_condition, shift_for_threshold, Equilibrated,
     ScaledCondition, Scaling, ShiftRecommendation,
@@ -49,10 +55,6 @@ pub const ESTIMATE_EXACT_MAX_N: usize = 400;
 
 /// Largest n for which the dense LU (1-norm estimator, analog solves) is formed.
 pub const DENSE_LU_MAX_N: usize = 3000;
-
-/// Largest n for which Lanczos refines λ_min with a dense Cholesky and inverse iteration;
-/// above this it uses inverse iteration with conjugate gradients.
-pub const DENSE_CHOLESKY_MAX_N: usize = 3000;
 
 /// Errors from the conditioning analysis. Bad input is an error, never a panic.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -114,6 +116,10 @@ pub enum CondError {
     /// A factorization or iteration failed.
     #[error("numerical failure: {0}")]
     Numerical(String),
+    /// A sparse factorization would exceed its byte budget (known from the symbolic analysis
+    /// before anything was allocated).
+    #[error("over budget: {0}")]
+    OverBudget(String),
 }
 
 /// Which norm κ is measured in.
@@ -128,15 +134,17 @@ pub enum Norm {
 /// How κ was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Method {
-    /// Singular values of the dense matrix (nalgebra SVD).
+    /// Singular values of the dense matrix (faer SVD).
     ExactDenseSvd,
     /// Lanczos extremal Ritz values only.
     Lanczos,
-    /// Lanczos for λ_max, inverse iteration with a dense Cholesky for λ_min.
+    /// Lanczos for λ_max, inverse iteration with a sparse Cholesky (AMD ordering) for λ_min.
     LanczosWithInverseIteration,
-    /// Lanczos for λ_max, inverse iteration with conjugate gradients for λ_min.
+    /// Lanczos for λ_max, inverse iteration with conjugate gradients for λ_min (when the
+    /// Cholesky factor would exceed its budget).
     LanczosWithCgInverseIteration,
-    /// Higham–Tisseur block 1-norm estimator (t = 2) on a dense LU.
+    /// Higham–Tisseur block 1-norm estimator (t = 2) on a dense LU, or a sparse Cholesky or
+    /// LU above [`DENSE_LU_MAX_N`].
     HighamTisseur1Norm,
 }
 
@@ -268,7 +276,12 @@ pub fn estimate_with(a: &CsMat<f64>, opts: &EstimateOptions) -> Result<Estimate,
         match lanczos_spd_with(&a, &opts.lanczos) {
             Ok(e) => return Ok(e),
             Err(CondError::NotPositiveDefinite { detail }) => {
-                let mut e = one_norm_estimate(&a)?;
+                let mut e = onenorm::one_norm_estimate_impl(
+                    &a,
+                    opts.lanczos.max_factor_bytes,
+                    false,
+                    DENSE_LU_MAX_N,
+                )?;
                 e.note = format!(
                     "symmetric with positive diagonal but not positive definite ({detail}); {}",
                     e.note
@@ -278,5 +291,5 @@ pub fn estimate_with(a: &CsMat<f64>, opts: &EstimateOptions) -> Result<Estimate,
             Err(e) => return Err(e),
         }
     }
-    one_norm_estimate(&a)
+    one_norm_estimate_with(&a, opts.lanczos.max_factor_bytes)
 }

@@ -229,8 +229,8 @@ fn measured_shift_error(a: &CsMat<f64>, sigma: f64) -> Option<f64> {
     let n = a.rows();
     let mut rng = SmallRng::seed_from_u64(7);
     let b: Vec<f64> = (0..n).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
-    let x = DenseLu::new(&sparse::to_dense(a), false).solve(&b).ok()?;
-    let xs = DenseLu::new(&sparse::to_dense(&sparse::add_shift(a, sigma)), false)
+    let x = DenseLu::new(&sparse::to_dense(a)).solve(&b).ok()?;
+    let xs = DenseLu::new(&sparse::to_dense(&sparse::add_shift(a, sigma)))
         .solve(&b)
         .ok()?;
     let diff: Vec<f64> = x.iter().zip(&xs).map(|(p, q)| p - q).collect();

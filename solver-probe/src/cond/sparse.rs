@@ -1,6 +1,6 @@
 //! Small private CSR helpers: validation, matvec, diagonal, symmetry, norms, dense copies.
 
-use nalgebra::{DMatrix, DVector};
+use faer::Mat;
 use sprs::{CsMat, TriMat};
 
 use super::CondError;
@@ -114,8 +114,8 @@ pub(crate) fn one_norm(a: &CsMat<f64>) -> f64 {
 }
 
 /// Dense copy.
-pub(crate) fn to_dense(a: &CsMat<f64>) -> DMatrix<f64> {
-    let mut m = DMatrix::zeros(a.rows(), a.cols());
+pub(crate) fn to_dense(a: &CsMat<f64>) -> Mat<f64> {
+    let mut m = Mat::zeros(a.rows(), a.cols());
     for (i, row) in a.outer_iterator().enumerate() {
         for (j, &v) in row.iter() {
             m[(i, j)] += v;
@@ -161,9 +161,4 @@ pub(crate) fn norm2(x: &[f64]) -> f64 {
 /// Dot product.
 pub(crate) fn dot(x: &[f64], y: &[f64]) -> f64 {
     x.iter().zip(y).map(|(a, b)| a * b).sum()
-}
-
-/// Slice to a nalgebra vector.
-pub(crate) fn dvec(x: &[f64]) -> DVector<f64> {
-    DVector::from_column_slice(x)
 }

@@ -3,12 +3,18 @@
 //! Detects an indefinite operator or preconditioner (`p·Ap ≤ 0` or `r·z ≤ 0`) and stops with
 //! `DIVERGED_INDEFINITE_PC`. The residual history is the recursively updated `‖r‖₂`
 //! (unpreconditioned).
+//!
+//! Each iteration makes three passes over memory: the SpMV `q = A p` returning `p·q`, the
+//! update `x += αp, r −= αq` returning `r·r`, and `p = z + βp`, each on the worker threads
+//! ([`super::parallel`]). Without a preconditioner `z` is `r` itself (no copy, no second dot).
 
 use std::time::Instant;
 
 use sprs::CsMat;
 
-use super::{axpy, dot, norm2, residual, setup, ConvergedReason, KrylovError, Monitor};
+use super::parallel::{update_p, update_xr};
+use super::{cg_stagnation_window, dot, norm2, residual, setup};
+use super::{ConvergedReason, KrylovError, Monitor};
 use super::{SolveOptions, SolveResult};
 use crate::precond::Preconditioner;
 
@@ -25,25 +31,30 @@ pub fn cg(
     let n = m.n();
     let mut r = vec![0.0; n];
     residual(&m, b, &x, &mut r);
-    let mut mon = Monitor::new(opts, norm2(&r), start);
+    let window = cg_stagnation_window(opts, n);
+    let mut mon = Monitor::with_window(opts, norm2(&r), start, window);
     if let Some(reason) = mon.initial() {
         return Ok(mon.finish(reason, 0, x));
     }
-    let mut z = vec![0.0; n];
-    pc.apply(&r, &mut z);
-    let mut rz = dot(&r, &z);
+    let identity = pc.is_identity();
+    let mut z = if identity { Vec::new() } else { vec![0.0; n] };
+    let mut rz = if identity {
+        dot(&r, &r)
+    } else {
+        pc.apply(&r, &mut z);
+        dot(&r, &z)
+    };
     if !rz.is_finite() {
         return Ok(mon.finish(ConvergedReason::DivergedNanorinf, 0, x));
     }
     if rz <= 0.0 {
         return Ok(mon.finish(ConvergedReason::DivergedIndefinitePc, 0, x));
     }
-    let mut p = z.clone();
+    let mut p = if identity { r.clone() } else { z.clone() };
     let mut q = vec![0.0; n];
     let mut it = 0;
     loop {
-        m.mul_unchecked_len(&p, &mut q);
-        let pq = dot(&p, &q);
+        let pq = m.mul_dot_unchecked_len(&p, &mut q);
         if !pq.is_finite() {
             return Ok(mon.finish(ConvergedReason::DivergedNanorinf, it, x));
         }
@@ -52,13 +63,17 @@ pub fn cg(
         }
         it += 1;
         let alpha = rz / pq;
-        axpy(alpha, &p, &mut x);
-        axpy(-alpha, &q, &mut r);
-        if let Some(reason) = mon.check(norm2(&r), it) {
+        let rr = update_xr(alpha, &p, &q, &mut x, &mut r);
+        mon.record_energy(alpha * rz);
+        if let Some(reason) = mon.check(rr.sqrt(), it) {
             return Ok(mon.finish(reason, it, x));
         }
-        pc.apply(&r, &mut z);
-        let rz_new = dot(&r, &z);
+        let rz_new = if identity {
+            rr
+        } else {
+            pc.apply(&r, &mut z);
+            dot(&r, &z)
+        };
         if !rz_new.is_finite() {
             return Ok(mon.finish(ConvergedReason::DivergedNanorinf, it, x));
         }
@@ -67,8 +82,6 @@ pub fn cg(
         }
         let beta = rz_new / rz;
         rz = rz_new;
-        for (pi, zi) in p.iter_mut().zip(&z) {
-            *pi = zi + beta * *pi;
-        }
+        update_p(beta, if identity { &r } else { &z }, &mut p);
     }
 }

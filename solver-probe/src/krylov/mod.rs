@@ -13,11 +13,18 @@
 //!   `max_iter` reached, or the time budget spent → `DIVERGED_ITS` (the latter also sets
 //!   [`SolveResult::time_budget_exceeded`]); the best residual over the last
 //!   `stagnation_window` iterations improving by less than `stagnation_rtol` → `STAGNATED`.
+//!   CG's residual is not monotone: on badly scaled SPD systems (D·A·D) it rises above ‖r₀‖
+//!   and stays there for half the run while the A-norm error still falls. So CG widens the
+//!   window to [`cg_stagnation_window`] (a tenth of its iteration budget `min(n, max_iter)`)
+//!   and also requires its energy to have stalled: CG lowers ‖x − x*‖²_A by α_k r_kᵀz_k in
+//!   step k (a sum that stays reliable in finite precision: Strakoš & Tichý, ETNA 13, 2002),
+//!   and a window whose decrease is below `stagnation_rtol` of the decrease so far is a stall.
 
 mod bicgstab;
 mod cg;
 mod compare;
 mod gmres;
+mod parallel;
 mod spmv;
 
 use std::time::{Duration, Instant};
@@ -31,6 +38,7 @@ pub use compare::{
     RunSummary,
 };
 pub use gmres::gmres;
+pub use parallel::Workers;
 pub use spmv::{spmv, Csr};
 
 use crate::precond::{PrecondError, Preconditioner};
@@ -97,7 +105,8 @@ pub struct SolveOptions {
     pub max_iter: usize,
     /// GMRES restart length m (default 30).
     pub restart: usize,
-    /// Stagnation window in iterations (default 50; 0 disables the test).
+    /// Stagnation window in iterations (default 50; 0 disables the test). CG uses at least
+    /// [`cg_stagnation_window`].
     pub stagnation_window: usize,
     /// Minimum relative improvement of the best residual over the window (default 1e-3).
     pub stagnation_rtol: f64,
@@ -179,7 +188,7 @@ fn setup<'a>(
     pc: &dyn Preconditioner,
     opts: &SolveOptions,
 ) -> Result<(Csr<'a>, Vec<f64>), KrylovError> {
-    let m = Csr::new(a)?;
+    let m = Csr::for_products(a)?;
     let n = m.n();
     if b.len() != n {
         return Err(KrylovError::DimensionMismatch {
@@ -220,22 +229,42 @@ fn setup<'a>(
 struct Monitor<'o> {
     opts: &'o SolveOptions,
     start: Instant,
+    /// Stagnation window in iterations (0: off).
+    window: usize,
     r0: f64,
     ttol: f64,
     history: Vec<f64>,
     best: Vec<f64>,
+    /// CG only: cumulative energy decrease Σ α_k r_kᵀz_k after each iteration (entry 0 = 0).
+    energy: Option<Vec<f64>>,
     time_exceeded: bool,
+}
+
+/// The stagnation window CG uses: `stagnation_window`, widened to a tenth of the iteration
+/// budget `min(n, max_iter)` (in exact arithmetic CG finishes within n steps); 0 stays 0.
+pub fn cg_stagnation_window(opts: &SolveOptions, n: usize) -> usize {
+    if opts.stagnation_window == 0 {
+        0
+    } else {
+        opts.stagnation_window.max(n.min(opts.max_iter) / 10)
+    }
 }
 
 impl<'o> Monitor<'o> {
     fn new(opts: &'o SolveOptions, r0: f64, start: Instant) -> Self {
+        Self::with_window(opts, r0, start, opts.stagnation_window)
+    }
+
+    fn with_window(opts: &'o SolveOptions, r0: f64, start: Instant, window: usize) -> Self {
         Self {
             opts,
             start,
+            window,
             r0,
             ttol: (opts.rtol * r0).max(opts.atol),
             history: vec![r0],
             best: vec![r0],
+            energy: None,
             time_exceeded: false,
         }
     }
@@ -266,6 +295,26 @@ impl<'o> Monitor<'o> {
     }
 
     /// Record the residual after iteration `it` (≥ 1) and decide whether to stop.
+    /// CG: record the energy decrease α_k r_kᵀz_k of the iteration about to be checked. Once
+    /// called, stagnation also needs the energy to have stalled over the window.
+    fn record_energy(&mut self, decrease: f64) {
+        let e = self.energy.get_or_insert_with(|| vec![0.0]);
+        let last = e.last().copied().unwrap_or(0.0);
+        e.push(last + decrease.max(0.0));
+    }
+
+    /// CG: the energy decrease over the last `w` iterations is still more than
+    /// `stagnation_rtol` of the decrease so far.
+    fn energy_progressing(&self, w: usize) -> bool {
+        match &self.energy {
+            Some(e) if e.len() > w => {
+                let now = e[e.len() - 1];
+                now - e[e.len() - 1 - w] > self.opts.stagnation_rtol * now
+            }
+            _ => false,
+        }
+    }
+
     fn check(&mut self, rnorm: f64, it: usize) -> Option<ConvergedReason> {
         self.history.push(rnorm);
         let prev_best = self.best.last().copied().unwrap_or(rnorm);
@@ -289,11 +338,11 @@ impl<'o> Monitor<'o> {
                 return Some(ConvergedReason::DivergedIts);
             }
         }
-        let w = self.opts.stagnation_window;
+        let w = self.window;
         if w > 0 && self.best.len() > w {
             let now = self.best[self.best.len() - 1];
             let then = self.best[self.best.len() - 1 - w];
-            if now > (1.0 - self.opts.stagnation_rtol) * then {
+            if now > (1.0 - self.opts.stagnation_rtol) * then && !self.energy_progressing(w) {
                 return Some(ConvergedReason::Stagnated);
             }
         }
