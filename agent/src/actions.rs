@@ -61,6 +61,8 @@ pub struct Actions {
     node: Arc<Node>,
     next_id: AtomicU64,
     recent: Mutex<VecDeque<ActionRecord>>,
+    /// Finished actions by device, kind and outcome, for `/metrics` (`crate::metrics`).
+    pub counts: crate::metrics::ActionCounts,
 }
 
 impl Actions {
@@ -69,6 +71,7 @@ impl Actions {
             node,
             next_id: AtomicU64::new(1),
             recent: Mutex::new(VecDeque::new()),
+            counts: Default::default(),
         }
     }
 
@@ -134,6 +137,8 @@ impl Actions {
             outcome = record.outcome.as_str(), duration_ms = record.duration_ms, message = %record.message,
             "action finished"
         );
+        self.counts
+            .record(&record, self.node.device(device_id).is_some());
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             if recent.len() == KEEP_RECORDS {

@@ -51,6 +51,8 @@ pub struct AgentConfig {
     pub node: String,
     pub socket: PathBuf,
     pub tcp_listen: Option<SocketAddr>,
+    /// Where `/metrics` is served over plain HTTP (Prometheus text format); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
     pub report_interval: Duration,
     pub collector: Option<String>,
     pub max_message_bytes: usize,
@@ -190,6 +192,7 @@ struct RawConfig {
     node: Option<String>,
     socket: Option<PathBuf>,
     tcp_listen: Option<String>,
+    metrics_listen: Option<String>,
     report_interval: Option<String>,
     collector: Option<String>,
     max_message_bytes: Option<u64>,
@@ -742,6 +745,18 @@ impl RawConfig {
                 }
             },
         };
+        let metrics_listen = match self.metrics_listen.as_deref() {
+            None => None,
+            Some(s) => match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    return c.fail(
+                        "metrics_listen",
+                        format!("expected an address like \"127.0.0.1:9464\", found {s:?}"),
+                    )
+                }
+            },
+        };
         let collector = match self.collector {
             None => None,
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
@@ -1083,6 +1098,7 @@ impl RawConfig {
             node,
             socket,
             tcp_listen,
+            metrics_listen,
             report_interval,
             collector,
             max_message_bytes,
@@ -1209,6 +1225,17 @@ mod tests {
         // A discovery template is validated where it is written.
         let e = parse_err("[[discover]]\nkind = \"analog_crossbar\"\nid_prefix = \"x-\"\npci = \"1e52\"\n[discover.sysfs]\ndeadline_ms = 0\n");
         assert!(e.key.starts_with("discover[0].sysfs."), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_and_off_by_default() {
+        let c = parse("a.toml", "").unwrap();
+        assert_eq!(c.metrics_listen, None);
+        let c = parse("a.toml", "metrics_listen = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let e = parse_err("metrics_listen = \"localhost\"\n");
+        assert_eq!(e.key, "metrics_listen");
+        assert!(e.message.contains("127.0.0.1:9464"), "{e}");
     }
 
     #[test]

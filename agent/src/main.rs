@@ -26,6 +26,10 @@ struct Cli {
     /// Collector URL, e.g. http://127.0.0.1:7070 (overrides the config).
     #[arg(long, value_name = "URL")]
     collector: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (overrides the
+    /// config's metrics_listen).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Node name (overrides the config; default: the host name).
     #[arg(long)]
     node: Option<String>,
@@ -67,6 +71,17 @@ fn load(cli: &Cli) -> Result<config::AgentConfig, ConfigError> {
             ));
         }
         cfg.collector = Some(c.clone());
+    }
+    if let Some(m) = &cli.metrics_listen {
+        match m.parse() {
+            Ok(addr) => cfg.metrics_listen = Some(addr),
+            Err(_) => {
+                return Err(flag(
+                    "--metrics-listen",
+                    format!("expected an address like 127.0.0.1:9464, found {m:?}"),
+                ))
+            }
+        }
     }
     if let Some(n) = &cli.node {
         if n.trim().is_empty() {

@@ -92,8 +92,8 @@ fn quantity_family(q: pb::Quantity) -> Option<(&'static str, &'static str, bool)
             false,
         ),
         Q::EffectiveBits => (
-            "health_device_effective_bits",
-            "Effective bits of precision of the analog array.",
+            "health_device_enob",
+            "Effective number of bits (ENOB) of the analog array: the precision it computes to.",
             false,
         ),
         Q::CalibrationAgeSeconds => (

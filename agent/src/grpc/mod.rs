@@ -80,6 +80,7 @@ pub async fn serve(
     listeners: Listeners,
     service: AgentService,
     max_message_bytes: usize,
+    rpc: Arc<health_metrics::rpc::RpcStats>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let service = Arc::new(service);
@@ -109,6 +110,7 @@ pub async fn serve(
         .context("building the reflection service")?;
 
     let unix = tonic::transport::Server::builder()
+        .layer(rpc.layer())
         .add_service(health_service.clone())
         .add_service(reflection.clone())
         .add_service(reflection_alpha.clone())
@@ -119,6 +121,7 @@ pub async fn serve(
         );
     let tcp = listeners.tcp.map(|l| {
         tonic::transport::Server::builder()
+            .layer(rpc.layer())
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
