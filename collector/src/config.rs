@@ -267,9 +267,7 @@ fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Erro
     }
 }
 
-fn metrics_listen_address<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<SocketAddr>, D::Error> {
+fn metrics_listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     listen_address(d).map(Some)
 }
 
@@ -550,7 +548,8 @@ mod tests {
         assert_eq!(config, Config::default());
         for key in KEYS {
             assert!(
-                text.lines().any(|line| line.starts_with(&format!("{key} = "))
+                text.lines()
+                    .any(|line| line.starts_with(&format!("{key} = "))
                     // Keys that are off by default are documented commented out.
                     || line.starts_with(&format!("# {key} = "))),
                 "the example does not document {key}"

@@ -100,23 +100,22 @@ impl CollectorMetrics {
             let n = [("node", name)];
             node::render(&mut out, snapshot, summary.state, !summary.stale);
             out.gauge("health_node_stale", "")
-            .sample(&n, if summary.stale { 1.0 } else { 0.0 });
+                .sample(&n, if summary.stale { 1.0 } else { 0.0 });
             if let Some(t) = &summary.last_seen {
                 out.gauge("health_node_last_seen_timestamp_seconds", "")
-                .sample(&n, node::seconds(t));
+                    .sample(&n, node::seconds(t));
             }
             out.gauge("health_node_last_seq", "")
-            .sample(&n, summary.last_seq as f64);
+                .sample(&n, summary.last_seq as f64);
             out.gauge("health_node_devices", "")
                 .sample(&n, f64::from(summary.device_count));
             out.counter("health_node_reports_total", "")
-            .sample(&n, summary.reports_total as f64);
+                .sample(&n, summary.reports_total as f64);
             out.counter("health_node_duplicate_reports_total", "")
-            .sample(&n, summary.duplicates_total as f64);
+                .sample(&n, summary.duplicates_total as f64);
             out.counter("health_node_missing_reports_total", "")
-            .sample(&n, summary.missing_total as f64);
-            out.gauge("health_node_info", "")
-            .sample(
+                .sample(&n, summary.missing_total as f64);
+            out.gauge("health_node_info", "").sample(
                 &[
                     ("node", name),
                     ("boot_id", summary.boot_id.as_str()),

@@ -121,7 +121,10 @@ pub fn declare(out: &mut Exposition) {
     out.gauge("health_host_disk_total_bytes", HELP_DISK_TOTAL);
     out.gauge("health_host_disk_available_bytes", HELP_DISK_AVAIL);
     out.gauge("health_condition_active", HELP_CONDITION);
-    out.gauge("health_condition_since_timestamp_seconds", HELP_CONDITION_SINCE);
+    out.gauge(
+        "health_condition_since_timestamp_seconds",
+        HELP_CONDITION_SINCE,
+    );
     out.gauge("health_device_info", HELP_DEVICE_INFO);
     out.gauge("health_device_state", HELP_DEVICE_STATE);
     out.gauge("health_device_activity", HELP_DEVICE_ACTIVITY);
@@ -129,7 +132,10 @@ pub fn declare(out: &mut Exposition) {
     out.gauge("health_device_consecutive_failures", HELP_FAILURES);
     out.gauge("health_device_last_read_timestamp_seconds", HELP_LAST_READ);
     out.gauge("health_device_power_limit_watts", HELP_POWER_LIMIT);
-    out.gauge("health_device_calibration_timestamp_seconds", HELP_CALIBRATED);
+    out.gauge(
+        "health_device_calibration_timestamp_seconds",
+        HELP_CALIBRATED,
+    );
     for q in (1..).map_while(|n| pb::Quantity::try_from(n).ok()) {
         if let Some((name, help, counter)) = quantity_family(q) {
             if counter {
@@ -156,7 +162,8 @@ const HELP_DISK_TOTAL: &str = "Size of a watched file system, bytes.";
 const HELP_DISK_AVAIL: &str = "Space available on a watched file system, bytes.";
 const HELP_CONDITION: &str = "1 while a condition is active on the node: subject is a device id, \"host\", a mount point, a problem file or a process; code is the health.v1 ConditionCode.";
 const HELP_CONDITION_SINCE: &str = "When an active condition began, Unix seconds.";
-const HELP_DEVICE_INFO: &str = "Device identity (always 1): vendor, model, serial, firmware, backend.";
+const HELP_DEVICE_INFO: &str =
+    "Device identity (always 1): vendor, model, serial, firmware, backend.";
 const HELP_DEVICE_STATE: &str = "Device health: 1 for the current state, 0 for the others.";
 const HELP_DEVICE_ACTIVITY: &str =
     "What the agent is doing with the device: 1 for the current activity, 0 for the others.";
@@ -308,8 +315,11 @@ fn render_condition(out: &mut Exposition, node: &str, subject: &str, c: &pb::Con
     out.gauge("health_condition_active", HELP_CONDITION)
         .sample(&l, 1.0);
     if let Some(since) = &c.since {
-        out.gauge("health_condition_since_timestamp_seconds", HELP_CONDITION_SINCE)
-            .sample(&l, seconds(since));
+        out.gauge(
+            "health_condition_since_timestamp_seconds",
+            HELP_CONDITION_SINCE,
+        )
+        .sample(&l, seconds(since));
     }
 }
 
@@ -364,9 +374,16 @@ fn render_device(out: &mut Exposition, node: &str, d: &pb::Device, fresh: bool) 
         out.gauge("health_device_power_limit_watts", HELP_POWER_LIMIT)
             .sample(&l, w);
     }
-    if let Some(t) = d.calibration.as_ref().and_then(|c| c.calibrated_at.as_ref()) {
-        out.gauge("health_device_calibration_timestamp_seconds", HELP_CALIBRATED)
-            .sample(&l, seconds(t));
+    if let Some(t) = d
+        .calibration
+        .as_ref()
+        .and_then(|c| c.calibrated_at.as_ref())
+    {
+        out.gauge(
+            "health_device_calibration_timestamp_seconds",
+            HELP_CALIBRATED,
+        )
+        .sample(&l, seconds(t));
     }
     if fresh {
         for r in &d.readings {
@@ -471,15 +488,26 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
-        assert!(!text.contains("sensor=\"chip\""), "unknown quantity skipped");
+        assert!(
+            !text.contains("sensor=\"chip\""),
+            "unknown quantity skipped"
+        );
     }
 
     #[test]
     fn a_stale_node_keeps_conditions_but_not_readings() {
         let mut out = Exposition::new();
-        render(&mut out, &snapshot(), pb::HealthState::Unknown as i32, false);
+        render(
+            &mut out,
+            &snapshot(),
+            pb::HealthState::Unknown as i32,
+            false,
+        );
         let text = out.render();
-        assert!(!text.contains("health_device_temperature_celsius{"), "{text}");
+        assert!(
+            !text.contains("health_device_temperature_celsius{"),
+            "{text}"
+        );
         assert!(!text.contains("health_host_memory_total_bytes{"), "{text}");
         assert!(text.contains("health_node_state{node=\"n1\",state=\"unknown\"} 1\n"));
         assert!(text.contains(

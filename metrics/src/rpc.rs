@@ -108,11 +108,8 @@ impl RpcStats {
             let mut labels: Vec<(&str, &str)> = extra.to_vec();
             labels.push(("grpc_service", service));
             labels.push(("grpc_method", method));
-            out.histogram(
-                "health_grpc_server_handling_seconds",
-                "",
-            )
-            .histogram(&labels, buckets, *sum, *count);
+            out.histogram("health_grpc_server_handling_seconds", "")
+                .histogram(&labels, buckets, *sum, *count);
             for (code, n) in by_code {
                 let mut with_code = labels.clone();
                 with_code.push(("grpc_code", code));
@@ -238,9 +235,13 @@ mod tests {
         let mut out = Exposition::new();
         stats.render(&mut out, &[]);
         let text = out.render();
-        assert!(text.contains("grpc_service=\"other\",grpc_method=\"other\",grpc_code=\"OK\"} 10\n"), "{text}");
+        assert!(
+            text.contains("grpc_service=\"other\",grpc_method=\"other\",grpc_code=\"OK\"} 10\n"),
+            "{text}"
+        );
         assert_eq!(
-            text.matches("health_grpc_server_handling_seconds_count{").count(),
+            text.matches("health_grpc_server_handling_seconds_count{")
+                .count(),
             MAX_METHODS + 1
         );
     }

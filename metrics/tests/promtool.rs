@@ -18,7 +18,9 @@ fn promtool_check_metrics(text: &str) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("cannot run promtool ({e}): install the Debian package `prometheus` (.ci/run does)")
+            panic!(
+                "cannot run promtool ({e}): install the Debian package `prometheus` (.ci/run does)"
+            )
         });
     child
         .stdin
@@ -88,7 +90,11 @@ fn promtool_accepts_a_rendered_node_with_awkward_labels() {
     node::render(&mut out, &snap, snap.state, true);
     let rpc = RpcStats::new();
     rpc.observe("/health.v1.Agent/GetNode", "OK", Duration::from_micros(300));
-    rpc.observe("/health.v1.Agent/GetDevice", "NotFound", Duration::from_secs(200));
+    rpc.observe(
+        "/health.v1.Agent/GetDevice",
+        "NotFound",
+        Duration::from_secs(200),
+    );
     rpc.render(&mut out, &[("node", "n")]);
     let text = out.render();
     if let Err(problems) = promtool_check_metrics(&text) {

@@ -69,9 +69,7 @@ fn scrape(addr: &str) -> String {
     )
     .expect("send request");
     let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read response");
+    stream.read_to_string(&mut response).expect("read response");
     let (head, body) = response
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no HTTP header end in {response:?}"));
@@ -94,7 +92,9 @@ fn scrape(addr: &str) -> String {
 
 fn check_metrics(what: &str, text: &str) {
     if let Err(problems) = promtool(&["check", "metrics"], text) {
-        panic!("promtool check metrics rejects the {what} scrape:\n{problems}\n--- scrape ---\n{text}");
+        panic!(
+            "promtool check metrics rejects the {what} scrape:\n{problems}\n--- scrape ---\n{text}"
+        );
     }
 }
 
@@ -109,7 +109,10 @@ struct Sample {
 /// Parses sample lines (labels with escapes); comments are skipped.
 fn samples(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let name_end = line.find(['{', ' ']).expect("sample name");
         let name = line[..name_end].to_string();
         let mut labels = BTreeMap::new();
@@ -146,7 +149,10 @@ fn samples(text: &str) -> Vec<Sample> {
             }
             rest = &body[end..];
         }
-        let value = rest.trim().parse::<f64>().unwrap_or_else(|e| panic!("{line}: {e}"));
+        let value = rest
+            .trim()
+            .parse::<f64>()
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
         out.push(Sample {
             name,
             labels,
@@ -222,7 +228,11 @@ fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<
 fn temperatures(snapshot: &pb::NodeSnapshot) -> BTreeMap<(String, String), f64> {
     let mut t = BTreeMap::new();
     for d in &snapshot.devices {
-        let id = d.identity.as_ref().map(|i| i.id.clone()).unwrap_or_default();
+        let id = d
+            .identity
+            .as_ref()
+            .map(|i| i.id.clone())
+            .unwrap_or_default();
         for r in &d.readings {
             if r.quantity() == pb::Quantity::TemperatureCelsius {
                 t.insert((id.clone(), r.sensor.clone()), r.value);
@@ -235,7 +245,12 @@ fn temperatures(snapshot: &pb::NodeSnapshot) -> BTreeMap<(String, String), f64> 
 fn scraped_temperatures(all: &[Sample], node: &str) -> BTreeMap<(String, String), f64> {
     find(all, "health_device_temperature_celsius", &[("node", node)])
         .into_iter()
-        .map(|s| ((s.labels["device"].clone(), s.labels["sensor"].clone()), s.value))
+        .map(|s| {
+            (
+                (s.labels["device"].clone(), s.labels["sensor"].clone()),
+                s.value,
+            )
+        })
         .collect()
 }
 
@@ -306,14 +321,23 @@ async fn scrapes_pass_promtool_and_agree_with_the_grpc_view() {
                 id.id
             );
             let kind = health_metrics::node::kind_name(id.kind);
+            assert_eq!(one(&all, "health_device_info", &[("device", &id.id)]), 1.0);
             assert_eq!(
-                one(&all, "health_device_info", &[("device", &id.id)]),
-                1.0
+                find(
+                    &all,
+                    "health_device_info",
+                    &[("device", &id.id), ("kind", kind)]
+                )
+                .len(),
+                1
             );
-            assert_eq!(find(&all, "health_device_info", &[("device", &id.id), ("kind", kind)]).len(), 1);
             for c in &d.conditions {
                 let code = health_metrics::node::code_name(c.code);
-                let subject = if c.subject.is_empty() { &id.id } else { &c.subject };
+                let subject = if c.subject.is_empty() {
+                    &id.id
+                } else {
+                    &c.subject
+                };
                 assert_eq!(
                     one(
                         &all,
@@ -324,7 +348,7 @@ async fn scrapes_pass_promtool_and_agree_with_the_grpc_view() {
                 );
             }
         }
-        let status = published.agent.clone().expect("agent status");
+        let status = published.agent.expect("agent status");
         assert!(status.uplink_configured);
         assert_eq!(
             one(&all, "health_agent_uplink_connected", &[("node", &node)]),
@@ -337,7 +361,10 @@ async fn scrapes_pass_promtool_and_agree_with_the_grpc_view() {
         compared = true;
         break;
     }
-    assert!(compared, "no scrape matched a published report's seq in 10 reports");
+    assert!(
+        compared,
+        "no scrape matched a published report's seq in 10 reports"
+    );
 
     // Collector: /metrics renders the snapshot GetNode returns. Compare when the node's
     // last_seq did not move across the scrape.
@@ -357,7 +384,10 @@ async fn scrapes_pass_promtool_and_agree_with_the_grpc_view() {
             .await
             .expect("GetNode")
             .into_inner();
-        let (sb, sa) = (before.summary.expect("summary"), after.summary.expect("summary"));
+        let (sb, sa) = (
+            before.summary.expect("summary"),
+            after.summary.expect("summary"),
+        );
         if sb.last_seq != sa.last_seq {
             continue;
         }
@@ -365,7 +395,10 @@ async fn scrapes_pass_promtool_and_agree_with_the_grpc_view() {
         let all = samples(&text);
         let snap = after.snapshot.expect("snapshot");
         assert_eq!(scraped_temperatures(&all, &node), temperatures(&snap));
-        assert_eq!(one(&all, "health_node_last_seq", &[("node", &node)]), sa.last_seq as f64);
+        assert_eq!(
+            one(&all, "health_node_last_seq", &[("node", &node)]),
+            sa.last_seq as f64
+        );
         assert_eq!(
             one(&all, "health_node_reports_total", &[("node", &node)]),
             sa.reports_total as f64
@@ -374,13 +407,20 @@ async fn scrapes_pass_promtool_and_agree_with_the_grpc_view() {
         assert_eq!(one(&all, "health_collector_nodes", &[]), 1.0);
         let state = health_metrics::node::state_name(sa.state);
         assert_eq!(
-            one(&all, "health_node_state", &[("node", &node), ("state", state)]),
+            one(
+                &all,
+                "health_node_state",
+                &[("node", &node), ("state", state)]
+            ),
             1.0
         );
         compared = true;
         break;
     }
-    assert!(compared, "the node's last_seq moved during every one of 10 scrapes");
+    assert!(
+        compared,
+        "the node's last_seq moved during every one of 10 scrapes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,19 +439,30 @@ async fn conditions_actions_and_rpc_outcomes_show_up_in_both_scrapes() {
             node: "nobody".into(),
         })
         .await;
-    assert_eq!(missing.expect_err("unknown node").code(), tonic::Code::NotFound);
+    assert_eq!(
+        missing.expect_err("unknown node").code(),
+        tonic::Code::NotFound
+    );
 
     let agent_addr = p.agent_metrics.clone();
     let node2 = node.clone();
     let agent_text = tokio::task::spawn_blocking(move || {
-        eventually("the agent to report loihi-0 overheating", Duration::from_secs(60), || {
-            let text = scrape(&agent_addr);
-            let all = samples(&text);
-            let hot = find(&all, "health_condition_active", &[("node", &node2), ("subject", "loihi-0")])
+        eventually(
+            "the agent to report loihi-0 overheating",
+            Duration::from_secs(60),
+            || {
+                let text = scrape(&agent_addr);
+                let all = samples(&text);
+                let hot = find(
+                    &all,
+                    "health_condition_active",
+                    &[("node", &node2), ("subject", "loihi-0")],
+                )
                 .iter()
                 .any(|s| s.labels["code"].starts_with("THERMAL_"));
-            hot.then_some(text)
-        })
+                hot.then_some(text)
+            },
+        )
     })
     .await
     .expect("scrape task");
@@ -421,7 +472,11 @@ async fn conditions_actions_and_rpc_outcomes_show_up_in_both_scrapes() {
         one(
             &all,
             "health_agent_actions_total",
-            &[("device", "xbar-0"), ("action", "reset-soft"), ("outcome", "SUCCEEDED")]
+            &[
+                ("device", "xbar-0"),
+                ("action", "reset-soft"),
+                ("outcome", "SUCCEEDED")
+            ]
         ),
         1.0
     );
@@ -429,7 +484,11 @@ async fn conditions_actions_and_rpc_outcomes_show_up_in_both_scrapes() {
         one(
             &all,
             "health_agent_actions_total",
-            &[("device", "loihi-0"), ("action", "inject-fault"), ("outcome", "SUCCEEDED")]
+            &[
+                ("device", "loihi-0"),
+                ("action", "inject-fault"),
+                ("outcome", "SUCCEEDED")
+            ]
         ),
         1.0
     );
@@ -444,28 +503,39 @@ async fn conditions_actions_and_rpc_outcomes_show_up_in_both_scrapes() {
         one(
             &all,
             "health_grpc_server_handling_seconds_count",
-            &[("grpc_service", "health.v1.Agent"), ("grpc_method", "ResetDevice")]
+            &[
+                ("grpc_service", "health.v1.Agent"),
+                ("grpc_method", "ResetDevice")
+            ]
         ) >= 1.0
     );
 
     let collector_addr = p.collector_metrics.clone();
     let collector_text = tokio::task::spawn_blocking(move || {
-        eventually("the collector to show loihi-0 overheating", Duration::from_secs(30), || {
-            let text = scrape(&collector_addr);
-            let all = samples(&text);
-            let hot = find(&all, "health_collector_alerts_firing", &[])
-                .iter()
-                .any(|s| s.labels["code"].starts_with("THERMAL_"));
-            hot.then_some(text)
-        })
+        eventually(
+            "the collector to show loihi-0 overheating",
+            Duration::from_secs(30),
+            || {
+                let text = scrape(&collector_addr);
+                let all = samples(&text);
+                let hot = find(&all, "health_collector_alerts_firing", &[])
+                    .iter()
+                    .any(|s| s.labels["code"].starts_with("THERMAL_"));
+                hot.then_some(text)
+            },
+        )
     })
     .await
     .expect("scrape task");
     check_metrics("collector", &collector_text);
     let all = samples(&collector_text);
-    assert!(find(&all, "health_condition_active", &[("node", &node), ("subject", "loihi-0")])
-        .iter()
-        .any(|s| s.labels["code"].starts_with("THERMAL_")));
+    assert!(find(
+        &all,
+        "health_condition_active",
+        &[("node", &node), ("subject", "loihi-0")]
+    )
+    .iter()
+    .any(|s| s.labels["code"].starts_with("THERMAL_")));
     assert!(
         one(
             &all,
@@ -548,7 +618,10 @@ fn promtool_rule_tests_pass_and_every_alert_is_tested_firing_and_quiet() {
         "ResetFailed",
         "NodeStale",
     ] {
-        assert!(alerts.iter().any(|a| a == wanted), "{wanted} not in {RULES}");
+        assert!(
+            alerts.iter().any(|a| a == wanted),
+            "{wanted} not in {RULES}"
+        );
     }
     // Each `alertname:` case is followed by its `exp_alerts:`; `[]` means "stays quiet".
     let text = std::fs::read_to_string(repo().join(RULE_TESTS)).expect("read rule tests");
@@ -570,7 +643,10 @@ fn promtool_rule_tests_pass_and_every_alert_is_tested_firing_and_quiet() {
     }
     for alert in &alerts {
         assert!(fires.contains(alert), "no test case where {alert} fires");
-        assert!(quiet.contains(alert), "no test case where {alert} stays quiet");
+        assert!(
+            quiet.contains(alert),
+            "no test case where {alert} stays quiet"
+        );
     }
     for record in rule_names("record") {
         assert!(
@@ -589,11 +665,28 @@ fn metric_names(expr: &str) -> Vec<String> {
     const KEYWORDS: [&str; 9] = [
         "and", "or", "unless", "bool", "offset", "inf", "nan", "atan2", "start",
     ];
-    const LABEL_LISTS: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+    const LABEL_LISTS: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
     // Aggregations may be followed by `by (...)` before their `(`.
     const AGGREGATIONS: [&str; 12] = [
-        "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-        "bottomk", "topk", "quantile",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
     ];
     let chars: Vec<char> = expr.chars().collect();
     let mut names = Vec::new();
@@ -687,7 +780,10 @@ fn the_promql_tokenizer_finds_metrics_not_functions_labels_or_variables() {
         metric_names("1 - max(b{node=\"$node\"}) / on (node) group_left(kind) c == 1 or time() - d offset 5m"),
         vec!["b", "c", "d"]
     );
-    assert_eq!(metric_names("topk(10, max without (instance) (e))"), vec!["e"]);
+    assert_eq!(
+        metric_names("topk(10, max without (instance) (e))"),
+        vec!["e"]
+    );
 }
 
 /// Every PromQL expression in the dashboard: panel targets (rows' nested panels included) and
@@ -705,7 +801,11 @@ fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
     }
     let mut out = Vec::new();
     panels(&dashboard["panels"], &mut out);
-    for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let query = var["query"]["query"].as_str().or(var["query"].as_str());
         if var["type"] == "query" {
             let query = query.expect("a query variable has a query");
@@ -724,8 +824,8 @@ fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
 async fn every_metric_the_grafana_dashboard_queries_is_exported() {
     let path = repo().join("deploy/grafana/health-dashboard.json");
     let text = std::fs::read_to_string(&path).expect("read dashboard");
-    let dashboard: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
     // The parts of Grafana's dashboard schema an import needs.
     for key in ["title", "uid", "schemaVersion", "panels", "templating"] {
         assert!(!dashboard[key].is_null(), "dashboard has no {key}");
@@ -741,29 +841,51 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported() {
     }
     let mut ids = BTreeSet::new();
     for panel in dashboard["panels"].as_array().expect("panels") {
-        assert!(ids.insert(panel["id"].as_u64().expect("panel id")), "duplicate panel id");
-        assert!(panel["type"].is_string() && panel["gridPos"]["w"].is_u64(), "{panel}");
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("panel id")),
+            "duplicate panel id"
+        );
+        assert!(
+            panel["type"].is_string() && panel["gridPos"]["w"].is_u64(),
+            "{panel}"
+        );
         for target in panel["targets"].as_array().into_iter().flatten() {
-            assert!(target["refId"].is_string(), "target without refId in {}", panel["title"]);
+            assert!(
+                target["refId"].is_string(),
+                "target without refId in {}",
+                panel["title"]
+            );
         }
     }
 
     // Live scrapes, after the things the dashboard shows have happened at least once.
     let p = start_pair("grafana-node", "500ms");
-    assert!(p.agent.ctl(&["reset-device", "xbar-0", "--soft"]).status.success());
-    assert!(p.agent.ctl(&["inject-fault", "loihi-0", "overheat"]).status.success());
+    assert!(p
+        .agent
+        .ctl(&["reset-device", "xbar-0", "--soft"])
+        .status
+        .success());
+    assert!(p
+        .agent
+        .ctl(&["inject-fault", "loihi-0", "overheat"])
+        .status
+        .success());
     let mut collector = p.collector.client().await;
     let _ = collector.list_nodes(pb::ListNodesRequest::default()).await;
     let (agent_addr, collector_addr) = (p.agent_metrics.clone(), p.collector_metrics.clone());
     let exported = tokio::task::spawn_blocking(move || {
-        eventually("both scrapes to carry conditions", Duration::from_secs(30), || {
-            let a = scrape(&agent_addr);
-            let c = scrape(&collector_addr);
-            let all: Vec<Sample> = samples(&a).into_iter().chain(samples(&c)).collect();
-            let has = |n: &str| all.iter().any(|s| s.name == n);
-            (has("health_condition_active") && has("health_collector_alerts_firing"))
-                .then(|| all.into_iter().map(|s| s.name).collect::<BTreeSet<_>>())
-        })
+        eventually(
+            "both scrapes to carry conditions",
+            Duration::from_secs(30),
+            || {
+                let a = scrape(&agent_addr);
+                let c = scrape(&collector_addr);
+                let all: Vec<Sample> = samples(&a).into_iter().chain(samples(&c)).collect();
+                let has = |n: &str| all.iter().any(|s| s.name == n);
+                (has("health_condition_active") && has("health_collector_alerts_firing"))
+                    .then(|| all.into_iter().map(|s| s.name).collect::<BTreeSet<_>>())
+            },
+        )
     })
     .await
     .expect("scrape task");
