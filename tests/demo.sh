@@ -20,9 +20,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin/health-collector" --listen "127.0.0.1:$port" 2>"$run/collector.log" &
+"$bin/health-collector" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:9465 2>"$run/collector.log" &
 pids+=($!)
-"$bin/health-agent" --simulate --node demo-node --socket "$sock" --collector "http://127.0.0.1:$port" 2>"$run/agent.log" &
+"$bin/health-agent" --simulate --node demo-node --socket "$sock" --collector "http://127.0.0.1:$port" --metrics-listen 127.0.0.1:9464 2>"$run/agent.log" &
 pids+=($!)
 
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
@@ -38,6 +38,8 @@ Try, in another terminal:
   $bin/agent-ctl --endpoint unix://$sock inject-fault loihi-0 overheat
   $bin/agent-ctl --endpoint unix://$sock reset-device spinnaker-0 --soft
   $bin/agent-ctl --collector 127.0.0.1:$port alerts
+  curl -s 127.0.0.1:9464/metrics | grep temperature     # the agent's Prometheus metrics
+  curl -s 127.0.0.1:9465/metrics | grep condition_active # the collector's (every node)
 Live view starts in 3 s; Ctrl-C stops everything.
 HINT
 sleep 3

@@ -92,6 +92,8 @@ pub struct Actions {
     node: Arc<Node>,
     next_id: AtomicU64,
     recent: Mutex<VecDeque<ActionRecord>>,
+    /// Finished actions by device, kind and outcome, for `/metrics` (`crate::metrics`).
+    pub counts: crate::metrics::ActionCounts,
     /// Actions whose task has not ended (recorded) yet; shutdown waits for none (bounded).
     in_flight: tokio::sync::watch::Sender<usize>,
 }
@@ -120,6 +122,7 @@ impl Actions {
             next_id: AtomicU64::new(1),
             recent: Mutex::new(VecDeque::new()),
             in_flight: tokio::sync::watch::channel(0).0,
+            counts: Default::default(),
         }
     }
 
@@ -198,6 +201,8 @@ impl Actions {
             outcome = record.outcome.as_str(), duration_ms = record.duration_ms, message = %record.message,
             "action finished"
         );
+        self.counts
+            .record(&record, self.node.device(device_id).is_some());
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             if recent.len() == KEEP_RECORDS {

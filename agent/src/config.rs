@@ -51,6 +51,8 @@ pub struct AgentConfig {
     pub node: String,
     pub socket: PathBuf,
     pub tcp_listen: Option<SocketAddr>,
+    /// Where `/metrics` is served over plain HTTP (Prometheus text format); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
     pub report_interval: Duration,
     /// The first of `collectors` (kept for code that names one collector, e.g. logs).
     pub collector: Option<String>,
@@ -198,6 +200,7 @@ struct RawConfig {
     node: Option<String>,
     socket: Option<PathBuf>,
     tcp_listen: Option<String>,
+    metrics_listen: Option<String>,
     report_interval: Option<String>,
     collector: Option<String>,
     collectors: Option<Vec<String>>,
@@ -790,6 +793,18 @@ impl RawConfig {
                 (None, None) => Vec::new(),
             };
         let collector = collectors.first().cloned();
+        let metrics_listen = match self.metrics_listen.as_deref() {
+            None => None,
+            Some(s) => match s.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    return c.fail(
+                        "metrics_listen",
+                        format!("expected an address like \"127.0.0.1:9464\", found {s:?}"),
+                    )
+                }
+            },
+        };
         let report_interval = c.duration(
             "report_interval",
             self.report_interval.as_deref(),
@@ -1140,6 +1155,7 @@ impl RawConfig {
             node,
             socket,
             tcp_listen,
+            metrics_listen,
             report_interval,
             collector,
             collectors,
@@ -1315,6 +1331,17 @@ mod tests {
         // A discovery template is validated where it is written.
         let e = parse_err("[[discover]]\nkind = \"analog_crossbar\"\nid_prefix = \"x-\"\npci = \"1e52\"\n[discover.sysfs]\ndeadline_ms = 0\n");
         assert!(e.key.starts_with("discover[0].sysfs."), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_and_off_by_default() {
+        let c = parse("a.toml", "").unwrap();
+        assert_eq!(c.metrics_listen, None);
+        let c = parse("a.toml", "metrics_listen = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let e = parse_err("metrics_listen = \"localhost\"\n");
+        assert_eq!(e.key, "metrics_listen");
+        assert!(e.message.contains("127.0.0.1:9464"), "{e}");
     }
 
     #[test]

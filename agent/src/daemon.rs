@@ -21,6 +21,15 @@ use crate::{backends, host, supervisor};
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let listeners = grpc::bind(&cfg).await?;
+    // Bound before READY too, so a taken metrics port fails the start, naming the address.
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(
+            health_metrics::http::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics_listen {addr}"))?,
+        ),
+        None => None,
+    };
     let socket = listeners.socket.clone();
     let cancel = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -97,6 +106,19 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         cancel.clone(),
     ));
 
+    let rpc = health_metrics::rpc::RpcStats::new();
+    if let Some(listener) = metrics_listener {
+        let metrics = crate::metrics::AgentMetrics {
+            reports: reports.clone(),
+            actions: actions.clone(),
+            rpc: rpc.clone(),
+        };
+        tokio::spawn(health_metrics::http::serve(
+            listener,
+            Arc::new(move || metrics.render()),
+            cancel.clone(),
+        ));
+    }
     let service = AgentService {
         node: node.clone(),
         actions,
@@ -107,12 +129,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         listeners,
         service,
         cfg.max_message_bytes,
+        rpc,
         cancel.clone(),
     ));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(
         node = %cfg.node, boot_id = %node.boot_id, socket = %cfg.socket.display(),
-        tcp = ?cfg.tcp_listen, collector = ?cfg.collector, devices = cfg.devices.len() + discovered.len(),
+        tcp = ?cfg.tcp_listen, metrics = ?cfg.metrics_listen, collector = ?cfg.collector, devices = cfg.devices.len() + discovered.len(),
         "health-agent running"
     );
 

@@ -27,6 +27,10 @@ struct Cli {
     /// failover list, in order of preference.
     #[arg(long, value_name = "URL")]
     collector: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (overrides the
+    /// config's metrics_listen).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Node name (overrides the config; default: the host name).
     #[arg(long)]
     node: Option<String>,
@@ -71,6 +75,17 @@ fn load(cli: &Cli) -> Result<config::AgentConfig, ConfigError> {
         }
         cfg.collectors = cli.collector.clone();
         cfg.collector = cfg.collectors.first().cloned();
+    }
+    if let Some(m) = &cli.metrics_listen {
+        match m.parse() {
+            Ok(addr) => cfg.metrics_listen = Some(addr),
+            Err(_) => {
+                return Err(flag(
+                    "--metrics-listen",
+                    format!("expected an address like 127.0.0.1:9464, found {m:?}"),
+                ))
+            }
+        }
     }
     if let Some(n) = &cli.node {
         if n.trim().is_empty() {

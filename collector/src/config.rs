@@ -51,8 +51,9 @@ const DEFAULT_FOR: [(&str, Duration); 10] = [
 ];
 
 /// Every key the file may hold, in the order the example file documents them.
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
     "listen",
+    "metrics_listen",
     "stale_after",
     "sweep_interval",
     "forget_after",
@@ -132,6 +133,9 @@ pub struct Config {
     /// TCP address the gRPC server listens on.
     #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
+    /// Where `/metrics` is served over plain HTTP (Prometheus text format); off when unset.
+    #[serde(deserialize_with = "metrics_listen_address")]
+    pub metrics_listen: Option<SocketAddr>,
     /// A node with no report for this long is marked stale (and NODE_STALE fires).
     #[serde(deserialize_with = "stale_after")]
     pub stale_after: Duration,
@@ -204,6 +208,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: DEFAULT_LISTEN,
+            metrics_listen: None,
             stale_after: DEFAULT_STALE_AFTER,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             forget_after: DEFAULT_FORGET_AFTER,
@@ -372,6 +377,10 @@ fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Erro
             Found(&other)
         ))),
     }
+}
+
+fn metrics_listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    listen_address(d).map(Some)
 }
 
 fn stale_after<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -845,6 +854,21 @@ mod tests {
         );
         assert!(error_of("history_path = \"\"\n")
             .starts_with("collector.toml: history_path: expected a file path"));
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_checked_like_listen() {
+        assert_eq!(parse_str("").expect("valid").metrics_listen, None);
+        let config = parse_str("metrics_listen = \"127.0.0.1:9465\"\n").expect("valid");
+        assert_eq!(
+            config.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9465)))
+        );
+        let message = error_of("metrics_listen = 9465\n");
+        assert!(
+            message.starts_with("collector.toml: metrics_listen: expected a socket address"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -606,6 +606,23 @@ impl Fleet {
         (now, receiver)
     }
 
+    /// Every node's summary and latest snapshot (sorted by node), and the count of reports
+    /// refused because the fleet was full: what a `/metrics` scrape renders. Only `Arc`s are
+    /// cloned under the read lock, so a scrape of a large fleet holds ingest up for the time
+    /// it takes to copy pointers, and formats after releasing it.
+    pub fn scrape(&self) -> (Vec<(NodeSummary, Arc<NodeSnapshot>)>, u64) {
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        let all = nodes
+            .iter()
+            .map(|(node, record)| (record.summary(node), Arc::clone(&record.snapshot)))
+            .collect();
+        (all, self.refused_total.load(Ordering::Relaxed))
+    }
+
+    pub fn max_nodes(&self) -> usize {
+        self.limits.max_nodes
+    }
+
     /// The next fleet-wide generation; call only under the write lock, so generations are
     /// handed out in the order the state changes.
     fn next_generation(&self) -> u64 {

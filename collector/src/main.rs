@@ -1,12 +1,13 @@
 //! `health-collector`: the central service that agents stream their health to.
 //!
-//! `health-collector [--config FILE] [--listen ADDR]` runs the service;
+//! `health-collector [--config FILE] [--listen ADDR] [--metrics-listen ADDR]` runs the service;
 //! `health-collector check-config FILE` validates a configuration and exits.
 //!
 //! Modules: `config` (the TOML file), `fleet` (per-node state, duplicates, gaps, staleness,
 //! forgetting silent nodes, the node limit), `alerts` (alerts from node conditions and
 //! staleness, with pending durations), `alert_names` (on-call alert names), `alertmanager`
-//! (the push to Alertmanager), `history` (the SQLite history), `service` (the gRPC Collector
+//! (the push to Alertmanager), `history` (the SQLite history), `metrics` (the `/metrics`
+//! endpoint), `service` (the gRPC Collector
 //! API), `sweeper` (the staleness and forgetting
 //! sweep, and watchdog pings), `server` (wiring, serving, shutdown), `shutdown` (signals) and
 //! `systemd` (service notifications).
@@ -19,6 +20,7 @@ mod alerts;
 mod config;
 mod fleet;
 mod history;
+mod metrics;
 mod server;
 mod service;
 mod shutdown;
@@ -50,6 +52,11 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics, overriding the configuration's
+    /// `metrics_listen`
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -69,7 +76,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
-        None => serve(cli.config.as_deref(), cli.listen),
+        None => serve(cli.config.as_deref(), cli.listen, cli.metrics_listen),
     }
 }
 
@@ -100,7 +107,11 @@ fn check_config(file: &Path) -> ExitCode {
 /// Exit status for a config that does not validate, as health-agent uses.
 const CONFIG_ERROR: u8 = 2;
 
-fn serve(config_file: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
+fn serve(
+    config_file: Option<&Path>,
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+) -> ExitCode {
     let mut config = match load_config(config_file) {
         Ok(config) => config,
         Err(error) => {
@@ -110,6 +121,9 @@ fn serve(config_file: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
     };
     if let Some(listen) = listen {
         config.listen = listen;
+    }
+    if metrics_listen.is_some() {
+        config.metrics_listen = metrics_listen;
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

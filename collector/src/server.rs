@@ -73,6 +73,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the bound listen address")?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Bound before READY too, so a taken metrics port fails the start, naming the address.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            health_metrics::http::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let rpc = health_metrics::rpc::RpcStats::new();
+    if let Some(listener) = metrics_listener {
+        let metrics = crate::metrics::CollectorMetrics {
+            fleet: Arc::clone(&fleet),
+            alerts: Arc::clone(&alerts),
+            rpc: Arc::clone(&rpc),
+        };
+        tokio::spawn(health_metrics::http::serve(
+            listener,
+            Arc::new(move || metrics.render()),
+            shutdown.clone(),
+        ));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -105,6 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(rpc.layer())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -116,6 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     tracing::info!(
         listen = %local,
+        metrics_listen = ?config.metrics_listen,
         stale_after = %humantime::format_duration(config.stale_after),
         sweep_interval = %humantime::format_duration(config.sweep_interval),
         forget_after = %humantime::format_duration(config.forget_after),

@@ -81,6 +81,7 @@ pub async fn serve(
     listeners: Listeners,
     service: AgentService,
     max_message_bytes: usize,
+    rpc: Arc<health_metrics::rpc::RpcStats>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let service = Arc::new(service);
@@ -110,6 +111,7 @@ pub async fn serve(
         .context("building the reflection service")?;
 
     let unix = tonic::transport::Server::builder()
+        .layer(rpc.layer())
         .add_service(health_service.clone())
         .add_service(reflection.clone())
         .add_service(reflection_alpha.clone())
@@ -120,6 +122,7 @@ pub async fn serve(
         );
     let tcp = listeners.tcp.map(|l| {
         tonic::transport::Server::builder()
+            .layer(rpc.layer())
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)

@@ -1,0 +1,145 @@
+//! The agent's `/metrics`: its node (devices, readings, health, conditions, host), its own
+//! delivery health (uplink, buffer, drops), actions by outcome and gRPC latencies, in the
+//! Prometheus text format.
+//!
+//! Rendered at scrape time from what the agent already keeps: the latest numbered snapshot on
+//! the reporter's watch channel (the one the collector was sent), the action counters and the
+//! gRPC layer's histograms. A scrape clones an `Arc` and copies a few counters under short
+//! locks; it never calls a device or waits on the reporter. The node's series are rendered by
+//! `health_metrics::node` from the converted snapshot, the same code the collector uses, so
+//! the agent and the collector export the same families and labels.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use health_metrics::rpc::RpcStats;
+use health_metrics::Exposition;
+use tokio::sync::watch;
+
+use crate::actions::ActionRecord;
+use crate::grpc::convert;
+use crate::node::NodeSnapshot;
+
+/// Finished actions by (device, action kind, outcome). Kinds and outcomes are a fixed set and
+/// devices are the configured ones (a request naming an unknown device counts as `unknown`),
+/// so a client cannot grow this without bound.
+#[derive(Debug, Default)]
+pub struct ActionCounts(Mutex<BTreeMap<(String, String, &'static str), u64>>);
+
+impl ActionCounts {
+    pub fn record(&self, record: &ActionRecord, device_known: bool) {
+        let device = if device_known {
+            record.device_id.clone()
+        } else {
+            "unknown".to_string()
+        };
+        // "set-power-limit 120W" → "set-power-limit": the argument is not a label.
+        let kind = record
+            .action
+            .split_whitespace()
+            .next()
+            .unwrap_or("unknown")
+            .to_string();
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *counts
+            .entry((device, kind, record.outcome.as_str()))
+            .or_insert(0) += 1;
+    }
+
+    fn copy(&self) -> Vec<((String, String, &'static str), u64)> {
+        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+/// Everything a scrape reads.
+pub struct AgentMetrics {
+    pub reports: watch::Receiver<Arc<NodeSnapshot>>,
+    pub actions: Arc<crate::actions::Actions>,
+    pub rpc: Arc<RpcStats>,
+}
+
+impl AgentMetrics {
+    pub fn render(&self) -> String {
+        let snapshot = self.reports.borrow().clone();
+        let pb = convert::snapshot(&snapshot);
+        let node = snapshot.node.as_str();
+        let n = [("node", node)];
+        let mut out = Exposition::new();
+        health_metrics::node::declare(&mut out);
+        health_metrics::node::render(&mut out, &pb, pb.state, true);
+
+        out.gauge(
+            "health_agent_info",
+            "The agent (always 1): version and boot id (changes on every start).",
+        )
+        .sample(
+            &[
+                ("node", node),
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("boot_id", snapshot.boot_id.as_str()),
+            ],
+            1.0,
+        );
+        out.gauge(
+            "health_agent_report_seq",
+            "Sequence number of the latest report (per boot id).",
+        )
+        .sample(&n, snapshot.seq as f64);
+        let a = &snapshot.agent;
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        out.gauge(
+            "health_agent_uplink_configured",
+            "1 if the agent streams to a collector.",
+        )
+        .sample(&n, flag(a.uplink_configured));
+        out.gauge(
+            "health_agent_uplink_connected",
+            "1 while the report stream to the collector is open.",
+        )
+        .sample(&n, flag(a.uplink_connected));
+        out.counter(
+            "health_agent_reports_sent_total",
+            "Reports sent to the collector, resends after a reconnect included.",
+        )
+        .sample(&n, a.reports_sent_total as f64);
+        out.gauge(
+            "health_agent_reports_acked_seq",
+            "Highest report seq the collector has acknowledged.",
+        )
+        .sample(&n, a.last_acked_seq as f64);
+        out.gauge(
+            "health_agent_reports_buffered",
+            "Reports waiting for the collector's acknowledgement (the uplink queue depth).",
+        )
+        .sample(&n, a.reports_buffered as f64);
+        out.counter(
+            "health_agent_reports_dropped_total",
+            "Reports lost before delivery: uplink buffer or hand-off queue full.",
+        )
+        .sample(&n, a.reports_dropped_total as f64);
+        out.counter(
+            "health_agent_uplink_reconnects_total",
+            "Times the uplink reopened its stream to the collector.",
+        )
+        .sample(&n, a.reconnects_total as f64);
+
+        let mut actions = out.counter(
+            "health_agent_actions_total",
+            "Actions requested of the agent, by device, action and outcome (SUCCEEDED, FAILED, TIMED_OUT, REFUSED).",
+        );
+        for ((device, action, outcome), count) in self.actions.counts.copy() {
+            actions.sample(
+                &[
+                    ("node", node),
+                    ("device", &device),
+                    ("action", &action),
+                    ("outcome", outcome),
+                ],
+                count as f64,
+            );
+        }
+        self.rpc.render(&mut out, &n);
+        out.render()
+    }
+}

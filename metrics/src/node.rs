@@ -1,0 +1,518 @@
+//! The series of one node: its health, host, devices, readings and conditions, from a
+//! `health.v1.NodeSnapshot`.
+//!
+//! The agent renders its own latest snapshot with this and the collector renders every node it
+//! holds, so the two expose the same families with the same labels (`node`, `device`, `kind`,
+//! `sensor`; `subject`, `code`, `severity` for conditions) and one dashboard or rule file works
+//! against either. Values are in base units as the snapshot carries them; each reading quantity
+//! is its own family (`health_device_temperature_celsius`, `health_device_power_watts`, ...).
+//!
+//! A node the collector has marked stale is rendered with `fresh = false`: its readings and host
+//! figures are left out (they are old, and a flat line would hide that) and its states read
+//! UNKNOWN, as the collector's API shows them; its conditions stay, as its alerts do.
+
+use health_proto::v1 as pb;
+use prost_types::Timestamp;
+
+use crate::text::Exposition;
+
+const STATES: [(pb::HealthState, &str); 4] = [
+    (pb::HealthState::Ok, "ok"),
+    (pb::HealthState::Unknown, "unknown"),
+    (pb::HealthState::Warning, "warning"),
+    (pb::HealthState::Critical, "critical"),
+];
+
+const ACTIVITIES: [(pb::DeviceActivity, &str); 6] = [
+    (pb::DeviceActivity::Running, "running"),
+    (pb::DeviceActivity::Resetting, "resetting"),
+    (pb::DeviceActivity::Calibrating, "calibrating"),
+    (pb::DeviceActivity::Disabled, "disabled"),
+    (pb::DeviceActivity::Failed, "failed"),
+    (pb::DeviceActivity::Off, "off"),
+];
+
+/// The family, help and type of each reading quantity. Energy is a cumulative counter.
+fn quantity_family(q: pb::Quantity) -> Option<(&'static str, &'static str, bool)> {
+    use pb::Quantity as Q;
+    Some(match q {
+        Q::TemperatureCelsius => (
+            "health_device_temperature_celsius",
+            "Device temperature by sensor, degrees Celsius.",
+            false,
+        ),
+        Q::SetpointCelsius => (
+            "health_device_temperature_setpoint_celsius",
+            "Temperature setpoint (e.g. a TEC's), degrees Celsius.",
+            false,
+        ),
+        Q::PowerWatts => (
+            "health_device_power_watts",
+            "Electrical power by sensor, watts.",
+            false,
+        ),
+        Q::EnergyJoules => (
+            "health_device_energy_joules_total",
+            "Cumulative energy counter by sensor, joules (resets when the device's counter does).",
+            true,
+        ),
+        Q::VoltageVolts => (
+            "health_device_voltage_volts",
+            "Supply rail voltage by sensor, volts.",
+            false,
+        ),
+        Q::CurrentAmperes => (
+            "health_device_current_amperes",
+            "Current by sensor, amperes.",
+            false,
+        ),
+        Q::FanRpm => (
+            "health_device_fan_rpm",
+            "Fan speed by sensor, revolutions per minute.",
+            false,
+        ),
+        Q::PhaseErrorRadians => (
+            "health_device_phase_error_radians",
+            "Photonic phase error, radians.",
+            false,
+        ),
+        Q::OpticalPowerWatts => (
+            "health_device_optical_power_watts",
+            "Optical power, watts.",
+            false,
+        ),
+        Q::ConductanceDriftRatio => (
+            "health_device_conductance_drift_ratio",
+            "Analog crossbar conductance drift, relative to the programmed value.",
+            false,
+        ),
+        Q::StuckCellsRatio => (
+            "health_device_stuck_cells_ratio",
+            "Fraction of crossbar cells stuck.",
+            false,
+        ),
+        Q::EffectiveBits => (
+            "health_device_enob",
+            "Effective number of bits (ENOB) of the analog array: the precision it computes to.",
+            false,
+        ),
+        Q::CalibrationAgeSeconds => (
+            "health_device_calibration_age_seconds",
+            "Time since the device was last calibrated, seconds.",
+            false,
+        ),
+        Q::Unspecified => return None,
+    })
+}
+
+/// Declares every family this module can produce, so they appear (with HELP and TYPE) even in
+/// a scrape that has no sample of them yet: an empty fleet, a node without conditions.
+pub fn declare(out: &mut Exposition) {
+    out.gauge("health_node_state", HELP_NODE_STATE);
+    out.gauge("health_node_snapshot_timestamp_seconds", HELP_SNAPSHOT_TS);
+    out.gauge("health_host_state", HELP_HOST_STATE);
+    out.gauge("health_host_cpu_utilization_ratio", HELP_CPU);
+    out.gauge("health_host_cpus", HELP_CPUS);
+    out.gauge("health_host_memory_total_bytes", HELP_MEM_TOTAL);
+    out.gauge("health_host_memory_available_bytes", HELP_MEM_AVAIL);
+    out.gauge("health_host_load1", HELP_LOAD1);
+    out.gauge("health_host_load5", HELP_LOAD5);
+    out.gauge("health_host_load15", HELP_LOAD15);
+    out.gauge("health_host_disk_total_bytes", HELP_DISK_TOTAL);
+    out.gauge("health_host_disk_available_bytes", HELP_DISK_AVAIL);
+    out.gauge("health_condition_active", HELP_CONDITION);
+    out.gauge(
+        "health_condition_since_timestamp_seconds",
+        HELP_CONDITION_SINCE,
+    );
+    out.gauge("health_device_info", HELP_DEVICE_INFO);
+    out.gauge("health_device_state", HELP_DEVICE_STATE);
+    out.gauge("health_device_activity", HELP_DEVICE_ACTIVITY);
+    out.gauge("health_device_enabled", HELP_DEVICE_ENABLED);
+    out.gauge("health_device_consecutive_failures", HELP_FAILURES);
+    out.gauge("health_device_last_read_timestamp_seconds", HELP_LAST_READ);
+    out.gauge("health_device_power_limit_watts", HELP_POWER_LIMIT);
+    out.gauge(
+        "health_device_calibration_timestamp_seconds",
+        HELP_CALIBRATED,
+    );
+    for q in (1..).map_while(|n| pb::Quantity::try_from(n).ok()) {
+        if let Some((name, help, counter)) = quantity_family(q) {
+            if counter {
+                out.counter(name, help);
+            } else {
+                out.gauge(name, help);
+            }
+        }
+    }
+}
+
+const HELP_NODE_STATE: &str =
+    "Node health (worst of host and devices): 1 for the current state, 0 for the others.";
+const HELP_SNAPSHOT_TS: &str = "When the node's latest snapshot was taken, Unix seconds.";
+const HELP_HOST_STATE: &str = "Host health: 1 for the current state, 0 for the others.";
+const HELP_CPU: &str = "Host CPU utilization over all cores, 0 to 1.";
+const HELP_CPUS: &str = "Logical CPUs of the host.";
+const HELP_MEM_TOTAL: &str = "Host memory, bytes.";
+const HELP_MEM_AVAIL: &str = "Host memory available, bytes.";
+const HELP_LOAD1: &str = "Host load average over 1 minute.";
+const HELP_LOAD5: &str = "Host load average over 5 minutes.";
+const HELP_LOAD15: &str = "Host load average over 15 minutes.";
+const HELP_DISK_TOTAL: &str = "Size of a watched file system, bytes.";
+const HELP_DISK_AVAIL: &str = "Space available on a watched file system, bytes.";
+const HELP_CONDITION: &str = "1 while a condition is active on the node: subject is a device id, \"host\", a mount point, a problem file or a process; code is the health.v1 ConditionCode.";
+const HELP_CONDITION_SINCE: &str = "When an active condition began, Unix seconds.";
+const HELP_DEVICE_INFO: &str =
+    "Device identity (always 1): vendor, model, serial, firmware, backend.";
+const HELP_DEVICE_STATE: &str = "Device health: 1 for the current state, 0 for the others.";
+const HELP_DEVICE_ACTIVITY: &str =
+    "What the agent is doing with the device: 1 for the current activity, 0 for the others.";
+const HELP_DEVICE_ENABLED: &str = "1 if the device is enabled, 0 if an operator disabled it.";
+const HELP_FAILURES: &str = "Device reads that have failed in a row (0 after a good read).";
+const HELP_LAST_READ: &str =
+    "When the device was last read successfully, Unix seconds (readings are at least this old).";
+const HELP_POWER_LIMIT: &str = "Power limit set on the device, watts.";
+const HELP_CALIBRATED: &str = "When the device was last calibrated, Unix seconds.";
+
+pub fn state_name(state: i32) -> &'static str {
+    match pb::HealthState::try_from(state) {
+        Ok(pb::HealthState::Ok) => "ok",
+        Ok(pb::HealthState::Warning) => "warning",
+        Ok(pb::HealthState::Critical) => "critical",
+        _ => "unknown",
+    }
+}
+
+pub fn kind_name(kind: i32) -> &'static str {
+    match pb::DeviceKind::try_from(kind) {
+        Ok(pb::DeviceKind::Loihi2) => "loihi2",
+        Ok(pb::DeviceKind::Spinnaker) => "spinnaker",
+        Ok(pb::DeviceKind::Photonic) => "photonic",
+        Ok(pb::DeviceKind::AnalogCrossbar) => "analog_crossbar",
+        _ => "unknown",
+    }
+}
+
+pub fn severity_name(severity: i32) -> &'static str {
+    match pb::Severity::try_from(severity) {
+        Ok(pb::Severity::Info) => "info",
+        Ok(pb::Severity::Warning) => "warning",
+        Ok(pb::Severity::Critical) => "critical",
+        _ => "unknown",
+    }
+}
+
+/// The code as the proto names it (`PROCESS_STUCK`); a code this build does not know stays
+/// distinguishable as `CODE_<n>`.
+pub fn code_name(code: i32) -> String {
+    match pb::ConditionCode::try_from(code) {
+        Ok(c) => c.as_str_name().to_string(),
+        Err(_) => format!("CODE_{code}"),
+    }
+}
+
+pub fn seconds(t: &Timestamp) -> f64 {
+    t.seconds as f64 + f64::from(t.nanos) / 1e9
+}
+
+fn one_hot(
+    out: &mut Exposition,
+    name: &'static str,
+    help: &'static str,
+    labels: &[(&str, &str)],
+    key: &str,
+    current: &str,
+    all: impl Iterator<Item = &'static str>,
+) {
+    let mut family = out.gauge(name, help);
+    for value in all {
+        let mut l = labels.to_vec();
+        l.push((key, value));
+        family.sample(&l, if value == current { 1.0 } else { 0.0 });
+    }
+}
+
+/// Adds one node's series. `state` is the node's health as the renderer's owner sees it (the
+/// collector's view of a stale node is UNKNOWN); `fresh` is false for a stale node (see the
+/// module comment).
+pub fn render(out: &mut Exposition, snap: &pb::NodeSnapshot, state: i32, fresh: bool) {
+    let node = snap.node.as_str();
+    let n = [("node", node)];
+    one_hot(
+        out,
+        "health_node_state",
+        HELP_NODE_STATE,
+        &n,
+        "state",
+        state_name(state),
+        STATES.iter().map(|s| s.1),
+    );
+    if let Some(t) = &snap.taken_at {
+        out.gauge("health_node_snapshot_timestamp_seconds", HELP_SNAPSHOT_TS)
+            .sample(&n, seconds(t));
+    }
+    if let Some(host) = &snap.host {
+        render_host(out, node, host, fresh);
+    }
+    for device in &snap.devices {
+        render_device(out, node, device, fresh);
+    }
+}
+
+fn render_host(out: &mut Exposition, node: &str, host: &pb::HostHealth, fresh: bool) {
+    let n = [("node", node)];
+    let state = if fresh { host.state } else { 0 };
+    one_hot(
+        out,
+        "health_host_state",
+        HELP_HOST_STATE,
+        &n,
+        "state",
+        state_name(state),
+        STATES.iter().map(|s| s.1),
+    );
+    if fresh && host.observed_at.is_some() {
+        out.gauge("health_host_cpu_utilization_ratio", HELP_CPU)
+            .sample(&n, host.cpu_utilization_ratio);
+        out.gauge("health_host_cpus", HELP_CPUS)
+            .sample(&n, f64::from(host.cpu_count));
+        out.gauge("health_host_memory_total_bytes", HELP_MEM_TOTAL)
+            .sample(&n, host.memory_total_bytes as f64);
+        out.gauge("health_host_memory_available_bytes", HELP_MEM_AVAIL)
+            .sample(&n, host.memory_available_bytes as f64);
+        out.gauge("health_host_load1", HELP_LOAD1)
+            .sample(&n, host.load1);
+        out.gauge("health_host_load5", HELP_LOAD5)
+            .sample(&n, host.load5);
+        out.gauge("health_host_load15", HELP_LOAD15)
+            .sample(&n, host.load15);
+        for disk in &host.disks {
+            let l = [("node", node), ("mountpoint", disk.mount_point.as_str())];
+            out.gauge("health_host_disk_total_bytes", HELP_DISK_TOTAL)
+                .sample(&l, disk.total_bytes as f64);
+            out.gauge("health_host_disk_available_bytes", HELP_DISK_AVAIL)
+                .sample(&l, disk.available_bytes as f64);
+        }
+    }
+    for c in &host.conditions {
+        let subject = if c.subject.is_empty() {
+            "host"
+        } else {
+            c.subject.as_str()
+        };
+        render_condition(out, node, subject, c);
+    }
+}
+
+fn render_condition(out: &mut Exposition, node: &str, subject: &str, c: &pb::Condition) {
+    let code = code_name(c.code);
+    let l = [
+        ("node", node),
+        ("subject", subject),
+        ("code", code.as_str()),
+        ("severity", severity_name(c.severity)),
+    ];
+    out.gauge("health_condition_active", HELP_CONDITION)
+        .sample(&l, 1.0);
+    if let Some(since) = &c.since {
+        out.gauge(
+            "health_condition_since_timestamp_seconds",
+            HELP_CONDITION_SINCE,
+        )
+        .sample(&l, seconds(since));
+    }
+}
+
+fn render_device(out: &mut Exposition, node: &str, d: &pb::Device, fresh: bool) {
+    let Some(id) = &d.identity else { return };
+    let kind = kind_name(id.kind);
+    let l = [("node", node), ("device", id.id.as_str()), ("kind", kind)];
+    out.gauge("health_device_info", HELP_DEVICE_INFO).sample(
+        &[
+            ("node", node),
+            ("device", id.id.as_str()),
+            ("kind", kind),
+            ("vendor", id.vendor.as_str()),
+            ("model", id.model.as_str()),
+            ("serial", id.serial.as_str()),
+            ("firmware", id.firmware.as_str()),
+            ("backend", id.backend.as_str()),
+        ],
+        1.0,
+    );
+    one_hot(
+        out,
+        "health_device_state",
+        HELP_DEVICE_STATE,
+        &l,
+        "state",
+        state_name(if fresh { d.state } else { 0 }),
+        STATES.iter().map(|s| s.1),
+    );
+    let activity = pb::DeviceActivity::try_from(d.activity)
+        .ok()
+        .and_then(|a| ACTIVITIES.iter().find(|(x, _)| *x == a))
+        .map_or("unknown", |(_, name)| name);
+    one_hot(
+        out,
+        "health_device_activity",
+        HELP_DEVICE_ACTIVITY,
+        &l,
+        "activity",
+        activity,
+        ACTIVITIES.iter().map(|a| a.1),
+    );
+    out.gauge("health_device_enabled", HELP_DEVICE_ENABLED)
+        .sample(&l, if d.enabled { 1.0 } else { 0.0 });
+    out.gauge("health_device_consecutive_failures", HELP_FAILURES)
+        .sample(&l, d.consecutive_failures as f64);
+    if let Some(t) = &d.last_read_at {
+        out.gauge("health_device_last_read_timestamp_seconds", HELP_LAST_READ)
+            .sample(&l, seconds(t));
+    }
+    if let Some(w) = d.power_limit_watts {
+        out.gauge("health_device_power_limit_watts", HELP_POWER_LIMIT)
+            .sample(&l, w);
+    }
+    if let Some(t) = d
+        .calibration
+        .as_ref()
+        .and_then(|c| c.calibrated_at.as_ref())
+    {
+        out.gauge(
+            "health_device_calibration_timestamp_seconds",
+            HELP_CALIBRATED,
+        )
+        .sample(&l, seconds(t));
+    }
+    if fresh {
+        for r in &d.readings {
+            let Some((name, help, counter)) = pb::Quantity::try_from(r.quantity)
+                .ok()
+                .and_then(quantity_family)
+            else {
+                continue;
+            };
+            let rl = [
+                ("node", node),
+                ("device", id.id.as_str()),
+                ("kind", kind),
+                ("sensor", r.sensor.as_str()),
+            ];
+            if counter {
+                out.counter(name, help).sample(&rl, r.value);
+            } else {
+                out.gauge(name, help).sample(&rl, r.value);
+            }
+        }
+    }
+    for c in &d.conditions {
+        let subject = if c.subject.is_empty() {
+            id.id.as_str()
+        } else {
+            c.subject.as_str()
+        };
+        render_condition(out, node, subject, c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> pb::NodeSnapshot {
+        pb::NodeSnapshot {
+            node: "n1".into(),
+            state: pb::HealthState::Warning as i32,
+            host: Some(pb::HostHealth {
+                state: pb::HealthState::Ok as i32,
+                memory_total_bytes: 8 << 30,
+                observed_at: Some(Timestamp {
+                    seconds: 10,
+                    nanos: 0,
+                }),
+                conditions: vec![pb::Condition {
+                    code: pb::ConditionCode::NotConverging as i32,
+                    severity: pb::Severity::Warning as i32,
+                    subject: "/data/p \"1\".npy".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            devices: vec![pb::Device {
+                identity: Some(pb::DeviceIdentity {
+                    id: "photonic-0".into(),
+                    kind: pb::DeviceKind::Photonic as i32,
+                    ..Default::default()
+                }),
+                state: pb::HealthState::Warning as i32,
+                readings: vec![
+                    pb::Reading {
+                        sensor: "tec".into(),
+                        quantity: pb::Quantity::TemperatureCelsius as i32,
+                        value: 31.25,
+                        observed_at: None,
+                    },
+                    pb::Reading {
+                        sensor: "chip".into(),
+                        quantity: 999,
+                        value: 1.0,
+                        observed_at: None,
+                    },
+                ],
+                conditions: vec![pb::Condition {
+                    code: 77,
+                    severity: pb::Severity::Critical as i32,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn readings_states_and_conditions_become_labelled_series() {
+        let mut out = Exposition::new();
+        render(&mut out, &snapshot(), pb::HealthState::Warning as i32, true);
+        let text = out.render();
+        for line in [
+            "health_node_state{node=\"n1\",state=\"warning\"} 1\n",
+            "health_node_state{node=\"n1\",state=\"ok\"} 0\n",
+            "health_device_temperature_celsius{node=\"n1\",device=\"photonic-0\",kind=\"photonic\",sensor=\"tec\"} 31.25\n",
+            "health_device_state{node=\"n1\",device=\"photonic-0\",kind=\"photonic\",state=\"warning\"} 1\n",
+            "health_condition_active{node=\"n1\",subject=\"/data/p \\\"1\\\".npy\",code=\"NOT_CONVERGING\",severity=\"warning\"} 1\n",
+            // A code from a newer agent stays distinguishable; its subject defaults to the device.
+            "health_condition_active{node=\"n1\",subject=\"photonic-0\",code=\"CODE_77\",severity=\"critical\"} 1\n",
+            "health_host_memory_total_bytes{node=\"n1\"} 8589934592\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("sensor=\"chip\""),
+            "unknown quantity skipped"
+        );
+    }
+
+    #[test]
+    fn a_stale_node_keeps_conditions_but_not_readings() {
+        let mut out = Exposition::new();
+        render(
+            &mut out,
+            &snapshot(),
+            pb::HealthState::Unknown as i32,
+            false,
+        );
+        let text = out.render();
+        assert!(
+            !text.contains("health_device_temperature_celsius{"),
+            "{text}"
+        );
+        assert!(!text.contains("health_host_memory_total_bytes{"), "{text}");
+        assert!(text.contains("health_node_state{node=\"n1\",state=\"unknown\"} 1\n"));
+        assert!(text.contains(
+            "health_device_state{node=\"n1\",device=\"photonic-0\",kind=\"photonic\",state=\"unknown\"} 1\n"
+        ));
+        assert!(text.contains("code=\"NOT_CONVERGING\""));
+    }
+}
