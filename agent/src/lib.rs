@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod grpc;
 pub mod host;
+pub mod known_answer;
 pub mod node;
 pub mod probe;
 pub mod supervisor;
