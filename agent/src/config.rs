@@ -516,13 +516,17 @@ fn known_answer(c: &Check<'_>, k: RawKnownAnswer) -> Result<KnownAnswerConfig, C
             secs(60),
         )?,
         steps: c.range_u64(&key("steps"), k.steps, d.steps as u64, 1, 100)? as usize,
-        target_error: c.range_f64(
-            &key("target_error"),
-            k.target_error,
-            d.target_error,
-            1e-13,
-            0.5,
-        )?,
+        target_error: match k.target_error {
+            None => d.target_error,
+            Some(x) if (1e-13..=0.5).contains(&x) => x,
+            // In exponent form: a tiny target printed positionally is unreadable.
+            Some(x) => {
+                return c.fail(
+                    &key("target_error"),
+                    format!("expected a relative error between 1e-13 and 0.5, found {x:e}"),
+                )
+            }
+        },
         drift_ratio: c.range_f64(
             &key("drift_ratio"),
             k.drift_ratio,
@@ -1317,5 +1321,28 @@ mod tests {
     fn missing_file_names_the_path() {
         let e = load(Path::new("/nonexistent/agent.toml")).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/agent.toml"), "{e}");
+    }
+
+    #[test]
+    fn known_answer_probe_keys_are_checked_and_defaulted() {
+        let c = parse("a.toml", "").unwrap();
+        assert_eq!(c.probe.known_answer, KnownAnswerConfig::default());
+        let c = parse(
+            "a.toml",
+            "[probe.known_answer]\ninterval = \"1s\"\nsteps = 4\ntarget_error = 1e-4\nbits = 10\n",
+        )
+        .unwrap();
+        let k = &c.probe.known_answer;
+        assert_eq!((k.interval, k.steps, k.bits), (secs(1), 4, Some(10)));
+        assert_eq!(k.target_error, 1e-4);
+        let e = parse_err("[probe.known_answer]\ndeadline = \"5m\"\n");
+        assert_eq!(e.key, "probe.known_answer.deadline", "{e}");
+        let e = parse_err("[probe.known_answer]\ntarget_error = 1e-20\n");
+        assert_eq!(e.key, "probe.known_answer.target_error", "{e}");
+        assert!(e.message.contains("1e-20"), "{e}");
+        let e = parse_err("[probe.known_answer]\ndrift_ratio = 1.0\n");
+        assert_eq!(e.key, "probe.known_answer.drift_ratio", "{e}");
+        let e = parse_err("[probe.known_answer]\nstep = 3\n");
+        assert!(e.to_string().contains("probe.known_answer"), "{e}");
     }
 }
