@@ -13,6 +13,8 @@
 
 mod alerts;
 mod config;
+#[cfg(test)]
+mod config_fuzz;
 mod fleet;
 mod server;
 mod service;
