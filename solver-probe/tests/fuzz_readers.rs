@@ -176,13 +176,22 @@ fn tiny_files_declaring_huge_dimensions_are_refused_before_allocating() {
             "{e}"
         );
     }
-    let mut members = csr_members();
-    members[1].1 = npy(
-        "<i8",
-        "(2,)",
-        &le(&[200_000_000i64, 200_000_000], i64::to_le_bytes),
-    );
-    let e = parse_matrix_bytes(Format::Npz, &zip(&members, true), &b, "huge.npz")
+    // The same through an .npz: a COO matrix with no entries and a huge shape.
+    let coo = [
+        ("format.npy", npy("|S3", "()", b"coo")),
+        (
+            "shape.npy",
+            npy(
+                "<i8",
+                "(2,)",
+                &le(&[200_000_000i64, 200_000_000], i64::to_le_bytes),
+            ),
+        ),
+        ("row.npy", npy("<i4", "(0,)", &[])),
+        ("col.npy", npy("<i4", "(0,)", &[])),
+        ("data.npy", npy("<f8", "(0,)", &[])),
+    ];
+    let e = parse_matrix_bytes(Format::Npz, &zip(&coo, true), &b, "huge.npz")
         .expect_err("over budget")
         .to_string();
     assert!(e.starts_with("huge.npz: ") && e.contains("budget"), "{e}");

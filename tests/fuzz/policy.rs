@@ -33,6 +33,15 @@ pub fn config(cases: u32) -> Config {
     }
 }
 
+/// The policy with exactly `cases` cases, whatever `PROPTEST_CASES` says: for targets whose
+/// cases are expensive (a megabyte of input each) and whose input space is small.
+pub fn config_fixed(cases: u32) -> Config {
+    Config {
+        cases,
+        ..config(cases)
+    }
+}
+
 /// One edit of a valid input. Positions are taken modulo the input's length when applied.
 #[derive(Debug, Clone)]
 pub enum Mutation {
