@@ -63,7 +63,7 @@ pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, 
     one_d(&data_arr, "data.npy")?;
     let data = data_arr.floats("").map_err(|e| e.within("data.npy: "))?;
     let nnz = data.len();
-    let peak = super::triplets_peak_bytes(n, nnz as u128) + used as u128;
+    let peak = super::triplets_peak_bytes(n, nnz as u128) + used;
     if peak > budget.max_bytes as u128 {
         return Err(Fail::budget(
             format!("{nnz} entries of a {n} x {n} matrix"),
