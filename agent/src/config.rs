@@ -122,6 +122,43 @@ pub struct ProbeConfig {
     pub kappa_threshold: f64,
     pub bits: Option<u32>,
     pub read_noise: f64,
+    pub known_answer: KnownAnswerConfig,
+}
+
+/// `[probe.known_answer]`: the known-answer device probe (see `known_answer.rs`), run by the
+/// supervisor of every device with the MATVEC capability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownAnswerConfig {
+    pub enabled: bool,
+    pub interval: Duration,
+    /// Bound on one probe, every device product included: a device's regular reads wait at
+    /// most this long behind a probe.
+    pub deadline: Duration,
+    /// Device products per probe at most.
+    pub steps: usize,
+    /// Relative error against the host's f64 solution the refinement must reach within
+    /// `steps`; a freshly calibrated array that cannot is PRECISION_INSUFFICIENT.
+    pub target_error: f64,
+    /// Contraction rate, as a multiple of the rate measured right after calibration, above
+    /// which the array has drifted (CALIBRATION_DRIFT).
+    pub drift_ratio: f64,
+    /// Bits of the array, for the drift floor 2^-bits; default: the device's EFFECTIVE_BITS
+    /// reading, else 8.
+    pub bits: Option<u32>,
+}
+
+impl Default for KnownAnswerConfig {
+    fn default() -> Self {
+        KnownAnswerConfig {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            deadline: Duration::from_secs(2),
+            steps: 10,
+            target_error: 1e-6,
+            drift_ratio: 2.0,
+            bits: None,
+        }
+    }
 }
 
 /// A `[[discover]]` rule (see `discovery.rs`).
@@ -230,6 +267,19 @@ struct RawProbe {
     kappa_threshold: Option<f64>,
     bits: Option<u64>,
     read_noise: Option<f64>,
+    known_answer: Option<RawKnownAnswer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKnownAnswer {
+    enabled: Option<bool>,
+    interval: Option<String>,
+    deadline: Option<String>,
+    steps: Option<u64>,
+    target_error: Option<f64>,
+    drift_ratio: Option<f64>,
+    bits: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -458,6 +508,54 @@ impl Check<'_> {
         }
         Ok(x)
     }
+}
+
+fn known_answer(c: &Check<'_>, k: RawKnownAnswer) -> Result<KnownAnswerConfig, ConfigError> {
+    let d = KnownAnswerConfig::default();
+    let key = |k: &str| format!("probe.known_answer.{k}");
+    Ok(KnownAnswerConfig {
+        enabled: k.enabled.unwrap_or(d.enabled),
+        interval: c.duration(
+            &key("interval"),
+            k.interval.as_deref(),
+            d.interval,
+            ms(200),
+            secs(7 * 86400),
+        )?,
+        deadline: c.duration(
+            &key("deadline"),
+            k.deadline.as_deref(),
+            d.deadline,
+            ms(10),
+            secs(60),
+        )?,
+        steps: c.range_u64(&key("steps"), k.steps, d.steps as u64, 1, 100)? as usize,
+        target_error: match k.target_error {
+            None => d.target_error,
+            Some(x) if (1e-13..=0.5).contains(&x) => x,
+            // In exponent form: a tiny target printed positionally is unreadable.
+            Some(x) => {
+                return c.fail(
+                    &key("target_error"),
+                    format!("expected a relative error between 1e-13 and 0.5, found {x:e}"),
+                )
+            }
+        },
+        drift_ratio: c.range_f64(
+            &key("drift_ratio"),
+            k.drift_ratio,
+            d.drift_ratio,
+            1.05,
+            1000.0,
+        )?,
+        bits: k
+            .bits
+            .map(|b| {
+                c.range_u64(&key("bits"), Some(b), 8, 1, 52)
+                    .map(|b| b as u32)
+            })
+            .transpose()?,
+    })
 }
 
 /// The shortest read and action deadlines a backend needs, from its own protocol timeouts: a
@@ -1147,6 +1245,7 @@ impl RawConfig {
                 })
                 .transpose()?,
             read_noise: c.range_f64("probe.read_noise", p.read_noise, 0.0, 0.0, 1.0)?,
+            known_answer: known_answer(&c, p.known_answer.unwrap_or_default())?,
         };
         Ok(AgentConfig {
             probe,
@@ -1355,5 +1454,28 @@ mod tests {
     fn missing_file_names_the_path() {
         let e = load(Path::new("/nonexistent/agent.toml")).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/agent.toml"), "{e}");
+    }
+
+    #[test]
+    fn known_answer_probe_keys_are_checked_and_defaulted() {
+        let c = parse("a.toml", "").unwrap();
+        assert_eq!(c.probe.known_answer, KnownAnswerConfig::default());
+        let c = parse(
+            "a.toml",
+            "[probe.known_answer]\ninterval = \"1s\"\nsteps = 4\ntarget_error = 1e-4\nbits = 10\n",
+        )
+        .unwrap();
+        let k = &c.probe.known_answer;
+        assert_eq!((k.interval, k.steps, k.bits), (secs(1), 4, Some(10)));
+        assert_eq!(k.target_error, 1e-4);
+        let e = parse_err("[probe.known_answer]\ndeadline = \"5m\"\n");
+        assert_eq!(e.key, "probe.known_answer.deadline", "{e}");
+        let e = parse_err("[probe.known_answer]\ntarget_error = 1e-20\n");
+        assert_eq!(e.key, "probe.known_answer.target_error", "{e}");
+        assert!(e.message.contains("1e-20"), "{e}");
+        let e = parse_err("[probe.known_answer]\ndrift_ratio = 1.0\n");
+        assert_eq!(e.key, "probe.known_answer.drift_ratio", "{e}");
+        let e = parse_err("[probe.known_answer]\nstep = 3\n");
+        assert!(e.to_string().contains("probe.known_answer"), "{e}");
     }
 }

@@ -52,7 +52,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         };
         keep_alive.extend(built.keep_alive);
-        let (h, task) = supervisor::spawn(d.clone(), built.device, cancel.clone());
+        let (h, task) = supervisor::spawn_with_probe(
+            d.clone(),
+            built.device,
+            &cfg.probe.known_answer,
+            cancel.clone(),
+        );
         handles.push(h);
         supervisors.push(task);
     }

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod grpc;
 pub mod host;
 pub mod metrics;
+pub mod known_answer;
 pub mod node;
 pub mod probe;
 pub mod supervisor;

@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{interval, timeout, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DeviceConfig;
+use crate::config::{DeviceConfig, KnownAnswerConfig};
+use crate::known_answer::{KnownAnswerProbe, KnownAnswerSummary};
 
 /// What the device is doing, as the agent sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,8 @@ pub struct DeviceStatus {
     pub last_read_at: Option<SystemTime>,
     pub consecutive_failures: u64,
     pub last_action: Option<ActionSummary>,
+    /// The last known-answer probe (devices with MATVEC).
+    pub known_answer: Option<KnownAnswerSummary>,
 }
 
 /// An action a supervisor runs on its device.
@@ -88,6 +91,9 @@ pub enum DeviceAction {
     SetEnabled(bool),
     /// A fresh read, now, under the read deadline (quick diagnostics).
     ReadNow,
+    /// A known-answer probe, now, under the probe deadline (full diagnostics). Read-only: the
+    /// device only multiplies vectors.
+    KnownAnswerProbe,
 }
 
 impl DeviceAction {
@@ -99,6 +105,7 @@ impl DeviceAction {
             DeviceAction::SetEnabled(true) => "enable".to_string(),
             DeviceAction::SetEnabled(false) => "disable".to_string(),
             DeviceAction::ReadNow => "read-now".to_string(),
+            DeviceAction::KnownAnswerProbe => "known-answer-probe".to_string(),
         }
     }
 
@@ -110,6 +117,7 @@ impl DeviceAction {
             DeviceAction::SetPowerLimit(_) => Some(Capability::SetPowerLimit),
             DeviceAction::SetEnabled(_) => Some(Capability::EnableDisable),
             DeviceAction::ReadNow => None,
+            DeviceAction::KnownAnswerProbe => Some(Capability::Matvec),
         }
     }
 }
@@ -171,6 +179,8 @@ struct Supervisor {
     reset_failed: Option<String>,
     activity_override: Option<Activity>,
     last_action: Option<ActionSummary>,
+    /// Present for devices with MATVEC when `[probe.known_answer]` is enabled.
+    known_answer: Option<KnownAnswerProbe>,
 }
 
 /// Starts the supervisor of one device. The task ends when `cancel` fires, after finishing the
@@ -178,6 +188,16 @@ struct Supervisor {
 pub fn spawn(
     cfg: DeviceConfig,
     device: Box<dyn Device>,
+    cancel: CancellationToken,
+) -> (DeviceHandle, tokio::task::JoinHandle<()>) {
+    spawn_with_probe(cfg, device, &KnownAnswerConfig::default(), cancel)
+}
+
+/// [`spawn`], with the known-answer probe's configuration (it runs only on MATVEC devices).
+pub fn spawn_with_probe(
+    cfg: DeviceConfig,
+    device: Box<dyn Device>,
+    known_answer: &KnownAnswerConfig,
     cancel: CancellationToken,
 ) -> (DeviceHandle, tokio::task::JoinHandle<()>) {
     let identity = device.identity();
@@ -195,6 +215,7 @@ pub fn spawn(
         last_read_at: None,
         consecutive_failures: 0,
         last_action: None,
+        known_answer: None,
     };
     let (status_tx, status_rx) = watch::channel(Arc::new(initial));
     // Actions queue behind the one running; a small queue is enough because each caller waits
@@ -219,6 +240,8 @@ pub fn spawn(
         reset_failed: None,
         activity_override: None,
         last_action: None,
+        known_answer: (known_answer.enabled && capabilities.contains(&Capability::Matvec))
+            .then(|| KnownAnswerProbe::new(known_answer.clone())),
     };
     let task = tokio::spawn(sup.run(rx, cancel));
     (handle, task)
@@ -233,12 +256,27 @@ impl Supervisor {
         let mut tick = interval(self.cfg.poll_interval);
         // After a slow (deadline-bound) poll, continue on the interval instead of bursting.
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The probe shares this task with the reads, after them in priority: a read waits at
+        // most one probe (its deadline) behind it. Without a probe the tick is never polled.
+        let probing = self.known_answer.is_some();
+        let mut probe_tick = interval(
+            self.known_answer
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |k| k.interval()),
+        );
+        probe_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
                 Some(cmd) = commands.recv() => self.act(cmd).await,
                 _ = tick.tick() => self.poll().await,
+                _ = probe_tick.tick(), if probing => {
+                    // Nothing to learn from an array that cannot be read or is switched off.
+                    if self.failure.is_none() && self.enabled && self.reset_failed.is_none() {
+                        self.probe().await;
+                    }
+                }
             }
         }
         tracing::debug!(device = %self.cfg.id, "supervisor stopped");
@@ -296,8 +334,40 @@ impl Supervisor {
         self.publish();
     }
 
+    /// One known-answer probe, then publish. `(passed, summary)`; never longer than the
+    /// probe's deadline.
+    async fn probe(&mut self) -> Option<(bool, String)> {
+        let bits = self
+            .last_sample
+            .as_ref()
+            .and_then(|s| s.max_of(health_hal::Quantity::EffectiveBits))
+            .map(|(_, b)| b);
+        let k = self.known_answer.as_mut()?;
+        let (passed, msg) = k.run(self.device.as_ref(), bits).await;
+        if passed {
+            tracing::debug!(device = %self.cfg.id, "{msg}");
+        } else {
+            tracing::warn!(device = %self.cfg.id, "{msg}");
+        }
+        self.publish();
+        Some((passed, msg))
+    }
+
     async fn act(&mut self, cmd: Command) {
         let Command { action, reply } = cmd;
+        if action == DeviceAction::KnownAnswerProbe {
+            let answer = match self.probe().await {
+                Some((true, msg)) => (Outcome::Succeeded, msg),
+                Some((false, msg)) => (Outcome::Failed, msg),
+                None => (
+                    Outcome::Refused,
+                    "no known-answer probe on this device (needs MATVEC and [probe.known_answer] enabled)"
+                        .to_string(),
+                ),
+            };
+            let _ = reply.send(answer);
+            return;
+        }
         if action == DeviceAction::ReadNow {
             self.poll().await;
             let (outcome, msg) = match &self.failure {
@@ -334,7 +404,7 @@ impl Supervisor {
                     .set_enabled(on)
                     .await
                     .map(|()| if on { "enabled" } else { "disabled" }.to_string()),
-                DeviceAction::ReadNow => Ok(String::new()),
+                DeviceAction::ReadNow | DeviceAction::KnownAnswerProbe => Ok(String::new()),
             }
         })
         .await;
@@ -359,6 +429,11 @@ impl Supervisor {
                 self.reset_failed = Some(format!("{} reset failed: {message}", kind.as_str()));
             }
             (DeviceAction::SetEnabled(on), Outcome::Succeeded) => self.enabled = on,
+            (DeviceAction::Calibrate, Outcome::Succeeded) => {
+                if let Some(k) = &mut self.known_answer {
+                    k.calibrated();
+                }
+            }
             _ => {}
         }
         self.last_action = Some(ActionSummary {
@@ -369,6 +444,16 @@ impl Supervisor {
         });
         // Read at once so the caller (and every watcher) sees the device as the action left it.
         self.poll().await;
+        // The new baseline is measured right after calibration, and the caller sees whether
+        // the reprogrammed array passes.
+        let mut message = message;
+        if (action, outcome) == (DeviceAction::Calibrate, Outcome::Succeeded)
+            && self.failure.is_none()
+        {
+            if let Some((_, msg)) = self.probe().await {
+                message = format!("{message}; {msg}");
+            }
+        }
         let _ = reply.send((outcome, message));
     }
 
@@ -391,6 +476,9 @@ impl Supervisor {
                 m,
                 now,
             ));
+        }
+        if let Some(k) = &self.known_answer {
+            conditions.extend(k.conditions(&id, now));
         }
         if !self.enabled {
             conditions.push(Condition::new(
@@ -436,6 +524,7 @@ impl Supervisor {
             last_read_at: self.last_read_at,
             consecutive_failures: self.consecutive_failures,
             last_action: self.last_action.clone(),
+            known_answer: self.known_answer.as_ref().and_then(|k| k.last().cloned()),
         };
         self.status.send_replace(Arc::new(status));
     }

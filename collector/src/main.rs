@@ -18,6 +18,8 @@ mod alert_names;
 mod alertmanager;
 mod alerts;
 mod config;
+#[cfg(test)]
+mod config_fuzz;
 mod fleet;
 mod history;
 mod metrics;

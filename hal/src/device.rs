@@ -46,6 +46,13 @@ pub trait FaultInjector: Send + Sync {
     fn active(&self) -> Vec<FaultKind>;
 }
 
+/// A square weight matrix, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArrayWeights {
+    pub n: usize,
+    pub values: Vec<f64>,
+}
+
 #[async_trait]
 pub trait Device: Send + Sync {
     /// Identity as known now (a backend may fill firmware in after its first read).
@@ -72,6 +79,13 @@ pub trait Device: Send + Sync {
     async fn matvec(&self, input: &[f64]) -> Result<Vec<f64>, HalError> {
         let _ = input;
         Err(HalError::Unsupported("matvec".to_string()))
+    }
+
+    /// The weights the device's array was programmed with, as the host wrote them: the exact
+    /// operator its `matvec` approximates, which the known-answer probe checks the products
+    /// against. `None` when the backend does not know them (the probe then does not run).
+    fn programmed_weights(&self) -> Option<ArrayWeights> {
+        None
     }
 
     /// A handle to inject faults, for simulated devices only.

@@ -25,6 +25,6 @@ pub mod scpi;
 pub mod sim;
 pub mod sysfs;
 
-pub use device::{Device, FaultInjector, HalError};
+pub use device::{ArrayWeights, Device, FaultInjector, HalError};
 pub use health::{ConditionTracker, Limits};
 pub use model::*;

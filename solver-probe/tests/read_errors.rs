@@ -153,7 +153,7 @@ fn mtx_errors_name_file_line_and_problem() {
     assert_has(&big, "a.mtx: line 2: 10000000000 declared entries");
     assert_has(
         &big,
-        "160000000808 bytes, over the memory budget of 2147483648 bytes",
+        "560000002424 bytes, over the memory budget of 2147483648 bytes",
     );
 }
 

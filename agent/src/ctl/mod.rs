@@ -96,6 +96,13 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         read_noise: f64,
     },
+    /// Diagnose a device: a fresh read; with --full also the known-answer probe (devices with
+    /// MATVEC). Exits 1 when the device is WARNING or CRITICAL afterwards.
+    Diagnose {
+        id: String,
+        #[arg(long)]
+        full: bool,
+    },
     /// Recent actions on this agent, newest first.
     Actions {
         #[arg(long)]
@@ -387,6 +394,32 @@ impl Ctl {
                         ));
                     }
                     self.print(&out)
+                }
+            }
+            Command::Diagnose { id, full } => {
+                let level = if *full {
+                    pb::DiagnosticsLevel::Full
+                } else {
+                    pb::DiagnosticsLevel::Quick
+                };
+                let req = self.req(pb::RunDiagnosticsRequest {
+                    id: id.clone(),
+                    level: level as i32,
+                });
+                let r = self.agent().await?.run_diagnostics(req).await?.into_inner();
+                if json {
+                    self.json(&render::diagnostics_json(&r))?;
+                } else {
+                    self.print(&render::diagnostics_text(&r))?;
+                }
+                match r.state() {
+                    pb::HealthState::Warning | pb::HealthState::Critical => bail!(
+                        "diagnose {}: {} with {} finding(s)",
+                        r.device_id,
+                        render::state(r.state()),
+                        r.findings.len()
+                    ),
+                    _ => Ok(()),
                 }
             }
             Command::Actions { device, limit } => {

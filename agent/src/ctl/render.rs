@@ -264,6 +264,20 @@ pub fn device_text(d: &pb::Device) -> String {
             a.message
         ));
     }
+    if let Some(k) = &d.known_answer {
+        out.push_str(&format!(
+            "known-answer probe {} at {}: error {:.2e} after {} products, contraction {:.3}/step{}, device product error {:.2e}, {:.1} ms\n",
+            k.verdict,
+            time(&k.finished_at),
+            k.relative_error,
+            k.steps,
+            k.rate,
+            k.baseline_rate
+                .map_or(String::new(), |b| format!(" (baseline {b:.3})")),
+            k.matvec_error,
+            k.duration_us as f64 / 1e3
+        ));
+    }
     out.push('\n');
     let rows: Vec<Vec<String>> = d
         .readings
@@ -524,6 +538,49 @@ pub fn device_json(d: &pb::Device) -> Value {
             "finished_at": ts_json(&a.finished_at),
             "message": a.message,
         })),
+        "known_answer": d.known_answer.as_ref().map(|k| json!({
+            "verdict": k.verdict,
+            "relative_error": k.relative_error,
+            "rate": k.rate,
+            "matvec_error": k.matvec_error,
+            "steps": k.steps,
+            "finished_at": ts_json(&k.finished_at),
+            "duration_us": k.duration_us,
+            "baseline_rate": k.baseline_rate,
+            "message": k.message,
+        })),
+    })
+}
+
+pub fn diagnostics_text(r: &pb::RunDiagnosticsResponse) -> String {
+    let mut out = format!(
+        "{}  state {}  in {} ms\n",
+        r.device_id,
+        state(r.state()),
+        r.duration_ms
+    );
+    for c in &r.checks_passed {
+        out.push_str(&format!("  passed: {c}\n"));
+    }
+    for c in &r.findings {
+        out.push_str(&format!(
+            "  {} {}: {}\n    runbook: {}\n",
+            severity(c.severity()),
+            c.code().as_str_name(),
+            c.message,
+            c.runbook
+        ));
+    }
+    out
+}
+
+pub fn diagnostics_json(r: &pb::RunDiagnosticsResponse) -> Value {
+    json!({
+        "device_id": r.device_id,
+        "state": state(r.state()),
+        "checks_passed": r.checks_passed,
+        "findings": r.findings.iter().map(condition_json).collect::<Vec<_>>(),
+        "duration_ms": r.duration_ms,
     })
 }
 

@@ -175,6 +175,17 @@ pub fn device(d: &DeviceStatus) -> pb::Device {
             finished_at: Some(ts(a.finished_at)),
             message: a.message.clone(),
         }),
+        known_answer: d.known_answer.as_ref().map(|k| pb::KnownAnswerResult {
+            verdict: k.verdict.clone(),
+            relative_error: k.relative_error,
+            rate: k.rate,
+            matvec_error: k.matvec_error,
+            steps: k.steps,
+            finished_at: Some(ts(k.finished_at)),
+            duration_us: k.duration.as_micros() as u64,
+            baseline_rate: k.baseline_rate,
+            message: k.message.clone(),
+        }),
     }
 }
 

@@ -262,32 +262,61 @@ impl Agent for AgentService {
     ) -> Result<Response<pb::RunDiagnosticsResponse>, Status> {
         let r = req.get_ref();
         let id = device_id(&r.id)?;
-        match pb::DiagnosticsLevel::try_from(r.level) {
-            Ok(pb::DiagnosticsLevel::Quick | pb::DiagnosticsLevel::Unspecified) => {}
-            Ok(pb::DiagnosticsLevel::Full) => {
-                return Err(Status::unimplemented(
-                    "level: FULL diagnostics (device self-test, known-answer probe) arrive with the hardware backends and the solver probe",
-                ))
+        let full = match pb::DiagnosticsLevel::try_from(r.level) {
+            Ok(pb::DiagnosticsLevel::Quick | pb::DiagnosticsLevel::Unspecified) => false,
+            Ok(pb::DiagnosticsLevel::Full) => true,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "level: unknown value {}",
+                    r.level
+                )))
             }
-            Err(_) => return Err(Status::invalid_argument(format!("level: unknown value {}", r.level))),
-        }
+        };
         let dev = self
             .node
             .device(id)
             .ok_or_else(|| Status::not_found(format!("no device {id:?} on this node")))?;
         let t0 = std::time::Instant::now();
         let (outcome, message) = dev.run(DeviceAction::ReadNow).await;
-        let status = dev.status();
-        let checks_passed = if outcome == Outcome::Succeeded {
+        let mut checks_passed = if outcome == Outcome::Succeeded {
             vec![format!("read within deadline: {message}")]
         } else {
             vec![]
         };
+        // FULL adds the known-answer probe on devices that compute (MATVEC). Both are
+        // read-only: the probe only has the device multiply vectors, on its supervisor.
+        let mut probe_failure = None;
+        if full
+            && dev
+                .status()
+                .capabilities
+                .contains(&health_hal::Capability::Matvec)
+        {
+            match dev.run(DeviceAction::KnownAnswerProbe).await {
+                (Outcome::Succeeded, msg) => checks_passed.push(msg),
+                (_, msg) => probe_failure = Some(msg),
+            }
+        }
+        let status = dev.status();
+        let mut findings: Vec<pb::Condition> =
+            status.conditions.iter().map(convert::condition).collect();
+        if let Some(msg) = probe_failure {
+            // A probe that could not finish changes no condition; say why here.
+            if !findings.iter().any(|c| c.message.contains("known-answer")) {
+                findings.push(convert::condition(&health_hal::Condition::new(
+                    health_hal::ConditionCode::DeviceError,
+                    health_hal::Severity::Warning,
+                    id,
+                    msg,
+                    std::time::SystemTime::now(),
+                )));
+            }
+        }
         Ok(Response::new(pb::RunDiagnosticsResponse {
             device_id: id.to_string(),
             state: convert::state(status.state),
             checks_passed,
-            findings: status.conditions.iter().map(convert::condition).collect(),
+            findings,
             duration_ms: t0.elapsed().as_millis() as u64,
         }))
     }

@@ -234,7 +234,16 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// `path.key`; a key that is empty or not a plain name is shown quoted (`$[""]`,
+/// `readings[0]["a b"]`, at most 40 characters of it), so the path always shows which key
+/// (an empty key made an empty path, found by fuzzing).
 fn join(path: &str, key: &str) -> String {
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !plain {
+        let shown: String = key.chars().take(40).collect();
+        let more = if shown.len() < key.len() { "..." } else { "" };
+        return format!("{path}[{shown:?}{more}]");
+    }
     if path == "$" {
         key.to_string()
     } else {

@@ -30,14 +30,22 @@ impl WireError {
     }
 }
 
-/// `found` quoted for an error message, cut at a character boundary after [`QUOTE_MAX`] bytes.
+/// `found` quoted for an error message, cut at a character boundary once the quoted form
+/// reaches 2 × [`QUOTE_MAX`] bytes. The bound is on what is shown, not on the
+/// input: escaping makes a control character up to ten characters long, and a line of
+/// kilobytes of them must not become a log line of kilobytes either (found by fuzzing).
 pub fn quote(found: &str) -> String {
-    if found.len() <= QUOTE_MAX {
-        return format!("{found:?}");
+    let mut shown = 0;
+    let mut end = found.len();
+    for (i, c) in found.char_indices() {
+        shown += c.escape_debug().map(char::len_utf8).sum::<usize>();
+        if shown > 2 * QUOTE_MAX {
+            end = i;
+            break;
+        }
     }
-    let mut end = QUOTE_MAX;
-    while !found.is_char_boundary(end) {
-        end -= 1;
+    if end == found.len() {
+        return format!("{found:?}");
     }
     format!("{:?}... ({} bytes)", &found[..end], found.len())
 }

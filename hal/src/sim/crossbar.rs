@@ -57,8 +57,11 @@ impl CrossbarArray {
             programmed: target.clone(),
             target,
             susceptibility,
-            program_sigma: 0.01,
-            read_sigma: 0.002,
+            // Write-verify programming and a 12-bit output converter: the precision arrays
+            // built for PDE solving reach, and enough that the fresh array supports a
+            // mixed-precision refinement of its own Laplacian (κ ≈ 440 at n = 32).
+            program_sigma: 0.001,
+            read_sigma: 0.0002,
         };
         a.program(rng);
         a
@@ -124,6 +127,11 @@ impl CrossbarArray {
         } else {
             0.0
         }
+    }
+
+    /// The weights the array is meant to hold, row-major.
+    pub fn target(&self) -> &[f64] {
+        &self.target
     }
 
     /// The exact product with the target weights, for tests and known-answer checks.

@@ -19,7 +19,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::device::{Device, FaultInjector, HalError};
+use crate::device::{ArrayWeights, Device, FaultInjector, HalError};
 use crate::model::{
     CalibrationRecord, Capability, DeviceIdentity, DeviceKind, FaultKind, Quantity, Reading,
     ResetKind, Sample,
@@ -501,6 +501,13 @@ impl Device for SimDevice {
         self.advance(&mut p);
         p.enabled = enabled;
         Ok(())
+    }
+
+    fn programmed_weights(&self) -> Option<ArrayWeights> {
+        self.physics().array.as_ref().map(|a| ArrayWeights {
+            n: a.n,
+            values: a.target().to_vec(),
+        })
     }
 
     fn fault_injector(&self) -> Option<Arc<dyn FaultInjector>> {

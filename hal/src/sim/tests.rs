@@ -248,6 +248,11 @@ async fn crossbar_matvec_degrades_with_drift_and_calibration_restores_it() {
         d.matvec(&[f64::NAN; CROSSBAR_SIZE]).await,
         Err(HalError::InvalidArgument(_))
     ));
+    // The host knows what it programmed: the Laplacian the products above were checked against.
+    let w = d.programmed_weights().unwrap();
+    assert_eq!(w.n, n);
+    assert_eq!((w.values[0], w.values[1], w.values[2]), (2.0, -1.0, 0.0));
+    assert!(dev(DeviceKind::Loihi2).programmed_weights().is_none());
     // Only the crossbar has an array.
     assert!(matches!(
         dev(DeviceKind::Loihi2).matvec(&x).await,

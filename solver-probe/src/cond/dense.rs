@@ -24,6 +24,11 @@ impl DenseLu {
         DenseLu { lu, singular }
     }
 
+    /// Factors A given row-major (n×n).
+    pub(crate) fn from_row_major(n: usize, a: &[f64]) -> DenseLu {
+        DenseLu::new(&Mat::from_fn(n, n, |i, j| a[i * n + j]))
+    }
+
     /// Solves A x = b.
     pub(crate) fn solve(&self, b: &[f64]) -> Result<Vec<f64>, CondError> {
         self.solve_with(b, false)

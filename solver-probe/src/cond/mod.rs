@@ -22,6 +22,7 @@
 
 pub mod analog;
 mod dense;
+pub(crate) use dense::DenseLu;
 mod exact;
 mod factor;
 mod lanczos;

@@ -127,7 +127,7 @@ pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, 
     check_shape(r, c).map_err(|e| e.within(&format!("line {size_line}: ")))?;
     let n = r;
     let mirror = if symmetry == Symmetry::General { 1 } else { 2 };
-    let need = (declared as u128) * mirror * 16 + (n as u128 + 1) * 8;
+    let need = super::triplets_peak_bytes(n, declared as u128 * mirror);
     if need > budget.max_bytes as u128 {
         return Err(Fail::budget(
             format!("line {size_line}: {declared} declared entries of a {n} x {n} matrix"),

@@ -47,8 +47,9 @@ pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, 
     );
     check_shape(r, c)?;
     let n = r;
-    // The CSR result needs (n + 1) × 8 bytes of indptr on top of the arrays.
-    let indptr_bytes = (n as u128 + 1) * 8;
+    // Building the CSR result needs O(n) arrays whatever the entries (checked again with
+    // them once their count is known).
+    let indptr_bytes = super::triplets_peak_bytes(n, 0);
     if indptr_bytes > budget.max_bytes as u128 {
         return Err(Fail::budget(
             format!("shape ({n} x {n})"),
@@ -62,6 +63,14 @@ pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, 
     one_d(&data_arr, "data.npy")?;
     let data = data_arr.floats("").map_err(|e| e.within("data.npy: "))?;
     let nnz = data.len();
+    let peak = super::triplets_peak_bytes(n, nnz as u128) + used;
+    if peak > budget.max_bytes as u128 {
+        return Err(Fail::budget(
+            format!("{nnz} entries of a {n} x {n} matrix"),
+            peak,
+            budget,
+        ));
+    }
 
     match format.as_str() {
         "csr" | "csc" => {
