@@ -52,6 +52,8 @@ pub struct Node {
     uplink: Option<Arc<UplinkStats>>,
     /// Findings of the periodic solver probe, reported as host conditions about each file.
     probe: Option<crate::probe::ProbeConditions>,
+    /// The process watchdog, when `[[process]]` rules are configured.
+    processes: Option<crate::procwatch::ProcessWatch>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,7 +98,18 @@ impl Node {
             reports_dropped: AtomicU64::new(0),
             uplink,
             probe,
+            processes: None,
         }
+    }
+
+    /// Adds the process watchdog: its processes and conditions become part of the host.
+    pub fn with_processes(mut self, watch: Option<crate::procwatch::ProcessWatch>) -> Node {
+        self.processes = watch;
+        self
+    }
+
+    pub fn processes(&self) -> Option<&crate::procwatch::ProcessWatch> {
+        self.processes.as_ref()
     }
 
     fn agent_status(&self) -> AgentStatus {
@@ -134,6 +147,14 @@ impl Node {
                 h.state = h.state.max(health_hal::rollup(findings.iter()));
                 host = Arc::new(h);
             }
+        }
+        if let Some(watch) = &self.processes {
+            let report = watch.report.borrow().clone();
+            let mut h = (*host).clone();
+            h.processes.clone_from(&report.processes);
+            h.conditions.extend(report.conditions.iter().cloned());
+            h.state = h.state.max(report.state);
+            host = Arc::new(h);
         }
         let devices: Vec<_> = self.devices.iter().map(|d| d.status()).collect();
         let state = devices
