@@ -247,8 +247,8 @@ expect_running = true
             ),
             (
                 "[[process]]\nname = \"a\"\ncomm = \"x\"\nexpect_runing = true\n",
-                "process[0]",
-                "expect_runing",
+                "process[0].expect_runing",
+                "unknown field",
             ),
         ] {
             let e = err(text);
