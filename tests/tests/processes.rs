@@ -116,7 +116,10 @@ fn a_stuck_run_is_reported_then_killed_and_the_kill_is_recorded() {
     assert_eq!(row["name"], "ngspice");
     assert_eq!(row["comm"], "ngspice");
     assert_eq!(row["state"], "S", "sleep sleeps: {row}");
-    assert!(row["runtime_seconds"].as_f64().unwrap_or(0.0) > 1.0, "{row}");
+    assert!(
+        row["runtime_seconds"].as_f64().unwrap_or(0.0) > 1.0,
+        "{row}"
+    );
     assert!(row["rss_bytes"].as_u64().unwrap_or(0) > 0, "{row}");
     assert!(
         row["command_line"]
@@ -159,7 +162,10 @@ fn a_stuck_run_is_reported_then_killed_and_the_kill_is_recorded() {
         .lines()
         .find(|l| l.contains(&format!("kill-process {pid} TERM")))
         .unwrap_or_else(|| panic!("kill recorded: {actions}"));
-    assert!(line.contains("SUCCEEDED") && line.contains("uid "), "{line}");
+    assert!(
+        line.contains("SUCCEEDED") && line.contains("uid "),
+        "{line}"
+    );
 }
 
 #[test]
@@ -169,10 +175,9 @@ fn term_ignored_needs_escalation_and_unwatched_pids_are_refused() {
     let agent = agent("");
     // SIG_IGN survives exec: this ngspice ignores TERM.
     let mut stubborn = start(
-        Command::new("sh").arg("-c").arg(format!(
-            "trap '' TERM; exec '{}' 300",
-            ngspice.display()
-        )),
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("trap '' TERM; exec '{}' 300", ngspice.display())),
         "TERM-ignoring ngspice",
     );
     let pid = stubborn.child.id();
@@ -202,13 +207,19 @@ fn term_ignored_needs_escalation_and_unwatched_pids_are_refused() {
     let mut bystander = start(Command::new(sleep_bin()).arg("300"), "plain sleep");
     let other = bystander.child.id().to_string();
     for (args, says) in [
-        (vec!["kill-process", other.as_str()], "matches no [[process]] rule"),
+        (
+            vec!["kill-process", other.as_str()],
+            "matches no [[process]] rule",
+        ),
         (
             vec!["kill-process", other.as_str(), "--signal", "kill"],
             "matches no [[process]] rule",
         ),
         (vec!["kill-process", "1"], "above 1"),
-        (vec!["kill-process", other.as_str(), "--signal", "hup"], "term or kill"),
+        (
+            vec!["kill-process", other.as_str(), "--signal", "hup"],
+            "term or kill",
+        ),
     ] {
         let out = agent.ctl(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
@@ -216,7 +227,10 @@ fn term_ignored_needs_escalation_and_unwatched_pids_are_refused() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
-    assert!(alive(&mut bystander), "an unwatched process is never signalled");
+    assert!(
+        alive(&mut bystander),
+        "an unwatched process is never signalled"
+    );
     let actions = text(&agent.ctl(&["actions"]));
     assert!(
         actions
@@ -243,10 +257,7 @@ fn zombies_and_missing_services_are_conditions() {
     });
     assert_eq!(json(&agent, &["status"])["host"]["state"], "CRITICAL");
     let table = text(&agent.ctl(&["processes"]));
-    assert!(
-        table.contains("process:solver PROCESS_MISSING"),
-        "{table}"
-    );
+    assert!(table.contains("process:solver PROCESS_MISSING"), "{table}");
 
     // The parent forks an ngspice that exits at once, then becomes a sleep that never waits.
     let mut parent = start(
@@ -277,7 +288,11 @@ fn zombies_and_missing_services_are_conditions() {
         .map(|c| c["message"].to_string())
         .unwrap_or_default();
     assert!(msg.contains(&format!("parent pid {ppid}")), "{msg}");
-    assert!(!has(&agent, "PROCESS_STUCK", &format!("process:ngspice:{zpid}")));
+    assert!(!has(
+        &agent,
+        "PROCESS_STUCK",
+        &format!("process:ngspice:{zpid}")
+    ));
     let out = agent.ctl(&["kill-process", &zpid.to_string()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("zombie"), "{}", text(&out));

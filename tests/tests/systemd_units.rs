@@ -40,8 +40,7 @@ fn text(o: &Output) -> String {
 /// The unit, under its own name in `dir`, with `/usr/bin/<daemon>` replaced by `exe`.
 fn unit_copy(dir: &Path, daemon: &str, exe: &Path) -> PathBuf {
     let name = format!("{daemon}.service");
-    let original =
-        std::fs::read_to_string(units_dir().join(&name)).expect("read the unit file");
+    let original = std::fs::read_to_string(units_dir().join(&name)).expect("read the unit file");
     let from = format!("/usr/bin/{daemon}");
     assert!(original.contains(&from), "{name} starts {from}");
     let path = dir.join(&name);
@@ -78,7 +77,11 @@ fn units_pass_systemd_analyze_verify() {
     );
     let out = verify(&unit);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("/nonexistent/health-agent"), "{}", text(&out));
+    assert!(
+        text(&out).contains("/nonexistent/health-agent"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -135,8 +138,15 @@ fn sysusers_snippets_create_the_service_users() {
             .lines()
             .find(|l| l.starts_with(&format!("{user}:")))
             .unwrap_or_else(|| panic!("{user} in {passwd}"));
-        let uid: u32 = entry.split(':').nth(2).and_then(|u| u.parse().ok()).expect("uid");
+        let uid: u32 = entry
+            .split(':')
+            .nth(2)
+            .and_then(|u| u.parse().ok())
+            .expect("uid");
         assert!(uid > 0 && uid < 1000, "{user} is a system user: {entry}");
-        assert!(entry.contains(home) && entry.ends_with("nologin"), "{entry}");
+        assert!(
+            entry.contains(home) && entry.ends_with("nologin"),
+            "{entry}"
+        );
     }
 }

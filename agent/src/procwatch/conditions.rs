@@ -74,9 +74,7 @@ pub fn evaluate(rules: &[ProcessRule], procs: &[ProcessInfo], now: SystemTime) -
         }
     }
     for rule in rules.iter().filter(|r| r.expect_running) {
-        let running = procs
-            .iter()
-            .any(|p| p.name == rule.name && !p.is_zombie());
+        let running = procs.iter().any(|p| p.name == rule.name && !p.is_zombie());
         if !running {
             out.push(Condition::new(
                 ConditionCode::ProcessMissing,
@@ -171,17 +169,9 @@ mod tests {
         assert!(c[2].message.contains("5.00 GiB"), "{}", c[2].message);
 
         // A zombie does not count as the service running.
-        let c = evaluate(
-            &rules,
-            &[proc_("solver", 20, 'Z', 1, 0)],
-            SystemTime::now(),
-        );
+        let c = evaluate(&rules, &[proc_("solver", 20, 'Z', 1, 0)], SystemTime::now());
         assert!(c.iter().any(|c| c.code == ConditionCode::ProcessMissing));
-        let c = evaluate(
-            &rules,
-            &[proc_("solver", 20, 'S', 1, 0)],
-            SystemTime::now(),
-        );
+        let c = evaluate(&rules, &[proc_("solver", 20, 'S', 1, 0)], SystemTime::now());
         assert!(c.is_empty(), "{c:?}");
     }
 }

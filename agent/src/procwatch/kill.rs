@@ -64,10 +64,7 @@ impl KillRequest {
     pub fn describe(&self) -> String {
         let mut s = format!("kill-process {} {}", self.pid, self.signal.as_str());
         if let Some(d) = self.escalate_after {
-            s.push_str(&format!(
-                " (KILL after {})",
-                humantime::format_duration(d)
-            ));
+            s.push_str(&format!(" (KILL after {})", humantime::format_duration(d)));
         }
         s
     }
@@ -125,10 +122,7 @@ async fn wait_exit(pid: i32, start_ticks: u64, limit: Duration) -> bool {
 }
 
 /// Checks the request against the rules and the process as it is now.
-pub async fn verify(
-    rules: &[ProcessRule],
-    req: &KillRequest,
-) -> Result<ProcessInfo, ActionError> {
+pub async fn verify(rules: &[ProcessRule], req: &KillRequest) -> Result<ProcessInfo, ActionError> {
     if let Some(d) = req.escalate_after {
         if req.signal == KillSignal::Kill {
             return Err(ActionError::InvalidArgument(

@@ -80,14 +80,16 @@ pub fn validate(file: &str, raw: Vec<RawProcess>) -> Result<Vec<ProcessRule>, Co
         let key = |k: &str| format!("process[{i}].{k}");
         let name_ok = !r.name.is_empty()
             && r.name.len() <= 64
-            && r
-                .name
+            && r.name
                 .chars()
                 .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
         if !name_ok {
             return Err(fail(
                 key("name"),
-                format!("expected 1-64 characters of [A-Za-z0-9._-], found {:?}", r.name),
+                format!(
+                    "expected 1-64 characters of [A-Za-z0-9._-], found {:?}",
+                    r.name
+                ),
             ));
         }
         if rules.iter().any(|p| p.name == r.name) {

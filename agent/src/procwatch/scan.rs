@@ -70,7 +70,10 @@ pub enum Lookup {
     /// No such process.
     Gone,
     /// A process no rule matches.
-    Unwatched { comm: String, cmdline: String },
+    Unwatched {
+        comm: String,
+        cmdline: String,
+    },
     Watched(ProcessInfo),
 }
 
