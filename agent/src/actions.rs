@@ -1,5 +1,5 @@
-//! The single path every mutating action takes: reset, calibrate, power limit, enable/disable
-//! and fault injection. It checks that the device exists and has the capability, runs the
+//! The single path every mutating action takes: reset, calibrate, power limit, enable/disable,
+//! fault injection and killing a watched process. It checks that the device exists and has the capability, runs the
 //! action on the device's supervisor (which serializes actions per device and bounds each by a
 //! deadline), and records who asked, what happened and how long it took.
 //!
@@ -15,12 +15,15 @@ use std::time::{Instant, SystemTime};
 use health_hal::FaultKind;
 
 use crate::node::Node;
+use crate::procwatch::kill::{KillReport, KillRequest};
 use crate::supervisor::{DeviceAction, DeviceStatus, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Requested {
     Device(DeviceAction),
     InjectFault(FaultKind),
+    /// Signal a watched process (see `procwatch::kill`).
+    KillProcess(KillRequest),
 }
 
 impl Requested {
@@ -28,6 +31,7 @@ impl Requested {
         match self {
             Requested::Device(a) => a.describe(),
             Requested::InjectFault(f) => format!("inject-fault {}", f.as_str()),
+            Requested::KillProcess(k) => k.describe(),
         }
     }
 }
@@ -43,6 +47,8 @@ pub struct ActionRecord {
     pub started_at: SystemTime,
     pub duration_ms: u64,
     pub device_after: Option<Arc<DeviceStatus>>,
+    /// For a process kill: the signals sent and whether the process exited.
+    pub process_kill: Option<KillReport>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -178,7 +184,11 @@ impl Actions {
             t0,
             armed: true,
         };
-        let result = self.check_and_run(device_id, req).await;
+        let mut process_kill = None;
+        let result = match req {
+            Requested::KillProcess(k) => self.kill_process(&k, &mut process_kill).await,
+            _ => self.check_and_run(device_id, req).await,
+        };
         interrupted.disarm();
         let (outcome, message) = match &result {
             Ok(r) => r.clone(),
@@ -194,6 +204,7 @@ impl Actions {
             started_at,
             duration_ms: t0.elapsed().as_millis() as u64,
             device_after: self.node.device(device_id).map(|d| d.status()),
+            process_kill,
         };
         tracing::info!(
             target: "audit",
@@ -235,6 +246,9 @@ impl Actions {
                     format!("active faults: [{}]", active.join(", ")),
                 ))
             }
+            Requested::KillProcess(_) => Err(ActionError::InvalidArgument(
+                "a process is not a device: use KillProcess".to_string(),
+            )),
             Requested::Device(action) => {
                 if let DeviceAction::SetPowerLimit(w) = action {
                     if !w.is_finite() || w <= 0.0 {
@@ -256,6 +270,25 @@ impl Actions {
                 Ok(dev.run(action).await)
             }
         }
+    }
+
+    /// Kills a watched process: checked against the `[[process]]` rules and the process as it
+    /// is now, then signalled with a bounded wait for its exit.
+    async fn kill_process(
+        &self,
+        req: &KillRequest,
+        report: &mut Option<KillReport>,
+    ) -> Result<(Outcome, String), ActionError> {
+        let watch = self.node.processes().ok_or_else(|| {
+            ActionError::NotPossible(
+                "no [[process]] rules are configured: the agent signals only processes it watches"
+                    .to_string(),
+            )
+        })?;
+        let info = crate::procwatch::kill::verify(&watch.rules, req).await?;
+        let (outcome, message, done) = crate::procwatch::kill::execute(info, req).await;
+        *report = Some(done);
+        Ok((outcome, message))
     }
 
     /// The most recent records, newest first.

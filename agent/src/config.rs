@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub devices: Vec<DeviceConfig>,
     pub discover: Vec<DiscoveryRule>,
     pub probe: ProbeConfig,
+    /// `[[process]]`: processes the watchdog follows (see `procwatch`).
+    pub processes: Vec<crate::procwatch::ProcessRule>,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +255,8 @@ struct RawConfig {
     discover: Vec<RawDiscover>,
     #[serde(default)]
     probe: RawProbe,
+    #[serde(default)]
+    process: Vec<crate::procwatch::rules::RawProcess>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1247,7 +1251,9 @@ impl RawConfig {
             read_noise: c.range_f64("probe.read_noise", p.read_noise, 0.0, 0.0, 1.0)?,
             known_answer: known_answer(&c, p.known_answer.unwrap_or_default())?,
         };
+        let processes = crate::procwatch::rules::validate(file, self.process)?;
         Ok(AgentConfig {
+            processes,
             probe,
             discover,
             sysfs_root,

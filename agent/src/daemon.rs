@@ -68,13 +68,22 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .map(|_| Arc::new(UplinkStats::default()));
     let prober = crate::probe::Prober::new(cfg.probe.clone());
     let probe_rx = crate::probe::spawn(prober.clone(), cancel.clone());
-    let node = Arc::new(Node::new(
-        cfg.node.clone(),
-        handles,
-        host_rx,
-        uplink_stats.clone(),
-        Some(probe_rx),
-    ));
+    let processes = crate::procwatch::spawn(
+        cfg.processes.clone(),
+        cfg.host.interval,
+        cfg.host.deadline,
+        cancel.clone(),
+    );
+    let node = Arc::new(
+        Node::new(
+            cfg.node.clone(),
+            handles,
+            host_rx,
+            uplink_stats.clone(),
+            Some(probe_rx),
+        )
+        .with_processes(processes),
+    );
     let actions = Arc::new(Actions::new(node.clone()));
     let actions_at_shutdown = actions.clone();
     let (publish, reports) = watch::channel(Arc::new(node.snapshot()));

@@ -35,6 +35,8 @@ pub struct HostStatus {
     pub disks: Vec<DiskUsage>,
     pub conditions: Vec<Condition>,
     pub observed_at: Option<SystemTime>,
+    /// Processes the `[[process]]` rules match (filled in by the node from the watchdog).
+    pub processes: Vec<crate::procwatch::ProcessInfo>,
 }
 
 /// File systems that hold no data an operator can run out of.
@@ -57,6 +59,7 @@ fn measure_core(sys: &mut System) -> HostStatus {
         disks: Vec::new(),
         conditions: Vec::new(),
         observed_at: Some(SystemTime::now()),
+        processes: Vec::new(),
     }
 }
 
@@ -82,17 +85,17 @@ fn measure_disks() -> Vec<DiskUsage> {
 
 /// A blocking measurement bounded by a deadline. If one misses its deadline it is kept, not
 /// restarted: the next poll waits on the same call, so a stuck mount costs one thread.
-struct BoundedJob<T> {
+pub(crate) struct BoundedJob<T> {
     in_flight: Option<JoinHandle<T>>,
 }
 
 impl<T: Send + 'static> BoundedJob<T> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         BoundedJob { in_flight: None }
     }
 
     /// `None` when the measurement did not finish within `deadline`.
-    async fn poll(
+    pub(crate) async fn poll(
         &mut self,
         deadline: Duration,
         start: impl FnOnce() -> JoinHandle<T>,

@@ -3,7 +3,7 @@
 //!
 //! Data flows device → [`supervisor`] (one task each, deadline on every call) → [`node`]
 //! (snapshots, the main loop) → [`grpc`] (Agent API, uplink to the collector). [`host`] adds
-//! the host's own health; [`actions`] is the single path for anything that changes a device.
+//! the host's own health and [`procwatch`] its watched processes; [`actions`] is the single path for anything that changes a device.
 
 pub mod actions;
 pub mod backends;
@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod known_answer;
 pub mod node;
 pub mod probe;
+pub mod procwatch;
 pub mod supervisor;

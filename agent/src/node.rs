@@ -95,6 +95,8 @@ pub struct Node {
     probe: Option<crate::probe::ProbeConditions>,
     /// The window of recent actions reports carry (see `REPORTED_ACTIONS`).
     reported_actions: Mutex<VecDeque<ReportedAction>>,
+    /// The process watchdog, when `[[process]]` rules are configured.
+    processes: Option<crate::procwatch::ProcessWatch>,
 }
 
 #[derive(Debug, Clone)]
@@ -140,7 +142,18 @@ impl Node {
             uplink,
             probe,
             reported_actions: Mutex::new(VecDeque::with_capacity(REPORTED_ACTIONS)),
+            processes: None,
         }
+    }
+
+    /// Adds the process watchdog: its processes and conditions become part of the host.
+    pub fn with_processes(mut self, watch: Option<crate::procwatch::ProcessWatch>) -> Node {
+        self.processes = watch;
+        self
+    }
+
+    pub fn processes(&self) -> Option<&crate::procwatch::ProcessWatch> {
+        self.processes.as_ref()
     }
 
     /// Adds a finished action to the window that reports carry.
@@ -237,6 +250,14 @@ impl Node {
                 h.state = h.state.max(health_hal::rollup(findings.iter()));
                 host = Arc::new(h);
             }
+        }
+        if let Some(watch) = &self.processes {
+            let report = watch.report.borrow().clone();
+            let mut h = (*host).clone();
+            h.processes.clone_from(&report.processes);
+            h.conditions.extend(report.conditions.iter().cloned());
+            h.state = h.state.max(report.state);
+            host = Arc::new(h);
         }
         let devices: Vec<_> = self.devices.iter().map(|d| d.status()).collect();
         let state = devices

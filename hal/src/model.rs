@@ -297,6 +297,10 @@ pub enum ConditionCode {
     DeviceError,
     /// A TEC-held device is away from its setpoint (distinct from an absolute over-temperature).
     TecSetpointDeviation,
+    /// A watched process has exited but its parent has not reaped it.
+    ProcessZombie,
+    /// A watched service that must be running has no process.
+    ProcessMissing,
 }
 
 impl ConditionCode {
@@ -321,6 +325,8 @@ impl ConditionCode {
             ConditionCode::DeviceDisabled => "DEVICE_DISABLED",
             ConditionCode::DeviceError => "DEVICE_ERROR",
             ConditionCode::TecSetpointDeviation => "TEC_SETPOINT_DEVIATION",
+            ConditionCode::ProcessZombie => "PROCESS_ZOMBIE",
+            ConditionCode::ProcessMissing => "PROCESS_MISSING",
         }
     }
 
@@ -363,6 +369,12 @@ impl ConditionCode {
             ConditionCode::DeviceError => "device-unresponsive: read the agent log for the backend error",
             ConditionCode::TecSetpointDeviation => {
                 "device-overheating: check the TEC output and its current limit; recalibrate once it holds the setpoint"
+            }
+            ConditionCode::ProcessZombie => {
+                "spice-timeout: the run has exited but its parent (ppid in the message) has not reaped it; restart or signal the parent"
+            }
+            ConditionCode::ProcessMissing => {
+                "solver-down: check the service (systemctl status, journalctl -u) and restart it"
             }
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod endpoint;
 mod history;
+pub mod processes;
 pub mod render;
 
 use std::io::{IsTerminal, Write};
@@ -109,6 +110,18 @@ enum Command {
         device: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// Watched processes ([[process]] rules): runtime, memory, state, conditions.
+    Processes,
+    /// Signal a watched process (TERM by default); reports whether it exited.
+    KillProcess {
+        pid: u32,
+        /// term or kill.
+        #[arg(long, default_value = "term")]
+        signal: String,
+        /// With TERM: send KILL if it is still running after this long (e.g. 10s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        escalate_after: Option<Duration>,
     },
     /// Fleet: every node the collector knows (needs --collector).
     Nodes,
@@ -435,6 +448,45 @@ impl Ctl {
                 } else {
                     self.print(&render::actions_table(&r.actions))
                 }
+            }
+            Command::Processes => {
+                let n = self
+                    .agent()
+                    .await?
+                    .get_node(self.req(pb::GetNodeRequest {}))
+                    .await?
+                    .into_inner();
+                let h = n.host.unwrap_or_default();
+                if json {
+                    self.json(&serde_json::Value::Array(
+                        h.processes.iter().map(processes::process_json).collect(),
+                    ))
+                } else {
+                    self.print(&processes::processes_table(&h))
+                }
+            }
+            Command::KillProcess {
+                pid,
+                signal,
+                escalate_after,
+            } => {
+                let signal = processes::signal(signal)?;
+                let mut agent = self.agent().await?;
+                // The start time the agent shows for this pid now: the agent refuses the kill if
+                // the pid has been reused by the time the request arrives.
+                let node = agent
+                    .get_node(self.req(pb::GetNodeRequest {}))
+                    .await?
+                    .into_inner();
+                let req =
+                    processes::kill_request(*pid, signal, *escalate_after, node.host.as_ref())?;
+                // The agent may wait out the escalation and the exit grace.
+                let mut req = self.req(req);
+                req.set_timeout(
+                    self.cli.timeout + escalate_after.unwrap_or_default() + Duration::from_secs(10),
+                );
+                let r = agent.kill_process(req).await?.into_inner();
+                self.action(r)
             }
             Command::Nodes => {
                 let r = self

@@ -201,6 +201,12 @@ pub fn node_text(n: &pb::NodeSnapshot) -> String {
                 c.message
             ));
         }
+        if !h.processes.is_empty() {
+            out.push_str(&format!(
+                "processes: {} watched (agent-ctl processes)\n",
+                h.processes.len()
+            ));
+        }
     }
     out.push('\n');
     out.push_str(&devices_table(&n.devices));
@@ -617,6 +623,7 @@ pub fn node_json(n: &pb::NodeSnapshot) -> Value {
                 "mount_point": d.mount_point, "total_bytes": d.total_bytes, "available_bytes": d.available_bytes,
             })).collect::<Vec<_>>(),
             "conditions": h.conditions.iter().map(condition_json).collect::<Vec<_>>(),
+            "processes": h.processes.iter().map(super::processes::process_json).collect::<Vec<_>>(),
         },
         "devices": n.devices.iter().map(device_json).collect::<Vec<_>>(),
     })
@@ -633,6 +640,7 @@ pub fn action_json(a: &pb::ActionResult) -> Value {
         "duration_ms": a.duration_ms,
         "caller": a.caller,
         "device_after": a.device_after.as_ref().map(device_json),
+        "process_kill": a.process_kill.as_ref().map(super::processes::process_kill_json),
     })
 }
 

@@ -65,6 +65,8 @@ fn code(c: hal::ConditionCode) -> i32 {
         C::DeviceDisabled => P::DeviceDisabled,
         C::DeviceError => P::DeviceError,
         C::TecSetpointDeviation => P::TecSetpointDeviation,
+        C::ProcessZombie => P::ProcessZombie,
+        C::ProcessMissing => P::ProcessMissing,
     }) as i32
 }
 
@@ -210,6 +212,39 @@ pub fn host(h: &HostStatus) -> pb::HostHealth {
             .collect(),
         conditions: h.conditions.iter().map(condition).collect(),
         observed_at: h.observed_at.map(ts),
+        processes: h.processes.iter().map(process).collect(),
+    }
+}
+
+pub fn process(p: &crate::procwatch::ProcessInfo) -> pb::ProcessStatus {
+    pb::ProcessStatus {
+        name: p.name.clone(),
+        pid: p.pid as u32,
+        ppid: p.ppid.max(0) as u32,
+        comm: p.comm.clone(),
+        command_line: p.cmdline.clone(),
+        state: p.state.to_string(),
+        runtime_seconds: p.runtime.as_secs_f64(),
+        rss_bytes: p.rss_bytes,
+        start_time_ticks: p.start_ticks,
+        started_at: Some(ts(p.started_at)),
+    }
+}
+
+fn process_kill(k: &crate::procwatch::kill::KillReport) -> pb::ProcessKill {
+    pb::ProcessKill {
+        pid: k.pid,
+        signals_sent: k.signals_sent.iter().map(|s| s.to_string()).collect(),
+        exited: k.exited,
+        before: Some(process(&k.before)),
+    }
+}
+
+pub fn kill_signal(s: i32) -> Option<crate::procwatch::kill::KillSignal> {
+    use crate::procwatch::kill::KillSignal;
+    match pb::ProcessSignal::try_from(s).ok()? {
+        pb::ProcessSignal::Unspecified | pb::ProcessSignal::Term => Some(KillSignal::Term),
+        pb::ProcessSignal::Kill => Some(KillSignal::Kill),
     }
 }
 
@@ -261,6 +296,7 @@ fn reported_action(r: &crate::node::ReportedAction) -> pb::ActionResult {
         duration_ms: r.duration_ms,
         device_after: None,
         caller: r.caller.clone(),
+        process_kill: None,
     }
 }
 
@@ -275,6 +311,7 @@ pub fn action(r: &ActionRecord) -> pb::ActionResult {
         duration_ms: r.duration_ms,
         device_after: r.device_after.as_deref().map(device),
         caller: r.caller.clone(),
+        process_kill: r.process_kill.as_ref().map(process_kill),
     }
 }
 

@@ -384,4 +384,27 @@ impl Agent for AgentService {
         })?;
         self.act(&req, &r.id, Requested::InjectFault(fault)).await
     }
+
+    async fn kill_process(
+        &self,
+        req: Request<pb::KillProcessRequest>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let r = req.get_ref();
+        let signal = convert::kill_signal(r.signal).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "signal: expected PROCESS_SIGNAL_TERM or PROCESS_SIGNAL_KILL, got {}",
+                r.signal
+            ))
+        })?;
+        let kill = crate::procwatch::kill::KillRequest {
+            pid: r.pid,
+            signal,
+            start_ticks: (r.start_time_ticks != 0).then_some(r.start_time_ticks),
+            escalate_after: (r.escalate_after_ms != 0)
+                .then(|| std::time::Duration::from_millis(u64::from(r.escalate_after_ms))),
+        };
+        // Argument and guard checks are in the action path, so refusals are recorded too.
+        self.act(&req, &kill.subject(), Requested::KillProcess(kill))
+            .await
+    }
 }
