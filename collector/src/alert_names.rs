@@ -27,7 +27,10 @@ pub fn alertname(code: i32) -> String {
         | ConditionCode::IllConditioned
         | ConditionCode::PrecisionInsufficient => "ConvergenceFailure",
         // A simulation (ngspice) stuck past its budget is the runbook's SPICE timeout.
-        ConditionCode::ProcessStuck => "SPICESimulationTimeout",
+        // Zombies are part of the same runbook procedure.
+        ConditionCode::ProcessStuck | ConditionCode::ProcessZombie => "SPICESimulationTimeout",
+        // An expected service (the solver) not running is the solver-down procedure.
+        ConditionCode::ProcessMissing => "AnalogPDESolverDown",
         // Repeated device errors and a link logging AER errors: the error-rate procedure.
         ConditionCode::DeviceError | ConditionCode::LinkDegraded => "HighErrorRate",
         other => return camel_case(other.as_str_name()),
@@ -56,6 +59,8 @@ mod tests {
         let name = |code: ConditionCode| alertname(code as i32);
         assert_eq!(name(ConditionCode::ThermalCritical), "DeviceOverheating");
         assert_eq!(name(ConditionCode::ThermalWarning), "DeviceOverheating");
+        assert_eq!(name(ConditionCode::ProcessMissing), "AnalogPDESolverDown");
+        assert_eq!(name(ConditionCode::ProcessZombie), "SPICESimulationTimeout");
         assert_eq!(
             name(ConditionCode::DeviceUnresponsive),
             "DeviceUnresponsive"

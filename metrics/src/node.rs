@@ -120,6 +120,9 @@ pub fn declare(out: &mut Exposition) {
     out.gauge("health_host_load15", HELP_LOAD15);
     out.gauge("health_host_disk_total_bytes", HELP_DISK_TOTAL);
     out.gauge("health_host_disk_available_bytes", HELP_DISK_AVAIL);
+    out.gauge("health_process_runtime_seconds", HELP_PROC_RUNTIME);
+    out.gauge("health_process_resident_memory_bytes", HELP_PROC_RSS);
+    out.gauge("health_process_zombie", HELP_PROC_ZOMBIE);
     out.gauge("health_condition_active", HELP_CONDITION);
     out.gauge(
         "health_condition_since_timestamp_seconds",
@@ -152,6 +155,10 @@ const HELP_NODE_STATE: &str =
 const HELP_SNAPSHOT_TS: &str = "When the node's latest snapshot was taken, Unix seconds.";
 const HELP_HOST_STATE: &str = "Host health: 1 for the current state, 0 for the others.";
 const HELP_CPU: &str = "Host CPU utilization over all cores, 0 to 1.";
+const HELP_PROC_RUNTIME: &str =
+    "Seconds since a process matching a [[process]] rule started; process is the rule's name.";
+const HELP_PROC_RSS: &str = "Resident memory of a watched process, bytes.";
+const HELP_PROC_ZOMBIE: &str = "1 when a watched process is a zombie (exited, not reaped).";
 const HELP_CPUS: &str = "Logical CPUs of the host.";
 const HELP_MEM_TOTAL: &str = "Host memory, bytes.";
 const HELP_MEM_AVAIL: &str = "Host memory available, bytes.";
@@ -292,6 +299,21 @@ fn render_host(out: &mut Exposition, node: &str, host: &pb::HostHealth, fresh: b
                 .sample(&l, disk.total_bytes as f64);
             out.gauge("health_host_disk_available_bytes", HELP_DISK_AVAIL)
                 .sample(&l, disk.available_bytes as f64);
+        }
+        for p in &host.processes {
+            let pid = p.pid.to_string();
+            let l = [
+                ("node", node),
+                ("process", p.name.as_str()),
+                ("pid", pid.as_str()),
+            ];
+            out.gauge("health_process_runtime_seconds", HELP_PROC_RUNTIME)
+                .sample(&l, p.runtime_seconds);
+            out.gauge("health_process_resident_memory_bytes", HELP_PROC_RSS)
+                .sample(&l, p.rss_bytes as f64);
+            let zombie = if p.state == "Z" { 1.0 } else { 0.0 };
+            out.gauge("health_process_zombie", HELP_PROC_ZOMBIE)
+                .sample(&l, zombie);
         }
     }
     for c in &host.conditions {
@@ -491,6 +513,39 @@ mod tests {
         assert!(
             !text.contains("sensor=\"chip\""),
             "unknown quantity skipped"
+        );
+    }
+
+    #[test]
+    fn watched_processes_become_series_labelled_by_rule_and_pid() {
+        let mut snap = snapshot();
+        if let Some(host) = snap.host.as_mut() {
+            host.processes = vec![pb::ProcessStatus {
+                name: "ngspice".into(),
+                pid: 4242,
+                state: "Z".into(),
+                runtime_seconds: 125.5,
+                rss_bytes: 5_000_000_000,
+                ..Default::default()
+            }];
+        }
+        let mut out = Exposition::new();
+        render(&mut out, &snap, snap.state, true);
+        let text = out.render();
+        let l = "{node=\"n1\",process=\"ngspice\",pid=\"4242\"}";
+        assert!(
+            text.contains(&format!("health_process_runtime_seconds{l} 125.5\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "health_process_resident_memory_bytes{l} 5000000000\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("health_process_zombie{l} 1\n")),
+            "{text}"
         );
     }
 
