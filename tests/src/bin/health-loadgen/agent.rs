@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use health_proto::v1::collector_client::CollectorClient;
-use health_proto::v1::HealthReport;
+use prost::bytes::Bytes;
+use tonic::codegen::http::uri::PathAndQuery;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::MissedTickBehavior;
@@ -21,7 +21,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::histogram::Histogram;
-use crate::snapshot::{stamp, Template};
+use crate::snapshot::Template;
+use crate::wire;
 
 /// Counters every agent adds to while running, read for progress lines.
 #[derive(Default)]
@@ -74,11 +75,9 @@ pub async fn run(
     ack_latency: Arc<Histogram>,
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let (queue, reports) = mpsc::channel::<HealthReport>(spec.queue.max(1));
-    let mut client =
-        CollectorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    let mut acks = match client.report(ReceiverStream::new(reports)).await {
-        Ok(response) => response.into_inner(),
+    let (queue, reports) = mpsc::channel::<Bytes>(spec.queue.max(1));
+    let mut acks = match open_report_stream(channel, reports).await {
+        Ok(acks) => acks,
         Err(status) => {
             outcome.error = Some(format!("{}: Report: {status}", spec.node));
             return outcome;
@@ -111,14 +110,7 @@ pub async fn run(
                 seq += 1;
                 let hot = spec.toggles && (seq / spec.toggle_every.max(1)) % 2 == 1;
                 let body = if hot { &template.hot } else { &template.healthy };
-                let wall = SystemTime::now();
-                let report = HealthReport {
-                    node: spec.node.clone(),
-                    boot_id: spec.boot_id.clone(),
-                    seq,
-                    sent_at: Some(wall.into()),
-                    snapshot: Some(stamp(body, &spec.node, &spec.boot_id, seq, wall)),
-                };
+                let report = wire::report(body, &spec.node, &spec.boot_id, seq, SystemTime::now().into());
                 let Some(sender) = queue.as_ref() else { continue };
                 match sender.try_send(report) {
                     Ok(()) => {
@@ -181,4 +173,21 @@ pub async fn run(
         }
     }
     outcome
+}
+
+/// The Collector's Report call, with reports already encoded (see `wire`).
+async fn open_report_stream(
+    channel: Channel,
+    reports: mpsc::Receiver<Bytes>,
+) -> Result<tonic::Streaming<health_proto::v1::ReportAck>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|error| tonic::Status::unavailable(format!("connection not ready: {error}")))?;
+    let path = PathAndQuery::from_static("/health.v1.Collector/Report");
+    let request = tonic::Request::new(ReceiverStream::new(reports));
+    Ok(grpc
+        .streaming(request, path, wire::PreEncoded)
+        .await?
+        .into_inner())
 }

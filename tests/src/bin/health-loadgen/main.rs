@@ -19,6 +19,7 @@ mod histogram;
 mod procstat;
 mod snapshot;
 mod watcher;
+mod wire;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -111,12 +112,17 @@ struct Results {
     collector_peak_rss_mib: Option<f64>,
     loadgen_cpu_percent: f64,
     loadgen_peak_rss_mib: f64,
+    /// All CPU use on the machine in the window (percent of one core; 200 = both cores busy).
+    machine_cpu_percent: f64,
+    /// The 1-minute load average at the end: other work sharing the cores.
+    load1: Option<f64>,
     ack_latency: Summary,
     alert_latency: Summary,
     alert_events_expected: u64,
     alert_events_received: u64,
     alerts_firing: u64,
     alerts_resolved: u64,
+    alerts_node_stale: u64,
     alerts_without_report: u64,
     /// Problems with the accounting; empty when every sample is accounted for.
     unaccounted: Vec<String>,
@@ -191,7 +197,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     );
 
     let template = Arc::new(snapshot::template(cli.devices).await?);
-    let report_bytes = prost::Message::encoded_len(&template.healthy);
+    let report_bytes = template.healthy.len();
 
     // Connections first, so the measured window has the whole fleet in it.
     let ramp_started = Instant::now();
@@ -254,6 +260,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     tokio::time::sleep_until(measure_from.into()).await;
     let collector_from = cli.collector_pid.map(|pid| procstat::read(Some(pid))).transpose()?;
     let self_from = procstat::read(None)?;
+    let machine_from = procstat::machine()?;
     let sent_from = live.sent.load(Ordering::Relaxed);
     let mut collector_peak_rss = collector_from.map_or(0, |r| r.rss_bytes);
     let mut collector_to = collector_from;
@@ -277,6 +284,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         }
     }
     let self_to = procstat::read(None)?;
+    let machine_to = procstat::machine()?;
     let measured = self_to.at.saturating_duration_since(self_from.at);
     let sent_in_window = live.sent.load(Ordering::Relaxed) - sent_from;
 
@@ -288,6 +296,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         report_bytes,
         loadgen_cpu_percent: procstat::cpu_percent(&self_from, &self_to),
         loadgen_peak_rss_mib: mib(self_to.peak_rss_bytes),
+        machine_cpu_percent: procstat::machine_percent(&machine_from, &machine_to),
+        load1: procstat::load1(),
         ..Results::default()
     };
     if let (Some(from), Some(to)) = (collector_from, collector_to) {
@@ -325,6 +335,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     results.alert_events_received = alert_counts.from_reports.load(Ordering::Relaxed);
     results.alerts_firing = alert_counts.firing.load(Ordering::Relaxed);
     results.alerts_resolved = alert_counts.resolved.load(Ordering::Relaxed);
+    results.alerts_node_stale = alert_counts.node_stale.load(Ordering::Relaxed);
     results.alerts_without_report = alert_counts.without_report.load(Ordering::Relaxed);
     results.ack_latency = ack_latency.summary();
     results.alert_latency = alert_latency.summary();
@@ -449,13 +460,14 @@ fn print_table(r: &Results) {
     println!("collector CPU             {}", opt(r.collector_cpu_percent, " %"));
     println!("collector RSS (peak)      {} ({})", opt(r.collector_rss_mib, " MiB"), opt(r.collector_peak_rss_mib, " MiB"));
     println!("loadgen CPU, peak RSS     {:.1} %, {:.1} MiB", r.loadgen_cpu_percent, r.loadgen_peak_rss_mib);
+    println!("machine CPU, load1        {:.1} %, {}", r.machine_cpu_percent, opt(r.load1, ""));
     let lat = |s: &Summary| format!("p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms (n={})", s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.count);
     println!("send -> alert             {}", lat(&r.alert_latency));
     println!("send -> ack               {}", lat(&r.ack_latency));
     println!("sent / acked              {} / {}", r.sent, r.acked);
     println!("dropped (gaps / at end)   {} / {}", r.dropped_in_gaps, r.dropped_at_end);
     println!("collector reports/dup/miss {} / {} / {}", r.collector_reports_total, r.collector_duplicates_total, r.collector_missing_total);
-    println!("alert events exp/recv     {} / {} (firing {}, resolved {}, without report {})", r.alert_events_expected, r.alert_events_received, r.alerts_firing, r.alerts_resolved, r.alerts_without_report);
+    println!("alert events exp/recv     {} / {} (firing {}, resolved {}; NODE_STALE {}, other {})", r.alert_events_expected, r.alert_events_received, r.alerts_firing, r.alerts_resolved, r.alerts_node_stale, r.alerts_without_report);
     println!("ticks skipped (loadgen behind) {}", r.ticks_skipped);
     println!("agent errors              {}", r.agent_errors);
     println!("accounting                {}", if r.unaccounted.is_empty() { "every sample accounted for" } else { "DOES NOT ADD UP" });

@@ -64,3 +64,49 @@ pub fn cpu_percent(from: &Reading, to: &Reading) -> f64 {
     }
     to.cpu.saturating_sub(from.cpu).as_secs_f64() / wall * 100.0
 }
+
+/// Busy and total CPU time of the whole machine, from the first line of `/proc/stat`, in ticks.
+/// The benchmark shares its cores with whatever else runs; this shows how much that was.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine {
+    busy: u64,
+    total: u64,
+}
+
+pub fn machine() -> anyhow::Result<Machine> {
+    let stat = std::fs::read_to_string("/proc/stat").context("/proc/stat: cannot read")?;
+    let values: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .map(|rest| rest.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(values.len() >= 5, "/proc/stat: expected a 'cpu' line first");
+    let total: u64 = values.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th values.
+    let idle = values[3] + values[4];
+    Ok(Machine {
+        busy: total - idle,
+        total,
+    })
+}
+
+/// Machine CPU use between two readings, in percent of one core, and the number of cores.
+pub fn machine_percent(from: &Machine, to: &Machine) -> f64 {
+    let total = to.total.saturating_sub(from.total);
+    if total == 0 {
+        return 0.0;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    to.busy.saturating_sub(from.busy) as f64 / total as f64 * cores * 100.0
+}
+
+/// The 1-minute load average at the end of the run.
+pub fn load1() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

@@ -3,9 +3,9 @@
 //!
 //! Each device is a HAL simulator of its kind, read once through the `Device` trait; the
 //! reading becomes the agent's `DeviceStatus` and goes through the agent's own conversion to
-//! `health.v1` (the one the uplink uses). Per report only the numbers that change on a real
-//! node change here (sequence, timestamps), so the load generator spends its CPU on the
-//! protocol, not on physics.
+//! `health.v1` (the one the uplink uses). It is encoded once; per report only the node's
+//! identity, number and time are added (`wire`), so the load generator spends its CPU on the
+//! protocol, not on physics or copying.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,7 +17,7 @@ use health_agent::supervisor::{Activity, DeviceStatus};
 use health_hal::model::{Condition, ConditionCode, DeviceKind, HealthState, Severity};
 use health_hal::sim::{SimDevice, SimOptions};
 use health_hal::Device as _;
-use health_proto::v1 as pb;
+use prost::Message as _;
 
 const KINDS: [(DeviceKind, &str); 4] = [
     (DeviceKind::Loihi2, "loihi"),
@@ -27,13 +27,13 @@ const KINDS: [(DeviceKind, &str); 4] = [
 ];
 
 /// One node's report body, ready to be stamped and sent.
-#[derive(Clone)]
 pub struct Template {
-    /// The snapshot with every device OK.
-    pub healthy: pb::NodeSnapshot,
-    /// The same snapshot with a THERMAL_WARNING on the first device: what a toggling agent
-    /// sends in its "hot" phases, so an alert fires and then resolves.
-    pub hot: pb::NodeSnapshot,
+    /// The encoded snapshot with every device OK, without node, boot id, seq and time (which
+    /// `wire::report` adds per report).
+    pub healthy: Vec<u8>,
+    /// The same with a THERMAL_WARNING on the first device: what a toggling agent sends in its
+    /// "hot" phases, so an alert fires and then resolves.
+    pub hot: Vec<u8>,
 }
 
 /// Reads `devices` simulated devices (kinds in turn) once and builds both snapshots.
@@ -95,7 +95,7 @@ pub async fn template(devices: usize) -> anyhow::Result<Template> {
             ..AgentStatus::default()
         },
     };
-    let healthy = convert::snapshot(&snapshot(statuses.clone(), HealthState::Ok));
+    let healthy = convert::snapshot(&snapshot(statuses.clone(), HealthState::Ok)).encode_to_vec();
     let mut hot_devices = statuses;
     if let Some(first) = hot_devices.first_mut() {
         first.state = HealthState::Warning;
@@ -107,30 +107,6 @@ pub async fn template(devices: usize) -> anyhow::Result<Template> {
             now,
         ));
     }
-    let hot = convert::snapshot(&snapshot(hot_devices, HealthState::Warning));
+    let hot = convert::snapshot(&snapshot(hot_devices, HealthState::Warning)).encode_to_vec();
     Ok(Template { healthy, hot })
-}
-
-/// Stamps a copy of `body` with the node's identity and this report's number and time.
-pub fn stamp(
-    body: &pb::NodeSnapshot,
-    node: &str,
-    boot_id: &str,
-    seq: u64,
-    now: SystemTime,
-) -> pb::NodeSnapshot {
-    let taken_at = convert::ts(now);
-    let mut snapshot = body.clone();
-    snapshot.node = node.to_string();
-    snapshot.boot_id = boot_id.to_string();
-    snapshot.seq = seq;
-    snapshot.taken_at = Some(taken_at);
-    for device in &mut snapshot.devices {
-        device.last_read_at = Some(taken_at);
-    }
-    if let Some(agent) = snapshot.agent.as_mut() {
-        agent.reports_sent_total = seq;
-        agent.last_acked_seq = seq.saturating_sub(1);
-    }
-    snapshot
 }

@@ -18,8 +18,10 @@ pub struct Counts {
     pub from_reports: AtomicU64,
     pub firing: AtomicU64,
     pub resolved: AtomicU64,
-    /// NODE_STALE and other events the collector raised itself about our nodes: under load,
-    /// a sign that reports are arriving later than `stale_after`.
+    /// NODE_STALE firing and resolving for our nodes: under load, a sign that reports arrive
+    /// later than `stale_after`. (Its resolution carries the resolving report's send time.)
+    pub node_stale: AtomicU64,
+    /// Other events the collector raised itself, without a report (a node forgotten).
     pub without_report: AtomicU64,
 }
 
@@ -52,6 +54,10 @@ pub async fn start(
             let arrived = SystemTime::now();
             let Some(alert) = event.alert else { continue };
             if !alert.node.starts_with(&node_prefix) {
+                continue;
+            }
+            if alert.name == "NODE_STALE" {
+                counts.node_stale.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let Some(sent_at) = event.report_sent_at else {
