@@ -475,7 +475,7 @@ impl Fleet {
         let state_before = record.effective_state();
         let was_stale = record.stale;
         let snapshot = Arc::new(snapshot);
-        record.snapshot = Arc::clone(&snapshot);
+        let replaced = std::mem::replace(&mut record.snapshot, Arc::clone(&snapshot));
         record.last_seq = seq;
         record.note_agent_drops(&node, &snapshot);
         record.last_seen_wall = arrival.wall;
@@ -490,9 +490,14 @@ impl Fleet {
         if was_stale || new_boot || record.effective_state() != state_before {
             self.publish(record.summary(&node));
         }
+        let generation = record.generation;
+        // Freeing the replaced snapshot is a few hundred deallocations: do it after releasing
+        // the lock, so the other workers' reports do not wait for it.
+        drop(nodes);
+        drop(replaced);
         Ok(Applied::Current {
             acked_seq: seq,
-            generation: record.generation,
+            generation,
             snapshot,
         })
     }

@@ -39,6 +39,13 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 
+/// Ingest is allocation-bound: decoding a report builds a few hundred small strings and
+/// vectors, and replacing a node's snapshot frees as many. Under glibc's allocator that was
+/// about 40% of the collector's CPU at 5,000 agents (docs/benchmarks.md, "Collector at
+/// scale"); mimalloc's thread-local free lists make both cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "health-collector",
