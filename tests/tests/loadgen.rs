@@ -45,7 +45,10 @@ fn loadgen_accounts_for_every_report_against_the_real_collector() {
 
     assert_eq!(count("agents"), 20);
     assert_eq!(count("connections"), 20, "one connection per agent");
-    assert!(results["unaccounted"].as_array().is_some_and(Vec::is_empty), "{results}");
+    assert!(
+        results["unaccounted"].as_array().is_some_and(Vec::is_empty),
+        "{results}"
+    );
     // Each agent reports for at least the 3 measured seconds.
     let sent = count("sent");
     assert!(sent >= 20 * 3, "sent {sent}");
@@ -59,12 +62,29 @@ fn loadgen_accounts_for_every_report_against_the_real_collector() {
     let expected = count("alert_events_expected");
     assert!(expected >= 5 * 3, "expected alert events {expected}");
     assert_eq!(count("alert_events_received"), expected);
-    assert!(count("alerts_firing") > 0 && count("alerts_resolved") > 0, "{results}");
+    assert!(
+        count("alerts_firing") > 0 && count("alerts_resolved") > 0,
+        "{results}"
+    );
     let latency = &results["alert_latency"];
-    assert!(latency["count"].as_u64().is_some_and(|n| n > 0), "{results}");
-    assert!(latency["p99_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{results}");
+    assert!(
+        latency["count"].as_u64().is_some_and(|n| n > 0),
+        "{results}"
+    );
+    assert!(
+        latency["p99_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{results}"
+    );
 
     // The collector's own process was sampled.
-    assert!(results["collector_rss_mib"].as_f64().is_some_and(|mib| mib > 0.0), "{results}");
-    assert!(results["collector_cpu_percent"].as_f64().is_some(), "{results}");
+    assert!(
+        results["collector_rss_mib"]
+            .as_f64()
+            .is_some_and(|mib| mib > 0.0),
+        "{results}"
+    );
+    assert!(
+        results["collector_cpu_percent"].as_f64().is_some(),
+        "{results}"
+    );
 }

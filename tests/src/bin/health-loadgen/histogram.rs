@@ -107,12 +107,17 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_tight() {
         let mut last = 0;
-        for us in [0u64, 1, 63, 64, 65, 127, 128, 1000, 12_345, 250_000, 10_000_000] {
+        for us in [
+            0u64, 1, 63, 64, 65, 127, 128, 1000, 12_345, 250_000, 10_000_000,
+        ] {
             let b = bucket_of(us);
             assert!(b >= last, "bucket order at {us}");
             last = b;
             let mid = midpoint_us(b);
-            assert!((mid - us as f64).abs() <= us as f64 / 64.0 + 0.5, "{us} -> {mid}");
+            assert!(
+                (mid - us as f64).abs() <= us as f64 / 64.0 + 0.5,
+                "{us} -> {mid}"
+            );
         }
         assert!(bucket_of(u64::MAX) < BUCKETS);
     }

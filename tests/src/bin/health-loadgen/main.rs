@@ -212,12 +212,16 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     let first_report = Instant::now() + Duration::from_millis(500);
     let measure_from = first_report + Duration::from_secs(cli.warmup);
     let stop_at = measure_from + Duration::from_secs(cli.duration);
-    let measure_from_wall = SystemTime::now() + measure_from.saturating_duration_since(Instant::now());
+    let measure_from_wall =
+        SystemTime::now() + measure_from.saturating_duration_since(Instant::now());
 
     let alert_latency = Arc::new(Histogram::new());
     let alert_counts = Arc::new(watcher::Counts::default());
     let watcher = watcher::start(
-        endpoint.connect().await.context("connect the WatchAlerts subscriber")?,
+        endpoint
+            .connect()
+            .await
+            .context("connect the WatchAlerts subscriber")?,
         format!("{prefix}-"),
         measure_from_wall,
         Arc::clone(&alert_latency),
@@ -233,7 +237,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         // Spread the agents evenly over the second, as independent hosts would be.
         let phase = Duration::from_secs_f64(index as f64 / cli.agents as f64);
         // Toggling agents spread over the fleet too, not bunched on the first connections.
-        let toggles = toggling > 0 && index % (cli.agents / toggling).max(1) == 0
+        let toggles = toggling > 0
+            && index % (cli.agents / toggling).max(1) == 0
             && index / (cli.agents / toggling).max(1) < toggling;
         let spec = agent::Spec {
             node: format!("{prefix}-{index:05}"),
@@ -258,7 +263,10 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
 
     // CPU and memory over the measured window; peak RSS sampled every second.
     tokio::time::sleep_until(measure_from.into()).await;
-    let collector_from = cli.collector_pid.map(|pid| procstat::read(Some(pid))).transpose()?;
+    let collector_from = cli
+        .collector_pid
+        .map(|pid| procstat::read(Some(pid)))
+        .transpose()?;
     let self_from = procstat::read(None)?;
     let machine_from = procstat::machine()?;
     let sent_from = live.sent.load(Ordering::Relaxed);
@@ -266,7 +274,10 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     let mut collector_to = collector_from;
     let mut next_progress = Instant::now() + Duration::from_secs(5);
     while Instant::now() < stop_at {
-        tokio::time::sleep(Duration::from_secs(1).min(stop_at.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_secs(1).min(stop_at.saturating_duration_since(Instant::now())),
+        )
+        .await;
         if let Some(pid) = cli.collector_pid {
             let reading = procstat::read(Some(pid))?;
             collector_peak_rss = collector_peak_rss.max(reading.rss_bytes);
@@ -341,15 +352,19 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     results.alert_latency = alert_latency.summary();
 
     // The collector's own count of what it received.
-    let mut client = CollectorClient::new(endpoint.connect().await.context("connect for ListNodes")?)
-        .max_decoding_message_size(256 * 1024 * 1024);
+    let mut client =
+        CollectorClient::new(endpoint.connect().await.context("connect for ListNodes")?)
+            .max_decoding_message_size(256 * 1024 * 1024);
     let nodes = client
         .list_nodes(ListNodesRequest {})
         .await
         .map_err(|status| anyhow::anyhow!("ListNodes: {status}"))?
         .into_inner()
         .nodes;
-    for node in nodes.iter().filter(|n| n.node.starts_with(&format!("{prefix}-"))) {
+    for node in nodes
+        .iter()
+        .filter(|n| n.node.starts_with(&format!("{prefix}-")))
+    {
         results.collector_nodes_seen += 1;
         results.collector_reports_total += node.reports_total;
         results.collector_duplicates_total += node.duplicates_total;
@@ -452,23 +467,70 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn print_table(r: &Results) {
-    let opt = |v: Option<f64>, unit: &str| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}{unit}"));
-    println!("agents x devices          {} x {} ({} connections)", r.agents, r.devices_per_agent, r.connections);
+    let opt =
+        |v: Option<f64>, unit: &str| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}{unit}"));
+    println!(
+        "agents x devices          {} x {} ({} connections)",
+        r.agents, r.devices_per_agent, r.connections
+    );
     println!("report size               {} bytes", r.report_bytes);
     println!("measured                  {:.1} s", r.measured_seconds);
-    println!("reports/s, samples/s      {:.0}, {:.0}", r.reports_per_second, r.device_samples_per_second);
-    println!("collector CPU             {}", opt(r.collector_cpu_percent, " %"));
-    println!("collector RSS (peak)      {} ({})", opt(r.collector_rss_mib, " MiB"), opt(r.collector_peak_rss_mib, " MiB"));
-    println!("loadgen CPU, peak RSS     {:.1} %, {:.1} MiB", r.loadgen_cpu_percent, r.loadgen_peak_rss_mib);
-    println!("machine CPU, load1        {:.1} %, {}", r.machine_cpu_percent, opt(r.load1, ""));
-    let lat = |s: &Summary| format!("p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms (n={})", s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.count);
+    println!(
+        "reports/s, samples/s      {:.0}, {:.0}",
+        r.reports_per_second, r.device_samples_per_second
+    );
+    println!(
+        "collector CPU             {}",
+        opt(r.collector_cpu_percent, " %")
+    );
+    println!(
+        "collector RSS (peak)      {} ({})",
+        opt(r.collector_rss_mib, " MiB"),
+        opt(r.collector_peak_rss_mib, " MiB")
+    );
+    println!(
+        "loadgen CPU, peak RSS     {:.1} %, {:.1} MiB",
+        r.loadgen_cpu_percent, r.loadgen_peak_rss_mib
+    );
+    println!(
+        "machine CPU, load1        {:.1} %, {}",
+        r.machine_cpu_percent,
+        opt(r.load1, "")
+    );
+    let lat = |s: &Summary| {
+        format!(
+            "p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms (n={})",
+            s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.count
+        )
+    };
     println!("send -> alert             {}", lat(&r.alert_latency));
     println!("send -> ack               {}", lat(&r.ack_latency));
     println!("sent / acked              {} / {}", r.sent, r.acked);
-    println!("dropped (gaps / at end)   {} / {}", r.dropped_in_gaps, r.dropped_at_end);
-    println!("collector reports/dup/miss {} / {} / {}", r.collector_reports_total, r.collector_duplicates_total, r.collector_missing_total);
-    println!("alert events exp/recv     {} / {} (firing {}, resolved {}; NODE_STALE {}, other {})", r.alert_events_expected, r.alert_events_received, r.alerts_firing, r.alerts_resolved, r.alerts_node_stale, r.alerts_without_report);
+    println!(
+        "dropped (gaps / at end)   {} / {}",
+        r.dropped_in_gaps, r.dropped_at_end
+    );
+    println!(
+        "collector reports/dup/miss {} / {} / {}",
+        r.collector_reports_total, r.collector_duplicates_total, r.collector_missing_total
+    );
+    println!(
+        "alert events exp/recv     {} / {} (firing {}, resolved {}; NODE_STALE {}, other {})",
+        r.alert_events_expected,
+        r.alert_events_received,
+        r.alerts_firing,
+        r.alerts_resolved,
+        r.alerts_node_stale,
+        r.alerts_without_report
+    );
     println!("ticks skipped (loadgen behind) {}", r.ticks_skipped);
     println!("agent errors              {}", r.agent_errors);
-    println!("accounting                {}", if r.unaccounted.is_empty() { "every sample accounted for" } else { "DOES NOT ADD UP" });
+    println!(
+        "accounting                {}",
+        if r.unaccounted.is_empty() {
+            "every sample accounted for"
+        } else {
+            "DOES NOT ADD UP"
+        }
+    );
 }

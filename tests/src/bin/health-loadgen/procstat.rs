@@ -45,7 +45,13 @@ pub fn read(pid: Option<u32>) -> anyhow::Result<Reading> {
         status
             .lines()
             .find_map(|line| line.strip_prefix(key))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .with_context(|| format!("{dir}/status: no {key} line in kB"))
     };
     Ok(Reading {
@@ -79,7 +85,11 @@ pub fn machine() -> anyhow::Result<Machine> {
         .lines()
         .next()
         .and_then(|line| line.strip_prefix("cpu "))
-        .map(|rest| rest.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     anyhow::ensure!(values.len() >= 5, "/proc/stat: expected a 'cpu' line first");
     let total: u64 = values.iter().take(8).sum();

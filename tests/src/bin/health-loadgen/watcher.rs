@@ -34,8 +34,7 @@ pub async fn start(
     latency: Arc<Histogram>,
     counts: Arc<Counts>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let mut client =
-        CollectorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let mut client = CollectorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let mut events = client
         .watch_alerts(WatchAlertsRequest {})
         .await

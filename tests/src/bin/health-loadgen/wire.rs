@@ -19,7 +19,13 @@ const SNAPSHOT_FIELD: u32 = 5;
 
 /// Encodes one report: the identity and send time, then `body` (a snapshot encoded once) with
 /// the snapshot's own identity, number and time merged in.
-pub fn report(body: &[u8], node: &str, boot_id: &str, seq: u64, sent_at: prost_types::Timestamp) -> Bytes {
+pub fn report(
+    body: &[u8],
+    node: &str,
+    boot_id: &str,
+    seq: u64,
+    sent_at: prost_types::Timestamp,
+) -> Bytes {
     let head = HealthReport {
         node: node.to_string(),
         boot_id: boot_id.to_string(),
@@ -99,7 +105,10 @@ mod tests {
             agent_version: "0.1.0".to_string(),
             ..NodeSnapshot::default()
         };
-        let sent_at = prost_types::Timestamp { seconds: 1_800_000_000, nanos: 5 };
+        let sent_at = prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 5,
+        };
         let bytes = report(&body.encode_to_vec(), "n1", "b1", 42, sent_at);
         let decoded = HealthReport::decode(bytes).expect("decodes");
         let expected = HealthReport {
