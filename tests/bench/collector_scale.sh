@@ -26,6 +26,9 @@ trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 cat > "$work/collector.toml" <<TOML
 listen = "127.0.0.1:$port"
+# The latency measured is send -> alert: fire THERMAL_WARNING at once, not after its default 1 min.
+[alerts]
+for = { THERMAL_WARNING = "0s" }
 TOML
 nice=(nice -n "${HEALTH_BENCH_NICE:-0}")
 RUST_LOG=${RUST_LOG:-warn} "${nice[@]}" "$target/health-collector" --config "$work/collector.toml" 2> "$work/collector.log" &

@@ -9,7 +9,9 @@ use health_e2e::Collector;
 
 #[test]
 fn loadgen_accounts_for_every_report_against_the_real_collector() {
-    let collector = Collector::start("");
+    // THERMAL_WARNING is held 1 min by default before it fires; the accounting wants every
+    // toggle to fire at once.
+    let collector = Collector::start("[alerts]\nfor = { THERMAL_WARNING = \"0s\" }\n");
     let output = Command::new(env!("CARGO_BIN_EXE_health-loadgen"))
         .args([
             "--collector",
