@@ -21,8 +21,10 @@ fn watched_ill_conditioned_problem_becomes_a_condition_and_probe_runs_on_demand(
     let problems = tempfile::tempdir().expect("tempdir");
     let file = problems.path().join("hilbert10.mtx");
     write_hilbert(&file, 10);
+    // The host's own disk must not decide the node state this test checks: a full disk on the
+    // machine running the tests would make it CRITICAL (DISK_FULL).
     let cfg = format!(
-        "[probe]\nwatch = [\"{}/*.mtx\"]\ninterval = \"1s\"\n\n[[device]]\nid = \"loihi-0\"\nkind = \"loihi2\"\nbackend = \"sim\"\n",
+        "[host]\ndisk_warning_ratio = 1.0\ndisk_critical_ratio = 1.0\n\n[probe]\nwatch = [\"{}/*.mtx\"]\ninterval = \"1s\"\n\n[[device]]\nid = \"loihi-0\"\nkind = \"loihi2\"\nbackend = \"sim\"\n",
         problems.path().display()
     );
     let agent = Agent::with_config(&cfg, &["--node", "e2e-probe"]);
