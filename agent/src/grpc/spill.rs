@@ -433,7 +433,15 @@ impl Store {
             return;
         }
         let tmp = self.dir.join("head.tmp");
-        let result = fs::write(&tmp, format!("{} {}\n", head.0, head.1))
+        // Private like the segments: the directory is 0700, but a copied or moved file keeps
+        // its own mode.
+        let result = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(format!("{} {}\n", head.0, head.1).as_bytes()))
             .and_then(|()| fs::rename(&tmp, self.dir.join("head")));
         match result {
             Ok(()) => self.head_written = Some(head),
@@ -576,6 +584,15 @@ mod tests {
             })
             .count();
         assert!(segments >= 2, "rotated into several segments");
+        assert!(
+            dir.path().join("head").exists(),
+            "the acknowledged position is recorded"
+        );
+        for entry in fs::read_dir(dir.path()).expect("dir").flatten() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = entry.metadata().expect("metadata").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{:?} is private", entry.file_name());
+        }
 
         let (spill, recovered) = Spill::open(dir.path(), 256).expect("reopen");
         assert_eq!(seqs(&recovered), (21..=50).collect::<Vec<_>>());
