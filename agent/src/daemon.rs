@@ -21,6 +21,12 @@ use crate::{backends, host, supervisor};
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let listeners = grpc::bind(&cfg).await?;
+    let policy = Arc::new(crate::auth::Policy::resolve(&cfg.auth)?);
+    let uplink_tls = match &cfg.collector {
+        Some(url) => crate::tls::uplink(&cfg.tls, url)?,
+        None => None,
+    };
+    let audit = crate::audit::AuditLog::open(&cfg.audit_log);
     let socket = listeners.socket.clone();
     let cancel = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -61,7 +67,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         uplink_stats.clone(),
         Some(probe_rx),
     ));
-    let actions = Arc::new(Actions::new(node.clone()));
+    let actions = Arc::new(Actions::new(
+        node.clone(),
+        audit.clone(),
+        cfg.safety.clone(),
+    ));
     let (publish, reports) = watch::channel(Arc::new(node.snapshot()));
 
     let (uplink_tx, uplink_task) = match (&cfg.collector, uplink_stats) {
@@ -69,7 +79,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             // The hand-off queue only decouples the main loop from the uplink task; the real
             // buffer (bounded by uplink.buffer_reports) lives in the uplink.
             let (tx, rx) = mpsc::channel(16);
-            let up = Uplink::new(url.clone(), cfg.uplink.clone(), stats);
+            let up = Uplink::new(url.clone(), cfg.uplink.clone(), stats).with_tls(uplink_tls);
             (Some(tx), Some(tokio::spawn(up.run(rx, cancel.clone()))))
         }
         _ => (None, None),
@@ -91,13 +101,15 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut server = tokio::spawn(grpc::serve(
         listeners,
         service,
+        policy,
+        audit,
         cfg.max_message_bytes,
         cancel.clone(),
     ));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(
         node = %cfg.node, boot_id = %node.boot_id, socket = %cfg.socket.display(),
-        tcp = ?cfg.tcp_listen, collector = ?cfg.collector, devices = cfg.devices.len() + discovered.len(),
+        tcp = ?cfg.tcp_listen, tls = cfg.tls.cert.is_some(), audit_log = %cfg.audit_log.display(), collector = ?cfg.collector, devices = cfg.devices.len() + discovered.len(),
         "health-agent running"
     );
 

@@ -3,9 +3,12 @@
 //!
 //! Data flows device → [`supervisor`] (one task each, deadline on every call) → [`node`]
 //! (snapshots, the main loop) → [`grpc`] (Agent API, uplink to the collector). [`host`] adds
-//! the host's own health; [`actions`] is the single path for anything that changes a device.
+//! the host's own health; [`actions`] is the single path for anything that changes a device,
+//! with [`auth`] (roles), [`safety`] (limits) and [`audit`] (the durable record) attached there.
 
 pub mod actions;
+pub mod audit;
+pub mod auth;
 pub mod backends;
 pub mod config;
 pub mod ctl;
@@ -15,4 +18,6 @@ pub mod grpc;
 pub mod host;
 pub mod node;
 pub mod probe;
+pub mod safety;
 pub mod supervisor;
+pub mod tls;

@@ -26,6 +26,10 @@ struct Cli {
     /// Collector URL, e.g. http://127.0.0.1:7070 (overrides the config).
     #[arg(long, value_name = "URL")]
     collector: Option<String>,
+    /// Audit log file (overrides the config; with --simulate the default is audit.jsonl
+    /// beside the socket).
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
     /// Node name (overrides the config; default: the host name).
     #[arg(long)]
     node: Option<String>,
@@ -58,6 +62,24 @@ fn load(cli: &Cli) -> Result<config::AgentConfig, ConfigError> {
     };
     if let Some(s) = &cli.socket {
         cfg.socket = s.clone();
+    }
+    match &cli.audit_log {
+        Some(p) if !p.is_absolute() => {
+            return Err(flag(
+                "--audit-log",
+                format!("expected an absolute path, found {:?}", p.display().to_string()),
+            ))
+        }
+        Some(p) => cfg.audit_log = p.clone(),
+        // A demo must not write into the host's real audit log.
+        None if cli.simulate => {
+            cfg.audit_log = cfg
+                .socket
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("audit.jsonl")
+        }
+        None => {}
     }
     if let Some(c) = &cli.collector {
         if !(c.starts_with("http://") || c.starts_with("https://")) {

@@ -192,7 +192,7 @@ impl Agent {
     pub async fn client(&self) -> AgentClient<Channel> {
         let target = health_agent::ctl::endpoint::parse(&self.endpoint()).expect("endpoint");
         AgentClient::new(
-            health_agent::ctl::endpoint::connect(&target, None)
+            health_agent::ctl::endpoint::connect(&target, &Default::default())
                 .await
                 .expect("connect to agent"),
         )

@@ -235,6 +235,9 @@ pub fn action(r: &ActionRecord) -> pb::ActionResult {
         duration_ms: r.duration_ms,
         device_after: r.device_after.as_deref().map(device),
         caller: r.caller.clone(),
+        dry_run: r.dry_run,
+        replayed: r.replayed,
+        role: r.role.clone(),
     }
 }
 

@@ -111,6 +111,8 @@ pub struct Uplink {
     cfg: UplinkConfig,
     outbox: Outbox,
     pub stats: Arc<UplinkStats>,
+    /// For an `https://` collector (see `tls.rs`).
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 enum SessionEnd {
@@ -126,6 +128,23 @@ impl Uplink {
             cfg,
             outbox,
             stats,
+            tls: None,
+        }
+    }
+
+    /// Connects with TLS (`crate::tls::uplink`): the collector is verified, the agent presents
+    /// its certificate.
+    pub fn with_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> Uplink {
+        self.tls = tls;
+        self
+    }
+
+    fn endpoint_tls(&self, e: Endpoint) -> Result<Endpoint, String> {
+        match &self.tls {
+            Some(tls) => e
+                .tls_config(tls.clone())
+                .map_err(|e| format!("collector TLS config: {e}")),
+            None => Ok(e),
         }
     }
 
@@ -203,6 +222,10 @@ impl Uplink {
                 .keep_alive_timeout(Duration::from_secs(5))
                 .keep_alive_while_idle(true),
             Err(e) => return SessionEnd::Lost(format!("bad collector URL: {e}")),
+        };
+        let endpoint = match self.endpoint_tls(endpoint) {
+            Ok(e) => e,
+            Err(e) => return SessionEnd::Lost(e),
         };
         // While connecting and opening the stream, keep taking reports from the main loop so
         // its hand-off queue never fills (that would count as dropped reports).
