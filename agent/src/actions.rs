@@ -1,21 +1,34 @@
 //! The single path every mutating action takes: reset, calibrate, power limit, enable/disable,
-//! fault injection and killing a watched process. It checks that the device exists and has the capability, runs the
-//! action on the device's supervisor (which serializes actions per device and bounds each by a
-//! deadline), and records who asked, what happened and how long it took.
+//! fault injection and killing a watched process (and any action added later: the checks below
+//! are written against [`Requested`]'s methods, so a new kind gets them by construction).
 //!
-//! Authorization, rate limits and the persistent hash-chained audit log attach here (their own
-//! issue); today the record is kept in memory for `ListActions` and written to the log under
-//! the `audit` target. No other module calls a device's mutating methods.
+//! In order: the idempotency key (a retry returns the first result), authorization (operator
+//! role, else PERMISSION_DENIED and a `denied` audit entry), the target and its capability (for
+//! a process: the `[[process]]` rules and the process as it is now), the confirmation a hard
+//! reset or power cycle needs, the per-target gate (one action at a time, cooldown, resets per
+//! hour). A dry run stops there and records a `dry-run` entry. Otherwise a `begin` entry is
+//! made durable in the audit log — if it cannot be, the action is refused — the action runs on
+//! the device's supervisor (which bounds it by a deadline), and an `end` entry records the
+//! outcome and duration; an action cut off by shutdown gets an `interrupted` entry instead.
+//! Refusals after authorization are recorded as `refused`. Records are also kept in memory for
+//! `ListActions`, carried in reports, counted for `/metrics` and logged under the `audit`
+//! tracing target. No other module calls a device's mutating methods.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use health_hal::FaultKind;
+use health_hal::{FaultKind, ResetKind};
+use serde_json::json;
 
+use crate::audit::{AuditLog, Entry, Phase};
+use crate::auth::{Caller, Role};
+use crate::config::SafetyConfig;
 use crate::node::Node;
 use crate::procwatch::kill::{KillReport, KillRequest};
+use crate::procwatch::ProcessInfo;
+use crate::safety::{self, Claim, Gate, GateRequest, Idempotency};
 use crate::supervisor::{DeviceAction, DeviceStatus, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,6 +47,88 @@ impl Requested {
             Requested::KillProcess(k) => k.describe(),
         }
     }
+
+    /// The action's arguments, as recorded in the audit log.
+    pub fn args(&self) -> serde_json::Value {
+        match self {
+            Requested::Device(DeviceAction::Reset(k)) => json!({"kind": k.as_str()}),
+            Requested::Device(DeviceAction::SetPowerLimit(w)) => json!({"watts": w}),
+            Requested::Device(DeviceAction::SetEnabled(e)) => json!({"enabled": e}),
+            Requested::Device(_) => json!({}),
+            Requested::InjectFault(f) => json!({"fault": f.as_str()}),
+            Requested::KillProcess(k) => json!({
+                "pid": k.pid,
+                "signal": k.signal.as_str(),
+                "start_time_ticks": k.start_ticks,
+                "escalate_after_ms": k.escalate_after.map(|d| d.as_millis() as u64),
+            }),
+        }
+    }
+
+    /// Actions that cannot be undone by the next request and may take a board down: the
+    /// caller must say `confirm` (agent-ctl `--yes`).
+    pub fn needs_confirmation(&self) -> bool {
+        matches!(
+            self,
+            Requested::Device(DeviceAction::Reset(ResetKind::Hard | ResetKind::PowerCycle))
+        )
+    }
+
+    pub fn is_reset(&self) -> bool {
+        matches!(self, Requested::Device(DeviceAction::Reset(_)))
+    }
+
+    /// Whether the per-target gate (one at a time, cooldown, resets per hour) applies. Fault
+    /// injection goes to the simulator's fault handle, not the device, and must work while the
+    /// device is busy or hung.
+    pub fn gated(&self) -> bool {
+        !matches!(self, Requested::InjectFault(_))
+    }
+}
+
+/// One request for an action, as the service hands it over.
+#[derive(Debug, Clone)]
+pub struct ActionRequest {
+    pub caller: Caller,
+    /// The device id, or `process:<pid>` for a process.
+    pub device_id: String,
+    pub what: Requested,
+    /// The caller confirmed a hard reset or power cycle.
+    pub confirm: bool,
+    /// Check everything, touch nothing.
+    pub dry_run: bool,
+    /// Empty: none. A repeat with the same key and request returns the first result.
+    pub idempotency_key: String,
+    /// The action this one completes (calibrate after a reset): no cooldown between them.
+    pub follows: Option<String>,
+}
+
+impl ActionRequest {
+    /// An operator request without the safety options, for code and tests inside the agent.
+    pub fn operator(caller: &str, device_id: &str, what: Requested) -> ActionRequest {
+        ActionRequest {
+            caller: Caller::local_operator(caller),
+            device_id: device_id.to_string(),
+            what,
+            confirm: true,
+            dry_run: false,
+            idempotency_key: String::new(),
+            follows: None,
+        }
+    }
+
+    /// What must match for a repeated idempotency key to count as the same request.
+    fn fingerprint(&self) -> String {
+        format!(
+            "{} | {} | {} {} | confirm={} dry_run={}",
+            self.caller.identity,
+            self.device_id,
+            self.what.describe(),
+            self.what.args(),
+            self.confirm,
+            self.dry_run
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +137,7 @@ pub struct ActionRecord {
     pub device_id: String,
     pub action: String,
     pub caller: String,
+    pub role: String,
     pub outcome: Outcome,
     pub message: String,
     pub started_at: SystemTime,
@@ -49,9 +145,11 @@ pub struct ActionRecord {
     pub device_after: Option<Arc<DeviceStatus>>,
     /// For a process kill: the signals sent and whether the process exited.
     pub process_kill: Option<KillReport>,
+    pub dry_run: bool,
+    pub replayed: bool,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ActionError {
     #[error("no device {0:?} on this node")]
     NoSuchDevice(String),
@@ -59,49 +157,54 @@ pub enum ActionError {
     InvalidArgument(String),
     #[error("{0}")]
     NotPossible(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A safety limit (busy, cooldown, resets per hour) or a missing confirmation.
+    #[error("{0}")]
+    Unsafe(String),
+    /// The begin record could not be made durable: the action did not run.
+    #[error("refused: the action was not started because {0}")]
+    AuditUnavailable(String),
 }
 
 const KEEP_RECORDS: usize = 1000;
+/// How long a result stays available to retries with the same idempotency key.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
+const IDEMPOTENCY_KEYS: usize = 10_000;
 
-/// Records an action as interrupted if its task is dropped before the action ends: at
-/// shutdown, the runtime drops tasks still running once the shutdown bound has passed. Every
-/// "action requested" line is then followed by either "action finished" or "action
-/// interrupted" in the audit log.
+/// Records an action as interrupted if its task is dropped after its begin record and before
+/// its end: at shutdown, the runtime drops tasks still running once the shutdown bound has
+/// passed. Every `begin` entry is then followed by an `end` or an `interrupted` entry.
 struct InterruptedGuard {
-    id: String,
-    device_id: String,
-    action: String,
+    audit: Arc<AuditLog>,
+    /// Set once the begin record is durable.
+    begun: Option<Entry>,
     t0: Instant,
-    armed: bool,
-}
-
-impl InterruptedGuard {
-    fn disarm(mut self) {
-        self.armed = false;
-    }
 }
 
 impl Drop for InterruptedGuard {
     fn drop(&mut self) {
-        if self.armed {
-            tracing::warn!(
-                target: "audit",
-                id = %self.id, device = %self.device_id, action = %self.action,
-                outcome = "INTERRUPTED", duration_ms = self.t0.elapsed().as_millis() as u64,
-                "action interrupted: the agent stopped before the action ended; the device state is unknown until the next read"
-            );
+        let Some(mut entry) = self.begun.take() else {
+            return;
+        };
+        let duration_ms = self.t0.elapsed().as_millis() as u64;
+        tracing::warn!(
+            target: "audit",
+            id = %entry.action_id, device = %entry.target, action = %entry.action,
+            outcome = "INTERRUPTED", duration_ms,
+            "action interrupted: the agent stopped before the action ended; the device state is unknown until the next read"
+        );
+        entry.outcome = Some("interrupted".into());
+        entry.message =
+            "the agent stopped before the action ended; the device state is unknown until the next read"
+                .into();
+        entry.duration_ms = Some(duration_ms);
+        // Blocking, in a destructor: this runs only when the runtime drops the task at
+        // shutdown, and one fsynced line is what the record is for.
+        if let Err(e) = self.audit.append_blocking(Phase::Interrupted, &entry) {
+            tracing::error!(target: "audit", error = %e, "could not record an interrupted action");
         }
     }
-}
-
-pub struct Actions {
-    node: Arc<Node>,
-    next_id: AtomicU64,
-    recent: Mutex<VecDeque<ActionRecord>>,
-    /// Finished actions by device, kind and outcome, for `/metrics` (`crate::metrics`).
-    pub counts: crate::metrics::ActionCounts,
-    /// Actions whose task has not ended (recorded) yet; shutdown waits for none (bounded).
-    in_flight: tokio::sync::watch::Sender<usize>,
 }
 
 /// Counts an action task as in flight until it ends, however it ends.
@@ -113,7 +216,46 @@ impl Drop for InFlight {
     }
 }
 
+/// What the checks established, for the run.
+enum Checked {
+    Device,
+    Fault,
+    Process(Box<ProcessInfo>),
+}
+
+pub struct Actions {
+    node: Arc<Node>,
+    audit: Arc<AuditLog>,
+    safety: SafetyConfig,
+    gate: Arc<Gate>,
+    idempotency: Idempotency<Result<ActionRecord, ActionError>>,
+    next_id: AtomicU64,
+    recent: Mutex<VecDeque<ActionRecord>>,
+    /// Finished actions by device, kind and outcome, for `/metrics` (`crate::metrics`).
+    pub counts: crate::metrics::ActionCounts,
+    /// Actions whose task has not ended (recorded) yet; shutdown waits for none (bounded).
+    in_flight: tokio::sync::watch::Sender<usize>,
+}
+
 impl Actions {
+    pub fn new(node: Arc<Node>, audit: Arc<AuditLog>, safety: SafetyConfig) -> Actions {
+        Actions {
+            node,
+            audit,
+            safety,
+            gate: Arc::new(Gate::default()),
+            idempotency: Idempotency::new(IDEMPOTENCY_TTL, IDEMPOTENCY_KEYS),
+            next_id: AtomicU64::new(1),
+            recent: Mutex::new(VecDeque::new()),
+            counts: Default::default(),
+            in_flight: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
     /// Resolves once no action task is running: every accepted action has ended and been
     /// recorded. The daemon waits for this (within its shutdown bound) after the supervisors
     /// stop, so an action that finished at shutdown is recorded as finished.
@@ -122,34 +264,51 @@ impl Actions {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
-    pub fn new(node: Arc<Node>) -> Actions {
-        Actions {
-            node,
-            next_id: AtomicU64::new(1),
-            recent: Mutex::new(VecDeque::new()),
-            in_flight: tokio::sync::watch::channel(0).0,
-            counts: Default::default(),
-        }
-    }
-
     /// Runs one action. Errors are refusals before anything touched the device; every call
     /// that reaches this path, refused or not, leaves a record.
     ///
     /// The action runs on its own task: once accepted it runs to its end and is recorded, even
     /// if the caller goes away (a client timeout, Ctrl-C) while it is queued or running.
-    pub async fn run(
-        self: &Arc<Self>,
-        caller: &str,
-        device_id: &str,
-        req: Requested,
-    ) -> Result<ActionRecord, ActionError> {
-        let this = self.clone();
-        let (caller, device_id) = (caller.to_string(), device_id.to_string());
+    pub async fn run(self: &Arc<Self>, req: ActionRequest) -> Result<ActionRecord, ActionError> {
+        let key = req.idempotency_key.clone();
+        // A key is honoured only for an authorized caller, and only for that caller (the
+        // fingerprint holds its identity): a replay never grants more than a fresh request.
+        if key.is_empty() || req.caller.role < Some(Role::Operator) {
+            return self.clone().spawn(req).await;
+        }
+        let tx = match self.idempotency.claim(&key, &req.fingerprint()) {
+            Claim::New(tx) => tx,
+            Claim::Replay(rx) => {
+                let first = safety::replayed(rx).await.unwrap_or_else(|| {
+                    Err(ActionError::NotPossible(
+                        "the first request with this idempotency key was lost".into(),
+                    ))
+                });
+                tracing::info!(target: "audit", key = %key, caller = %req.caller.identity, "idempotency key replayed: not run again");
+                return first.map(|mut r| {
+                    r.replayed = true;
+                    r
+                });
+            }
+            Claim::Conflict(_) => {
+                return Err(ActionError::InvalidArgument(format!(
+                "idempotency_key {key:?} was already used for a different request; use a new key"
+            )))
+            }
+        };
+        let result = self.clone().spawn(req).await;
+        // Only an action that ran is remembered; a refusal may be retried for real.
+        let keep = result.is_ok();
+        self.idempotency.finish(&key, tx, result.clone(), keep);
+        result
+    }
+
+    async fn spawn(self: Arc<Self>, req: ActionRequest) -> Result<ActionRecord, ActionError> {
         self.in_flight.send_modify(|n| *n += 1);
         let in_flight = InFlight(self.in_flight.clone());
         tokio::spawn(async move {
             let _in_flight = in_flight;
-            this.run_recorded(&caller, &device_id, req).await
+            self.run_recorded(req).await
         })
         .await
         .unwrap_or_else(|e| {
@@ -159,12 +318,30 @@ impl Actions {
         })
     }
 
-    async fn run_recorded(
-        &self,
-        caller: &str,
-        device_id: &str,
-        req: Requested,
-    ) -> Result<ActionRecord, ActionError> {
+    fn entry(&self, id: &str, req: &ActionRequest) -> Entry {
+        Entry {
+            action_id: id.to_string(),
+            caller: req.caller.identity.clone(),
+            role: req.caller.role_name().to_string(),
+            action: req.what.describe(),
+            target: req.device_id.clone(),
+            args: req.what.args(),
+            idempotency_key: req.idempotency_key.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// A single audit entry for a request that did not run; a failure to write it is logged
+    /// (the request is refused either way).
+    async fn note(&self, phase: Phase, mut entry: Entry, outcome: &str, message: &str) {
+        entry.outcome = Some(outcome.to_string());
+        entry.message = message.to_string();
+        if let Err(e) = self.audit.append(phase, entry).await {
+            tracing::error!(target: "audit", error = %e, phase = phase.as_str(), "could not record a refused request");
+        }
+    }
+
+    async fn run_recorded(&self, req: ActionRequest) -> Result<ActionRecord, ActionError> {
         let started_at = SystemTime::now();
         let t0 = Instant::now();
         let id = format!(
@@ -174,37 +351,38 @@ impl Actions {
         );
         tracing::info!(
             target: "audit",
-            id = %id, caller = %caller, device = %device_id, action = %req.describe(),
+            id = %id, caller = %req.caller.identity, role = req.caller.role_name(),
+            device = %req.device_id, action = %req.what.describe(), dry_run = req.dry_run,
             "action requested"
         );
-        let interrupted = InterruptedGuard {
-            id: id.clone(),
-            device_id: device_id.to_string(),
-            action: req.describe(),
+        let mut guard = InterruptedGuard {
+            audit: self.audit.clone(),
+            begun: None,
             t0,
-            armed: true,
         };
         let mut process_kill = None;
-        let result = match req {
-            Requested::KillProcess(k) => self.kill_process(&k, &mut process_kill).await,
-            _ => self.check_and_run(device_id, req).await,
-        };
-        interrupted.disarm();
+        let result = self
+            .admit_and_run(&id, &req, &mut guard, &mut process_kill)
+            .await;
+        guard.begun = None;
         let (outcome, message) = match &result {
             Ok(r) => r.clone(),
             Err(e) => (Outcome::Refused, e.to_string()),
         };
         let record = ActionRecord {
             id,
-            device_id: device_id.to_string(),
-            action: req.describe(),
-            caller: caller.to_string(),
+            device_id: req.device_id.clone(),
+            action: req.what.describe(),
+            caller: req.caller.identity.clone(),
+            role: req.caller.role_name().to_string(),
             outcome,
             message,
             started_at,
             duration_ms: t0.elapsed().as_millis() as u64,
-            device_after: self.node.device(device_id).map(|d| d.status()),
+            device_after: self.node.device(&req.device_id).map(|d| d.status()),
             process_kill,
+            dry_run: req.dry_run,
+            replayed: false,
         };
         tracing::info!(
             target: "audit",
@@ -213,7 +391,7 @@ impl Actions {
             "action finished"
         );
         self.counts
-            .record(&record, self.node.device(device_id).is_some());
+            .record(&record, self.node.device(&req.device_id).is_some());
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             if recent.len() == KEEP_RECORDS {
@@ -225,30 +403,137 @@ impl Actions {
         result.map(|_| record)
     }
 
-    async fn check_and_run(
+    /// Every check, in order, then (unless a dry run) the durable begin record, the action
+    /// and the end record.
+    async fn admit_and_run(
         &self,
-        device_id: &str,
-        req: Requested,
+        id: &str,
+        req: &ActionRequest,
+        guard: &mut InterruptedGuard,
+        process_kill: &mut Option<KillReport>,
     ) -> Result<(Outcome, String), ActionError> {
+        let entry = self.entry(id, req);
+        if req.caller.role < Some(Role::Operator) {
+            let msg = format!(
+                "{} on {} needs the operator role; {} has {}",
+                req.what.describe(),
+                req.device_id,
+                req.caller.identity,
+                req.caller.role_name()
+            );
+            self.note(Phase::Denied, entry, "denied", &msg).await;
+            return Err(ActionError::PermissionDenied(msg));
+        }
+        let refuse = |e: ActionError| async move {
+            self.note(
+                Phase::Refused,
+                self.entry(id, req),
+                "refused",
+                &e.to_string(),
+            )
+            .await;
+            Err(e)
+        };
+        let checked = match self.check(&req.device_id, req.what).await {
+            Ok(c) => c,
+            Err(e) => return refuse(e).await,
+        };
+        if req.what.needs_confirmation() && !req.confirm {
+            return refuse(ActionError::Unsafe(format!(
+                "{} on {} needs confirmation: pass --yes (confirm = true)",
+                req.what.describe(),
+                req.device_id
+            )))
+            .await;
+        }
+        let action = req.what.describe();
+        let gate_req = GateRequest {
+            target: &req.device_id,
+            action: &action,
+            is_reset: req.what.is_reset(),
+            follow_up: req.follows.is_some(),
+            limits: self.safety.for_device(&req.device_id),
+        };
+        if req.dry_run {
+            if req.what.gated() {
+                if let Err(m) = self.gate.check(&gate_req) {
+                    return refuse(ActionError::Unsafe(m)).await;
+                }
+            }
+            let msg = format!(
+                "dry run: would {} on {} (role, target, capability, confirmation and limits checked; nothing done)",
+                action, req.device_id
+            );
+            let mut e = entry;
+            e.outcome = Some("succeeded".into());
+            e.message = msg.clone();
+            self.audit
+                .append(Phase::DryRun, e)
+                .await
+                .map_err(|e| ActionError::AuditUnavailable(e.to_string()))?;
+            return Ok((Outcome::Succeeded, msg));
+        }
+        let _reservation = if req.what.gated() {
+            match self.gate.reserve(&gate_req) {
+                Ok(r) => Some(r),
+                Err(m) => return refuse(ActionError::Unsafe(m)).await,
+            }
+        } else {
+            None
+        };
+        // The durable begin record: without it, the action does not run.
+        self.audit
+            .append(Phase::Begin, entry.clone())
+            .await
+            .map_err(|e| {
+                tracing::error!(target: "audit", error = %e, id, "action refused: no durable begin record");
+                ActionError::AuditUnavailable(e.to_string())
+            })?;
+        guard.begun = Some(entry.clone());
+        let t0 = Instant::now();
+        let (outcome, mut message) = self
+            .execute(&req.device_id, req.what, checked, process_kill)
+            .await;
+        let mut end = entry;
+        end.outcome = Some(outcome.as_str().to_ascii_lowercase());
+        end.message = message.clone();
+        end.duration_ms = Some(t0.elapsed().as_millis() as u64);
+        // From here the end record is this task's to write, not the guard's: if the task is
+        // dropped while the end record is being written, the begin stays unmatched (the
+        // verifier reports it) rather than being recorded twice.
+        guard.begun = None;
+        if let Err(e) = self.audit.append(Phase::End, end).await {
+            // The action has happened: report it, and say its end is not on record.
+            tracing::error!(target: "audit", error = %e, id, "the end of an action could not be recorded");
+            message = format!("{message}; WARNING: the end record was not written: {e}");
+        }
+        Ok((outcome, message))
+    }
+
+    /// Checks before anything is recorded as begun: the target exists and can do this, the
+    /// arguments are in range; for a process, the rules and the process as it is now.
+    async fn check(&self, device_id: &str, req: Requested) -> Result<Checked, ActionError> {
+        if let Requested::KillProcess(k) = req {
+            let watch = self.node.processes().ok_or_else(|| {
+                ActionError::NotPossible(
+                    "no [[process]] rules are configured: the agent signals only processes it watches"
+                        .to_string(),
+                )
+            })?;
+            let info = crate::procwatch::kill::verify(&watch.rules, &k).await?;
+            return Ok(Checked::Process(Box::new(info)));
+        }
         let dev = self
             .node
             .device(device_id)
             .ok_or_else(|| ActionError::NoSuchDevice(device_id.to_string()))?;
         match req {
-            Requested::InjectFault(fault) => {
-                let inj = dev.injector.as_ref().ok_or_else(|| {
-                    ActionError::NotPossible(format!("{device_id} is not a simulated device: faults can only be injected into simulated devices"))
-                })?;
-                inj.inject(fault);
-                let active: Vec<_> = inj.active().iter().map(|f| f.as_str()).collect();
-                Ok((
-                    Outcome::Succeeded,
-                    format!("active faults: [{}]", active.join(", ")),
-                ))
+            Requested::InjectFault(_) => {
+                if dev.injector.is_none() {
+                    return Err(ActionError::NotPossible(format!("{device_id} is not a simulated device: faults can only be injected into simulated devices")));
+                }
+                Ok(Checked::Fault)
             }
-            Requested::KillProcess(_) => Err(ActionError::InvalidArgument(
-                "a process is not a device: use KillProcess".to_string(),
-            )),
             Requested::Device(action) => {
                 if let DeviceAction::SetPowerLimit(w) = action {
                     if !w.is_finite() || w <= 0.0 {
@@ -267,28 +552,49 @@ impl Actions {
                         )));
                     }
                 }
-                Ok(dev.run(action).await)
+                Ok(Checked::Device)
             }
+            Requested::KillProcess(_) => Err(ActionError::InvalidArgument(
+                "a process is not a device: use KillProcess".to_string(),
+            )),
         }
     }
 
-    /// Kills a watched process: checked against the `[[process]]` rules and the process as it
-    /// is now, then signalled with a bounded wait for its exit.
-    async fn kill_process(
+    async fn execute(
         &self,
-        req: &KillRequest,
-        report: &mut Option<KillReport>,
-    ) -> Result<(Outcome, String), ActionError> {
-        let watch = self.node.processes().ok_or_else(|| {
-            ActionError::NotPossible(
-                "no [[process]] rules are configured: the agent signals only processes it watches"
-                    .to_string(),
-            )
-        })?;
-        let info = crate::procwatch::kill::verify(&watch.rules, req).await?;
-        let (outcome, message, done) = crate::procwatch::kill::execute(info, req).await;
-        *report = Some(done);
-        Ok((outcome, message))
+        device_id: &str,
+        req: Requested,
+        checked: Checked,
+        process_kill: &mut Option<KillReport>,
+    ) -> (Outcome, String) {
+        match (req, checked) {
+            (Requested::KillProcess(k), Checked::Process(info)) => {
+                let (outcome, message, done) = crate::procwatch::kill::execute(*info, &k).await;
+                *process_kill = Some(done);
+                (outcome, message)
+            }
+            (Requested::InjectFault(fault), Checked::Fault) => {
+                match self.node.device(device_id).and_then(|d| d.injector.clone()) {
+                    Some(inj) => {
+                        inj.inject(fault);
+                        let active: Vec<_> = inj.active().iter().map(|f| f.as_str()).collect();
+                        (
+                            Outcome::Succeeded,
+                            format!("active faults: [{}]", active.join(", ")),
+                        )
+                    }
+                    None => (Outcome::Refused, "not a simulated device".into()),
+                }
+            }
+            (Requested::Device(action), Checked::Device) => match self.node.device(device_id) {
+                Some(dev) => dev.run(action).await,
+                None => (Outcome::Refused, format!("no device {device_id:?}")),
+            },
+            _ => (
+                Outcome::Refused,
+                "internal: the checks do not match the action".into(),
+            ),
+        }
     }
 
     /// The most recent records, newest first.

@@ -68,6 +68,71 @@ pub struct AgentConfig {
     pub probe: ProbeConfig,
     /// `[[process]]`: processes the watchdog follows (see `procwatch`).
     pub processes: Vec<crate::procwatch::ProcessRule>,
+    /// `[auth]`: roles (see `auth.rs`).
+    pub auth: AuthConfig,
+    /// `[tls]`: certificates for the TCP listener and the uplink.
+    pub tls: TlsConfig,
+    /// The hash-chained audit log of every mutating action (see `audit.rs`).
+    pub audit_log: PathBuf,
+    /// `[safety]` defaults and per-device overrides (see `safety.rs`).
+    pub safety: SafetyConfig,
+}
+
+pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/health-agent/audit.jsonl";
+
+/// `[auth]`, as written; group names are resolved when the daemon starts (`auth::Policy`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Group that owns the Unix socket (mode 0660); default: the agent's own group.
+    pub socket_group: Option<String>,
+    #[serde(default)]
+    pub operator_uids: Vec<u32>,
+    #[serde(default)]
+    pub operator_groups: Vec<String>,
+    /// When both reader lists are empty, anyone who can open the socket is a reader.
+    #[serde(default)]
+    pub reader_uids: Vec<u32>,
+    #[serde(default)]
+    pub reader_groups: Vec<String>,
+    /// TLS client certificate subjects (CN or SAN) that are operators.
+    #[serde(default)]
+    pub operator_subjects: Vec<String>,
+    /// When empty, any client certificate signed by `tls.client_ca` is a reader.
+    #[serde(default)]
+    pub reader_subjects: Vec<String>,
+}
+
+/// `[tls]`: PEM files. `cert`/`key` are the agent's identity, for its TCP listener and as
+/// the uplink's client certificate; `client_ca` verifies clients of the TCP listener (mutual
+/// TLS, required whenever the listener has TLS); `collector_ca` verifies the collector.
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub collector_ca: Option<PathBuf>,
+}
+
+/// Limits on how often a device may be acted on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceSafety {
+    /// Least time between the end of one mutating action and the start of the next.
+    pub cooldown: Duration,
+    /// Most resets (of any kind) started in any one-hour window.
+    pub max_resets_per_hour: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SafetyConfig {
+    pub default: DeviceSafety,
+    pub per_device: std::collections::HashMap<String, DeviceSafety>,
+}
+
+impl SafetyConfig {
+    pub fn for_device(&self, id: &str) -> DeviceSafety {
+        self.per_device.get(id).copied().unwrap_or(self.default)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -257,6 +322,29 @@ struct RawConfig {
     probe: RawProbe,
     #[serde(default)]
     process: Vec<crate::procwatch::rules::RawProcess>,
+    #[serde(default)]
+    auth: AuthConfig,
+    #[serde(default)]
+    tls: RawTls,
+    audit_log: Option<PathBuf>,
+    #[serde(default)]
+    safety: RawSafety,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    collector_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSafety {
+    cooldown: Option<String>,
+    max_resets_per_hour: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -347,6 +435,9 @@ struct RawDevice {
     plugin: Option<PluginConfig>,
     sysfs: Option<SysfsConfig>,
     loihi2: Option<Loihi2Config>,
+    /// Overrides of `[safety]` for this device.
+    cooldown: Option<String>,
+    max_resets_per_hour: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1039,6 +1130,9 @@ impl RawConfig {
             );
         }
 
+        let safety = safety(&c, &self.safety, &self.device)?;
+        let (tls, audit_log) = tls_and_audit(&c, self.tls, self.audit_log, tcp_listen.is_some())?;
+        let auth = self.auth;
         let mut devices = Vec::with_capacity(self.device.len());
         for (i, d) in self.device.into_iter().enumerate() {
             let k = |name: &str| format!("device[{i}].{name}");
@@ -1254,6 +1348,10 @@ impl RawConfig {
         let processes = crate::procwatch::rules::validate(file, self.process)?;
         Ok(AgentConfig {
             processes,
+            auth,
+            tls,
+            audit_log,
+            safety,
             probe,
             discover,
             sysfs_root,
@@ -1283,9 +1381,132 @@ fn collector_url(u: &str) -> Result<String, String> {
     }
 }
 
+/// `[safety]` and each device's `cooldown` / `max_resets_per_hour`.
+fn safety(
+    c: &Check<'_>,
+    s: &RawSafety,
+    devices: &[RawDevice],
+) -> Result<SafetyConfig, ConfigError> {
+    let cooldown = |key: &str, v: Option<&str>, default: Duration| {
+        c.duration(key, v, default, Duration::ZERO, secs(86400))
+    };
+    let resets = |key: &str, v: Option<u64>, default: u32| {
+        c.range_u64(key, v, u64::from(default), 1, 10_000)
+            .map(|n| n as u32)
+    };
+    let default = DeviceSafety {
+        // Off by default: a disable followed by an enable is a normal thing to do; sites
+        // that want a pause between actions set it.
+        cooldown: cooldown("safety.cooldown", s.cooldown.as_deref(), Duration::ZERO)?,
+        max_resets_per_hour: resets("safety.max_resets_per_hour", s.max_resets_per_hour, 10)?,
+    };
+    let mut per_device = std::collections::HashMap::new();
+    for (i, d) in devices.iter().enumerate() {
+        if d.cooldown.is_none() && d.max_resets_per_hour.is_none() {
+            continue;
+        }
+        let k = |name: &str| format!("device[{i}].{name}");
+        per_device.insert(
+            d.id.clone(),
+            DeviceSafety {
+                cooldown: cooldown(&k("cooldown"), d.cooldown.as_deref(), default.cooldown)?,
+                max_resets_per_hour: resets(
+                    &k("max_resets_per_hour"),
+                    d.max_resets_per_hour,
+                    default.max_resets_per_hour,
+                )?,
+            },
+        );
+    }
+    Ok(SafetyConfig {
+        default,
+        per_device,
+    })
+}
+
+/// `[tls]` (paths must be absolute; cert and key come together; a TLS listener needs
+/// `client_ca`, because the agent serves TCP only with mutual TLS) and `audit_log`.
+fn tls_and_audit(
+    c: &Check<'_>,
+    t: RawTls,
+    audit_log: Option<PathBuf>,
+    has_tcp: bool,
+) -> Result<(TlsConfig, PathBuf), ConfigError> {
+    for (key, p) in [
+        ("tls.cert", &t.cert),
+        ("tls.key", &t.key),
+        ("tls.client_ca", &t.client_ca),
+        ("tls.collector_ca", &t.collector_ca),
+        ("audit_log", &audit_log),
+    ] {
+        if let Some(p) = p {
+            if !p.is_absolute() {
+                return c.fail(
+                    key,
+                    format!(
+                        "expected an absolute path, found {:?}",
+                        p.display().to_string()
+                    ),
+                );
+            }
+        }
+    }
+    match (&t.cert, &t.key) {
+        (Some(_), None) => return c.fail("tls.key", "expected a key file with tls.cert".into()),
+        (None, Some(_)) => return c.fail("tls.cert", "expected a cert file with tls.key".into()),
+        _ => {}
+    }
+    if t.cert.is_some() && has_tcp && t.client_ca.is_none() {
+        return c.fail(
+            "tls.client_ca",
+            "expected a CA file: with tls.cert, tcp_listen serves mutual TLS only".into(),
+        );
+    }
+    if t.client_ca.is_some() && t.cert.is_none() {
+        return c.fail(
+            "tls.cert",
+            "expected the agent's certificate and key with tls.client_ca".into(),
+        );
+    }
+    Ok((
+        TlsConfig {
+            cert: t.cert,
+            key: t.key,
+            client_ca: t.client_ca,
+            collector_ca: t.collector_ca,
+        },
+        audit_log.unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT_LOG)),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_auth_and_safety_keys_are_checked() {
+        let ok = parse(
+            "a.toml",
+            "tcp_listen = \"127.0.0.1:7071\"\naudit_log = \"/tmp/a.jsonl\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nclient_ca = \"/ca.pem\"\n[auth]\noperator_uids = [1000]\noperator_subjects = [\"alice\"]\n[safety]\ncooldown = \"30s\"\n[[device]]\nid = \"d\"\nkind = \"loihi2\"\nbackend = \"sim\"\nmax_resets_per_hour = 2\n",
+        )
+        .unwrap();
+        assert_eq!(ok.auth.operator_uids, vec![1000]);
+        assert_eq!(ok.safety.for_device("d").max_resets_per_hour, 2);
+        assert_eq!(ok.safety.for_device("d").cooldown, secs(30));
+        assert_eq!(ok.safety.for_device("other").max_resets_per_hour, 10);
+        assert_eq!(ok.audit_log, PathBuf::from("/tmp/a.jsonl"));
+        let e = parse_err(
+            "tcp_listen = \"127.0.0.1:7071\"\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n",
+        );
+        assert_eq!(e.key, "tls.client_ca");
+        assert_eq!(parse_err("[tls]\ncert = \"/c.pem\"\n").key, "tls.key");
+        assert_eq!(parse_err("audit_log = \"rel.jsonl\"\n").key, "audit_log");
+        assert_eq!(parse_err("[auth]\noperators = [1]\n").key, "auth.operators");
+        assert_eq!(
+            parse_err("[safety]\ncooldown = \"2d\"\n").key,
+            "safety.cooldown"
+        );
+    }
 
     fn parse_err(text: &str) -> ConfigError {
         parse("agent.toml", text).expect_err("should fail")

@@ -30,6 +30,9 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let policy = Arc::new(crate::auth::Policy::resolve(&cfg.auth)?);
+    let uplink_tls = crate::tls::uplink(&cfg.tls, &cfg.collectors)?;
+    let audit = crate::audit::AuditLog::open(&cfg.audit_log);
     let socket = listeners.socket.clone();
     let cancel = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -84,7 +87,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         )
         .with_processes(processes),
     );
-    let actions = Arc::new(Actions::new(node.clone()));
+    let actions = Arc::new(Actions::new(
+        node.clone(),
+        audit.clone(),
+        cfg.safety.clone(),
+    ));
     let actions_at_shutdown = actions.clone();
     let (publish, reports) = watch::channel(Arc::new(node.snapshot()));
 
@@ -107,7 +114,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
                             .unwrap_or_default()
                     )
                 })?;
-            let up = Uplink::new(cfg.collectors.clone(), cfg.uplink.clone(), stats, spill);
+            let up = Uplink::new(cfg.collectors.clone(), cfg.uplink.clone(), stats, spill)
+                .with_tls(uplink_tls);
             (Some(tx), Some(tokio::spawn(up.run(rx, cancel.clone()))))
         }
         _ => (None, None),
@@ -142,6 +150,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut server = tokio::spawn(grpc::serve(
         listeners,
         service,
+        policy,
+        audit,
         cfg.max_message_bytes,
         rpc,
         cancel.clone(),
@@ -149,7 +159,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(
         node = %cfg.node, boot_id = %node.boot_id, socket = %cfg.socket.display(),
-        tcp = ?cfg.tcp_listen, metrics = ?cfg.metrics_listen, collector = ?cfg.collector, devices = cfg.devices.len() + discovered.len(),
+        tcp = ?cfg.tcp_listen, tls = cfg.tls.cert.is_some(), audit_log = %cfg.audit_log.display(), metrics = ?cfg.metrics_listen, collectors = ?cfg.collectors, devices = cfg.devices.len() + discovered.len(),
         "health-agent running"
     );
 

@@ -31,6 +31,10 @@ struct Cli {
     /// config's metrics_listen).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// Audit log file (overrides the config; with --simulate the default is audit.jsonl
+    /// beside the socket).
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
     /// Node name (overrides the config; default: the host name).
     #[arg(long)]
     node: Option<String>,
@@ -86,6 +90,27 @@ fn load(cli: &Cli) -> Result<config::AgentConfig, ConfigError> {
                 ))
             }
         }
+    }
+    match &cli.audit_log {
+        Some(p) if !p.is_absolute() => {
+            return Err(flag(
+                "--audit-log",
+                format!(
+                    "expected an absolute path, found {:?}",
+                    p.display().to_string()
+                ),
+            ))
+        }
+        Some(p) => cfg.audit_log = p.clone(),
+        // A demo must not write into the host's real audit log.
+        None if cli.simulate => {
+            cfg.audit_log = cfg
+                .socket
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("audit.jsonl")
+        }
+        None => {}
     }
     if let Some(n) = &cli.node {
         if n.trim().is_empty() {

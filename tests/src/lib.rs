@@ -210,8 +210,14 @@ impl Agent {
     ) -> Agent {
         let socket = dir.path().join("agent.sock");
         let sock = socket.to_str().expect("utf-8 path").to_string();
+        // Each agent keeps its audit log in its own directory, never the host's.
+        let audit = dir.path().join("audit.jsonl");
+        let audit = audit.to_str().expect("utf-8 path").to_string();
         let mut args: Vec<&str> = mode.to_vec();
         args.extend(["--socket", &sock]);
+        if !extra.contains(&"--audit-log") {
+            args.extend(["--audit-log", &audit]);
+        }
         args.extend(extra);
         let proc = spawn_logged("health-agent", &args, log);
         wait_until("the agent socket", Duration::from_secs(10), || {
@@ -227,7 +233,7 @@ impl Agent {
     pub async fn client(&self) -> AgentClient<Channel> {
         let target = health_agent::ctl::endpoint::parse(&self.endpoint()).expect("endpoint");
         AgentClient::new(
-            health_agent::ctl::endpoint::connect(&target, None)
+            health_agent::ctl::endpoint::connect(&target, &Default::default())
                 .await
                 .expect("connect to agent"),
         )

@@ -167,7 +167,7 @@ fn alertmanager_gets_the_collectors_alert_firing_then_resolved() {
 
     // The fix: a hard reset brings the device back; the collector resolves the alert and
     // tells Alertmanager.
-    let out = agent.ctl(&["reset-device", "loihi-0", "--hard"]);
+    let out = agent.ctl(&["reset-device", "loihi-0", "--hard", "--yes"]);
     assert!(
         out.status.success(),
         "{}",
@@ -246,7 +246,7 @@ fn history_survives_a_collector_restart() {
             )
         },
     );
-    let out = agent.ctl(&["reset-device", "loihi-0", "--hard"]);
+    let out = agent.ctl(&["reset-device", "loihi-0", "--hard", "--yes"]);
     assert!(
         out.status.success(),
         "{}",

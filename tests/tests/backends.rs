@@ -48,7 +48,7 @@ fn a_plugin_device_reports_its_readings_and_resets_through_its_tool() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = agent.ctl(&["reset-device", "xbar-7", "--hard"]);
+    let out = agent.ctl(&["reset-device", "xbar-7", "--hard", "--yes"]);
     assert_eq!(
         out.status.code(),
         Some(1),

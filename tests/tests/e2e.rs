@@ -136,7 +136,7 @@ async fn reset_device_changes_the_device_state_and_the_collector_sees_it() {
     )
     .await;
 
-    let out = agent.ctl(&["reset-device", "loihi-0", "--hard"]);
+    let out = agent.ctl(&["reset-device", "loihi-0", "--hard", "--yes"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -83,6 +83,7 @@ async fn a_device_that_vanishes_during_a_reset_is_missing_and_the_agent_carries_
             "reset-device",
             "loihi-0",
             "--power-cycle",
+            "--yes",
         ])
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -446,6 +447,7 @@ async fn sigterm_during_a_reset_lets_the_reset_finish_and_records_it() {
             "reset-device",
             "loihi-0",
             "--power-cycle",
+            "--yes",
         ])
     });
     eventually("the reset requested", Duration::from_secs(5), || async {

@@ -1,13 +1,21 @@
 //! Where agent-ctl connects: a Unix socket (`unix:///run/health-agent/agent.sock`, the
 //! default), plain TCP (`http://host:port`) or TLS (`https://host:port`, trusting the system
-//! roots or `--ca-cert`).
+//! roots or `--ca-cert`, presenting `--client-cert`/`--client-key` for mutual TLS).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use hyper_util::rt::TokioIo;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
+
+/// PEM files for https:// endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
 
 pub const DEFAULT_AGENT_ENDPOINT: &str = "unix:///run/health-agent/agent.sock";
 
@@ -43,7 +51,11 @@ pub fn parse(s: &str) -> anyhow::Result<Target> {
     bail!("endpoint {s:?}: expected unix:///path, http://host:port, https://host:port or host:port")
 }
 
-pub async fn connect(target: &Target, ca_cert: Option<&PathBuf>) -> anyhow::Result<Channel> {
+fn read(flag: &str, path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
+}
+
+pub async fn connect(target: &Target, tls: &TlsFiles) -> anyhow::Result<Channel> {
     let connect_timeout = Duration::from_secs(3);
     match target {
         Target::Unix(path) => {
@@ -67,15 +79,18 @@ pub async fn connect(target: &Target, ca_cert: Option<&PathBuf>) -> anyhow::Resu
                 .with_context(|| format!("invalid endpoint {url:?}"))?
                 .connect_timeout(connect_timeout);
             if matches!(target, Target::Https(_)) {
-                let tls = match ca_cert {
-                    Some(path) => {
-                        let pem = std::fs::read(path)
-                            .with_context(|| format!("reading --ca-cert {}", path.display()))?;
-                        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
-                    }
+                let mut config = match &tls.ca_cert {
+                    Some(path) => ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(read("--ca-cert", path)?)),
                     None => ClientTlsConfig::new().with_native_roots(),
                 };
-                ep = ep.tls_config(tls).context("configuring TLS")?;
+                if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+                    config = config.identity(Identity::from_pem(
+                        read("--client-cert", cert)?,
+                        read("--client-key", key)?,
+                    ));
+                }
+                ep = ep.tls_config(config).context("configuring TLS")?;
             }
             ep.connect()
                 .await

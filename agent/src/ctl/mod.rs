@@ -5,6 +5,7 @@
 //! Exit status: 0 on success; 1 with a one-line reason on stderr when the call fails or an
 //! action's outcome is not SUCCEEDED; 2 for usage errors.
 
+pub mod audit;
 pub mod endpoint;
 mod history;
 pub mod processes;
@@ -37,6 +38,22 @@ pub struct Cli {
     /// CA certificate (PEM) to trust for https:// endpoints, instead of the system roots.
     #[arg(long, global = true, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; its subject decides the role.
+    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Actions: confirm a hard reset or power cycle.
+    #[arg(long, global = true)]
+    yes: bool,
+    /// Actions: check everything (role, device, limits) and say what would happen; do nothing.
+    #[arg(long, global = true)]
+    dry_run: bool,
+    /// Actions: the idempotency key (default: a random one per invocation, reused on
+    /// agent-ctl's own retries). A script that may rerun a command passes its own.
+    #[arg(long, global = true, value_name = "KEY")]
+    idempotency_key: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -123,6 +140,19 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         escalate_after: Option<Duration>,
     },
+    /// Show the audit log (read from the file) or check its hash chain (--verify).
+    Audit {
+        /// Check the chain; exit 1 naming the first broken line.
+        #[arg(long)]
+        verify: bool,
+        /// The log file (default: audit_log from /etc/health-agent/agent.toml, else
+        /// /var/lib/health-agent/audit.jsonl).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Show only the last N entries.
+        #[arg(long)]
+        tail: Option<usize>,
+    },
     /// Fleet: every node the collector knows (needs --collector).
     Nodes,
     /// Fleet: one node as the collector sees it, with the ranges of reports it never received
@@ -183,6 +213,31 @@ fn parse_enum<T>(
 struct Ctl {
     cli: Cli,
     out: std::io::Stdout,
+    /// Sent with every action request of this invocation, including retries.
+    idempotency_key: String,
+}
+
+/// Sends one action request, retrying (with the same idempotency key, so the agent runs it
+/// at most once) when the agent is unavailable, then prints the result.
+macro_rules! act {
+    ($self:ident, $method:ident, $msg:expr) => {{
+        let msg = $msg;
+        let mut attempt = 0;
+        loop {
+            let result = match $self.agent().await {
+                Ok(mut c) => c.$method($self.req(msg.clone())).await,
+                Err(e) => break Err(e),
+            };
+            match result {
+                Ok(r) => break $self.action(r.into_inner()),
+                Err(s) if s.code() == tonic::Code::Unavailable && attempt < 2 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(s) => break Err(s.into()),
+            }
+        }
+    }};
 }
 
 impl Ctl {
@@ -200,7 +255,7 @@ impl Ctl {
     async fn agent(&self) -> anyhow::Result<AgentClient<Channel>> {
         let target = endpoint::parse(&self.cli.endpoint)?;
         Ok(AgentClient::new(
-            endpoint::connect(&target, self.cli.ca_cert.as_ref()).await?,
+            endpoint::connect(&target, &self.tls()).await?,
         ))
     }
 
@@ -210,8 +265,16 @@ impl Ctl {
         })?;
         let target = endpoint::parse(addr)?;
         Ok(CollectorClient::new(
-            endpoint::connect(&target, self.cli.ca_cert.as_ref()).await?,
+            endpoint::connect(&target, &self.tls()).await?,
         ))
+    }
+
+    fn tls(&self) -> endpoint::TlsFiles {
+        endpoint::TlsFiles {
+            ca_cert: self.cli.ca_cert.clone(),
+            client_cert: self.cli.client_cert.clone(),
+            client_key: self.cli.client_key.clone(),
+        }
     }
 
     fn req<T>(&self, msg: T) -> tonic::Request<T> {
@@ -321,46 +384,46 @@ impl Ctl {
                 } else {
                     pb::ResetKind::PowerCycle
                 };
-                let req = self.req(pb::ResetDeviceRequest {
+                let msg = pb::ResetDeviceRequest {
                     id: id.clone(),
                     kind: k as i32,
                     recalibrate_after: *recalibrate,
                     verify_after: *verify,
-                });
-                let r = self.agent().await?.reset_device(req).await?.into_inner();
-                self.action(r)
+                    confirm: self.cli.yes,
+                    dry_run: self.cli.dry_run,
+                    idempotency_key: self.idempotency_key.clone(),
+                };
+                act!(self, reset_device, msg)
             }
             Command::Calibrate { id } => {
-                let req = self.req(pb::CalibrateDeviceRequest { id: id.clone() });
-                let r = self
-                    .agent()
-                    .await?
-                    .calibrate_device(req)
-                    .await?
-                    .into_inner();
-                self.action(r)
+                let msg = pb::CalibrateDeviceRequest {
+                    id: id.clone(),
+                    confirm: self.cli.yes,
+                    dry_run: self.cli.dry_run,
+                    idempotency_key: self.idempotency_key.clone(),
+                };
+                act!(self, calibrate_device, msg)
             }
             Command::SetPowerLimit { id, watts } => {
-                let req = self.req(pb::SetPowerLimitRequest {
+                let msg = pb::SetPowerLimitRequest {
                     id: id.clone(),
                     watts: *watts,
-                });
-                let r = self.agent().await?.set_power_limit(req).await?.into_inner();
-                self.action(r)
+                    confirm: self.cli.yes,
+                    dry_run: self.cli.dry_run,
+                    idempotency_key: self.idempotency_key.clone(),
+                };
+                act!(self, set_power_limit, msg)
             }
             Command::Disable { id } | Command::Enable { id } => {
                 let enabled = matches!(self.cli.command, Command::Enable { .. });
-                let req = self.req(pb::SetDeviceEnabledRequest {
+                let msg = pb::SetDeviceEnabledRequest {
                     id: id.clone(),
                     enabled,
-                });
-                let r = self
-                    .agent()
-                    .await?
-                    .set_device_enabled(req)
-                    .await?
-                    .into_inner();
-                self.action(r)
+                    confirm: self.cli.yes,
+                    dry_run: self.cli.dry_run,
+                    idempotency_key: self.idempotency_key.clone(),
+                };
+                act!(self, set_device_enabled, msg)
             }
             Command::InjectFault { id, kind } => {
                 let fault = parse_enum(
@@ -376,12 +439,14 @@ impl Ctl {
                         health_hal::FaultKind::NAMES
                     )
                 })?;
-                let req = self.req(pb::InjectFaultRequest {
+                let msg = pb::InjectFaultRequest {
                     id: id.clone(),
                     fault: fault as i32,
-                });
-                let r = self.agent().await?.inject_fault(req).await?.into_inner();
-                self.action(r)
+                    confirm: self.cli.yes,
+                    dry_run: self.cli.dry_run,
+                    idempotency_key: self.idempotency_key.clone(),
+                };
+                act!(self, inject_fault, msg)
             }
             Command::Probe {
                 file,
@@ -478,15 +543,23 @@ impl Ctl {
                     .get_node(self.req(pb::GetNodeRequest {}))
                     .await?
                     .into_inner();
-                let req =
+                let mut msg =
                     processes::kill_request(*pid, signal, *escalate_after, node.host.as_ref())?;
+                msg.confirm = self.cli.yes;
+                msg.dry_run = self.cli.dry_run;
+                msg.idempotency_key = self.idempotency_key.clone();
                 // The agent may wait out the escalation and the exit grace.
-                let mut req = self.req(req);
+                let mut req = self.req(msg);
                 req.set_timeout(
                     self.cli.timeout + escalate_after.unwrap_or_default() + Duration::from_secs(10),
                 );
                 let r = agent.kill_process(req).await?.into_inner();
                 self.action(r)
+            }
+            Command::Audit { verify, file, tail } => {
+                let path = audit::default_path(file.as_deref())?;
+                let text = audit::run(&path, *verify, *tail, json)?;
+                self.print(&text)
             }
             Command::Nodes => {
                 let r = self
@@ -632,9 +705,15 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let idempotency_key = cli.idempotency_key.clone().unwrap_or_else(|| {
+        use rand::Rng;
+        let bytes: [u8; 16] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    });
     let mut ctl = Ctl {
         cli,
         out: std::io::stdout(),
+        idempotency_key,
     };
     match rt.block_on(async {
         tokio::select! {

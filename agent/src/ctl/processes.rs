@@ -125,5 +125,6 @@ pub fn kill_request(
         signal: signal as i32,
         start_time_ticks,
         escalate_after_ms,
+        ..Default::default()
     })
 }

@@ -314,8 +314,14 @@ pub fn device_text(d: &pb::Device) -> String {
 }
 
 pub fn action_text(a: &pb::ActionResult) -> String {
+    let marks = match (a.dry_run, a.replayed) {
+        (true, true) => "[dry run, replayed] ",
+        (true, false) => "[dry run] ",
+        (false, true) => "[replayed: an earlier request with this idempotency key] ",
+        (false, false) => "",
+    };
     format!(
-        "{} {} {}: {} ({} ms, action {})\n",
+        "{marks}{} {} {}: {} ({} ms, action {})\n",
         a.device_id,
         a.action,
         outcome(a.outcome()),
@@ -639,6 +645,9 @@ pub fn action_json(a: &pb::ActionResult) -> Value {
         "started_at": ts_json(&a.started_at),
         "duration_ms": a.duration_ms,
         "caller": a.caller,
+        "role": a.role,
+        "dry_run": a.dry_run,
+        "replayed": a.replayed,
         "device_after": a.device_after.as_ref().map(device_json),
         "process_kill": a.process_kill.as_ref().map(super::processes::process_kill_json),
     })

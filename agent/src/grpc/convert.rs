@@ -297,6 +297,7 @@ fn reported_action(r: &crate::node::ReportedAction) -> pb::ActionResult {
         device_after: None,
         caller: r.caller.clone(),
         process_kill: None,
+        ..Default::default()
     }
 }
 
@@ -312,6 +313,9 @@ pub fn action(r: &ActionRecord) -> pb::ActionResult {
         device_after: r.device_after.as_deref().map(device),
         caller: r.caller.clone(),
         process_kill: r.process_kill.as_ref().map(process_kill),
+        dry_run: r.dry_run,
+        replayed: r.replayed,
+        role: r.role.clone(),
     }
 }
 

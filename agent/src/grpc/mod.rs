@@ -2,6 +2,7 @@
 //! TCP), with `grpc.health.v1` and server reflection, plus the uplink client to the collector.
 //! These modules are the only ones in the agent that know protobuf.
 
+pub mod authn;
 pub mod convert;
 pub mod service;
 pub mod spill;
@@ -16,7 +17,10 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditLog;
+use crate::auth::Policy;
 use crate::config::AgentConfig;
+use authn::Authenticated;
 use service::AgentService;
 
 /// Listeners bound and ready to serve. Binding is separate from serving so that readiness
@@ -25,6 +29,7 @@ pub struct Listeners {
     unix: UnixListener,
     pub socket: PathBuf,
     tcp: Option<tokio::net::TcpListener>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Binds the Unix socket, refusing to steal it from a running agent, and the TCP listener.
@@ -59,6 +64,13 @@ pub async fn bind(cfg: &AgentConfig) -> anyhow::Result<Listeners> {
     let unix =
         UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     set_mode(&socket, 0o660)?;
+    if let Some(group) = &cfg.auth.socket_group {
+        let gid = crate::auth::resolve_group("auth.socket_group", group)?;
+        std::os::unix::fs::chown(&socket, None, Some(gid)).with_context(|| {
+            format!("auth.socket_group: chown {} to gid {gid}", socket.display())
+        })?;
+    }
+    let tls = crate::tls::server(&cfg.tls)?;
     let tcp = match cfg.tcp_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -67,7 +79,12 @@ pub async fn bind(cfg: &AgentConfig) -> anyhow::Result<Listeners> {
         ),
         None => None,
     };
-    Ok(Listeners { unix, socket, tcp })
+    Ok(Listeners {
+        unix,
+        socket,
+        tcp,
+        tls,
+    })
 }
 
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
@@ -76,19 +93,25 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("setting mode {mode:o} on {}", path.display()))
 }
 
-/// Serves until `cancel` fires.
+/// Serves until `cancel` fires. The Agent service is mounted only behind [`Authenticated`].
 pub async fn serve(
     listeners: Listeners,
     service: AgentService,
+    policy: Arc<Policy>,
+    audit: Arc<AuditLog>,
     max_message_bytes: usize,
     rpc: Arc<health_metrics::rpc::RpcStats>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let service = Arc::new(service);
     let make = || {
-        AgentServer::from_arc(service.clone())
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes)
+        Authenticated::new(
+            AgentServer::from_arc(service.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+            policy.clone(),
+            audit.clone(),
+        )
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -120,8 +143,14 @@ pub async fn serve(
             UnixListenerStream::new(listeners.unix),
             cancel.clone().cancelled_owned(),
         );
+    let mut tcp_builder = tonic::transport::Server::builder();
+    if let Some(tls) = listeners.tls {
+        tcp_builder = tcp_builder
+            .tls_config(tls)
+            .context("configuring TLS for tcp_listen")?;
+    }
     let tcp = listeners.tcp.map(|l| {
-        tonic::transport::Server::builder()
+        tcp_builder
             .layer(rpc.layer())
             .add_service(health_service)
             .add_service(reflection)

@@ -2,6 +2,8 @@
 //! call goes through [`crate::actions::Actions`]. Argument errors are INVALID_ARGUMENT naming
 //! the field; an unknown device is NOT_FOUND; an action the device cannot do is
 //! FAILED_PRECONDITION. An action that ran and failed is a normal reply whose outcome says so.
+//! The caller and its role come from [`super::authn`], which every request passes first; a
+//! caller below operator gets PERMISSION_DENIED from the action path.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,7 +15,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::actions::{ActionError, Actions, Requested};
+use crate::actions::{ActionError, ActionRequest, Actions, Requested};
+use crate::auth::Caller;
 use crate::node::{Node, NodeSnapshot};
 use crate::supervisor::{DeviceAction, Outcome};
 
@@ -36,22 +39,37 @@ fn probe_status(e: crate::probe::ProbeError) -> Status {
     }
 }
 
-/// Who is calling, for the action record: the Unix peer's uid, or the TCP peer's address.
-fn caller<T>(req: &Request<T>) -> String {
-    if let Some(info) = req
-        .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-    {
-        if let Some(cred) = info.peer_cred {
-            return format!("uid {} (unix socket)", cred.uid());
-        }
-        return "unix socket (no peer credentials)".to_string();
-    }
-    match req.remote_addr() {
-        Some(a) => format!("tcp {a}"),
-        None => "unknown".to_string(),
-    }
+/// Who is calling, as [`super::authn`] established it. Without it (the service mounted
+/// without the wrapper) the caller has no role, so nothing is allowed.
+fn caller<T>(req: &Request<T>) -> Caller {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(|| Caller {
+            identity: "unauthenticated".into(),
+            role: None,
+        })
 }
+
+/// Fields 10-12 of every mutating request.
+#[derive(Clone)]
+struct Safety {
+    confirm: bool,
+    dry_run: bool,
+    idempotency_key: String,
+}
+
+macro_rules! safety {
+    ($r:expr) => {
+        Safety {
+            confirm: $r.confirm,
+            dry_run: $r.dry_run,
+            idempotency_key: $r.idempotency_key.clone(),
+        }
+    };
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 128;
 
 fn device_id(id: &str) -> Result<&str, Status> {
     if id.is_empty() {
@@ -66,6 +84,9 @@ fn to_status(e: ActionError) -> Status {
         ActionError::NoSuchDevice(_) => Status::not_found(e.to_string()),
         ActionError::InvalidArgument(m) => Status::invalid_argument(m),
         ActionError::NotPossible(m) => Status::failed_precondition(m),
+        ActionError::PermissionDenied(m) => Status::permission_denied(m),
+        ActionError::Unsafe(m) => Status::failed_precondition(m),
+        ActionError::AuditUnavailable(_) => Status::failed_precondition(e.to_string()),
     }
 }
 
@@ -75,11 +96,26 @@ impl AgentService {
         req: &Request<T>,
         id: &str,
         what: Requested,
+        safety: Safety,
+        follows: Option<String>,
     ) -> Result<Response<pb::ActionResult>, Status> {
         let id = device_id(id)?;
+        if safety.idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(Status::invalid_argument(format!(
+                "idempotency_key: expected at most {MAX_IDEMPOTENCY_KEY} bytes"
+            )));
+        }
         let record = self
             .actions
-            .run(&caller(req), id, what)
+            .run(ActionRequest {
+                caller: caller(req),
+                device_id: id.to_string(),
+                what,
+                confirm: safety.confirm,
+                dry_run: safety.dry_run,
+                idempotency_key: safety.idempotency_key,
+                follows,
+            })
             .await
             .map_err(to_status)?;
         Ok(Response::new(convert::action(&record)))
@@ -168,14 +204,34 @@ impl Agent for AgentService {
                 )));
             }
         }
+        let safety = safety!(r);
         let mut result = self
-            .act(&req, &r.id, Requested::Device(DeviceAction::Reset(kind)))
+            .act(
+                &req,
+                &r.id,
+                Requested::Device(DeviceAction::Reset(kind)),
+                safety.clone(),
+                None,
+            )
             .await?;
         if r.recalibrate_after && result.get_ref().outcome == convert::outcome(Outcome::Succeeded) {
             // The reset has happened: a failure to calibrate is part of this result, not an
             // RPC error that would hide the reset from the caller.
+            // Part of the same request: its own idempotency key, derived, and no cooldown
+            // after the reset it completes.
+            let mut cal_safety = safety.clone();
+            if !cal_safety.idempotency_key.is_empty() {
+                cal_safety.idempotency_key.push_str("/recalibrate");
+            }
+            let follows = Some(result.get_ref().action_id.clone());
             let cal = match self
-                .act(&req, &r.id, Requested::Device(DeviceAction::Calibrate))
+                .act(
+                    &req,
+                    &r.id,
+                    Requested::Device(DeviceAction::Calibrate),
+                    cal_safety,
+                    follows,
+                )
                 .await
             {
                 Ok(c) => c.into_inner(),
@@ -224,9 +280,16 @@ impl Agent for AgentService {
         &self,
         req: Request<pb::CalibrateDeviceRequest>,
     ) -> Result<Response<pb::ActionResult>, Status> {
-        let id = req.get_ref().id.clone();
-        self.act(&req, &id, Requested::Device(DeviceAction::Calibrate))
-            .await
+        let r = req.get_ref();
+        let (id, safety) = (r.id.clone(), safety!(r));
+        self.act(
+            &req,
+            &id,
+            Requested::Device(DeviceAction::Calibrate),
+            safety,
+            None,
+        )
+        .await
     }
 
     async fn set_power_limit(
@@ -239,6 +302,8 @@ impl Agent for AgentService {
             &req,
             &r.id,
             Requested::Device(DeviceAction::SetPowerLimit(r.watts)),
+            safety!(r),
+            None,
         )
         .await
     }
@@ -252,6 +317,8 @@ impl Agent for AgentService {
             &req,
             &r.id,
             Requested::Device(DeviceAction::SetEnabled(r.enabled)),
+            safety!(r),
+            None,
         )
         .await
     }
@@ -382,7 +449,8 @@ impl Agent for AgentService {
         let fault = convert::fault_kind(r.fault).ok_or_else(|| {
             Status::invalid_argument("fault: expected one of FAULT_KIND_OVERHEAT, _HANG, _DRIFT, _FAILING_RESET, _VANISH, _CLEAR")
         })?;
-        self.act(&req, &r.id, Requested::InjectFault(fault)).await
+        self.act(&req, &r.id, Requested::InjectFault(fault), safety!(r), None)
+            .await
     }
 
     async fn kill_process(
@@ -404,7 +472,13 @@ impl Agent for AgentService {
                 .then(|| std::time::Duration::from_millis(u64::from(r.escalate_after_ms))),
         };
         // Argument and guard checks are in the action path, so refusals are recorded too.
-        self.act(&req, &kill.subject(), Requested::KillProcess(kill))
-            .await
+        self.act(
+            &req,
+            &kill.subject(),
+            Requested::KillProcess(kill),
+            safety!(r),
+            None,
+        )
+        .await
     }
 }

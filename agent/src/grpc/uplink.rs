@@ -271,6 +271,8 @@ pub struct Uplink {
     /// The boot id of this run: acknowledgements of earlier boots do not move `acked_seq`.
     boot_id: Option<String>,
     pub stats: Arc<UplinkStats>,
+    /// For an `https://` collector (see `tls.rs`).
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 enum SessionEnd {
@@ -306,6 +308,7 @@ impl Uplink {
             pending_read: None,
             boot_id: None,
             stats,
+            tls: None,
         };
         // A spill that shrank below what the last run left: the oldest go.
         if let Some(max) = spill_max {
@@ -329,6 +332,22 @@ impl Uplink {
         };
         let segment = (cfg.spill_max_bytes / 16).clamp(64 << 10, 8 << 20);
         Spill::open(dir, segment).map(Some)
+    }
+
+    /// Connects with TLS (`crate::tls::uplink`): the collector is verified, the agent presents
+    /// its certificate.
+    pub fn with_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> Uplink {
+        self.tls = tls;
+        self
+    }
+
+    fn endpoint_tls(&self, e: Endpoint) -> Result<Endpoint, String> {
+        match &self.tls {
+            Some(tls) if self.url().starts_with("https://") => e
+                .tls_config(tls.clone())
+                .map_err(|e| format!("collector TLS config: {e}")),
+            _ => Ok(e),
+        }
     }
 
     fn url(&self) -> &str {
@@ -514,6 +533,10 @@ impl Uplink {
                 .keep_alive_timeout(Duration::from_secs(5))
                 .keep_alive_while_idle(true),
             Err(e) => return SessionEnd::Lost(format!("bad collector URL: {e}")),
+        };
+        let endpoint = match self.endpoint_tls(endpoint) {
+            Ok(e) => e,
+            Err(e) => return SessionEnd::Lost(e),
         };
         // While connecting and opening the stream, keep taking reports from the main loop so
         // its hand-off queue never fills (that would count as dropped reports).

@@ -1,0 +1,508 @@
+//! The persistent audit log: one JSON object per line, each carrying the SHA-256 hash of the
+//! line before it, written and fsynced before the action it describes starts.
+//!
+//! [`crate::actions::Actions`] is its only writer: a `begin` entry before a mutating action
+//! runs (if it cannot be made durable, the action is refused), an `end` entry with outcome and
+//! duration after it, and single entries for requests that were `denied` (role), `refused`
+//! (a safety check) or only a `dry-run`. `agent-ctl audit --verify` reads the file directly and
+//! checks the chain with [`verify`].
+//!
+//! The hash of an entry is SHA-256 over its canonical form: the JSON object without `hash`,
+//! keys sorted, no whitespace. The canonical form contains `prev_hash`, so each entry commits
+//! to all entries before it: editing, removing or reordering a line breaks the chain at that
+//! line. The chain has no key, so someone who can rewrite the whole file can also recompute
+//! every hash after their edit; and removing entries from the end leaves a valid, shorter chain.
+//! Detecting those needs the head hash kept somewhere else (not done here).
+//!
+//! On start the agent reads only the last line. If it is intact (parses, hash matches) the
+//! chain continues from it. If not (a torn write from a crash, or an edit), the agent starts
+//! anyway, logs an error and writes a `chain-restart` entry whose `prev_hash` is the zero hash;
+//! `verify` still reports the broken line, so a restart never hides a break.
+//!
+//! Writes run on the blocking pool (fsync can take milliseconds, or much longer on a sick
+//! disk), one at a time under a mutex. A failed write drops the file handle; the next append
+//! reopens the file and re-reads its tail, so a torn partial line becomes a recorded restart.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+
+pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What one entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Begin,
+    End,
+    Denied,
+    Refused,
+    DryRun,
+    /// The agent stopped after an action's begin and before its end.
+    Interrupted,
+    ChainRestart,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Begin => "begin",
+            Phase::End => "end",
+            Phase::Denied => "denied",
+            Phase::Refused => "refused",
+            Phase::DryRun => "dry-run",
+            Phase::Interrupted => "interrupted",
+            Phase::ChainRestart => "chain-restart",
+        }
+    }
+}
+
+/// The fields an action supplies; the log adds seq, time and the hashes.
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    pub action_id: String,
+    pub caller: String,
+    pub role: String,
+    pub action: String,
+    pub target: String,
+    pub args: Value,
+    pub idempotency_key: String,
+    pub outcome: Option<String>,
+    pub message: String,
+    pub duration_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[error("audit log {path}: {reason}")]
+pub struct AuditError {
+    pub path: String,
+    pub reason: String,
+}
+
+struct Open {
+    file: File,
+    next_seq: u64,
+    prev_hash: String,
+}
+
+pub struct AuditLog {
+    path: PathBuf,
+    open: Mutex<Option<Open>>,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The canonical form of an entry: its object without `hash`, serialized with sorted keys.
+fn canonical(obj: &Map<String, Value>) -> String {
+    let sorted: std::collections::BTreeMap<&String, &Value> =
+        obj.iter().filter(|(k, _)| k.as_str() != "hash").collect();
+    serde_json::to_string(&sorted).unwrap_or_default()
+}
+
+/// Checks one line on its own: it parses, and its hash matches its contents. Returns the
+/// object.
+fn check_line(line: &str) -> Result<Map<String, Value>, String> {
+    let obj = match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => return Err("not a JSON object".into()),
+        Err(e) => return Err(format!("not valid JSON ({e}): a torn write or an edit")),
+    };
+    let Some(Value::String(hash)) = obj.get("hash") else {
+        return Err("no \"hash\" field".into());
+    };
+    if !matches!(obj.get("prev_hash"), Some(Value::String(_))) {
+        return Err("no \"prev_hash\" field".into());
+    }
+    if !obj.get("seq").is_some_and(Value::is_u64) {
+        return Err("no \"seq\" number".into());
+    }
+    let want = sha256_hex(canonical(&obj).as_bytes());
+    if *hash != want {
+        return Err("hash does not match the entry's contents: the line was edited".into());
+    }
+    Ok(obj)
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log and continues its chain. A log that cannot be opened is
+    /// not fatal: the agent still monitors, and every mutating action is refused until an
+    /// append succeeds (each append retries the open).
+    pub fn open(path: &Path) -> Arc<AuditLog> {
+        let log = AuditLog {
+            path: path.to_path_buf(),
+            open: Mutex::new(None),
+        };
+        {
+            let mut slot = log.lock();
+            match log.reopen() {
+                Ok(o) => *slot = Some(o),
+                Err(e) => tracing::error!(
+                    target: "audit", error = %e,
+                    "audit log unavailable: mutating actions are refused until it can be written"
+                ),
+            }
+        }
+        Arc::new(log)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Open>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, reason: String) -> AuditError {
+        AuditError {
+            path: self.path.display().to_string(),
+            reason,
+        }
+    }
+
+    fn reopen(&self) -> Result<Open, AuditError> {
+        if let Some(dir) = self.path.parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| self.err(format!("creating {}: {e}", dir.display())))?;
+            }
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(&self.path)
+            .map_err(|e| self.err(format!("cannot open for appending: {e}")))?;
+        let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        let tail = if regular {
+            read_tail(&mut file).map_err(|e| self.err(format!("reading the last entry: {e}")))?
+        } else {
+            Tail::Empty
+        };
+        let mut open = Open {
+            file,
+            next_seq: 1,
+            prev_hash: ZERO_HASH.to_string(),
+        };
+        match tail {
+            Tail::Empty => {}
+            Tail::Intact { seq, hash } => {
+                open.next_seq = seq + 1;
+                open.prev_hash = hash;
+            }
+            Tail::Broken { reason, torn } => {
+                tracing::error!(
+                    target: "audit", path = %self.path.display(), %reason,
+                    "the audit log's last entry is broken: starting a new chain (verify will report the break)"
+                );
+                if torn {
+                    // Finish the torn line so the restart entry is a line of its own.
+                    open.file
+                        .write_all(b"\n")
+                        .map_err(|e| self.err(format!("write failed: {e}")))?;
+                }
+                let entry = Entry {
+                    action: "chain-restart".into(),
+                    message: format!("the previous last entry was broken: {reason}"),
+                    ..Default::default()
+                };
+                self.write(&mut open, Phase::ChainRestart, &entry)?;
+            }
+        }
+        Ok(open)
+    }
+
+    /// Appends one entry to an open log: write, then fsync. On failure the chain state is
+    /// left where it was.
+    fn write(&self, open: &mut Open, phase: Phase, e: &Entry) -> Result<u64, AuditError> {
+        let mut obj = Map::new();
+        let mut put = |k: &str, v: Value| {
+            obj.insert(k.to_string(), v);
+        };
+        put("seq", open.next_seq.into());
+        put(
+            "time",
+            humantime::format_rfc3339_millis(SystemTime::now())
+                .to_string()
+                .into(),
+        );
+        put("phase", phase.as_str().into());
+        put("action_id", e.action_id.clone().into());
+        put("caller", e.caller.clone().into());
+        put("role", e.role.clone().into());
+        put("action", e.action.clone().into());
+        put("target", e.target.clone().into());
+        put(
+            "args",
+            if e.args.is_null() {
+                Value::Object(Map::new())
+            } else {
+                e.args.clone()
+            },
+        );
+        put("idempotency_key", e.idempotency_key.clone().into());
+        put(
+            "outcome",
+            e.outcome.clone().map_or(Value::Null, Value::from),
+        );
+        put("message", e.message.clone().into());
+        put(
+            "duration_ms",
+            e.duration_ms.map_or(Value::Null, Value::from),
+        );
+        put("prev_hash", open.prev_hash.clone().into());
+        let hash = sha256_hex(canonical(&obj).as_bytes());
+        obj.insert("hash".into(), hash.clone().into());
+        let mut line = serde_json::to_string(&obj).map_err(|e| self.err(e.to_string()))?;
+        line.push('\n');
+        open.file
+            .write_all(line.as_bytes())
+            .map_err(|e| self.err(format!("write failed: {e}")))?;
+        open.file
+            .sync_data()
+            .map_err(|e| self.err(format!("fsync failed: {e}")))?;
+        let seq = open.next_seq;
+        open.next_seq += 1;
+        open.prev_hash = hash;
+        Ok(seq)
+    }
+
+    /// Appends one entry, durably, on this thread. [`AuditLog::append`] is the async form.
+    pub fn append_blocking(&self, phase: Phase, entry: &Entry) -> Result<u64, AuditError> {
+        let mut slot = self.lock();
+        if slot.is_none() {
+            *slot = Some(self.reopen()?);
+        }
+        let open = slot.as_mut().ok_or_else(|| self.err("not open".into()))?;
+        let len = open.file.metadata().map(|m| m.len()).ok();
+        match self.write(open, phase, entry) {
+            Ok(seq) => Ok(seq),
+            Err(e) => {
+                // Undo a partial line where we can; either way reopen (and re-read the tail)
+                // next time, so whatever is on disk decides how the chain continues.
+                if let (Some(len), Some(o)) = (len, slot.as_ref()) {
+                    let _ = o.file.set_len(len);
+                }
+                *slot = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends one entry, durably, on the blocking pool. Returns its sequence number.
+    pub async fn append(self: &Arc<Self>, phase: Phase, entry: Entry) -> Result<u64, AuditError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.append_blocking(phase, &entry))
+            .await
+            .unwrap_or_else(|e| Err(self.err(format!("the writer task failed: {e}"))))
+    }
+}
+
+enum Tail {
+    Empty,
+    Intact { seq: u64, hash: String },
+    Broken { reason: String, torn: bool },
+}
+
+/// The last line of the log, read from at most the last 64 KiB (entries are far smaller).
+fn read_tail(file: &mut File) -> std::io::Result<Tail> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(Tail::Empty);
+    }
+    let start = len.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    file.take(len - start).read_to_end(&mut buf)?;
+    let torn = buf.last() != Some(&b'\n');
+    let text = String::from_utf8_lossy(&buf);
+    let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
+        return Ok(Tail::Empty);
+    };
+    if torn {
+        return Ok(Tail::Broken {
+            reason: "the last line has no newline: a torn write".into(),
+            torn,
+        });
+    }
+    Ok(match check_line(last) {
+        Ok(obj) => Tail::Intact {
+            seq: obj.get("seq").and_then(Value::as_u64).unwrap_or(0),
+            hash: obj
+                .get("hash")
+                .and_then(Value::as_str)
+                .unwrap_or(ZERO_HASH)
+                .to_string(),
+        },
+        Err(reason) => Tail::Broken { reason, torn },
+    })
+}
+
+/// The result of checking a whole log.
+#[derive(Debug, Default)]
+pub struct Verification {
+    pub entries: u64,
+    /// Every break found: (1-based line number, what is wrong).
+    pub breaks: Vec<(u64, String)>,
+    /// Lines where the agent restarted the chain after finding it broken.
+    pub restarts: Vec<u64>,
+}
+
+impl Verification {
+    pub fn intact(&self) -> bool {
+        self.breaks.is_empty() && self.restarts.is_empty()
+    }
+}
+
+/// Checks the chain line by line: each line's own hash, `prev_hash` against the line before,
+/// and `seq` increasing by one. A `chain-restart` entry starts a new chain (it is reported,
+/// and a log with one never verifies as intact).
+pub fn verify(reader: impl BufRead) -> std::io::Result<Verification> {
+    let mut v = Verification::default();
+    let mut prev: Option<(u64, String)> = None;
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let line = line?;
+        let n = i as u64 + 1;
+        let text = String::from_utf8_lossy(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        v.entries += 1;
+        let obj = match check_line(&text) {
+            Ok(o) => o,
+            Err(reason) => {
+                v.breaks.push((n, reason));
+                prev = None;
+                continue;
+            }
+        };
+        let seq = obj.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        let prev_hash = obj.get("prev_hash").and_then(Value::as_str).unwrap_or("");
+        let hash = obj.get("hash").and_then(Value::as_str).unwrap_or("");
+        let phase = obj.get("phase").and_then(Value::as_str).unwrap_or("");
+        if phase == Phase::ChainRestart.as_str() {
+            v.restarts.push(n);
+        } else {
+            match &prev {
+                Some((pseq, phash)) => {
+                    if prev_hash != phash {
+                        v.breaks.push((n, format!("prev_hash does not match the hash of the entry before it (seq {pseq}): an entry was removed, inserted or reordered")));
+                    } else if seq != pseq + 1 {
+                        v.breaks
+                            .push((n, format!("seq {seq} does not follow seq {pseq}")));
+                    }
+                }
+                None if v.entries == 1 && prev_hash != ZERO_HASH => v.breaks.push((
+                    n,
+                    "the first entry does not start a chain (prev_hash is not zero): the log's beginning was removed".into(),
+                )),
+                None => {}
+            }
+        }
+        prev = Some((seq, hash.to_string()));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(action: &str) -> Entry {
+        Entry {
+            action_id: "a-1".into(),
+            caller: "uid 0 (unix socket)".into(),
+            role: "operator".into(),
+            action: action.into(),
+            target: "loihi-0".into(),
+            args: serde_json::json!({"kind": "soft"}),
+            ..Default::default()
+        }
+    }
+
+    fn check(path: &Path) -> Verification {
+        verify(std::io::BufReader::new(File::open(path).unwrap())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn entries_chain_and_an_edit_breaks_the_chain_at_that_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/audit.jsonl");
+        let log = AuditLog::open(&path);
+        for a in ["reset-soft", "calibrate", "reset-hard"] {
+            log.append(Phase::Begin, entry(a)).await.unwrap();
+        }
+        let v = check(&path);
+        assert!(v.intact(), "{v:?}");
+        assert_eq!(v.entries, 3);
+
+        // A reopened log continues the chain.
+        drop(log);
+        let log = AuditLog::open(&path);
+        assert_eq!(log.append(Phase::End, entry("x")).await.unwrap(), 4);
+        assert!(check(&path).intact());
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edited = text.replacen("calibrate", "calibrat3", 1);
+        std::fs::write(&path, &edited).unwrap();
+        let v = check(&path);
+        assert_eq!(v.breaks.len(), 1, "{v:?}");
+        assert_eq!(v.breaks[0].0, 2);
+
+        // Removing a line breaks the chain at the line after it.
+        let removed: Vec<&str> = text.lines().filter(|l| !l.contains("calibrate")).collect();
+        std::fs::write(&path, removed.join("\n") + "\n").unwrap();
+        let v = check(&path);
+        assert_eq!(v.breaks[0].0, 2, "{v:?}");
+        assert!(v.breaks[0].1.contains("prev_hash"), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_recorded_as_a_chain_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path);
+        log.append(Phase::Begin, entry("reset-soft")).await.unwrap();
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":2,\"ti").unwrap();
+        drop(f);
+        let log = AuditLog::open(&path);
+        log.append(Phase::Begin, entry("calibrate")).await.unwrap();
+        let v = check(&path);
+        assert_eq!(v.breaks.len(), 1, "{v:?}");
+        assert_eq!(v.breaks[0].0, 2);
+        assert_eq!(v.restarts, vec![3]);
+        assert!(!v.intact());
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_log_fails_every_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").unwrap();
+        let log = AuditLog::open(&file.join("audit.jsonl"));
+        let e = log
+            .append(Phase::Begin, entry("reset-soft"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("a-file/audit.jsonl"), "{e}");
+        let full = AuditLog::open(Path::new("/dev/full"));
+        let e = full
+            .append(Phase::Begin, entry("reset-soft"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.reason.contains("write failed") || e.reason.contains("fsync"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! `agent-ctl audit [--verify] [--file PATH] [--tail N] [--json]`: reads the agent's audit log
+//! straight from the file (no RPC: the log must be checkable when the agent is down, and
+//! reading it needs only file permissions, which root or the agent's group have) and checks
+//! its hash chain with [`crate::audit::verify`].
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::config;
+
+/// `--file`, else `audit_log` from the default agent config if there is one, else the default.
+pub fn default_path(file: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(f) = file {
+        return Ok(f.to_path_buf());
+    }
+    let cfg = Path::new(config::DEFAULT_CONFIG_PATH);
+    if cfg.exists() {
+        let c = config::load(cfg).map_err(|e| anyhow::anyhow!("{e} (or give --file)"))?;
+        return Ok(c.audit_log);
+    }
+    Ok(PathBuf::from(config::DEFAULT_AUDIT_LOG))
+}
+
+fn open(path: &Path) -> anyhow::Result<std::io::BufReader<std::fs::File>> {
+    let f = std::fs::File::open(path)
+        .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+    Ok(std::io::BufReader::new(f))
+}
+
+/// The text to print; an error (exit 1) when `verify` finds a break.
+pub fn run(path: &Path, verify: bool, tail: Option<usize>, json: bool) -> anyhow::Result<String> {
+    if verify {
+        let v = crate::audit::verify(open(path)?)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if let Some((line, why)) = v.breaks.first() {
+            let more = match v.breaks.len() {
+                1 => String::new(),
+                n => format!(" ({} more break(s) after it)", n - 1),
+            };
+            bail!(
+                "{}: chain broken at line {line}: {why}{more}",
+                path.display()
+            );
+        }
+        if let Some(line) = v.restarts.first() {
+            bail!(
+                "{}: the agent restarted the chain at line {line} after finding the entry before it broken",
+                path.display()
+            );
+        }
+        return Ok(if json {
+            format!(
+                "{}\n",
+                serde_json::json!({"file": path.display().to_string(), "entries": v.entries, "intact": true})
+            )
+        } else {
+            format!("{}: {} entries, chain intact\n", path.display(), v.entries)
+        });
+    }
+    let mut lines: Vec<String> = Vec::new();
+    for line in open(path)?.lines() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if !line.trim().is_empty() {
+            lines.push(line);
+        }
+    }
+    let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+    let lines = &lines[skip..];
+    if json {
+        return Ok(lines.iter().map(|l| format!("{l}\n")).collect());
+    }
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) => {
+                let s = |k: &str| match v.get(k) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                vec![
+                    s("seq"),
+                    s("time"),
+                    s("phase"),
+                    s("caller"),
+                    s("role"),
+                    s("action"),
+                    s("target"),
+                    s("outcome"),
+                    s("duration_ms"),
+                    s("message"),
+                ]
+            }
+            Err(_) => vec![
+                "?".into(),
+                String::new(),
+                "(unreadable line)".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                l.chars().take(60).collect(),
+            ],
+        })
+        .collect();
+    Ok(super::render::table(
+        &[
+            "SEQ", "TIME", "PHASE", "CALLER", "ROLE", "ACTION", "TARGET", "OUTCOME", "MS",
+            "MESSAGE",
+        ],
+        &rows,
+    ))
+}
