@@ -478,6 +478,28 @@ async fn sigterm_during_a_reset_lets_the_reset_finish_and_records_it() {
         "{}",
         finished[0]
     );
+    // The audit log says the same, durably: the reset's begin, then its end.
+    let audit = std::fs::read_to_string(agent.dir.path().join("audit.jsonl")).expect("audit log");
+    let phases: Vec<String> = audit
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).expect("audit line is JSON");
+            format!(
+                "{} {} {}",
+                e["phase"].as_str().unwrap_or(""),
+                e["action"].as_str().unwrap_or(""),
+                e["outcome"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        vec![
+            "begin reset-power-cycle ".to_string(),
+            "end reset-power-cycle succeeded".to_string()
+        ],
+        "{audit}"
+    );
     eprintln!(
         "SIGTERM during a 2.5 s reset: the agent stopped after {stopped_after:?}; {}",
         finished[0]
