@@ -8,7 +8,8 @@
 //! Defaults, chosen so that the socket's file mode stays the first gate:
 //! - anyone who can open the 0660 socket is a reader, unless `reader_uids`/`reader_groups`
 //!   narrow it;
-//! - uid 0 is always an operator (root can write to the devices without the agent anyway);
+//! - uid 0 and the agent's own uid are always operators (either can write to the devices, or
+//!   to the agent's memory, without asking the agent);
 //! - a TLS client is a reader when its certificate chains to `client_ca` (unless
 //!   `reader_subjects` narrows it) and an operator when a subject is in `operator_subjects`;
 //! - a plain-TCP peer (no TLS configured) is a reader at most: it has no verified identity.
@@ -64,6 +65,8 @@ impl Caller {
 /// `[auth]` resolved against this host's group database.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
+    /// The agent's own effective uid.
+    own_uid: u32,
     operator_uids: Vec<u32>,
     operator_gids: Vec<u32>,
     reader_uids: Vec<u32>,
@@ -90,6 +93,7 @@ impl Policy {
             names.iter().map(|n| resolve_group(key, n)).collect()
         };
         Ok(Policy {
+            own_uid: nix::unistd::geteuid().as_raw(),
             operator_uids: cfg.operator_uids.clone(),
             operator_gids: gids("auth.operator_groups", &cfg.operator_groups)?,
             reader_uids: cfg.reader_uids.clone(),
@@ -115,7 +119,11 @@ impl Policy {
             let g = groups.get_or_insert_with(|| supplementary_groups(uid, gid));
             g.iter().any(|x| wanted.contains(x))
         };
-        let role = if uid == 0 || self.operator_uids.contains(&uid) || in_any(&self.operator_gids) {
+        let role = if uid == 0
+            || uid == self.own_uid
+            || self.operator_uids.contains(&uid)
+            || in_any(&self.operator_gids)
+        {
             Some(Role::Operator)
         } else if (self.reader_uids.is_empty() && self.reader_gids.is_empty())
             || self.reader_uids.contains(&uid)
@@ -219,6 +227,13 @@ mod tests {
         assert_eq!(p.unix(1001, 100).role, Some(Role::Operator));
         assert_eq!(p.unix(1002, 100).role, Some(Role::Reader));
         assert_eq!(p.unix(1002, 100).identity, "uid 1002 (unix socket)");
+        let own = Policy {
+            own_uid: 999,
+            reader_uids: vec![1],
+            ..policy()
+        };
+        assert_eq!(own.unix(999, 999).role, Some(Role::Operator));
+        assert_eq!(own.unix(998, 999).role, None);
     }
 
     #[test]
