@@ -91,6 +91,9 @@ struct Open {
 pub struct AuditLog {
     path: PathBuf,
     open: Mutex<Option<Open>>,
+    /// (seq, hash) of the newest entry written, for reports. A lock of its own, so that
+    /// reading it never waits for a write's fsync.
+    head: Mutex<Option<(u64, String)>>,
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -137,6 +140,7 @@ impl AuditLog {
         let log = AuditLog {
             path: path.to_path_buf(),
             open: Mutex::new(None),
+            head: Mutex::new(None),
         };
         {
             let mut slot = log.lock();
@@ -153,6 +157,15 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// (seq, hash) of the newest entry in the log, once it has been opened or written.
+    pub fn head(&self) -> Option<(u64, String)> {
+        self.head.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_head(&self, seq: u64, hash: &str) {
+        *self.head.lock().unwrap_or_else(|e| e.into_inner()) = Some((seq, hash.to_string()));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Open>> {
@@ -195,6 +208,7 @@ impl AuditLog {
         match tail {
             Tail::Empty => {}
             Tail::Intact { seq, hash } => {
+                self.set_head(seq, &hash);
                 open.next_seq = seq + 1;
                 open.prev_hash = hash;
             }
@@ -270,6 +284,7 @@ impl AuditLog {
             .sync_data()
             .map_err(|e| self.err(format!("fsync failed: {e}")))?;
         let seq = open.next_seq;
+        self.set_head(seq, &hash);
         open.next_seq += 1;
         open.prev_hash = hash;
         Ok(seq)

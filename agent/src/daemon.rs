@@ -85,7 +85,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             uplink_stats.clone(),
             Some(probe_rx),
         )
-        .with_processes(processes),
+        .with_processes(processes)
+        .with_audit(audit.clone()),
     );
     let actions = Arc::new(Actions::new(
         node.clone(),

@@ -60,6 +60,8 @@ pub struct AgentStatus {
     pub spill_bytes: u64,
     pub reports_spilled_total: u64,
     pub dropped_ranges: Vec<DroppedRange>,
+    /// (seq, hash) of the newest audit log entry.
+    pub audit_head: Option<(u64, String)>,
 }
 
 /// An action as reported to the collector: the record without the device read after it.
@@ -97,6 +99,7 @@ pub struct Node {
     reported_actions: Mutex<VecDeque<ReportedAction>>,
     /// The process watchdog, when `[[process]]` rules are configured.
     processes: Option<crate::procwatch::ProcessWatch>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,12 +146,19 @@ impl Node {
             probe,
             reported_actions: Mutex::new(VecDeque::with_capacity(REPORTED_ACTIONS)),
             processes: None,
+            audit: None,
         }
     }
 
     /// Adds the process watchdog: its processes and conditions become part of the host.
     pub fn with_processes(mut self, watch: Option<crate::procwatch::ProcessWatch>) -> Node {
         self.processes = watch;
+        self
+    }
+
+    /// The audit log whose head each report carries.
+    pub fn with_audit(mut self, audit: Arc<crate::audit::AuditLog>) -> Node {
+        self.audit = Some(audit);
         self
     }
 
@@ -187,6 +197,7 @@ impl Node {
             .collect();
         AgentStatus {
             recent_actions,
+            audit_head: self.audit.as_ref().and_then(|a| a.head()),
             ..self.delivery_status()
         }
     }
@@ -204,6 +215,7 @@ impl Node {
                 reports_dropped_total: u.dropped_total.load(Ordering::Relaxed) + handoff_dropped,
                 reconnects_total: u.reconnects_total.load(Ordering::Relaxed),
                 recent_actions: Vec::new(),
+                audit_head: None,
                 collector: u
                     .collector
                     .lock()

@@ -388,3 +388,75 @@ fn agent_ctl_audit_shows_the_log_and_verify_finds_an_edited_line() {
     assert!(!out.status.success(), "a removal must break the chain");
     assert!(text(&out).contains("prev_hash"), "{}", text(&out));
 }
+
+#[test]
+fn a_log_cut_short_verifies_alone_but_not_against_the_head_the_collector_holds() {
+    let collector = health_e2e::Collector::start("");
+    let url = collector.url();
+    let agent = Agent::with_config(
+        &sim_config("200ms", "1s", "200ms"),
+        &["--node", "auth-head", "--collector", &url],
+    );
+    for args in [&["calibrate", "xbar-0"][..], &["disable", "photonic-0"]] {
+        let out = agent.ctl(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+    // The collector hears of the newest entry with the next report.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    health_e2e::wait_until(
+        "the audit head at the collector",
+        Duration::from_secs(10),
+        || {
+            rt.block_on(async {
+                let mut c = collector.client().await;
+                c.get_node(health_proto::v1::GetFleetNodeRequest {
+                    node: "auth-head".into(),
+                })
+                .await
+                .ok()
+                .and_then(|n| n.into_inner().snapshot)
+                .and_then(|s| s.agent)
+                .and_then(|a| a.audit_head)
+                .is_some_and(|h| h.seq == 4)
+            })
+        },
+    );
+    let path = audit_path(&agent);
+    let file = path.to_str().unwrap();
+    let against_collector = || {
+        health_e2e::ctl(&[
+            "--collector",
+            &url,
+            "audit",
+            "--verify",
+            "--file",
+            file,
+            "--node",
+            "auth-head",
+        ])
+    };
+    let out = against_collector();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("holds entry 4"), "{}", text(&out));
+
+    // Someone removes the disable from the record: the two last lines.
+    let log = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = log.lines().take(2).collect();
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    let out = health_e2e::ctl(&["audit", "--verify", "--file", file]);
+    assert!(
+        out.status.success(),
+        "a chain cut at its end is still a valid chain: {}",
+        text(&out)
+    );
+    let out = against_collector();
+    assert!(
+        !out.status.success(),
+        "the collector's head exposes the cut"
+    );
+    let t = text(&out);
+    assert!(
+        t.contains("no entry 4") && t.contains("ends at entry 2") && t.contains("cut off"),
+        "{t}"
+    );
+}

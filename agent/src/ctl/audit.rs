@@ -1,7 +1,9 @@
 //! `agent-ctl audit [--verify] [--file PATH] [--tail N] [--json]`: reads the agent's audit log
 //! straight from the file (no RPC: the log must be checkable when the agent is down, and
 //! reading it needs only file permissions, which root or the agent's group have) and checks
-//! its hash chain with [`crate::audit::verify`].
+//! its hash chain with [`crate::audit::verify`]. With `--collector` and `--node`, it also checks
+//! that the file still holds the newest entry the agent reported to the collector: the chain
+//! alone cannot show that entries were cut off the end or the whole file rewritten.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,59 @@ pub fn default_path(file: Option<&Path>) -> anyhow::Result<PathBuf> {
         return Ok(c.audit_log);
     }
     Ok(PathBuf::from(config::DEFAULT_AUDIT_LOG))
+}
+
+/// Checks that the log holds the entry the collector last heard of: the same seq with the same
+/// hash. Returns the line to print; an error (exit 1) when it does not.
+pub fn check_head(
+    path: &Path,
+    head: &health_proto::v1::AuditHead,
+    node: &str,
+    json: bool,
+) -> anyhow::Result<String> {
+    let mut last_seq = None;
+    let mut same_seq_hash = None;
+    for line in open(path)?.lines() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let seq = v.get("seq").and_then(Value::as_u64);
+        let hash = v.get("hash").and_then(Value::as_str).unwrap_or("");
+        if seq == Some(head.seq) {
+            if hash == head.hash {
+                return Ok(if json {
+                    format!(
+                        "{}\n",
+                        serde_json::json!({"node": node, "reported_head": {"seq": head.seq, "hash": head.hash}, "found": true})
+                    )
+                } else {
+                    format!(
+                        "{}: holds entry {} that {node} reported to the collector (hash matches)\n",
+                        path.display(),
+                        head.seq
+                    )
+                });
+            }
+            same_seq_hash = Some(hash.to_string());
+        }
+        last_seq = seq.or(last_seq);
+    }
+    match same_seq_hash {
+        Some(h) => bail!(
+            "{}: entry {} has hash {h}, but {node} reported {} to the collector: the log was rewritten",
+            path.display(),
+            head.seq,
+            head.hash
+        ),
+        None => bail!(
+            "{}: no entry {} (the file ends at {}), but {node} reported it to the collector with hash {}: entries were cut off or the log was replaced",
+            path.display(),
+            head.seq,
+            last_seq.map_or("no entry".to_string(), |s| format!("entry {s}")),
+            head.hash
+        ),
+    }
 }
 
 fn open(path: &Path) -> anyhow::Result<std::io::BufReader<std::fs::File>> {

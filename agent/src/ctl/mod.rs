@@ -152,6 +152,10 @@ enum Command {
         /// Show only the last N entries.
         #[arg(long)]
         tail: Option<usize>,
+        /// With --verify and --collector: the node whose reported audit head the file must
+        /// contain (a log cut short or rewritten fails even when its chain is intact).
+        #[arg(long, requires = "verify")]
+        node: Option<String>,
     },
     /// Fleet: every node the collector knows (needs --collector).
     Nodes,
@@ -556,9 +560,32 @@ impl Ctl {
                 let r = agent.kill_process(req).await?.into_inner();
                 self.action(r)
             }
-            Command::Audit { verify, file, tail } => {
+            Command::Audit {
+                verify,
+                file,
+                tail,
+                node,
+            } => {
                 let path = audit::default_path(file.as_deref())?;
-                let text = audit::run(&path, *verify, *tail, json)?;
+                let mut text = audit::run(&path, *verify, *tail, json)?;
+                if let Some(node) = node {
+                    let n = self
+                        .collector()
+                        .await?
+                        .get_node(self.req(pb::GetFleetNodeRequest { node: node.clone() }))
+                        .await?
+                        .into_inner();
+                    let head = n
+                        .snapshot
+                        .and_then(|s| s.agent)
+                        .and_then(|a| a.audit_head)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "the collector has no audit head for node {node:?} (an agent older than this check, or no report yet)"
+                            )
+                        })?;
+                    text.push_str(&audit::check_head(&path, &head, node, json)?);
+                }
                 self.print(&text)
             }
             Command::Nodes => {

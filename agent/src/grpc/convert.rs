@@ -269,6 +269,14 @@ pub fn snapshot(s: &NodeSnapshot) -> pb::NodeSnapshot {
             collector: s.agent.collector.clone(),
             spill_bytes: s.agent.spill_bytes,
             reports_spilled_total: s.agent.reports_spilled_total,
+            audit_head: s
+                .agent
+                .audit_head
+                .as_ref()
+                .map(|(seq, hash)| pb::AuditHead {
+                    seq: *seq,
+                    hash: hash.clone(),
+                }),
             dropped_ranges: s
                 .agent
                 .dropped_ranges
