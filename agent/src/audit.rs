@@ -94,6 +94,8 @@ pub struct AuditLog {
     /// (seq, hash) of the newest entry written, for reports. A lock of its own, so that
     /// reading it never waits for a write's fsync.
     head: Mutex<Option<(u64, String)>>,
+    /// Why the last open or write failed, and when; cleared by the next successful write.
+    failure: Mutex<Option<(String, SystemTime)>>,
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -141,15 +143,19 @@ impl AuditLog {
             path: path.to_path_buf(),
             open: Mutex::new(None),
             head: Mutex::new(None),
+            failure: Mutex::new(None),
         };
         {
             let mut slot = log.lock();
             match log.reopen() {
                 Ok(o) => *slot = Some(o),
-                Err(e) => tracing::error!(
-                    target: "audit", error = %e,
-                    "audit log unavailable: mutating actions are refused until it can be written"
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        target: "audit", error = %e,
+                        "audit log unavailable: mutating actions are refused until it can be written"
+                    );
+                    log.set_failure(Some(&e));
+                }
             }
         }
         Arc::new(log)
@@ -162,6 +168,27 @@ impl AuditLog {
     /// (seq, hash) of the newest entry in the log, once it has been opened or written.
     pub fn head(&self) -> Option<(u64, String)> {
         self.head.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_failure(&self, e: Option<&AuditError>) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) =
+            e.map(|e| (e.to_string(), SystemTime::now()));
+    }
+
+    /// AUDIT_LOG_UNWRITABLE while the last attempt to open or write the log failed. Nothing
+    /// retries on its own (a retry that wrote nothing would prove nothing about a full disk):
+    /// the next action, or a dry run, does.
+    pub fn condition(&self) -> Option<health_hal::Condition> {
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.as_ref().map(|(why, since)| {
+            health_hal::Condition::new(
+                health_hal::ConditionCode::AuditLogUnwritable,
+                health_hal::Severity::Warning,
+                "audit-log",
+                format!("{why}; every action is refused until an entry can be written"),
+                *since,
+            )
+        })
     }
 
     fn set_head(&self, seq: u64, hash: &str) {
@@ -292,6 +319,21 @@ impl AuditLog {
 
     /// Appends one entry, durably, on this thread. [`AuditLog::append`] is the async form.
     pub fn append_blocking(&self, phase: Phase, entry: &Entry) -> Result<u64, AuditError> {
+        let result = self.append_locked(phase, entry);
+        let failed = self
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        match &result {
+            Ok(_) if failed => self.set_failure(None),
+            Err(e) => self.set_failure(Some(e)),
+            Ok(_) => {}
+        }
+        result
+    }
+
+    fn append_locked(&self, phase: Phase, entry: &Entry) -> Result<u64, AuditError> {
         let mut slot = self.lock();
         if slot.is_none() {
             *slot = Some(self.reopen()?);
@@ -497,6 +539,22 @@ mod tests {
         assert_eq!(v.breaks[0].0, 2);
         assert_eq!(v.restarts, vec![3]);
         assert!(!v.intact());
+    }
+
+    #[tokio::test]
+    async fn the_unwritable_condition_lasts_until_a_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("state");
+        std::fs::write(&blocker, "a file where the log's directory should be").unwrap();
+        let log = AuditLog::open(&blocker.join("audit.jsonl"));
+        let c = log.condition().expect("unwritable from the start");
+        assert_eq!(c.code, health_hal::ConditionCode::AuditLogUnwritable);
+        assert!(log.append(Phase::Begin, entry("calibrate")).await.is_err());
+        assert!(log.condition().is_some());
+        std::fs::remove_file(&blocker).unwrap();
+        assert_eq!(log.append(Phase::Begin, entry("calibrate")).await, Ok(1));
+        assert_eq!(log.condition(), None);
+        assert_eq!(log.head().map(|h| h.0), Some(1));
     }
 
     #[tokio::test]

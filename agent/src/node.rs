@@ -271,6 +271,12 @@ impl Node {
             h.state = h.state.max(report.state);
             host = Arc::new(h);
         }
+        if let Some(c) = self.audit.as_ref().and_then(|a| a.condition()) {
+            let mut h = (*host).clone();
+            h.state = h.state.max(c.severity.health());
+            h.conditions.push(c);
+            host = Arc::new(h);
+        }
         let devices: Vec<_> = self.devices.iter().map(|d| d.status()).collect();
         let state = devices
             .iter()

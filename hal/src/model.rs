@@ -301,6 +301,8 @@ pub enum ConditionCode {
     ProcessZombie,
     /// A watched service that must be running has no process.
     ProcessMissing,
+    /// The agent's audit log could not be opened or written: actions are refused.
+    AuditLogUnwritable,
 }
 
 impl ConditionCode {
@@ -327,6 +329,7 @@ impl ConditionCode {
             ConditionCode::TecSetpointDeviation => "TEC_SETPOINT_DEVIATION",
             ConditionCode::ProcessZombie => "PROCESS_ZOMBIE",
             ConditionCode::ProcessMissing => "PROCESS_MISSING",
+            ConditionCode::AuditLogUnwritable => "AUDIT_LOG_UNWRITABLE",
         }
     }
 
@@ -375,6 +378,9 @@ impl ConditionCode {
             }
             ConditionCode::ProcessMissing => {
                 "solver-down: check the service (systemctl status, journalctl -u) and restart it"
+            }
+            ConditionCode::AuditLogUnwritable => {
+                "actions are refused until the audit log can be written: free the disk or fix the file's owner and mode (audit_log in agent.toml), then retry with agent-ctl --dry-run"
             }
         }
     }

@@ -34,6 +34,18 @@ fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
 }
 
+/// The agent's AUDIT_LOG_UNWRITABLE condition, if it has one.
+fn audit_condition(agent: &Agent) -> Option<Value> {
+    let out = agent.ctl(&["--json", "status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let node: Value = serde_json::from_slice(&out.stdout).expect("json");
+    node["host"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["code"] == "AUDIT_LOG_UNWRITABLE")
+        .cloned()
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -168,10 +180,22 @@ fn an_unwritable_audit_log_refuses_the_action_and_the_device_is_untouched() {
         &sim_config("200ms", "1s", "500ms"),
         &["--node", "auth-full", "--audit-log", "/dev/full"],
     );
+    // Opening /dev/full works; only a write shows the disk is full.
+    assert_eq!(audit_condition(&agent), None);
     let out = agent.ctl(&["disable", "xbar-0"]);
     assert!(!out.status.success(), "{}", text(&out));
     let t = text(&out);
     assert!(t.contains("not started") && t.contains("/dev/full"), "{t}");
+    // Operators see why before they next need to act.
+    let c = audit_condition(&agent).expect("AUDIT_LOG_UNWRITABLE after the failed write");
+    assert_eq!(c["severity"], "WARNING", "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("No space left"),
+        "{c}"
+    );
     // Never run unrecorded: the device is still enabled.
     let out = agent.ctl(&["--json", "device", "xbar-0"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -187,6 +211,15 @@ fn an_unwritable_audit_log_refuses_the_action_and_the_device_is_untouched() {
             "--audit-log",
             dir.path().to_str().unwrap(),
         ],
+    );
+    // Here the open fails at start: the condition is there before anyone acts.
+    let c = audit_condition(&agent).expect("AUDIT_LOG_UNWRITABLE from the start");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Is a directory"),
+        "{c}"
     );
     let out = agent.ctl(&["calibrate", "xbar-0"]);
     assert!(!out.status.success(), "{}", text(&out));

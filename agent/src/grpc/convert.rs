@@ -67,6 +67,7 @@ fn code(c: hal::ConditionCode) -> i32 {
         C::TecSetpointDeviation => P::TecSetpointDeviation,
         C::ProcessZombie => P::ProcessZombie,
         C::ProcessMissing => P::ProcessMissing,
+        C::AuditLogUnwritable => P::AuditLogUnwritable,
     }) as i32
 }
 
