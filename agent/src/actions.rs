@@ -117,18 +117,28 @@ impl ActionRequest {
         }
     }
 
-    /// What must match for a repeated idempotency key to count as the same request.
+    /// What must match for a repeated idempotency key to count as the same request: who, on
+    /// what, which action with which arguments, and whether it was a dry run. (Not `confirm`:
+    /// it gates an action, it does not change what the action does.)
     fn fingerprint(&self) -> String {
-        format!(
-            "{} | {} | {} {} | confirm={} dry_run={}",
-            self.caller.identity,
-            self.device_id,
-            self.what.describe(),
-            self.what.args(),
-            self.confirm,
-            self.dry_run
+        fingerprint(
+            self.caller.principal(),
+            &self.device_id,
+            &self.what.describe(),
+            &self.what.args(),
+            self.dry_run,
         )
     }
+}
+
+fn fingerprint(
+    principal: &str,
+    target: &str,
+    action: &str,
+    args: &serde_json::Value,
+    dry_run: bool,
+) -> String {
+    format!("{principal} | {target} | {action} {args} | dry_run={dry_run}")
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +264,81 @@ impl Actions {
 
     pub fn audit(&self) -> &Arc<AuditLog> {
         &self.audit
+    }
+
+    /// Remembers the idempotency keys of recent actions from the audit log (entries of a run
+    /// before this one, oldest first), so a retry that arrives after an agent restart is not
+    /// run a second time. An action that began and has no end on record was cut off by the
+    /// stop: a retry of it is refused rather than guessed at.
+    pub fn restore_idempotency(&self, entries: &[serde_json::Value]) {
+        use serde_json::Value;
+        let now = SystemTime::now();
+        let s = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let mut restored = 0;
+        for e in entries {
+            let key = s(e, "idempotency_key");
+            let phase = s(e, "phase");
+            if key.is_empty()
+                || !matches!(phase.as_str(), "begin" | "end" | "dry-run" | "interrupted")
+            {
+                continue;
+            }
+            let Some(age) = humantime::parse_rfc3339_weak(&s(e, "time"))
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+            else {
+                continue;
+            };
+            if age >= IDEMPOTENCY_TTL {
+                continue;
+            }
+            let caller = s(e, "caller");
+            let target = s(e, "target");
+            let action = s(e, "action");
+            let args = e.get("args").cloned().unwrap_or(Value::Null);
+            let fp = fingerprint(
+                crate::auth::principal_of(&caller),
+                &target,
+                &action,
+                &args,
+                phase == "dry-run",
+            );
+            let result = match phase.as_str() {
+                "begin" | "interrupted" => Err(ActionError::NotPossible(format!(
+                    "idempotency_key {key:?}: the first request ({action} on {target}, action {}) began before the agent restarted and its end is not on record; check the device and use a new key",
+                    s(e, "action_id")
+                ))),
+                _ => {
+                    let outcome = match s(e, "outcome").as_str() {
+                        "succeeded" => Outcome::Succeeded,
+                        "failed" => Outcome::Failed,
+                        "timed_out" | "timed-out" => Outcome::TimedOut,
+                        _ => Outcome::Refused,
+                    };
+                    Ok(ActionRecord {
+                        id: s(e, "action_id"),
+                        device_id: target,
+                        action,
+                        caller,
+                        role: s(e, "role"),
+                        outcome,
+                        message: s(e, "message"),
+                        started_at: now - age,
+                        duration_ms: e.get("duration_ms").and_then(Value::as_u64).unwrap_or(0),
+                        device_after: None,
+                        process_kill: None,
+                        dry_run: phase == "dry-run",
+                        replayed: false,
+                    })
+                }
+            };
+            // A later entry for the same key (the end after its begin) replaces the earlier.
+            self.idempotency.restore(&key, &fp, result, age);
+            restored += 1;
+        }
+        if restored > 0 {
+            tracing::info!(target: "audit", entries = restored, "idempotency keys restored from the audit log");
+        }
     }
 
     /// Resolves once no action task is running: every accepted action has ended and been

@@ -363,6 +363,34 @@ impl AuditLog {
     }
 }
 
+/// The intact entries in the last `max_bytes` of the log at `path`, oldest first (a partial
+/// first line and broken lines are skipped). For state an agent restores at start (idempotency
+/// keys); empty when the log is missing or unreadable.
+pub fn recent_entries(path: &Path, max_bytes: u64) -> Vec<Value> {
+    let Ok(mut file) = File::open(path) else {
+        return Vec::new();
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return Vec::new();
+    };
+    let start = len.saturating_sub(max_bytes);
+    let mut buf = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err()
+        || file.take(len - start).read_to_end(&mut buf).is_err()
+    {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines = text.lines();
+    if start > 0 {
+        lines.next();
+    }
+    lines
+        .filter_map(|l| check_line(l).ok())
+        .map(Value::Object)
+        .collect()
+}
+
 enum Tail {
     Empty,
     Intact { seq: u64, hash: String },

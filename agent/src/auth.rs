@@ -53,6 +53,19 @@ impl Caller {
         self.role.map_or("none", Role::as_str)
     }
 
+    /// Who the caller is without how it connected: `uid 1000`, `cert alice`. Stable across
+    /// connections (a TLS peer's port is not), so idempotency keys are matched on it.
+    pub fn principal(&self) -> &str {
+        principal_of(&self.identity)
+    }
+}
+
+/// The principal in an identity as [`Policy`] writes it: `<who> (<how it connected>)`.
+pub fn principal_of(identity: &str) -> &str {
+    identity.rsplit_once(" (").map_or(identity, |(who, _)| who)
+}
+
+impl Caller {
     /// For in-process callers (tests, the daemon itself).
     pub fn local_operator(identity: &str) -> Caller {
         Caller {

@@ -93,6 +93,14 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         audit.clone(),
         cfg.safety.clone(),
     ));
+    // Idempotency keys of the last minutes survive a restart: read back from the audit log
+    // (its tail only; keys live 10 minutes) before the API serves anyone.
+    let audit_path = cfg.audit_log.clone();
+    let recent =
+        tokio::task::spawn_blocking(move || crate::audit::recent_entries(&audit_path, 4 << 20))
+            .await
+            .unwrap_or_default();
+    actions.restore_idempotency(&recent);
     let actions_at_shutdown = actions.clone();
     let (publish, reports) = watch::channel(Arc::new(node.snapshot()));
 

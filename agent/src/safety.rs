@@ -153,6 +153,25 @@ impl<T: Clone> Idempotency<T> {
         }
     }
 
+    /// Remembers a finished request from before this run (read back from the audit log), as
+    /// if it had finished `age` ago.
+    pub fn restore(&self, key: &str, fingerprint: &str, result: T, age: Duration) {
+        let Some(at) = Instant::now().checked_sub(age) else {
+            return;
+        };
+        let (tx, rx) = watch::channel(Some(result));
+        drop(tx);
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.insert(
+            key.to_string(),
+            Slot {
+                fingerprint: fingerprint.to_string(),
+                at,
+                result: rx,
+            },
+        );
+    }
+
     pub fn claim(&self, key: &str, fingerprint: &str) -> Claim<T> {
         let now = Instant::now();
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());

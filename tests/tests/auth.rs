@@ -493,3 +493,73 @@ fn a_log_cut_short_verifies_alone_but_not_against_the_head_the_collector_holds()
         "{t}"
     );
 }
+
+#[test]
+fn an_idempotency_key_outlives_an_agent_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let log = state.path().join("audit.jsonl");
+    let log_arg = log.to_str().unwrap().to_string();
+    let start = |node: &str| {
+        Agent::with_config(
+            &sim_config("200ms", "1s", "500ms"),
+            &["--node", node, "--audit-log", &log_arg],
+        )
+    };
+    let stop = |mut agent: Agent| {
+        agent.proc.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(agent
+            .proc
+            .wait_exit(Duration::from_secs(20))
+            .is_some_and(|s| s.success()));
+    };
+    let keyed = |agent: &Agent, key: &str| {
+        agent.ctl(&[
+            "--json",
+            "--idempotency-key",
+            key,
+            "reset-device",
+            "xbar-0",
+            "--soft",
+        ])
+    };
+    let agent = start("auth-restart");
+    let first = keyed(&agent, "change-981");
+    assert!(first.status.success(), "{}", text(&first));
+    stop(agent);
+
+    // The client retries after the agent came back (it restarted, the reply was lost).
+    let agent = start("auth-restart");
+    let retry = keyed(&agent, "change-981");
+    assert!(retry.status.success(), "{}", text(&retry));
+    let a: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let b: Value = serde_json::from_slice(&retry.stdout).unwrap();
+    assert_eq!(b.get("replayed"), Some(&Value::Bool(true)), "{b}");
+    assert_eq!(field(&a, "action_id"), field(&b, "action_id"));
+    let text_log = std::fs::read_to_string(&log).unwrap();
+    let begins = text_log
+        .lines()
+        .filter(|l| l.contains("\"phase\":\"begin\"") && l.contains("change-981"))
+        .count();
+    assert_eq!(
+        begins, 1,
+        "the reset ran once across the restart:\n{text_log}"
+    );
+
+    // An action whose end never made it to disk (the agent died mid-reset): a retry is refused,
+    // not guessed at. Simulated by a second keyed reset whose end line is cut off.
+    let second = keyed(&agent, "change-982");
+    assert!(second.status.success(), "{}", text(&second));
+    stop(agent);
+    let text_log = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text_log.lines().collect();
+    assert!(lines[lines.len() - 1].contains("\"phase\":\"end\""));
+    std::fs::write(&log, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
+    let agent = start("auth-restart");
+    let retry = keyed(&agent, "change-982");
+    assert!(!retry.status.success(), "{}", text(&retry));
+    assert!(
+        text(&retry).contains("end is not on record"),
+        "{}",
+        text(&retry)
+    );
+}
