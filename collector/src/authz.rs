@@ -59,7 +59,11 @@ fn caller(ext: &http::Extensions) -> (Vec<String>, String) {
         .map_or("unknown".to_string(), |a| a.to_string());
     let subjects = info
         .peer_certs()
-        .and_then(|certs| certs.first().map(|leaf| certificate_subjects(leaf.as_ref())))
+        .and_then(|certs| {
+            certs
+                .first()
+                .map(|leaf| certificate_subjects(leaf.as_ref()))
+        })
         .unwrap_or_default();
     (subjects, peer)
 }
@@ -78,8 +82,7 @@ pub fn certificate_subjects(der: &[u8]) -> Vec<String> {
         .collect();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) =
-                name
+            if let GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) = name
             {
                 out.push((*s).to_string());
             }
@@ -111,7 +114,9 @@ where
         if !self.agent_subjects.is_empty() && req.uri().path() == REPORT_PATH {
             let (subjects, peer) = caller(req.extensions());
             if !subjects.iter().any(|s| self.agent_subjects.contains(s)) {
-                let shown = subjects.first().map_or("(no certificate subject)", String::as_str);
+                let shown = subjects
+                    .first()
+                    .map_or("(no certificate subject)", String::as_str);
                 tracing::warn!(
                     target: "audit",
                     peer = %peer,

@@ -348,7 +348,10 @@ fn check_tls(file: &Path, config: &Config) -> Result<(), ConfigError> {
     let tls = &config.tls;
     match (&tls.cert, &tls.key, &tls.client_ca) {
         (Some(_), None, _) => fail("tls.key", "expected the key file of tls.cert, found none"),
-        (None, Some(_), _) => fail("tls.cert", "expected a certificate file with tls.key, found none"),
+        (None, Some(_), _) => fail(
+            "tls.cert",
+            "expected a certificate file with tls.key, found none",
+        ),
         (Some(_), Some(_), None) => fail(
             "tls.client_ca",
             "expected a CA file with tls.cert (the collector serves mutual TLS only), found none",
@@ -880,7 +883,8 @@ mod tests {
         // [tls] and [auth] have no defaults to show: their keys are documented commented out.
         for key in TLS_KEYS.iter().chain(&AUTH_KEYS) {
             assert!(
-                text.lines().any(|line| line.starts_with(&format!("# {key} = "))),
+                text.lines()
+                    .any(|line| line.starts_with(&format!("# {key} = "))),
                 "the example does not document {key}"
             );
         }
@@ -1035,7 +1039,9 @@ mod tests {
             "collector.toml: tls.client_ca: expected a CA file with tls.cert (the collector \
              serves mutual TLS only), found none"
         );
-        assert!(error_of("[tls]\nclient_ca = \"/ca.pem\"\n").starts_with("collector.toml: tls.cert: "));
+        assert!(
+            error_of("[tls]\nclient_ca = \"/ca.pem\"\n").starts_with("collector.toml: tls.cert: ")
+        );
         assert_eq!(
             error_of("[auth]\nagent_subjects = [\"node-1\"]\n"),
             "collector.toml: auth.agent_subjects: expected [tls] cert, key and client_ca too: \
