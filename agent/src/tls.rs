@@ -32,12 +32,30 @@ pub fn server(t: &TlsConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
         .client_ca
         .as_ref()
         .context("tls.client_ca: required to serve TLS")?;
-    Ok(Some(
-        ServerTlsConfig::new()
-            .identity(id)
-            .client_ca_root(Certificate::from_pem(read("client_ca", ca)?))
-            .timeout(Duration::from_secs(10)),
-    ))
+    let config = ServerTlsConfig::new()
+        .identity(id)
+        .client_ca_root(Certificate::from_pem(read("client_ca", ca)?))
+        .timeout(Duration::from_secs(10));
+    // Parse the PEM now, while binding, so a bad file fails the start before READY rather
+    // than when serving begins.
+    tonic::transport::Server::builder()
+        .tls_config(config.clone())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "tls: cert, key or client_ca is not usable: {}",
+                root_cause(&e)
+            )
+        })?;
+    Ok(Some(config))
+}
+
+/// The innermost error's message: tonic wraps the rustls/PEM error that names the problem.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut deepest = error;
+    while let Some(e) = deepest.source() {
+        deepest = e;
+    }
+    deepest.to_string()
 }
 
 /// The uplink's TLS for the `https://` collector URLs: the collector's certificate is checked

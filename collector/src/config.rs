@@ -51,7 +51,7 @@ const DEFAULT_FOR: [(&str, Duration); 10] = [
 ];
 
 /// Every key the file may hold, in the order the example file documents them.
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 13] = [
     "listen",
     "metrics_listen",
     "stale_after",
@@ -63,7 +63,15 @@ const KEYS: [&str; 11] = [
     "history_path",
     "history_retention",
     "alerts",
+    "tls",
+    "auth",
 ];
+
+/// Every key of the `[tls]` table.
+const TLS_KEYS: [&str; 3] = ["cert", "key", "client_ca"];
+
+/// Every key of the `[auth]` table.
+const AUTH_KEYS: [&str; 1] = ["agent_subjects"];
 
 /// Every key of the `[alerts]` table.
 const ALERTS_KEYS: [&str; 5] = [
@@ -164,6 +172,38 @@ pub struct Config {
     pub history_retention: Duration,
     /// Pending durations and the Alertmanager push.
     pub alerts: AlertsConfig,
+    /// Mutual TLS on `listen`; plain TCP when unset.
+    pub tls: TlsConfig,
+    /// Which client certificates may stream reports.
+    pub auth: AuthConfig,
+}
+
+/// The `[tls]` table: PEM files, absolute paths. With `cert`, `listen` serves TLS only and
+/// every client must present a certificate signed by `client_ca` (mutual TLS); the files are
+/// read when the service starts (`crate::tls`), so `check-config` checks only the paths' form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The collector's certificate chain.
+    #[serde(deserialize_with = "pem_path")]
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert`.
+    #[serde(deserialize_with = "pem_path")]
+    pub key: Option<PathBuf>,
+    /// CA certificates that client certificates (agents, operators' agent-ctl) must chain to.
+    #[serde(deserialize_with = "pem_path")]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The `[auth]` table. Every client of a TLS listener has a certificate from `client_ca`; that
+/// is enough for the read-only queries. Only `agent_subjects` may call Report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Certificate subjects (subject CN or a DNS/email/URI SAN) allowed to stream reports;
+    /// empty: any certificate signed by `tls.client_ca`. Needs `[tls]`.
+    #[serde(deserialize_with = "subjects")]
+    pub agent_subjects: Vec<String>,
 }
 
 /// The `[alerts]` table.
@@ -218,6 +258,8 @@ impl Default for Config {
             history_path: None,
             history_retention: DEFAULT_HISTORY_RETENTION,
             alerts: AlertsConfig::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -290,7 +332,40 @@ fn check_together(file: &Path, text: &str, config: &Config) -> Result<(), Config
             ),
         });
     }
-    Ok(())
+    check_tls(file, config)
+}
+
+/// `[tls]` comes whole (the listener serves mutual TLS or plain TCP, nothing in between), and
+/// `[auth]` subjects need it: without TLS a client has no certificate to match.
+fn check_tls(file: &Path, config: &Config) -> Result<(), ConfigError> {
+    let fail = |key: &str, message: &str| {
+        Err(ConfigError::Key {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            message: message.to_string(),
+        })
+    };
+    let tls = &config.tls;
+    match (&tls.cert, &tls.key, &tls.client_ca) {
+        (Some(_), None, _) => fail("tls.key", "expected the key file of tls.cert, found none"),
+        (None, Some(_), _) => fail(
+            "tls.cert",
+            "expected a certificate file with tls.key, found none",
+        ),
+        (Some(_), Some(_), None) => fail(
+            "tls.client_ca",
+            "expected a CA file with tls.cert (the collector serves mutual TLS only), found none",
+        ),
+        (None, None, Some(_)) => fail(
+            "tls.cert",
+            "expected the collector's certificate and key with tls.client_ca, found none",
+        ),
+        (None, None, None) if !config.auth.agent_subjects.is_empty() => fail(
+            "auth.agent_subjects",
+            "expected [tls] cert, key and client_ca too: certificate subjects exist only over TLS",
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn syntax_error(file: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
@@ -314,6 +389,10 @@ fn key_error(file: &Path, text: &str, key: String, error: &toml::de::Error) -> C
         // does, and `push_queue` is only in [alerts].
         let (key, known) = if message.contains("`push_queue`") {
             (format!("alerts.{unknown}"), ALERTS_KEYS.as_slice())
+        } else if message.contains("`client_ca`") {
+            (format!("tls.{unknown}"), TLS_KEYS.as_slice())
+        } else if message.contains("`agent_subjects`") {
+            (format!("auth.{unknown}"), AUTH_KEYS.as_slice())
         } else {
             (unknown.to_string(), KEYS.as_slice())
         };
@@ -416,6 +495,36 @@ fn history_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::E
             Found(&other)
         ))),
     }
+}
+
+/// A PEM file named by absolute path: the service may start from any directory.
+fn pem_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    const EXPECTED: &str = "expected an absolute path to a PEM file such as \"/etc/health-collector/tls/collector.pem\"";
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) if Path::new(&s).is_absolute() => Ok(Some(PathBuf::from(s))),
+        other => Err(D::Error::custom(format!(
+            "{EXPECTED}, found {}",
+            Found(&other)
+        ))),
+    }
+}
+
+/// Certificate subjects: an array of non-empty strings.
+fn subjects<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    const EXPECTED: &str = "expected an array of certificate subjects such as [\"node-1\"]";
+    let toml::Value::Array(items) = toml::Value::deserialize(d)? else {
+        return Err(D::Error::custom(EXPECTED));
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            toml::Value::String(s) if !s.trim().is_empty() => Ok(s),
+            other => Err(D::Error::custom(format!(
+                "{EXPECTED}, found {}",
+                Found(&other)
+            ))),
+        })
+        .collect()
 }
 
 fn history_retention<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -754,7 +863,8 @@ mod tests {
                 text.lines()
                     .any(|line| line.starts_with(&format!("{key} = "))
                         || line.starts_with(&format!("# {key} = "))
-                        || line == format!("[{key}]")),
+                        || line == format!("[{key}]")
+                        || line == format!("# [{key}]")),
                 "the example does not document {key}"
             );
         }
@@ -768,6 +878,14 @@ mod tests {
                     .lines()
                     .any(|line| line.starts_with(&format!("{key} = "))),
                 "the example does not document alerts.{key}"
+            );
+        }
+        // [tls] and [auth] have no defaults to show: their keys are documented commented out.
+        for key in TLS_KEYS.iter().chain(&AUTH_KEYS) {
+            assert!(
+                text.lines()
+                    .any(|line| line.starts_with(&format!("# {key} = "))),
+                "the example does not document {key}"
             );
         }
         // Every default pending duration is written out, so the file shows what applies.
@@ -868,6 +986,79 @@ mod tests {
         assert!(
             message.starts_with("collector.toml: metrics_listen: expected a socket address"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn tls_and_auth_tables_are_read() {
+        let config = parse_str(
+            r#"
+            [tls]
+            cert = "/etc/health-collector/tls/collector.pem"
+            key = "/etc/health-collector/tls/collector.key"
+            client_ca = "/etc/health-collector/tls/ca.pem"
+            [auth]
+            agent_subjects = ["node-1", "node-2"]
+            "#,
+        )
+        .expect("valid config");
+        assert_eq!(
+            config.tls.cert.as_deref(),
+            Some(Path::new("/etc/health-collector/tls/collector.pem"))
+        );
+        assert_eq!(
+            config.tls.key.as_deref(),
+            Some(Path::new("/etc/health-collector/tls/collector.key"))
+        );
+        assert_eq!(
+            config.tls.client_ca.as_deref(),
+            Some(Path::new("/etc/health-collector/tls/ca.pem"))
+        );
+        assert_eq!(config.auth.agent_subjects, vec!["node-1", "node-2"]);
+        assert_eq!(parse_str("").expect("valid").tls, TlsConfig::default());
+    }
+
+    #[test]
+    fn tls_and_auth_errors_name_the_key() {
+        let message = error_of("[tls]\ncert = \"collector.pem\"\n");
+        assert_eq!(
+            message,
+            "collector.toml: tls.cert: expected an absolute path to a PEM file such as \
+             \"/etc/health-collector/tls/collector.pem\", found string \"collector.pem\""
+        );
+        assert_eq!(
+            error_of("[tls]\ncert = \"/c.pem\"\nclient_ca = \"/ca.pem\"\n"),
+            "collector.toml: tls.key: expected the key file of tls.cert, found none"
+        );
+        assert_eq!(
+            error_of("[tls]\nkey = \"/c.key\"\n"),
+            "collector.toml: tls.cert: expected a certificate file with tls.key, found none"
+        );
+        assert_eq!(
+            error_of("[tls]\ncert = \"/c.pem\"\nkey = \"/c.key\"\n"),
+            "collector.toml: tls.client_ca: expected a CA file with tls.cert (the collector \
+             serves mutual TLS only), found none"
+        );
+        assert!(
+            error_of("[tls]\nclient_ca = \"/ca.pem\"\n").starts_with("collector.toml: tls.cert: ")
+        );
+        assert_eq!(
+            error_of("[auth]\nagent_subjects = [\"node-1\"]\n"),
+            "collector.toml: auth.agent_subjects: expected [tls] cert, key and client_ca too: \
+             certificate subjects exist only over TLS"
+        );
+        assert_eq!(
+            error_of("[auth]\nagent_subjects = [\"\"]\n"),
+            "collector.toml: auth.agent_subjects: expected an array of certificate subjects \
+             such as [\"node-1\"], found string \"\""
+        );
+        assert_eq!(
+            error_of("[tls]\nca = \"/ca.pem\"\n"),
+            "collector.toml: tls.ca: unknown key, expected one of: cert, key, client_ca"
+        );
+        assert_eq!(
+            error_of("[auth]\noperator_subjects = []\n"),
+            "collector.toml: auth.operator_subjects: unknown key, expected one of: agent_subjects"
         );
     }
 

@@ -9,14 +9,16 @@
 //! (the push to Alertmanager), `history` (the SQLite history), `metrics` (the `/metrics`
 //! endpoint), `service` (the gRPC Collector
 //! API), `sweeper` (the staleness and forgetting
-//! sweep, and watchdog pings), `server` (wiring, serving, shutdown), `shutdown` (signals) and
-//! `systemd` (service notifications).
+//! sweep, and watchdog pings), `server` (wiring, serving, shutdown), `shutdown` (signals),
+//! `systemd` (service notifications), `tls` (mutual TLS on the listener from `[tls]`) and
+//! `authz` (which client certificates may call Report).
 
 #![forbid(unsafe_code)]
 
 mod alert_names;
 mod alertmanager;
 mod alerts;
+mod authz;
 mod config;
 #[cfg(test)]
 mod config_fuzz;
@@ -28,6 +30,7 @@ mod service;
 mod shutdown;
 mod sweeper;
 mod systemd;
+mod tls;
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;

@@ -18,6 +18,7 @@ use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 
 use crate::alerts::{Alerts, PendingRules};
+use crate::authz::ReportGate;
 use crate::config::Config;
 use crate::fleet::{Fleet, Limits};
 use crate::history::History;
@@ -63,6 +64,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         CollectorService::new(Arc::clone(&fleet), Arc::clone(&alerts), shutdown.clone());
     if let Some(history) = &history {
         collector = collector.with_history(history.reader());
+    }
+    // Before binding: an unreadable or unusable certificate fails the start, naming the key.
+    let mut builder = Server::builder();
+    if let Some(tls) = crate::tls::server(&config.tls)? {
+        builder = builder
+            .tls_config(tls)
+            .context("tls: the certificate, key or client_ca is not usable")?;
     }
     let push = alertmanager::spawn(&config.alerts, Arc::clone(&alerts), shutdown.clone());
 
@@ -124,16 +132,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    let server = Server::builder()
+    let server = builder
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(rpc.layer())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(
+        .add_service(ReportGate::new(
             CollectorServer::new(collector).max_decoding_message_size(config.max_message_bytes),
-        )
+            &config.auth.agent_subjects,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);
 
@@ -144,6 +153,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sweep_interval = %humantime::format_duration(config.sweep_interval),
         forget_after = %humantime::format_duration(config.forget_after),
         max_nodes = config.max_nodes,
+        tls = config.tls.cert.is_some(),
         "health-collector serving"
     );
     systemd::ready();

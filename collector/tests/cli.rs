@@ -120,3 +120,62 @@ fn shipped_example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `check-config` checks only the form of `[tls]` paths; the service reads the files when it
+/// starts, and an unusable one stops the start, naming the key and the file.
+#[test]
+fn an_unreadable_tls_file_stops_the_start_naming_the_key() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("collector-cli/tls");
+    std::fs::create_dir_all(&dir).expect("create the test directory");
+    let not_pem = dir.join("not-pem.key");
+    std::fs::write(&not_pem, "not a key\n").expect("write");
+    let missing = dir.join("missing.pem");
+    for (cert, key, expect) in [
+        (
+            &missing,
+            &not_pem,
+            format!("tls.cert: cannot read {}", missing.display()),
+        ),
+        (
+            &not_pem,
+            &not_pem,
+            format!(
+                "tls.cert: {}: expected a PEM file with a CERTIFICATE block",
+                not_pem.display()
+            ),
+        ),
+    ] {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+            cert.display(),
+            key.display(),
+            cert.display()
+        );
+        let path = config_file("tls", "tls.toml", &text);
+        assert!(check_config(&path).status.success(), "the form is valid");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_health-collector"))
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run health-collector");
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if t0.elapsed() > std::time::Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the collector started with an unusable [tls] file");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+            .expect("read stderr");
+        assert!(!status.success(), "{stderr}");
+        assert!(stderr.contains(&expect), "{stderr}");
+    }
+}

@@ -1,6 +1,12 @@
 //! Where agent-ctl connects: a Unix socket (`unix:///run/health-agent/agent.sock`, the
 //! default), plain TCP (`http://host:port`) or TLS (`https://host:port`, trusting the system
 //! roots or `--ca-cert`, presenting `--client-cert`/`--client-key` for mutual TLS).
+//!
+//! Over TLS 1.3 a server checks the client's certificate only after the client has finished
+//! its side of the handshake, so a refused certificate would surface on the first call as a
+//! bare "operation was canceled". An https:// connection is therefore confirmed with a
+//! `grpc.health.v1` check (served without authorization by the agent and the collector), and
+//! a refusal is reported as what it is, naming the certificate flags.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,10 +98,82 @@ pub async fn connect(target: &Target, tls: &TlsFiles) -> anyhow::Result<Channel>
                 }
                 ep = ep.tls_config(config).context("configuring TLS")?;
             }
-            ep.connect()
-                .await
-                .with_context(|| format!("cannot connect to {url}"))
+            let channel = match ep.connect().await {
+                Ok(c) => c,
+                Err(e) if matches!(target, Target::Https(_)) => {
+                    let trusted = tls
+                        .ca_cert
+                        .as_ref()
+                        .map_or("the system roots".to_string(), |p| {
+                            format!("--ca-cert {}", p.display())
+                        });
+                    let cause = root_cause(&e);
+                    if cause.contains("invalid peer certificate") {
+                        bail!("cannot connect to {url}: {cause}: the server's certificate does not verify against {trusted} (or does not name the host in the URL)");
+                    }
+                    bail!("cannot connect to {url}: {cause}");
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot connect to {url}")),
+            };
+            if matches!(target, Target::Https(_)) {
+                confirm_tls(&channel, url, tls).await?;
+            }
+            Ok(channel)
         }
+    }
+}
+
+/// One health check over the new channel: any gRPC answer (even "unknown service") means the
+/// server accepted us; a transport failure means the TLS session was refused.
+async fn confirm_tls(channel: &Channel, url: &str, tls: &TlsFiles) -> anyhow::Result<()> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let mut client = HealthClient::new(channel.clone());
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.check(HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await;
+    let status = match reply {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(status)) => status,
+        Err(_) => bail!("cannot connect to {url}: no answer within 5s after the TLS handshake"),
+    };
+    // A status the server sent (it has a message and no transport error under it) is an
+    // answer: the session is fine.
+    let transport = std::error::Error::source(&status).is_some()
+        || matches!(
+            status.code(),
+            tonic::Code::Cancelled | tonic::Code::Unavailable
+        );
+    if !transport {
+        return Ok(());
+    }
+    let cause = root_cause(&status);
+    match &tls.client_cert {
+        None => bail!(
+            "cannot connect to {url}: the server closed the TLS session ({cause}); it probably \
+             requires a client certificate: pass --client-cert and --client-key"
+        ),
+        Some(cert) => bail!(
+            "cannot connect to {url}: the server closed the TLS session ({cause}); it probably \
+             does not accept the client certificate {}: is it signed by the server's client_ca?",
+            cert.display()
+        ),
+    }
+}
+
+/// The innermost error's message (the rustls alert, the I/O error), else the error itself.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut deepest = error;
+    while let Some(e) = deepest.source() {
+        deepest = e;
+    }
+    match deepest.to_string() {
+        m if m.is_empty() => error.to_string(),
+        m => m,
     }
 }
 

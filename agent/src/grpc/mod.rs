@@ -70,7 +70,11 @@ pub async fn bind(cfg: &AgentConfig) -> anyhow::Result<Listeners> {
             format!("auth.socket_group: chown {} to gid {gid}", socket.display())
         })?;
     }
-    let tls = crate::tls::server(&cfg.tls)?;
+    // `tls.cert` alone (no tcp_listen) is the uplink's client certificate: no server TLS then.
+    let tls = match cfg.tcp_listen {
+        Some(_) => crate::tls::server(&cfg.tls)?,
+        None => None,
+    };
     let tcp = match cfg.tcp_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
