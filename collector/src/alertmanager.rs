@@ -506,7 +506,10 @@ mod tests {
             ..alert(AlertStatus::Firing)
         };
         let p = postable(&firing, now, Duration::from_secs(60));
-        assert_eq!(p.starts_at, "2023-11-14T22:15:00.000Z", "now, not the future");
+        assert_eq!(
+            p.starts_at, "2023-11-14T22:15:00.000Z",
+            "now, not the future"
+        );
         assert!(p.starts_at < p.ends_at, "{p:?}");
 
         let resolved = Alert {

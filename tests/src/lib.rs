@@ -82,13 +82,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts a binary; with `log`, its stderr (the log) goes to that file instead of the test's.
-fn spawn_logged(name: &'static str, args: &[&str], log: Option<&Path>) -> Proc {
-    spawn_with_env(name, args, log, &[])
-}
-
-/// Like `spawn_logged`, with extra environment variables (the clock tests preload libfaketime
-/// this way).
+/// Starts a binary with extra environment variables (the clock tests preload libfaketime this
+/// way); with `log`, its stderr (the log) goes to that file instead of the test's.
 fn spawn_with_env(
     name: &'static str,
     args: &[&str],

@@ -44,7 +44,10 @@ impl FakeWallClock {
     fn env(&self) -> Vec<(String, String)> {
         [
             ("LD_PRELOAD", LIBFAKETIME),
-            ("FAKETIME_TIMESTAMP_FILE", self.file.to_str().expect("utf-8 path")),
+            (
+                "FAKETIME_TIMESTAMP_FILE",
+                self.file.to_str().expect("utf-8 path"),
+            ),
             ("FAKETIME_NO_CACHE", "1"),
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ]
@@ -183,13 +186,20 @@ impl Watched {
     }
 }
 
-/// Each device's id, state and conditions (code, severity): the agent's view of its hardware.
-fn device_health(s: &pb::NodeSnapshot) -> Vec<(String, i32, Vec<(i32, i32)>)> {
+/// A device's id, state and conditions (code, severity).
+type DeviceHealth = (String, i32, Vec<(i32, i32)>);
+
+/// Each device's health: the agent's view of its hardware.
+fn device_health(s: &pb::NodeSnapshot) -> Vec<DeviceHealth> {
     let mut out: Vec<_> = s
         .devices
         .iter()
         .map(|d| {
-            let id = d.identity.as_ref().map(|i| i.id.clone()).unwrap_or_default();
+            let id = d
+                .identity
+                .as_ref()
+                .map(|i| i.id.clone())
+                .unwrap_or_default();
             let mut conditions: Vec<(i32, i32)> =
                 d.conditions.iter().map(|c| (c.code, c.severity)).collect();
             conditions.sort_unstable();
@@ -232,8 +242,8 @@ async fn reports_keep_flowing(collector: &Collector, node: &str, more: u64, what
 }
 
 #[tokio::test]
-async fn an_agent_whose_wall_clock_jumps_keeps_reporting_every_seq_once_with_its_health_unchanged(
-) {
+async fn an_agent_whose_wall_clock_jumps_keeps_reporting_every_seq_once_with_its_health_unchanged()
+{
     let clock = FakeWallClock::new();
     let node = "clock-agent";
     let collector = Collector::start("stale_after = \"2s\"\n");
