@@ -232,6 +232,7 @@ async fn reports_keep_flowing(collector: &Collector, node: &str, more: u64, what
     })
     .await;
     let elapsed = t0.elapsed();
+    eprintln!("{what}: seq {from} -> {to} in {elapsed:?}");
     // Generous: the report loop fires once per interval, and may have a report in hand.
     let most = 2 * (elapsed.as_millis() / REPORT_INTERVAL.as_millis()) as u64 + 10;
     assert!(
@@ -308,6 +309,7 @@ async fn an_agent_whose_wall_clock_jumps_keeps_reporting_every_seq_once_with_its
         summary.reports_total, summary.last_seq,
         "every seq from 1 received once: {summary:?}"
     );
+    eprintln!("after the jumps: {summary:?}");
     let status = last.agent.clone().expect("agent status");
     assert!(status.uplink_connected, "{status:?}");
     assert_eq!(status.reports_dropped_total, 0, "{status:?}");
@@ -441,6 +443,7 @@ async fn a_collector_whose_wall_clock_jumps_neither_stales_nodes_nor_stretches_a
         },
     )
     .await;
+    eprintln!("DEVICE_UNRESPONSIVE fired {fired:?} after the fault (for = {hold:?})");
     assert!(
         fired >= hold,
         "fired {fired:?} after the fault, before its `for` of {hold:?}: the forward jump cut it short"
