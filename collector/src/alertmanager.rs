@@ -4,7 +4,8 @@
 //! A dispatcher task watches the alert book like any WatchAlerts client and turns each firing
 //! or resolved alert into Alertmanager's form: labels `alertname` (the on-call name), `node`,
 //! `subject`, `device` (when about a device), `severity`, `code`; annotations `summary`,
-//! `description`, `runbook`; `startsAt`; and `endsAt` = the resolve time, or for a firing
+//! `description`, `runbook`; `startsAt` (the condition's start on the agent's clock, but never
+//! after now or endsAt, which Alertmanager would refuse); and `endsAt` = the resolve time, or for a firing
 //! alert now + 4 × `resend_interval`. Firing alerts are sent again every `resend_interval`,
 //! so Alertmanager keeps them while the collector lives and resolves them by itself soon
 //! after it dies (what Prometheus does). If the dispatcher falls behind the broadcast, it
@@ -302,6 +303,12 @@ fn postable(alert: &Alert, now: SystemTime, resend_interval: Duration) -> Postab
     } else {
         now + resend_interval * 4
     };
+    // startsAt is the condition's `since`, from the agent's wall clock; endsAt is from this
+    // collector's. When the agent's clock is ahead (or this one was stepped back) the start can
+    // fall after the end, and Alertmanager refuses such an alert ("start time must be before
+    // end time") on every resend, so it would never page. Nothing can have started after now,
+    // nor after it ended.
+    let starts_at = starts_at.min(now).min(ends_at);
     PostableAlert {
         labels,
         annotations,
@@ -484,6 +491,35 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_900);
         let p = postable(&alert(AlertStatus::Resolved), now, Duration::from_secs(60));
         assert_eq!(p.ends_at, "2023-11-14T22:23:20.000Z");
+    }
+
+    #[test]
+    fn an_alert_dated_by_a_clock_ahead_of_the_collector_starts_no_later_than_now_or_its_end() {
+        // The agent's clock is an hour ahead: its condition's `since` is in the collector's future.
+        let since = Timestamp {
+            seconds: 1_700_003_600,
+            nanos: 0,
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let firing = Alert {
+            starts_at: Some(since),
+            ..alert(AlertStatus::Firing)
+        };
+        let p = postable(&firing, now, Duration::from_secs(60));
+        assert_eq!(
+            p.starts_at, "2023-11-14T22:15:00.000Z",
+            "now, not the future"
+        );
+        assert!(p.starts_at < p.ends_at, "{p:?}");
+
+        let resolved = Alert {
+            starts_at: Some(since),
+            ..alert(AlertStatus::Resolved)
+        };
+        let later = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_900);
+        let p = postable(&resolved, later, Duration::from_secs(60));
+        assert_eq!(p.ends_at, "2023-11-14T22:23:20.000Z");
+        assert_eq!(p.starts_at, p.ends_at, "it cannot start after it ended");
     }
 
     #[test]

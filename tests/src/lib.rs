@@ -82,12 +82,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(name: &'static str, args: &[&str]) -> Proc {
-    spawn_logged(name, args, None)
-}
-
-/// Starts a binary; with `log`, its stderr (the log) goes to that file instead of the test's.
-fn spawn_logged(name: &'static str, args: &[&str], log: Option<&Path>) -> Proc {
+/// Starts a binary with extra environment variables (the clock tests preload libfaketime this
+/// way); with `log`, its stderr (the log) goes to that file instead of the test's.
+fn spawn_with_env(
+    name: &'static str,
+    args: &[&str],
+    log: Option<&Path>,
+    env: &[(String, String)],
+) -> Proc {
     let stderr = match log {
         Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
         None => Stdio::inherit(),
@@ -103,6 +105,7 @@ fn spawn_logged(name: &'static str, args: &[&str], log: Option<&Path>) -> Proc {
                 "warn"
             },
         )
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -137,14 +140,25 @@ impl Collector {
 
     /// Starts a collector on a given loopback address (to restart one where agents expect it).
     pub fn start_on(addr: &str, extra_toml: &str) -> Collector {
+        Self::start_on_with_env(addr, extra_toml, &[])
+    }
+
+    /// Starts a collector on a free loopback port with extra environment variables.
+    pub fn start_with_env(extra_toml: &str, env: &[(String, String)]) -> Collector {
+        Self::start_on_with_env(&format!("127.0.0.1:{}", free_port()), extra_toml, env)
+    }
+
+    fn start_on_with_env(addr: &str, extra_toml: &str, env: &[(String, String)]) -> Collector {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = addr.to_string();
         let cfg = dir.path().join("collector.toml");
         std::fs::write(&cfg, format!("listen = \"{addr}\"\n{extra_toml}"))
             .expect("write collector config");
-        let proc = spawn(
+        let proc = spawn_with_env(
             "health-collector",
             &["--config", cfg.to_str().expect("utf-8 path")],
+            None,
+            env,
         );
         wait_until("the collector to listen", Duration::from_secs(10), || {
             std::net::TcpStream::connect(&addr).is_ok()
@@ -198,6 +212,15 @@ impl Agent {
         Self::start_logged(dir, &["--config", &cfg], extra_args, Some(log))
     }
 
+    /// Like `with_config`, with extra environment variables.
+    pub fn with_config_env(toml: &str, extra_args: &[&str], env: &[(String, String)]) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("agent.toml");
+        std::fs::write(&cfg, toml).expect("write agent config");
+        let cfg = cfg.to_str().expect("utf-8 path").to_string();
+        Self::start_with_env(dir, &["--config", &cfg], extra_args, None, env)
+    }
+
     fn start(dir: tempfile::TempDir, mode: &[&str], extra: &[&str]) -> Agent {
         Self::start_logged(dir, mode, extra, None)
     }
@@ -207,6 +230,16 @@ impl Agent {
         mode: &[&str],
         extra: &[&str],
         log: Option<&Path>,
+    ) -> Agent {
+        Self::start_with_env(dir, mode, extra, log, &[])
+    }
+
+    fn start_with_env(
+        dir: tempfile::TempDir,
+        mode: &[&str],
+        extra: &[&str],
+        log: Option<&Path>,
+        env: &[(String, String)],
     ) -> Agent {
         let socket = dir.path().join("agent.sock");
         let sock = socket.to_str().expect("utf-8 path").to_string();
@@ -219,7 +252,7 @@ impl Agent {
             args.extend(["--audit-log", &audit]);
         }
         args.extend(extra);
-        let proc = spawn_logged("health-agent", &args, log);
+        let proc = spawn_with_env("health-agent", &args, log, env);
         wait_until("the agent socket", Duration::from_secs(10), || {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()
         });
