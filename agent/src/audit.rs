@@ -1,7 +1,7 @@
 //! The persistent audit log: one JSON object per line, each carrying the SHA-256 hash of the
 //! line before it, written and fsynced before the action it describes starts.
 //!
-//! [`crate::actions::Actions`] is its only writer: a `begin` entry before a mutating action
+//! [`crate::action::Actions`] is its only writer: a `begin` entry before a mutating action
 //! runs (if it cannot be made durable, the action is refused), an `end` entry with outcome and
 //! duration after it, and single entries for requests that were `denied` (role), `refused`
 //! (a safety check) or only a `dry-run`. `agent-ctl audit --verify` reads the file directly and

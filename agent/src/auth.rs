@@ -1,8 +1,8 @@
 //! Who is calling and what they may do: the two roles, and the policy that maps a caller's
 //! Unix credentials (`SO_PEERCRED`) or TLS client certificate to one of them.
 //!
-//! The gRPC layer ([`crate::grpc::authn`]) asks this module for a [`Caller`] on every request
-//! and refuses callers with no role; [`crate::actions::Actions::run`] refuses mutating actions
+//! The gRPC layer ([`crate::wire::authn`]) asks this module for a [`Caller`] on every request
+//! and refuses callers with no role; [`crate::action::Actions::run`] refuses mutating actions
 //! to callers below operator. Nothing else decides who may do what.
 //!
 //! Defaults, chosen so that the socket's file mode stays the first gate:

@@ -13,14 +13,16 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::actions::Actions;
+use crate::action::Actions;
 use crate::config::AgentConfig;
-use crate::grpc::{self, service::AgentService, uplink::Uplink};
-use crate::node::{self, Node, UplinkStats};
-use crate::{backends, host, supervisor};
+use crate::device::{backends, supervisor};
+use crate::host;
+use crate::model::UplinkStats;
+use crate::node::{self, Node};
+use crate::wire::{self, service::AgentService, uplink::Uplink};
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
-    let listeners = grpc::bind(&cfg).await?;
+    let listeners = wire::bind(&cfg).await?;
     // Bound before READY too, so a taken metrics port fails the start, naming the address.
     let metrics_listener = match cfg.metrics_listen {
         Some(addr) => Some(
@@ -31,7 +33,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         None => None,
     };
     let policy = Arc::new(crate::auth::Policy::resolve(&cfg.auth)?);
-    let uplink_tls = crate::tls::uplink(&cfg.tls, &cfg.collectors)?;
+    let uplink_tls = crate::wire::tls::uplink(&cfg.tls, &cfg.collectors)?;
     let audit = crate::audit::AuditLog::open(&cfg.audit_log);
     let socket = listeners.socket.clone();
     let cancel = CancellationToken::new();
@@ -40,9 +42,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
     let mut supervisors = Vec::new();
     let mut handles = Vec::new();
+    let mut controls = Vec::new();
     // Simulators started for `simulator = true` devices live as long as the daemon.
     let mut keep_alive = Vec::new();
-    let discovered = crate::discovery::expand(&cfg.discover, &cfg.devices);
+    let discovered = crate::device::discovery::expand(&cfg.discover, &cfg.devices);
     for (i, d) in cfg.devices.iter().chain(&discovered).enumerate() {
         let built = match backends::build(d, &cfg.sysfs_root).await {
             Ok(b) => b,
@@ -55,14 +58,15 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             }
         };
         keep_alive.extend(built.keep_alive);
-        let (h, task) = supervisor::spawn_with_probe(
+        let spawned = supervisor::spawn_with_probe(
             d.clone(),
             built.device,
             &cfg.probe.known_answer,
             cancel.clone(),
         );
-        handles.push(h);
-        supervisors.push(task);
+        handles.push(spawned.handle);
+        controls.push(spawned.control);
+        supervisors.push(spawned.task);
     }
     let (host_rx, host_task) = host::spawn(cfg.host.clone(), cancel.clone());
     let uplink_stats = cfg
@@ -71,7 +75,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .map(|_| Arc::new(UplinkStats::default()));
     let prober = crate::probe::Prober::new(cfg.probe.clone());
     let probe_rx = crate::probe::spawn(prober.clone(), cancel.clone());
-    let processes = crate::procwatch::spawn(
+    let processes = crate::host::procwatch::spawn(
         cfg.processes.clone(),
         cfg.host.interval,
         cfg.host.deadline,
@@ -88,8 +92,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .with_processes(processes)
         .with_audit(audit.clone()),
     );
+    // The devices' controls go to the action path and nowhere else.
     let actions = Arc::new(Actions::new(
         node.clone(),
+        controls,
         audit.clone(),
         cfg.safety.clone(),
     ));
@@ -139,7 +145,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
     let rpc = health_metrics::rpc::RpcStats::new();
     if let Some(listener) = metrics_listener {
-        let metrics = crate::metrics::AgentMetrics {
+        let metrics = crate::wire::metrics::AgentMetrics {
             reports: reports.clone(),
             actions: actions.clone(),
             rpc: rpc.clone(),
@@ -156,7 +162,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         reports,
         prober,
     };
-    let mut server = tokio::spawn(grpc::serve(
+    let mut server = tokio::spawn(wire::serve(
         listeners,
         service,
         policy,

@@ -1,27 +1,22 @@
 //! `health-agent`: the per-node daemon, as a library so that `main.rs` stays a thin shell and
 //! tests can drive the pieces.
 //!
-//! Data flows device → [`supervisor`] (one task each, deadline on every call) → [`node`]
-//! (snapshots, the main loop) → [`grpc`] (Agent API, uplink to the collector). [`host`] adds
-//! the host's own health and [`procwatch`] its watched processes; [`actions`] is the single path
-//! for anything that changes a device, with [`auth`] (roles), [`safety`] (limits) and [`audit`]
-//! (the durable record) attached there.
+//! Data flows device → [`device`] (a supervisor task each, deadline on every call) → [`node`]
+//! (snapshots of [`model`] types, the main loop) → [`wire`] (the Agent API, `/metrics`, and
+//! the uplink to the collector: the only protobuf-aware code). [`host`] adds the host's own
+//! health and its watched processes, [`probe`] the solver probe's findings. [`action`] is the
+//! single path for anything that changes a device or a process, with [`auth`] (roles) and
+//! [`audit`] (the durable record) attached there. [`daemon`] wires it all and stops it once.
 
-pub mod actions;
+pub mod action;
 pub mod audit;
 pub mod auth;
-pub mod backends;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
-pub mod discovery;
-pub mod grpc;
+pub mod device;
 pub mod host;
-pub mod known_answer;
-pub mod metrics;
+pub mod model;
 pub mod node;
 pub mod probe;
-pub mod procwatch;
-pub mod safety;
-pub mod supervisor;
-pub mod tls;
+pub mod wire;

@@ -6,7 +6,7 @@
 //! the point: systemd restarts an agent whose heart has stopped, not one whose threads exist.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -14,68 +14,9 @@ use health_hal::HealthState;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::device::supervisor::DeviceHandle;
 use crate::host::HostStatus;
-use crate::supervisor::{DeviceHandle, DeviceStatus};
-
-/// Counters of the uplink, shared between it and the snapshots that report them.
-#[derive(Debug, Default)]
-pub struct UplinkStats {
-    pub connected: AtomicBool,
-    pub sent_total: AtomicU64,
-    pub acked_seq: AtomicU64,
-    pub buffered: AtomicU64,
-    pub dropped_total: AtomicU64,
-    pub reconnects_total: AtomicU64,
-    /// The collector the uplink streams to, or is trying to reach.
-    pub collector: std::sync::Mutex<String>,
-    /// Bytes of unacknowledged reports in the spill.
-    pub spill_bytes: AtomicU64,
-    pub spilled_total: AtomicU64,
-    /// The most recent runs of reports dropped unsent, oldest first (bounded by the uplink).
-    pub dropped_ranges: std::sync::Mutex<Vec<DroppedRange>>,
-}
-
-/// Reports of one boot, `first_seq..=last_seq`, that the agent dropped before delivering them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DroppedRange {
-    pub boot_id: String,
-    pub first_seq: u64,
-    pub last_seq: u64,
-}
-
-/// The agent's own delivery health, as of one snapshot.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AgentStatus {
-    pub uplink_configured: bool,
-    pub uplink_connected: bool,
-    pub reports_sent_total: u64,
-    pub last_acked_seq: u64,
-    pub reports_buffered: u64,
-    pub reports_dropped_total: u64,
-    pub reconnects_total: u64,
-    /// The last few actions run on this node, oldest first, reported so the collector's
-    /// history has them (it keeps each action id once).
-    pub recent_actions: Vec<ReportedAction>,
-    pub collector: String,
-    pub spill_bytes: u64,
-    pub reports_spilled_total: u64,
-    pub dropped_ranges: Vec<DroppedRange>,
-    /// (seq, hash) of the newest audit log entry.
-    pub audit_head: Option<(u64, String)>,
-}
-
-/// An action as reported to the collector: the record without the device read after it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReportedAction {
-    pub id: String,
-    pub device_id: String,
-    pub action: String,
-    pub caller: String,
-    pub outcome: crate::supervisor::Outcome,
-    pub message: String,
-    pub started_at: SystemTime,
-    pub duration_ms: u64,
-}
+use crate::model::{AgentStatus, NodeSnapshot, ReportedAction, UplinkStats};
 
 /// Actions carried in every report. A report every few seconds and a handful of actions an
 /// hour: an action is in many reports before it leaves the window, so one lost report loses
@@ -98,20 +39,8 @@ pub struct Node {
     /// The window of recent actions reports carry (see `REPORTED_ACTIONS`).
     reported_actions: Mutex<VecDeque<ReportedAction>>,
     /// The process watchdog, when `[[process]]` rules are configured.
-    processes: Option<crate::procwatch::ProcessWatch>,
+    processes: Option<crate::host::procwatch::ProcessWatch>,
     audit: Option<Arc<crate::audit::AuditLog>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NodeSnapshot {
-    pub node: String,
-    pub boot_id: String,
-    pub seq: u64,
-    pub taken_at: SystemTime,
-    pub state: HealthState,
-    pub host: Arc<HostStatus>,
-    pub devices: Vec<Arc<DeviceStatus>>,
-    pub agent: AgentStatus,
 }
 
 pub fn new_boot_id() -> String {
@@ -151,7 +80,7 @@ impl Node {
     }
 
     /// Adds the process watchdog: its processes and conditions become part of the host.
-    pub fn with_processes(mut self, watch: Option<crate::procwatch::ProcessWatch>) -> Node {
+    pub fn with_processes(mut self, watch: Option<crate::host::procwatch::ProcessWatch>) -> Node {
         self.processes = watch;
         self
     }
@@ -162,12 +91,12 @@ impl Node {
         self
     }
 
-    pub fn processes(&self) -> Option<&crate::procwatch::ProcessWatch> {
+    pub fn processes(&self) -> Option<&crate::host::procwatch::ProcessWatch> {
         self.processes.as_ref()
     }
 
     /// Adds a finished action to the window that reports carry.
-    pub fn note_action(&self, record: &crate::actions::ActionRecord) {
+    pub fn note_action(&self, action: ReportedAction) {
         let mut window = self
             .reported_actions
             .lock()
@@ -175,16 +104,7 @@ impl Node {
         if window.len() == REPORTED_ACTIONS {
             window.pop_front();
         }
-        window.push_back(ReportedAction {
-            id: record.id.clone(),
-            device_id: record.device_id.clone(),
-            action: record.action.clone(),
-            caller: record.caller.clone(),
-            outcome: record.outcome,
-            message: record.message.clone(),
-            started_at: record.started_at,
-            duration_ms: record.duration_ms,
-        });
+        window.push_back(action);
     }
 
     fn agent_status(&self) -> AgentStatus {
@@ -239,7 +159,7 @@ impl Node {
                 .dropped_ranges
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            crate::grpc::uplink::note_dropped(&mut ranges, &[(boot_id.to_string(), seq)]);
+            crate::model::note_dropped(&mut ranges, &[(boot_id.to_string(), seq)]);
         }
     }
 

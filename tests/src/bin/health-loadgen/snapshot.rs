@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use health_agent::grpc::convert;
 use health_agent::host::{DiskUsage, HostStatus};
-use health_agent::node::{AgentStatus, NodeSnapshot};
-use health_agent::supervisor::{Activity, DeviceStatus};
+use health_agent::model::{Activity, DeviceStatus};
+use health_agent::model::{AgentStatus, NodeSnapshot};
+use health_agent::wire::convert;
 use health_hal::model::{Condition, ConditionCode, DeviceKind, HealthState, Severity};
 use health_hal::sim::{SimDevice, SimOptions};
 use health_hal::Device as _;

@@ -1,12 +1,6 @@
-//! The agent's gRPC surface: the `health.v1.Agent` service on a Unix socket (and optionally
-//! TCP), with `grpc.health.v1` and server reflection, plus the uplink client to the collector.
-//! These modules are the only ones in the agent that know protobuf.
-
-pub mod authn;
-pub mod convert;
-pub mod service;
-pub mod spill;
-pub mod uplink;
+//! Binding and serving the agent's gRPC surface: the `health.v1.Agent` service on a Unix
+//! socket (and optionally TCP with mutual TLS), with `grpc.health.v1` and server reflection,
+//! every call passing [`super::authn`] first.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,11 +11,11 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use super::authn::Authenticated;
+use super::service::AgentService;
 use crate::audit::AuditLog;
 use crate::auth::Policy;
 use crate::config::AgentConfig;
-use authn::Authenticated;
-use service::AgentService;
 
 /// Listeners bound and ready to serve. Binding is separate from serving so that readiness
 /// (systemd READY=1) is signalled only once clients can actually connect.
@@ -72,7 +66,7 @@ pub async fn bind(cfg: &AgentConfig) -> anyhow::Result<Listeners> {
     }
     // `tls.cert` alone (no tcp_listen) is the uplink's client certificate: no server TLS then.
     let tls = match cfg.tcp_listen {
-        Some(_) => crate::tls::server(&cfg.tls)?,
+        Some(_) => crate::wire::tls::server(&cfg.tls)?,
         None => None,
     };
     let tcp = match cfg.tcp_listen {

@@ -2,7 +2,7 @@
 //! a cooldown between actions, a cap on resets per hour, and idempotency keys so that a
 //! retried request returns the first result instead of acting twice.
 //!
-//! [`crate::actions::Actions`] consults these for every gated action before anything is
+//! [`crate::action::Actions`] consults these for every gated action before anything is
 //! written or touched; a refusal names the limit and when the action will be allowed.
 
 use std::collections::{HashMap, VecDeque};

@@ -67,7 +67,7 @@ pub struct AgentConfig {
     pub discover: Vec<DiscoveryRule>,
     pub probe: ProbeConfig,
     /// `[[process]]`: processes the watchdog follows (see `procwatch`).
-    pub processes: Vec<crate::procwatch::ProcessRule>,
+    pub processes: Vec<crate::host::procwatch::ProcessRule>,
     /// `[auth]`: roles (see `auth.rs`).
     pub auth: AuthConfig,
     /// `[tls]`: certificates for the TCP listener and the uplink.
@@ -321,7 +321,7 @@ struct RawConfig {
     #[serde(default)]
     probe: RawProbe,
     #[serde(default)]
-    process: Vec<crate::procwatch::rules::RawProcess>,
+    process: Vec<crate::host::procwatch::rules::RawProcess>,
     #[serde(default)]
     auth: AuthConfig,
     #[serde(default)]
@@ -1345,7 +1345,7 @@ impl RawConfig {
             read_noise: c.range_f64("probe.read_noise", p.read_noise, 0.0, 0.0, 1.0)?,
             known_answer: known_answer(&c, p.known_answer.unwrap_or_default())?,
         };
-        let processes = crate::procwatch::rules::validate(file, self.process)?;
+        let processes = crate::host::procwatch::rules::validate(file, self.process)?;
         Ok(AgentConfig {
             processes,
             auth,

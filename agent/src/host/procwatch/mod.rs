@@ -13,7 +13,6 @@
 //! restarted, and the report is marked stale (at least UNKNOWN) meanwhile.
 
 pub mod conditions;
-pub mod kill;
 pub mod rules;
 pub mod scan;
 

@@ -14,6 +14,9 @@
 //! `ListActions`, carried in reports, counted for `/metrics` and logged under the `audit`
 //! tracing target. No other module calls a device's mutating methods.
 
+pub mod kill;
+pub mod safety;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,11 +28,12 @@ use serde_json::json;
 use crate::audit::{AuditLog, Entry, Phase};
 use crate::auth::{Caller, Role};
 use crate::config::SafetyConfig;
+use crate::device::{DeviceAction, DeviceControl};
+use crate::host::procwatch::ProcessInfo;
+use crate::model::{DeviceStatus, Outcome, ReportedAction};
 use crate::node::Node;
-use crate::procwatch::kill::{KillReport, KillRequest};
-use crate::procwatch::ProcessInfo;
-use crate::safety::{self, Claim, Gate, GateRequest, Idempotency};
-use crate::supervisor::{DeviceAction, DeviceStatus, Outcome};
+use kill::{KillReport, KillRequest};
+use safety::{Claim, Gate, GateRequest, Idempotency};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Requested {
@@ -159,6 +163,21 @@ pub struct ActionRecord {
     pub replayed: bool,
 }
 
+impl From<&ActionRecord> for ReportedAction {
+    fn from(record: &ActionRecord) -> ReportedAction {
+        ReportedAction {
+            id: record.id.clone(),
+            device_id: record.device_id.clone(),
+            action: record.action.clone(),
+            caller: record.caller.clone(),
+            outcome: record.outcome,
+            message: record.message.clone(),
+            started_at: record.started_at,
+            duration_ms: record.duration_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ActionError {
     #[error("no device {0:?} on this node")]
@@ -235,22 +254,30 @@ enum Checked {
 
 pub struct Actions {
     node: Arc<Node>,
+    /// The only write handles on the devices (see [`crate::device::DeviceControl`]).
+    controls: Vec<DeviceControl>,
     audit: Arc<AuditLog>,
     safety: SafetyConfig,
     gate: Arc<Gate>,
     idempotency: Idempotency<Result<ActionRecord, ActionError>>,
     next_id: AtomicU64,
     recent: Mutex<VecDeque<ActionRecord>>,
-    /// Finished actions by device, kind and outcome, for `/metrics` (`crate::metrics`).
-    pub counts: crate::metrics::ActionCounts,
+    /// Finished actions by device, kind and outcome, for `/metrics` (`crate::wire::metrics`).
+    pub counts: crate::wire::metrics::ActionCounts,
     /// Actions whose task has not ended (recorded) yet; shutdown waits for none (bounded).
     in_flight: tokio::sync::watch::Sender<usize>,
 }
 
 impl Actions {
-    pub fn new(node: Arc<Node>, audit: Arc<AuditLog>, safety: SafetyConfig) -> Actions {
+    pub fn new(
+        node: Arc<Node>,
+        controls: Vec<DeviceControl>,
+        audit: Arc<AuditLog>,
+        safety: SafetyConfig,
+    ) -> Actions {
         Actions {
             node,
+            controls,
             audit,
             safety,
             gate: Arc::new(Gate::default()),
@@ -484,7 +511,7 @@ impl Actions {
             }
             recent.push_back(record.clone());
         }
-        self.node.note_action(&record);
+        self.node.note_action(ReportedAction::from(&record));
         result.map(|_| record)
     }
 
@@ -605,7 +632,7 @@ impl Actions {
                         .to_string(),
                 )
             })?;
-            let info = crate::procwatch::kill::verify(&watch.rules, &k).await?;
+            let info = crate::action::kill::verify(&watch.rules, &k).await?;
             return Ok(Checked::Process(Box::new(info)));
         }
         let dev = self
@@ -614,7 +641,11 @@ impl Actions {
             .ok_or_else(|| ActionError::NoSuchDevice(device_id.to_string()))?;
         match req {
             Requested::InjectFault(_) => {
-                if dev.injector.is_none() {
+                if self
+                    .control(device_id)
+                    .and_then(DeviceControl::injector)
+                    .is_none()
+                {
                     return Err(ActionError::NotPossible(format!("{device_id} is not a simulated device: faults can only be injected into simulated devices")));
                 }
                 Ok(Checked::Fault)
@@ -627,15 +658,13 @@ impl Actions {
                         )));
                     }
                 }
-                if let Some(cap) = action.capability() {
-                    // Checked against the current status: a backend may learn a capability on
-                    // its first read (a writable power cap found by sysfs).
-                    if !dev.status().capabilities.contains(&cap) {
-                        return Err(ActionError::NotPossible(format!(
-                            "{device_id} does not support {}",
-                            action.describe()
-                        )));
-                    }
+                // Checked against the current status: a backend may learn a capability on its
+                // first read (a writable power cap found by sysfs).
+                if !dev.status().capabilities.contains(&action.capability()) {
+                    return Err(ActionError::NotPossible(format!(
+                        "{device_id} does not support {}",
+                        action.describe()
+                    )));
                 }
                 Ok(Checked::Device)
             }
@@ -654,12 +683,12 @@ impl Actions {
     ) -> (Outcome, String) {
         match (req, checked) {
             (Requested::KillProcess(k), Checked::Process(info)) => {
-                let (outcome, message, done) = crate::procwatch::kill::execute(*info, &k).await;
+                let (outcome, message, done) = crate::action::kill::execute(*info, &k).await;
                 *process_kill = Some(done);
                 (outcome, message)
             }
             (Requested::InjectFault(fault), Checked::Fault) => {
-                match self.node.device(device_id).and_then(|d| d.injector.clone()) {
+                match self.control(device_id).and_then(DeviceControl::injector) {
                     Some(inj) => {
                         inj.inject(fault);
                         let active: Vec<_> = inj.active().iter().map(|f| f.as_str()).collect();
@@ -671,7 +700,7 @@ impl Actions {
                     None => (Outcome::Refused, "not a simulated device".into()),
                 }
             }
-            (Requested::Device(action), Checked::Device) => match self.node.device(device_id) {
+            (Requested::Device(action), Checked::Device) => match self.control(device_id) {
                 Some(dev) => dev.run(action).await,
                 None => (Outcome::Refused, format!("no device {device_id:?}")),
             },
@@ -680,6 +709,10 @@ impl Actions {
                 "internal: the checks do not match the action".into(),
             ),
         }
+    }
+
+    fn control(&self, device_id: &str) -> Option<&DeviceControl> {
+        self.controls.iter().find(|c| c.id == device_id)
     }
 
     /// The most recent records, newest first.

@@ -23,6 +23,8 @@
 //! stays on a working collector rather than moving back to the first (no flapping); everything
 //! unacknowledged is resent to the new one.
 
+pub mod spill;
+
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
@@ -35,13 +37,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use super::convert;
-use super::spill::{key_of, Key, ReadReply, RecoveredRecord, Spill};
 use crate::config::UplinkConfig;
-use crate::node::{DroppedRange, NodeSnapshot, UplinkStats};
-
-/// How many dropped ranges `AgentStatus` shows (the most recent).
-const DROPPED_RANGES_SHOWN: usize = 16;
+use crate::model::{note_dropped, NodeSnapshot, UplinkStats};
+use crate::wire::convert;
+use spill::{key_of, Key, ReadReply, RecoveredRecord, Spill};
 
 struct Entry {
     key: Key,
@@ -243,22 +242,6 @@ impl Outbox {
     }
 }
 
-/// Adds dropped reports to the shown ranges, merging runs of consecutive seqs of one boot.
-pub(crate) fn note_dropped(ranges: &mut Vec<DroppedRange>, keys: &[Key]) {
-    for (boot, seq) in keys {
-        match ranges.last_mut() {
-            Some(r) if r.boot_id == *boot && r.last_seq + 1 == *seq => r.last_seq = *seq,
-            _ => ranges.push(DroppedRange {
-                boot_id: boot.clone(),
-                first_seq: *seq,
-                last_seq: *seq,
-            }),
-        }
-    }
-    let excess = ranges.len().saturating_sub(DROPPED_RANGES_SHOWN);
-    ranges.drain(..excess);
-}
-
 pub struct Uplink {
     collectors: Vec<String>,
     /// Index into `collectors` of the one in use (or being tried).
@@ -334,7 +317,7 @@ impl Uplink {
         Spill::open(dir, segment).map(Some)
     }
 
-    /// Connects with TLS (`crate::tls::uplink`): the collector is verified, the agent presents
+    /// Connects with TLS (`crate::wire::tls::uplink`): the collector is verified, the agent presents
     /// its certificate.
     pub fn with_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> Uplink {
         self.tls = tls;
@@ -632,6 +615,7 @@ async fn read_finished(
 mod tests {
     use super::*;
     use crate::host::HostStatus;
+    use crate::model::{DroppedRange, DROPPED_RANGES_SHOWN};
     use health_hal::HealthState;
 
     fn snap(seq: u64) -> NodeSnapshot {

@@ -1,5 +1,5 @@
 //! The `health.v1.Agent` gRPC service: reads come from the node's snapshots, every mutating
-//! call goes through [`crate::actions::Actions`]. Argument errors are INVALID_ARGUMENT naming
+//! call goes through [`crate::action::Actions`]. Argument errors are INVALID_ARGUMENT naming
 //! the field; an unknown device is NOT_FOUND; an action the device cannot do is
 //! FAILED_PRECONDITION. An action that ran and failed is a normal reply whose outcome says so.
 //! The caller and its role come from [`super::authn`], which every request passes first; a
@@ -15,10 +15,12 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::actions::{ActionError, ActionRequest, Actions, Requested};
+use crate::action::{ActionError, ActionRequest, Actions, Requested};
 use crate::auth::Caller;
-use crate::node::{Node, NodeSnapshot};
-use crate::supervisor::{DeviceAction, Outcome};
+use crate::device::{DeviceAction, DeviceProbe};
+use crate::model::NodeSnapshot;
+use crate::model::Outcome;
+use crate::node::Node;
 
 pub struct AgentService {
     pub node: Arc<Node>,
@@ -344,7 +346,7 @@ impl Agent for AgentService {
             .device(id)
             .ok_or_else(|| Status::not_found(format!("no device {id:?} on this node")))?;
         let t0 = std::time::Instant::now();
-        let (outcome, message) = dev.run(DeviceAction::ReadNow).await;
+        let (outcome, message) = dev.probe(DeviceProbe::ReadNow).await;
         let mut checks_passed = if outcome == Outcome::Succeeded {
             vec![format!("read within deadline: {message}")]
         } else {
@@ -359,7 +361,7 @@ impl Agent for AgentService {
                 .capabilities
                 .contains(&health_hal::Capability::Matvec)
         {
-            match dev.run(DeviceAction::KnownAnswerProbe).await {
+            match dev.probe(DeviceProbe::KnownAnswer).await {
                 (Outcome::Succeeded, msg) => checks_passed.push(msg),
                 (_, msg) => probe_failure = Some(msg),
             }
@@ -464,7 +466,7 @@ impl Agent for AgentService {
                 r.signal
             ))
         })?;
-        let kill = crate::procwatch::kill::KillRequest {
+        let kill = crate::action::kill::KillRequest {
             pid: r.pid,
             signal,
             start_ticks: (r.start_time_ticks != 0).then_some(r.start_time_ticks),

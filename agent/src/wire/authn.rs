@@ -3,7 +3,7 @@
 //! on TLS, the bare address on plain TCP) into a [`Caller`] with a role, and attaches it to the
 //! request. A caller with no role at all is refused here with PERMISSION_DENIED (every Agent
 //! RPC needs at least reader) and recorded in the audit log; the operator check for mutating
-//! RPCs is in [`crate::actions::Actions::run`]. Because the wrapper is the only way the
+//! RPCs is in [`crate::action::Actions::run`]. Because the wrapper is the only way the
 //! service is mounted, no RPC can skip it.
 
 use std::convert::Infallible;

@@ -7,7 +7,7 @@
 //! stuck mount costs one thread, not one per interval, and memory keeps being watched.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use health_hal::{rollup, Condition, ConditionCode, ConditionTracker, HealthState, Severity};
 use sysinfo::{Disks, System};
@@ -16,6 +16,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HostConfig;
+pub(crate) use job::BoundedJob;
+
+pub(crate) mod job;
+pub mod procwatch;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiskUsage {
@@ -36,7 +40,7 @@ pub struct HostStatus {
     pub conditions: Vec<Condition>,
     pub observed_at: Option<SystemTime>,
     /// Processes the `[[process]]` rules match (filled in by the node from the watchdog).
-    pub processes: Vec<crate::procwatch::ProcessInfo>,
+    pub processes: Vec<crate::host::procwatch::ProcessInfo>,
 }
 
 /// File systems that hold no data an operator can run out of.
@@ -81,38 +85,6 @@ fn measure_disks() -> Vec<DiskUsage> {
     usage.sort_by(|a, b| a.mount_point.cmp(&b.mount_point));
     usage.dedup_by(|a, b| a.mount_point == b.mount_point);
     usage
-}
-
-/// A blocking measurement bounded by a deadline. If one misses its deadline it is kept, not
-/// restarted: the next poll waits on the same call, so a stuck mount costs one thread.
-pub(crate) struct BoundedJob<T> {
-    in_flight: Option<JoinHandle<T>>,
-}
-
-impl<T: Send + 'static> BoundedJob<T> {
-    pub(crate) fn new() -> Self {
-        BoundedJob { in_flight: None }
-    }
-
-    /// `None` when the measurement did not finish within `deadline`.
-    pub(crate) async fn poll(
-        &mut self,
-        deadline: Duration,
-        start: impl FnOnce() -> JoinHandle<T>,
-    ) -> Option<T> {
-        let mut job = self.in_flight.take().unwrap_or_else(start);
-        match tokio::time::timeout(deadline, &mut job).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "host measurement task failed");
-                None
-            }
-            Err(_) => {
-                self.in_flight = Some(job);
-                None
-            }
-        }
-    }
 }
 
 fn grade(used: f64, warn: f64, crit: f64) -> Option<Severity> {
@@ -257,6 +229,7 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn cfg() -> HostConfig {
         HostConfig {
@@ -324,42 +297,5 @@ mod tests {
         assert!(h.cpu_count >= 1);
         assert!(h.memory_total_bytes > 0 && h.memory_available_bytes <= h.memory_total_bytes);
         assert!(h.load.iter().all(|l| l.is_finite() && *l >= 0.0));
-    }
-}
-
-#[cfg(test)]
-mod bounded_job_tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[tokio::test]
-    async fn a_stuck_measurement_is_waited_on_not_restarted() {
-        let started = Arc::new(AtomicUsize::new(0));
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let release_rx = Arc::new(Mutex::new(release_rx));
-        let mut job = BoundedJob::new();
-        for _ in 0..3 {
-            let (s, r) = (started.clone(), release_rx.clone());
-            let got = job
-                .poll(Duration::from_millis(50), move || {
-                    s.fetch_add(1, Ordering::SeqCst);
-                    tokio::task::spawn_blocking(move || {
-                        let _ = r.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        7
-                    })
-                })
-                .await;
-            assert_eq!(got, None, "blocked measurement reports nothing");
-        }
-        assert_eq!(started.load(Ordering::SeqCst), 1, "only one blocked thread");
-        release_tx.send(()).unwrap();
-        let got = job
-            .poll(Duration::from_secs(5), || unreachable!("still in flight"))
-            .await;
-        assert_eq!(
-            got,
-            Some(7),
-            "the same call's result arrives once it returns"
-        );
     }
 }

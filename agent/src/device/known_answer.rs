@@ -32,23 +32,7 @@ use solver_probe::known_answer::{
 };
 
 use crate::config::KnownAnswerConfig;
-
-/// The last probe of a device, as shown on the device (`agent-ctl device`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct KnownAnswerSummary {
-    /// `converged`, `converged-slowly`, `diverged-or-stalled`, or `failed` (device error or
-    /// deadline; `message` says which).
-    pub verdict: String,
-    pub relative_error: f64,
-    pub rate: f64,
-    pub matvec_error: f64,
-    pub steps: u32,
-    pub finished_at: SystemTime,
-    pub duration: Duration,
-    /// The contraction rate of the baseline this probe was judged against.
-    pub baseline_rate: Option<f64>,
-    pub message: String,
-}
+use crate::model::KnownAnswerSummary;
 
 /// One device's probe state: the problem (built once from the device's weights), the
 /// baseline, the last result and the conditions it implies.

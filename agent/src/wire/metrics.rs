@@ -16,9 +16,9 @@ use health_metrics::rpc::RpcStats;
 use health_metrics::Exposition;
 use tokio::sync::watch;
 
-use crate::actions::ActionRecord;
-use crate::grpc::convert;
-use crate::node::NodeSnapshot;
+use crate::action::ActionRecord;
+use crate::model::NodeSnapshot;
+use crate::wire::convert;
 
 /// Finished actions by (device, action kind, outcome). Kinds and outcomes are a fixed set and
 /// devices are the configured ones (a request naming an unknown device counts as `unknown`),
@@ -55,7 +55,7 @@ impl ActionCounts {
 /// Everything a scrape reads.
 pub struct AgentMetrics {
     pub reports: watch::Receiver<Arc<NodeSnapshot>>,
-    pub actions: Arc<crate::actions::Actions>,
+    pub actions: Arc<crate::action::Actions>,
     pub rpc: Arc<RpcStats>,
 }
 

@@ -12,88 +12,25 @@ use std::time::{Duration, SystemTime};
 
 use health_hal::health::evaluate;
 use health_hal::{
-    rollup, CalibrationRecord, Capability, Condition, ConditionCode, ConditionTracker, Device,
-    DeviceIdentity, FaultInjector, HalError, HealthState, Reading, ResetKind, Sample, Severity,
+    rollup, Capability, Condition, ConditionCode, ConditionTracker, Device, FaultInjector,
+    HalError, HealthState, ResetKind, Sample, Severity,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{interval, timeout, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeviceConfig, KnownAnswerConfig};
-use crate::known_answer::{KnownAnswerProbe, KnownAnswerSummary};
+use crate::device::known_answer::KnownAnswerProbe;
+use crate::model::{ActionSummary, Activity, DeviceStatus, Outcome};
 
-/// What the device is doing, as the agent sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activity {
-    Running,
-    Resetting,
-    Calibrating,
-    Disabled,
-    /// The last reset failed; the device needs an operator.
-    Failed,
-    /// Powered off (a board whose power controller answers).
-    Off,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    Failed,
-    TimedOut,
-    Refused,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "SUCCEEDED",
-            Outcome::Failed => "FAILED",
-            Outcome::TimedOut => "TIMED_OUT",
-            Outcome::Refused => "REFUSED",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActionSummary {
-    pub action: String,
-    pub outcome: Outcome,
-    pub finished_at: SystemTime,
-    pub message: String,
-}
-
-/// Everything known about one device at one instant.
-#[derive(Debug, Clone)]
-pub struct DeviceStatus {
-    pub identity: DeviceIdentity,
-    pub capabilities: Vec<Capability>,
-    pub state: HealthState,
-    pub activity: Activity,
-    /// Readings of the last successful read; their `observed_at` tells their age.
-    pub readings: Vec<Reading>,
-    pub conditions: Vec<Condition>,
-    pub enabled: bool,
-    pub power_limit_watts: Option<f64>,
-    pub calibration: Option<CalibrationRecord>,
-    pub last_read_at: Option<SystemTime>,
-    pub consecutive_failures: u64,
-    pub last_action: Option<ActionSummary>,
-    /// The last known-answer probe (devices with MATVEC).
-    pub known_answer: Option<KnownAnswerSummary>,
-}
-
-/// An action a supervisor runs on its device.
+/// A change a supervisor makes to its device. Only [`DeviceControl`] sends these, and only
+/// [`crate::action::Actions`] holds the controls.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DeviceAction {
     Reset(ResetKind),
     Calibrate,
     SetPowerLimit(f64),
     SetEnabled(bool),
-    /// A fresh read, now, under the read deadline (quick diagnostics).
-    ReadNow,
-    /// A known-answer probe, now, under the probe deadline (full diagnostics). Read-only: the
-    /// device only multiplies vectors.
-    KnownAnswerProbe,
 }
 
 impl DeviceAction {
@@ -104,36 +41,65 @@ impl DeviceAction {
             DeviceAction::SetPowerLimit(w) => format!("set-power-limit {w} W"),
             DeviceAction::SetEnabled(true) => "enable".to_string(),
             DeviceAction::SetEnabled(false) => "disable".to_string(),
-            DeviceAction::ReadNow => "read-now".to_string(),
-            DeviceAction::KnownAnswerProbe => "known-answer-probe".to_string(),
         }
     }
 
     /// The capability the device must have for this action.
-    pub fn capability(&self) -> Option<Capability> {
+    pub fn capability(&self) -> Capability {
         match self {
-            DeviceAction::Reset(k) => Some(k.capability()),
-            DeviceAction::Calibrate => Some(Capability::Calibrate),
-            DeviceAction::SetPowerLimit(_) => Some(Capability::SetPowerLimit),
-            DeviceAction::SetEnabled(_) => Some(Capability::EnableDisable),
-            DeviceAction::ReadNow => None,
-            DeviceAction::KnownAnswerProbe => Some(Capability::Matvec),
+            DeviceAction::Reset(k) => k.capability(),
+            DeviceAction::Calibrate => Capability::Calibrate,
+            DeviceAction::SetPowerLimit(_) => Capability::SetPowerLimit,
+            DeviceAction::SetEnabled(_) => Capability::EnableDisable,
         }
     }
 }
 
+/// A look at the device that changes nothing, run on the supervisor's task so it is ordered
+/// with the polls and actions and bounded by the same deadlines. Any reader may ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceProbe {
+    /// A fresh read, now, under the read deadline (quick diagnostics).
+    ReadNow,
+    /// A known-answer probe, now, under the probe deadline (full diagnostics): the device only
+    /// multiplies vectors.
+    KnownAnswer,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Act(DeviceAction),
+    Probe(DeviceProbe),
+}
+
 struct Command {
-    action: DeviceAction,
+    op: Op,
     reply: oneshot::Sender<(Outcome, String)>,
 }
 
-/// The agent's handle on one supervised device.
+async fn send(commands: &mpsc::Sender<Command>, op: Op) -> (Outcome, String) {
+    let (reply, rx) = oneshot::channel();
+    if commands.send(Command { op, reply }).await.is_err() {
+        return (
+            Outcome::Refused,
+            "the device supervisor has stopped (agent shutting down)".to_string(),
+        );
+    }
+    rx.await.unwrap_or((
+        Outcome::Refused,
+        "the device supervisor stopped before the action ran".to_string(),
+    ))
+}
+
+/// The read side of one supervised device: its status and read-only probes. Shared by the
+/// node, the API and anything else that looks.
 #[derive(Clone)]
 pub struct DeviceHandle {
     pub id: String,
     status: watch::Receiver<Arc<DeviceStatus>>,
     commands: mpsc::Sender<Command>,
-    pub injector: Option<Arc<dyn FaultInjector>>,
+    /// Whether the device takes injected faults (a simulator), shown to callers.
+    pub simulated: bool,
 }
 
 impl DeviceHandle {
@@ -141,21 +107,40 @@ impl DeviceHandle {
         self.status.borrow().clone()
     }
 
-    /// Runs an action on the supervisor's task, after whatever it is doing now. Returns when the
-    /// action has ended (its own deadline bounds that) and the device has been read again.
-    pub async fn run(&self, action: DeviceAction) -> (Outcome, String) {
-        let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command { action, reply }).await.is_err() {
-            return (
-                Outcome::Refused,
-                "the device supervisor has stopped (agent shutting down)".to_string(),
-            );
-        }
-        rx.await.unwrap_or((
-            Outcome::Refused,
-            "the device supervisor stopped before the action ran".to_string(),
-        ))
+    /// Runs a read-only probe on the supervisor's task, after whatever it is doing now.
+    pub async fn probe(&self, probe: DeviceProbe) -> (Outcome, String) {
+        send(&self.commands, Op::Probe(probe)).await
     }
+}
+
+/// The write side of one supervised device: the only way to change it. Not `Clone`: the
+/// daemon hands each one to [`crate::action::Actions`], which runs every change through its
+/// checks and the audit log.
+pub struct DeviceControl {
+    pub id: String,
+    commands: mpsc::Sender<Command>,
+    injector: Option<Arc<dyn FaultInjector>>,
+}
+
+impl DeviceControl {
+    /// Runs an action on the supervisor's task, after whatever it is doing now. Returns when
+    /// the action has ended (its own deadline bounds that) and the device has been read again.
+    pub async fn run(&self, action: DeviceAction) -> (Outcome, String) {
+        send(&self.commands, Op::Act(action)).await
+    }
+
+    /// The simulator's fault handle, held apart from the device so it works while the device
+    /// itself is hung. `None` for real hardware.
+    pub fn injector(&self) -> Option<&Arc<dyn FaultInjector>> {
+        self.injector.as_ref()
+    }
+}
+
+/// A supervisor started by [`spawn`]: its read handle, its control, and its task.
+pub struct Spawned {
+    pub handle: DeviceHandle,
+    pub control: DeviceControl,
+    pub task: tokio::task::JoinHandle<()>,
 }
 
 /// How the last poll ended, when it did not return a sample.
@@ -185,11 +170,7 @@ struct Supervisor {
 
 /// Starts the supervisor of one device. The task ends when `cancel` fires, after finishing the
 /// call in flight (every call is bounded by its deadline).
-pub fn spawn(
-    cfg: DeviceConfig,
-    device: Box<dyn Device>,
-    cancel: CancellationToken,
-) -> (DeviceHandle, tokio::task::JoinHandle<()>) {
+pub fn spawn(cfg: DeviceConfig, device: Box<dyn Device>, cancel: CancellationToken) -> Spawned {
     spawn_with_probe(cfg, device, &KnownAnswerConfig::default(), cancel)
 }
 
@@ -199,7 +180,7 @@ pub fn spawn_with_probe(
     device: Box<dyn Device>,
     known_answer: &KnownAnswerConfig,
     cancel: CancellationToken,
-) -> (DeviceHandle, tokio::task::JoinHandle<()>) {
+) -> Spawned {
     let identity = device.identity();
     let capabilities = device.capabilities();
     let initial = DeviceStatus {
@@ -221,11 +202,17 @@ pub fn spawn_with_probe(
     // Actions queue behind the one running; a small queue is enough because each caller waits
     // for its own action to finish.
     let (tx, rx) = mpsc::channel(8);
+    let injector = device.fault_injector();
     let handle = DeviceHandle {
         id: cfg.id.clone(),
         status: status_rx,
+        commands: tx.clone(),
+        simulated: injector.is_some(),
+    };
+    let control = DeviceControl {
+        id: cfg.id.clone(),
         commands: tx,
-        injector: device.fault_injector(),
+        injector,
     };
     let sup = Supervisor {
         cfg,
@@ -244,7 +231,11 @@ pub fn spawn_with_probe(
             .then(|| KnownAnswerProbe::new(known_answer.clone())),
     };
     let task = tokio::spawn(sup.run(rx, cancel));
-    (handle, task)
+    Spawned {
+        handle,
+        control,
+        task,
+    }
 }
 
 fn secs(d: Duration) -> f64 {
@@ -269,7 +260,7 @@ impl Supervisor {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some(cmd) = commands.recv() => self.act(cmd).await,
+                Some(cmd) = commands.recv() => self.command(cmd).await,
                 _ = tick.tick() => self.poll().await,
                 _ = probe_tick.tick(), if probing => {
                     // Nothing to learn from an array that cannot be read or is switched off.
@@ -353,9 +344,17 @@ impl Supervisor {
         Some((passed, msg))
     }
 
-    async fn act(&mut self, cmd: Command) {
-        let Command { action, reply } = cmd;
-        if action == DeviceAction::KnownAnswerProbe {
+    async fn command(&mut self, cmd: Command) {
+        let Command { op, reply } = cmd;
+        let answer = match op {
+            Op::Probe(p) => self.look(p).await,
+            Op::Act(a) => self.act(a).await,
+        };
+        let _ = reply.send(answer);
+    }
+
+    async fn look(&mut self, probe: DeviceProbe) -> (Outcome, String) {
+        if probe == DeviceProbe::KnownAnswer {
             let answer = match self.probe().await {
                 Some((true, msg)) => (Outcome::Succeeded, msg),
                 Some((false, msg)) => (Outcome::Failed, msg),
@@ -365,18 +364,16 @@ impl Supervisor {
                         .to_string(),
                 ),
             };
-            let _ = reply.send(answer);
-            return;
+            return answer;
         }
-        if action == DeviceAction::ReadNow {
-            self.poll().await;
-            let (outcome, msg) = match &self.failure {
-                None => (Outcome::Succeeded, "fresh read succeeded".to_string()),
-                Some(f) => (Outcome::Failed, format!("{}: {}", f.code, f.message)),
-            };
-            let _ = reply.send((outcome, msg));
-            return;
+        self.poll().await;
+        match &self.failure {
+            None => (Outcome::Succeeded, "fresh read succeeded".to_string()),
+            Some(f) => (Outcome::Failed, format!("{}: {}", f.code, f.message)),
         }
+    }
+
+    async fn act(&mut self, action: DeviceAction) -> (Outcome, String) {
         self.activity_override = match action {
             DeviceAction::Reset(_) => Some(Activity::Resetting),
             DeviceAction::Calibrate => Some(Activity::Calibrating),
@@ -404,7 +401,6 @@ impl Supervisor {
                     .set_enabled(on)
                     .await
                     .map(|()| if on { "enabled" } else { "disabled" }.to_string()),
-                DeviceAction::ReadNow | DeviceAction::KnownAnswerProbe => Ok(String::new()),
             }
         })
         .await;
@@ -454,7 +450,7 @@ impl Supervisor {
                 message = format!("{message}; {msg}");
             }
         }
-        let _ = reply.send((outcome, message));
+        (outcome, message)
     }
 
     fn publish(&mut self) {
@@ -550,11 +546,15 @@ mod tests {
         }
     }
 
-    fn start(id: &str, kind: DeviceKind) -> (DeviceHandle, CancellationToken) {
+    fn start(id: &str, kind: DeviceKind) -> (DeviceHandle, DeviceControl, CancellationToken) {
         let cancel = CancellationToken::new();
         let dev = Box::new(SimDevice::new(id, kind, SimOptions::default()));
-        let (h, _) = spawn(cfg(id, kind), dev, cancel.clone());
-        (h, cancel)
+        let s = spawn(cfg(id, kind), dev, cancel.clone());
+        (s.handle, s.control, cancel)
+    }
+
+    fn inject(c: &DeviceControl, fault: FaultKind) {
+        c.injector().expect("a simulated device").inject(fault);
     }
 
     async fn wait_for(
@@ -572,28 +572,31 @@ mod tests {
         panic!("timed out waiting for {what}: {:?}", h.status());
     }
 
-    #[tokio::test]
+    // A paused clock: the device's time and the deadlines are tokio's, so the bound below is
+    // exact rather than a guess at how busy the machine is.
+    #[tokio::test(start_paused = true)]
     async fn hung_device_becomes_unresponsive_within_its_deadline_and_recovers_on_hard_reset() {
-        let (h, cancel) = start("loihi-0", DeviceKind::Loihi2);
+        let (h, c, cancel) = start("loihi-0", DeviceKind::Loihi2);
         wait_for(&h, "first read", |s| s.state == HealthState::Ok).await;
-        h.injector.as_ref().unwrap().inject(FaultKind::Hang);
-        let t0 = std::time::Instant::now();
+        inject(&c, FaultKind::Hang);
+        let t0 = tokio::time::Instant::now();
         let s = wait_for(&h, "unresponsive", |s| {
             s.conditions
                 .iter()
                 .any(|c| c.code == ConditionCode::DeviceUnresponsive)
         })
         .await;
-        // poll interval (0.1 s) + deadline (0.3 s), with scheduling slack.
+        // At most one poll interval (0.1 s) to the next read, its deadline (0.3 s), and one
+        // step of `wait_for` (20 ms).
         assert!(
-            t0.elapsed() < Duration::from_millis(900),
+            t0.elapsed() <= Duration::from_millis(420),
             "took {:?}",
             t0.elapsed()
         );
         assert_eq!(s.state, HealthState::Critical);
         assert!(!s.readings.is_empty(), "last good readings are kept");
 
-        let (outcome, msg) = h.run(DeviceAction::Reset(ResetKind::Hard)).await;
+        let (outcome, msg) = c.run(DeviceAction::Reset(ResetKind::Hard)).await;
         assert_eq!(outcome, Outcome::Succeeded, "{msg}");
         let s = h.status();
         assert_eq!(s.state, HealthState::Ok, "{:?}", s.conditions);
@@ -603,10 +606,10 @@ mod tests {
 
     #[tokio::test]
     async fn failed_reset_is_a_critical_condition_until_a_reset_succeeds() {
-        let (h, cancel) = start("sp-0", DeviceKind::Spinnaker);
+        let (h, c, cancel) = start("sp-0", DeviceKind::Spinnaker);
         wait_for(&h, "first read", |s| s.last_read_at.is_some()).await;
-        h.injector.as_ref().unwrap().inject(FaultKind::FailingReset);
-        let (outcome, _) = h.run(DeviceAction::Reset(ResetKind::Soft)).await;
+        inject(&c, FaultKind::FailingReset);
+        let (outcome, _) = c.run(DeviceAction::Reset(ResetKind::Soft)).await;
         assert_eq!(outcome, Outcome::Failed);
         let s = h.status();
         assert_eq!(s.activity, Activity::Failed);
@@ -614,9 +617,9 @@ mod tests {
             .conditions
             .iter()
             .any(|c| c.code == ConditionCode::ResetFailed));
-        h.injector.as_ref().unwrap().inject(FaultKind::Clear);
+        inject(&c, FaultKind::Clear);
         assert_eq!(
-            h.run(DeviceAction::Reset(ResetKind::Soft)).await.0,
+            c.run(DeviceAction::Reset(ResetKind::Soft)).await.0,
             Outcome::Succeeded
         );
         assert!(h
@@ -629,10 +632,10 @@ mod tests {
 
     #[tokio::test]
     async fn vanished_device_is_missing_and_unsupported_actions_are_refused() {
-        let (h, cancel) = start("ph-0", DeviceKind::Photonic);
-        let (outcome, msg) = h.run(DeviceAction::SetPowerLimit(5.0)).await;
+        let (h, c, cancel) = start("ph-0", DeviceKind::Photonic);
+        let (outcome, msg) = c.run(DeviceAction::SetPowerLimit(5.0)).await;
         assert_eq!(outcome, Outcome::Refused, "{msg}");
-        h.injector.as_ref().unwrap().inject(FaultKind::Vanish);
+        inject(&c, FaultKind::Vanish);
         let s = wait_for(&h, "missing", |s| {
             s.conditions
                 .iter()
@@ -645,9 +648,9 @@ mod tests {
 
     #[tokio::test]
     async fn disable_is_visible_as_activity_and_an_info_condition() {
-        let (h, cancel) = start("x-0", DeviceKind::AnalogCrossbar);
+        let (h, c, cancel) = start("x-0", DeviceKind::AnalogCrossbar);
         assert_eq!(
-            h.run(DeviceAction::SetEnabled(false)).await.0,
+            c.run(DeviceAction::SetEnabled(false)).await.0,
             Outcome::Succeeded
         );
         let s = h.status();

@@ -15,10 +15,10 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::rules::ProcessRule;
-use super::scan::{self, Lookup, ProcessInfo};
-use crate::actions::ActionError;
-use crate::supervisor::Outcome;
+use crate::action::ActionError;
+use crate::host::procwatch::rules::ProcessRule;
+use crate::host::procwatch::scan::{self, Lookup, ProcessInfo};
+use crate::model::Outcome;
 
 /// How long to wait for an exit after the last signal.
 pub const EXIT_GRACE: Duration = Duration::from_secs(5);

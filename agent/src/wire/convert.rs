@@ -7,10 +7,10 @@ use health_hal as hal;
 use health_proto::v1 as pb;
 use prost_types::Timestamp;
 
-use crate::actions::ActionRecord;
+use crate::action::ActionRecord;
 use crate::host::HostStatus;
-use crate::node::NodeSnapshot;
-use crate::supervisor::{Activity, DeviceStatus, Outcome};
+use crate::model::NodeSnapshot;
+use crate::model::{Activity, DeviceStatus, Outcome};
 
 pub fn ts(t: SystemTime) -> Timestamp {
     Timestamp::from(t)
@@ -217,7 +217,7 @@ pub fn host(h: &HostStatus) -> pb::HostHealth {
     }
 }
 
-pub fn process(p: &crate::procwatch::ProcessInfo) -> pb::ProcessStatus {
+pub fn process(p: &crate::host::procwatch::ProcessInfo) -> pb::ProcessStatus {
     pb::ProcessStatus {
         name: p.name.clone(),
         pid: p.pid as u32,
@@ -232,7 +232,7 @@ pub fn process(p: &crate::procwatch::ProcessInfo) -> pb::ProcessStatus {
     }
 }
 
-fn process_kill(k: &crate::procwatch::kill::KillReport) -> pb::ProcessKill {
+fn process_kill(k: &crate::action::kill::KillReport) -> pb::ProcessKill {
     pb::ProcessKill {
         pid: k.pid,
         signals_sent: k.signals_sent.iter().map(|s| s.to_string()).collect(),
@@ -241,8 +241,8 @@ fn process_kill(k: &crate::procwatch::kill::KillReport) -> pb::ProcessKill {
     }
 }
 
-pub fn kill_signal(s: i32) -> Option<crate::procwatch::kill::KillSignal> {
-    use crate::procwatch::kill::KillSignal;
+pub fn kill_signal(s: i32) -> Option<crate::action::kill::KillSignal> {
+    use crate::action::kill::KillSignal;
     match pb::ProcessSignal::try_from(s).ok()? {
         pb::ProcessSignal::Unspecified | pb::ProcessSignal::Term => Some(KillSignal::Term),
         pb::ProcessSignal::Kill => Some(KillSignal::Kill),
@@ -294,7 +294,7 @@ pub fn snapshot(s: &NodeSnapshot) -> pb::NodeSnapshot {
 }
 
 /// An action in a report: the record without `device_after` (the report has the devices).
-fn reported_action(r: &crate::node::ReportedAction) -> pb::ActionResult {
+fn reported_action(r: &crate::model::ReportedAction) -> pb::ActionResult {
     pb::ActionResult {
         action_id: r.id.clone(),
         device_id: r.device_id.clone(),
