@@ -52,6 +52,14 @@ fn get(s: &Sample, sensor: &str, q: Quantity) -> f64 {
         .unwrap_or_else(|| panic!("no {q:?} from {sensor}: {:?}", s.readings))
 }
 
+/// Awaits `f`, failing the test instead of hanging if a wait that the code under test should
+/// bound never ends. Far above any timeout configured here: not a measurement.
+async fn unless_hung<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("a bounded wait never ended")
+}
+
 /// Reads until `done` holds, for at most `limit`.
 async fn read_until(
     bench: &PhotonicBench,
@@ -136,13 +144,9 @@ async fn readings_are_plausible_at_the_setpoint() {
 async fn unknown_command_is_reported_by_the_error_queue_without_waiting() {
     let sim = simulator(ScpiSimOptions::default()).await;
     let c = client(sim.tec_addr());
-    let start = Instant::now();
+    // The instrument never replies to an unknown command: a client that waited for a reply
+    // would end in HalError::Timeout, so an exchange that comes back at all did not wait.
     let ex = c.exchange("FOO:BAR 1").await.expect("exchange");
-    assert!(
-        start.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        start.elapsed()
-    );
     assert_eq!(ex.reply, None);
     assert!(ex.queue_drained);
     assert_eq!(ex.errors.len(), 1, "{:?}", ex.errors);
@@ -211,17 +215,14 @@ async fn calibration_gives_up_when_the_tec_cannot_hold_its_setpoint() {
     c.settle_timeout_ms = 800;
     let b = PhotonicBench::new("photonic-0", c).expect("config");
     sim.faults().inject(FaultKind::Overheat);
-    let start = Instant::now();
-    let Err(HalError::Failed(m)) = b.calibrate().await else {
+    let Err(HalError::Failed(m)) = unless_hung(b.calibrate()).await else {
         panic!("calibration must fail while overheating");
     };
+    // It was settle_timeout_ms that ended the wait.
     assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
-    assert!(
-        m.contains("did not settle") && m.contains("last") && m.contains("setpoint 25.000"),
+        m.contains("did not settle within 800 ms")
+            && m.contains("last")
+            && m.contains("setpoint 25.000"),
         "{m}"
     );
     assert!(b.read().await.expect("read").calibration.is_none());
@@ -370,14 +371,12 @@ async fn hang_times_out_within_the_configured_timeout() {
     b.read().await.expect("read before the hang");
     sim.faults().inject(FaultKind::Hang);
     let start = Instant::now();
-    let Err(HalError::Timeout(m)) = b.read().await else {
+    let Err(HalError::Timeout(m)) = unless_hung(b.read()).await else {
         panic!("a hung instrument must time out");
     };
+    // Not before the configured timeout; the message says which timeout ended it.
     let took = start.elapsed();
-    assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(1000),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(290), "{took:?}");
     assert!(
         m.contains(&sim.tec_addr().to_string()) && m.contains("300 ms"),
         "{m}"
@@ -395,10 +394,9 @@ async fn vanish_is_reported_as_vanished_and_comes_back_on_clear() {
     let b = bench(&sim);
     b.read().await.expect("read");
     sim.faults().inject(FaultKind::Vanish);
-    let start = Instant::now();
+    // Refused at once: a client that waited for the instrument would end in a Timeout.
     let r = b.read().await;
     assert!(matches!(r, Err(HalError::Vanished(_))), "{r:?}");
-    assert!(start.elapsed() < Duration::from_millis(900));
     let Err(HalError::Vanished(m)) = client(sim.tec_addr()).query("*IDN?").await else {
         panic!("a vanished instrument refuses connections");
     };
