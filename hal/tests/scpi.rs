@@ -52,6 +52,16 @@ fn get(s: &Sample, sensor: &str, q: Quantity) -> f64 {
         .unwrap_or_else(|| panic!("no {q:?} from {sensor}: {:?}", s.readings))
 }
 
+/// What the health evaluation makes of a bench sample, at the time it was read.
+fn conditions_of(s: &Sample) -> Vec<health_hal::Condition> {
+    evaluate(
+        "photonic-0",
+        s,
+        &Limits::for_kind(DeviceKind::Photonic),
+        s.readings[0].observed_at,
+    )
+}
+
 /// Awaits `f`, failing the test instead of hanging if a wait that the code under test should
 /// bound never ends. Far above any timeout configured here: not a measurement.
 async fn unless_hung<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -128,15 +138,7 @@ async fn readings_are_plausible_at_the_setpoint() {
     assert_eq!(s.get("mesh", Quantity::PhaseErrorRadians), None);
     assert_eq!(s.calibration, None);
     assert!(s.powered && s.conditions.is_empty(), "{:?}", s.conditions);
-    let codes: Vec<_> = evaluate(
-        "photonic-0",
-        &s,
-        &Limits::for_kind(DeviceKind::Photonic),
-        s.readings[0].observed_at,
-    )
-    .into_iter()
-    .map(|c| c.code)
-    .collect();
+    let codes: Vec<_> = conditions_of(&s).into_iter().map(|c| c.code).collect();
     assert_eq!(codes, [ConditionCode::CalibrationStale]);
 }
 
@@ -199,12 +201,7 @@ async fn calibration_settles_and_records_the_setpoint_temperature() {
     let phase = get(&s, "mesh", Quantity::PhaseErrorRadians);
     assert!(phase < 0.02, "phase error right after calibration: {phase}");
     assert!(get(&s, "calibration", Quantity::CalibrationAgeSeconds) < 5.0);
-    let conditions = evaluate(
-        "photonic-0",
-        &s,
-        &Limits::for_kind(DeviceKind::Photonic),
-        s.readings[0].observed_at,
-    );
+    let conditions = conditions_of(&s);
     assert!(conditions.is_empty(), "{conditions:?}");
 }
 
@@ -241,12 +238,7 @@ async fn overheat_runs_away_from_the_setpoint() {
         get(s, "tec", Quantity::TemperatureCelsius) > 27.0
     })
     .await;
-    let conditions = evaluate(
-        "photonic-0",
-        &s,
-        &Limits::for_kind(DeviceKind::Photonic),
-        s.readings[0].observed_at,
-    );
+    let conditions = conditions_of(&s);
     assert!(
         conditions
             .iter()
@@ -278,12 +270,7 @@ async fn drift_fault_raises_the_phase_error_and_calibration_brings_it_back() {
         get(s, "mesh", Quantity::PhaseErrorRadians) > 0.1
     })
     .await;
-    let conditions = evaluate(
-        "photonic-0",
-        &s,
-        &Limits::for_kind(DeviceKind::Photonic),
-        s.readings[0].observed_at,
-    );
+    let conditions = conditions_of(&s);
     assert!(
         conditions
             .iter()

@@ -7,8 +7,10 @@
 //! - [`device`]: [`SysfsSources`] (the sources of one device, reusable by other backends such
 //!   as Loihi 2) and [`SysfsDevice`] (the [`crate::Device`] for any kind of card).
 //! - [`config`]: [`SysfsConfig`] and its validation.
+//! - `class_dir`: a thermal or powercap zone's directory, found by its attribute and remembered.
 //! - [`discover`]: enumerate chips and PCI functions by rule.
 
+mod class_dir;
 pub mod config;
 pub mod device;
 pub mod discover;
