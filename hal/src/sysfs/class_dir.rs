@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use super::lock;
 use super::read::SysfsReader;
 use crate::device::HalError;
 
@@ -41,8 +42,7 @@ impl ClassDir {
     }
 
     fn found(&self) -> MutexGuard<'_, Option<PathBuf>> {
-        // Plain data replaced in one step: a panic elsewhere cannot leave it torn.
-        self.found.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.found)
     }
 
     /// Absolute directory, once found.

@@ -7,13 +7,14 @@
 //! agent gets [`HalError::Io`] (permission denied) for it, which is reported as such.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
 use crate::device::HalError;
 use crate::model::{Quantity, Reading};
 
 use super::class_dir::ClassDir;
+use super::lock;
 use super::read::{parse_u64, SysfsReader};
 use super::source::SourceReport;
 
@@ -42,10 +43,6 @@ pub struct Rapl {
     /// `max_energy_range_uj` does not change while the zone exists: read once per location.
     range_uj: Mutex<Option<u64>>,
     counter: Mutex<Option<Counter>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Rapl {
