@@ -363,7 +363,7 @@ pub fn map_io_error(path: &Path, what: &str, e: &io::Error) -> HalError {
     }
 }
 
-/// `content` shortened to [`QUOTE_CHARS`] characters, quoted, for error messages.
+/// `content` shortened to `QUOTE_CHARS` characters, quoted, for error messages.
 pub fn quote(content: &str) -> String {
     let trimmed = content.trim();
     let mut short: String = trimmed.chars().take(QUOTE_CHARS).collect();
