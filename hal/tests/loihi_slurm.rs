@@ -1,6 +1,10 @@
 //! Property tests of the `sinfo` parser: nothing it is given makes it panic, and every state
 //! SLURM can print (base states, `+` compounds, flag suffixes) parses back to its parts.
 
+/// The shared proptest policy: fixed seed, no persistence files, `PROPTEST_CASES` to run longer.
+#[path = "../../tests/fuzz/policy.rs"]
+mod policy;
+
 use health_hal::loihi::{parse_sinfo, parse_state, BaseState, StateFlag};
 use proptest::prelude::*;
 
@@ -33,11 +37,7 @@ const NAMES: [&str; 24] = [
 const FLAGS: [char; 9] = ['*', '~', '#', '!', '%', '$', '@', '^', '-'];
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 512,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(policy::config(512))]
 
     #[test]
     fn arbitrary_output_never_panics(out in any::<String>(), node in "[a-z0-9-]{1,12}") {

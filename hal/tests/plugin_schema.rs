@@ -3,6 +3,10 @@
 //! place: serde_json's default float parser is not exactly round-trip, which is far below any
 //! sensor's resolution).
 
+/// The shared proptest policy: fixed seed, no persistence files, `PROPTEST_CASES` to run longer.
+#[path = "../../tests/fuzz/policy.rs"]
+mod policy;
+
 use health_hal::plugin::schema::{parse_report, parse_value, quantity_name};
 use health_hal::Quantity;
 use proptest::prelude::*;
@@ -94,12 +98,7 @@ fn check_error(e: &health_hal::plugin::SchemaError) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 512,
-        // Integration tests have no lib.rs beside them to persist failures next to.
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(policy::config(512))]
 
     #[test]
     fn arbitrary_strings_never_panic(s in any::<String>()) {

@@ -52,6 +52,24 @@ fn get(s: &Sample, sensor: &str, q: Quantity) -> f64 {
         .unwrap_or_else(|| panic!("no {q:?} from {sensor}: {:?}", s.readings))
 }
 
+/// What the health evaluation makes of a bench sample, at the time it was read.
+fn conditions_of(s: &Sample) -> Vec<health_hal::Condition> {
+    evaluate(
+        "photonic-0",
+        s,
+        &Limits::for_kind(DeviceKind::Photonic),
+        s.readings[0].observed_at,
+    )
+}
+
+/// Awaits `f`, failing the test instead of hanging if a wait that the code under test should
+/// bound never ends. Far above any timeout configured here: not a measurement.
+async fn unless_hung<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("a bounded wait never ended")
+}
+
 /// Reads until `done` holds, for at most `limit`.
 async fn read_until(
     bench: &PhotonicBench,
@@ -120,15 +138,7 @@ async fn readings_are_plausible_at_the_setpoint() {
     assert_eq!(s.get("mesh", Quantity::PhaseErrorRadians), None);
     assert_eq!(s.calibration, None);
     assert!(s.powered && s.conditions.is_empty(), "{:?}", s.conditions);
-    let codes: Vec<_> = evaluate(
-        "photonic-0",
-        &s,
-        &Limits::for_kind(DeviceKind::Photonic),
-        s.readings[0].observed_at,
-    )
-    .into_iter()
-    .map(|c| c.code)
-    .collect();
+    let codes: Vec<_> = conditions_of(&s).into_iter().map(|c| c.code).collect();
     assert_eq!(codes, [ConditionCode::CalibrationStale]);
 }
 
@@ -136,13 +146,9 @@ async fn readings_are_plausible_at_the_setpoint() {
 async fn unknown_command_is_reported_by_the_error_queue_without_waiting() {
     let sim = simulator(ScpiSimOptions::default()).await;
     let c = client(sim.tec_addr());
-    let start = Instant::now();
+    // The instrument never replies to an unknown command: a client that waited for a reply
+    // would end in HalError::Timeout, so an exchange that comes back at all did not wait.
     let ex = c.exchange("FOO:BAR 1").await.expect("exchange");
-    assert!(
-        start.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        start.elapsed()
-    );
     assert_eq!(ex.reply, None);
     assert!(ex.queue_drained);
     assert_eq!(ex.errors.len(), 1, "{:?}", ex.errors);
@@ -195,12 +201,7 @@ async fn calibration_settles_and_records_the_setpoint_temperature() {
     let phase = get(&s, "mesh", Quantity::PhaseErrorRadians);
     assert!(phase < 0.02, "phase error right after calibration: {phase}");
     assert!(get(&s, "calibration", Quantity::CalibrationAgeSeconds) < 5.0);
-    let conditions = evaluate(
-        "photonic-0",
-        &s,
-        &Limits::for_kind(DeviceKind::Photonic),
-        s.readings[0].observed_at,
-    );
+    let conditions = conditions_of(&s);
     assert!(conditions.is_empty(), "{conditions:?}");
 }
 
@@ -211,17 +212,14 @@ async fn calibration_gives_up_when_the_tec_cannot_hold_its_setpoint() {
     c.settle_timeout_ms = 800;
     let b = PhotonicBench::new("photonic-0", c).expect("config");
     sim.faults().inject(FaultKind::Overheat);
-    let start = Instant::now();
-    let Err(HalError::Failed(m)) = b.calibrate().await else {
+    let Err(HalError::Failed(m)) = unless_hung(b.calibrate()).await else {
         panic!("calibration must fail while overheating");
     };
+    // It was settle_timeout_ms that ended the wait.
     assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
-    assert!(
-        m.contains("did not settle") && m.contains("last") && m.contains("setpoint 25.000"),
+        m.contains("did not settle within 800 ms")
+            && m.contains("last")
+            && m.contains("setpoint 25.000"),
         "{m}"
     );
     assert!(b.read().await.expect("read").calibration.is_none());
@@ -240,12 +238,7 @@ async fn overheat_runs_away_from_the_setpoint() {
         get(s, "tec", Quantity::TemperatureCelsius) > 27.0
     })
     .await;
-    let conditions = evaluate(
-        "photonic-0",
-        &s,
-        &Limits::for_kind(DeviceKind::Photonic),
-        s.readings[0].observed_at,
-    );
+    let conditions = conditions_of(&s);
     assert!(
         conditions
             .iter()
@@ -277,12 +270,7 @@ async fn drift_fault_raises_the_phase_error_and_calibration_brings_it_back() {
         get(s, "mesh", Quantity::PhaseErrorRadians) > 0.1
     })
     .await;
-    let conditions = evaluate(
-        "photonic-0",
-        &s,
-        &Limits::for_kind(DeviceKind::Photonic),
-        s.readings[0].observed_at,
-    );
+    let conditions = conditions_of(&s);
     assert!(
         conditions
             .iter()
@@ -370,14 +358,12 @@ async fn hang_times_out_within_the_configured_timeout() {
     b.read().await.expect("read before the hang");
     sim.faults().inject(FaultKind::Hang);
     let start = Instant::now();
-    let Err(HalError::Timeout(m)) = b.read().await else {
+    let Err(HalError::Timeout(m)) = unless_hung(b.read()).await else {
         panic!("a hung instrument must time out");
     };
+    // Not before the configured timeout; the message says which timeout ended it.
     let took = start.elapsed();
-    assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(1000),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(290), "{took:?}");
     assert!(
         m.contains(&sim.tec_addr().to_string()) && m.contains("300 ms"),
         "{m}"
@@ -395,10 +381,9 @@ async fn vanish_is_reported_as_vanished_and_comes_back_on_clear() {
     let b = bench(&sim);
     b.read().await.expect("read");
     sim.faults().inject(FaultKind::Vanish);
-    let start = Instant::now();
+    // Refused at once: a client that waited for the instrument would end in a Timeout.
     let r = b.read().await;
     assert!(matches!(r, Err(HalError::Vanished(_))), "{r:?}");
-    assert!(start.elapsed() < Duration::from_millis(900));
     let Err(HalError::Vanished(m)) = client(sim.tec_addr()).query("*IDN?").await else {
         panic!("a vanished instrument refuses connections");
     };

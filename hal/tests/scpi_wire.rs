@@ -73,13 +73,7 @@ proptest! {
 
     #[test]
     fn simulated_instruments_never_panic(lines in proptest::collection::vec(any::<String>(), 1..8)) {
-        let mut model = BenchModel::new(ModelParams {
-            setpoint_c: 25.0,
-            drift_per_s: 1e-5,
-            laser_power_w: 1e-3,
-            wavelength_nm: 1550.0,
-            seed: 3,
-        });
+        let mut model = BenchModel::new(ModelParams::nominal(3));
         let info = InstrumentInfo { idn: "a,b,c,d".to_string(), self_test: 0 };
         for instrument in [Instrument::TecController, Instrument::PowerMeter, Instrument::Laser] {
             let mut session = Session::new(instrument);
@@ -103,13 +97,7 @@ proptest! {
             1..10,
         ),
     ) {
-        let mut model = BenchModel::new(ModelParams {
-            setpoint_c: 25.0,
-            drift_per_s: 1e-5,
-            laser_power_w: 1e-3,
-            wavelength_nm: 1550.0,
-            seed: 4,
-        });
+        let mut model = BenchModel::new(ModelParams::nominal(4));
         let info = InstrumentInfo { idn: "a,b,c,d".to_string(), self_test: 0 };
         for instrument in [Instrument::TecController, Instrument::PowerMeter, Instrument::Laser] {
             let mut session = Session::new(instrument);

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use super::client::BmpClient;
+use super::client::{BmpClient, ClientOptions};
 use super::config::BmpConfig;
 use super::wire::{AdcInfo, VersionInfo};
 use crate::device::{Device, FaultInjector, HalError};
@@ -38,6 +38,16 @@ const RESET_PULSE: u32 = 2;
 const CHANNELS: [&str; 8] = [
     "adc0", "1.2 V C", "1.2 V B", "1.2 V A", "1.8 V", "2.5 V", "3.3 V", "12 V",
 ];
+
+/// The longest a reset or enable can take when every step uses its full timeouts: the agent's
+/// action deadline should be at least this, since a power cycle cancelled between off and on
+/// leaves the board off.
+pub fn worst_case_action(o: &ClientOptions, power_cycle_off: Duration) -> Duration {
+    let request = o.timeout.saturating_mul(o.attempts.max(1));
+    [power_cycle_off, o.power_on_timeout, ADC_REFRESH, request]
+        .into_iter()
+        .fold(request, Duration::saturating_add)
+}
 
 pub struct BmpBoard {
     id: String,
@@ -97,13 +107,9 @@ impl BmpBoard {
         &self.client
     }
 
-    /// The longest a reset or enable can take when every step uses its full timeouts: the
-    /// agent's action deadline should be at least this, since a power cycle cancelled between
-    /// off and on leaves the board off.
+    /// See [`worst_case_action`].
     pub fn worst_case_action(&self) -> Duration {
-        let o = self.client.options();
-        let request = o.timeout * o.attempts.max(1);
-        request + self.power_cycle_off + o.power_on_timeout + ADC_REFRESH + request
+        worst_case_action(&self.client.options(), self.power_cycle_off)
     }
 
     fn mask(&self) -> u32 {

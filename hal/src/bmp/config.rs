@@ -5,8 +5,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::board::worst_case_action;
 use super::client::ClientOptions;
 use super::wire::{BMP_PORT, MAX_BOARD};
+use crate::deadline::MinDeadlines;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +121,18 @@ impl BmpConfig {
     pub fn power_cycle_off(&self) -> Duration {
         Duration::from_millis(self.power_cycle_off_ms)
     }
+
+    /// A read is one request, resent up to `attempts` times; an action is the longest power
+    /// cycle ([`worst_case_action`]). A config that does not validate makes no board, so its
+    /// action floor is one request's.
+    pub fn min_deadlines(&self) -> MinDeadlines {
+        let request = Duration::from_millis(self.timeout_ms).saturating_mul(self.attempts);
+        let action = match self.validate() {
+            Ok(()) => worst_case_action(&self.client_options(), self.power_cycle_off()),
+            Err(_) => request,
+        };
+        MinDeadlines::with_slack(request, action)
+    }
 }
 
 /// `ip:port`, `[v6]:port`, or a bare IP (port 17893). BMPs have static addresses, so host
@@ -220,5 +234,23 @@ mod tests {
             "power_cycle_off_ms",
             "600000",
         );
+    }
+
+    #[test]
+    fn min_deadlines_cover_the_retries_and_a_whole_power_cycle() {
+        let ms = Duration::from_millis;
+        // 5 x 500 ms per request; a power cycle is a request, 1 s off, 10 s for the power-on
+        // reply, the ADC refresh and the verifying request.
+        let c = BmpConfig::new("10.0.0.1", 0);
+        let want = (ms(2500 + 500), ms(2500 + 1000 + 10_000 + 100 + 2500 + 500));
+        let got = c.min_deadlines();
+        assert_eq!((got.read, got.action), want);
+        let board = super::super::BmpBoard::new("b", &c).unwrap();
+        assert_eq!(got.action, board.worst_case_action() + MinDeadlines::SLACK);
+        // A config that makes no board: one request's worth for both.
+        let mut c = BmpConfig::new("nowhere", 0);
+        c.attempts = 2;
+        let got = c.min_deadlines();
+        assert_eq!((got.read, got.action), (ms(1000 + 500), ms(1000 + 500)));
     }
 }

@@ -24,9 +24,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::deadline::MinDeadlines;
 use crate::device::HalError;
 use crate::loihi::slurm::{check_node_name, DEFAULT_SINFO};
 use crate::plugin::{PluginConfig, VendorTool};
+use crate::sysfs::SysfsConfig;
 
 pub const DEFAULT_REACH_DEADLINE_MS: u64 = 1000;
 pub const DEFAULT_SINFO_DEADLINE_MS: u64 = 5000;
@@ -134,6 +136,24 @@ impl Loihi2Config {
 
     pub fn sinfo_deadline(&self) -> Duration {
         Duration::from_millis(self.sinfo_deadline_ms)
+    }
+
+    /// A read runs the reachability and SLURM checks concurrently, beside sysfs file reads
+    /// (each under sysfs's default file deadline); an action is one vendor tool run.
+    pub fn min_deadlines(&self) -> MinDeadlines {
+        let sinfo = match self.slurm_node {
+            Some(_) => self.sinfo_deadline(),
+            None => Duration::ZERO,
+        };
+        let read = self
+            .reach_deadline()
+            .max(sinfo)
+            .max(SysfsConfig::default().deadline());
+        let action = self
+            .vendor
+            .as_ref()
+            .map_or(Duration::ZERO, |v| v.deadline());
+        MinDeadlines::with_slack(read, action)
     }
 
     /// The vendor tool, if configured.
@@ -277,5 +297,28 @@ mod tests {
         let mut c = ok();
         c.power_supply = Some("..".into());
         check(c, "power_supply");
+    }
+
+    #[test]
+    fn min_deadlines_cover_the_slowest_check_and_the_vendor_tool() {
+        let ms = Duration::from_millis;
+        let deadlines = |c: &Loihi2Config| {
+            let d = c.min_deadlines();
+            (d.read, d.action)
+        };
+        let mut c = Loihi2Config::new("kp:9000");
+        assert_eq!(deadlines(&c), (ms(1000 + 500), ms(500)));
+        // Never below sysfs's 500 ms file deadline, read beside the checks.
+        c.reach_deadline_ms = 100;
+        assert_eq!(deadlines(&c), (ms(500 + 500), ms(500)));
+        // sinfo counts only when SLURM is asked.
+        c.sinfo_deadline_ms = 3000;
+        assert_eq!(deadlines(&c), (ms(500 + 500), ms(500)));
+        c.slurm_node = Some("ncl-kp-01".into());
+        assert_eq!(deadlines(&c), (ms(3000 + 500), ms(500)));
+        let mut tool = PluginConfig::new("/opt/loihi-tool");
+        tool.deadline_ms = 7000;
+        c.vendor = Some(tool);
+        assert_eq!(deadlines(&c), (ms(3000 + 500), ms(7000 + 500)));
     }
 }

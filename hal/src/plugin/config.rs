@@ -23,6 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::deadline::MinDeadlines;
 use crate::model::Capability;
 use crate::plugin::runner::VendorCommand;
 
@@ -194,6 +195,11 @@ impl PluginConfig {
 
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)
+    }
+
+    /// Every operation is one run under `deadline_ms`.
+    pub fn min_deadlines(&self) -> MinDeadlines {
+        MinDeadlines::with_slack(self.deadline(), self.deadline())
     }
 
     /// The runner for this config (per-operation arguments are added per call).
@@ -381,5 +387,26 @@ mod tests {
         let mut tool = PluginConfig::new("/opt/tool");
         tool.reset_soft = Some(vec!["reset".into()]);
         assert_eq!(tool.validate_tool(), Ok(()));
+    }
+
+    #[test]
+    fn min_deadlines_are_one_run_each() {
+        let mut c = PluginConfig::new("/opt/tool");
+        let ms = Duration::from_millis;
+        assert_eq!(
+            c.min_deadlines(),
+            MinDeadlines {
+                read: ms(10_000 + 500),
+                action: ms(10_000 + 500)
+            }
+        );
+        c.deadline_ms = 250;
+        assert_eq!(
+            c.min_deadlines(),
+            MinDeadlines {
+                read: ms(750),
+                action: ms(750)
+            }
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! - [`runner`]: one bounded run: new process group, cleared environment, capped output,
 //!   deadline, the group killed on timeout and when the call is dropped.
 //! - [`schema`]: the JSON on stdout, documented, and its strict parser (errors name the path).
+//! - `strict`: serde reading of JSON values whose errors name the path and stay short.
 //! - [`config`]: [`PluginConfig`], the operations a site configures (they are the capabilities).
 //! - [`tool`]: [`VendorTool`], the operations with exit codes and JSON mapped to HAL results.
 //! - [`device`]: [`PluginDevice`], a [`crate::Device`] made of a tool and a cached identity.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod device;
 pub mod runner;
 pub mod schema;
+mod strict;
 pub mod tool;
 
 pub use config::{Operation, PluginConfig};

@@ -51,19 +51,24 @@
 //! `CALIBRATION_DRIFT`, `DEVICE_UNRESPONSIVE`, `DEVICE_MISSING`, `LINK_DEGRADED`,
 //! `RESET_FAILED`, `DEVICE_DISABLED`, `DEVICE_ERROR` (and the rest of the list).
 //!
-//! Unknown keys are rejected at every level, as `deny_unknown_fields` would: a typo such as
-//! `"reading"` must fail loudly, not silently drop every reading. Errors name the JSON path of
-//! the offending value, e.g. `readings[3].quantity: unknown quantity "temp" (expected one of
-//! ...)`; `$` is the whole document.
+//! Unknown keys are rejected at every level (`deny_unknown_fields`): a typo such as
+//! `"reading"` must fail loudly, not silently drop every reading. `null` is a wrong type, never
+//! "absent". Errors name the JSON path of the offending value, e.g. `readings[3].quantity:
+//! unknown quantity "temp" (expected one of ...)`; `$` is the whole document.
 //!
-//! The document is parsed with serde_json into a `Value` (bounded nesting, no panics) and then
-//! walked by hand, because serde's derived errors give a line and column but not the path, and
-//! the path is what a plugin author needs. The input is already bounded by the runner's stdout
-//! cap, so building the `Value` first costs at most that much memory.
+//! The format is the serde types below, read from a parsed `Value` (bounded nesting, no
+//! panics; the input is already bounded by the runner's stdout cap) by `strict`, which names
+//! the path and keeps every message short. What the types cannot say (presence, counts,
+//! lengths, ranges) is checked after, in `Document::into_report`, with paths spelled alike.
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed};
+use serde::Deserialize;
+use serde_json::{Number, Value};
+
+use super::strict::{self, quoted, Given, Object, Shape, Strict};
 
 use crate::model::{
     CalibrationRecord, Condition, ConditionCode, Quantity, Reading, Sample, Severity,
@@ -213,112 +218,6 @@ pub fn severity_from_name(name: &str) -> Option<Severity> {
     }
 }
 
-/// Quotes a string from the input for an error message, cut so an error stays one short line.
-fn quoted(s: &str) -> String {
-    const MAX_CHARS: usize = 40;
-    if s.chars().count() > MAX_CHARS {
-        format!("{:?}...", s.chars().take(MAX_CHARS).collect::<String>())
-    } else {
-        format!("{s:?}")
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// `path.key`; a key that is empty or not a plain name is shown quoted (`$[""]`,
-/// `readings[0]["a b"]`, at most 40 characters of it), so the path always shows which key
-/// (an empty key made an empty path, found by fuzzing).
-fn join(path: &str, key: &str) -> String {
-    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !plain {
-        let shown: String = key.chars().take(40).collect();
-        let more = if shown.len() < key.len() { "..." } else { "" };
-        return format!("{path}[{shown:?}{more}]");
-    }
-    if path == "$" {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-/// Rejects keys outside `allowed`.
-fn only_keys(obj: &Map<String, Value>, path: &str, allowed: &[&str]) -> Result<(), SchemaError> {
-    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => err(
-            join(path, k),
-            format!("unknown key (expected one of {})", allowed.join(", ")),
-        ),
-        None => Ok(()),
-    }
-}
-
-fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, SchemaError> {
-    v.as_object().map_or_else(
-        || err(path, format!("expected an object, found {}", type_name(v))),
-        Ok,
-    )
-}
-
-fn as_array<'a>(v: &'a Value, path: &str, max: usize) -> Result<&'a Vec<Value>, SchemaError> {
-    let a = v.as_array().map_or_else(
-        || err(path, format!("expected an array, found {}", type_name(v))),
-        Ok,
-    )?;
-    if a.len() > max {
-        return err(
-            path,
-            format!("at most {max} entries allowed, found {}", a.len()),
-        );
-    }
-    Ok(a)
-}
-
-fn as_str<'a>(v: &'a Value, path: &str, max_bytes: usize) -> Result<&'a str, SchemaError> {
-    let s = v.as_str().map_or_else(
-        || err(path, format!("expected a string, found {}", type_name(v))),
-        Ok,
-    )?;
-    if s.len() > max_bytes {
-        return err(
-            path,
-            format!("at most {max_bytes} bytes allowed, found {}", s.len()),
-        );
-    }
-    Ok(s)
-}
-
-fn as_finite(v: &Value, path: &str) -> Result<f64, SchemaError> {
-    // JSON has no NaN or infinity, and serde_json rejects numbers out of f64 range, but a
-    // check here keeps the guarantee independent of the parser's settings.
-    match v.as_f64() {
-        Some(x) if x.is_finite() => Ok(x),
-        Some(x) => err(path, format!("expected a finite number, found {x}")),
-        None => err(path, format!("expected a number, found {}", type_name(v))),
-    }
-}
-
-fn as_bool(v: &Value, path: &str) -> Result<bool, SchemaError> {
-    v.as_bool().map_or_else(
-        || {
-            err(
-                path,
-                format!("expected true or false, found {}", type_name(v)),
-            )
-        },
-        Ok,
-    )
-}
-
 /// Parses and validates a plugin's stdout.
 pub fn parse_report(stdout: &[u8]) -> Result<PluginReport, SchemaError> {
     let doc: Value = match serde_json::from_slice(stdout) {
@@ -330,202 +229,204 @@ pub fn parse_report(stdout: &[u8]) -> Result<PluginReport, SchemaError> {
 
 /// Validates an already parsed document.
 pub fn parse_value(doc: &Value) -> Result<PluginReport, SchemaError> {
-    const TOP: [&str; 10] = [
-        "version",
-        "identity",
-        "readings",
-        "conditions",
-        "powered",
-        "power_limit_watts",
-        "calibrated_at_unix",
-        "calibration_temperature_celsius",
-        "message",
-        "output",
-    ];
-    let obj = as_object(doc, "$")?;
-    only_keys(obj, "$", &TOP)?;
+    // The version first: a document of another version is likely shaped differently, and then
+    // "unsupported version" is the one useful message.
+    if let Some(v) = doc.get("version") {
+        if let Err(e) = Strict::<Version>::new().deserialize(v) {
+            return err("version", e.to_string());
+        }
+    }
+    match strict::read::<Object<Document>>(doc) {
+        Ok(Object(doc)) => doc.into_report(),
+        Err((path, problem)) => Err(SchemaError { path, problem }),
+    }
+}
 
-    match obj.get("version") {
-        None => {
+// ---- the schema as serde types ----
+
+/// The document. Every key is optional to serde (`default`): presence is checked in
+/// [`Document::into_report`], where the message can say what the key is needed for.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Document {
+    version: Given<Version>,
+    identity: Given<Object<IdentityDoc>>,
+    readings: Given<Vec<Object<ReadingDoc>>>,
+    conditions: Given<Vec<Object<ConditionDoc>>>,
+    powered: Given<bool>,
+    power_limit_watts: Given<f64>,
+    calibrated_at_unix: Given<f64>,
+    calibration_temperature_celsius: Given<f64>,
+    message: Given<String>,
+    output: Given<Vec<f64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct IdentityDoc {
+    vendor: Given<String>,
+    model: Given<String>,
+    serial: Given<String>,
+    firmware: Given<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ReadingDoc {
+    sensor: Given<String>,
+    quantity: Given<Quantity>,
+    value: Given<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ConditionDoc {
+    code: Given<ConditionCode>,
+    severity: Given<Severity>,
+    message: Given<String>,
+}
+
+/// The `version` key's value: only [`SCHEMA_VERSION`] is accepted.
+struct Version;
+
+// ---- the limits pass ----
+
+impl Document {
+    /// Presence, counts, lengths and ranges, then the report.
+    fn into_report(self) -> Result<PluginReport, SchemaError> {
+        if self.version.0.is_none() {
             return err(
                 "version",
                 format!("missing (this agent reads version {SCHEMA_VERSION})"),
-            )
+            );
         }
-        Some(v) => match v.as_u64() {
-            Some(SCHEMA_VERSION) => {}
-            _ => {
-                return err(
-                    "version",
-                    format!("unsupported version {v} (this agent reads version {SCHEMA_VERSION})"),
-                )
-            }
-        },
-    }
-
-    let mut report = PluginReport::default();
-    if let Some(v) = obj.get("identity") {
-        report.identity = Some(parse_identity(v)?);
-    }
-    if let Some(v) = obj.get("readings") {
-        let items = as_array(v, "readings", MAX_READINGS)?;
-        report.readings = items
-            .iter()
-            .enumerate()
-            .map(|(i, r)| parse_reading(r, &format!("readings[{i}]")))
-            .collect::<Result<_, _>>()?;
-    }
-    if let Some(v) = obj.get("conditions") {
-        let items = as_array(v, "conditions", MAX_CONDITIONS)?;
-        report.conditions = items
-            .iter()
-            .enumerate()
-            .map(|(i, c)| parse_condition(c, &format!("conditions[{i}]")))
-            .collect::<Result<_, _>>()?;
-    }
-    if let Some(v) = obj.get("powered") {
-        report.powered = Some(as_bool(v, "powered")?);
-    }
-    if let Some(v) = obj.get("power_limit_watts") {
-        let w = as_finite(v, "power_limit_watts")?;
-        if w < 0.0 {
+        let readings = at_most(
+            self.readings.0.unwrap_or_default(),
+            "readings",
+            MAX_READINGS,
+        )?;
+        let conditions = at_most(
+            self.conditions.0.unwrap_or_default(),
+            "conditions",
+            MAX_CONDITIONS,
+        )?;
+        if let Some(w) = self.power_limit_watts.0.filter(|w| *w < 0.0) {
             return err(
                 "power_limit_watts",
                 format!("expected a number >= 0, found {w}"),
             );
         }
-        report.power_limit_watts = Some(w);
-    }
-    report.calibration = parse_calibration(obj)?;
-    if let Some(v) = obj.get("message") {
-        report.message = Some(as_str(v, "message", MAX_TEXT_BYTES)?.to_string());
-    }
-    if let Some(v) = obj.get("output") {
-        let items = as_array(v, "output", MAX_OUTPUT_VALUES)?;
-        report.output = Some(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, x)| as_finite(x, &format!("output[{i}]")))
+        Ok(PluginReport {
+            identity: self.identity.0.map(|Object(i)| i.check()).transpose()?,
+            readings: (readings.into_iter().enumerate())
+                .map(|(i, Object(r))| r.check(&format!("readings[{i}]")))
                 .collect::<Result<_, _>>()?,
-        );
+            conditions: (conditions.into_iter().enumerate())
+                .map(|(i, Object(c))| c.check(&format!("conditions[{i}]")))
+                .collect::<Result<_, _>>()?,
+            powered: self.powered.0,
+            power_limit_watts: self.power_limit_watts.0,
+            calibration: calibration(
+                self.calibrated_at_unix.0,
+                self.calibration_temperature_celsius.0,
+            )?,
+            message: (self.message.0)
+                .map(|m| text(m, "message", MAX_TEXT_BYTES))
+                .transpose()?,
+            output: (self.output.0)
+                .map(|o| at_most(o, "output", MAX_OUTPUT_VALUES))
+                .transpose()?,
+        })
     }
-    Ok(report)
 }
 
-fn parse_identity(v: &Value) -> Result<ReportedIdentity, SchemaError> {
-    const KEYS: [&str; 4] = ["vendor", "model", "serial", "firmware"];
-    let obj = as_object(v, "identity")?;
-    only_keys(obj, "identity", &KEYS)?;
-    let field = |k: &str| -> Result<String, SchemaError> {
-        match obj.get(k) {
-            None => Ok(String::new()),
-            Some(v) => {
-                let path = format!("identity.{k}");
-                let s = as_str(v, &path, MAX_SENSOR_BYTES)?;
-                if s.chars().any(char::is_control) {
-                    return err(path, "control characters are not allowed");
-                }
-                Ok(s.to_string())
-            }
+impl IdentityDoc {
+    fn check(self) -> Result<ReportedIdentity, SchemaError> {
+        let field = |v: Given<String>, key: &str| -> Result<String, SchemaError> {
+            v.0.map_or(Ok(String::new()), |s| name(s, &format!("identity.{key}")))
+        };
+        Ok(ReportedIdentity {
+            vendor: field(self.vendor, "vendor")?,
+            model: field(self.model, "model")?,
+            serial: field(self.serial, "serial")?,
+            firmware: field(self.firmware, "firmware")?,
+        })
+    }
+}
+
+impl ReadingDoc {
+    fn check(self, path: &str) -> Result<ReportedReading, SchemaError> {
+        let sensor_path = format!("{path}.sensor");
+        let sensor = name(required(self.sensor, &sensor_path)?, &sensor_path)?;
+        if sensor.trim().is_empty() {
+            return err(sensor_path, "expected a sensor name, found an empty string");
         }
-    };
-    Ok(ReportedIdentity {
-        vendor: field("vendor")?,
-        model: field("model")?,
-        serial: field("serial")?,
-        firmware: field("firmware")?,
-    })
-}
-
-fn parse_reading(v: &Value, path: &str) -> Result<ReportedReading, SchemaError> {
-    let obj = as_object(v, path)?;
-    only_keys(obj, path, &["sensor", "quantity", "value"])?;
-    let required = |k: &str| obj.get(k).map_or_else(|| err(join(path, k), "missing"), Ok);
-
-    let sensor_path = join(path, "sensor");
-    let sensor = as_str(required("sensor")?, &sensor_path, MAX_SENSOR_BYTES)?;
-    if sensor.trim().is_empty() {
-        return err(sensor_path, "expected a sensor name, found an empty string");
+        Ok(ReportedReading {
+            sensor,
+            quantity: required(self.quantity, &format!("{path}.quantity"))?,
+            value: required(self.value, &format!("{path}.value"))?,
+        })
     }
-    if sensor.chars().any(char::is_control) {
-        return err(sensor_path, "control characters are not allowed");
+}
+
+impl ConditionDoc {
+    fn check(self, path: &str) -> Result<ReportedCondition, SchemaError> {
+        let message_path = format!("{path}.message");
+        Ok(ReportedCondition {
+            code: required(self.code, &format!("{path}.code"))?,
+            severity: required(self.severity, &format!("{path}.severity"))?,
+            message: (self.message.0).map_or(Ok(String::new()), |m| {
+                text(m, &message_path, MAX_TEXT_BYTES)
+            })?,
+        })
     }
-
-    let q_path = join(path, "quantity");
-    let name = as_str(required("quantity")?, &q_path, MAX_SENSOR_BYTES)?;
-    let Some(quantity) = quantity_from_name(name) else {
-        let names: Vec<&str> = QUANTITIES.iter().map(|(_, n)| *n).collect();
-        return err(
-            q_path,
-            format!(
-                "unknown quantity {} (expected one of {})",
-                quoted(name),
-                names.join(", ")
-            ),
-        );
-    };
-
-    let value = as_finite(required("value")?, &join(path, "value"))?;
-    Ok(ReportedReading {
-        sensor: sensor.to_string(),
-        quantity,
-        value,
-    })
 }
 
-fn parse_condition(v: &Value, path: &str) -> Result<ReportedCondition, SchemaError> {
-    let obj = as_object(v, path)?;
-    only_keys(obj, path, &["code", "severity", "message"])?;
-    let required = |k: &str| obj.get(k).map_or_else(|| err(join(path, k), "missing"), Ok);
-
-    let code_path = join(path, "code");
-    let name = as_str(required("code")?, &code_path, MAX_SENSOR_BYTES)?;
-    let Some(code) = condition_code_from_name(name) else {
-        let names: Vec<&str> = CODES.iter().map(|c| c.as_str()).collect();
-        return err(
-            code_path,
-            format!(
-                "unknown condition code {} (expected one of {})",
-                quoted(name),
-                names.join(", ")
-            ),
-        );
-    };
-
-    let sev_path = join(path, "severity");
-    let name = as_str(required("severity")?, &sev_path, MAX_SENSOR_BYTES)?;
-    let Some(severity) = severity_from_name(name) else {
-        return err(
-            sev_path,
-            format!(
-                "unknown severity {} (expected info, warning or critical)",
-                quoted(name)
-            ),
-        );
-    };
-
-    let message = match obj.get("message") {
-        Some(m) => as_str(m, &join(path, "message"), MAX_TEXT_BYTES)?.to_string(),
-        None => String::new(),
-    };
-    Ok(ReportedCondition {
-        code,
-        severity,
-        message,
-    })
+fn required<T>(v: Given<T>, path: &str) -> Result<T, SchemaError> {
+    v.0.map_or_else(|| err(path, "missing"), Ok)
 }
 
-fn parse_calibration(obj: &Map<String, Value>) -> Result<Option<CalibrationRecord>, SchemaError> {
+fn at_most<T>(items: Vec<T>, path: &str, max: usize) -> Result<Vec<T>, SchemaError> {
+    if items.len() > max {
+        return err(
+            path,
+            format!("at most {max} entries allowed, found {}", items.len()),
+        );
+    }
+    Ok(items)
+}
+
+fn text(s: String, path: &str, max_bytes: usize) -> Result<String, SchemaError> {
+    if s.len() > max_bytes {
+        return err(
+            path,
+            format!("at most {max_bytes} bytes allowed, found {}", s.len()),
+        );
+    }
+    Ok(s)
+}
+
+/// A short label shown beside readings and in identity: bounded, and one line.
+fn name(s: String, path: &str) -> Result<String, SchemaError> {
+    let s = text(s, path, MAX_SENSOR_BYTES)?;
+    if s.chars().any(char::is_control) {
+        return err(path, "control characters are not allowed");
+    }
+    Ok(s)
+}
+
+fn calibration(
+    at: Option<f64>,
+    temp: Option<f64>,
+) -> Result<Option<CalibrationRecord>, SchemaError> {
     const AT: &str = "calibrated_at_unix";
     const TEMP: &str = "calibration_temperature_celsius";
-    let (at, temp) = match (obj.get(AT), obj.get(TEMP)) {
+    let (secs, temperature_celsius) = match (at, temp) {
         (None, None) => return Ok(None),
         (Some(_), None) => return err(TEMP, format!("missing (required with {AT})")),
         (None, Some(_)) => return err(AT, format!("missing (required with {TEMP})")),
         (Some(a), Some(t)) => (a, t),
     };
-    let secs = as_finite(at, AT)?;
     // Checked all the way: `Duration::from_secs_f64` and `SystemTime + Duration` panic on
     // overflow, and this value comes from a plugin.
     let calibrated_at = Duration::try_from_secs_f64(secs)
@@ -539,8 +440,61 @@ fn parse_calibration(obj: &Map<String, Value>) -> Result<Option<CalibrationRecor
     };
     Ok(Some(CalibrationRecord {
         calibrated_at,
-        temperature_celsius: as_finite(temp, TEMP)?,
+        temperature_celsius,
     }))
+}
+
+impl<'de> Shape<'de> for Version {
+    const EXPECTED: &'static str = "version 1";
+    fn number<E: de::Error>(n: Number) -> Result<Self, E> {
+        match n.as_u64() {
+            Some(SCHEMA_VERSION) => Ok(Version),
+            _ => Err(unsupported_version(&n)),
+        }
+    }
+    fn string<E: de::Error>(s: &str) -> Result<Self, E> {
+        Err(unsupported_version(&quoted(s)))
+    }
+}
+
+fn unsupported_version<E: de::Error>(v: &dyn fmt::Display) -> E {
+    E::custom(format_args!(
+        "unsupported version {v} (this agent reads version {SCHEMA_VERSION})"
+    ))
+}
+
+impl<'de> Shape<'de> for Quantity {
+    const EXPECTED: &'static str = "a string";
+    fn string<E: de::Error>(s: &str) -> Result<Self, E> {
+        quantity_from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = QUANTITIES.iter().map(|(_, n)| *n).collect();
+            unknown("quantity", s, &format!("one of {}", names.join(", ")))
+        })
+    }
+}
+
+impl<'de> Shape<'de> for ConditionCode {
+    const EXPECTED: &'static str = "a string";
+    fn string<E: de::Error>(s: &str) -> Result<Self, E> {
+        condition_code_from_name(s).ok_or_else(|| {
+            let names: Vec<&str> = CODES.iter().map(|c| c.as_str()).collect();
+            unknown("condition code", s, &format!("one of {}", names.join(", ")))
+        })
+    }
+}
+
+impl<'de> Shape<'de> for Severity {
+    const EXPECTED: &'static str = "a string";
+    fn string<E: de::Error>(s: &str) -> Result<Self, E> {
+        severity_from_name(s).ok_or_else(|| unknown("severity", s, "info, warning or critical"))
+    }
+}
+
+fn unknown<E: de::Error>(what: &str, found: &str, expected: &str) -> E {
+    E::custom(format_args!(
+        "unknown {what} {} (expected {expected})",
+        quoted(found)
+    ))
 }
 
 #[cfg(test)]
@@ -603,6 +557,25 @@ mod tests {
         let cases = [
             ("", "$: not a JSON document"),
             ("[]", "$: expected an object, found an array"),
+            // serde would fill a struct from an array by position.
+            ("[1]", "$: expected an object, found an array"),
+            (
+                r#"{"version":1,"identity":["a","b"]}"#,
+                "identity: expected an object, found an array",
+            ),
+            // null is a wrong type, not an absent key.
+            (
+                r#"{"version":1,"powered":null}"#,
+                "powered: expected true or false, found null",
+            ),
+            (
+                r#"{"version":2,"readings":[1]}"#,
+                "version: unsupported version 2 (this agent reads version 1)",
+            ),
+            (
+                r#"{"version":true}"#,
+                "version: expected version 1, found a boolean",
+            ),
             (r#"{"version":1} x"#, "$: not a JSON document"),
             ("{}", "version: missing"),
             (r#"{"version":2}"#, "version: unsupported version 2"),
@@ -714,5 +687,11 @@ mod tests {
         );
         let got = parse(&doc).unwrap_err();
         assert!(got.len() < 600, "{got}");
+        let key = "k".repeat(5000);
+        let got = parse(&format!(r#"{{"version":1,"identity":{{"{key}":1}}}}"#)).unwrap_err();
+        assert!(
+            got.starts_with(r#"identity["kkk"#) && got.len() < 300,
+            "{got}"
+        );
     }
 }

@@ -5,8 +5,14 @@
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
+use crate::deadline::MinDeadlines;
+
 /// The port SCPI-over-raw-socket instruments listen on by convention.
 pub const DEFAULT_PORT: u16 = 5025;
+
+/// Exchanges a calibration makes besides settling (contact, the TEC output, the reference
+/// measurement), with margin; each may take the full `timeout_ms`.
+const CALIBRATION_EXCHANGES: u32 = 20;
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +159,15 @@ impl ScpiBenchConfig {
     pub fn settle_timeout(&self) -> Duration {
         Duration::from_millis(self.settle_timeout_ms)
     }
+
+    /// A read stops at its first timed-out exchange; a calibration settles, then measures.
+    pub fn min_deadlines(&self) -> MinDeadlines {
+        MinDeadlines::with_slack(
+            self.timeout(),
+            self.settle_timeout()
+                .saturating_add(self.timeout().saturating_mul(CALIBRATION_EXCHANGES)),
+        )
+    }
 }
 
 fn address(key: &str, s: &str) -> Result<String, (String, String)> {
@@ -276,5 +291,23 @@ mod tests {
         c.timeout_ms = 0;
         let (k, m) = c.validate().unwrap_err();
         assert_eq!((k.as_str(), m.contains("found 0")), ("timeout_ms", true));
+    }
+
+    #[test]
+    fn min_deadlines_cover_one_exchange_and_a_whole_calibration() {
+        let ms = std::time::Duration::from_millis;
+        let mut c = ScpiBenchConfig::new("10.0.0.5");
+        let got = c.min_deadlines();
+        assert_eq!(
+            (got.read, got.action),
+            (ms(1000 + 500), ms(60_000 + 20 * 1000 + 500))
+        );
+        c.timeout_ms = 200;
+        c.settle_timeout_ms = 5000;
+        let got = c.min_deadlines();
+        assert_eq!(
+            (got.read, got.action),
+            (ms(200 + 500), ms(5000 + 20 * 200 + 500))
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! - [`wire`]: pure parsing of replies (numbers, `*IDN?`, error-queue entries, booleans).
 //! - [`client`]: [`ScpiClient`], one instrument over TCP, bounded in time and line length,
 //!   draining the error queue after every command.
-//! - [`bench`]: [`PhotonicBench`], the [`crate::Device`] built from a TEC controller, an
+//! - [`mod@bench`]: [`PhotonicBench`], the [`crate::Device`] built from a TEC controller, an
 //!   optional power meter and an optional laser.
 //! - [`config`]: [`ScpiBenchConfig`], the agent's `[device.scpi]` table.
 //! - [`sim`]: [`ScpiBenchSimulator`], the same three instruments simulated on loopback over

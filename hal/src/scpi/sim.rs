@@ -49,13 +49,14 @@ pub struct ScpiSimOptions {
 
 impl Default for ScpiSimOptions {
     fn default() -> Self {
+        let nominal = ModelParams::nominal(0x5c91);
         ScpiSimOptions {
-            setpoint_c: 25.0,
-            drift_per_s: 1.0e-5,
-            laser_power_w: 1.0e-3,
-            wavelength_nm: 1550.0,
+            setpoint_c: nominal.setpoint_c,
+            drift_per_s: nominal.drift_per_s,
+            laser_power_w: nominal.laser_power_w,
+            wavelength_nm: nominal.wavelength_nm,
             tec_self_test: 0,
-            seed: 0x5c91,
+            seed: nominal.seed,
             ports: [0; 3],
         }
     }

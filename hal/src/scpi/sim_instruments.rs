@@ -489,13 +489,7 @@ mod tests {
     use super::*;
 
     fn model() -> BenchModel {
-        BenchModel::new(ModelParams {
-            setpoint_c: 25.0,
-            drift_per_s: 1e-5,
-            laser_power_w: 1e-3,
-            wavelength_nm: 1550.0,
-            seed: 1,
-        })
+        BenchModel::new(ModelParams::nominal(1))
     }
 
     fn info() -> InstrumentInfo {

@@ -81,6 +81,20 @@ pub struct ModelParams {
     pub seed: u64,
 }
 
+impl ModelParams {
+    /// A bench at its nominal operating point, as the simulator starts by default: held at
+    /// 25 degC, 1 mW of light at 1550 nm, slow drift. `seed` picks the noise.
+    pub fn nominal(seed: u64) -> ModelParams {
+        ModelParams {
+            setpoint_c: 25.0,
+            drift_per_s: 1.0e-5,
+            laser_power_w: 1.0e-3,
+            wavelength_nm: 1550.0,
+            seed,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct BenchModel {
     pub temperature_c: f64,
@@ -296,13 +310,7 @@ mod tests {
     use super::*;
 
     fn model() -> BenchModel {
-        BenchModel::new(ModelParams {
-            setpoint_c: 25.0,
-            drift_per_s: 1e-5,
-            laser_power_w: 1e-3,
-            wavelength_nm: 1550.0,
-            seed: 7,
-        })
+        BenchModel::new(ModelParams::nominal(7))
     }
 
     #[test]

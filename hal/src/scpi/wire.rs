@@ -31,7 +31,7 @@ impl WireError {
 }
 
 /// `found` quoted for an error message, cut at a character boundary once the quoted form
-/// reaches [`QUOTE_MAX`] bytes. The bound is on what is shown, not on the
+/// reaches `QUOTE_MAX` bytes. The bound is on what is shown, not on the
 /// input: escaping makes a control character up to ten characters long, and a line of
 /// kilobytes of them must not become a log line of kilobytes either (found by fuzzing).
 pub fn quote(found: &str) -> String {

@@ -19,6 +19,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
+use crate::deadline::MinDeadlines;
 use crate::device::{ArrayWeights, Device, FaultInjector, HalError};
 use crate::model::{
     CalibrationRecord, Capability, DeviceIdentity, DeviceKind, FaultKind, Quantity, Reading,
@@ -33,6 +34,13 @@ pub struct SimOptions {
     pub reset_failure_probability: f64,
     /// Seed for the noise generator; `None` seeds from the device id, so runs repeat.
     pub seed: Option<u64>,
+}
+
+impl SimOptions {
+    /// The simulator waits on nothing (a `hang` fault waits forever, which no deadline covers).
+    pub fn min_deadlines(&self) -> MinDeadlines {
+        MinDeadlines::NONE
+    }
 }
 
 impl Default for SimOptions {

@@ -259,3 +259,11 @@ async fn crossbar_matvec_degrades_with_drift_and_calibration_restores_it() {
         Err(HalError::Unsupported(_))
     ));
 }
+
+#[test]
+fn the_simulator_needs_no_deadline_floor() {
+    assert_eq!(
+        SimOptions::default().min_deadlines(),
+        crate::MinDeadlines::NONE
+    );
+}

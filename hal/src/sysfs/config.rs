@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::pci::parse_address;
+use crate::deadline::MinDeadlines;
 
 /// The sources of one sysfs device. At least one of `hwmon`, `thermal_zone`, `power_supply`,
 /// `powercap`, `pci` must be set.
@@ -100,6 +101,22 @@ impl SysfsConfig {
         Duration::from_millis(self.rescan_wait_ms)
     }
 
+    /// Sources are read concurrently, each file under `deadline_ms`. The only action that
+    /// waits is a PCI hard reset: for the function to go after `remove` and to come back after
+    /// `rescan`, each up to `rescan_wait_ms`, around file operations under `deadline_ms` (the
+    /// presence check, the two writes, a last check: four). Without `pci` there is no floor.
+    pub fn min_deadlines(&self) -> MinDeadlines {
+        let hard_reset = (self.rescan_wait().saturating_mul(2))
+            .saturating_add(self.deadline().saturating_mul(4));
+        MinDeadlines {
+            read: self.deadline().saturating_add(MinDeadlines::SLACK),
+            action: match self.pci {
+                Some(_) => hard_reset.saturating_add(MinDeadlines::SLACK),
+                None => Duration::ZERO,
+            },
+        }
+    }
+
     /// The PCI address in sysfs's lower case, if one is set and valid.
     pub fn pci_address(&self) -> Option<String> {
         self.pci.as_deref().and_then(|a| parse_address(a).ok())
@@ -178,5 +195,37 @@ impl SysfsConfig {
             parse_address(a).map_err(|m| ("pci".to_string(), m))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_deadlines_cover_one_file_read_and_a_whole_pci_hard_reset() {
+        let ms = Duration::from_millis;
+        let mut c = SysfsConfig {
+            hwmon: Some("loihi2".into()),
+            ..SysfsConfig::default()
+        };
+        // Nothing waits in an action without a PCI function.
+        assert_eq!(
+            c.min_deadlines(),
+            MinDeadlines {
+                read: ms(500 + 500),
+                action: Duration::ZERO
+            }
+        );
+        c.pci = Some("0000:01:00.0".into());
+        c.deadline_ms = 200;
+        c.rescan_wait_ms = 3000;
+        assert_eq!(
+            c.min_deadlines(),
+            MinDeadlines {
+                read: ms(200 + 500),
+                action: ms(2 * 3000 + 4 * 200 + 500)
+            }
+        );
     }
 }

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use crate::device::HalError;
 use crate::model::{Condition, ConditionCode, Quantity, Reading, Severity};
 
+use super::lock;
 use super::read::{parse_i64, SysfsReader};
 use super::source::{finish, with_message, SourceReport};
 
@@ -209,7 +210,7 @@ impl Hwmon {
     }
 
     fn cached(&self) -> MutexGuard<'_, Option<Chip>> {
-        self.chip.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.chip)
     }
 
     /// For messages: `hwmon chip "loihi2"`.
@@ -261,7 +262,7 @@ impl Hwmon {
             ChipSelect::Name(name) => {
                 let mut found = None;
                 let mut searched = Vec::new();
-                let pinned = *self.found_under.lock().unwrap_or_else(|e| e.into_inner());
+                let pinned = *lock(&self.found_under);
                 for (i, base) in self.bases.iter().enumerate() {
                     if pinned.is_some_and(|p| p != i) {
                         continue;
@@ -272,7 +273,7 @@ impl Hwmon {
                         .find_dir_by_attr(base, "hwmon", "name", name)
                         .await?;
                     if found.is_some() {
-                        *self.found_under.lock().unwrap_or_else(|e| e.into_inner()) = Some(i);
+                        *lock(&self.found_under) = Some(i);
                         break;
                     }
                 }

@@ -7,8 +7,10 @@
 //! - [`device`]: [`SysfsSources`] (the sources of one device, reusable by other backends such
 //!   as Loihi 2) and [`SysfsDevice`] (the [`crate::Device`] for any kind of card).
 //! - [`config`]: [`SysfsConfig`] and its validation.
+//! - `class_dir`: a thermal or powercap zone's directory, found by its attribute and remembered.
 //! - [`discover`]: enumerate chips and PCI functions by rule.
 
+mod class_dir;
 pub mod config;
 pub mod device;
 pub mod discover;
@@ -25,3 +27,10 @@ pub use device::{SysfsDevice, SysfsSources};
 pub use discover::{discover_hwmon, discover_pci};
 pub use read::SysfsReader;
 pub use source::SourceReport;
+
+/// Locks state a source keeps between reads (a found directory, a counter mark). A panic
+/// elsewhere cannot leave it torn: each value is replaced in one step, so a poisoned lock's
+/// value is still good.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::device::HalError;
 use crate::model::{Condition, ConditionCode, Severity};
 
+use super::lock;
 use super::read::{parse_hex_u32, quote, SysfsReader};
 use super::source::{finish, message_of, SourceReport};
 
@@ -225,10 +226,6 @@ pub struct PciFunction {
     address: String,
     aer: Mutex<HashMap<&'static str, AerCounters>>,
     ids: Mutex<Option<PciIds>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl PciFunction {

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 use crate::device::HalError;
 use crate::model::{Quantity, Reading};
 
+use super::lock;
 use super::read::{parse_i64, SysfsReader};
 use super::source::{finish, SourceReport};
 
@@ -49,7 +50,7 @@ impl PowerSupply {
     }
 
     fn last(&self) -> MutexGuard<'_, Option<EnergyMark>> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.last)
     }
 
     pub fn name(&self) -> &str {

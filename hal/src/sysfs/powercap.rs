@@ -6,13 +6,15 @@
 //! Since 2020 kernels make `energy_uj` readable by root only (a side channel), so a non-root
 //! agent gets [`HalError::Io`] (permission denied) for it, which is reported as such.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
 use crate::device::HalError;
 use crate::model::{Quantity, Reading};
 
+use super::class_dir::ClassDir;
+use super::lock;
 use super::read::{parse_u64, SysfsReader};
 use super::source::SourceReport;
 
@@ -37,74 +39,41 @@ struct Counter {
 
 pub struct Rapl {
     reader: SysfsReader,
-    zone: String,
-    dir: Mutex<Option<PathBuf>>,
+    dir: ClassDir,
     /// `max_energy_range_uj` does not change while the zone exists: read once per location.
     range_uj: Mutex<Option<u64>>,
     counter: Mutex<Option<Counter>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Rapl {
     pub fn new(reader: SysfsReader, zone: impl Into<String>) -> Rapl {
         Rapl {
             reader,
-            zone: zone.into(),
-            dir: Mutex::new(None),
+            dir: ClassDir::new(["class/powercap", "", "name", "powercap zone named"], zone),
             range_uj: Mutex::new(None),
             counter: Mutex::new(None),
         }
     }
 
     pub fn zone(&self) -> &str {
-        &self.zone
+        self.dir.want()
     }
 
     pub fn location(&self) -> Option<PathBuf> {
-        lock(&self.dir).as_ref().map(|d| self.reader.path(d))
+        self.dir.location(&self.reader)
     }
 
     /// Forget the zone's location and range (the running total is kept: it is the device's
     /// energy, not the counter's).
     pub fn forget(&self) {
-        *lock(&self.dir) = None;
+        self.dir.forget();
         *lock(&self.range_uj) = None;
-    }
-
-    async fn locate(&self) -> Result<PathBuf, HalError> {
-        if let Some(d) = lock(&self.dir).clone() {
-            return Ok(d);
-        }
-        let base = Path::new("class/powercap");
-        let found = self
-            .reader
-            .find_dir_by_attr(base, "", "name", &self.zone)
-            .await?
-            .ok_or_else(|| {
-                HalError::Vanished(format!(
-                    "no powercap zone named {:?} under {}",
-                    self.zone,
-                    self.reader.path(base).display()
-                ))
-            })?;
-        *lock(&self.dir) = Some(found.clone());
-        Ok(found)
     }
 
     /// Energy (running total, J), power (from the counter delta, W; none on the first read)
     /// and the power limit of constraint 0.
     pub async fn read(&self, _subject: &str) -> Result<SourceReport, HalError> {
-        let dir = self.locate().await?;
-        let names = match self.reader.list_dir(&dir).await {
-            Ok(n) => n,
-            Err(e) => {
-                self.forget();
-                return Err(e);
-            }
-        };
+        let (dir, names) = (self.dir.list(&self.reader).await).inspect_err(|_| self.forget())?;
         let has = |f: &str| names.iter().any(|n| n == f);
         let known_range = *lock(&self.range_uj);
         let mut files = vec![dir.join("energy_uj")];
@@ -182,7 +151,7 @@ impl Rapl {
         });
         drop(counter);
         report.readings.push(Reading::new(
-            &self.zone,
+            self.zone(),
             Quantity::EnergyJoules,
             total_j,
             now,
@@ -190,7 +159,7 @@ impl Rapl {
         if let Some(w) = power {
             report
                 .readings
-                .push(Reading::new(&self.zone, Quantity::PowerWatts, w, now));
+                .push(Reading::new(self.zone(), Quantity::PowerWatts, w, now));
         }
         Ok(report)
     }

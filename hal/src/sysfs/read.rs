@@ -2,7 +2,7 @@
 //! file on a blocking thread, under a deadline, with every OS error mapped to a [`HalError`]
 //! that names the file.
 //!
-//! Why a deadline here, when the HAL otherwise leaves deadlines to the agent's supervisor: a
+//! Why the deadline needs more than a timer here (the agent's supervisor has its own): a
 //! sysfs read runs the driver's `show` callback in the calling thread, and a broken driver can
 //! block there forever (a wedged firmware mailbox, a hung I2C bus). Such a thread cannot be
 //! cancelled. The supervisor would drop the future, but the thread stays blocked, and the next
@@ -363,7 +363,7 @@ pub fn map_io_error(path: &Path, what: &str, e: &io::Error) -> HalError {
     }
 }
 
-/// `content` shortened to [`QUOTE_CHARS`] characters, quoted, for error messages.
+/// `content` shortened to `QUOTE_CHARS` characters, quoted, for error messages.
 pub fn quote(content: &str) -> String {
     let trimmed = content.trim();
     let mut short: String = trimmed.chars().take(QUOTE_CHARS).collect();

@@ -3,13 +3,13 @@
 //! the device tree), so crossing one is reported by the backend, independently of the agent's
 //! configured limits.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::device::HalError;
 use crate::model::{Condition, ConditionCode, Quantity, Reading, Severity};
 
+use super::class_dir::ClassDir;
 use super::read::{parse_i64, SysfsReader};
 use super::source::SourceReport;
 
@@ -38,67 +38,40 @@ pub fn parse_trip_file(name: &str) -> Option<(u32, &str)> {
 
 pub struct ThermalZone {
     reader: SysfsReader,
-    zone_type: String,
-    dir: Mutex<Option<PathBuf>>,
+    dir: ClassDir,
 }
 
 impl ThermalZone {
     pub fn new(reader: SysfsReader, zone_type: impl Into<String>) -> ThermalZone {
+        let class = [
+            "class/thermal",
+            "thermal_zone",
+            "type",
+            "thermal zone of type",
+        ];
         ThermalZone {
             reader,
-            zone_type: zone_type.into(),
-            dir: Mutex::new(None),
+            dir: ClassDir::new(class, zone_type),
         }
     }
 
-    fn cached(&self) -> MutexGuard<'_, Option<PathBuf>> {
-        self.dir.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn zone_type(&self) -> &str {
-        &self.zone_type
+        self.dir.want()
     }
 
     /// Absolute directory of the zone, once found.
     pub fn location(&self) -> Option<PathBuf> {
-        self.cached().as_ref().map(|d| self.reader.path(d))
+        self.dir.location(&self.reader)
     }
 
     pub fn forget(&self) {
-        *self.cached() = None;
-    }
-
-    async fn locate(&self) -> Result<PathBuf, HalError> {
-        if let Some(d) = self.cached().clone() {
-            return Ok(d);
-        }
-        let base = Path::new("class/thermal");
-        let found = self
-            .reader
-            .find_dir_by_attr(base, "thermal_zone", "type", &self.zone_type)
-            .await?
-            .ok_or_else(|| {
-                HalError::Vanished(format!(
-                    "no thermal zone of type {:?} under {}",
-                    self.zone_type,
-                    self.reader.path(base).display()
-                ))
-            })?;
-        *self.cached() = Some(found.clone());
-        Ok(found)
+        self.dir.forget();
     }
 
     /// The zone's temperature, and a condition when it is at a critical or hot trip point
     /// (critical) or above a passive one (warning: the kernel is throttling).
     pub async fn read(&self, subject: &str) -> Result<SourceReport, HalError> {
-        let dir = self.locate().await?;
-        let names = match self.reader.list_dir(&dir).await {
-            Ok(n) => n,
-            Err(e) => {
-                self.forget();
-                return Err(e);
-            }
-        };
+        let (dir, names) = (self.dir.list(&self.reader).await).inspect_err(|_| self.forget())?;
         let mut trip_indices: Vec<u32> = names
             .iter()
             .filter_map(|n| parse_trip_file(n))
@@ -149,12 +122,12 @@ impl ThermalZone {
         }
         let mut report = SourceReport::default();
         report.readings.push(Reading::new(
-            &self.zone_type,
+            self.zone_type(),
             Quantity::TemperatureCelsius,
             celsius,
             now,
         ));
-        if let Some(c) = trip_condition(subject, &self.zone_type, celsius, &trips, now) {
+        if let Some(c) = trip_condition(subject, self.zone_type(), celsius, &trips, now) {
             report.conditions.push(c);
         }
         Ok(report)
