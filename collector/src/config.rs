@@ -181,7 +181,8 @@ pub struct Config {
 
 /// The `[tls]` table: PEM files, absolute paths. With `cert`, `listen` serves TLS only and
 /// every client must present a certificate signed by `client_ca` (mutual TLS); the files are
-/// read when the service starts (`crate::tls`), so `check-config` checks only the paths' form.
+/// read when the service starts (`health_daemon::tls`), so `check-config` checks only the
+/// paths' form.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {

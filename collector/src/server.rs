@@ -247,3 +247,32 @@ async fn end_health_watches(mut health: HealthReporter) {
         health.clear_service_status(service).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_cert_means_plain_tcp() {
+        assert!(server_builder(&TlsConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn a_bad_tls_file_names_its_collector_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        let t = TlsConfig {
+            cert: Some(missing.clone()),
+            key: Some(missing.clone()),
+            client_ca: Some(missing.clone()),
+        };
+        let Err(e) = server_builder(&t) else {
+            panic!("missing TLS files were accepted");
+        };
+        let e = format!("{e:#}");
+        assert!(
+            e.starts_with(&format!("tls.cert: cannot read {}: ", missing.display())),
+            "{e}"
+        );
+    }
+}

@@ -154,29 +154,29 @@ mod tests {
 
     const CERT: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
 
+    /// The error of a mutual-TLS listener whose `cert` is bad (the other files are not reached).
+    fn server_with_cert(cert: &Path, other: &Path) -> TlsError {
+        server(
+            PemFile::new("tls.cert", cert),
+            PemFile::new("tls.key", other),
+            PemFile::new("tls.client_ca", other),
+        )
+        .expect_err("a bad tls.cert")
+    }
+
     #[test]
     fn unreadable_and_non_pem_files_name_the_key_and_the_path() {
         let dir = tempfile::tempdir().expect("tempdir");
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate\n").expect("write");
         let missing = dir.path().join("missing.pem");
-        let e = server(
-            PemFile::new("tls.cert", &missing),
-            PemFile::new("tls.key", &junk),
-            PemFile::new("tls.client_ca", &junk),
-        )
-        .expect_err("missing cert");
+        let e = server_with_cert(&missing, &junk);
         assert_eq!(
             e.to_string(),
             format!("tls.cert: cannot read {}", missing.display())
         );
         assert!(std::error::Error::source(&e).is_some(), "the io error");
-        let e = server(
-            PemFile::new("tls.cert", &junk),
-            PemFile::new("tls.key", &junk),
-            PemFile::new("tls.client_ca", &junk),
-        )
-        .expect_err("junk cert");
+        let e = server_with_cert(&junk, &junk);
         assert_eq!(
             e.to_string(),
             format!(
