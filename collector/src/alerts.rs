@@ -115,11 +115,36 @@ struct NodeAlerts {
     seen_action_ids: HashSet<String>,
 }
 
+impl Tracked {
+    /// Takes the latest text and severity of the same alert, keeping when it began.
+    fn update(&mut self, alert: Alert, report_sent_at: Option<Timestamp>) {
+        self.alert = Alert {
+            starts_at: self.alert.starts_at,
+            pending_since: self.alert.pending_since,
+            ..alert
+        };
+        self.report_sent_at = report_sent_at;
+    }
+}
+
+/// Pending alerts by the time they become due: (due, node, fingerprint).
+type DueSet = BTreeSet<(Instant, String, String)>;
+
 #[derive(Debug, Default)]
 struct Book {
     nodes: BTreeMap<String, NodeAlerts>,
-    /// Pending alerts by the time they become due: (due, node, fingerprint).
-    due: BTreeSet<(Instant, String, String)>,
+    due: DueSet,
+}
+
+/// What every step of evaluating one report needs to know about it.
+struct Evaluation<'a> {
+    node: &'a str,
+    /// The agent's send time, carried on events so watchers can measure latency.
+    report_sent_at: Option<Timestamp>,
+    /// Wall time, written on alerts.
+    now: SystemTime,
+    /// Monotonic time, which pending durations are measured on.
+    at: Instant,
 }
 
 /// The active alert set and the channel watchers subscribe to.
@@ -193,6 +218,12 @@ impl Alerts {
             return;
         }
         alerts.generation = generation;
+        let report = Evaluation {
+            node,
+            report_sent_at,
+            now,
+            at,
+        };
 
         let mut current = alerts_in(node, snapshot);
         for alert in current.values_mut() {
@@ -210,7 +241,34 @@ impl Alerts {
             remember_actions(history, node, alerts, snapshot);
         }
 
-        // Gone: active before, absent now. A firing alert resolves; a pending one just ends.
+        self.end_gone(&report, alerts, due, &current);
+        for (fingerprint, alert) in current {
+            match alerts.conditions.get_mut(&fingerprint) {
+                None => {
+                    let tracked = self.start(&report, due, &fingerprint, alert);
+                    alerts.conditions.insert(fingerprint, tracked);
+                }
+                Some(tracked) => self.carry_on(&report, due, &fingerprint, tracked, alert),
+            }
+        }
+
+        if let Some(stale) = alerts.stale.take() {
+            tracing::info!(node, "node reporting again: NODE_STALE resolved");
+            let alert = resolved(stale.alert, now);
+            self.record(&alert, AlertTransition::Resolved, now);
+            self.publish(alert, report_sent_at);
+        }
+    }
+
+    /// Ends the node's alerts that the report no longer carries: a firing alert resolves; a
+    /// pending one just ends (it was never shown to watchers).
+    fn end_gone(
+        &self,
+        report: &Evaluation<'_>,
+        alerts: &mut NodeAlerts,
+        due: &mut DueSet,
+        current: &BTreeMap<String, Alert>,
+    ) {
         let gone: Vec<String> = alerts
             .conditions
             .keys()
@@ -222,92 +280,87 @@ impl Alerts {
                 continue;
             };
             if let Some(history) = &self.history {
-                history.condition_ended(&tracked.alert, now);
+                history.condition_ended(&tracked.alert, report.now);
             }
             match tracked.phase {
                 Phase::Firing => {
-                    let alert = resolved(tracked.alert, now);
-                    self.record(&alert, AlertTransition::Resolved, now);
-                    self.publish(alert, report_sent_at);
+                    let alert = resolved(tracked.alert, report.now);
+                    self.record(&alert, AlertTransition::Resolved, report.now);
+                    self.publish(alert, report.report_sent_at);
                 }
                 Phase::Pending { due: when } => {
-                    due.remove(&(when, node.to_string(), fingerprint));
+                    due.remove(&(when, report.node.to_string(), fingerprint));
                     tracing::debug!(fingerprint = %tracked.alert.fingerprint, "pending alert cleared before it fired");
-                    self.record(&tracked.alert, AlertTransition::Cleared, now);
+                    self.record(&tracked.alert, AlertTransition::Cleared, report.now);
                 }
             }
         }
+    }
 
-        for (fingerprint, mut alert) in current {
-            match alerts.conditions.get_mut(&fingerprint) {
-                None => {
-                    alert.pending_since = Some(now.into());
-                    if let Some(history) = &self.history {
-                        history.condition_started(&alert);
-                    }
-                    let hold = self.rules.hold(alert_code(&alert));
-                    let phase = if hold.is_zero() {
-                        self.fire(&alert, report_sent_at, now);
-                        Phase::Firing
-                    } else {
-                        let when = at + hold;
-                        due.insert((when, node.to_string(), fingerprint.clone()));
-                        tracing::debug!(fingerprint = %fingerprint, hold = ?hold, "alert pending");
-                        self.record(&alert, AlertTransition::Pending, now);
-                        Phase::Pending { due: when }
-                    };
-                    alerts.conditions.insert(
-                        fingerprint,
-                        Tracked {
-                            alert,
-                            report_sent_at,
-                            phase,
-                        },
-                    );
-                }
-                Some(tracked) => match tracked.phase {
-                    Phase::Pending { due: when } => {
-                        // Still pending: keep the latest text and severity, and when it began.
-                        tracked.alert = Alert {
-                            starts_at: tracked.alert.starts_at,
-                            pending_since: tracked.alert.pending_since,
-                            ..alert
-                        };
-                        tracked.report_sent_at = report_sent_at;
-                        if at >= when {
-                            due.remove(&(when, node.to_string(), fingerprint));
-                            tracked.phase = Phase::Firing;
-                            self.fire(&tracked.alert, report_sent_at, now);
-                        }
-                    }
-                    Phase::Firing if tracked.alert.severity != alert.severity => {
-                        tracing::info!(fingerprint = %fingerprint, severity = severity_name(alert.severity), "alert severity changed");
-                        // Keep when it started: it is the same problem, now better or worse.
-                        tracked.alert = Alert {
-                            starts_at: tracked.alert.starts_at,
-                            pending_since: tracked.alert.pending_since,
-                            ..alert
-                        };
-                        tracked.report_sent_at = report_sent_at;
-                        self.record(&tracked.alert, AlertTransition::Firing, now);
-                        self.publish(tracked.alert.clone(), report_sent_at);
-                    }
-                    Phase::Firing => {
-                        // Same alert, same severity: the message numbers may have moved. Keep
-                        // the latest text for new watchers, but do not notify: that would be
-                        // noise.
-                        tracked.alert.message = alert.message;
-                        tracked.alert.runbook = alert.runbook;
-                    }
-                },
-            }
+    /// A condition seen for the first time: pending until its code's `for` has passed, or
+    /// firing at once when the code has none.
+    fn start(
+        &self,
+        report: &Evaluation<'_>,
+        due: &mut DueSet,
+        fingerprint: &str,
+        mut alert: Alert,
+    ) -> Tracked {
+        alert.pending_since = Some(report.now.into());
+        if let Some(history) = &self.history {
+            history.condition_started(&alert);
         }
+        let hold = self.rules.hold(alert_code(&alert));
+        let phase = if hold.is_zero() {
+            self.fire(&alert, report.report_sent_at, report.now);
+            Phase::Firing
+        } else {
+            let when = report.at + hold;
+            due.insert((when, report.node.to_string(), fingerprint.to_string()));
+            tracing::debug!(fingerprint = %fingerprint, hold = ?hold, "alert pending");
+            self.record(&alert, AlertTransition::Pending, report.now);
+            Phase::Pending { due: when }
+        };
+        Tracked {
+            alert,
+            report_sent_at: report.report_sent_at,
+            phase,
+        }
+    }
 
-        if let Some(stale) = alerts.stale.take() {
-            tracing::info!(node, "node reporting again: NODE_STALE resolved");
-            let alert = resolved(stale.alert, now);
-            self.record(&alert, AlertTransition::Resolved, now);
-            self.publish(alert, report_sent_at);
+    /// A condition already active: a pending one fires once due, a firing one whose severity
+    /// changed fires again, and either keeps the latest text.
+    fn carry_on(
+        &self,
+        report: &Evaluation<'_>,
+        due: &mut DueSet,
+        fingerprint: &str,
+        tracked: &mut Tracked,
+        alert: Alert,
+    ) {
+        match tracked.phase {
+            Phase::Pending { due: when } => {
+                // Still pending: keep the latest text and severity, and when it began.
+                tracked.update(alert, report.report_sent_at);
+                if report.at >= when {
+                    due.remove(&(when, report.node.to_string(), fingerprint.to_string()));
+                    tracked.phase = Phase::Firing;
+                    self.fire(&tracked.alert, report.report_sent_at, report.now);
+                }
+            }
+            Phase::Firing if tracked.alert.severity != alert.severity => {
+                tracing::info!(fingerprint = %fingerprint, severity = severity_name(alert.severity), "alert severity changed");
+                // Keep when it started: it is the same problem, now better or worse.
+                tracked.update(alert, report.report_sent_at);
+                self.record(&tracked.alert, AlertTransition::Firing, report.now);
+                self.publish(tracked.alert.clone(), report.report_sent_at);
+            }
+            Phase::Firing => {
+                // Same alert, same severity: the message numbers may have moved. Keep the
+                // latest text for new watchers, but do not notify: that would be noise.
+                tracked.alert.message = alert.message;
+                tracked.alert.runbook = alert.runbook;
+            }
         }
     }
 
@@ -671,6 +724,45 @@ mod tests {
         }
     }
 
+    /// A node whose one device runs warm.
+    fn warm() -> NodeSnapshot {
+        snapshot(
+            vec![condition(
+                ConditionCode::ThermalWarning,
+                Severity::Warning,
+                "82 C",
+            )],
+            vec![],
+        )
+    }
+
+    /// A node with no conditions at all.
+    fn quiet() -> NodeSnapshot {
+        snapshot(vec![], vec![])
+    }
+
+    /// A report of `node` evaluated now.
+    fn report(
+        alerts: &Alerts,
+        node: &str,
+        generation: u64,
+        snapshot: &NodeSnapshot,
+        sent: Option<Timestamp>,
+    ) {
+        alerts.observe(node, generation, snapshot, sent, SystemTime::now());
+    }
+
+    /// The sweeper finding `node` silent for `silent_secs` with `stale_after` = `after_secs`.
+    fn went_stale(alerts: &Alerts, node: &str, generation: u64, silent_secs: u64, after_secs: u64) {
+        alerts.node_stale(
+            node,
+            generation,
+            Duration::from_secs(silent_secs),
+            Duration::from_secs(after_secs),
+            SystemTime::now(),
+        );
+    }
+
     fn sent_at(seconds: i64) -> Option<Timestamp> {
         Some(Timestamp { seconds, nanos: 0 })
     }
@@ -699,8 +791,8 @@ mod tests {
                 "load 3",
             )],
         );
-        alerts.observe("n1", 1, &warm, sent_at(10), SystemTime::now());
-        alerts.observe("n1", 2, &warm, sent_at(11), SystemTime::now());
+        report(&alerts, "n1", 1, &warm, sent_at(10));
+        report(&alerts, "n1", 2, &warm, sent_at(11));
 
         let events = drain(&mut rx);
         assert_eq!(
@@ -730,12 +822,12 @@ mod tests {
         let mut disk = condition(ConditionCode::DiskFull, Severity::Critical, "99%");
         disk.subject = "/var".to_string();
         let memory = condition(ConditionCode::HostMemoryHigh, Severity::Warning, "95%");
-        alerts.observe(
+        report(
+            &alerts,
             "n1",
             1,
             &snapshot(vec![], vec![disk, memory]),
             None,
-            SystemTime::now(),
         );
         assert_eq!(
             alerts.active_fingerprints(),
@@ -747,22 +839,9 @@ mod tests {
     fn a_condition_that_disappears_resolves() {
         let alerts = Alerts::new(64);
         let (_, mut rx) = alerts.watch();
-        let warm = snapshot(
-            vec![condition(
-                ConditionCode::ThermalWarning,
-                Severity::Warning,
-                "82 C",
-            )],
-            vec![],
-        );
-        alerts.observe("n1", 1, &warm, sent_at(10), SystemTime::now());
-        alerts.observe(
-            "n1",
-            2,
-            &snapshot(vec![], vec![]),
-            sent_at(20),
-            SystemTime::now(),
-        );
+        let warm = warm();
+        report(&alerts, "n1", 1, &warm, sent_at(10));
+        report(&alerts, "n1", 2, &quiet(), sent_at(20));
 
         let events = drain(&mut rx);
         assert_eq!(events.len(), 2);
@@ -780,20 +859,8 @@ mod tests {
         let (_, mut rx) = alerts.watch();
         let warn = condition(ConditionCode::PowerOverLimit, Severity::Warning, "130 W");
         let crit = condition(ConditionCode::PowerOverLimit, Severity::Critical, "190 W");
-        alerts.observe(
-            "n1",
-            1,
-            &snapshot(vec![warn], vec![]),
-            None,
-            SystemTime::now(),
-        );
-        alerts.observe(
-            "n1",
-            2,
-            &snapshot(vec![crit], vec![]),
-            None,
-            SystemTime::now(),
-        );
+        report(&alerts, "n1", 1, &snapshot(vec![warn], vec![]), None);
+        report(&alerts, "n1", 2, &snapshot(vec![crit], vec![]), None);
 
         let events = drain(&mut rx);
         assert_eq!(events.len(), 2);
@@ -807,16 +874,9 @@ mod tests {
     #[test]
     fn an_older_generation_is_ignored() {
         let alerts = Alerts::new(64);
-        let warm = snapshot(
-            vec![condition(
-                ConditionCode::ThermalWarning,
-                Severity::Warning,
-                "82 C",
-            )],
-            vec![],
-        );
-        alerts.observe("n1", 2, &snapshot(vec![], vec![]), None, SystemTime::now());
-        alerts.observe("n1", 1, &warm, None, SystemTime::now());
+        let warm = warm();
+        report(&alerts, "n1", 2, &quiet(), None);
+        report(&alerts, "n1", 1, &warm, None);
         assert!(alerts.active_fingerprints().is_empty());
     }
 
@@ -824,23 +884,10 @@ mod tests {
     fn a_stale_node_fires_node_stale_until_it_reports() {
         let alerts = Alerts::new(64);
         let (_, mut rx) = alerts.watch();
-        alerts.observe("n1", 1, &snapshot(vec![], vec![]), None, SystemTime::now());
-        let stale_after = Duration::from_secs(10);
-        alerts.node_stale(
-            "n1",
-            1,
-            Duration::from_secs(12),
-            stale_after,
-            SystemTime::now(),
-        );
+        report(&alerts, "n1", 1, &quiet(), None);
+        went_stale(&alerts, "n1", 1, 12, 10);
         // A second sweep of the same silence does not fire again.
-        alerts.node_stale(
-            "n1",
-            1,
-            Duration::from_secs(13),
-            stale_after,
-            SystemTime::now(),
-        );
+        went_stale(&alerts, "n1", 1, 13, 10);
 
         let events = drain(&mut rx);
         assert_eq!(events.len(), 1);
@@ -852,13 +899,7 @@ mod tests {
         assert!(stale.message.contains("12s"), "{}", stale.message);
         assert_eq!(alerts.active_fingerprints(), vec!["n1/node/NODE_STALE"]);
 
-        alerts.observe(
-            "n1",
-            2,
-            &snapshot(vec![], vec![]),
-            sent_at(30),
-            SystemTime::now(),
-        );
+        report(&alerts, "n1", 2, &quiet(), sent_at(30));
         let events = drain(&mut rx);
         assert_eq!(events.len(), 1);
         let back = alert_of(&events[0]);
@@ -871,14 +912,8 @@ mod tests {
     #[test]
     fn staleness_of_an_already_replaced_snapshot_does_not_fire() {
         let alerts = Alerts::new(64);
-        alerts.observe("n1", 2, &snapshot(vec![], vec![]), None, SystemTime::now());
-        alerts.node_stale(
-            "n1",
-            1,
-            Duration::from_secs(12),
-            Duration::from_secs(10),
-            SystemTime::now(),
-        );
+        report(&alerts, "n1", 2, &quiet(), None);
+        went_stale(&alerts, "n1", 1, 12, 10);
         assert!(alerts.active_fingerprints().is_empty());
     }
 
@@ -897,23 +932,11 @@ mod tests {
                 "99%",
             )],
         );
-        alerts.observe("n1", 1, &hot, sent_at(10), SystemTime::now());
-        alerts.observe("n2", 2, &hot, sent_at(10), SystemTime::now());
-        alerts.observe("n3", 3, &snapshot(vec![], vec![]), None, SystemTime::now());
-        alerts.node_stale(
-            "n1",
-            1,
-            Duration::from_secs(10),
-            Duration::from_secs(10),
-            SystemTime::now(),
-        );
-        alerts.node_stale(
-            "n3",
-            3,
-            Duration::from_secs(10),
-            Duration::from_secs(10),
-            SystemTime::now(),
-        );
+        report(&alerts, "n1", 1, &hot, sent_at(10));
+        report(&alerts, "n2", 2, &hot, sent_at(10));
+        report(&alerts, "n3", 3, &quiet(), None);
+        went_stale(&alerts, "n1", 1, 10, 10);
+        went_stale(&alerts, "n3", 3, 10, 10);
         let (_, mut rx) = alerts.watch();
 
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
@@ -961,7 +984,7 @@ mod tests {
         assert_eq!(alerts.tracked_nodes(), vec!["n2"]);
 
         // n1 reports again: its alerts fire as new, with no NODE_STALE to resolve.
-        alerts.observe("n1", 10, &hot, sent_at(50), SystemTime::now());
+        report(&alerts, "n1", 10, &hot, sent_at(50));
         let events = drain(&mut rx);
         assert_eq!(events.len(), 2);
         assert!(events
@@ -972,18 +995,11 @@ mod tests {
     #[test]
     fn forgetting_a_node_that_has_already_come_back_changes_nothing() {
         let alerts = Alerts::new(64);
-        let warm = snapshot(
-            vec![condition(
-                ConditionCode::ThermalWarning,
-                Severity::Warning,
-                "82 C",
-            )],
-            vec![],
-        );
-        alerts.observe("n1", 1, &warm, None, SystemTime::now());
+        let warm = warm();
+        report(&alerts, "n1", 1, &warm, None);
         // The fleet forgot n1 at generation 1, then n1 reported again (generation 2) and that
         // was evaluated before the forgetting reached the alerts.
-        alerts.observe("n1", 2, &warm, None, SystemTime::now());
+        report(&alerts, "n1", 2, &warm, None);
         let (_, mut rx) = alerts.watch();
         alerts.forget(
             "n1",
@@ -1035,14 +1051,7 @@ mod tests {
         alerts.observe_at("n1", 2, &hot(), None, wall, t0 + Duration::from_secs(10));
         alerts.promote_due(t0 + Duration::from_secs(29), wall);
         // Cleared at 29 s, before its 30 s: nothing fired, nothing to resolve.
-        alerts.observe_at(
-            "n1",
-            3,
-            &snapshot(vec![], vec![]),
-            None,
-            wall,
-            t0 + Duration::from_secs(29),
-        );
+        alerts.observe_at("n1", 3, &quiet(), None, wall, t0 + Duration::from_secs(29));
         alerts.promote_due(t0 + Duration::from_secs(300), wall);
         assert!(drain(&mut rx).is_empty());
         assert!(alerts.active_fingerprints().is_empty());
@@ -1078,14 +1087,7 @@ mod tests {
         alerts.promote_due(t0 + Duration::from_secs(60), wall);
         assert!(drain(&mut rx).is_empty());
 
-        alerts.observe_at(
-            "n1",
-            3,
-            &snapshot(vec![], vec![]),
-            None,
-            wall,
-            t0 + Duration::from_secs(40),
-        );
+        alerts.observe_at("n1", 3, &quiet(), None, wall, t0 + Duration::from_secs(40));
         let resolved = drain(&mut rx);
         assert_eq!(resolved.len(), 1);
         assert_eq!(alert_of(&resolved[0]).status, AlertStatus::Resolved as i32);
@@ -1124,7 +1126,7 @@ mod tests {
             ],
             vec![],
         );
-        alerts.observe("n1", 1, &both, None, SystemTime::now());
+        report(&alerts, "n1", 1, &both, None);
         let fired: Vec<String> = drain(&mut rx)
             .iter()
             .map(|event| alert_of(event).alertname.clone())

@@ -59,36 +59,22 @@ fn caller(ext: &http::Extensions) -> (Vec<String>, String) {
         .map_or("unknown".to_string(), |a| a.to_string());
     let subjects = info
         .peer_certs()
-        .and_then(|certs| {
-            certs
-                .first()
-                .map(|leaf| certificate_subjects(leaf.as_ref()))
-        })
+        .and_then(|certs| certs.first().map(|leaf| leaf_subjects(leaf.as_ref())))
         .unwrap_or_default();
     (subjects, peer)
 }
 
-/// The names a certificate answers to: subject CNs, then DNS, email and URI SANs (the same
-/// rule as the agent's `auth::certificate_subjects`). An unparseable certificate has none.
-pub fn certificate_subjects(der: &[u8]) -> Vec<String> {
-    use x509_parser::extensions::GeneralName;
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = cert
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
-        .collect();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) = name
-            {
-                out.push((*s).to_string());
-            }
-        }
+/// The names the leaf certificate answers to, in the agent's rendering (CN, SANs, `IP:addr`);
+/// a certificate x509-parser cannot read has none, so it may not report.
+fn leaf_subjects(der: &[u8]) -> Vec<String> {
+    health_daemon::certificate_subjects(der).unwrap_or_default()
+}
+
+impl<S> ReportGate<S> {
+    /// Whether a caller with these certificate subjects may call Report.
+    fn admits(&self, subjects: &[String]) -> bool {
+        self.agent_subjects.is_empty() || subjects.iter().any(|s| self.agent_subjects.contains(s))
     }
-    out
 }
 
 impl<S, B> tower::Service<http::Request<B>> for ReportGate<S>
@@ -113,7 +99,7 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if !self.agent_subjects.is_empty() && req.uri().path() == REPORT_PATH {
             let (subjects, peer) = caller(req.extensions());
-            if !subjects.iter().any(|s| self.agent_subjects.contains(s)) {
+            if !self.admits(&subjects) {
                 let shown = subjects
                     .first()
                     .map_or("(no certificate subject)", String::as_str);
@@ -134,5 +120,48 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// openssl-made, with `IP:10.0.0.5` among its SANs; see the file for the command.
+    const NODE_5: &str = include_str!("../../daemon-common/tests/certs/node-5-ip-san.pem");
+
+    fn node_5_der() -> Vec<u8> {
+        let (_, block) =
+            x509_parser::pem::parse_x509_pem(NODE_5.as_bytes()).expect("a PEM certificate");
+        block.contents
+    }
+
+    fn gate(subjects: &[&str]) -> ReportGate<()> {
+        let subjects: Vec<String> = subjects.iter().map(|s| (*s).to_string()).collect();
+        ReportGate::new((), &subjects)
+    }
+
+    #[test]
+    fn an_ip_san_in_agent_subjects_admits_its_certificate() {
+        let subjects = leaf_subjects(&node_5_der());
+        assert!(gate(&["IP:10.0.0.5"]).admits(&subjects), "{subjects:?}");
+        assert!(gate(&["IP:fd00::5"]).admits(&subjects), "{subjects:?}");
+        assert!(!gate(&["IP:10.0.0.6"]).admits(&subjects), "{subjects:?}");
+    }
+
+    #[test]
+    fn cn_and_dns_sans_admit_and_a_bare_address_does_not() {
+        let subjects = leaf_subjects(&node_5_der());
+        assert!(gate(&["node-5"]).admits(&subjects));
+        assert!(gate(&["node-5.example"]).admits(&subjects));
+        // Addresses are written with their `IP:` prefix, as in the agent's operator_subjects.
+        assert!(!gate(&["10.0.0.5"]).admits(&subjects));
+    }
+
+    #[test]
+    fn no_agent_subjects_admits_anyone_and_garbage_has_no_subjects() {
+        assert!(gate(&[]).admits(&[]));
+        assert!(leaf_subjects(b"not a certificate").is_empty());
+        assert!(!gate(&["node-5"]).admits(&leaf_subjects(b"not a certificate")));
     }
 }

@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use health_daemon::FieldError;
 use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
 
@@ -180,7 +181,8 @@ pub struct Config {
 
 /// The `[tls]` table: PEM files, absolute paths. With `cert`, `listen` serves TLS only and
 /// every client must present a certificate signed by `client_ca` (mutual TLS); the files are
-/// read when the service starts (`crate::tls`), so `check-config` checks only the paths' form.
+/// read when the service starts (`health_daemon::tls`), so `check-config` checks only the
+/// paths' form.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -200,8 +202,9 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Certificate subjects (subject CN or a DNS/email/URI SAN) allowed to stream reports;
-    /// empty: any certificate signed by `tls.client_ca`. Needs `[tls]`.
+    /// Certificate subjects allowed to stream reports, written as the agent's policy writes
+    /// them (`health_daemon::subjects`): a subject CN, a DNS/email/URI SAN, or `IP:10.0.0.5`
+    /// for an IP SAN. Empty: any certificate signed by `tls.client_ca`. Needs `[tls]`.
     #[serde(deserialize_with = "subjects")]
     pub agent_subjects: Vec<String>,
 }
@@ -280,12 +283,9 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
-    #[error("{}: {key}: {message}", file.display())]
-    Key {
-        file: PathBuf,
-        key: String,
-        message: String,
-    },
+    /// One key's value is wrong (or two keys disagree); the field names the key to fix.
+    #[error("{}: {field}", file.display())]
+    Key { file: PathBuf, field: FieldError },
 }
 
 /// Reads and validates a configuration file.
@@ -325,10 +325,12 @@ fn check_together(file: &Path, text: &str, config: &Config) -> Result<(), Config
             });
         return Err(ConfigError::Key {
             file: file.to_path_buf(),
-            key: "forget_after".to_string(),
-            message: format!(
-                "expected a duration longer than stale_after ({}), found {written}",
-                humantime::format_duration(config.stale_after)
+            field: FieldError::new(
+                "forget_after",
+                format!(
+                    "expected a duration longer than stale_after ({}), found {written}",
+                    humantime::format_duration(config.stale_after)
+                ),
             ),
         });
     }
@@ -341,8 +343,7 @@ fn check_tls(file: &Path, config: &Config) -> Result<(), ConfigError> {
     let fail = |key: &str, message: &str| {
         Err(ConfigError::Key {
             file: file.to_path_buf(),
-            key: key.to_string(),
-            message: message.to_string(),
+            field: FieldError::new(key, message),
         })
     };
     let tls = &config.tls;
@@ -398,8 +399,10 @@ fn key_error(file: &Path, text: &str, key: String, error: &toml::de::Error) -> C
         };
         return ConfigError::Key {
             file: file.to_path_buf(),
-            key,
-            message: format!("unknown key, expected one of: {}", known.join(", ")),
+            field: FieldError::new(
+                key,
+                format!("unknown key, expected one of: {}", known.join(", ")),
+            ),
         };
     }
     if key == "." || key.is_empty() {
@@ -416,8 +419,7 @@ fn key_error(file: &Path, text: &str, key: String, error: &toml::de::Error) -> C
     }
     ConfigError::Key {
         file: file.to_path_buf(),
-        key,
-        message: message.to_string(),
+        field: FieldError::new(key, message),
     }
 }
 

@@ -325,6 +325,77 @@ impl NodeRecord {
     }
 }
 
+/// Where a report of a node the fleet holds falls in that node's sequences.
+enum Placement {
+    /// Newer than anything of its boot: its snapshot becomes the node's. `new_boot`: the agent
+    /// restarted (a boot id not seen before), which has been recorded already.
+    Newest { new_boot: bool },
+    /// A duplicate, or a late report of a previous boot: counted, and answered with this.
+    Answered(Applied),
+}
+
+impl NodeRecord {
+    /// Counts duplicates and gaps of a report against the seqs seen so far and, for a new
+    /// boot, retires the current one; the snapshot itself is left to the caller.
+    fn place(
+        &mut self,
+        node: &str,
+        boot_id: String,
+        seq: u64,
+        snapshot: &NodeSnapshot,
+    ) -> Placement {
+        if self.boot_id == boot_id {
+            if seq <= self.last_seq {
+                self.duplicates_total = self.duplicates_total.saturating_add(1);
+                tracing::debug!(node = %node, boot_id = %boot_id, seq, last_seq = self.last_seq, "duplicate report dropped");
+                return Placement::Answered(Applied::Duplicate {
+                    acked_seq: self.last_seq,
+                });
+            }
+            let missing = seq - self.last_seq - 1;
+            if missing > 0 {
+                self.missing_total = self.missing_total.saturating_add(missing);
+                let first_missing = self.last_seq + 1;
+                self.push_missing(&boot_id, first_missing, seq - 1, MISSING_GAP);
+                tracing::warn!(node = %node, boot_id = %boot_id, seq, last_seq = self.last_seq, missing, "reports missing: gap in sequence numbers");
+            }
+            return Placement::Newest { new_boot: false };
+        }
+        if let Some((_, retired_last_seq)) = self
+            .retired_boots
+            .iter_mut()
+            .find(|(retired_id, _)| *retired_id == boot_id)
+        {
+            if seq <= *retired_last_seq {
+                self.duplicates_total = self.duplicates_total.saturating_add(1);
+                return Placement::Answered(Applied::Duplicate {
+                    acked_seq: *retired_last_seq,
+                });
+            }
+            let missing = seq - *retired_last_seq - 1;
+            let first_missing = *retired_last_seq + 1;
+            *retired_last_seq = seq;
+            self.missing_total = self.missing_total.saturating_add(missing);
+            if missing > 0 {
+                self.push_missing(&boot_id, first_missing, seq - 1, MISSING_GAP);
+            }
+            self.note_agent_drops(node, snapshot);
+            tracing::warn!(node = %node, boot_id = %boot_id, seq, current_boot_id = %self.boot_id, "late report from a previous boot: acknowledged, not applied");
+            return Placement::Answered(Applied::Superseded { acked_seq: seq });
+        }
+        // A boot we have never seen: the agent restarted. Its earlier seqs may have gone to
+        // another collector, so they are not counted missing.
+        tracing::info!(node = %node, boot_id = %boot_id, previous_boot_id = %self.boot_id, seq, "node restarted (new boot id)");
+        let previous = std::mem::replace(&mut self.boot_id, boot_id);
+        self.retired_boots.push_front((previous, self.last_seq));
+        self.retired_boots.truncate(RETIRED_BOOTS_KEPT);
+        self.retired_first_seqs.push_front(self.first_seq);
+        self.retired_first_seqs.truncate(RETIRED_BOOTS_KEPT);
+        self.first_seq = seq;
+        Placement::Newest { new_boot: true }
+    }
+}
+
 /// The state the agent reported, with "unspecified" and values this build does not know read
 /// as UNKNOWN: the collector cannot vouch for a state it cannot name.
 fn reported_state(snapshot: &NodeSnapshot) -> HealthState {
@@ -378,98 +449,13 @@ impl Fleet {
         } = report;
 
         let Some(record) = nodes.get_mut(&node) else {
-            let max_nodes = self.limits.max_nodes;
-            if nodes.len() >= max_nodes {
-                let refused_total = self
-                    .refused_total
-                    .fetch_add(1, Ordering::Relaxed)
-                    .saturating_add(1);
-                tracing::warn!(node = %shown_name(&node), peer = %arrival.peer, max_nodes, refused_total, "fleet full: report from a new node refused");
-                return Err(FleetFull { node, max_nodes });
-            }
-            // A node we have never seen (or have forgotten). Seqs before this one may have gone
-            // to another collector (or to us before a restart), so nothing is counted missing.
-            let generation = self.next_generation();
-            let snapshot = Arc::new(snapshot);
-            let record = NodeRecord {
-                snapshot: Arc::clone(&snapshot),
-                boot_id,
-                last_seq: seq,
-                first_seq: seq,
-                retired_boots: VecDeque::new(),
-                retired_first_seqs: VecDeque::new(),
-                missing_ranges: VecDeque::new(),
-                last_seen_wall: arrival.wall,
-                last_seen: arrival.at,
-                peer: arrival.peer.to_string(),
-                reports_total: 1,
-                duplicates_total: 0,
-                missing_total: 0,
-                stale: false,
-                generation,
-            };
-            tracing::info!(node = %node, boot_id = %record.boot_id, seq, peer = %arrival.peer, "node appeared");
-            let mut record = record;
-            record.note_agent_drops(&node, &snapshot);
-            self.publish(record.summary(&node));
-            nodes.insert(node, record);
-            return Ok(Applied::Current {
-                acked_seq: seq,
-                generation,
-                snapshot,
-            });
+            return self.admit(&mut nodes, node, boot_id, seq, snapshot, arrival);
         };
 
         record.reports_total = record.reports_total.saturating_add(1);
-
-        let new_boot = if record.boot_id == boot_id {
-            if seq <= record.last_seq {
-                record.duplicates_total = record.duplicates_total.saturating_add(1);
-                tracing::debug!(node = %node, boot_id = %boot_id, seq, last_seq = record.last_seq, "duplicate report dropped");
-                return Ok(Applied::Duplicate {
-                    acked_seq: record.last_seq,
-                });
-            }
-            let missing = seq - record.last_seq - 1;
-            if missing > 0 {
-                record.missing_total = record.missing_total.saturating_add(missing);
-                let first_missing = record.last_seq + 1;
-                record.push_missing(&boot_id, first_missing, seq - 1, MISSING_GAP);
-                tracing::warn!(node = %node, boot_id = %boot_id, seq, last_seq = record.last_seq, missing, "reports missing: gap in sequence numbers");
-            }
-            false
-        } else if let Some((_, retired_last_seq)) = record
-            .retired_boots
-            .iter_mut()
-            .find(|(retired_id, _)| *retired_id == boot_id)
-        {
-            if seq <= *retired_last_seq {
-                record.duplicates_total = record.duplicates_total.saturating_add(1);
-                return Ok(Applied::Duplicate {
-                    acked_seq: *retired_last_seq,
-                });
-            }
-            let missing = seq - *retired_last_seq - 1;
-            let first_missing = *retired_last_seq + 1;
-            *retired_last_seq = seq;
-            record.missing_total = record.missing_total.saturating_add(missing);
-            if missing > 0 {
-                record.push_missing(&boot_id, first_missing, seq - 1, MISSING_GAP);
-            }
-            record.note_agent_drops(&node, &snapshot);
-            tracing::warn!(node = %node, boot_id = %boot_id, seq, current_boot_id = %record.boot_id, "late report from a previous boot: acknowledged, not applied");
-            return Ok(Applied::Superseded { acked_seq: seq });
-        } else {
-            // A boot we have never seen: the agent restarted. Its earlier seqs may have gone
-            // to another collector, so they are not counted missing.
-            tracing::info!(node = %node, boot_id = %boot_id, previous_boot_id = %record.boot_id, seq, "node restarted (new boot id)");
-            let previous = std::mem::replace(&mut record.boot_id, boot_id);
-            record.retired_boots.push_front((previous, record.last_seq));
-            record.retired_boots.truncate(RETIRED_BOOTS_KEPT);
-            record.retired_first_seqs.push_front(record.first_seq);
-            record.retired_first_seqs.truncate(RETIRED_BOOTS_KEPT);
-            record.first_seq = seq;
-            true
+        let new_boot = match record.place(&node, boot_id, seq, &snapshot) {
+            Placement::Newest { new_boot } => new_boot,
+            Placement::Answered(applied) => return Ok(applied),
         };
 
         let state_before = record.effective_state();
@@ -495,6 +481,57 @@ impl Fleet {
         // the lock, so the other workers' reports do not wait for it.
         drop(nodes);
         drop(replaced);
+        Ok(Applied::Current {
+            acked_seq: seq,
+            generation,
+            snapshot,
+        })
+    }
+
+    /// The first report of a node the fleet does not hold (never seen, or forgotten), unless
+    /// the fleet is full. Seqs before this one may have gone to another collector (or to us
+    /// before a restart), so nothing is counted missing.
+    fn admit(
+        &self,
+        nodes: &mut BTreeMap<String, NodeRecord>,
+        node: String,
+        boot_id: String,
+        seq: u64,
+        snapshot: NodeSnapshot,
+        arrival: Arrival<'_>,
+    ) -> Result<Applied, FleetFull> {
+        let max_nodes = self.limits.max_nodes;
+        if nodes.len() >= max_nodes {
+            let refused_total = self
+                .refused_total
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1);
+            tracing::warn!(node = %shown_name(&node), peer = %arrival.peer, max_nodes, refused_total, "fleet full: report from a new node refused");
+            return Err(FleetFull { node, max_nodes });
+        }
+        let generation = self.next_generation();
+        let snapshot = Arc::new(snapshot);
+        let mut record = NodeRecord {
+            snapshot: Arc::clone(&snapshot),
+            boot_id,
+            last_seq: seq,
+            first_seq: seq,
+            retired_boots: VecDeque::new(),
+            retired_first_seqs: VecDeque::new(),
+            missing_ranges: VecDeque::new(),
+            last_seen_wall: arrival.wall,
+            last_seen: arrival.at,
+            peer: arrival.peer.to_string(),
+            reports_total: 1,
+            duplicates_total: 0,
+            missing_total: 0,
+            stale: false,
+            generation,
+        };
+        tracing::info!(node = %node, boot_id = %record.boot_id, seq, peer = %arrival.peer, "node appeared");
+        record.note_agent_drops(&node, &snapshot);
+        self.publish(record.summary(&node));
+        nodes.insert(node, record);
         Ok(Applied::Current {
             acked_seq: seq,
             generation,

@@ -7,11 +7,11 @@
 //! forgetting silent nodes, the node limit), `alerts` (alerts from node conditions and
 //! staleness, with pending durations), `alert_names` (on-call alert names), `alertmanager`
 //! (the push to Alertmanager), `history` (the SQLite history), `metrics` (the `/metrics`
-//! endpoint), `service` (the gRPC Collector
-//! API), `sweeper` (the staleness and forgetting
-//! sweep, and watchdog pings), `server` (wiring, serving, shutdown), `shutdown` (signals),
-//! `systemd` (service notifications), `tls` (mutual TLS on the listener from `[tls]`) and
-//! `authz` (which client certificates may call Report).
+//! endpoint), `service` (the gRPC Collector API), `sweeper` (the staleness and forgetting
+//! sweep, and watchdog pings), `server` (wiring, serving, shutdown, mutual TLS on the listener
+//! from `[tls]`), `shutdown` (signals) and `authz` (which client certificates may call Report).
+//! TLS files, certificate subjects and systemd notifications come from `health-daemon`, shared
+//! with the agent.
 
 #![forbid(unsafe_code)]
 
@@ -29,8 +29,6 @@ mod server;
 mod service;
 mod shutdown;
 mod sweeper;
-mod systemd;
-mod tls;
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;

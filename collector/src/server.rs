@@ -6,24 +6,30 @@
 //! time to close so a stuck peer cannot hold up a restart.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use health_daemon::systemd;
+use health_daemon::tls::PemFile;
 use health_proto::v1::collector_server::CollectorServer;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
+use tonic_reflection::server::{v1, v1alpha};
 
+use crate::alertmanager::PushStats;
 use crate::alerts::{Alerts, PendingRules};
 use crate::authz::ReportGate;
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 use crate::fleet::{Fleet, Limits};
 use crate::history::History;
 use crate::service::CollectorService;
-use crate::{alertmanager, shutdown, sweeper, systemd};
+use crate::{alertmanager, shutdown, sweeper};
 
 /// How long open connections get to close after the streams have been ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,14 +53,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let fleet = Arc::new(Fleet::new(limits, config.watch_buffer));
     // Before binding: a history file that cannot be used fails the start, naming the file.
-    let history = match &config.history_path {
-        Some(path) => Some(History::open(
-            path,
-            config.history_retention,
-            HISTORY_QUEUE,
-        )?),
-        None => None,
-    };
+    let history = config
+        .history_path
+        .as_ref()
+        .map(|path| History::open(path, config.history_retention, HISTORY_QUEUE))
+        .transpose()?;
     let alerts = Arc::new(Alerts::with(
         config.watch_buffer,
         PendingRules::from_names(&config.alerts.pending_for),
@@ -66,12 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         collector = collector.with_history(history.reader());
     }
     // Before binding: an unreadable or unusable certificate fails the start, naming the key.
-    let mut builder = Server::builder();
-    if let Some(tls) = crate::tls::server(&config.tls)? {
-        builder = builder
-            .tls_config(tls)
-            .context("tls: the certificate, key or client_ca is not usable")?;
-    }
+    let builder = server_builder(&config.tls)?;
     let push = alertmanager::spawn(&config.alerts, Arc::clone(&alerts), shutdown.clone());
 
     let listener = TcpListener::bind(config.listen)
@@ -81,54 +79,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the bound listen address")?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    // Bound before READY too, so a taken metrics port fails the start, naming the address.
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(
-            health_metrics::http::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
-        ),
-        None => None,
-    };
     let rpc = health_metrics::rpc::RpcStats::new();
-    if let Some(listener) = metrics_listener {
+    // Bound before READY too, so a taken metrics port fails the start, naming the address.
+    if let Some(addr) = config.metrics_listen {
         let metrics = crate::metrics::CollectorMetrics {
             fleet: Arc::clone(&fleet),
             alerts: Arc::clone(&alerts),
             rpc: Arc::clone(&rpc),
         };
-        tokio::spawn(health_metrics::http::serve(
-            listener,
-            Arc::new(move || metrics.render()),
-            shutdown.clone(),
-        ));
+        serve_metrics(addr, metrics, shutdown.clone()).await?;
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<CollectorServer<CollectorService>>()
         .await;
-    // Reflection v1 for grpcurl and current clients, v1alpha for older ones (grpcio-reflection);
-    // the descriptor set also holds the Agent service, so list only what is served here.
-    let reflection_builder = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(health_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("health.v1.Collector")
-            .with_service_name("grpc.health.v1.Health")
-    };
-    let reflection = reflection_builder()
-        .build_v1()
-        .context("cannot build the reflection service")?;
-    let reflection_alpha = reflection_builder()
-        .build_v1alpha()
-        .context("cannot build the reflection service")?;
+    let (reflection, reflection_alpha) = reflection_services()?;
 
     let sweeper = tokio::spawn(sweeper::run(
         Arc::clone(&fleet),
         Arc::clone(&alerts),
         config.sweep_interval,
-        systemd::watchdog_period(),
+        systemd::watchdog_ping_interval(),
         shutdown.clone(),
     ));
 
@@ -174,6 +146,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The server can also stop by itself (a fatal transport error): stop the rest with it.
     shutdown.cancel();
     signals.abort();
+    stop_background(sweeper, push, history).await;
+    served.context("gRPC server failed")?;
+    tracing::info!("health-collector stopped");
+    Ok(())
+}
+
+/// Waits for the tasks that stop on the shutdown token, then closes the history, which
+/// writes what is queued (the writer's batches are bounded, so this is quick).
+async fn stop_background(
+    sweeper: JoinHandle<()>,
+    push: Option<(Vec<JoinHandle<()>>, Arc<PushStats>)>,
+    history: Option<History>,
+) {
     if let Err(error) = sweeper.await {
         tracing::warn!(%error, "sweeper task ended abnormally");
     }
@@ -182,25 +167,73 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = task.await;
         }
         tracing::info!(
-            sent = stats.sent_total.load(std::sync::atomic::Ordering::Relaxed),
-            failed = stats
-                .failed_total
-                .load(std::sync::atomic::Ordering::Relaxed),
-            dropped = stats
-                .dropped_total
-                .load(std::sync::atomic::Ordering::Relaxed),
+            sent = stats.sent_total.load(Ordering::Relaxed),
+            failed = stats.failed_total.load(Ordering::Relaxed),
+            dropped = stats.dropped_total.load(Ordering::Relaxed),
             "Alertmanager push stopped"
         );
     }
     if let Some(history) = history {
-        // Writes what is queued; the writer's batches are bounded, so this is quick.
         if let Err(error) = tokio::task::spawn_blocking(move || history.close()).await {
             tracing::warn!(%error, "history writer did not stop cleanly");
         }
     }
-    served.context("gRPC server failed")?;
-    tracing::info!("health-collector stopped");
+}
+
+/// The gRPC server, serving mutual TLS when `[tls]` is set (the config has already checked
+/// that cert, key and client_ca come together) and plain TCP otherwise.
+fn server_builder(tls: &TlsConfig) -> anyhow::Result<Server> {
+    let builder = Server::builder();
+    let (Some(cert), Some(key), Some(client_ca)) = (&tls.cert, &tls.key, &tls.client_ca) else {
+        return Ok(builder);
+    };
+    let tls = health_daemon::tls::server(
+        PemFile::new("tls.cert", cert),
+        PemFile::new("tls.key", key),
+        PemFile::new("tls.client_ca", client_ca),
+    )?;
+    builder
+        .tls_config(tls)
+        .context("tls: the certificate, key or client_ca is not usable")
+}
+
+/// Binds `/metrics` now (a taken port fails the start) and serves it until `shutdown`.
+async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: crate::metrics::CollectorMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = health_metrics::http::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    tokio::spawn(health_metrics::http::serve(
+        listener,
+        Arc::new(move || metrics.render()),
+        shutdown,
+    ));
     Ok(())
+}
+
+/// Reflection v1 for grpcurl and current clients, v1alpha for older ones (grpcio-reflection).
+fn reflection_services() -> anyhow::Result<(
+    v1::ServerReflectionServer<impl v1::ServerReflection>,
+    v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>,
+)> {
+    // The descriptor set also holds the Agent service, so list only what is served here.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(health_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("health.v1.Collector")
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let v1 = reflection_builder()
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("cannot build the reflection service")?;
+    Ok((v1, v1alpha))
 }
 
 /// Tells grpc.health.v1 watchers we are going away, then ends their streams (they would
@@ -212,5 +245,34 @@ async fn end_health_watches(mut health: HealthReporter) {
             .set_service_status(service, tonic_health::ServingStatus::NotServing)
             .await;
         health.clear_service_status(service).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_cert_means_plain_tcp() {
+        assert!(server_builder(&TlsConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn a_bad_tls_file_names_its_collector_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        let t = TlsConfig {
+            cert: Some(missing.clone()),
+            key: Some(missing.clone()),
+            client_ca: Some(missing.clone()),
+        };
+        let Err(e) = server_builder(&t) else {
+            panic!("missing TLS files were accepted");
+        };
+        let e = format!("{e:#}");
+        assert!(
+            e.starts_with(&format!("tls.cert: cannot read {}: ", missing.display())),
+            "{e}"
+        );
     }
 }

@@ -6,11 +6,10 @@
 
 use std::io;
 
+use health_daemon::systemd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-use crate::systemd;
 
 /// Installs the signal handlers (failing now, not at the first signal) and returns the task
 /// that waits for them.

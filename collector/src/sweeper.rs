@@ -9,12 +9,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use health_daemon::systemd;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::Alerts;
 use crate::fleet::Fleet;
-use crate::systemd;
 
 /// Sweeps every `interval` (or more often if the watchdog needs it) until `shutdown`.
 pub async fn run(
