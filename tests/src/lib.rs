@@ -295,8 +295,10 @@ impl Agent {
     }
 
     /// Starts `agent-ctl reset-device <id> --power-cycle --yes` on a thread and returns once
-    /// the agent has recorded the reset's begin in its audit log, so the reset is in flight
-    /// (the Loihi simulator's power cycle takes 2.5 s). Join the handle for agent-ctl's output.
+    /// the device shows as RESETTING: the agent has handed the reset to the device, which
+    /// holds it for a while (the Loihi simulator's power cycle takes 2.5 s). Accepted and
+    /// audited is not enough: an agent stopping before the hand-over refuses the action.
+    /// Join the handle for agent-ctl's output.
     pub fn begin_power_cycle(&self, id: &str) -> std::thread::JoinHandle<Output> {
         let (endpoint, target) = (self.endpoint(), id.to_string());
         let reset = std::thread::spawn(move || {
@@ -309,14 +311,11 @@ impl Agent {
                 "--yes",
             ])
         });
-        wait_until(
-            &format!("the power cycle of {id} to begin"),
-            Duration::from_secs(10),
-            || {
-                self.audit_entries().iter().any(|e| {
-                    e["phase"] == "begin" && e["action"] == "reset-power-cycle" && e["target"] == id
-                })
-            },
+        let resetting = "\"activity\":\"RESETTING\"";
+        let shown = self.ctl_until(&["--json", "device", id], |json| json.contains(resetting));
+        assert!(
+            shown.contains(resetting),
+            "the power cycle of {id} never showed as running: {shown}"
         );
         reset
     }
