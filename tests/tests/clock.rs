@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use health_e2e::{eventually, reporting_config, Agent, Collector, QUICK_RECONNECT};
+use health_e2e::{
+    device, eventually, has_code, reporting_config, Agent, Collector, QUICK_RECONNECT,
+};
 use health_proto::v1 as pb;
 
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -380,14 +382,8 @@ async fn a_collector_whose_wall_clock_jumps_neither_stales_nodes_nor_stretches_a
         Duration::from_secs(15),
         || async {
             let s = agent.snapshot().await;
-            s.devices
-                .iter()
-                .any(|d| {
-                    d.identity.as_ref().is_some_and(|i| i.id == "loihi-0")
-                        && d.conditions
-                            .iter()
-                            .any(|c| c.code == pb::ConditionCode::DeviceUnresponsive as i32)
-                })
+            device(&s.devices, "loihi-0")
+                .is_some_and(|d| has_code(d, pb::ConditionCode::DeviceUnresponsive))
                 .then_some(())
         },
     )

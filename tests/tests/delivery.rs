@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use health_e2e::{eventually, reporting_config, wait_for, Agent, Collector, QUICK_RECONNECT};
+use health_e2e::{
+    eventually, reporting_config, wait_for, Agent, Collector, Fleet, QUICK_RECONNECT,
+};
 use health_proto::v1 as pb;
 use nix::sys::signal::Signal;
 use prost::Message as _;
@@ -24,6 +26,14 @@ fn streaming_config(uplink: &str) -> String {
 
 fn status(s: &pb::NodeSnapshot) -> pb::AgentStatus {
     s.agent.clone().expect("agent status")
+}
+
+/// A collector and an agent with `config` streaming to it, once the collector has
+/// acknowledged the agent's first reports.
+async fn streaming(node: &str, config: &str) -> Fleet {
+    let fleet = Fleet::with_agent_config(node, "", config);
+    fleet.agent.wait_acked(5).await;
+    fleet
 }
 
 /// Kills the collector and waits until the agent says it is disconnected; returns the agent's
@@ -75,14 +85,11 @@ fn ranges(n: &pb::FleetNode) -> Vec<(String, u64, u64, String)> {
 
 #[tokio::test]
 async fn a_collector_killed_for_30s_gets_every_report_exactly_once_after_its_restart() {
-    let collector = Collector::start("");
-    let addr = collector.addr.clone();
     // 30 s at 10 reports/s is 300 reports: a memory buffer of 1000 holds them.
-    let agent = Agent::with_config(
-        &streaming_config("buffer_reports = 1000\n"),
-        &["--node", "d-30s", "--collector", &collector.url()],
-    );
-    agent.wait_acked(5).await;
+    let Fleet {
+        collector, agent, ..
+    } = streaming("d-30s", &streaming_config("buffer_reports = 1000\n")).await;
+    let addr = collector.addr.clone();
     let at_kill = kill_collector(collector, &agent).await;
     let first_unacked = at_kill.last_acked_seq + 1;
 
@@ -122,13 +129,10 @@ async fn a_collector_killed_for_30s_gets_every_report_exactly_once_after_its_res
 
 #[tokio::test]
 async fn an_outage_longer_than_the_buffer_is_recorded_as_an_explicit_missing_range() {
-    let collector = Collector::start("");
+    let Fleet {
+        collector, agent, ..
+    } = streaming("d-overflow", &streaming_config("buffer_reports = 20\n")).await;
     let addr = collector.addr.clone();
-    let agent = Agent::with_config(
-        &streaming_config("buffer_reports = 20\n"),
-        &["--node", "d-overflow", "--collector", &collector.url()],
-    );
-    agent.wait_acked(5).await;
     let at_kill = kill_collector(collector, &agent).await;
     // At 10 reports/s a buffer of 20 overflows after 2 s; wait for ten reports dropped.
     eventually(
@@ -287,13 +291,14 @@ fn spill_config(dir: &Path, buffer: usize) -> String {
 #[tokio::test]
 async fn an_agent_killed_during_an_outage_delivers_its_earlier_boots_reports_from_the_spill() {
     let state = tempfile::tempdir().expect("tempdir");
-    let collector = Collector::start("");
-    let addr = collector.addr.clone();
-    let url = collector.url();
     // A memory buffer of 5: nearly all of the outage's reports exist only on disk.
     let config = spill_config(state.path(), 5);
-    let mut first = Agent::with_config(&config, &["--node", "d-spill", "--collector", &url]);
-    first.wait_acked(5).await;
+    let Fleet {
+        collector,
+        agent: mut first,
+        ..
+    } = streaming("d-spill", &config).await;
+    let (addr, url) = (collector.addr.clone(), collector.url());
     let at_kill = kill_collector(collector, &first).await;
     let last_seen = eventually(
         "the outage's reports to outgrow the memory buffer",

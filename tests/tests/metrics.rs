@@ -245,8 +245,6 @@ fn scraped_temperatures(all: &[Sample], node: &str) -> BTreeMap<(String, String)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrapes_pass_promtool_and_agree_with_the_grpc_view() {
     let p = start_pair("metrics-node", "1s");
-    let mut collector = p.collector.client().await;
-
     // Wait until the collector holds a snapshot with every device read.
     let node = p.node.clone();
     eventually(
@@ -258,9 +256,14 @@ async fn scrapes_pass_promtool_and_agree_with_the_grpc_view() {
         },
     )
     .await;
+    agent_scrape_matches_the_published_report(&p).await;
+    collector_scrape_matches_get_node(&p).await;
+}
 
-    // Agent: its /metrics renders the latest published report, the one WatchHealth streams
-    // after its first (freshly assembled) message. Compare readings of the same seq.
+/// The agent's /metrics renders the latest published report, the one WatchHealth streams after
+/// its first (freshly assembled) message: readings of the same seq agree.
+async fn agent_scrape_matches_the_published_report(p: &Pair) {
+    let node = p.node.clone();
     let mut watch = p.agent.watch_health().await;
     let mut compared = false;
     for _ in 0..10 {
@@ -344,9 +347,13 @@ async fn scrapes_pass_promtool_and_agree_with_the_grpc_view() {
         compared,
         "no scrape matched a published report's seq in 10 reports"
     );
+}
 
-    // Collector: /metrics renders the snapshot GetNode returns. Compare when the node's
-    // last_seq did not move across the scrape.
+/// The collector's /metrics renders the snapshot its GetNode returns: compared when the node's
+/// last_seq did not move across the scrape.
+async fn collector_scrape_matches_get_node(p: &Pair) {
+    let node = p.node.clone();
+    let mut collector = p.collector.client().await;
     let mut compared = false;
     for _ in 0..10 {
         let before = collector
@@ -489,6 +496,13 @@ async fn conditions_actions_and_rpc_outcomes_show_up_in_both_scrapes() {
         ) >= 1.0
     );
 
+    collector_scrape_shows_the_condition_and_rpc_outcomes(&p).await;
+}
+
+/// The collector's scrape, once it fires loihi-0's thermal alert: the condition and the
+/// outcomes of the RPCs the test made (a GetNode for an unknown node, the agent's reports).
+async fn collector_scrape_shows_the_condition_and_rpc_outcomes(p: &Pair) {
+    let node = p.node.clone();
     let collector_addr = p.collector_metrics.clone();
     let collector_text = tokio::task::spawn_blocking(move || {
         wait_for(
