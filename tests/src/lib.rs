@@ -16,6 +16,14 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tonic::transport::Channel;
 
+mod fleet;
+mod query;
+mod wait;
+
+pub use fleet::{reporting_config, Fleet, QUICK_RECONNECT};
+pub use query::{device, has_code};
+pub use wait::{eventually, wait_for, wait_until};
+
 pub fn bin(name: &str) -> PathBuf {
     let dir = match std::env::var_os("HEALTH_BIN_DIR") {
         Some(d) => PathBuf::from(d),
@@ -114,18 +122,6 @@ fn spawn_with_env(
     Proc { child, name }
 }
 
-/// Polls `ready` every 20 ms until it holds or `limit` passes.
-pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if ready() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out after {limit:?} waiting for {what}");
-}
-
 pub struct Collector {
     pub proc: Proc,
     pub addr: String,
@@ -190,69 +186,60 @@ pub struct Agent {
 impl Agent {
     /// Starts `health-agent --simulate` on a private socket.
     pub fn simulate(extra_args: &[&str]) -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Self::start(dir, &["--simulate"], extra_args)
+        Self::launch(None, extra_args, None, &[])
     }
 
     /// Starts `health-agent` with the given config text.
     pub fn with_config(toml: &str, extra_args: &[&str]) -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("agent.toml");
-        std::fs::write(&cfg, toml).expect("write agent config");
-        let cfg = cfg.to_str().expect("utf-8 path").to_string();
-        Self::start(dir, &["--config", &cfg], extra_args)
+        Self::launch(Some(toml), extra_args, None, &[])
     }
 
     /// Like `with_config`, with the agent's log (stderr) written to `log`.
     pub fn with_config_logged(toml: &str, extra_args: &[&str], log: &Path) -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("agent.toml");
-        std::fs::write(&cfg, toml).expect("write agent config");
-        let cfg = cfg.to_str().expect("utf-8 path").to_string();
-        Self::start_logged(dir, &["--config", &cfg], extra_args, Some(log))
+        Self::launch(Some(toml), extra_args, Some(log), &[])
     }
 
     /// Like `with_config`, with extra environment variables.
     pub fn with_config_env(toml: &str, extra_args: &[&str], env: &[(String, String)]) -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("agent.toml");
-        std::fs::write(&cfg, toml).expect("write agent config");
-        let cfg = cfg.to_str().expect("utf-8 path").to_string();
-        Self::start_with_env(dir, &["--config", &cfg], extra_args, None, env)
+        Self::launch(Some(toml), extra_args, None, env)
     }
 
-    fn start(dir: tempfile::TempDir, mode: &[&str], extra: &[&str]) -> Agent {
-        Self::start_logged(dir, mode, extra, None)
-    }
-
-    fn start_logged(
-        dir: tempfile::TempDir,
-        mode: &[&str],
-        extra: &[&str],
-        log: Option<&Path>,
-    ) -> Agent {
-        Self::start_with_env(dir, mode, extra, log, &[])
-    }
-
-    fn start_with_env(
-        dir: tempfile::TempDir,
-        mode: &[&str],
+    /// Starts the agent in a fresh private directory (its socket, its audit log and, with
+    /// `toml`, its config file live there) and waits until its socket accepts connections.
+    fn launch(
+        toml: Option<&str>,
         extra: &[&str],
         log: Option<&Path>,
         env: &[(String, String)],
     ) -> Agent {
-        let socket = dir.path().join("agent.sock");
-        let sock = socket.to_str().expect("utf-8 path").to_string();
-        // Each agent keeps its audit log in its own directory, never the host's.
-        let audit = dir.path().join("audit.jsonl");
-        let audit = audit.to_str().expect("utf-8 path").to_string();
-        let mut args: Vec<&str> = mode.to_vec();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path_arg = |name: &str| {
+            dir.path()
+                .join(name)
+                .to_str()
+                .expect("utf-8 path")
+                .to_string()
+        };
+        let (sock, audit, cfg) = (
+            path_arg("agent.sock"),
+            path_arg("audit.jsonl"),
+            path_arg("agent.toml"),
+        );
+        let mut args: Vec<&str> = match toml {
+            Some(toml) => {
+                std::fs::write(&cfg, toml).expect("write agent config");
+                vec!["--config", &cfg]
+            }
+            None => vec!["--simulate"],
+        };
         args.extend(["--socket", &sock]);
+        // Each agent keeps its audit log in its own directory, never the host's.
         if !extra.contains(&"--audit-log") {
             args.extend(["--audit-log", &audit]);
         }
         args.extend(extra);
         let proc = spawn_with_env("health-agent", &args, log, env);
+        let socket = PathBuf::from(sock);
         wait_until("the agent socket", Duration::from_secs(10), || {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()
         });
@@ -274,14 +261,80 @@ impl Agent {
 
     /// Runs agent-ctl against this agent.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--endpoint".to_string(), self.endpoint()];
-        all.extend(args.iter().map(|s| s.to_string()));
-        Command::new(bin("agent-ctl"))
-            .args(&all)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run agent-ctl")
+        let endpoint = self.endpoint();
+        let mut all = vec!["--endpoint", &endpoint];
+        all.extend(args);
+        ctl(&all)
     }
+
+    /// Runs agent-ctl against this agent, expecting it to succeed; returns what it printed on
+    /// stdout. A failure panics with the arguments and everything agent-ctl printed.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "agent-ctl {args:?} failed ({}): {}",
+            out.status,
+            output_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs agent-ctl against this agent every 50 ms until what it prints on stdout satisfies
+    /// `ready`, for at most 10 s; returns the last stdout either way, for the test to assert on
+    /// (so a timeout fails there, showing what agent-ctl printed).
+    pub fn ctl_until(&self, args: &[&str], ready: impl Fn(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            let text = String::from_utf8_lossy(&self.ctl(args).stdout).into_owned();
+            if ready(&text) || t0.elapsed() > Duration::from_secs(10) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts `agent-ctl reset-device <id> --power-cycle --yes` on a thread and returns once
+    /// the device shows as RESETTING: the agent has handed the reset to the device, which
+    /// holds it for a while (the Loihi simulator's power cycle takes 2.5 s). Accepted and
+    /// audited is not enough: an agent stopping before the hand-over refuses the action.
+    /// Join the handle for agent-ctl's output.
+    pub fn begin_power_cycle(&self, id: &str) -> std::thread::JoinHandle<Output> {
+        let (endpoint, target) = (self.endpoint(), id.to_string());
+        let reset = std::thread::spawn(move || {
+            ctl(&[
+                "--endpoint",
+                &endpoint,
+                "reset-device",
+                &target,
+                "--power-cycle",
+                "--yes",
+            ])
+        });
+        let resetting = "\"activity\":\"RESETTING\"";
+        let shown = self.ctl_until(&["--json", "device", id], |json| json.contains(resetting));
+        assert!(
+            shown.contains(resetting),
+            "the power cycle of {id} never showed as running: {shown}"
+        );
+        reset
+    }
+
+    /// The agent's audit log (in its private directory), one JSON object per line.
+    pub fn audit_entries(&self) -> Vec<serde_json::Value> {
+        let path = self.dir.path().join("audit.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
+            .collect()
+    }
+}
+
+/// Everything a command printed, stdout then stderr, for assertion messages.
+pub fn output_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 /// Runs agent-ctl with arbitrary arguments.

@@ -1,6 +1,6 @@
 //! agent-ctl against a running simulated agent: output formats and exit codes.
 
-use health_e2e::{ctl, Agent};
+use health_e2e::{ctl, Agent, Fleet};
 
 #[test]
 fn tables_json_and_exit_codes() {
@@ -21,12 +21,7 @@ fn tables_json_and_exit_codes() {
         "{json}"
     );
 
-    let out = agent.ctl(&["set-power-limit", "xbar-0", "6"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.ctl_ok(&["set-power-limit", "xbar-0", "6"]);
     let out = agent.ctl(&["--json", "device", "xbar-0"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"power_limit_watts\":6.0"));
 
@@ -36,14 +31,9 @@ fn tables_json_and_exit_codes() {
         String::from_utf8_lossy(&agent.ctl(&["device", "loihi-0"]).stdout)
             .contains("DEVICE_DISABLED")
     );
-    assert!(agent.ctl(&["enable", "loihi-0"]).status.success());
+    agent.ctl_ok(&["enable", "loihi-0"]);
 
-    let out = agent.ctl(&["calibrate", "photonic-0"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.ctl_ok(&["calibrate", "photonic-0"]);
 
     // Failures: one line on stderr, exit 1.
     for (args, expect) in [
@@ -84,12 +74,13 @@ fn tables_json_and_exit_codes() {
 #[test]
 fn alerts_from_an_overheating_device_reach_agent_ctl_through_the_collector() {
     // THERMAL_WARNING is held for 1 min by default; this test is about the path, not holding.
-    let collector = health_e2e::Collector::start("[alerts]\nfor = { THERMAL_WARNING = \"0s\" }\n");
-    let agent = Agent::simulate(&["--node", "e2e-alerts", "--collector", &collector.url()]);
-    assert!(agent
-        .ctl(&["inject-fault", "loihi-0", "overheat"])
-        .status
-        .success());
+    let Fleet {
+        collector, agent, ..
+    } = Fleet::simulated(
+        "e2e-alerts",
+        "[alerts]\nfor = { THERMAL_WARNING = \"0s\" }\n",
+    );
+    agent.ctl_ok(&["inject-fault", "loihi-0", "overheat"]);
     // Cooling has failed: the chip passes 80 degC within seconds, and the collector fires.
     // The host's own alerts (a full disk, a loaded machine) may come first: read every line
     // `agent-ctl alerts` prints for up to 20 s, then stop it (by pid).
@@ -133,28 +124,20 @@ fn alerts_from_an_overheating_device_reach_agent_ctl_through_the_collector() {
     drop(watcher);
     let line = fired.expect("a THERMAL alert for loihi-0 within 20 s");
     assert!(line.contains("e2e-alerts"), "{line}");
-    let out = ctl(&[
-        "--collector",
-        &collector.addr,
-        "fleet-devices",
-        "--node",
-        "e2e-alerts",
-        "--state",
-        "warning",
-    ]);
-    let critical = ctl(&[
-        "--collector",
-        &collector.addr,
-        "fleet-devices",
-        "--node",
-        "e2e-alerts",
-        "--state",
-        "critical",
-    ]);
-    let both = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&critical.stdout)
-    );
-    assert!(both.contains("loihi-0"), "{both}");
+    let hot: String = ["warning", "critical"]
+        .into_iter()
+        .map(|state| {
+            let out = ctl(&[
+                "--collector",
+                &collector.addr,
+                "fleet-devices",
+                "--node",
+                "e2e-alerts",
+                "--state",
+                state,
+            ]);
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect();
+    assert!(hot.contains("loihi-0"), "{hot}");
 }

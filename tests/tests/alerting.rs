@@ -8,9 +8,9 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use health_e2e::{bin, ctl, free_port, wait_until, Agent, Collector, Proc};
+use health_e2e::{bin, ctl, free_port, wait_for, wait_until, Collector, Fleet, Proc};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -129,30 +129,26 @@ fn alertmanager_gets_the_collectors_alert_firing_then_resolved() {
     let am = Alertmanager::start();
     // A firing alert is sent with endsAt = now + 4 x resend_interval (4 min here): if it is
     // gone from Alertmanager within the test's 30 s, the collector's resolve did it.
-    let collector = Collector::start(&format!(
-        "[alerts]\nalertmanager = [\"http://{}\"]\nresend_interval = \"1m\"\npush_timeout = \"2s\"\n\
-         for = {{ DEVICE_UNRESPONSIVE = \"1s\" }}\n",
-        am.addr
-    ));
-    let agent = Agent::simulate(&["--node", "e2e-am", "--collector", &collector.url()]);
-
-    let out = agent.ctl(&["inject-fault", "loihi-0", "hang"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let Fleet {
+        agent,
+        collector: _collector,
+        ..
+    } = Fleet::simulated(
+        "e2e-am",
+        &format!(
+            "[alerts]\nalertmanager = [\"http://{}\"]\nresend_interval = \"1m\"\npush_timeout = \"2s\"\n\
+             for = {{ DEVICE_UNRESPONSIVE = \"1s\" }}\n",
+            am.addr
+        ),
     );
 
-    let t0 = Instant::now();
-    let mut firing = None;
-    while firing.is_none() && t0.elapsed() < Duration::from_secs(30) {
-        let alerts = am.alerts();
-        firing = find(&alerts, "DeviceUnresponsive", "e2e-am", "loihi-0").cloned();
-        if firing.is_none() {
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-    let firing = firing.expect("DeviceUnresponsive for e2e-am/loihi-0 in Alertmanager within 30 s");
+    agent.ctl_ok(&["inject-fault", "loihi-0", "hang"]);
+
+    let firing = wait_for(
+        "DeviceUnresponsive for e2e-am/loihi-0 in Alertmanager",
+        Duration::from_secs(30),
+        || find(&am.alerts(), "DeviceUnresponsive", "e2e-am", "loihi-0").cloned(),
+    );
     assert_eq!(label(&firing, "severity"), "critical");
     assert_eq!(label(&firing, "code"), "DEVICE_UNRESPONSIVE");
     assert_eq!(label(&firing, "subject"), "loihi-0");
@@ -167,26 +163,14 @@ fn alertmanager_gets_the_collectors_alert_firing_then_resolved() {
 
     // The fix: a hard reset brings the device back; the collector resolves the alert and
     // tells Alertmanager.
-    let out = agent.ctl(&["reset-device", "loihi-0", "--hard", "--yes"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let t0 = Instant::now();
-    let mut resolved = false;
-    while !resolved && t0.elapsed() < Duration::from_secs(30) {
-        let alerts = am.alerts();
-        resolved =
-            find(&alerts, "DeviceUnresponsive", "e2e-am", "loihi-0").is_none_or(ends_in_the_past);
-        if !resolved {
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-    assert!(
-        resolved,
-        "the alert resolved in Alertmanager within 30 s: {:?}",
-        am.alerts()
+    agent.ctl_ok(&["reset-device", "loihi-0", "--hard", "--yes"]);
+    wait_until(
+        "the alert resolved in Alertmanager",
+        Duration::from_secs(30),
+        || {
+            find(&am.alerts(), "DeviceUnresponsive", "e2e-am", "loihi-0")
+                .is_none_or(ends_in_the_past)
+        },
     );
 }
 
@@ -226,14 +210,14 @@ fn history_survives_a_collector_restart() {
         "history_path = \"{}\"\n[alerts]\nfor = {{ DEVICE_UNRESPONSIVE = \"0s\" }}\n",
         db.display()
     );
-    let mut collector = Collector::start(&config);
+    let Fleet {
+        mut collector,
+        agent,
+        ..
+    } = Fleet::simulated("e2e-history", &config);
     let addr = collector.addr.clone();
-    let agent = Agent::simulate(&["--node", "e2e-history", "--collector", &collector.url()]);
 
-    assert!(agent
-        .ctl(&["inject-fault", "loihi-0", "hang"])
-        .status
-        .success());
+    agent.ctl_ok(&["inject-fault", "loihi-0", "hang"]);
     wait_until(
         "DEVICE_UNRESPONSIVE in the history",
         Duration::from_secs(20),
@@ -246,12 +230,7 @@ fn history_survives_a_collector_restart() {
             )
         },
     );
-    let out = agent.ctl(&["reset-device", "loihi-0", "--hard", "--yes"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.ctl_ok(&["reset-device", "loihi-0", "--hard", "--yes"]);
     wait_until(
         "the reset, the condition's end and the resolution in the history",
         Duration::from_secs(20),

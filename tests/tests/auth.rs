@@ -2,25 +2,18 @@
 //! safety rules (confirmation, dry run, idempotency keys, cooldown, resets per hour, one action
 //! at a time), exercised through the real `health-agent` and `agent-ctl` binaries.
 //!
-//! The role tests run `agent-ctl` as other uids and gids (the kernel's SO_PEERCRED is what the
-//! agent sees), which needs root; without it they say so and pass nothing off as tested.
+//! The role test runs `agent-ctl` as other uids and gids (the kernel's SO_PEERCRED is what the
+//! agent sees), which needs root. CI and the development machines run the tests as root; run
+//! elsewhere, it fails saying so (skip it there with `--skip socket_roles`) rather than pass
+//! with nothing tested.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use health_e2e::{sim_config, Agent};
+use health_e2e::{output_text as text, sim_config, Agent, Fleet};
 use serde_json::Value;
-
-/// The agent's audit log, one JSON object per line.
-fn audit_entries(agent: &Agent) -> Vec<Value> {
-    let text = std::fs::read_to_string(audit_path(agent)).unwrap_or_default();
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
-        .collect()
-}
 
 fn audit_path(agent: &Agent) -> PathBuf {
     agent.dir.path().join("audit.jsonl")
@@ -28,10 +21,6 @@ fn audit_path(agent: &Agent) -> PathBuf {
 
 fn field<'a>(e: &'a Value, k: &str) -> &'a str {
     e.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
 }
 
 /// The agent's AUDIT_LOG_UNWRITABLE condition, if it has one.
@@ -46,8 +35,15 @@ fn audit_condition(agent: &Agent) -> Option<Value> {
         .cloned()
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+/// Fails the test, saying why, unless it runs as root.
+fn require_root(what: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "{what} needs root, and this runs as uid {}: run the tests as root (as CI does), or \
+         skip this one with `cargo test -p health-e2e --test auth -- --skip socket_roles` \
+         (the role mapping itself is unit-tested in agent/src/auth.rs)",
+        nix::unistd::geteuid()
+    );
 }
 
 /// `agent-ctl`, reachable by other uids: the build directory is under root's home, so the
@@ -100,10 +96,7 @@ const NOBODY_UID: u32 = 65530;
 
 #[test]
 fn socket_roles_come_from_peer_credentials_and_denials_are_audited() {
-    if !is_root() {
-        eprintln!("SKIPPED: running agent-ctl as other uids needs root; the role mapping is unit-tested in agent/src/auth.rs");
-        return;
-    }
+    require_root("running agent-ctl as other uids and groups");
     let cfg = format!(
         "{}\n[auth]\nsocket_group = \"{SOCKET_GID}\"\noperator_uids = [{OPERATOR_UID}]\nreader_uids = [{READER_UID}]\n",
         sim_config("300ms", "1s", "500ms")
@@ -143,7 +136,7 @@ fn socket_roles_come_from_peer_credentials_and_denials_are_audited() {
     let out = ctl.run(OPERATOR_UID, SOCKET_GID, &agent, &["calibrate", "xbar-0"]);
     assert!(out.status.success(), "operator calibrates: {}", text(&out));
 
-    let entries = audit_entries(&agent);
+    let entries = agent.audit_entries();
     let denied: Vec<&Value> = entries
         .iter()
         .filter(|e| field(e, "phase") == "denied")
@@ -248,7 +241,7 @@ fn hard_resets_need_yes_and_a_dry_run_touches_nothing() {
     assert_eq!(r.get("dry_run"), Some(&Value::Bool(true)), "{r}");
     assert!(field(&r, "message").contains("would"), "{r}");
 
-    let entries = audit_entries(&agent);
+    let entries = agent.audit_entries();
     let phases: Vec<&str> = entries.iter().map(|e| field(e, "phase")).collect();
     assert_eq!(
         phases,
@@ -259,7 +252,7 @@ fn hard_resets_need_yes_and_a_dry_run_touches_nothing() {
     assert!(!phases.contains(&"begin"));
     let out = agent.ctl(&["reset-device", "xbar-0", "--hard", "--yes"]);
     assert!(out.status.success(), "{}", text(&out));
-    let entries = audit_entries(&agent);
+    let entries = agent.audit_entries();
     let last: Vec<&str> = entries[3..].iter().map(|e| field(e, "phase")).collect();
     assert_eq!(last, vec!["begin", "end"]);
     assert_eq!(field(&entries[3], "action"), "reset-hard");
@@ -294,7 +287,8 @@ fn a_retried_idempotency_key_resets_once() {
     assert_eq!(a.get("replayed"), Some(&Value::Bool(false)), "{a}");
     assert_eq!(b.get("replayed"), Some(&Value::Bool(true)), "{b}");
     assert_eq!(field(&a, "action_id"), field(&b, "action_id"));
-    let begins = audit_entries(&agent)
+    let begins = agent
+        .audit_entries()
         .iter()
         .filter(|e| field(e, "phase") == "begin" && field(e, "idempotency_key") == "ticket-4711")
         .count();
@@ -344,22 +338,7 @@ fn cooldown_hourly_reset_limit_and_one_action_at_a_time() {
     assert!(text(&out).contains("cooldown"), "{}", text(&out));
 
     // One action at a time: the Loihi simulator's power cycle takes 2.5 s.
-    let endpoint = agent.endpoint();
-    let cycle = std::thread::spawn(move || {
-        health_e2e::ctl(&[
-            "--endpoint",
-            &endpoint,
-            "reset-device",
-            "loihi-0",
-            "--power-cycle",
-            "--yes",
-        ])
-    });
-    health_e2e::wait_until("the power cycle began", Duration::from_secs(5), || {
-        audit_entries(&agent)
-            .iter()
-            .any(|e| field(e, "phase") == "begin" && field(e, "target") == "loihi-0")
-    });
+    let cycle = agent.begin_power_cycle("loihi-0");
     let out = agent.ctl(&["calibrate", "loihi-0"]);
     assert!(!out.status.success(), "a second action while one runs");
     let t = text(&out);
@@ -367,7 +346,8 @@ fn cooldown_hourly_reset_limit_and_one_action_at_a_time() {
     let cycle = cycle.join().unwrap();
     assert!(cycle.status.success(), "{}", text(&cycle));
 
-    let refused = audit_entries(&agent)
+    let refused = agent
+        .audit_entries()
         .iter()
         .filter(|e| field(e, "phase") == "refused")
         .count();
@@ -424,34 +404,21 @@ fn agent_ctl_audit_shows_the_log_and_verify_finds_an_edited_line() {
 
 #[test]
 fn a_log_cut_short_verifies_alone_but_not_against_the_head_the_collector_holds() {
-    let collector = health_e2e::Collector::start("");
+    let Fleet {
+        collector, agent, ..
+    } = Fleet::with_agent_config("auth-head", "", &sim_config("200ms", "1s", "200ms"));
     let url = collector.url();
-    let agent = Agent::with_config(
-        &sim_config("200ms", "1s", "200ms"),
-        &["--node", "auth-head", "--collector", &url],
-    );
-    for args in [&["calibrate", "xbar-0"][..], &["disable", "photonic-0"]] {
-        let out = agent.ctl(args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
-    }
+    agent.ctl_ok(&["calibrate", "xbar-0"]);
+    agent.ctl_ok(&["disable", "photonic-0"]);
     // The collector hears of the newest entry with the next report.
     let rt = tokio::runtime::Runtime::new().unwrap();
     health_e2e::wait_until(
         "the audit head at the collector",
         Duration::from_secs(10),
         || {
-            rt.block_on(async {
-                let mut c = collector.client().await;
-                c.get_node(health_proto::v1::GetFleetNodeRequest {
-                    node: "auth-head".into(),
-                })
-                .await
-                .ok()
-                .and_then(|n| n.into_inner().snapshot)
-                .and_then(|s| s.agent)
-                .and_then(|a| a.audit_head)
+            rt.block_on(collector.fleet_node("auth-head"))
+                .and_then(|n| n.snapshot?.agent?.audit_head)
                 .is_some_and(|h| h.seq == 4)
-            })
         },
     );
     let path = audit_path(&agent);

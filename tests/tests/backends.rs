@@ -25,15 +25,9 @@ fn a_plugin_device_reports_its_readings_and_resets_through_its_tool() {
         tool.display()
     );
     let agent = Agent::with_config(&cfg, &["--node", "e2e-plugin"]);
-    let mut json = String::new();
-    for _ in 0..100 {
-        json = String::from_utf8_lossy(&agent.ctl(&["--json", "device", "xbar-7"]).stdout)
-            .into_owned();
-        if json.contains("\"value\":51.5") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let json = agent.ctl_until(&["--json", "device", "xbar-7"], |json| {
+        json.contains("\"value\":51.5")
+    });
     assert!(
         json.contains("\"value\":51.5") && json.contains("\"value\":7.25"),
         "{json}"
@@ -42,12 +36,7 @@ fn a_plugin_device_reports_its_readings_and_resets_through_its_tool() {
         json.contains("\"model\":\"XB-9\"") && json.contains("\"backend\":\"plugin\""),
         "{json}"
     );
-    let out = agent.ctl(&["reset-device", "xbar-7", "--soft"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.ctl_ok(&["reset-device", "xbar-7", "--soft"]);
     let out = agent.ctl(&["reset-device", "xbar-7", "--hard", "--yes"]);
     assert_eq!(
         out.status.code(),
@@ -59,15 +48,9 @@ fn a_plugin_device_reports_its_readings_and_resets_through_its_tool() {
 #[test]
 fn the_simulate_default_reads_the_photonic_bench_over_scpi() {
     let agent = Agent::simulate(&["--node", "e2e-scpi"]);
-    let mut json = String::new();
-    for _ in 0..100 {
-        json = String::from_utf8_lossy(&agent.ctl(&["--json", "device", "photonic-0"]).stdout)
-            .into_owned();
-        if json.contains("optical_power_watts") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let json = agent.ctl_until(&["--json", "device", "photonic-0"], |json| {
+        json.contains("optical_power_watts")
+    });
     assert!(json.contains("\"backend\":\"scpi\""), "{json}");
     assert!(
         json.contains("optical_power_watts") && json.contains("setpoint_celsius"),
@@ -78,12 +61,7 @@ fn the_simulate_default_reads_the_photonic_bench_over_scpi() {
         "location is the loopback instrument: {json}"
     );
     // A thermal recalibration through the real client settles on the simulated TEC.
-    let out = agent.ctl(&["calibrate", "photonic-0"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.ctl_ok(&["calibrate", "photonic-0"]);
 }
 
 fn write(root: &std::path::Path, rel: &str, content: &str) {
@@ -126,21 +104,15 @@ fn a_loihi2_host_and_a_discovered_pci_card_from_a_sysfs_tree() {
         board = board.local_addr().expect("addr"),
     );
     let agent = Agent::with_config(&cfg, &["--node", "e2e-sysfs"]);
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = String::from_utf8_lossy(&agent.ctl(&["devices"]).stdout).into_owned();
-        if text.contains("61.2") && text.contains("LINK_DEGRADED") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let text = agent.ctl_until(&["devices"], |text| {
+        text.contains("61.2") && text.contains("LINK_DEGRADED")
+    });
     assert!(text.contains("loihi-0") && text.contains("61.2"), "{text}");
     assert!(
         text.contains("xbar-0") && text.contains("LINK_DEGRADED"),
         "{text}"
     );
-    let json =
-        String::from_utf8_lossy(&agent.ctl(&["--json", "device", "xbar-0"]).stdout).into_owned();
+    let json = agent.ctl_ok(&["--json", "device", "xbar-0"]);
     assert!(
         json.contains("\"backend\":\"sysfs\"") && json.contains("0000:03:00.0"),
         "{json}"

@@ -8,11 +8,14 @@
 //! seq arrives exactly once, no node goes stale, no alert fires or resolves, and pending `for`
 //! durations are measured on the monotonic clock.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use health_e2e::{sim_config, Agent, Collector};
+use health_e2e::{
+    device, eventually, has_code, reporting_config, Agent, Collector, QUICK_RECONNECT,
+};
 use health_proto::v1 as pb;
 
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -73,43 +76,6 @@ fn offset_from_real(at: Option<&prost_types::Timestamp>) -> Option<i64> {
         .ok()?
         .as_secs();
     Some(at.seconds - i64::try_from(now).ok()?)
-}
-
-/// Polls `check` every 50 ms until it returns Some or `limit` passes.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn agent_snapshot(agent: &Agent) -> pb::NodeSnapshot {
-    let mut c = agent.client().await;
-    c.get_node(pb::GetNodeRequest {})
-        .await
-        .expect("GetNode")
-        .into_inner()
-}
-
-async fn fleet_summary(collector: &Collector, node: &str) -> Option<pb::NodeSummary> {
-    let mut c = collector.client().await;
-    c.get_node(pb::GetFleetNodeRequest {
-        node: node.to_string(),
-    })
-    .await
-    .ok()
-    .and_then(|r| r.into_inner().summary)
 }
 
 /// Every event the collector's WatchFleet and WatchAlerts streams carry while the test runs.
@@ -211,10 +177,7 @@ fn device_health(s: &pb::NodeSnapshot) -> Vec<DeviceHealth> {
 }
 
 fn agent_config() -> String {
-    format!(
-        "{}\n[uplink]\nbackoff_initial = \"100ms\"\nbackoff_max = \"1s\"\nconnect_timeout = \"500ms\"\n",
-        sim_config("200ms", "2s", "200ms")
-    )
+    reporting_config("200ms", "2s", "200ms", QUICK_RECONNECT)
 }
 
 /// Reports keep arriving after a jump, at the report interval: at least `more` new seqs reach
@@ -222,12 +185,13 @@ fn agent_config() -> String {
 /// no burst (one on the wall clock would catch up an hour of reports after a forward jump).
 async fn reports_keep_flowing(collector: &Collector, node: &str, more: u64, what: &str) {
     let t0 = Instant::now();
-    let from = fleet_summary(collector, node)
+    let from = collector
+        .node_summary(node)
         .await
         .expect("the node is known")
         .last_seq;
     let to = eventually(what, Duration::from_secs(30), || async {
-        let s = fleet_summary(collector, node).await?;
+        let s = collector.node_summary(node).await?;
         (s.last_seq >= from + more).then_some(s.last_seq)
     })
     .await;
@@ -242,6 +206,51 @@ async fn reports_keep_flowing(collector: &Collector, node: &str, more: u64, what
     );
 }
 
+/// Jumps `whose` wall clock one hour forward, back to real time (a backward step of one hour),
+/// then one more hour back, behind `other`'s. After each jump, waits until `observed_offset`
+/// (seconds between a wall time the process wrote and real time) shows the jump reached the
+/// process, then checks that reports keep flowing.
+async fn jump_forward_and_back<F, Fut>(
+    clock: &FakeWallClock,
+    whose: &str,
+    other: &str,
+    collector: &Collector,
+    node: &str,
+    mut observed_offset: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<i64>>,
+{
+    for (offset_s, what) in [
+        (HOUR, "forward 1 h".to_string()),
+        (0, "back 1 h, to real time".to_string()),
+        (-HOUR, format!("back 1 h, behind {other}")),
+    ] {
+        clock.set(offset_s);
+        eventually(
+            &format!("the {whose}'s wall clock to jump {what}"),
+            Duration::from_secs(10),
+            || {
+                let observed = observed_offset();
+                async move {
+                    observed
+                        .await
+                        .filter(|o| (o - offset_s).abs() < 60)
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        reports_keep_flowing(
+            collector,
+            node,
+            10,
+            &format!("reports after the {whose}'s clock jumped {what}"),
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn an_agent_whose_wall_clock_jumps_keeps_reporting_every_seq_once_with_its_health_unchanged()
 {
@@ -254,50 +263,29 @@ async fn an_agent_whose_wall_clock_jumps_keeps_reporting_every_seq_once_with_its
         &["--node", node, "--collector", &collector.url()],
         &clock.env(),
     );
-    eventually("the first reports", Duration::from_secs(15), || async {
-        (fleet_summary(&collector, node).await?.last_seq >= 5).then_some(())
-    })
-    .await;
-    let before = agent_snapshot(&agent).await;
+    collector.wait_reports(node, 5).await;
+    let before = agent.snapshot().await;
     let before_status = before.agent.clone().expect("agent status");
     let before_alerts = watched.device_and_node_alerts(node).len();
 
-    // Forward one hour, back to real time (a backward step of one hour), then one more hour
-    // back, so the agent's wall clock is behind the collector's.
-    for (offset_s, what) in [
-        (HOUR, "forward 1 h"),
-        (0, "back 1 h, to real time"),
-        (-HOUR, "back 1 h, behind the collector"),
-    ] {
-        clock.set(offset_s);
-        // The jump reached the agent: the wall time on its snapshots moved by the offset.
-        eventually(
-            &format!("the agent's wall clock to jump {what}"),
-            Duration::from_secs(10),
-            || async {
-                let s = agent_snapshot(&agent).await;
-                offset_from_real(s.taken_at.as_ref())
-                    .filter(|o| (o - offset_s).abs() < 60)
-                    .map(|_| ())
-            },
-        )
-        .await;
-        reports_keep_flowing(
-            &collector,
-            node,
-            10,
-            &format!("reports after the agent's clock jumped {what}"),
-        )
-        .await;
-    }
+    // The jump reached the agent: the wall time on its snapshots moved by the offset.
+    jump_forward_and_back(
+        &clock,
+        "agent",
+        "the collector",
+        &collector,
+        node,
+        || async { offset_from_real(agent.snapshot().await.taken_at.as_ref()) },
+    )
+    .await;
 
     // Everything the agent numbered reached the collector exactly once, over one stream.
-    let last = agent_snapshot(&agent).await;
+    let last = agent.snapshot().await;
     let summary = eventually(
         "the collector to have the agent's latest seq",
         Duration::from_secs(15),
         || async {
-            let s = fleet_summary(&collector, node).await?;
+            let s = collector.node_summary(node).await?;
             (s.last_seq >= last.seq).then_some(s)
         },
     )
@@ -352,41 +340,22 @@ async fn a_collector_whose_wall_clock_jumps_neither_stales_nodes_nor_stretches_a
         &agent_config(),
         &["--node", node, "--collector", &collector.url()],
     );
-    eventually("the first reports", Duration::from_secs(15), || async {
-        (fleet_summary(&collector, node).await?.last_seq >= 5).then_some(())
-    })
-    .await;
+    collector.wait_reports(node, 5).await;
     let before_alerts = watched.device_and_node_alerts(node).len();
 
     // Staleness: a jump either way must not make the node stale (it is judged on the
     // monotonic clock); `stale_after` is 2 s, so a wall-clock judgement would fire at once.
-    for (offset_s, what) in [
-        (HOUR, "forward 1 h"),
-        (0, "back 1 h, to real time"),
-        (-HOUR, "back 1 h, behind the agent"),
-    ] {
-        clock.set(offset_s);
-        // The jump reached the collector: the wall time it records a report's arrival at.
-        eventually(
-            &format!("the collector's wall clock to jump {what}"),
-            Duration::from_secs(10),
-            || async {
-                let s = fleet_summary(&collector, node).await?;
-                offset_from_real(s.last_seen.as_ref())
-                    .filter(|o| (o - offset_s).abs() < 60)
-                    .map(|_| ())
-            },
-        )
-        .await;
-        reports_keep_flowing(
-            &collector,
-            node,
-            10,
-            &format!("reports applied after the collector's clock jumped {what}"),
-        )
-        .await;
-    }
-    let summary = fleet_summary(&collector, node).await.expect("node known");
+    // The jump reached the collector: the wall time it records a report's arrival at.
+    jump_forward_and_back(
+        &clock,
+        "collector",
+        "the agent",
+        &collector,
+        node,
+        || async { offset_from_real(collector.node_summary(node).await?.last_seen.as_ref()) },
+    )
+    .await;
+    let summary = collector.node_summary(node).await.expect("node known");
     assert!(!summary.stale, "{summary:?}");
     assert_eq!(summary.missing_total, 0, "{summary:?}");
     assert_eq!(summary.duplicates_total, 0, "{summary:?}");
@@ -405,27 +374,16 @@ async fn a_collector_whose_wall_clock_jumps_neither_stales_nodes_nor_stretches_a
     // `for`: a hung device's DEVICE_UNRESPONSIVE is pending for 4 s. Jumping the collector's
     // clock two hours forward while it is pending must not fire it early.
     let injected = Instant::now();
-    let out = agent.ctl(&["inject-fault", "loihi-0", "hang"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.ctl_ok(&["inject-fault", "loihi-0", "hang"]);
     let is_unresponsive = |a: &pb::Alert| a.device == "loihi-0" && a.name == "DEVICE_UNRESPONSIVE";
     // The condition reaches the collector (the agent says so) before the jump.
     eventually(
         "the agent to report loihi-0 unresponsive",
         Duration::from_secs(15),
         || async {
-            let s = agent_snapshot(&agent).await;
-            s.devices
-                .iter()
-                .any(|d| {
-                    d.identity.as_ref().is_some_and(|i| i.id == "loihi-0")
-                        && d.conditions
-                            .iter()
-                            .any(|c| c.code == pb::ConditionCode::DeviceUnresponsive as i32)
-                })
+            let s = agent.snapshot().await;
+            device(&s.devices, "loihi-0")
+                .is_some_and(|d| has_code(d, pb::ConditionCode::DeviceUnresponsive))
                 .then_some(())
         },
     )
@@ -465,12 +423,7 @@ async fn a_collector_whose_wall_clock_jumps_neither_stales_nodes_nor_stretches_a
         .filter(|a| is_unresponsive(a) && a.status == pb::AlertStatus::Resolved as i32)
         .collect();
     assert!(resolved_early.is_empty(), "{resolved_early:?}");
-    let out = agent.ctl(&["reset-device", "loihi-0", "--hard", "--yes"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.ctl_ok(&["reset-device", "loihi-0", "--hard", "--yes"]);
     eventually(
         "DEVICE_UNRESPONSIVE to resolve after the reset",
         Duration::from_secs(30),

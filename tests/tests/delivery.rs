@@ -7,71 +7,33 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use health_e2e::{sim_config, Agent, Collector};
+use health_e2e::{
+    eventually, reporting_config, wait_for, Agent, Collector, Fleet, QUICK_RECONNECT,
+};
 use health_proto::v1 as pb;
 use nix::sys::signal::Signal;
+use prost::Message as _;
 
-/// Polls `check` every 50 ms until it returns Some or `limit` passes.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The agent's latest snapshot (its seq, boot id and delivery status).
-async fn agent_snapshot(agent: &Agent) -> pb::NodeSnapshot {
-    let mut c = agent.client().await;
-    c.get_node(pb::GetNodeRequest {})
-        .await
-        .expect("GetNode")
-        .into_inner()
+/// An agent config: four simulated devices, reports every 100 ms, quick reconnects.
+fn streaming_config(uplink: &str) -> String {
+    reporting_config(
+        "500ms",
+        "1s",
+        "100ms",
+        &format!("{QUICK_RECONNECT}{uplink}"),
+    )
 }
 
 fn status(s: &pb::NodeSnapshot) -> pb::AgentStatus {
     s.agent.clone().expect("agent status")
 }
 
-async fn fleet_node(collector: &Collector, node: &str) -> Option<pb::FleetNode> {
-    let mut c = collector.client().await;
-    c.get_node(pb::GetFleetNodeRequest {
-        node: node.to_string(),
-    })
-    .await
-    .ok()
-    .map(|r| r.into_inner())
-}
-
-/// An agent config: four simulated devices, reports every 100 ms, quick reconnects.
-fn streaming_config(uplink: &str) -> String {
-    format!(
-        "{}\n[uplink]\nbackoff_initial = \"100ms\"\nbackoff_max = \"1s\"\nconnect_timeout = \"500ms\"\n{uplink}",
-        sim_config("500ms", "1s", "100ms")
-    )
-}
-
-/// Waits until the collector has applied reports from the agent and the agent knows it.
-async fn wait_streaming(agent: &Agent) -> pb::AgentStatus {
-    eventually(
-        "the agent's reports acknowledged",
-        Duration::from_secs(10),
-        || async {
-            let a = status(&agent_snapshot(agent).await);
-            (a.uplink_connected && a.last_acked_seq >= 5).then_some(a)
-        },
-    )
-    .await
+/// A collector and an agent with `config` streaming to it, once the collector has
+/// acknowledged the agent's first reports.
+async fn streaming(node: &str, config: &str) -> Fleet {
+    let fleet = Fleet::with_agent_config(node, "", config);
+    fleet.agent.wait_acked(5).await;
+    fleet
 }
 
 /// Kills the collector and waits until the agent says it is disconnected; returns the agent's
@@ -83,7 +45,7 @@ async fn kill_collector(collector: Collector, agent: &Agent) -> pb::AgentStatus 
         "the agent to see the collector gone",
         Duration::from_secs(10),
         || async {
-            let a = status(&agent_snapshot(agent).await);
+            let a = agent.status().await;
             (!a.uplink_connected).then_some(a)
         },
     )
@@ -100,11 +62,11 @@ async fn wait_drained(
     limit: Duration,
 ) -> pb::FleetNode {
     eventually("the backlog to drain", limit, || async {
-        let a = status(&agent_snapshot(agent).await);
+        let a = agent.status().await;
         if !(a.uplink_connected && a.reports_buffered <= 2) {
             return None;
         }
-        let n = fleet_node(collector, node).await?;
+        let n = collector.fleet_node(node).await?;
         let s = n.summary.as_ref()?;
         (s.last_seq >= through_seq).then_some(n)
     })
@@ -123,19 +85,16 @@ fn ranges(n: &pb::FleetNode) -> Vec<(String, u64, u64, String)> {
 
 #[tokio::test]
 async fn a_collector_killed_for_30s_gets_every_report_exactly_once_after_its_restart() {
-    let collector = Collector::start("");
-    let addr = collector.addr.clone();
     // 30 s at 10 reports/s is 300 reports: a memory buffer of 1000 holds them.
-    let agent = Agent::with_config(
-        &streaming_config("buffer_reports = 1000\n"),
-        &["--node", "d-30s", "--collector", &collector.url()],
-    );
-    wait_streaming(&agent).await;
+    let Fleet {
+        collector, agent, ..
+    } = streaming("d-30s", &streaming_config("buffer_reports = 1000\n")).await;
+    let addr = collector.addr.clone();
     let at_kill = kill_collector(collector, &agent).await;
     let first_unacked = at_kill.last_acked_seq + 1;
 
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let before_restart = agent_snapshot(&agent).await;
+    let before_restart = agent.snapshot().await;
     let a = status(&before_restart);
     assert!(a.reports_buffered >= 250, "30 s of reports buffered: {a:?}");
     assert_eq!(a.reports_dropped_total, 0);
@@ -170,26 +129,19 @@ async fn a_collector_killed_for_30s_gets_every_report_exactly_once_after_its_res
 
 #[tokio::test]
 async fn an_outage_longer_than_the_buffer_is_recorded_as_an_explicit_missing_range() {
-    let collector = Collector::start("");
+    let Fleet {
+        collector, agent, ..
+    } = streaming("d-overflow", &streaming_config("buffer_reports = 20\n")).await;
     let addr = collector.addr.clone();
-    let agent = Agent::with_config(
-        &streaming_config("buffer_reports = 20\n"),
-        &["--node", "d-overflow", "--collector", &collector.url()],
-    );
-    wait_streaming(&agent).await;
     let at_kill = kill_collector(collector, &agent).await;
-    // 5 s at 10 reports/s: about 50 reports for a buffer of 20.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    // On a loaded machine the reporter may have fallen behind: wait for a real overflow.
+    // At 10 reports/s a buffer of 20 overflows after 2 s; wait for ten reports dropped.
     eventually(
         "the buffer to overflow",
-        Duration::from_secs(20),
-        || async {
-            (status(&agent_snapshot(&agent).await).reports_dropped_total >= 10).then_some(())
-        },
+        Duration::from_secs(30),
+        || async { (agent.status().await.reports_dropped_total >= 10).then_some(()) },
     )
     .await;
-    let before_restart = agent_snapshot(&agent).await;
+    let before_restart = agent.snapshot().await;
     let boot = before_restart.boot_id.clone();
 
     let collector = Collector::start_on(&addr, "");
@@ -210,7 +162,7 @@ async fn an_outage_longer_than_the_buffer_is_recorded_as_an_explicit_missing_ran
         "the collector to record every report it will never receive",
         Duration::from_secs(10),
         move || async move {
-            let n = fleet_node(c, "d-overflow").await?;
+            let n = c.fleet_node("d-overflow").await?;
             let s = n.summary.clone()?;
             let applied = s.reports_total - s.duplicates_total;
             let first_received = s.last_seq + 1 - applied;
@@ -221,7 +173,7 @@ async fn an_outage_longer_than_the_buffer_is_recorded_as_an_explicit_missing_ran
     let s = n.summary.clone().expect("summary");
     let applied = s.reports_total - s.duplicates_total;
     let first_received = s.last_seq + 1 - applied;
-    let a = status(&agent_snapshot(&agent).await);
+    let a = agent.status().await;
 
     // Everything from the first unacknowledged report up to the first one the new collector
     // received was dropped; the collector records exactly that range, from the agent's word.
@@ -281,6 +233,54 @@ async fn an_outage_longer_than_the_buffer_is_recorded_as_an_explicit_missing_ran
     );
 }
 
+/// The reports in an agent's spill directory, as (boot id, seq), from the record its `head`
+/// file names (the first unacknowledged one) on. Read with the layout `agent/src/grpc/spill.rs`
+/// documents: `<id>.seg` files of `[u32 length LE][u32 CRC-32 LE][HealthReport]` records, and
+/// `head` holding "<segment id> <offset>". A record still being written ends the read.
+fn spilled_from_head(dir: &Path) -> Vec<(String, u64)> {
+    let Some((head_segment, head_offset)) = std::fs::read_to_string(dir.join("head"))
+        .ok()
+        .and_then(|t| {
+            let (segment, offset) = t.trim().split_once(' ')?;
+            Some((segment.parse::<u64>().ok()?, offset.parse::<usize>().ok()?))
+        })
+    else {
+        return Vec::new();
+    };
+    let mut segments: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let id = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".seg")?
+                .parse()
+                .ok()?;
+            (id >= head_segment).then_some((id, path))
+        })
+        .collect();
+    segments.sort();
+    let mut out = Vec::new();
+    for (id, path) in segments {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let mut at = if id == head_segment { head_offset } else { 0 };
+        while let Some(header) = bytes.get(at..at + 8) {
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let Some(report) = bytes
+                .get(at + 8..at + 8 + len)
+                .and_then(|payload| pb::HealthReport::decode(payload).ok())
+            else {
+                return out;
+            };
+            out.push((report.boot_id, report.seq));
+            at += 8 + len;
+        }
+    }
+    out
+}
+
 fn spill_config(dir: &Path, buffer: usize) -> String {
     streaming_config(&format!(
         "buffer_reports = {buffer}\nspill_path = \"{}\"\n",
@@ -291,25 +291,44 @@ fn spill_config(dir: &Path, buffer: usize) -> String {
 #[tokio::test]
 async fn an_agent_killed_during_an_outage_delivers_its_earlier_boots_reports_from_the_spill() {
     let state = tempfile::tempdir().expect("tempdir");
-    let collector = Collector::start("");
-    let addr = collector.addr.clone();
-    let url = collector.url();
     // A memory buffer of 5: nearly all of the outage's reports exist only on disk.
     let config = spill_config(state.path(), 5);
-    let mut first = Agent::with_config(&config, &["--node", "d-spill", "--collector", &url]);
-    wait_streaming(&first).await;
+    let Fleet {
+        collector,
+        agent: mut first,
+        ..
+    } = streaming("d-spill", &config).await;
+    let (addr, url) = (collector.addr.clone(), collector.url());
     let at_kill = kill_collector(collector, &first).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let last_seen = agent_snapshot(&first).await;
+    let last_seen = eventually(
+        "the outage's reports to outgrow the memory buffer",
+        Duration::from_secs(10),
+        || async {
+            let s = first.snapshot().await;
+            (status(&s).reports_buffered >= 20).then_some(s)
+        },
+    )
+    .await;
     let first_boot = last_seen.boot_id.clone();
     assert!(
         status(&last_seen).spill_bytes > 0,
         "{:?}",
         status(&last_seen)
     );
-    // Reports on their way from the main loop to the spill thread (milliseconds, more on a
-    // loaded machine) are not on disk yet; let them land before the kill.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Reports on their way from the main loop to the spill thread are not on disk yet, and the
+    // head file is rewritten at most once a second: kill only when the disk says the restart
+    // will resume at the first unacknowledged report and has every report seen so far.
+    let first_unacked = (first_boot.clone(), at_kill.last_acked_seq + 1);
+    let newest_seen = (first_boot.clone(), last_seen.seq);
+    wait_for(
+        "the spill on disk to run from the first unacknowledged report to the last one seen",
+        Duration::from_secs(10),
+        || {
+            let on_disk = spilled_from_head(&state.path().join("spill"));
+            (on_disk.first() == Some(&first_unacked) && on_disk.contains(&newest_seen))
+                .then_some(())
+        },
+    );
     first.proc.signal(Signal::SIGKILL);
     first
         .proc
@@ -320,7 +339,7 @@ async fn an_agent_killed_during_an_outage_delivers_its_earlier_boots_reports_fro
     let second = Agent::with_config(&config, &["--node", "d-spill", "--collector", &url]);
     let backlog = last_seen.seq - at_kill.last_acked_seq;
     let s = eventually("the spill recovered", Duration::from_secs(5), || async {
-        let s = agent_snapshot(&second).await;
+        let s = second.snapshot().await;
         (status(&s).reports_buffered > backlog).then_some(s)
     })
     .await;
@@ -377,7 +396,7 @@ async fn a_torn_spill_file_is_cut_back_with_a_warning_and_the_agent_runs() {
     let config = spill_config(state.path(), 5);
     let mut first = Agent::with_config(&config, &["--node", "d-torn", "--collector", &nowhere]);
     eventually("reports spilled", Duration::from_secs(10), || async {
-        (status(&agent_snapshot(&first).await).reports_buffered >= 20).then_some(())
+        (first.status().await.reports_buffered >= 20).then_some(())
     })
     .await;
     first.proc.signal(Signal::SIGTERM);
@@ -411,7 +430,7 @@ async fn a_torn_spill_file_is_cut_back_with_a_warning_and_the_agent_runs() {
         &["--node", "d-torn", "--collector", &nowhere],
         &log,
     );
-    let s = agent_snapshot(&second).await;
+    let s = second.snapshot().await;
     assert!(
         status(&s).reports_buffered >= 19,
         "the records before the torn one are kept: {:?}",
@@ -436,20 +455,20 @@ async fn an_agent_fails_over_to_the_second_collector_when_the_first_dies() {
         streaming_config("ack_timeout = \"1s\"\n")
     );
     let agent = Agent::with_config(&config, &["--node", "d-failover"]);
-    let streaming = wait_streaming(&agent).await;
+    let streaming = agent.wait_acked(5).await;
     assert_eq!(streaming.collector, a.url());
     assert!(
-        fleet_node(&b, "d-failover").await.is_none(),
+        b.fleet_node("d-failover").await.is_none(),
         "B idle while A works"
     );
 
     let a_url = a.url();
     a.proc.signal(Signal::SIGKILL);
     drop(a);
-    let at_kill = agent_snapshot(&agent).await;
+    let at_kill = agent.snapshot().await;
     let t0 = Instant::now();
     let n = eventually("reports at B", Duration::from_secs(10), || async {
-        let n = fleet_node(&b, "d-failover").await?;
+        let n = b.fleet_node("d-failover").await?;
         (n.summary.as_ref()?.last_seq > at_kill.seq).then_some(n)
     })
     .await;

@@ -9,42 +9,11 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use health_e2e::{sim_config, Agent, Collector};
+use health_e2e::{
+    device, eventually, has_code, output_text, reporting_config, sim_config, Agent, Collector,
+};
 use health_proto::v1 as pb;
 use nix::sys::signal::Signal;
-
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn snapshot(agent: &Agent) -> pb::NodeSnapshot {
-    let mut c = agent.client().await;
-    c.get_node(pb::GetNodeRequest {})
-        .await
-        .expect("GetNode")
-        .into_inner()
-}
-
-fn device<'a>(s: &'a pb::NodeSnapshot, id: &str) -> &'a pb::Device {
-    s.devices
-        .iter()
-        .find(|d| d.identity.as_ref().is_some_and(|i| i.id == id))
-        .expect("device")
-}
 
 /// Resident memory of a process, from /proc/<pid>/status, in KiB.
 fn rss_kib(pid: i32) -> u64 {
@@ -66,60 +35,77 @@ fn exits_cleanly(proc: &mut health_e2e::Proc, limit: Duration) -> bool {
 #[tokio::test]
 async fn a_device_that_vanishes_during_a_reset_is_missing_and_the_agent_carries_on() {
     let agent = Agent::with_config(&sim_config("300ms", "1s", "200ms"), &["--node", "f-vanish"]);
-    eventually("first reads", Duration::from_secs(5), || async {
-        let s = snapshot(&agent).await;
-        s.devices
-            .iter()
-            .all(|d| d.last_read_at.is_some())
-            .then_some(())
-    })
-    .await;
-    // A power cycle of the Loihi simulator takes 2.5 s; the device vanishes half-way.
-    let socket = agent.endpoint();
-    let reset = std::thread::spawn(move || {
-        health_e2e::ctl(&[
-            "--endpoint",
-            &socket,
-            "reset-device",
-            "loihi-0",
-            "--power-cycle",
-            "--yes",
-        ])
-    });
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let out = agent.ctl(&["inject-fault", "loihi-0", "vanish"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent.wait_all_devices_read().await;
+    // The Loihi simulator's power cycle takes 2.5 s; the device vanishes while it runs.
+    let reset = agent.begin_power_cycle("loihi-0");
+    agent.ctl_ok(&["inject-fault", "loihi-0", "vanish"]);
     // While the reset is in flight, the agent answers and the other devices keep updating.
-    let during = snapshot(&agent).await;
-    let before = device(&during, "photonic-0").last_read_at;
-
+    let during = agent.snapshot().await;
+    let photonic_during = device(&during.devices, "photonic-0").map(|d| d.last_read_at);
     let reset = reset.join().expect("agent-ctl thread");
-    let text = String::from_utf8_lossy(&reset.stdout).to_string()
-        + &String::from_utf8_lossy(&reset.stderr);
     // The call in flight ends within its deadline (the simulator finishes the power cycle; a
     // real backend may fail it), and the device is read right after it: missing.
-    let s = eventually("loihi-0 missing", Duration::from_secs(5), || async {
-        let s = snapshot(&agent).await;
-        device(&s, "loihi-0")
-            .conditions
-            .iter()
-            .any(|c| c.code() == pb::ConditionCode::DeviceMissing)
+    let printed = output_text(&reset);
+    assert!(reset.status.success(), "{printed}");
+    assert!(
+        printed.starts_with("loihi-0 reset-power-cycle SUCCEEDED"),
+        "{printed}"
+    );
+    let s = eventually("loihi-0 missing", Duration::from_secs(10), || async {
+        let s = agent.snapshot().await;
+        device(&s.devices, "loihi-0")
+            .is_some_and(|d| has_code(d, pb::ConditionCode::DeviceMissing))
             .then_some(s)
     })
     .await;
-    assert!(text.contains("loihi-0"), "{text}");
-    let after = device(&s, "photonic-0").last_read_at;
-    assert_ne!(before, after, "photonic-0 kept being read");
-    let actions = agent.ctl(&["actions", "--device", "loihi-0"]);
-    let listed = String::from_utf8_lossy(&actions.stdout);
-    assert!(
-        listed.contains("reset-power-cycle") || listed.contains("power"),
-        "{listed}"
+    assert_ne!(
+        device(&s.devices, "photonic-0").map(|d| d.last_read_at),
+        photonic_during,
+        "photonic-0 kept being read"
     );
+    // The device vanished while the reset was in flight: the audit log has the vanish between
+    // the reset's begin and its end.
+    let record: Vec<String> = agent
+        .audit_entries()
+        .iter()
+        .filter(|e| e["target"] == "loihi-0")
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            format!(
+                "{} {} {}",
+                field("phase"),
+                field("action"),
+                field("outcome")
+            )
+        })
+        .collect();
+    assert_eq!(
+        record,
+        [
+            "begin reset-power-cycle ",
+            "begin inject-fault vanish ",
+            "end inject-fault vanish succeeded",
+            "end reset-power-cycle succeeded",
+        ],
+        "the vanish was injected during the reset"
+    );
+    // And the action list shows the reset, once, with its outcome.
+    let listed: serde_json::Value =
+        serde_json::from_str(&agent.ctl_ok(&["--json", "actions", "--device", "loihi-0"]))
+            .expect("agent-ctl --json actions prints JSON");
+    let resets: Vec<(&str, &str)> = listed
+        .as_array()
+        .expect("a list of actions")
+        .iter()
+        .filter(|a| a["action"] == "reset-power-cycle")
+        .map(|a| {
+            (
+                a["device_id"].as_str().unwrap_or_default(),
+                a["outcome"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(resets, [("loihi-0", "SUCCEEDED")], "{listed}");
 }
 
 #[tokio::test]
@@ -143,9 +129,11 @@ async fn a_collector_that_accepts_and_never_answers_does_not_hold_the_agent() {
         })
     };
     let mut agent = Agent::with_config(
-        &format!(
-            "{}\n[uplink]\nconnect_timeout = \"500ms\"\nack_timeout = \"1s\"\nbackoff_initial = \"100ms\"\nbackoff_max = \"500ms\"\n",
-            sim_config("300ms", "1s", "100ms")
+        &reporting_config(
+            "300ms",
+            "1s",
+            "100ms",
+            "connect_timeout = \"500ms\"\nack_timeout = \"1s\"\nbackoff_initial = \"100ms\"\nbackoff_max = \"500ms\"\n",
         ),
         &["--node", "f-silent", "--collector", &format!("http://{addr}")],
     );
@@ -153,7 +141,7 @@ async fn a_collector_that_accepts_and_never_answers_does_not_hold_the_agent() {
         "reports buffered, uplink down",
         Duration::from_secs(10),
         || async {
-            let a = snapshot(&agent).await.agent?;
+            let a = agent.snapshot().await.agent?;
             (!a.uplink_connected && a.reports_buffered >= 20 && a.reconnects_total >= 3)
                 .then_some(a)
         },
@@ -167,7 +155,7 @@ async fn a_collector_that_accepts_and_never_answers_does_not_hold_the_agent() {
         "{text}"
     );
     // The node itself is healthy: polling goes on.
-    let s = snapshot(&agent).await;
+    let s = agent.snapshot().await;
     assert!(s.devices.iter().all(|d| d.last_read_at.is_some()));
 
     agent.proc.signal(Signal::SIGTERM);
@@ -193,17 +181,22 @@ async fn watchers_that_never_read_do_not_grow_memory_or_stall_another_watcher() 
         assert!(s.message().await.expect("first").is_some());
         stalled.push((c, s));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Twenty reports (2 s) published past the stalled watchers before the baseline: whatever
+    // the agent keeps for a watcher that does not read is in it.
+    let stalled_at = agent.snapshot().await.seq;
+    let seq_before = eventually(
+        "twenty reports past the stalled watchers",
+        Duration::from_secs(20),
+        || async {
+            let seq = agent.snapshot().await.seq;
+            (seq >= stalled_at + 20).then_some(seq)
+        },
+    )
+    .await;
     let rss_before = rss_kib(pid);
-    let seq_before = snapshot(&agent).await.seq;
 
     // Meanwhile one watcher reads everything.
-    let mut c = agent.client().await;
-    let mut live = c
-        .watch_health(pb::WatchHealthRequest {})
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut live = agent.watch_health().await;
     let mut seqs = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(15) {
@@ -214,7 +207,7 @@ async fn watchers_that_never_read_do_not_grow_memory_or_stall_another_watcher() 
             .expect("snapshot");
         seqs.push(m.seq);
     }
-    let current = snapshot(&agent).await.seq;
+    let current = agent.snapshot().await.seq;
     let rss_after = rss_kib(pid);
     let reports = current - seq_before;
     eprintln!(
@@ -275,11 +268,11 @@ async fn a_thousand_concurrent_watchers_all_get_a_snapshot_and_the_agent_stays_r
         t0.elapsed()
     );
     // With all of them open, the agent answers and its snapshots move on.
-    let before = snapshot(&agent).await.seq;
+    let before = agent.snapshot().await.seq;
     let out = agent.ctl(&["status"]);
     assert!(out.status.success());
     eventually("new snapshots", Duration::from_secs(5), || async {
-        (snapshot(&agent).await.seq > before).then_some(())
+        (agent.snapshot().await.seq > before).then_some(())
     })
     .await;
     // And a watcher opened earlier still gets fresh ones.
@@ -410,7 +403,7 @@ async fn oversize_and_malformed_grpc_messages_are_refused_and_the_servers_keep_s
             Err(e) => panic!("the agent neither answered nor closed within 5 s: {e}"),
         }
     }
-    assert_eq!(snapshot(&agent).await.node, "f-big-agent", "still serving");
+    assert_eq!(agent.snapshot().await.node, "f-big-agent", "still serving");
 }
 
 /// A one-report request stream that stays open (so the server's answer is what ends it).
@@ -430,32 +423,8 @@ async fn sigterm_during_a_reset_lets_the_reset_finish_and_records_it() {
         &["--node", "f-term-reset"],
         &log,
     );
-    eventually("first reads", Duration::from_secs(5), || async {
-        let s = snapshot(&agent).await;
-        s.devices
-            .iter()
-            .all(|d| d.last_read_at.is_some())
-            .then_some(())
-    })
-    .await;
-    // The Loihi simulator's power cycle takes 2.5 s.
-    let socket = agent.endpoint();
-    let reset = std::thread::spawn(move || {
-        health_e2e::ctl(&[
-            "--endpoint",
-            &socket,
-            "reset-device",
-            "loihi-0",
-            "--power-cycle",
-            "--yes",
-        ])
-    });
-    eventually("the reset requested", Duration::from_secs(5), || async {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("action requested").then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.wait_all_devices_read().await;
+    let reset = agent.begin_power_cycle("loihi-0");
     let t0 = Instant::now();
     agent.proc.signal(Signal::SIGTERM);
     // Bounded by the action deadline plus the read deadline, plus the 1 s runtime bound.

@@ -137,10 +137,7 @@ async fn drift_is_caught_by_the_known_answer_probe_and_calibration_clears_it() {
     assert!(text(&diag).contains("CALIBRATION_DRIFT"), "{}", text(&diag));
 
     // The runbook step: recalibrate. The probe run right after it passes and clears drift.
-    assert!(agent
-        .ctl(&["inject-fault", "xbar-0", "clear"])
-        .status
-        .success());
+    agent.ctl_ok(&["inject-fault", "xbar-0", "clear"]);
     let cal = agent.ctl(&["calibrate", "xbar-0"]);
     assert!(cal.status.success(), "{}", text(&cal));
     assert!(

@@ -11,9 +11,9 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use health_e2e::{free_port, sim_config, wait_until, Agent, Collector};
+use health_e2e::{eventually, free_port, sim_config, wait_for, wait_until, Agent, Collector};
 use health_proto::v1 as pb;
 
 fn repo() -> PathBuf {
@@ -213,18 +213,6 @@ fn start_pair(node: &str, report: &str) -> Pair {
     }
 }
 
-/// Polls `check` (every 100 ms, at most `limit`) until it returns Some.
-fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(t0.elapsed() < limit, "timed out after {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn temperatures(snapshot: &pb::NodeSnapshot) -> BTreeMap<(String, String), f64> {
     let mut t = BTreeMap::new();
     for d in &snapshot.devices {
@@ -257,32 +245,26 @@ fn scraped_temperatures(all: &[Sample], node: &str) -> BTreeMap<(String, String)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrapes_pass_promtool_and_agree_with_the_grpc_view() {
     let p = start_pair("metrics-node", "1s");
-    let mut agent = p.agent.client().await;
-    let mut collector = p.collector.client().await;
-
     // Wait until the collector holds a snapshot with every device read.
     let node = p.node.clone();
-    for _ in 0..100 {
-        let n = collector
-            .get_node(pb::GetFleetNodeRequest { node: node.clone() })
-            .await;
-        if let Ok(n) = n {
-            let snap = n.into_inner().snapshot.unwrap_or_default();
-            if temperatures(&snap).len() >= 4 && snap.devices.len() == 4 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "every device's temperature at the collector",
+        Duration::from_secs(10),
+        || async {
+            let snap = p.collector.fleet_node(&node).await?.snapshot?;
+            (temperatures(&snap).len() >= 4 && snap.devices.len() == 4).then_some(())
+        },
+    )
+    .await;
+    agent_scrape_matches_the_published_report(&p).await;
+    collector_scrape_matches_get_node(&p).await;
+}
 
-    // Agent: its /metrics renders the latest published report, the one WatchHealth streams
-    // after its first (freshly assembled) message. Compare readings of the same seq.
-    let mut watch = agent
-        .watch_health(pb::WatchHealthRequest::default())
-        .await
-        .expect("WatchHealth")
-        .into_inner();
-    let _now = watch.message().await.expect("first message");
+/// The agent's /metrics renders the latest published report, the one WatchHealth streams after
+/// its first (freshly assembled) message: readings of the same seq agree.
+async fn agent_scrape_matches_the_published_report(p: &Pair) {
+    let node = p.node.clone();
+    let mut watch = p.agent.watch_health().await;
     let mut compared = false;
     for _ in 0..10 {
         let published = watch
@@ -365,9 +347,13 @@ async fn scrapes_pass_promtool_and_agree_with_the_grpc_view() {
         compared,
         "no scrape matched a published report's seq in 10 reports"
     );
+}
 
-    // Collector: /metrics renders the snapshot GetNode returns. Compare when the node's
-    // last_seq did not move across the scrape.
+/// The collector's /metrics renders the snapshot its GetNode returns: compared when the node's
+/// last_seq did not move across the scrape.
+async fn collector_scrape_matches_get_node(p: &Pair) {
+    let node = p.node.clone();
+    let mut collector = p.collector.client().await;
     let mut compared = false;
     for _ in 0..10 {
         let before = collector
@@ -447,7 +433,7 @@ async fn conditions_actions_and_rpc_outcomes_show_up_in_both_scrapes() {
     let agent_addr = p.agent_metrics.clone();
     let node2 = node.clone();
     let agent_text = tokio::task::spawn_blocking(move || {
-        eventually(
+        wait_for(
             "the agent to report loihi-0 overheating",
             Duration::from_secs(60),
             || {
@@ -510,9 +496,16 @@ async fn conditions_actions_and_rpc_outcomes_show_up_in_both_scrapes() {
         ) >= 1.0
     );
 
+    collector_scrape_shows_the_condition_and_rpc_outcomes(&p).await;
+}
+
+/// The collector's scrape, once it fires loihi-0's thermal alert: the condition and the
+/// outcomes of the RPCs the test made (a GetNode for an unknown node, the agent's reports).
+async fn collector_scrape_shows_the_condition_and_rpc_outcomes(p: &Pair) {
+    let node = p.node.clone();
     let collector_addr = p.collector_metrics.clone();
     let collector_text = tokio::task::spawn_blocking(move || {
-        eventually(
+        wait_for(
             "the collector to show loihi-0 overheating",
             Duration::from_secs(30),
             || {
@@ -860,21 +853,13 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported() {
 
     // Live scrapes, after the things the dashboard shows have happened at least once.
     let p = start_pair("grafana-node", "500ms");
-    assert!(p
-        .agent
-        .ctl(&["reset-device", "xbar-0", "--soft"])
-        .status
-        .success());
-    assert!(p
-        .agent
-        .ctl(&["inject-fault", "loihi-0", "overheat"])
-        .status
-        .success());
+    p.agent.ctl_ok(&["reset-device", "xbar-0", "--soft"]);
+    p.agent.ctl_ok(&["inject-fault", "loihi-0", "overheat"]);
     let mut collector = p.collector.client().await;
     let _ = collector.list_nodes(pb::ListNodesRequest::default()).await;
     let (agent_addr, collector_addr) = (p.agent_metrics.clone(), p.collector_metrics.clone());
     let exported = tokio::task::spawn_blocking(move || {
-        eventually(
+        wait_for(
             "both scrapes to carry conditions",
             Duration::from_secs(30),
             || {

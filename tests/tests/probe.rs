@@ -28,14 +28,9 @@ fn watched_ill_conditioned_problem_becomes_a_condition_and_probe_runs_on_demand(
         problems.path().display()
     );
     let agent = Agent::with_config(&cfg, &["--node", "e2e-probe"]);
-    let mut status = String::new();
-    for _ in 0..100 {
-        status = String::from_utf8_lossy(&agent.ctl(&["--json", "status"]).stdout).into_owned();
-        if status.contains("ILL_CONDITIONED") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let status = agent.ctl_until(&["--json", "status"], |status| {
+        status.contains("ILL_CONDITIONED")
+    });
     assert!(
         status.contains("ILL_CONDITIONED") && status.contains("hilbert10.mtx"),
         "{status}"
@@ -45,13 +40,7 @@ fn watched_ill_conditioned_problem_becomes_a_condition_and_probe_runs_on_demand(
         "the node is at least WARNING: {status}"
     );
 
-    let out = agent.ctl(&["probe", file.to_str().expect("utf-8"), "--bits", "16"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = agent.ctl_ok(&["probe", file.to_str().expect("utf-8"), "--bits", "16"]);
     assert!(
         text.contains("ILL_CONDITIONED") && text.contains("PRECISION_INSUFFICIENT"),
         "{text}"

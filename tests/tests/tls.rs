@@ -66,15 +66,6 @@ fn ctl_tls(
     ctl(&all)
 }
 
-/// The audit log's entries, as JSON objects.
-fn audit_entries(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn has_entry(entries: &[serde_json::Value], phase: &str, caller: &str, action: &str) -> bool {
     entries.iter().any(|e| {
         e["phase"] == phase
@@ -116,7 +107,6 @@ fn agent_tcp_listener_requires_client_certificates_and_maps_subjects_to_roles() 
         pem(d, "ca.pem"),
     );
     let agent = Agent::with_config(&config, &[]);
-    let audit = agent.dir.path().join("audit.jsonl");
     let url = format!("https://127.0.0.1:{port}");
     let ca = pem(d, "ca.pem");
 
@@ -153,9 +143,9 @@ fn agent_tcp_listener_requires_client_certificates_and_maps_subjects_to_roles() 
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains("photonic-0"));
     assert!(
-        !has_entry(&audit_entries(&audit), "denied", "", ""),
+        !has_entry(&agent.audit_entries(), "denied", "", ""),
         "a refused handshake is not a call: {:?}",
-        audit_entries(&audit)
+        agent.audit_entries()
     );
 
     // bob-reader (signed by the CA, not an operator) reads...
@@ -177,7 +167,7 @@ fn agent_tcp_listener_requires_client_certificates_and_maps_subjects_to_roles() 
         assert!(err.contains("operator role"), "{args:?}: {err}");
         assert!(err.contains("bob-reader"), "{args:?}: {err}");
     }
-    let entries = audit_entries(&audit);
+    let entries = agent.audit_entries();
     assert!(
         has_entry(&entries, "denied", "bob-reader", "calibrate"),
         "{entries:?}"
@@ -201,7 +191,7 @@ fn agent_tcp_listener_requires_client_certificates_and_maps_subjects_to_roles() 
         &["calibrate", "photonic-0"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let entries = audit_entries(&audit);
+    let entries = agent.audit_entries();
     assert!(
         has_entry(&entries, "begin", "alice-operator", "calibrate"),
         "{entries:?}"
@@ -211,6 +201,7 @@ fn agent_tcp_listener_requires_client_certificates_and_maps_subjects_to_roles() 
         "{entries:?}"
     );
 
+    let audit = agent.dir.path().join("audit.jsonl");
     let log = audit.to_str().expect("utf-8 path");
     let out = ctl(&["audit", "--verify", "--file", log]);
     assert!(

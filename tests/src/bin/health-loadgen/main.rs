@@ -384,39 +384,60 @@ fn check(r: &Results) -> Vec<String> {
             r.first_error.as_deref().unwrap_or("?")
         ));
     }
-    if r.acked != r.sent {
-        problems.push(format!("sent {} reports, {} acknowledged", r.sent, r.acked));
-    }
-    if r.collector_reports_total != r.sent {
-        problems.push(format!(
-            "sent {} reports, the collector counted {}",
-            r.sent, r.collector_reports_total
-        ));
-    }
-    if r.collector_missing_total != r.dropped_in_gaps {
-        problems.push(format!(
-            "dropped {} reports before later ones, the collector counted {} missing",
-            r.dropped_in_gaps, r.collector_missing_total
-        ));
-    }
-    if r.collector_duplicates_total != 0 {
-        problems.push(format!(
-            "no report was sent twice, the collector counted {} duplicates",
-            r.collector_duplicates_total
-        ));
-    }
-    if r.collector_nodes_seen != r.agents {
-        problems.push(format!(
-            "{} agents, the collector lists {} of them",
-            r.agents, r.collector_nodes_seen
-        ));
-    }
-    if r.alert_events_received != r.alert_events_expected {
-        problems.push(format!(
-            "expected {} alert events from the reports, WatchAlerts delivered {}",
-            r.alert_events_expected, r.alert_events_received
-        ));
-    }
+    // (what was sent or expected, what the other side counted, what a mismatch means)
+    let tallies = [
+        (
+            r.sent,
+            r.acked,
+            format!("sent {} reports, {} acknowledged", r.sent, r.acked),
+        ),
+        (
+            r.sent,
+            r.collector_reports_total,
+            format!(
+                "sent {} reports, the collector counted {}",
+                r.sent, r.collector_reports_total
+            ),
+        ),
+        (
+            r.dropped_in_gaps,
+            r.collector_missing_total,
+            format!(
+                "dropped {} reports before later ones, the collector counted {} missing",
+                r.dropped_in_gaps, r.collector_missing_total
+            ),
+        ),
+        (
+            0,
+            r.collector_duplicates_total,
+            format!(
+                "no report was sent twice, the collector counted {} duplicates",
+                r.collector_duplicates_total
+            ),
+        ),
+        (
+            r.agents as u64,
+            r.collector_nodes_seen as u64,
+            format!(
+                "{} agents, the collector lists {} of them",
+                r.agents, r.collector_nodes_seen
+            ),
+        ),
+        (
+            r.alert_events_expected,
+            r.alert_events_received,
+            format!(
+                "expected {} alert events from the reports, WatchAlerts delivered {}",
+                r.alert_events_expected, r.alert_events_received
+            ),
+        ),
+    ];
+    problems.extend(
+        tallies
+            .into_iter()
+            .filter(|(want, got, _)| want != got)
+            .map(|(_, _, problem)| problem),
+    );
     problems
 }
 
