@@ -29,12 +29,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::model::Outcome;
 
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What one entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Phase {
     Begin,
     End,
@@ -60,19 +64,61 @@ impl Phase {
     }
 }
 
-/// The fields an action supplies; the log adds seq, time and the hashes.
-#[derive(Debug, Clone, Default)]
+/// How the request an entry records ended. `None` on a `begin` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recorded {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Refused,
+    Denied,
+    Interrupted,
+}
+
+impl From<Outcome> for Recorded {
+    fn from(o: Outcome) -> Recorded {
+        match o {
+            Outcome::Succeeded => Recorded::Succeeded,
+            Outcome::Failed => Recorded::Failed,
+            Outcome::TimedOut => Recorded::TimedOut,
+            Outcome::Refused => Recorded::Refused,
+        }
+    }
+}
+
+/// The fields an action supplies; the log adds seq, time and the hashes ([`Record`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Entry {
     pub action_id: String,
     pub caller: String,
     pub role: String,
     pub action: String,
     pub target: String,
+    /// The action's arguments: an object, `{}` when it has none.
     pub args: Value,
     pub idempotency_key: String,
-    pub outcome: Option<String>,
+    pub outcome: Option<Recorded>,
     pub message: String,
     pub duration_ms: Option<u64>,
+}
+
+/// One line of the log: the one definition of its format, written by [`AuditLog`] and read
+/// back by [`recent_entries`]. [`verify`] checks lines as generic JSON objects instead, so a
+/// line from an older or newer agent still verifies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    /// RFC 3339, milliseconds, UTC.
+    pub time: String,
+    pub phase: Phase,
+    #[serde(flatten)]
+    pub entry: Entry,
+    pub prev_hash: String,
+    /// SHA-256 of the canonical form of every other field; absent only while it is computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -264,42 +310,23 @@ impl AuditLog {
     /// Appends one entry to an open log: write, then fsync. On failure the chain state is
     /// left where it was.
     fn write(&self, open: &mut Open, phase: Phase, e: &Entry) -> Result<u64, AuditError> {
-        let mut obj = Map::new();
-        let mut put = |k: &str, v: Value| {
-            obj.insert(k.to_string(), v);
+        let mut entry = e.clone();
+        if entry.args.is_null() {
+            entry.args = Value::Object(Map::new());
+        }
+        let record = Record {
+            seq: open.next_seq,
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            phase,
+            entry,
+            prev_hash: open.prev_hash.clone(),
+            hash: None,
         };
-        put("seq", open.next_seq.into());
-        put(
-            "time",
-            humantime::format_rfc3339_millis(SystemTime::now())
-                .to_string()
-                .into(),
-        );
-        put("phase", phase.as_str().into());
-        put("action_id", e.action_id.clone().into());
-        put("caller", e.caller.clone().into());
-        put("role", e.role.clone().into());
-        put("action", e.action.clone().into());
-        put("target", e.target.clone().into());
-        put(
-            "args",
-            if e.args.is_null() {
-                Value::Object(Map::new())
-            } else {
-                e.args.clone()
-            },
-        );
-        put("idempotency_key", e.idempotency_key.clone().into());
-        put(
-            "outcome",
-            e.outcome.clone().map_or(Value::Null, Value::from),
-        );
-        put("message", e.message.clone().into());
-        put(
-            "duration_ms",
-            e.duration_ms.map_or(Value::Null, Value::from),
-        );
-        put("prev_hash", open.prev_hash.clone().into());
+        let Value::Object(mut obj) =
+            serde_json::to_value(&record).map_err(|e| self.err(e.to_string()))?
+        else {
+            return Err(self.err("an entry did not serialize to an object".into()));
+        };
         let hash = sha256_hex(canonical(&obj).as_bytes());
         obj.insert("hash".into(), hash.clone().into());
         let mut line = serde_json::to_string(&obj).map_err(|e| self.err(e.to_string()))?;
@@ -364,9 +391,9 @@ impl AuditLog {
 }
 
 /// The intact entries in the last `max_bytes` of the log at `path`, oldest first (a partial
-/// first line and broken lines are skipped). For state an agent restores at start (idempotency
-/// keys); empty when the log is missing or unreadable.
-pub fn recent_entries(path: &Path, max_bytes: u64) -> Vec<Value> {
+/// first line, broken lines and lines of another format are skipped). For state an agent
+/// restores at start (idempotency keys); empty when the log is missing or unreadable.
+pub fn recent_entries(path: &Path, max_bytes: u64) -> Vec<Record> {
     let Ok(mut file) = File::open(path) else {
         return Vec::new();
     };
@@ -387,7 +414,7 @@ pub fn recent_entries(path: &Path, max_bytes: u64) -> Vec<Value> {
     }
     lines
         .filter_map(|l| check_line(l).ok())
-        .map(Value::Object)
+        .filter_map(|obj| serde_json::from_value(Value::Object(obj)).ok())
         .collect()
 }
 

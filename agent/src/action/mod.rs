@@ -14,6 +14,7 @@
 //! `ListActions`, carried in reports, counted for `/metrics` and logged under the `audit`
 //! tracing target. No other module calls a device's mutating methods.
 
+pub mod composite;
 pub mod kill;
 pub mod safety;
 
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use health_hal::{FaultKind, ResetKind};
 use serde_json::json;
 
-use crate::audit::{AuditLog, Entry, Phase};
+use crate::audit::{AuditLog, Entry, Phase, Record, Recorded};
 use crate::auth::{Caller, Role};
 use crate::config::SafetyConfig;
 use crate::device::{DeviceAction, DeviceControl};
@@ -223,7 +224,7 @@ impl Drop for InterruptedGuard {
             outcome = "INTERRUPTED", duration_ms,
             "action interrupted: the agent stopped before the action ended; the device state is unknown until the next read"
         );
-        entry.outcome = Some("interrupted".into());
+        entry.outcome = Some(Recorded::Interrupted);
         entry.message =
             "the agent stopped before the action ended; the device state is unknown until the next read"
                 .into();
@@ -297,20 +298,21 @@ impl Actions {
     /// before this one, oldest first), so a retry that arrives after an agent restart is not
     /// run a second time. An action that began and has no end on record was cut off by the
     /// stop: a retry of it is refused rather than guessed at.
-    pub fn restore_idempotency(&self, entries: &[serde_json::Value]) {
-        use serde_json::Value;
+    pub fn restore_idempotency(&self, records: &[Record]) {
         let now = SystemTime::now();
-        let s = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let mut restored = 0;
-        for e in entries {
-            let key = s(e, "idempotency_key");
-            let phase = s(e, "phase");
+        for r in records {
+            let e = &r.entry;
+            let key = &e.idempotency_key;
             if key.is_empty()
-                || !matches!(phase.as_str(), "begin" | "end" | "dry-run" | "interrupted")
+                || !matches!(
+                    r.phase,
+                    Phase::Begin | Phase::End | Phase::DryRun | Phase::Interrupted
+                )
             {
                 continue;
             }
-            let Some(age) = humantime::parse_rfc3339_weak(&s(e, "time"))
+            let Some(age) = humantime::parse_rfc3339_weak(&r.time)
                 .ok()
                 .and_then(|t| now.duration_since(t).ok())
             else {
@@ -319,48 +321,42 @@ impl Actions {
             if age >= IDEMPOTENCY_TTL {
                 continue;
             }
-            let caller = s(e, "caller");
-            let target = s(e, "target");
-            let action = s(e, "action");
-            let args = e.get("args").cloned().unwrap_or(Value::Null);
+            let dry_run = r.phase == Phase::DryRun;
             let fp = fingerprint(
-                crate::auth::principal_of(&caller),
-                &target,
-                &action,
-                &args,
-                phase == "dry-run",
+                crate::auth::principal_of(&e.caller),
+                &e.target,
+                &e.action,
+                &e.args,
+                dry_run,
             );
-            let result = match phase.as_str() {
-                "begin" | "interrupted" => Err(ActionError::NotPossible(format!(
-                    "idempotency_key {key:?}: the first request ({action} on {target}, action {}) began before the agent restarted and its end is not on record; check the device and use a new key",
-                    s(e, "action_id")
+            let result = match r.phase {
+                Phase::Begin | Phase::Interrupted => Err(ActionError::NotPossible(format!(
+                    "idempotency_key {key:?}: the first request ({} on {}, action {}) began before the agent restarted and its end is not on record; check the device and use a new key",
+                    e.action, e.target, e.action_id
                 ))),
-                _ => {
-                    let outcome = match s(e, "outcome").as_str() {
-                        "succeeded" => Outcome::Succeeded,
-                        "failed" => Outcome::Failed,
-                        "timed_out" | "timed-out" => Outcome::TimedOut,
+                _ => Ok(ActionRecord {
+                    id: e.action_id.clone(),
+                    device_id: e.target.clone(),
+                    action: e.action.clone(),
+                    caller: e.caller.clone(),
+                    role: e.role.clone(),
+                    outcome: match e.outcome {
+                        Some(Recorded::Succeeded) => Outcome::Succeeded,
+                        Some(Recorded::Failed) => Outcome::Failed,
+                        Some(Recorded::TimedOut) => Outcome::TimedOut,
                         _ => Outcome::Refused,
-                    };
-                    Ok(ActionRecord {
-                        id: s(e, "action_id"),
-                        device_id: target,
-                        action,
-                        caller,
-                        role: s(e, "role"),
-                        outcome,
-                        message: s(e, "message"),
-                        started_at: now - age,
-                        duration_ms: e.get("duration_ms").and_then(Value::as_u64).unwrap_or(0),
-                        device_after: None,
-                        process_kill: None,
-                        dry_run: phase == "dry-run",
-                        replayed: false,
-                    })
-                }
+                    },
+                    message: e.message.clone(),
+                    started_at: now - age,
+                    duration_ms: e.duration_ms.unwrap_or(0),
+                    device_after: None,
+                    process_kill: None,
+                    dry_run,
+                    replayed: false,
+                }),
             };
             // A later entry for the same key (the end after its begin) replaces the earlier.
-            self.idempotency.restore(&key, &fp, result, age);
+            self.idempotency.restore(key, &fp, result, age);
             restored += 1;
         }
         if restored > 0 {
@@ -403,9 +399,13 @@ impl Actions {
                 });
             }
             Claim::Conflict(_) => {
-                return Err(ActionError::InvalidArgument(format!(
-                "idempotency_key {key:?} was already used for a different request; use a new key"
-            )))
+                let e = ActionError::InvalidArgument(format!(
+                    "idempotency_key {key:?} was already used for a different request; use a new key"
+                ));
+                let entry = self.entry(&self.next_action_id(), &req);
+                self.note(Phase::Refused, entry, Recorded::Refused, &e.to_string())
+                    .await;
+                return Err(e);
             }
         };
         let result = self.clone().spawn(req).await;
@@ -430,6 +430,12 @@ impl Actions {
         })
     }
 
+    /// A new action id: the boot id's first eight characters and a counter, unique per node.
+    fn next_action_id(&self) -> String {
+        let boot = self.node.boot_id.get(..8).unwrap_or(&self.node.boot_id);
+        format!("{boot}-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
     fn entry(&self, id: &str, req: &ActionRequest) -> Entry {
         Entry {
             action_id: id.to_string(),
@@ -445,8 +451,8 @@ impl Actions {
 
     /// A single audit entry for a request that did not run; a failure to write it is logged
     /// (the request is refused either way).
-    async fn note(&self, phase: Phase, mut entry: Entry, outcome: &str, message: &str) {
-        entry.outcome = Some(outcome.to_string());
+    async fn note(&self, phase: Phase, mut entry: Entry, outcome: Recorded, message: &str) {
+        entry.outcome = Some(outcome);
         entry.message = message.to_string();
         if let Err(e) = self.audit.append(phase, entry).await {
             tracing::error!(target: "audit", error = %e, phase = phase.as_str(), "could not record a refused request");
@@ -456,11 +462,7 @@ impl Actions {
     async fn run_recorded(&self, req: ActionRequest) -> Result<ActionRecord, ActionError> {
         let started_at = SystemTime::now();
         let t0 = Instant::now();
-        let id = format!(
-            "{}-{}",
-            &self.node.boot_id[..8],
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = self.next_action_id();
         tracing::info!(
             target: "audit",
             id = %id, caller = %req.caller.identity, role = req.caller.role_name(),
@@ -533,14 +535,15 @@ impl Actions {
                 req.caller.identity,
                 req.caller.role_name()
             );
-            self.note(Phase::Denied, entry, "denied", &msg).await;
+            self.note(Phase::Denied, entry, Recorded::Denied, &msg)
+                .await;
             return Err(ActionError::PermissionDenied(msg));
         }
         let refuse = |e: ActionError| async move {
             self.note(
                 Phase::Refused,
                 self.entry(id, req),
-                "refused",
+                Recorded::Refused,
                 &e.to_string(),
             )
             .await;
@@ -577,7 +580,7 @@ impl Actions {
                 action, req.device_id
             );
             let mut e = entry;
-            e.outcome = Some("succeeded".into());
+            e.outcome = Some(Recorded::Succeeded);
             e.message = msg.clone();
             self.audit
                 .append(Phase::DryRun, e)
@@ -607,7 +610,7 @@ impl Actions {
             .execute(&req.device_id, req.what, checked, process_kill)
             .await;
         let mut end = entry;
-        end.outcome = Some(outcome.as_str().to_ascii_lowercase());
+        end.outcome = Some(outcome.into());
         end.message = message.clone();
         end.duration_ms = Some(t0.elapsed().as_millis() as u64);
         // From here the end record is this task's to write, not the guard's: if the task is

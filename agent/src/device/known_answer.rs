@@ -34,6 +34,26 @@ use solver_probe::known_answer::{
 use crate::config::KnownAnswerConfig;
 use crate::model::KnownAnswerSummary;
 
+/// How one probe ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeRun {
+    /// It ran and the device computes as well as its baseline.
+    Passed(String),
+    /// It ran and found drift or too little precision: the findings are now conditions.
+    Failing(String),
+    /// It could not run or did not finish (no weights, a device error, the deadline): no
+    /// condition changed, so the message is the only place this shows.
+    Unfinished(String),
+}
+
+impl ProbeRun {
+    pub fn message(&self) -> &str {
+        match self {
+            ProbeRun::Passed(m) | ProbeRun::Failing(m) | ProbeRun::Unfinished(m) => m,
+        }
+    }
+}
+
 /// One device's probe state: the problem (built once from the device's weights), the
 /// baseline, the last result and the conditions it implies.
 pub struct KnownAnswerProbe {
@@ -88,7 +108,7 @@ impl KnownAnswerProbe {
     /// Runs one probe on `device` under the deadline (the baseline is three runs, under the
     /// same deadline). `bits` is the device's EFFECTIVE_BITS reading, if it has one. Returns
     /// whether the device passes, and a one-line summary.
-    pub async fn run(&mut self, device: &dyn Device, bits: Option<f64>) -> (bool, String) {
+    pub async fn run(&mut self, device: &dyn Device, bits: Option<f64>) -> ProbeRun {
         let t0 = tokio::time::Instant::now();
         let deadline = t0 + self.cfg.deadline;
         let opts = KnownAnswerOptions {
@@ -98,7 +118,7 @@ impl KnownAnswerProbe {
         let problem = self.problem.get_or_insert_with(|| build_problem(device));
         let problem = match &*problem {
             Ok(p) => p,
-            Err(e) => return (false, e.clone()),
+            Err(e) => return ProbeRun::Unfinished(e.clone()),
         };
         // One run's rate varies with read noise; the baseline is the worst of three, so a
         // healthy array does not look drifted against a lucky first run.
@@ -117,7 +137,7 @@ impl KnownAnswerProbe {
                     self.last = partial
                         .map(|p| summary(&p, "failed", duration, None, msg.clone()))
                         .or(self.last.take());
-                    return (false, msg);
+                    return ProbeRun::Unfinished(msg);
                 }
             }
         }
@@ -128,7 +148,7 @@ impl KnownAnswerProbe {
                 .then(a.rate.total_cmp(&b.rate))
         };
         let Some(result) = results.iter().max_by(|a, b| worst(a, b)).cloned() else {
-            return (false, "known-answer probe: no run".to_string());
+            return ProbeRun::Unfinished("known-answer probe: no run".to_string());
         };
         let baseline = self.baseline.get_or_insert_with(|| result.clone()).clone();
         let findings = judge(&result, &baseline, &self.cfg, bits);
@@ -170,7 +190,11 @@ impl KnownAnswerProbe {
             Some(baseline.rate),
             msg.clone(),
         ));
-        (passed, msg)
+        if passed {
+            ProbeRun::Passed(msg)
+        } else {
+            ProbeRun::Failing(msg)
+        }
     }
 }
 
@@ -376,7 +400,11 @@ mod tests {
         let dev = SimDevice::new("xbar-0", DeviceKind::AnalogCrossbar, SimOptions::default());
         let faults = dev.faults();
         let mut probe = KnownAnswerProbe::new(KnownAnswerConfig::default());
-        let (ok, msg) = probe.run(&dev, Some(8.0)).await;
+        let run = probe.run(&dev, Some(8.0)).await;
+        let (ok, msg) = (
+            matches!(run, ProbeRun::Passed(_)),
+            run.message().to_string(),
+        );
         assert!(ok, "{msg}");
         let base = probe.last().unwrap().clone();
         assert_eq!(base.verdict, "converged", "{base:?}");
@@ -385,10 +413,18 @@ mod tests {
 
         faults.inject(FaultKind::Drift);
         tokio::time::advance(Duration::from_secs(40)).await;
-        let (ok, msg) = probe.run(&dev, Some(8.0)).await;
+        let run = probe.run(&dev, Some(8.0)).await;
+        let (ok, msg) = (
+            matches!(run, ProbeRun::Passed(_)),
+            run.message().to_string(),
+        );
         assert!(ok, "one slow run is not yet drift: {msg}");
         assert!(probe.conditions("xbar-0", SystemTime::now()).is_empty());
-        let (ok, msg) = probe.run(&dev, Some(8.0)).await;
+        let run = probe.run(&dev, Some(8.0)).await;
+        let (ok, msg) = (
+            matches!(run, ProbeRun::Passed(_)),
+            run.message().to_string(),
+        );
         assert!(!ok, "drift must show: {msg}");
         let c = probe.conditions("xbar-0", SystemTime::now());
         assert_eq!(c[0].code, ConditionCode::CalibrationDrift, "{c:?}");
@@ -400,7 +436,11 @@ mod tests {
         faults.inject(FaultKind::Clear);
         dev_calibrate(&dev).await;
         probe.calibrated();
-        let (ok, msg) = probe.run(&dev, Some(8.0)).await;
+        let run = probe.run(&dev, Some(8.0)).await;
+        let (ok, msg) = (
+            matches!(run, ProbeRun::Passed(_)),
+            run.message().to_string(),
+        );
         assert!(ok, "{msg}");
         assert!(probe.conditions("xbar-0", SystemTime::now()).is_empty());
     }
@@ -417,7 +457,11 @@ mod tests {
             let dev = SimDevice::new("xbar-0", DeviceKind::AnalogCrossbar, opts);
             let mut probe = KnownAnswerProbe::new(KnownAnswerConfig::default());
             for i in 0..300 {
-                let (ok, msg) = probe.run(&dev, Some(8.0)).await;
+                let run = probe.run(&dev, Some(8.0)).await;
+                let (ok, msg) = (
+                    matches!(run, ProbeRun::Passed(_)),
+                    run.message().to_string(),
+                );
                 assert!(ok, "seed {seed}, probe {i}: {msg}");
                 tokio::time::advance(Duration::from_secs(5)).await;
             }
@@ -433,14 +477,22 @@ mod tests {
     async fn a_device_without_weights_or_that_hangs_is_reported_not_judged() {
         let loihi = SimDevice::new("l-0", DeviceKind::Loihi2, SimOptions::default());
         let mut probe = KnownAnswerProbe::new(KnownAnswerConfig::default());
-        let (ok, msg) = probe.run(&loihi, None).await;
+        let run = probe.run(&loihi, None).await;
+        let (ok, msg) = (
+            matches!(run, ProbeRun::Passed(_)),
+            run.message().to_string(),
+        );
         assert!(!ok && msg.contains("weights"), "{msg}");
 
         let xbar = SimDevice::new("x-0", DeviceKind::AnalogCrossbar, SimOptions::default());
         xbar.faults().inject(FaultKind::Hang);
         let mut probe = KnownAnswerProbe::new(KnownAnswerConfig::default());
         let t0 = tokio::time::Instant::now();
-        let (ok, msg) = probe.run(&xbar, None).await;
+        let run = probe.run(&xbar, None).await;
+        let (ok, msg) = (
+            matches!(run, ProbeRun::Passed(_)),
+            run.message().to_string(),
+        );
         assert!(!ok && msg.contains("deadline"), "{msg}");
         assert_eq!(t0.elapsed(), KnownAnswerConfig::default().deadline);
         assert_eq!(probe.last().unwrap().verdict, "failed");

@@ -20,7 +20,7 @@ use tokio::time::{interval, timeout, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeviceConfig, KnownAnswerConfig};
-use crate::device::known_answer::KnownAnswerProbe;
+use crate::device::known_answer::{KnownAnswerProbe, ProbeRun};
 use crate::model::{ActionSummary, Activity, DeviceStatus, Outcome};
 
 /// A change a supervisor makes to its device. Only [`DeviceControl`] sends these, and only
@@ -56,7 +56,9 @@ impl DeviceAction {
 }
 
 /// A look at the device that changes nothing, run on the supervisor's task so it is ordered
-/// with the polls and actions and bounded by the same deadlines. Any reader may ask.
+/// with the polls and actions and bounded by the same deadlines. Any reader may ask. The
+/// outcome: SUCCEEDED passed; FAILED ran and found a problem, now shown as a condition;
+/// REFUSED could not run or did not finish, and no condition changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceProbe {
     /// A fresh read, now, under the read deadline (quick diagnostics).
@@ -325,23 +327,23 @@ impl Supervisor {
         self.publish();
     }
 
-    /// One known-answer probe, then publish. `(passed, summary)`; never longer than the
-    /// probe's deadline.
-    async fn probe(&mut self) -> Option<(bool, String)> {
+    /// One known-answer probe, then publish; never longer than the probe's deadline.
+    async fn probe(&mut self) -> Option<ProbeRun> {
         let bits = self
             .last_sample
             .as_ref()
             .and_then(|s| s.max_of(health_hal::Quantity::EffectiveBits))
             .map(|(_, b)| b);
         let k = self.known_answer.as_mut()?;
-        let (passed, msg) = k.run(self.device.as_ref(), bits).await;
-        if passed {
-            tracing::debug!(device = %self.cfg.id, "{msg}");
-        } else {
-            tracing::warn!(device = %self.cfg.id, "{msg}");
+        let run = k.run(self.device.as_ref(), bits).await;
+        match &run {
+            ProbeRun::Passed(m) => tracing::debug!(device = %self.cfg.id, "{m}"),
+            ProbeRun::Failing(m) | ProbeRun::Unfinished(m) => {
+                tracing::warn!(device = %self.cfg.id, "{m}")
+            }
         }
         self.publish();
-        Some((passed, msg))
+        Some(run)
     }
 
     async fn command(&mut self, cmd: Command) {
@@ -356,8 +358,9 @@ impl Supervisor {
     async fn look(&mut self, probe: DeviceProbe) -> (Outcome, String) {
         if probe == DeviceProbe::KnownAnswer {
             let answer = match self.probe().await {
-                Some((true, msg)) => (Outcome::Succeeded, msg),
-                Some((false, msg)) => (Outcome::Failed, msg),
+                Some(ProbeRun::Passed(msg)) => (Outcome::Succeeded, msg),
+                Some(ProbeRun::Failing(msg)) => (Outcome::Failed, msg),
+                Some(ProbeRun::Unfinished(msg)) => (Outcome::Refused, msg),
                 None => (
                     Outcome::Refused,
                     "no known-answer probe on this device (needs MATVEC and [probe.known_answer] enabled)"
@@ -446,8 +449,8 @@ impl Supervisor {
         if (action, outcome) == (DeviceAction::Calibrate, Outcome::Succeeded)
             && self.failure.is_none()
         {
-            if let Some((_, msg)) = self.probe().await {
-                message = format!("{message}; {msg}");
+            if let Some(run) = self.probe().await {
+                message = format!("{message}; {}", run.message());
             }
         }
         (outcome, message)

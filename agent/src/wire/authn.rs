@@ -15,7 +15,7 @@ use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
 
-use crate::audit::{AuditLog, Entry, Phase};
+use crate::audit::{AuditLog, Entry, Phase, Recorded};
 use crate::auth::{certificate_subjects, Caller, Policy};
 
 #[derive(Clone)]
@@ -115,7 +115,7 @@ where
                     caller: caller.identity.clone(),
                     role: "none".into(),
                     action: method,
-                    outcome: Some("denied".into()),
+                    outcome: Some(Recorded::Denied),
                     message: msg.clone(),
                     ..Default::default()
                 };

@@ -15,6 +15,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::action::composite::AfterReset;
 use crate::action::{ActionError, ActionRequest, Actions, Requested};
 use crate::auth::Caller;
 use crate::device::{DeviceAction, DeviceProbe};
@@ -93,33 +94,40 @@ fn to_status(e: ActionError) -> Status {
 }
 
 impl AgentService {
-    async fn act<T>(
+    /// The action request for a call, its arguments checked.
+    fn request<T>(
         &self,
         req: &Request<T>,
         id: &str,
         what: Requested,
         safety: Safety,
-        follows: Option<String>,
-    ) -> Result<Response<pb::ActionResult>, Status> {
+    ) -> Result<ActionRequest, Status> {
         let id = device_id(id)?;
         if safety.idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
             return Err(Status::invalid_argument(format!(
                 "idempotency_key: expected at most {MAX_IDEMPOTENCY_KEY} bytes"
             )));
         }
-        let record = self
-            .actions
-            .run(ActionRequest {
-                caller: caller(req),
-                device_id: id.to_string(),
-                what,
-                confirm: safety.confirm,
-                dry_run: safety.dry_run,
-                idempotency_key: safety.idempotency_key,
-                follows,
-            })
-            .await
-            .map_err(to_status)?;
+        Ok(ActionRequest {
+            caller: caller(req),
+            device_id: id.to_string(),
+            what,
+            confirm: safety.confirm,
+            dry_run: safety.dry_run,
+            idempotency_key: safety.idempotency_key,
+            follows: None,
+        })
+    }
+
+    async fn act<T>(
+        &self,
+        req: &Request<T>,
+        id: &str,
+        what: Requested,
+        safety: Safety,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let request = self.request(req, id, what, safety)?;
+        let record = self.actions.run(request).await.map_err(to_status)?;
         Ok(Response::new(convert::action(&record)))
     }
 }
@@ -188,94 +196,23 @@ impl Agent for AgentService {
                 "kind: expected RESET_KIND_SOFT, RESET_KIND_HARD or RESET_KIND_POWER_CYCLE",
             )
         })?;
-        // Refuse a reset-then-calibrate the device cannot finish before resetting anything.
-        if r.recalibrate_after {
-            let dev = self
-                .node
-                .device(device_id(&r.id)?)
-                .ok_or_else(|| Status::not_found(format!("no device {:?} on this node", r.id)))?;
-            // The current status: a backend may learn a capability on its first read.
-            if !dev
-                .status()
-                .capabilities
-                .contains(&health_hal::Capability::Calibrate)
-            {
-                return Err(Status::failed_precondition(format!(
-                    "recalibrate_after: {} cannot calibrate; reset without it",
-                    r.id
-                )));
-            }
-        }
         let safety = safety!(r);
-        let mut result = self
-            .act(
-                &req,
-                &r.id,
-                Requested::Device(DeviceAction::Reset(kind)),
-                safety.clone(),
-                None,
-            )
-            .await?;
-        if r.recalibrate_after && result.get_ref().outcome == convert::outcome(Outcome::Succeeded) {
-            // The reset has happened: a failure to calibrate is part of this result, not an
-            // RPC error that would hide the reset from the caller.
-            // Part of the same request: its own idempotency key, derived, and no cooldown
-            // after the reset it completes.
-            let mut cal_safety = safety.clone();
-            if !cal_safety.idempotency_key.is_empty() {
-                cal_safety.idempotency_key.push_str("/recalibrate");
-            }
-            let follows = Some(result.get_ref().action_id.clone());
-            let cal = match self
-                .act(
-                    &req,
-                    &r.id,
-                    Requested::Device(DeviceAction::Calibrate),
-                    cal_safety,
-                    follows,
-                )
-                .await
-            {
-                Ok(c) => c.into_inner(),
-                Err(status) => pb::ActionResult {
-                    action: "calibrate".to_string(),
-                    outcome: convert::outcome(Outcome::Refused),
-                    message: status.message().to_string(),
-                    device_after: result.get_ref().device_after.clone(),
-                    ..Default::default()
-                },
-            };
-            let res = result.get_mut();
-            res.message = format!("{}; then {}: {}", res.message, cal.action, cal.message);
-            res.outcome = cal.outcome;
-            res.device_after = cal.device_after;
-        }
-        if r.verify_after && result.get_ref().outcome == convert::outcome(Outcome::Succeeded) {
-            // The supervisor reads the device right after every action, so device_after is a
-            // fresh read: the reset is verified when that read shows no critical condition.
-            let res = result.get_mut();
-            let critical: Vec<String> = res
-                .device_after
-                .iter()
-                .flat_map(|d| d.conditions.iter())
-                .filter(|c| c.severity == pb::Severity::Critical as i32)
-                .map(|c| format!("{}: {}", c.code().as_str_name(), c.message))
-                .collect();
-            if critical.is_empty() {
-                res.message = format!(
-                    "{}; verified: fresh read has no critical condition",
-                    res.message
-                );
-            } else {
-                res.outcome = convert::outcome(Outcome::Failed);
-                res.message = format!(
-                    "{}; verification failed: {}",
-                    res.message,
-                    critical.join("; ")
-                );
-            }
-        }
-        Ok(result)
+        let request = self.request(
+            &req,
+            &r.id,
+            Requested::Device(DeviceAction::Reset(kind)),
+            safety,
+        )?;
+        let after = AfterReset {
+            recalibrate: r.recalibrate_after,
+            verify: r.verify_after,
+        };
+        let record = self
+            .actions
+            .reset(request, kind, after)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::action(&record)))
     }
 
     async fn calibrate_device(
@@ -289,7 +226,6 @@ impl Agent for AgentService {
             &id,
             Requested::Device(DeviceAction::Calibrate),
             safety,
-            None,
         )
         .await
     }
@@ -305,7 +241,6 @@ impl Agent for AgentService {
             &r.id,
             Requested::Device(DeviceAction::SetPowerLimit(r.watts)),
             safety!(r),
-            None,
         )
         .await
     }
@@ -320,7 +255,6 @@ impl Agent for AgentService {
             &r.id,
             Requested::Device(DeviceAction::SetEnabled(r.enabled)),
             safety!(r),
-            None,
         )
         .await
     }
@@ -354,7 +288,7 @@ impl Agent for AgentService {
         };
         // FULL adds the known-answer probe on devices that compute (MATVEC). Both are
         // read-only: the probe only has the device multiply vectors, on its supervisor.
-        let mut probe_failure = None;
+        let mut unfinished = None;
         if full
             && dev
                 .status()
@@ -363,23 +297,23 @@ impl Agent for AgentService {
         {
             match dev.probe(DeviceProbe::KnownAnswer).await {
                 (Outcome::Succeeded, msg) => checks_passed.push(msg),
-                (_, msg) => probe_failure = Some(msg),
+                // Its findings are conditions of the device now, listed below.
+                (Outcome::Failed, _) => {}
+                (_, msg) => unfinished = Some(msg),
             }
         }
         let status = dev.status();
         let mut findings: Vec<pb::Condition> =
             status.conditions.iter().map(convert::condition).collect();
-        if let Some(msg) = probe_failure {
+        if let Some(msg) = unfinished {
             // A probe that could not finish changes no condition; say why here.
-            if !findings.iter().any(|c| c.message.contains("known-answer")) {
-                findings.push(convert::condition(&health_hal::Condition::new(
-                    health_hal::ConditionCode::DeviceError,
-                    health_hal::Severity::Warning,
-                    id,
-                    msg,
-                    std::time::SystemTime::now(),
-                )));
-            }
+            findings.push(convert::condition(&health_hal::Condition::new(
+                health_hal::ConditionCode::DeviceError,
+                health_hal::Severity::Warning,
+                id,
+                msg,
+                std::time::SystemTime::now(),
+            )));
         }
         Ok(Response::new(pb::RunDiagnosticsResponse {
             device_id: id.to_string(),
@@ -451,7 +385,7 @@ impl Agent for AgentService {
         let fault = convert::fault_kind(r.fault).ok_or_else(|| {
             Status::invalid_argument("fault: expected one of FAULT_KIND_OVERHEAT, _HANG, _DRIFT, _FAILING_RESET, _VANISH, _CLEAR")
         })?;
-        self.act(&req, &r.id, Requested::InjectFault(fault), safety!(r), None)
+        self.act(&req, &r.id, Requested::InjectFault(fault), safety!(r))
             .await
     }
 
@@ -479,7 +413,6 @@ impl Agent for AgentService {
             &kill.subject(),
             Requested::KillProcess(kill),
             safety!(r),
-            None,
         )
         .await
     }
