@@ -9,48 +9,14 @@
 //! `health_metrics::node` from the converted snapshot, the same code the collector uses, so
 //! the agent and the collector export the same families and labels.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use health_metrics::rpc::RpcStats;
 use health_metrics::Exposition;
 use tokio::sync::watch;
 
-use crate::action::ActionRecord;
 use crate::model::NodeSnapshot;
 use crate::wire::convert;
-
-/// Finished actions by (device, action kind, outcome). Kinds and outcomes are a fixed set and
-/// devices are the configured ones (a request naming an unknown device counts as `unknown`),
-/// so a client cannot grow this without bound.
-#[derive(Debug, Default)]
-pub struct ActionCounts(Mutex<BTreeMap<(String, String, &'static str), u64>>);
-
-impl ActionCounts {
-    pub fn record(&self, record: &ActionRecord, device_known: bool) {
-        let device = if device_known {
-            record.device_id.clone()
-        } else {
-            "unknown".to_string()
-        };
-        // "set-power-limit 120W" → "set-power-limit": the argument is not a label.
-        let kind = record
-            .action
-            .split_whitespace()
-            .next()
-            .unwrap_or("unknown")
-            .to_string();
-        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        *counts
-            .entry((device, kind, record.outcome.as_str()))
-            .or_insert(0) += 1;
-    }
-
-    fn copy(&self) -> Vec<((String, String, &'static str), u64)> {
-        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
-    }
-}
 
 /// Everything a scrape reads.
 pub struct AgentMetrics {

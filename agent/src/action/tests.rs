@@ -1,0 +1,335 @@
+//! Unit tests of the action path on a simulated device and a real audit log in a private
+//! directory: the order of the checks, idempotency keys (replay, conflict, restore), the
+//! interrupted guard, and an audit log that cannot be written. Each runs in milliseconds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use health_hal::sim::{SimDevice, SimOptions};
+use health_hal::{DeviceKind, Limits, ResetKind};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{ActionError, ActionRequest, Actions, Requested};
+use crate::audit::{self, AuditLog, Phase, Record, Recorded};
+use crate::auth::{Caller, Role};
+use crate::config::{Backend, DeviceConfig, DeviceSafety, SafetyConfig};
+use crate::device::{supervisor, DeviceAction};
+use crate::host::HostStatus;
+use crate::model::Outcome;
+use crate::node::Node;
+
+const DEVICE: &str = "loihi-0";
+
+struct Fixture {
+    actions: Arc<Actions>,
+    node: Arc<Node>,
+    log: PathBuf,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn safety(cooldown: Duration) -> SafetyConfig {
+    SafetyConfig {
+        default: DeviceSafety {
+            cooldown,
+            max_resets_per_hour: 10,
+        },
+        per_device: Default::default(),
+    }
+}
+
+/// An agent's action path over one simulated Loihi 2 board, its audit log at `log` (relative
+/// to a fresh directory, which `prepare` may fill first).
+fn fixture_with_log(log: &str, safety: SafetyConfig, prepare: impl FnOnce(&Path)) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    prepare(dir.path());
+    let cancel = CancellationToken::new();
+    let cfg = DeviceConfig {
+        id: DEVICE.into(),
+        kind: DeviceKind::Loihi2,
+        backend: Backend::Sim(SimOptions::default()),
+        poll_interval: Duration::from_millis(100),
+        deadline: Duration::from_millis(300),
+        action_deadline: Duration::from_secs(10),
+        limits: Limits::for_kind(DeviceKind::Loihi2),
+        simulator: false,
+    };
+    let dev = Box::new(SimDevice::new(
+        DEVICE,
+        DeviceKind::Loihi2,
+        SimOptions::default(),
+    ));
+    let spawned = supervisor::spawn(cfg, dev, cancel.clone());
+    let (_host_tx, host_rx) = watch::channel(Arc::new(HostStatus::default()));
+    let node = Arc::new(Node::new(
+        "node-a".into(),
+        vec![spawned.handle],
+        host_rx,
+        None,
+        None,
+    ));
+    let log = dir.path().join(log);
+    let audit = AuditLog::open(&log);
+    let actions = Arc::new(Actions::new(
+        node.clone(),
+        vec![spawned.control],
+        audit,
+        safety,
+    ));
+    Fixture {
+        actions,
+        node,
+        log,
+        cancel,
+        _dir: dir,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with_log("audit.log", safety(Duration::ZERO), |_| {})
+}
+
+fn records(path: &Path) -> Vec<Record> {
+    audit::recent_entries(path, u64::MAX)
+}
+
+fn phases(path: &Path) -> Vec<(Phase, String, Option<Recorded>)> {
+    records(path)
+        .into_iter()
+        .map(|r| (r.phase, r.entry.action, r.entry.outcome))
+        .collect()
+}
+
+fn request(caller: Caller, device: &str, what: Requested) -> ActionRequest {
+    ActionRequest {
+        caller,
+        device_id: device.into(),
+        what,
+        confirm: false,
+        dry_run: false,
+        idempotency_key: String::new(),
+        follows: None,
+    }
+}
+
+fn reader() -> Caller {
+    Caller {
+        identity: "uid 1000 (unix socket)".into(),
+        role: Some(Role::Reader),
+    }
+}
+
+fn operator() -> Caller {
+    Caller::local_operator("uid 0 (unix socket)")
+}
+
+const DISABLE: Requested = Requested::Device(DeviceAction::SetEnabled(false));
+const HARD_RESET: Requested = Requested::Device(DeviceAction::Reset(ResetKind::Hard));
+
+#[tokio::test]
+async fn the_role_is_checked_before_the_target_and_the_denial_is_recorded() {
+    let f = fixture();
+    // A reader naming a device that does not exist learns nothing about it: denied first.
+    let err = f
+        .actions
+        .run(request(reader(), "no-such-device", DISABLE))
+        .await
+        .expect_err("a reader may not act");
+    assert!(matches!(err, ActionError::PermissionDenied(_)), "{err:?}");
+    assert_eq!(
+        phases(&f.log),
+        vec![(Phase::Denied, "disable".into(), Some(Recorded::Denied))]
+    );
+}
+
+#[tokio::test]
+async fn target_then_confirmation_then_limits_each_refusal_recorded() {
+    let f = fixture_with_log("audit.log", safety(Duration::from_secs(3600)), |_| {});
+    let op = operator;
+    // The target first: an unknown device is refused even without confirmation.
+    let err = f
+        .actions
+        .run(request(op(), "no-such-device", HARD_RESET))
+        .await
+        .expect_err("unknown device");
+    assert_eq!(err, ActionError::NoSuchDevice("no-such-device".into()));
+    // Then the confirmation a hard reset needs, before the gate is consulted.
+    let err = f
+        .actions
+        .run(request(op(), DEVICE, HARD_RESET))
+        .await
+        .expect_err("unconfirmed hard reset");
+    assert!(
+        matches!(&err, ActionError::Unsafe(m) if m.contains("needs confirmation")),
+        "{err:?}"
+    );
+    // Then the gate: the first action runs, the next falls in its hour-long cooldown.
+    let first = f
+        .actions
+        .run(request(op(), DEVICE, DISABLE))
+        .await
+        .expect("first action runs");
+    assert_eq!(first.outcome, Outcome::Succeeded, "{}", first.message);
+    let err = f
+        .actions
+        .run(request(
+            op(),
+            DEVICE,
+            Requested::Device(DeviceAction::SetEnabled(true)),
+        ))
+        .await
+        .expect_err("cooldown");
+    assert!(matches!(err, ActionError::Unsafe(_)), "{err:?}");
+    let got: Vec<(Phase, Option<Recorded>)> =
+        phases(&f.log).into_iter().map(|(p, _, o)| (p, o)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Phase::Refused, Some(Recorded::Refused)),
+            (Phase::Refused, Some(Recorded::Refused)),
+            (Phase::Begin, None),
+            (Phase::End, Some(Recorded::Succeeded)),
+            (Phase::Refused, Some(Recorded::Refused)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_key_replays_the_first_result_and_a_reused_key_is_refused_on_record() {
+    let f = fixture();
+    let mut req = request(operator(), DEVICE, DISABLE);
+    req.idempotency_key = "k-1".into();
+    let first = f.actions.run(req.clone()).await.expect("runs");
+    let again = f.actions.run(req.clone()).await.expect("replays");
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(first.id, again.id, "the same action, not a second one");
+    // The same key for a different request: refused, and the refusal is in the log.
+    let mut other = req.clone();
+    other.what = Requested::Device(DeviceAction::SetEnabled(true));
+    let err = f.actions.run(other).await.expect_err("conflict");
+    assert!(
+        matches!(&err, ActionError::InvalidArgument(m) if m.contains("already used")),
+        "{err:?}"
+    );
+    let got = phases(&f.log);
+    assert_eq!(
+        got,
+        vec![
+            (Phase::Begin, "disable".into(), None),
+            (Phase::End, "disable".into(), Some(Recorded::Succeeded)),
+            (Phase::Refused, "enable".into(), Some(Recorded::Refused)),
+        ],
+        "one run for two requests with the key, and the conflict recorded"
+    );
+}
+
+#[tokio::test]
+async fn keys_restored_from_the_log_replay_ended_actions_and_refuse_unended_ones() {
+    let f = fixture();
+    let mut req = request(operator(), DEVICE, DISABLE);
+    req.idempotency_key = "k-2".into();
+    let first = f.actions.run(req.clone()).await.expect("runs");
+    // A second agent over the same log, as after a restart.
+    let g = fixture();
+    g.actions.restore_idempotency(&records(&f.log));
+    let replayed = g.actions.run(req.clone()).await.expect("replayed");
+    assert!(replayed.replayed);
+    assert_eq!(replayed.id, first.id);
+    assert_eq!(phases(&g.log), vec![], "nothing ran on the restarted agent");
+
+    // A begin with no end on record (the agent stopped mid-action) is never retried.
+    let begun: Vec<Record> = records(&f.log)
+        .into_iter()
+        .filter(|r| r.phase == Phase::Begin)
+        .collect();
+    let h = fixture();
+    h.actions.restore_idempotency(&begun);
+    let err = h.actions.run(req).await.expect_err("not guessed at");
+    assert!(
+        matches!(&err, ActionError::NotPossible(m) if m.contains("end is not on record")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn an_action_cut_off_by_shutdown_is_recorded_as_interrupted() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (f, log) = rt.block_on(async {
+        let f = fixture();
+        let log = f.log.clone();
+        // A power cycle takes the simulated board 2.5 s: long enough to stop mid-way.
+        let actions = f.actions.clone();
+        tokio::spawn(async move {
+            let _ = actions
+                .run(ActionRequest {
+                    confirm: true,
+                    ..request(
+                        operator(),
+                        DEVICE,
+                        Requested::Device(DeviceAction::Reset(ResetKind::PowerCycle)),
+                    )
+                })
+                .await;
+        });
+        for _ in 0..500 {
+            if records(&log).iter().any(|r| r.phase == Phase::Begin) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (f, log)
+    });
+    assert_eq!(
+        phases(&log),
+        vec![(Phase::Begin, "reset-power-cycle".into(), None)],
+        "the action has begun and not ended"
+    );
+    // Shutdown drops the action's task: its guard writes the record.
+    drop(rt);
+    let got = phases(&log);
+    drop(f);
+    assert_eq!(
+        got,
+        vec![
+            (Phase::Begin, "reset-power-cycle".into(), None),
+            (
+                Phase::Interrupted,
+                "reset-power-cycle".into(),
+                Some(Recorded::Interrupted)
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unwritable_audit_log_refuses_the_action_and_leaves_the_device_alone() {
+    // The log's directory is a regular file: it can be neither created nor opened.
+    let f = fixture_with_log("not-a-dir/audit.log", safety(Duration::ZERO), |dir| {
+        std::fs::write(dir.join("not-a-dir"), b"a file").expect("write");
+    });
+    let err = f
+        .actions
+        .run(request(operator(), DEVICE, DISABLE))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, ActionError::AuditUnavailable(_)), "{err:?}");
+    let dev = f.node.device(DEVICE).expect("device").status();
+    assert!(dev.enabled, "the device was not touched");
+    assert!(dev.last_action.is_none());
+    assert_eq!(
+        f.actions.audit().condition().map(|c| c.code),
+        Some(health_hal::ConditionCode::AuditLogUnwritable)
+    );
+}
