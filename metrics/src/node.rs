@@ -139,137 +139,68 @@ impl Gauge {
     }
 }
 
-/// Every gauge family of a node, in the order a scrape lists them.
-const GAUGES: [&Gauge; 25] = [
-    &NODE_STATE,
-    &SNAPSHOT_TS,
-    &HOST_STATE,
-    &CPU,
-    &CPUS,
-    &MEM_TOTAL,
-    &MEM_AVAIL,
-    &LOAD1,
-    &LOAD5,
-    &LOAD15,
-    &DISK_TOTAL,
-    &DISK_AVAIL,
-    &PROC_RUNTIME,
-    &PROC_RSS,
-    &PROC_ZOMBIE,
-    &CONDITION,
-    &CONDITION_SINCE,
-    &DEVICE_INFO,
-    &DEVICE_STATE,
-    &DEVICE_ACTIVITY,
-    &DEVICE_ENABLED,
-    &FAILURES,
-    &LAST_READ,
-    &POWER_LIMIT,
-    &CALIBRATED,
-];
+/// Defines each gauge family as a constant and lists them all in `GAUGES`, from one table, so
+/// a family added here is declared too.
+macro_rules! gauges {
+    ($($id:ident = $name:literal, $help:literal;)*) => {
+        $(const $id: Gauge = Gauge { name: $name, help: $help };)*
+        /// Every gauge family of a node, in the order a scrape lists them.
+        const GAUGES: &[&Gauge] = &[$(&$id),*];
+    };
+}
 
-const NODE_STATE: Gauge = Gauge {
-    name: "health_node_state",
-    help: "Node health (worst of host and devices): 1 for the current state, 0 for the others.",
-};
-const SNAPSHOT_TS: Gauge = Gauge {
-    name: "health_node_snapshot_timestamp_seconds",
-    help: "When the node's latest snapshot was taken, Unix seconds.",
-};
-const HOST_STATE: Gauge = Gauge {
-    name: "health_host_state",
-    help: "Host health: 1 for the current state, 0 for the others.",
-};
-const CPU: Gauge = Gauge {
-    name: "health_host_cpu_utilization_ratio",
-    help: "Host CPU utilization over all cores, 0 to 1.",
-};
-const CPUS: Gauge = Gauge {
-    name: "health_host_cpus",
-    help: "Logical CPUs of the host.",
-};
-const MEM_TOTAL: Gauge = Gauge {
-    name: "health_host_memory_total_bytes",
-    help: "Host memory, bytes.",
-};
-const MEM_AVAIL: Gauge = Gauge {
-    name: "health_host_memory_available_bytes",
-    help: "Host memory available, bytes.",
-};
-const LOAD1: Gauge = Gauge {
-    name: "health_host_load1",
-    help: "Host load average over 1 minute.",
-};
-const LOAD5: Gauge = Gauge {
-    name: "health_host_load5",
-    help: "Host load average over 5 minutes.",
-};
-const LOAD15: Gauge = Gauge {
-    name: "health_host_load15",
-    help: "Host load average over 15 minutes.",
-};
-const DISK_TOTAL: Gauge = Gauge {
-    name: "health_host_disk_total_bytes",
-    help: "Size of a watched file system, bytes.",
-};
-const DISK_AVAIL: Gauge = Gauge {
-    name: "health_host_disk_available_bytes",
-    help: "Space available on a watched file system, bytes.",
-};
-const PROC_RUNTIME: Gauge = Gauge {
-    name: "health_process_runtime_seconds",
-    help:
-        "Seconds since a process matching a [[process]] rule started; process is the rule's name.",
-};
-const PROC_RSS: Gauge = Gauge {
-    name: "health_process_resident_memory_bytes",
-    help: "Resident memory of a watched process, bytes.",
-};
-const PROC_ZOMBIE: Gauge = Gauge {
-    name: "health_process_zombie",
-    help: "1 when a watched process is a zombie (exited, not reaped).",
-};
-const CONDITION: Gauge = Gauge {
-    name: "health_condition_active",
-    help: "1 while a condition is active on the node: subject is a device id, \"host\", a mount point, a problem file or a process; code is the health.v1 ConditionCode.",
-};
-const CONDITION_SINCE: Gauge = Gauge {
-    name: "health_condition_since_timestamp_seconds",
-    help: "When an active condition began, Unix seconds.",
-};
-const DEVICE_INFO: Gauge = Gauge {
-    name: "health_device_info",
-    help: "Device identity (always 1): vendor, model, serial, firmware, backend.",
-};
-const DEVICE_STATE: Gauge = Gauge {
-    name: "health_device_state",
-    help: "Device health: 1 for the current state, 0 for the others.",
-};
-const DEVICE_ACTIVITY: Gauge = Gauge {
-    name: "health_device_activity",
-    help: "What the agent is doing with the device: 1 for the current activity, 0 for the others.",
-};
-const DEVICE_ENABLED: Gauge = Gauge {
-    name: "health_device_enabled",
-    help: "1 if the device is enabled, 0 if an operator disabled it.",
-};
-const FAILURES: Gauge = Gauge {
-    name: "health_device_consecutive_failures",
-    help: "Device reads that have failed in a row (0 after a good read).",
-};
-const LAST_READ: Gauge = Gauge {
-    name: "health_device_last_read_timestamp_seconds",
-    help:
-        "When the device was last read successfully, Unix seconds (readings are at least this old).",
-};
-const POWER_LIMIT: Gauge = Gauge {
-    name: "health_device_power_limit_watts",
-    help: "Power limit set on the device, watts.",
-};
-const CALIBRATED: Gauge = Gauge {
-    name: "health_device_calibration_timestamp_seconds",
-    help: "When the device was last calibrated, Unix seconds.",
-};
+gauges! {
+    NODE_STATE = "health_node_state",
+        "Node health (worst of host and devices): 1 for the current state, 0 for the others.";
+    SNAPSHOT_TS = "health_node_snapshot_timestamp_seconds",
+        "When the node's latest snapshot was taken, Unix seconds.";
+    HOST_STATE = "health_host_state",
+        "Host health: 1 for the current state, 0 for the others.";
+    CPU = "health_host_cpu_utilization_ratio",
+        "Host CPU utilization over all cores, 0 to 1.";
+    CPUS = "health_host_cpus",
+        "Logical CPUs of the host.";
+    MEM_TOTAL = "health_host_memory_total_bytes",
+        "Host memory, bytes.";
+    MEM_AVAIL = "health_host_memory_available_bytes",
+        "Host memory available, bytes.";
+    LOAD1 = "health_host_load1",
+        "Host load average over 1 minute.";
+    LOAD5 = "health_host_load5",
+        "Host load average over 5 minutes.";
+    LOAD15 = "health_host_load15",
+        "Host load average over 15 minutes.";
+    DISK_TOTAL = "health_host_disk_total_bytes",
+        "Size of a watched file system, bytes.";
+    DISK_AVAIL = "health_host_disk_available_bytes",
+        "Space available on a watched file system, bytes.";
+    PROC_RUNTIME = "health_process_runtime_seconds",
+        "Seconds since a process matching a [[process]] rule started; process is the rule's name.";
+    PROC_RSS = "health_process_resident_memory_bytes",
+        "Resident memory of a watched process, bytes.";
+    PROC_ZOMBIE = "health_process_zombie",
+        "1 when a watched process is a zombie (exited, not reaped).";
+    CONDITION = "health_condition_active",
+        "1 while a condition is active on the node: subject is a device id, \"host\", a mount point, a problem file or a process; code is the health.v1 ConditionCode.";
+    CONDITION_SINCE = "health_condition_since_timestamp_seconds",
+        "When an active condition began, Unix seconds.";
+    DEVICE_INFO = "health_device_info",
+        "Device identity (always 1): vendor, model, serial, firmware, backend.";
+    DEVICE_STATE = "health_device_state",
+        "Device health: 1 for the current state, 0 for the others.";
+    DEVICE_ACTIVITY = "health_device_activity",
+        "What the agent is doing with the device: 1 for the current activity, 0 for the others.";
+    DEVICE_ENABLED = "health_device_enabled",
+        "1 if the device is enabled, 0 if an operator disabled it.";
+    FAILURES = "health_device_consecutive_failures",
+        "Device reads that have failed in a row (0 after a good read).";
+    LAST_READ = "health_device_last_read_timestamp_seconds",
+        "When the device was last read successfully, Unix seconds (readings are at least this old).";
+    POWER_LIMIT = "health_device_power_limit_watts",
+        "Power limit set on the device, watts.";
+    CALIBRATED = "health_device_calibration_timestamp_seconds",
+        "When the device was last calibrated, Unix seconds.";
+}
 
 pub fn state_name(state: i32) -> &'static str {
     match pb::HealthState::try_from(state) {
