@@ -14,7 +14,7 @@
 use health_proto::v1 as pb;
 use prost_types::Timestamp;
 
-use crate::text::Exposition;
+use crate::text::{Exposition, FamilyWriter};
 
 const STATES: [(pb::HealthState, &str); 4] = [
     (pb::HealthState::Ok, "ok"),
@@ -108,78 +108,99 @@ fn quantity_family(q: pb::Quantity) -> Option<(&'static str, &'static str, bool)
 /// Declares every family this module can produce, so they appear (with HELP and TYPE) even in
 /// a scrape that has no sample of them yet: an empty fleet, a node without conditions.
 pub fn declare(out: &mut Exposition) {
-    out.gauge("health_node_state", HELP_NODE_STATE);
-    out.gauge("health_node_snapshot_timestamp_seconds", HELP_SNAPSHOT_TS);
-    out.gauge("health_host_state", HELP_HOST_STATE);
-    out.gauge("health_host_cpu_utilization_ratio", HELP_CPU);
-    out.gauge("health_host_cpus", HELP_CPUS);
-    out.gauge("health_host_memory_total_bytes", HELP_MEM_TOTAL);
-    out.gauge("health_host_memory_available_bytes", HELP_MEM_AVAIL);
-    out.gauge("health_host_load1", HELP_LOAD1);
-    out.gauge("health_host_load5", HELP_LOAD5);
-    out.gauge("health_host_load15", HELP_LOAD15);
-    out.gauge("health_host_disk_total_bytes", HELP_DISK_TOTAL);
-    out.gauge("health_host_disk_available_bytes", HELP_DISK_AVAIL);
-    out.gauge("health_process_runtime_seconds", HELP_PROC_RUNTIME);
-    out.gauge("health_process_resident_memory_bytes", HELP_PROC_RSS);
-    out.gauge("health_process_zombie", HELP_PROC_ZOMBIE);
-    out.gauge("health_condition_active", HELP_CONDITION);
-    out.gauge(
-        "health_condition_since_timestamp_seconds",
-        HELP_CONDITION_SINCE,
-    );
-    out.gauge("health_device_info", HELP_DEVICE_INFO);
-    out.gauge("health_device_state", HELP_DEVICE_STATE);
-    out.gauge("health_device_activity", HELP_DEVICE_ACTIVITY);
-    out.gauge("health_device_enabled", HELP_DEVICE_ENABLED);
-    out.gauge("health_device_consecutive_failures", HELP_FAILURES);
-    out.gauge("health_device_last_read_timestamp_seconds", HELP_LAST_READ);
-    out.gauge("health_device_power_limit_watts", HELP_POWER_LIMIT);
-    out.gauge(
-        "health_device_calibration_timestamp_seconds",
-        HELP_CALIBRATED,
-    );
+    for g in GAUGES {
+        g.on(out);
+    }
     for q in (1..).map_while(|n| pb::Quantity::try_from(n).ok()) {
-        if let Some((name, help, counter)) = quantity_family(q) {
-            if counter {
-                out.counter(name, help);
-            } else {
-                out.gauge(name, help);
-            }
-        }
+        quantity_on(out, q);
     }
 }
 
-const HELP_NODE_STATE: &str =
-    "Node health (worst of host and devices): 1 for the current state, 0 for the others.";
-const HELP_SNAPSHOT_TS: &str = "When the node's latest snapshot was taken, Unix seconds.";
-const HELP_HOST_STATE: &str = "Host health: 1 for the current state, 0 for the others.";
-const HELP_CPU: &str = "Host CPU utilization over all cores, 0 to 1.";
-const HELP_PROC_RUNTIME: &str =
-    "Seconds since a process matching a [[process]] rule started; process is the rule's name.";
-const HELP_PROC_RSS: &str = "Resident memory of a watched process, bytes.";
-const HELP_PROC_ZOMBIE: &str = "1 when a watched process is a zombie (exited, not reaped).";
-const HELP_CPUS: &str = "Logical CPUs of the host.";
-const HELP_MEM_TOTAL: &str = "Host memory, bytes.";
-const HELP_MEM_AVAIL: &str = "Host memory available, bytes.";
-const HELP_LOAD1: &str = "Host load average over 1 minute.";
-const HELP_LOAD5: &str = "Host load average over 5 minutes.";
-const HELP_LOAD15: &str = "Host load average over 15 minutes.";
-const HELP_DISK_TOTAL: &str = "Size of a watched file system, bytes.";
-const HELP_DISK_AVAIL: &str = "Space available on a watched file system, bytes.";
-const HELP_CONDITION: &str = "1 while a condition is active on the node: subject is a device id, \"host\", a mount point, a problem file or a process; code is the health.v1 ConditionCode.";
-const HELP_CONDITION_SINCE: &str = "When an active condition began, Unix seconds.";
-const HELP_DEVICE_INFO: &str =
-    "Device identity (always 1): vendor, model, serial, firmware, backend.";
-const HELP_DEVICE_STATE: &str = "Device health: 1 for the current state, 0 for the others.";
-const HELP_DEVICE_ACTIVITY: &str =
-    "What the agent is doing with the device: 1 for the current activity, 0 for the others.";
-const HELP_DEVICE_ENABLED: &str = "1 if the device is enabled, 0 if an operator disabled it.";
-const HELP_FAILURES: &str = "Device reads that have failed in a row (0 after a good read).";
-const HELP_LAST_READ: &str =
-    "When the device was last read successfully, Unix seconds (readings are at least this old).";
-const HELP_POWER_LIMIT: &str = "Power limit set on the device, watts.";
-const HELP_CALIBRATED: &str = "When the device was last calibrated, Unix seconds.";
+/// The family of a reading quantity, as a counter or a gauge as [`quantity_family`] says;
+/// `None` for a quantity with no family.
+fn quantity_on(out: &mut Exposition, q: pb::Quantity) -> Option<FamilyWriter<'_>> {
+    let (name, help, counter) = quantity_family(q)?;
+    Some(if counter {
+        out.counter(name, help)
+    } else {
+        out.gauge(name, help)
+    })
+}
+
+/// A gauge family's name and help, written once for [`declare`] and the renderers alike.
+struct Gauge {
+    name: &'static str,
+    help: &'static str,
+}
+
+impl Gauge {
+    fn on<'a>(&self, out: &'a mut Exposition) -> FamilyWriter<'a> {
+        out.gauge(self.name, self.help)
+    }
+}
+
+/// Defines each gauge family as a constant and lists them all in `GAUGES`, from one table, so
+/// a family added here is declared too.
+macro_rules! gauges {
+    ($($id:ident = $name:literal, $help:literal;)*) => {
+        $(const $id: Gauge = Gauge { name: $name, help: $help };)*
+        /// Every gauge family of a node, in the order a scrape lists them.
+        const GAUGES: &[&Gauge] = &[$(&$id),*];
+    };
+}
+
+gauges! {
+    NODE_STATE = "health_node_state",
+        "Node health (worst of host and devices): 1 for the current state, 0 for the others.";
+    SNAPSHOT_TS = "health_node_snapshot_timestamp_seconds",
+        "When the node's latest snapshot was taken, Unix seconds.";
+    HOST_STATE = "health_host_state",
+        "Host health: 1 for the current state, 0 for the others.";
+    CPU = "health_host_cpu_utilization_ratio",
+        "Host CPU utilization over all cores, 0 to 1.";
+    CPUS = "health_host_cpus",
+        "Logical CPUs of the host.";
+    MEM_TOTAL = "health_host_memory_total_bytes",
+        "Host memory, bytes.";
+    MEM_AVAIL = "health_host_memory_available_bytes",
+        "Host memory available, bytes.";
+    LOAD1 = "health_host_load1",
+        "Host load average over 1 minute.";
+    LOAD5 = "health_host_load5",
+        "Host load average over 5 minutes.";
+    LOAD15 = "health_host_load15",
+        "Host load average over 15 minutes.";
+    DISK_TOTAL = "health_host_disk_total_bytes",
+        "Size of a watched file system, bytes.";
+    DISK_AVAIL = "health_host_disk_available_bytes",
+        "Space available on a watched file system, bytes.";
+    PROC_RUNTIME = "health_process_runtime_seconds",
+        "Seconds since a process matching a [[process]] rule started; process is the rule's name.";
+    PROC_RSS = "health_process_resident_memory_bytes",
+        "Resident memory of a watched process, bytes.";
+    PROC_ZOMBIE = "health_process_zombie",
+        "1 when a watched process is a zombie (exited, not reaped).";
+    CONDITION = "health_condition_active",
+        "1 while a condition is active on the node: subject is a device id, \"host\", a mount point, a problem file or a process; code is the health.v1 ConditionCode.";
+    CONDITION_SINCE = "health_condition_since_timestamp_seconds",
+        "When an active condition began, Unix seconds.";
+    DEVICE_INFO = "health_device_info",
+        "Device identity (always 1): vendor, model, serial, firmware, backend.";
+    DEVICE_STATE = "health_device_state",
+        "Device health: 1 for the current state, 0 for the others.";
+    DEVICE_ACTIVITY = "health_device_activity",
+        "What the agent is doing with the device: 1 for the current activity, 0 for the others.";
+    DEVICE_ENABLED = "health_device_enabled",
+        "1 if the device is enabled, 0 if an operator disabled it.";
+    FAILURES = "health_device_consecutive_failures",
+        "Device reads that have failed in a row (0 after a good read).";
+    LAST_READ = "health_device_last_read_timestamp_seconds",
+        "When the device was last read successfully, Unix seconds (readings are at least this old).";
+    POWER_LIMIT = "health_device_power_limit_watts",
+        "Power limit set on the device, watts.";
+    CALIBRATED = "health_device_calibration_timestamp_seconds",
+        "When the device was last calibrated, Unix seconds.";
+}
 
 pub fn state_name(state: i32) -> &'static str {
     match pb::HealthState::try_from(state) {
@@ -224,18 +245,17 @@ pub fn seconds(t: &Timestamp) -> f64 {
 
 fn one_hot(
     out: &mut Exposition,
-    name: &'static str,
-    help: &'static str,
+    family: &Gauge,
     labels: &[(&str, &str)],
     key: &str,
     current: &str,
     all: impl Iterator<Item = &'static str>,
 ) {
-    let mut family = out.gauge(name, help);
+    let mut writer = family.on(out);
     for value in all {
         let mut l = labels.to_vec();
         l.push((key, value));
-        family.sample(&l, if value == current { 1.0 } else { 0.0 });
+        writer.sample(&l, if value == current { 1.0 } else { 0.0 });
     }
 }
 
@@ -247,16 +267,14 @@ pub fn render(out: &mut Exposition, snap: &pb::NodeSnapshot, state: i32, fresh: 
     let n = [("node", node)];
     one_hot(
         out,
-        "health_node_state",
-        HELP_NODE_STATE,
+        &NODE_STATE,
         &n,
         "state",
         state_name(state),
         STATES.iter().map(|s| s.1),
     );
     if let Some(t) = &snap.taken_at {
-        out.gauge("health_node_snapshot_timestamp_seconds", HELP_SNAPSHOT_TS)
-            .sample(&n, seconds(t));
+        SNAPSHOT_TS.on(out).sample(&n, seconds(t));
     }
     if let Some(host) = &snap.host {
         render_host(out, node, host, fresh);
@@ -271,34 +289,26 @@ fn render_host(out: &mut Exposition, node: &str, host: &pb::HostHealth, fresh: b
     let state = if fresh { host.state } else { 0 };
     one_hot(
         out,
-        "health_host_state",
-        HELP_HOST_STATE,
+        &HOST_STATE,
         &n,
         "state",
         state_name(state),
         STATES.iter().map(|s| s.1),
     );
     if fresh && host.observed_at.is_some() {
-        out.gauge("health_host_cpu_utilization_ratio", HELP_CPU)
-            .sample(&n, host.cpu_utilization_ratio);
-        out.gauge("health_host_cpus", HELP_CPUS)
-            .sample(&n, f64::from(host.cpu_count));
-        out.gauge("health_host_memory_total_bytes", HELP_MEM_TOTAL)
-            .sample(&n, host.memory_total_bytes as f64);
-        out.gauge("health_host_memory_available_bytes", HELP_MEM_AVAIL)
+        CPU.on(out).sample(&n, host.cpu_utilization_ratio);
+        CPUS.on(out).sample(&n, f64::from(host.cpu_count));
+        MEM_TOTAL.on(out).sample(&n, host.memory_total_bytes as f64);
+        MEM_AVAIL
+            .on(out)
             .sample(&n, host.memory_available_bytes as f64);
-        out.gauge("health_host_load1", HELP_LOAD1)
-            .sample(&n, host.load1);
-        out.gauge("health_host_load5", HELP_LOAD5)
-            .sample(&n, host.load5);
-        out.gauge("health_host_load15", HELP_LOAD15)
-            .sample(&n, host.load15);
+        LOAD1.on(out).sample(&n, host.load1);
+        LOAD5.on(out).sample(&n, host.load5);
+        LOAD15.on(out).sample(&n, host.load15);
         for disk in &host.disks {
             let l = [("node", node), ("mountpoint", disk.mount_point.as_str())];
-            out.gauge("health_host_disk_total_bytes", HELP_DISK_TOTAL)
-                .sample(&l, disk.total_bytes as f64);
-            out.gauge("health_host_disk_available_bytes", HELP_DISK_AVAIL)
-                .sample(&l, disk.available_bytes as f64);
+            DISK_TOTAL.on(out).sample(&l, disk.total_bytes as f64);
+            DISK_AVAIL.on(out).sample(&l, disk.available_bytes as f64);
         }
         for p in &host.processes {
             let pid = p.pid.to_string();
@@ -307,13 +317,10 @@ fn render_host(out: &mut Exposition, node: &str, host: &pb::HostHealth, fresh: b
                 ("process", p.name.as_str()),
                 ("pid", pid.as_str()),
             ];
-            out.gauge("health_process_runtime_seconds", HELP_PROC_RUNTIME)
-                .sample(&l, p.runtime_seconds);
-            out.gauge("health_process_resident_memory_bytes", HELP_PROC_RSS)
-                .sample(&l, p.rss_bytes as f64);
+            PROC_RUNTIME.on(out).sample(&l, p.runtime_seconds);
+            PROC_RSS.on(out).sample(&l, p.rss_bytes as f64);
             let zombie = if p.state == "Z" { 1.0 } else { 0.0 };
-            out.gauge("health_process_zombie", HELP_PROC_ZOMBIE)
-                .sample(&l, zombie);
+            PROC_ZOMBIE.on(out).sample(&l, zombie);
         }
     }
     for c in &host.conditions {
@@ -334,14 +341,9 @@ fn render_condition(out: &mut Exposition, node: &str, subject: &str, c: &pb::Con
         ("code", code.as_str()),
         ("severity", severity_name(c.severity)),
     ];
-    out.gauge("health_condition_active", HELP_CONDITION)
-        .sample(&l, 1.0);
+    CONDITION.on(out).sample(&l, 1.0);
     if let Some(since) = &c.since {
-        out.gauge(
-            "health_condition_since_timestamp_seconds",
-            HELP_CONDITION_SINCE,
-        )
-        .sample(&l, seconds(since));
+        CONDITION_SINCE.on(out).sample(&l, seconds(since));
     }
 }
 
@@ -349,7 +351,7 @@ fn render_device(out: &mut Exposition, node: &str, d: &pb::Device, fresh: bool) 
     let Some(id) = &d.identity else { return };
     let kind = kind_name(id.kind);
     let l = [("node", node), ("device", id.id.as_str()), ("kind", kind)];
-    out.gauge("health_device_info", HELP_DEVICE_INFO).sample(
+    DEVICE_INFO.on(out).sample(
         &[
             ("node", node),
             ("device", id.id.as_str()),
@@ -364,8 +366,7 @@ fn render_device(out: &mut Exposition, node: &str, d: &pb::Device, fresh: bool) 
     );
     one_hot(
         out,
-        "health_device_state",
-        HELP_DEVICE_STATE,
+        &DEVICE_STATE,
         &l,
         "state",
         state_name(if fresh { d.state } else { 0 }),
@@ -377,41 +378,34 @@ fn render_device(out: &mut Exposition, node: &str, d: &pb::Device, fresh: bool) 
         .map_or("unknown", |(_, name)| name);
     one_hot(
         out,
-        "health_device_activity",
-        HELP_DEVICE_ACTIVITY,
+        &DEVICE_ACTIVITY,
         &l,
         "activity",
         activity,
         ACTIVITIES.iter().map(|a| a.1),
     );
-    out.gauge("health_device_enabled", HELP_DEVICE_ENABLED)
+    DEVICE_ENABLED
+        .on(out)
         .sample(&l, if d.enabled { 1.0 } else { 0.0 });
-    out.gauge("health_device_consecutive_failures", HELP_FAILURES)
-        .sample(&l, d.consecutive_failures as f64);
+    FAILURES.on(out).sample(&l, d.consecutive_failures as f64);
     if let Some(t) = &d.last_read_at {
-        out.gauge("health_device_last_read_timestamp_seconds", HELP_LAST_READ)
-            .sample(&l, seconds(t));
+        LAST_READ.on(out).sample(&l, seconds(t));
     }
     if let Some(w) = d.power_limit_watts {
-        out.gauge("health_device_power_limit_watts", HELP_POWER_LIMIT)
-            .sample(&l, w);
+        POWER_LIMIT.on(out).sample(&l, w);
     }
     if let Some(t) = d
         .calibration
         .as_ref()
         .and_then(|c| c.calibrated_at.as_ref())
     {
-        out.gauge(
-            "health_device_calibration_timestamp_seconds",
-            HELP_CALIBRATED,
-        )
-        .sample(&l, seconds(t));
+        CALIBRATED.on(out).sample(&l, seconds(t));
     }
     if fresh {
         for r in &d.readings {
-            let Some((name, help, counter)) = pb::Quantity::try_from(r.quantity)
+            let Some(mut family) = pb::Quantity::try_from(r.quantity)
                 .ok()
-                .and_then(quantity_family)
+                .and_then(|q| quantity_on(out, q))
             else {
                 continue;
             };
@@ -421,11 +415,7 @@ fn render_device(out: &mut Exposition, node: &str, d: &pb::Device, fresh: bool) 
                 ("kind", kind),
                 ("sensor", r.sensor.as_str()),
             ];
-            if counter {
-                out.counter(name, help).sample(&rl, r.value);
-            } else {
-                out.gauge(name, help).sample(&rl, r.value);
-            }
+            family.sample(&rl, r.value);
         }
     }
     for c in &d.conditions {

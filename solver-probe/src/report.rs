@@ -216,98 +216,116 @@ pub fn analyze(a: &CsMat<f64>, b: Option<Vec<f64>>, file: &str, opts: &ProbeOpti
 }
 
 fn findings(r: &Report, opts: &ProbeOptions) -> Vec<Finding> {
-    let mut out = Vec::new();
-    if let Some(e) = &r.conditioning {
-        let scaled = r.scaling.as_ref().and_then(|s| {
-            s.after
-                .kappa
-                .map(|k| format!("; after {:?} scaling κ = {k:.3e}", s.scaling))
-        });
-        let shift = r.shift.as_ref().map(|s| {
+    [
+        (FindingCode::IllConditioned, ill_conditioned(r, opts)),
+        (FindingCode::NotConverging, not_converging(r, opts)),
+        (
+            FindingCode::PrecisionInsufficient,
+            precision_insufficient(r),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(code, found)| {
+        found.map(|(severity, message)| Finding {
+            code,
+            severity,
+            message,
+        })
+    })
+    .collect()
+}
+
+/// Each analysis raises at most one finding of its code: its severity and message.
+type Raised = Option<(FindingSeverity, String)>;
+
+fn ill_conditioned(r: &Report, opts: &ProbeOptions) -> Raised {
+    let e = r.conditioning.as_ref()?;
+    let scaled = r.scaling.as_ref().and_then(|s| {
+        s.after
+            .kappa
+            .map(|k| format!("; after {:?} scaling κ = {k:.3e}", s.scaling))
+    });
+    let shift = r.shift.as_ref().map(|s| {
+        format!(
+            "; a diagonal shift σ = {:.3e} brings κ to {} at a solution error of about {:.2e}",
+            s.sigma,
+            s.kappa_after
+                .map_or("?".to_string(), |k| format!("{k:.3e}")),
+            s.error_measured.unwrap_or(s.error_bound)
+        )
+    });
+    let advice = format!(
+        "{}{}",
+        scaled.unwrap_or_default(),
+        shift.unwrap_or_default()
+    );
+    if e.numerically_singular {
+        Some((
+            FindingSeverity::Critical,
+            format!("numerically singular (κ ≥ 1/eps by {:?}){advice}", e.method),
+        ))
+    } else {
+        let k = e.kappa.filter(|k| *k >= opts.kappa_threshold)?;
+        Some((
+            FindingSeverity::Warning,
             format!(
-                "; a diagonal shift σ = {:.3e} brings κ to {} at a solution error of about {:.2e}",
-                s.sigma,
-                s.kappa_after
-                    .map_or("?".to_string(), |k| format!("{k:.3e}")),
-                s.error_measured.unwrap_or(s.error_bound)
-            )
-        });
-        let advice = format!(
-            "{}{}",
-            scaled.unwrap_or_default(),
-            shift.unwrap_or_default()
-        );
-        if e.numerically_singular {
-            out.push(Finding {
-                code: FindingCode::IllConditioned,
-                severity: FindingSeverity::Critical,
-                message: format!("numerically singular (κ ≥ 1/eps by {:?}){advice}", e.method),
-            });
-        } else if let Some(k) = e.kappa.filter(|k| *k >= opts.kappa_threshold) {
-            out.push(Finding {
-                code: FindingCode::IllConditioned,
-                severity: FindingSeverity::Warning,
-                message: format!(
-                    "κ = {k:.3e} ≥ {:.0e} ({:?}){advice}: regularize and scale",
-                    opts.kappa_threshold, e.method
-                ),
-            });
-        }
+                "κ = {k:.3e} ≥ {:.0e} ({:?}){advice}: regularize and scale",
+                opts.kappa_threshold, e.method
+            ),
+        ))
     }
-    if let Some(c) = &r.convergence {
-        match c.best_run() {
-            None => out.push(Finding {
-                code: FindingCode::NotConverging,
-                severity: FindingSeverity::Critical,
-                message: format!(
-                    "no solver/preconditioner pair reached rtol {:.0e} ({} runs): regularize, or relax the tolerance",
-                    opts.solve.rtol,
-                    c.runs.len()
-                ),
-            }),
-            Some(best) if best.preconditioner != "none" && c.baseline_converged == Some(false) => out.push(Finding {
-                code: FindingCode::NotConverging,
-                severity: FindingSeverity::Warning,
-                message: format!(
-                    "unpreconditioned {:?} does not converge; {:?} with {} does in {} iterations",
-                    best.method, best.method, best.preconditioner, best.iterations
-                ),
-            }),
-            Some(_) => {}
-        }
+}
+
+fn not_converging(r: &Report, opts: &ProbeOptions) -> Raised {
+    let c = r.convergence.as_ref()?;
+    match c.best_run() {
+        None => Some((
+            FindingSeverity::Critical,
+            format!(
+                "no solver/preconditioner pair reached rtol {:.0e} ({} runs): regularize, or relax the tolerance",
+                opts.solve.rtol,
+                c.runs.len()
+            ),
+        )),
+        Some(best) if best.preconditioner != "none" && c.baseline_converged == Some(false) => Some((
+            FindingSeverity::Warning,
+            format!(
+                "unpreconditioned {:?} does not converge; {:?} with {} does in {} iterations",
+                best.method, best.method, best.preconditioner, best.iterations
+            ),
+        )),
+        Some(_) => None,
     }
-    if let Some(a) = &r.analog {
-        let refined = a.refinement.as_ref().is_some_and(|x| x.converged);
-        match a.worst_case_error {
-            None if !refined => out.push(Finding {
-                code: FindingCode::PrecisionInsufficient,
-                severity: FindingSeverity::Critical,
-                message: format!(
-                    "κ·2^-{} ≥ 1: a {}-bit array cannot solve this system, and mixed-precision refinement does not converge",
-                    a.bits, a.bits
-                ),
-            }),
-            None => out.push(Finding {
-                code: FindingCode::PrecisionInsufficient,
-                severity: FindingSeverity::Warning,
-                message: format!(
-                    "κ·2^-{} ≥ 1: no worst-case bound for a {}-bit array; refinement on the host converges in {} steps",
-                    a.bits,
-                    a.bits,
-                    a.refinement.as_ref().map_or(0, |x| x.steps)
-                ),
-            }),
-            Some(e) if e > 1e-2 => out.push(Finding {
-                code: FindingCode::PrecisionInsufficient,
-                severity: FindingSeverity::Warning,
-                message: format!(
-                    "worst-case relative error {e:.2e} on a {}-bit array{}",
-                    a.bits,
-                    if refined { "; mixed-precision refinement converges" } else { "" }
-                ),
-            }),
-            Some(_) => {}
-        }
+}
+
+fn precision_insufficient(r: &Report) -> Raised {
+    let a = r.analog.as_ref()?;
+    let refined = a.refinement.as_ref().is_some_and(|x| x.converged);
+    match a.worst_case_error {
+        None if !refined => Some((
+            FindingSeverity::Critical,
+            format!(
+                "κ·2^-{} ≥ 1: a {}-bit array cannot solve this system, and mixed-precision refinement does not converge",
+                a.bits, a.bits
+            ),
+        )),
+        None => Some((
+            FindingSeverity::Warning,
+            format!(
+                "κ·2^-{} ≥ 1: no worst-case bound for a {}-bit array; refinement on the host converges in {} steps",
+                a.bits,
+                a.bits,
+                a.refinement.as_ref().map_or(0, |x| x.steps)
+            ),
+        )),
+        Some(e) if e > 1e-2 => Some((
+            FindingSeverity::Warning,
+            format!(
+                "worst-case relative error {e:.2e} on a {}-bit array{}",
+                a.bits,
+                if refined { "; mixed-precision refinement converges" } else { "" }
+            ),
+        )),
+        Some(_) => None,
     }
-    out
 }

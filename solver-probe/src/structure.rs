@@ -102,7 +102,38 @@ pub fn analyze(a: &CsMat<f64>) -> Structure {
         g_max = 0.0;
     }
 
-    // Symmetry: compare row i of A with row i of Aᵀ (column i of A), both sorted by index.
+    let max_asym = max_asymmetry(a);
+    // Non-square input is never symmetric.
+    let square = a.rows() == a.cols();
+    let tol = SYMMETRY_RTOL * max_abs;
+    let symmetric = square && max_asym <= tol;
+
+    let frac = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+    let all_positive_diag = n > 0 && zero_diag == 0 && neg_diag == 0;
+    let likely_spd = symmetric && all_positive_diag && (weak == n || g_min > 0.0);
+
+    Structure {
+        n,
+        nnz,
+        max_abs,
+        symmetric,
+        max_asymmetry: max_asym,
+        symmetry_tolerance: tol,
+        strictly_dominant_fraction: frac(strict),
+        weakly_dominant_fraction: frac(weak),
+        zero_diagonal: zero_diag,
+        negative_diagonal: neg_diag,
+        bandwidth,
+        gershgorin_min: g_min,
+        gershgorin_max: g_max,
+        likely_spd,
+    }
+}
+
+/// max |a_ij − a_ji| over a CSR matrix with sorted rows: row i of A is merged with row i of
+/// Aᵀ (column i of A), an entry present on one side only counting whole. Rows or columns past
+/// the square part of a non-square matrix are not compared.
+pub(crate) fn max_asymmetry(a: &CsMat<f64>) -> f64 {
     let at = a.to_csc();
     let mut max_asym = 0.0f64;
     for (row, col) in a.outer_iterator().zip(at.outer_iterator()) {
@@ -132,31 +163,7 @@ pub fn analyze(a: &CsMat<f64>) -> Structure {
             max_asym = max_asym.max(d.abs());
         }
     }
-    // Non-square input is never symmetric.
-    let square = a.rows() == a.cols();
-    let tol = SYMMETRY_RTOL * max_abs;
-    let symmetric = square && max_asym <= tol;
-
-    let frac = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
-    let all_positive_diag = n > 0 && zero_diag == 0 && neg_diag == 0;
-    let likely_spd = symmetric && all_positive_diag && (weak == n || g_min > 0.0);
-
-    Structure {
-        n,
-        nnz,
-        max_abs,
-        symmetric,
-        max_asymmetry: max_asym,
-        symmetry_tolerance: tol,
-        strictly_dominant_fraction: frac(strict),
-        weakly_dominant_fraction: frac(weak),
-        zero_diagonal: zero_diag,
-        negative_diagonal: neg_diag,
-        bandwidth,
-        gershgorin_min: g_min,
-        gershgorin_max: g_max,
-        likely_spd,
-    }
+    max_asym
 }
 
 #[cfg(test)]

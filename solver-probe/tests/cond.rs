@@ -18,27 +18,9 @@ fn laplacian_1d(n: usize) -> CsMat<f64> {
     t.to_csr()
 }
 
+/// The 5-point Laplacian on an n×n grid: [`convection_diffusion_2d`] without convection.
 fn laplacian_2d(n: usize) -> CsMat<f64> {
-    let idx = |i: usize, j: usize| i * n + j;
-    let mut t = TriMat::new((n * n, n * n));
-    for i in 0..n {
-        for j in 0..n {
-            t.add_triplet(idx(i, j), idx(i, j), 4.0);
-            if i > 0 {
-                t.add_triplet(idx(i, j), idx(i - 1, j), -1.0);
-            }
-            if i + 1 < n {
-                t.add_triplet(idx(i, j), idx(i + 1, j), -1.0);
-            }
-            if j > 0 {
-                t.add_triplet(idx(i, j), idx(i, j - 1), -1.0);
-            }
-            if j + 1 < n {
-                t.add_triplet(idx(i, j), idx(i, j + 1), -1.0);
-            }
-        }
-    }
-    t.to_csr()
+    convection_diffusion_2d(n, 0.0)
 }
 
 fn kappa_laplacian(n: usize) -> f64 {
@@ -72,6 +54,16 @@ fn one_norm(m: &DMatrix<f64>) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The estimate carries rigorous bounds, and they hold `exact` (to rounding).
+fn assert_bounds_contain(e: &cond::Estimate, exact: f64) {
+    match e.confidence {
+        Confidence::Bounds { lower, upper } => {
+            assert!(lower <= exact * (1.0 + 1e-9) && exact <= upper * (1.0 + 1e-9))
+        }
+        c => panic!("unexpected confidence {c:?}"),
+    }
+}
+
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()
 }
@@ -89,12 +81,7 @@ fn laplacian_1d_lanczos_cholesky() {
         assert!(rel(k, exact) < 0.01);
         assert_eq!(e.method, Method::LanczosWithInverseIteration);
         assert_eq!(e.norm, Norm::Two);
-        match e.confidence {
-            Confidence::Bounds { lower, upper } => {
-                assert!(lower <= exact * (1.0 + 1e-9) && exact <= upper * (1.0 + 1e-9))
-            }
-            c => panic!("unexpected confidence {c:?}"),
-        }
+        assert_bounds_contain(&e, exact);
     }
 }
 
@@ -388,12 +375,7 @@ fn laplacian_2d_sparse_cholesky_known_answer() {
     assert_eq!(e.method, Method::LanczosWithInverseIteration);
     assert!(e.note.contains("sparse Cholesky"), "{}", e.note);
     assert!(rel(got, exact) < 1e-3, "rel {:.2e}", rel(got, exact));
-    match e.confidence {
-        Confidence::Bounds { lower, upper } => {
-            assert!(lower <= exact * (1.0 + 1e-9) && exact <= upper * (1.0 + 1e-9))
-        }
-        c => panic!("unexpected confidence {c:?}"),
-    }
+    assert_bounds_contain(&e, exact);
 }
 
 #[test]

@@ -129,6 +129,11 @@ fn mtx_errors_name_file_line_and_problem() {
         &mtx_err(&format!("{head}1 1 x\n2 2 1\n")),
         "line 4: bad real value 'x'",
     );
+    // The count is the fields the line has, not the ones the reader wanted.
+    assert_has(
+        &mtx_err(&format!("{head}1 1\n2 2 1\n")),
+        "line 4: expected 3 fields (row col value), found 2",
+    );
     assert_has(
         &mtx_err("%%MatrixMarket matrix array real general\n2 2\n1\n2\n3\n4\n"),
         "'array' format not supported",

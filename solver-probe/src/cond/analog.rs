@@ -9,6 +9,7 @@
 //!   and the correction solved with the perturbed matrix; converges when κ·2^-b is well
 //!   below 1.
 
+use faer::Mat;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -77,22 +78,35 @@ fn gauss(rng: &mut SmallRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
+/// A sample of U[−1, 1].
+fn uniform_signed(rng: &mut SmallRng) -> f64 {
+    rng.random::<f64>() * 2.0 - 1.0
+}
+
+/// Multiplies each entry of `m` (a dense copy of `a`) at a position `a` stores by `factor()`,
+/// row by row, so a seeded generator draws the same noise for the same entry every time.
+fn scale_stored(m: &mut Mat<f64>, a: &CsMat<f64>, mut factor: impl FnMut() -> f64) {
+    for (i, row) in a.outer_iterator().enumerate() {
+        for (j, _) in row.iter() {
+            m[(i, j)] *= factor();
+        }
+    }
+}
+
 /// Dense copy of A with each stored entry multiplied by (1 + δ + g), δ ~ U[−2^-b, 2^-b],
 /// g ~ N(0, read_noise²).
 fn perturbed(a: &CsMat<f64>, bits: u32, read_noise: f64, rng: &mut SmallRng) -> DenseLu {
     let q = 2f64.powi(-(bits as i32));
     let mut m = sparse::to_dense(a);
-    for (i, row) in a.outer_iterator().enumerate() {
-        for (j, _) in row.iter() {
-            let delta = (rng.random::<f64>() * 2.0 - 1.0) * q;
-            let noise = if read_noise > 0.0 {
-                read_noise * gauss(rng)
-            } else {
-                0.0
-            };
-            m[(i, j)] *= 1.0 + delta + noise;
-        }
-    }
+    scale_stored(&mut m, a, || {
+        let delta = uniform_signed(rng) * q;
+        let noise = if read_noise > 0.0 {
+            read_noise * gauss(rng)
+        } else {
+            0.0
+        };
+        1.0 + delta + noise
+    });
     DenseLu::new(&m)
 }
 
@@ -117,7 +131,7 @@ pub fn monte_carlo_typical(
         return Err(CondError::InvalidParameter("trials must be ≥ 1".into()));
     }
     let mut rng = SmallRng::seed_from_u64(seed);
-    let x_true: Vec<f64> = (0..n).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
+    let x_true: Vec<f64> = (0..n).map(|_| uniform_signed(&mut rng)).collect();
     let mut b = vec![0.0; n];
     sparse::matvec(&a, &x_true, &mut b);
     let x_ref = DenseLu::new(&sparse::to_dense(&a)).solve(&b)?;
@@ -130,10 +144,7 @@ pub fn monte_carlo_typical(
     for _ in 0..trials {
         let lu = perturbed(&a, bits, read_noise, &mut rng);
         match lu.solve(&b) {
-            Ok(x) => {
-                let d: Vec<f64> = x.iter().zip(&x_ref).map(|(p, q)| p - q).collect();
-                errors.push(sparse::norm2(&d) / nref);
-            }
+            Ok(x) => errors.push(sparse::distance2(&x, &x_ref) / nref),
             Err(_) => {
                 singular_trials += 1;
                 errors.push(f64::INFINITY);
@@ -194,20 +205,12 @@ pub fn iterative_refinement(
     // Programmed conductances: quantization only; read noise is drawn per solve below.
     let q = 2f64.powi(-(bits as i32));
     let mut programmed = sparse::to_dense(&a);
-    for (i, row) in a.outer_iterator().enumerate() {
-        for (j, _) in row.iter() {
-            programmed[(i, j)] *= 1.0 + (rng.random::<f64>() * 2.0 - 1.0) * q;
-        }
-    }
+    scale_stored(&mut programmed, &a, || 1.0 + uniform_signed(&mut rng) * q);
     let fixed = DenseLu::new(&programmed);
     let analog_solve = |r: &[f64], rng: &mut SmallRng| -> Result<Vec<f64>, CondError> {
         if read_noise > 0.0 {
             let mut m = programmed.clone();
-            for (i, row) in a.outer_iterator().enumerate() {
-                for (j, _) in row.iter() {
-                    m[(i, j)] *= 1.0 + read_noise * gauss(rng);
-                }
-            }
+            scale_stored(&mut m, &a, || 1.0 + read_noise * gauss(rng));
             DenseLu::new(&m).solve(r)
         } else {
             fixed.solve(r)
@@ -269,11 +272,7 @@ pub fn iterative_refinement(
     let relative_error = DenseLu::new(&sparse::to_dense(&a))
         .solve(b)
         .ok()
-        .and_then(|xr| {
-            let nr = sparse::norm2(&xr);
-            let d: Vec<f64> = x.iter().zip(&xr).map(|(p, q)| p - q).collect();
-            (nr > 0.0).then(|| sparse::norm2(&d) / nr)
-        });
+        .and_then(|xr| sparse::relative_error(&x, &xr));
     let rate = match (history.first(), history.last()) {
         (Some(&f), Some(&l)) if history.len() > 1 && f > 0.0 && l > 0.0 => {
             Some((l / f).powf(1.0 / (history.len() - 1) as f64))

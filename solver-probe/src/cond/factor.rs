@@ -50,6 +50,13 @@ pub(crate) enum FactorError {
     Failed(String),
 }
 
+impl FactorError {
+    /// Whatever else faer reports, kept as its debug text.
+    fn failed(e: impl std::fmt::Debug) -> Self {
+        FactorError::Failed(format!("{e:?}"))
+    }
+}
+
 impl std::fmt::Display for FactorError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -137,14 +144,13 @@ impl SparseCholesky {
             SymmetricOrdering::Amd,
             Default::default(),
         )
-        .map_err(|e| FactorError::Failed(format!("{e:?}")))?;
+        .map_err(FactorError::failed)?;
         let scratch = symbolic.factorize_numeric_llt_scratch::<f64>(Par::Seq, Default::default());
         let bytes = symbolic.len_val() as u128 * 8 + req_bytes(scratch);
         check_budget(WHAT, bytes, budget)?;
         let mut values = vec![0.0; symbolic.len_val()];
         let mat = SparseColMatRef::new(pattern.symbolic(), a.data());
-        let mut mem =
-            MemBuffer::try_new(scratch).map_err(|e| FactorError::Failed(format!("{e:?}")))?;
+        let mut mem = MemBuffer::try_new(scratch).map_err(FactorError::failed)?;
         let result = symbolic.factorize_numeric_llt(
             &mut values,
             mat,
@@ -193,19 +199,18 @@ impl SparseLu {
         const WHAT: &str = "sparse LU (COLAMD)";
         let pattern = Pattern::new(a, WHAT, budget)?;
         let qr = factorize_symbolic_qr(pattern.symbolic(), Default::default())
-            .map_err(|e| FactorError::Failed(format!("{e:?}")))?;
+            .map_err(FactorError::failed)?;
         // L ⊆ H and U ⊆ R: values (8 bytes) and row indices (4 bytes) of both.
         let factor_bound = qr.len_val() as u128 * 12;
         drop(qr);
         let symbolic = factorize_symbolic_lu(pattern.symbolic(), Default::default())
-            .map_err(|e| FactorError::Failed(format!("{e:?}")))?;
+            .map_err(FactorError::failed)?;
         let scratch = symbolic.factorize_numeric_lu_scratch::<f64>(Par::Seq, Default::default());
         let bound_bytes = factor_bound + req_bytes(scratch);
         check_budget(WHAT, bound_bytes, budget)?;
         let mut numeric = NumericLu::new();
         let mat = SparseColMatRef::new(pattern.symbolic(), a.data());
-        let mut mem =
-            MemBuffer::try_new(scratch).map_err(|e| FactorError::Failed(format!("{e:?}")))?;
+        let mut mem = MemBuffer::try_new(scratch).map_err(FactorError::failed)?;
         let result = symbolic.factorize_numeric_lu(
             &mut numeric,
             mat,
@@ -216,7 +221,7 @@ impl SparseLu {
         match result {
             Ok(_) => {}
             Err(LuError::SymbolicSingular { .. }) => return Err(FactorError::Singular),
-            Err(LuError::Generic(e)) => return Err(FactorError::Failed(format!("{e:?}"))),
+            Err(LuError::Generic(e)) => return Err(FactorError::failed(e)),
         }
         drop(mem);
         Ok(SparseLu {

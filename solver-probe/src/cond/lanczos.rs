@@ -297,49 +297,70 @@ pub(crate) fn cg(
     Ok((x, rr.sqrt() <= rtol * bn))
 }
 
+/// What solves with A during inverse iteration.
 enum Solver {
     Cholesky(Box<SparseCholesky>),
     Cg,
 }
 
-/// κ₂ by Lanczos plus inverse iteration, with all options.
-pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimate, CondError> {
-    let a = sparse::validate(a)?;
-    let n = a.rows();
-    let asym = sparse::asymmetry(&a);
-    if asym > sparse::SYMMETRY_TOL {
-        return Err(CondError::NotSymmetric { asymmetry: asym });
-    }
-    if !opts.refine {
-        return ritz_only(&a, opts);
-    }
-    // The factorization comes first: it is also the positive-definiteness test.
-    let mut fallback = None;
-    let solver = if n <= opts.cholesky_max_n {
-        match SparseCholesky::new(&a, opts.max_factor_bytes) {
-            Ok(c) => Solver::Cholesky(Box::new(c)),
+impl Solver {
+    /// The sparse Cholesky factor when n and the budget allow, else CG with the reason (`None`
+    /// with the factor). A non-positive pivot is an error: the factorization doubles as the
+    /// positive-definiteness test.
+    fn choose(
+        a: &CsMat<f64>,
+        opts: &LanczosOptions,
+    ) -> Result<(Solver, Option<String>), CondError> {
+        let n = a.rows();
+        if n > opts.cholesky_max_n {
+            let why = format!(
+                "n = {n} is above the Cholesky limit {}",
+                opts.cholesky_max_n
+            );
+            return Ok((Solver::Cg, Some(why)));
+        }
+        match SparseCholesky::new(a, opts.max_factor_bytes) {
+            Ok(c) => Ok((Solver::Cholesky(Box::new(c)), None)),
             Err(FactorError::NotPositiveDefinite { pivot }) => {
-                return Err(CondError::NotPositiveDefinite {
+                Err(CondError::NotPositiveDefinite {
                     detail: format!(
                         "sparse Cholesky met a non-positive pivot at step {pivot} of {n}"
                     ),
                 })
             }
-            Err(e) => {
-                fallback = Some(e.to_string());
-                Solver::Cg
-            }
+            Err(e) => Ok((Solver::Cg, Some(e.to_string()))),
         }
-    } else {
-        fallback = Some(format!(
-            "n = {n} is above the Cholesky limit {}",
-            opts.cholesky_max_n
-        ));
-        Solver::Cg
-    };
-    let (lmax, res_lmax, steps, mut x) = match &solver {
+    }
+
+    fn method(&self) -> Method {
+        match self {
+            Solver::Cholesky(_) => Method::LanczosWithInverseIteration,
+            Solver::Cg => Method::LanczosWithCgInverseIteration,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Solver::Cholesky(c) => format!(
+                "sparse Cholesky with AMD ordering, {} stored values in L",
+                c.factor_nnz()
+            ),
+            Solver::Cg => "CG".to_string(),
+        }
+    }
+}
+
+/// λ_max, its residual, the Lanczos steps taken and the start vector of inverse iteration: a
+/// fresh random unit vector beside the Cholesky factor, the smallest Ritz vector for CG.
+fn top_and_start(
+    a: &CsMat<f64>,
+    solver: &Solver,
+    opts: &LanczosOptions,
+) -> Result<(f64, f64, usize, Vec<f64>), CondError> {
+    let n = a.rows();
+    let (lmax, res_lmax, steps, x) = match solver {
         Solver::Cholesky(_) => {
-            let (lmax, res, steps) = lanczos_top(&a, opts.steps, opts.seed)?;
+            let (lmax, res, steps) = lanczos_top(a, opts.steps, opts.seed)?;
             (
                 lmax,
                 res,
@@ -349,7 +370,7 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
         }
         Solver::Cg => {
             let fit = (opts.max_basis_bytes / (8 * n)).max(20);
-            let rz = lanczos(&a, opts.steps.min(fit), opts.seed)?;
+            let rz = lanczos(a, opts.steps.min(fit), opts.seed)?;
             if rz.theta_min < -1e-8 * rz.theta_max {
                 return Err(CondError::NotPositiveDefinite {
                     detail: format!("negative Ritz value {:.3e}", rz.theta_min),
@@ -369,11 +390,26 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
             detail: format!("largest Ritz value {lmax:.3e} ≤ 0"),
         });
     }
-    let upper_lmax = lmax + res_lmax;
-    let method = match solver {
-        Solver::Cholesky(_) => Method::LanczosWithInverseIteration,
-        Solver::Cg => Method::LanczosWithCgInverseIteration,
-    };
+    Ok((lmax, res_lmax, steps, x))
+}
+
+/// Where inverse iteration ended: the Rayleigh quotient ρ (λ_min; 0 when A⁻¹ overflowed), its
+/// residual ‖A x − ρ x‖, the iterations run, and whether some CG solve fell short.
+struct InverseIteration {
+    rho: f64,
+    res: f64,
+    iters: usize,
+    cg_short: bool,
+}
+
+fn inverse_iteration(
+    a: &CsMat<f64>,
+    solver: &Solver,
+    mut x: Vec<f64>,
+    lmax: f64,
+    opts: &LanczosOptions,
+) -> Result<InverseIteration, CondError> {
+    let n = a.rows();
     let mut ax = vec![0.0; n];
     let mut rho = f64::INFINITY;
     let mut res = f64::INFINITY;
@@ -381,14 +417,14 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
     let mut cg_short = false;
     for it in 0..opts.max_inverse_iterations.max(1) {
         iters = it + 1;
-        let z = match &solver {
+        let z = match solver {
             Solver::Cholesky(c) => {
                 let mut z = x.clone();
                 c.solve_in_place(&mut z);
                 z
             }
             Solver::Cg => {
-                let (z, ok) = cg(&a, &x, opts.cg_rtol, opts.cg_max_iter)?;
+                let (z, ok) = cg(a, &x, opts.cg_rtol, opts.cg_max_iter)?;
                 cg_short |= !ok;
                 z
             }
@@ -400,7 +436,7 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
             break;
         }
         x = z.iter().map(|v| v / nz).collect();
-        sparse::matvec(&a, &x, &mut ax);
+        sparse::matvec(a, &x, &mut ax);
         let rho_new = sparse::dot(&x, &ax);
         res = ax
             .iter()
@@ -414,6 +450,35 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
             break;
         }
     }
+    Ok(InverseIteration {
+        rho,
+        res,
+        iters,
+        cg_short,
+    })
+}
+
+/// κ₂ by Lanczos plus inverse iteration, with all options.
+pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimate, CondError> {
+    let a = sparse::validate(a)?;
+    let asym = sparse::asymmetry(&a);
+    if asym > sparse::SYMMETRY_TOL {
+        return Err(CondError::NotSymmetric { asymmetry: asym });
+    }
+    if !opts.refine {
+        return ritz_only(&a, opts);
+    }
+    // The factorization comes first: it is also the positive-definiteness test.
+    let (solver, fallback) = Solver::choose(&a, opts)?;
+    let (lmax, res_lmax, steps, x) = top_and_start(&a, &solver, opts)?;
+    let upper_lmax = lmax + res_lmax;
+    let method = solver.method();
+    let InverseIteration {
+        rho,
+        res,
+        iters,
+        cg_short,
+    } = inverse_iteration(&a, &solver, x, lmax, opts)?;
     if rho <= 0.0 {
         return Ok(Estimate::from_norms(
             Norm::Two,
@@ -430,13 +495,7 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
     } else {
         f64::INFINITY
     };
-    let solver_name = match &solver {
-        Solver::Cholesky(c) => format!(
-            "sparse Cholesky with AMD ordering, {} stored values in L",
-            c.factor_nnz()
-        ),
-        Solver::Cg => "CG".to_string(),
-    };
+    let solver_name = solver.describe();
     let mut note = format!(
         "{steps} Lanczos steps: λ_max = {lmax:.6e} (residual {res_lmax:.1e}); {iters} inverse \
          iterations ({solver_name}): λ_min = {rho:.6e} (residual {res:.1e})"

@@ -55,18 +55,25 @@ pub(crate) fn one_norm_estimate_impl(
     let a = sparse::validate(a)?;
     let n = a.rows();
     let norm_a = sparse::one_norm(&a);
-    let method = Method::HighamTisseur1Norm;
+    let kappa1 = |norm_inv: Option<f64>, note: String| {
+        Estimate::from_norms(
+            Norm::One,
+            Method::HighamTisseur1Norm,
+            Confidence::Estimate,
+            norm_a,
+            norm_inv,
+            note,
+        )
+    };
+    let estimated_from = |how: String| {
+        format!(
+            "‖A‖₁ = {norm_a:.6e}; ‖A⁻¹‖₁ estimated (lower bound, typically within 3x) from {how}"
+        )
+    };
     if n <= dense_max_n {
         let lu = DenseLu::new(&sparse::to_dense(&a));
         if lu.singular {
-            return Ok(Estimate::from_norms(
-                Norm::One,
-                method,
-                Confidence::Estimate,
-                norm_a,
-                None,
-                "LU has an exactly zero pivot".into(),
-            ));
+            return Ok(kappa1(None, "LU has an exactly zero pivot".into()));
         }
         let inv = finite_or_singular(higham_tisseur(
             n,
@@ -74,17 +81,7 @@ pub(crate) fn one_norm_estimate_impl(
             |x| lu.solve_t(x),
             0x5eed,
         ))?;
-        return Ok(Estimate::from_norms(
-            Norm::One,
-            method,
-            Confidence::Estimate,
-            norm_a,
-            inv,
-            format!(
-                "‖A‖₁ = {norm_a:.6e}; ‖A⁻¹‖₁ estimated (lower bound, typically within 3x) from \
-                 dense LU solves"
-            ),
-        ));
+        return Ok(kappa1(inv, estimated_from("dense LU solves".into())));
     }
     let spd_candidate = try_cholesky
         && sparse::is_symmetric(&a, sparse::SYMMETRY_TOL)
@@ -95,17 +92,12 @@ pub(crate) fn one_norm_estimate_impl(
             Ok(c) => {
                 let solve = |x: &[f64]| solved(x, |z| c.solve_in_place(z));
                 let inv = finite_or_singular(higham_tisseur(n, solve, solve, 0x5eed))?;
-                return Ok(Estimate::from_norms(
-                    Norm::One,
-                    method,
-                    Confidence::Estimate,
-                    norm_a,
+                return Ok(kappa1(
                     inv,
-                    format!(
-                        "‖A‖₁ = {norm_a:.6e}; ‖A⁻¹‖₁ estimated (lower bound, typically within \
-                         3x) from sparse Cholesky solves (AMD ordering, {} stored values in L)",
+                    estimated_from(format!(
+                        "sparse Cholesky solves (AMD ordering, {} stored values in L)",
                         c.factor_nnz()
-                    ),
+                    )),
                 ));
             }
             Err(FactorError::NotPositiveDefinite { pivot }) => {
@@ -117,11 +109,7 @@ pub(crate) fn one_norm_estimate_impl(
     let lu = match SparseLu::new(&a, max_factor_bytes) {
         Ok(lu) => lu,
         Err(FactorError::Singular) => {
-            return Ok(Estimate::from_norms(
-                Norm::One,
-                method,
-                Confidence::Estimate,
-                norm_a,
+            return Ok(kappa1(
                 None,
                 "sparse LU found a structurally zero pivot".into(),
             ))
@@ -134,18 +122,13 @@ pub(crate) fn one_norm_estimate_impl(
         |x| solved(x, |z| lu.solve_transpose_in_place(z)),
         0x5eed,
     ))?;
-    Ok(Estimate::from_norms(
-        Norm::One,
-        method,
-        Confidence::Estimate,
-        norm_a,
+    Ok(kappa1(
         inv,
-        format!(
-            "‖A‖₁ = {norm_a:.6e}; ‖A⁻¹‖₁ estimated (lower bound, typically within 3x) from \
-             {why_lu}sparse LU solves (COLAMD ordering, partial pivoting; factor bounded by \
+        estimated_from(format!(
+            "{why_lu}sparse LU solves (COLAMD ordering, partial pivoting; factor bounded by \
              {:.0} MB)",
             lu.bound_bytes as f64 / 1e6
-        ),
+        )),
     ))
 }
 
@@ -182,6 +165,13 @@ pub fn inverse_one_norm_estimate(a: &CsMat<f64>) -> Result<f64, CondError> {
     Ok(e.norm_inv.unwrap_or(f64::INFINITY))
 }
 
+/// n random ±1 entries.
+fn random_signs(n: usize, rng: &mut SmallRng) -> Vec<f64> {
+    (0..n)
+        .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+        .collect()
+}
+
 fn col_sign(y: &[f64]) -> Vec<f64> {
     y.iter()
         .map(|&v| if v >= 0.0 { 1.0 } else { -1.0 })
@@ -212,9 +202,7 @@ where
     while x.len() < t {
         let mut tries = 0;
         loop {
-            let c: Vec<f64> = (0..n)
-                .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
-                .collect();
+            let c = random_signs(n, &mut rng);
             let par = x.iter().any(|p| {
                 let s: Vec<f64> = p.iter().map(|v| v * nf).collect();
                 parallel(&s, &c)
@@ -268,9 +256,7 @@ where
                 && (s_old.iter().any(|o| parallel(&s[j], o))
                     || s[..j].iter().any(|o| parallel(&s[j], o)))
             {
-                s[j] = (0..n)
-                    .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
-                    .collect();
+                s[j] = random_signs(n, &mut rng);
                 tries += 1;
             }
         }

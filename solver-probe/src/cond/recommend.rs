@@ -233,7 +233,5 @@ fn measured_shift_error(a: &CsMat<f64>, sigma: f64) -> Option<f64> {
     let xs = DenseLu::new(&sparse::to_dense(&sparse::add_shift(a, sigma)))
         .solve(&b)
         .ok()?;
-    let diff: Vec<f64> = x.iter().zip(&xs).map(|(p, q)| p - q).collect();
-    let nx = sparse::norm2(&x);
-    (nx > 0.0).then(|| sparse::norm2(&diff) / nx)
+    sparse::relative_error(&xs, &x)
 }

@@ -72,29 +72,7 @@ pub(crate) fn asymmetry(a: &CsMat<f64>) -> f64 {
     if scale == 0.0 {
         return 0.0;
     }
-    let t = a.transpose_view().to_csr();
-    let mut worst = 0.0_f64;
-    for (row_a, row_t) in a.outer_iterator().zip(t.outer_iterator()) {
-        // Merge the two sorted index lists.
-        let (ia, va) = (row_a.indices(), row_a.data());
-        let (it, vt) = (row_t.indices(), row_t.data());
-        let (mut p, mut q) = (0, 0);
-        while p < ia.len() || q < it.len() {
-            let d = if q >= it.len() || (p < ia.len() && ia[p] < it[q]) {
-                p += 1;
-                va[p - 1]
-            } else if p >= ia.len() || it[q] < ia[p] {
-                q += 1;
-                vt[q - 1]
-            } else {
-                p += 1;
-                q += 1;
-                va[p - 1] - vt[q - 1]
-            };
-            worst = worst.max(d.abs());
-        }
-    }
-    worst / scale
+    crate::structure::max_asymmetry(a) / scale
 }
 
 /// Numerical symmetry with relative tolerance `tol`.
@@ -151,6 +129,18 @@ pub(crate) fn scale(a: &CsMat<f64>, r: &[f64], c: &[f64]) -> CsMat<f64> {
         }
     }
     s
+}
+
+/// ‖x − reference‖₂ / ‖reference‖₂; `None` when the reference is zero.
+pub(crate) fn relative_error(x: &[f64], reference: &[f64]) -> Option<f64> {
+    let nr = norm2(reference);
+    (nr > 0.0).then(|| distance2(x, reference) / nr)
+}
+
+/// ‖x − y‖₂.
+pub(crate) fn distance2(x: &[f64], y: &[f64]) -> f64 {
+    let d: Vec<f64> = x.iter().zip(y).map(|(p, q)| p - q).collect();
+    norm2(&d)
 }
 
 /// Euclidean norm.

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use sprs::CsMat;
 
-use super::{axpy, dot, norm2, residual, setup, ConvergedReason, KrylovError, Monitor};
+use super::{axpy, dot, norm2, setup, ConvergedReason, KrylovError, Monitor};
 use super::{SolveOptions, SolveResult};
 use crate::precond::Preconditioner;
 
@@ -21,10 +21,8 @@ pub fn bicgstab(
     opts: &SolveOptions,
 ) -> Result<SolveResult, KrylovError> {
     let start = Instant::now();
-    let (m, mut x) = setup(a, b, x0, pc, opts)?;
+    let (m, mut x, mut r) = setup(a, b, x0, pc, opts)?;
     let n = m.n();
-    let mut r = vec![0.0; n];
-    residual(&m, b, &x, &mut r);
     let mut mon = Monitor::new(opts, norm2(&r), start);
     if let Some(reason) = mon.initial() {
         return Ok(mon.finish(reason, 0, x));

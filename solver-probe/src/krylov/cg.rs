@@ -13,7 +13,7 @@ use std::time::Instant;
 use sprs::CsMat;
 
 use super::parallel::{update_p, update_xr};
-use super::{cg_stagnation_window, dot, norm2, residual, setup};
+use super::{cg_stagnation_window, dot, norm2, setup};
 use super::{ConvergedReason, KrylovError, Monitor};
 use super::{SolveOptions, SolveResult};
 use crate::precond::Preconditioner;
@@ -27,10 +27,8 @@ pub fn cg(
     opts: &SolveOptions,
 ) -> Result<SolveResult, KrylovError> {
     let start = Instant::now();
-    let (m, mut x) = setup(a, b, x0, pc, opts)?;
+    let (m, mut x, mut r) = setup(a, b, x0, pc, opts)?;
     let n = m.n();
-    let mut r = vec![0.0; n];
-    residual(&m, b, &x, &mut r);
     let window = cg_stagnation_window(opts, n);
     let mut mon = Monitor::with_window(opts, norm2(&r), start, window);
     if let Some(reason) = mon.initial() {

@@ -11,7 +11,8 @@ use std::time::Instant;
 use serde::Serialize;
 use sprs::CsMat;
 
-use super::{bicgstab, cg, gmres, ConvergedReason, Csr, KrylovError, SolveOptions, SolveResult};
+use super::{bicgstab, cg, check_len, gmres, ConvergedReason, Csr, KrylovError};
+use super::{SolveOptions, SolveResult};
 use crate::precond::{Ic0, Identity, Ilu0, Jacobi, PrecondError, Preconditioner};
 
 /// A Krylov method.
@@ -95,13 +96,7 @@ pub fn solve_with(
         Ok(pc) => solve(method, a, b, pc.as_ref(), opts),
         Err(PrecondError::NonPositivePivot { .. }) => {
             let n = Csr::new(a)?.n();
-            if b.len() != n {
-                return Err(KrylovError::DimensionMismatch {
-                    what: "right-hand side b",
-                    expected: n,
-                    got: b.len(),
-                });
-            }
+            check_len("right-hand side b", n, b.len())?;
             let r0 = b.iter().map(|v| v * v).sum::<f64>().sqrt();
             Ok(SolveResult {
                 reason: ConvergedReason::DivergedIndefinitePc,

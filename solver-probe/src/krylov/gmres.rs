@@ -28,10 +28,8 @@ pub fn gmres(
             "GMRES restart must be at least 1",
         ));
     }
-    let (m, mut x) = setup(a, b, x0, pc, opts)?;
+    let (m, mut x, mut r) = setup(a, b, x0, pc, opts)?;
     let n = m.n();
-    let mut r = vec![0.0; n];
-    residual(&m, b, &x, &mut r);
     let mut beta = norm2(&r);
     let mut mon = Monitor::new(opts, beta, start);
     if let Some(reason) = mon.initial() {
@@ -98,23 +96,12 @@ pub fn gmres(
                 *vn = wi / hnext;
             }
         }
-        // Back substitution R y = g[..k].
-        for i in (0..k).rev() {
-            let mut acc = g[i];
-            for jj in i + 1..k {
-                acc -= h[jj][i] * y[jj];
-            }
-            let d = h[i][i];
-            if d == 0.0 {
-                let reason = stop.unwrap_or(ConvergedReason::DivergedBreakdown);
-                let reason = if reason.is_converged() {
-                    reason
-                } else {
-                    ConvergedReason::DivergedBreakdown
-                };
-                return Ok(mon.finish(reason, it, x));
-            }
-            y[i] = acc / d;
+        if !back_substitute(&h, &g, &mut y[..k]) {
+            let reason = match stop {
+                Some(reason) if reason.is_converged() => reason,
+                _ => ConvergedReason::DivergedBreakdown,
+            };
+            return Ok(mon.finish(reason, it, x));
         }
         // x += M⁻¹ (V y).
         w.iter_mut().for_each(|wi| *wi = 0.0);
@@ -139,6 +126,25 @@ pub fn gmres(
             return Ok(mon.finish(reason, it, x));
         }
     }
+}
+
+/// Solves `R y = g[..k]` for the k = `y.len()` leading columns of the rotated Hessenberg
+/// matrix (`h[j]` is column j, upper triangular after the Givens rotations). False when R has
+/// a zero diagonal (A M⁻¹ singular on the Krylov space); `y` is then incomplete.
+fn back_substitute(h: &[Vec<f64>], g: &[f64], y: &mut [f64]) -> bool {
+    let k = y.len();
+    for i in (0..k).rev() {
+        let mut acc = g[i];
+        for jj in i + 1..k {
+            acc -= h[jj][i] * y[jj];
+        }
+        let d = h[i][i];
+        if d == 0.0 {
+            return false;
+        }
+        y[i] = acc / d;
+    }
+    true
 }
 
 /// Rotation `(c, s)` with `[c s; −s c] [a; b] = [ρ; 0]`.

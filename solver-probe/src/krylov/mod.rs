@@ -180,41 +180,26 @@ pub enum KrylovError {
     Precond(#[from] PrecondError),
 }
 
-/// Validate inputs common to all solvers; returns the matrix view and the start vector.
+/// Validate inputs common to all solvers; returns the matrix view, the start vector x₀ and its
+/// residual `b − A x₀`.
 fn setup<'a>(
     a: &'a sprs::CsMat<f64>,
     b: &[f64],
     x0: Option<&[f64]>,
     pc: &dyn Preconditioner,
     opts: &SolveOptions,
-) -> Result<(Csr<'a>, Vec<f64>), KrylovError> {
+) -> Result<(Csr<'a>, Vec<f64>, Vec<f64>), KrylovError> {
     let m = Csr::for_products(a)?;
     let n = m.n();
-    if b.len() != n {
-        return Err(KrylovError::DimensionMismatch {
-            what: "right-hand side b",
-            expected: n,
-            got: b.len(),
-        });
-    }
+    check_len("right-hand side b", n, b.len())?;
     if let Some(d) = pc.dim() {
-        if d != n {
-            return Err(KrylovError::DimensionMismatch {
-                what: "preconditioner",
-                expected: n,
-                got: d,
-            });
-        }
+        check_len("preconditioner", n, d)?;
     }
     let x = match x0 {
-        Some(x0) if x0.len() != n => {
-            return Err(KrylovError::DimensionMismatch {
-                what: "initial guess x0",
-                expected: n,
-                got: x0.len(),
-            })
+        Some(x0) => {
+            check_len("initial guess x0", n, x0.len())?;
+            x0.to_vec()
         }
-        Some(x0) => x0.to_vec(),
         None => vec![0.0; n],
     };
     if opts.rtol.is_nan() || opts.atol.is_nan() || opts.dtol.is_nan() {
@@ -222,7 +207,22 @@ fn setup<'a>(
             "rtol, atol and dtol must not be NaN",
         ));
     }
-    Ok((m, x))
+    let mut r = vec![0.0; n];
+    residual(&m, b, &x, &mut r);
+    Ok((m, x, r))
+}
+
+/// `what` has length `got` where the system needs `expected`.
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), KrylovError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(KrylovError::DimensionMismatch {
+            what,
+            expected,
+            got,
+        })
+    }
 }
 
 /// Residual bookkeeping and the stopping tests shared by all solvers.

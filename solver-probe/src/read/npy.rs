@@ -116,24 +116,8 @@ impl NpyArray<'_> {
     /// All elements in storage order as i64 (`<i4`/`<i8` only).
     pub fn ints(&self, what: &str) -> Result<Vec<i64>, Fail> {
         match self.dtype {
-            Dtype::I64 => Ok(self
-                .data
-                .chunks_exact(8)
-                .map(|c| {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(c);
-                    i64::from_le_bytes(b)
-                })
-                .collect()),
-            Dtype::I32 => Ok(self
-                .data
-                .chunks_exact(4)
-                .map(|c| {
-                    let mut b = [0u8; 4];
-                    b.copy_from_slice(c);
-                    i64::from(i32::from_le_bytes(b))
-                })
-                .collect()),
+            Dtype::I64 => Ok(decode_le(self.data, i64::from_le_bytes)),
+            Dtype::I32 => Ok(decode_le(self.data, |b| i64::from(i32::from_le_bytes(b)))),
             _ => Err(Fail::msg(format!(
                 "{what}dtype '{}' not supported (expected <i4 or <i8)",
                 self.descr
@@ -171,6 +155,17 @@ impl NpyArray<'_> {
             ))),
         }
     }
+}
+
+/// Each whole N-byte little-endian element of `data`, converted by `from`.
+fn decode_le<const N: usize, T>(data: &[u8], from: impl Fn([u8; N]) -> T) -> Vec<T> {
+    data.chunks_exact(N)
+        .map(|c| {
+            let mut b = [0u8; N];
+            b.copy_from_slice(c);
+            from(b)
+        })
+        .collect()
 }
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -225,7 +220,51 @@ pub(crate) fn parse<'a>(
     } else {
         header.iter().map(|&b| char::from(b)).collect::<String>()
     };
-    let dict = match literal::parse(&header) {
+    let (descr, fortran_order, shape) = header_fields(&header)?;
+    let dtype = Dtype::parse(&descr).ok_or_else(|| {
+        Fail::msg(format!(
+            "dtype '{descr}' not supported (expected <f8 or <f4)"
+        ))
+    })?;
+    let item = dtype
+        .item_size()
+        .ok_or_else(|| Fail::msg(format!("dtype '{descr}' too wide")))?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Fail::budget(format!("shape {shape:?}"), u128::MAX, budget))?;
+    let declared = (count as u128) * (elem_budget_size.max(item) as u128);
+    if declared > budget.max_bytes as u128 {
+        return Err(Fail::budget(format!("shape {shape:?}"), declared, budget));
+    }
+    let data_len = count
+        .checked_mul(item)
+        .ok_or_else(|| Fail::budget(format!("shape {shape:?}"), u128::MAX, budget))?;
+    let have = bytes.len() - end;
+    if have < data_len {
+        return Err(Fail::msg(format!(
+            "truncated data: shape {shape:?} of '{descr}' needs {data_len} bytes, file has {have}"
+        )));
+    }
+    if have > data_len {
+        return Err(Fail::msg(format!(
+            "{} unexpected trailing bytes after the data of shape {shape:?}",
+            have - data_len
+        )));
+    }
+    Ok(NpyArray {
+        descr,
+        dtype,
+        fortran_order,
+        shape,
+        data: &bytes[end..],
+    })
+}
+
+/// The `descr`, `fortran_order` and `shape` entries of an `.npy` header dict; other keys are
+/// ignored, a missing or mistyped one is an error naming it.
+fn header_fields(header: &str) -> Result<(String, bool, Vec<usize>), Fail> {
+    let dict = match literal::parse(header) {
         Ok(literal::Value::Dict(d)) => d,
         Ok(_) => return Err(Fail::msg("header is not a dict".into())),
         Err(e) => return Err(Fail::msg(format!("malformed header: {e}"))),
@@ -266,44 +305,7 @@ pub(crate) fn parse<'a>(
     let fortran_order =
         fortran.ok_or_else(|| Fail::msg("header has no boolean 'fortran_order'".into()))?;
     let shape = shape.ok_or_else(|| Fail::msg("header has no tuple 'shape'".into()))?;
-    let dtype = Dtype::parse(&descr).ok_or_else(|| {
-        Fail::msg(format!(
-            "dtype '{descr}' not supported (expected <f8 or <f4)"
-        ))
-    })?;
-    let item = dtype
-        .item_size()
-        .ok_or_else(|| Fail::msg(format!("dtype '{descr}' too wide")))?;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| Fail::budget(format!("shape {shape:?}"), u128::MAX, budget))?;
-    let declared = (count as u128) * (elem_budget_size.max(item) as u128);
-    if declared > budget.max_bytes as u128 {
-        return Err(Fail::budget(format!("shape {shape:?}"), declared, budget));
-    }
-    let data_len = count
-        .checked_mul(item)
-        .ok_or_else(|| Fail::budget(format!("shape {shape:?}"), u128::MAX, budget))?;
-    let have = bytes.len() - end;
-    if have < data_len {
-        return Err(Fail::msg(format!(
-            "truncated data: shape {shape:?} of '{descr}' needs {data_len} bytes, file has {have}"
-        )));
-    }
-    if have > data_len {
-        return Err(Fail::msg(format!(
-            "{} unexpected trailing bytes after the data of shape {shape:?}",
-            have - data_len
-        )));
-    }
-    Ok(NpyArray {
-        descr,
-        dtype,
-        fortran_order,
-        shape,
-        data: &bytes[end..],
-    })
+    Ok((descr, fortran_order, shape))
 }
 
 /// Parse a dense 2-D square `.npy` matrix into CSR, dropping exact zeros.

@@ -16,6 +16,18 @@ import scipy.io
 import scipy.sparse as sp
 
 
+def reversed_within(m):
+    """(data, indices, indptr) of a CSR or CSC matrix with the entries of every compressed row
+    or column in reverse order, so the reader meets unsorted indices."""
+    indices = m.indices.copy()
+    data = m.data.copy()
+    for k in range(len(m.indptr) - 1):
+        lo, hi = m.indptr[k], m.indptr[k + 1]
+        indices[lo:hi] = indices[lo:hi][::-1]
+        data[lo:hi] = data[lo:hi][::-1]
+    return data, indices, m.indptr.copy()
+
+
 def main() -> None:
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -29,27 +41,13 @@ def main() -> None:
     dense[n - 1, 0] = 0.0
 
     # CSR with indices reversed (unsorted) inside every row.
-    csr = sp.csr_matrix(dense)
-    indices = csr.indices.copy()
-    data = csr.data.copy()
-    for r in range(n):
-        lo, hi = csr.indptr[r], csr.indptr[r + 1]
-        indices[lo:hi] = indices[lo:hi][::-1]
-        data[lo:hi] = data[lo:hi][::-1]
-    unsorted = sp.csr_matrix((data, indices, csr.indptr.copy()), shape=(n, n))
+    unsorted = sp.csr_matrix(reversed_within(sp.csr_matrix(dense)), shape=(n, n))
     unsorted.has_sorted_indices = False
     assert np.array_equal(unsorted.toarray(), dense)
     sp.save_npz(os.path.join(out, "m_csr.npz"), unsorted)
 
     # CSC with unsorted indices, stored uncompressed.
-    csc = sp.csc_matrix(dense)
-    cidx = csc.indices.copy()
-    cdat = csc.data.copy()
-    for c in range(n):
-        lo, hi = csc.indptr[c], csc.indptr[c + 1]
-        cidx[lo:hi] = cidx[lo:hi][::-1]
-        cdat[lo:hi] = cdat[lo:hi][::-1]
-    csc_u = sp.csc_matrix((cdat, cidx, csc.indptr.copy()), shape=(n, n))
+    csc_u = sp.csc_matrix(reversed_within(sp.csc_matrix(dense)), shape=(n, n))
     csc_u.has_sorted_indices = False
     sp.save_npz(os.path.join(out, "m_csc.npz"), csc_u, compressed=False)
 
