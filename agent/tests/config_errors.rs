@@ -1,5 +1,6 @@
 //! `health-agent check-config` and startup on bad configs: non-zero exit, and a message that
 //! names the file and the key. Runs the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::process::{Command, Output};
 

@@ -1,5 +1,6 @@
 //! `health-collector check-config` as an operator runs it: the real binary, real files.
 //! Every rejected file must exit non-zero and name the file and the key on stderr.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

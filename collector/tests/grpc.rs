@@ -1,6 +1,7 @@
 //! The real collector binary over real gRPC on 127.0.0.1: reports in, acks, duplicates,
 //! alerts fired and resolved, new nodes refused beyond max_nodes, and a graceful shutdown on
 //! SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,5 +1,6 @@
 //! The subject list of a real certificate (made by openssl, checked in under `tests/certs/`):
 //! the form both daemons' access rules are written in, IP SANs included.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use health_daemon::certificate_subjects;
 

@@ -1,6 +1,7 @@
 //! The BMP backend end to end on loopback: `BmpBoard` and `BmpClient` against `BmpSimulator`
 //! (and against a raw UDP peer for what a simulator would never send). Every wait is bounded;
 //! timeouts are shortened so that failure paths take tenths of a second.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::net::SocketAddr;
 use std::sync::Arc;

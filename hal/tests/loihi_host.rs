@@ -1,6 +1,7 @@
 //! The composed Loihi 2 backend against what a Loihi 2 host exposes: a fixture sysfs tree with
 //! the board's hwmon chip and power-supply energy counter, the board host on a loopback TCP
 //! port, and a vendor tool script for reset.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

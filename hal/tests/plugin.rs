@@ -1,6 +1,7 @@
 //! The vendor-command plugin backend against real processes: the fixture scripts in
 //! `tests/fixtures/plugin/` and small `bash -c` programs. Every process here is one these tests
 //! started; the hanging ones are checked to be gone, group and all, within a bounded wait.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 mod plugin_support;
 

@@ -1,5 +1,6 @@
 //! The SCPI photonic bench against its simulator over loopback TCP, and the client against raw
 //! TCP peers that misbehave on purpose. Every wait is bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

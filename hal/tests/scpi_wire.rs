@@ -1,6 +1,7 @@
 //! Property tests for everything in the SCPI backend that reads input from the network: the
 //! reply parsers, the address parser, the simulator's command interpreter, and the client
 //! against a peer that sends arbitrary bytes. None may panic; numbers must round-trip.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;

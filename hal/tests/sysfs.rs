@@ -1,6 +1,7 @@
 //! The sysfs backend against fixture trees that look like real sysfs, written into temp dirs:
 //! units, derived power, counter wrap, PCI link and AER, resets, power cap, a hung driver (a
 //! FIFO in place of a sensor file), vanishing and returning devices, garbage and errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -1,5 +1,6 @@
 //! The encoder's output, on awkward but realistic input, is accepted by Prometheus's own
 //! linter: `promtool check metrics` (Debian package `prometheus`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};

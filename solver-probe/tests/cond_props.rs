@@ -1,5 +1,6 @@
 //! Property tests for `solver_probe::cond`: arbitrary small matrices (zeros, singular,
 //! badly scaled, indefinite) never panic, and any κ reported is finite, ≥ 1 and below 1/eps.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use proptest::prelude::*;
 use solver_probe::cond;

@@ -5,6 +5,7 @@
 //! reach the array parsers past the zip layer. No input may panic; every error starts with
 //! the file's name, says what is wrong, and fits on a line.
 //! Policy (cases, seed, `PROPTEST_CASES`): `tests/fuzz/policy.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 #[path = "../../tests/fuzz/policy.rs"]
 mod policy;

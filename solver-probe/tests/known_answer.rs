@@ -1,6 +1,7 @@
 //! The known-answer refinement against devices whose error is known exactly: an exact
 //! product, a worst-case bounded relative perturbation (κδ below and above 1), a random
 //! entrywise one, and devices that misbehave.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use solver_probe::known_answer::{
     default_solution, laplacian_1d, refine, KnownAnswerError, KnownAnswerOptions,

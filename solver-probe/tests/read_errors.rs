@@ -1,5 +1,6 @@
 //! Reader error paths: every error names the file and what is wrong and where, budgets are
 //! checked before allocating, and arbitrary or corrupted bytes never make a parser panic.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::io::{Cursor, Write};
 use std::path::Path;

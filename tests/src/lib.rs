@@ -4,6 +4,10 @@
 //!
 //! The binaries are found next to the test executable (`target/<profile>/`), where
 //! `cargo test --workspace` builds them; `HEALTH_BIN_DIR` overrides that.
+//!
+//! This library is test code: a harness step that cannot happen fails the test, so it may
+//! unwrap and expect (the workspace denies both elsewhere).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! `prometheus-alertmanager`) over its v2 API and is resolved there; the history database
 //! keeps conditions, alert transitions and actions across a collector restart; an unusable
 //! history file stops the collector with an error naming it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

@@ -6,6 +6,7 @@
 //! agent sees), which needs root. CI and the development machines run the tests as root; run
 //! elsewhere, it fails saying so (skip it there with `--skip socket_roles`) rather than pass
 //! with nothing tested.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

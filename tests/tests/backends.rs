@@ -1,5 +1,6 @@
 //! Hardware backends configured in the agent's TOML, end to end through the real binaries:
 //! a vendor-tool plugin device, and the SCPI bench the `--simulate` default talks to.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -7,6 +7,7 @@
 //! then that nothing an on-call engineer relies on moved with it: reports keep flowing, every
 //! seq arrives exactly once, no node goes stale, no alert fires or resolves, and pending `for`
 //! durations are measured on the monotonic clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! killed while the collector is down delivers its earlier boot's reports from the spill after
 //! a restart; a torn spill file is cut back with a warning; and an agent fails over from one
 //! collector to another.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::path::Path;
 use std::time::{Duration, Instant};

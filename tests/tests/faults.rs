@@ -4,6 +4,7 @@
 //! concurrent watchers, and SIGTERM during a reset. (A device read that blocks forever, a
 //! SIGKILLed agent and a collector restart are in `e2e.rs`; collector outages and failover in
 //! `delivery.rs`.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

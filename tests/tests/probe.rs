@@ -1,5 +1,6 @@
 //! The solver probe inside the agent: watched problem files become node conditions, and
 //! `agent-ctl probe` runs it on demand, only on files under the configured directories.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use health_e2e::Agent;
 

@@ -3,6 +3,7 @@
 //! overruns its limit, one that ignores SIGTERM, a zombie whose parent never reaps it, and an
 //! expected service that is absent and then appears. Only processes started here are ever
 //! signalled, by this test or by the agent at this test's request.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! binaries this build made, since verify checks that they exist), `systemd-analyze security
 //! --offline` with an exposure threshold, and `systemd-sysusers` creating the users in a
 //! private root. None of this needs a running systemd.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -6,6 +6,7 @@
 //! - the agent's uplink to an `https://` collector delivers reports with the agent's
 //!   certificate, while agents with no certificate, a rogue CA's, or one not in
 //!   `agent_subjects` are refused, keep running, and never appear in the fleet.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,6 +2,7 @@
 //! directories, and checks that a process group is really gone. Only processes these tests
 //! started are ever looked at; nothing here signals anything.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
