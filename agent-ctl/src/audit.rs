@@ -13,6 +13,37 @@ use serde_json::Value;
 
 use health_agent::config;
 
+use crate::invocation::Invocation;
+
+/// `agent-ctl audit`: the log's entries, or with `verify` its check; with `node` also the check
+/// against the head that node last reported to the collector.
+pub(crate) async fn command(
+    ctl: &mut Invocation,
+    verify: bool,
+    file: Option<&Path>,
+    tail: Option<usize>,
+    node: Option<&str>,
+) -> anyhow::Result<()> {
+    let path = default_path(file)?;
+    let json = ctl.cli.json;
+    let mut text = run(&path, verify, tail, json)?;
+    if let Some(node) = node {
+        let head = ctl
+            .fleet_node(node)
+            .await?
+            .snapshot
+            .and_then(|s| s.agent)
+            .and_then(|a| a.audit_head)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the collector has no audit head for node {node:?} (an agent older than this check, or no report yet)"
+                )
+            })?;
+        text.push_str(&check_head(&path, &head, node, json)?);
+    }
+    ctl.print(&text)
+}
+
 /// `--file`, else `audit_log` from the default agent config if there is one, else the default.
 pub fn default_path(file: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(f) = file {
@@ -163,7 +194,7 @@ pub fn run(path: &Path, verify: bool, tail: Option<usize>, json: bool) -> anyhow
             ],
         })
         .collect();
-    Ok(super::render::table(
+    Ok(crate::render::table(
         &[
             "SEQ", "TIME", "PHASE", "CALLER", "ROLE", "ACTION", "TARGET", "OUTCOME", "MS",
             "MESSAGE",
