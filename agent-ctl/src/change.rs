@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use health_proto::v1 as pb;
 
 use crate::cli::ResetKindArg;
-use crate::invocation::Invocation;
+use crate::invocation::{ActionRequest, Invocation};
 use crate::processes;
 
 /// Reads `s` as a value of a proto enum: `failing-reset` → `FAULT_KIND_FAILING_RESET`.
@@ -22,6 +22,19 @@ pub(crate) fn parse_enum<T>(
 ) -> anyhow::Result<T> {
     let name = format!("{prefix}{}", s.to_ascii_uppercase().replace('-', "_"));
     from(&name).ok_or_else(|| anyhow!("--{what} {s:?}: expected one of {choices}"))
+}
+
+/// An optional filter such as `--kind`: 0 (any) when not given.
+pub(crate) fn parse_filter<T: Into<i32>>(
+    what: &str,
+    given: Option<&str>,
+    prefix: &str,
+    from: impl Fn(&str) -> Option<T>,
+    choices: &str,
+) -> anyhow::Result<i32> {
+    given.map_or(Ok(0), |s| {
+        parse_enum(what, s, prefix, from, choices).map(Into::into)
+    })
 }
 
 pub(crate) async fn reset_device(
@@ -45,10 +58,7 @@ pub(crate) async fn reset_device(
         verify_after: verify,
         ..Default::default()
     };
-    ctl.act(request, |mut agent, r| async move {
-        agent.reset_device(r).await
-    })
-    .await
+    ctl.act(request).await
 }
 
 pub(crate) async fn calibrate(ctl: &mut Invocation, id: &str) -> anyhow::Result<()> {
@@ -56,10 +66,7 @@ pub(crate) async fn calibrate(ctl: &mut Invocation, id: &str) -> anyhow::Result<
         id: id.to_string(),
         ..Default::default()
     };
-    ctl.act(request, |mut agent, r| async move {
-        agent.calibrate_device(r).await
-    })
-    .await
+    ctl.act(request).await
 }
 
 pub(crate) async fn set_power_limit(
@@ -72,10 +79,7 @@ pub(crate) async fn set_power_limit(
         watts,
         ..Default::default()
     };
-    ctl.act(request, |mut agent, r| async move {
-        agent.set_power_limit(r).await
-    })
-    .await
+    ctl.act(request).await
 }
 
 /// `enable` and `disable`.
@@ -89,10 +93,7 @@ pub(crate) async fn set_enabled(
         enabled,
         ..Default::default()
     };
-    ctl.act(request, |mut agent, r| async move {
-        agent.set_device_enabled(r).await
-    })
-    .await
+    ctl.act(request).await
 }
 
 pub(crate) async fn inject_fault(ctl: &mut Invocation, id: &str, kind: &str) -> anyhow::Result<()> {
@@ -110,10 +111,7 @@ pub(crate) async fn inject_fault(ctl: &mut Invocation, id: &str, kind: &str) -> 
         fault: fault as i32,
         ..Default::default()
     };
-    ctl.act(request, |mut agent, r| async move {
-        agent.inject_fault(r).await
-    })
-    .await
+    ctl.act(request).await
 }
 
 /// Sent once, over the connection that read the pid's start time (no retry when the agent is
@@ -138,6 +136,8 @@ pub(crate) async fn kill_process(
     request.set_timeout(
         ctl.cli.timeout + escalate_after.unwrap_or_default() + Duration::from_secs(10),
     );
-    let r = agent.kill_process(request).await?.into_inner();
+    let r = pb::KillProcessRequest::send(agent, request)
+        .await?
+        .into_inner();
     ctl.report_action(r)
 }

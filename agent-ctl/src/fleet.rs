@@ -5,18 +5,14 @@ use std::time::{Duration, SystemTime};
 
 use health_proto::v1 as pb;
 
-use crate::change::parse_enum;
+use crate::change::parse_filter;
 use crate::invocation::Invocation;
 use crate::{history, json, render};
 
 pub(crate) async fn nodes(ctl: &mut Invocation) -> anyhow::Result<()> {
     let request = ctl.req(pb::ListNodesRequest {});
-    let r = ctl
-        .collector()
-        .await?
-        .list_nodes(request)
-        .await?
-        .into_inner();
+    let mut collector = ctl.collector().await?;
+    let r = collector.list_nodes(request).await?.into_inner();
     ctl.show_list(&r.nodes, json::node_summary, render::nodes_table)
 }
 
@@ -31,44 +27,33 @@ pub(crate) async fn fleet_devices(
     state: Option<&str>,
     node: Option<&str>,
 ) -> anyhow::Result<()> {
-    let kind = match kind {
-        Some(k) => parse_enum(
-            "kind",
-            k,
-            "DEVICE_KIND_",
-            pb::DeviceKind::from_str_name,
-            "loihi2, spinnaker, photonic, analog_crossbar",
-        )? as i32,
-        None => 0,
-    };
-    let state = match state {
-        Some(s) => parse_enum(
-            "state",
-            s,
-            "HEALTH_STATE_",
-            pb::HealthState::from_str_name,
-            "ok, unknown, warning, critical",
-        )? as i32,
-        None => 0,
-    };
+    let kind = parse_filter(
+        "kind",
+        kind,
+        "DEVICE_KIND_",
+        pb::DeviceKind::from_str_name,
+        "loihi2, spinnaker, photonic, analog_crossbar",
+    )?;
+    let state = parse_filter(
+        "state",
+        state,
+        "HEALTH_STATE_",
+        pb::HealthState::from_str_name,
+        "ok, unknown, warning, critical",
+    )?;
     let request = ctl.req(pb::QueryDevicesRequest {
         kind,
         state,
         node: node.unwrap_or_default().to_string(),
     });
-    let r = ctl
-        .collector()
-        .await?
-        .query_devices(request)
-        .await?
-        .into_inner();
+    let mut collector = ctl.collector().await?;
+    let r = collector.query_devices(request).await?.into_inner();
     ctl.show_list(&r.devices, json::fleet_device, render::fleet_devices_table)
 }
 
 pub(crate) async fn alerts(ctl: &mut Invocation, count: Option<u64>) -> anyhow::Result<()> {
-    let stream = ctl
-        .collector()
-        .await?
+    let mut collector = ctl.collector().await?;
+    let stream = collector
         .watch_alerts(pb::WatchAlertsRequest {})
         .await?
         .into_inner();
@@ -88,11 +73,7 @@ pub(crate) async fn history(
 ) -> anyhow::Result<()> {
     let request = history::request(node, device, since, limit, SystemTime::now());
     let request = ctl.req(request);
-    let r = ctl
-        .collector()
-        .await?
-        .query_history(request)
-        .await?
-        .into_inner();
+    let mut collector = ctl.collector().await?;
+    let r = collector.query_history(request).await?.into_inner();
     ctl.show_list(&r.entries, json::history_entry, history::table)
 }

@@ -17,20 +17,21 @@ pub(crate) async fn status(ctl: &mut Invocation) -> anyhow::Result<()> {
 
 pub(crate) async fn devices(ctl: &mut Invocation) -> anyhow::Result<()> {
     let request = ctl.req(pb::ListDevicesRequest {});
-    let r = ctl.agent().await?.list_devices(request).await?.into_inner();
+    let mut agent = ctl.agent().await?;
+    let r = agent.list_devices(request).await?.into_inner();
     ctl.show_list(&r.devices, json::device, render::devices_table)
 }
 
 pub(crate) async fn device(ctl: &mut Invocation, id: &str) -> anyhow::Result<()> {
     let request = ctl.req(pb::GetDeviceRequest { id: id.to_string() });
-    let d = ctl.agent().await?.get_device(request).await?.into_inner();
+    let mut agent = ctl.agent().await?;
+    let d = agent.get_device(request).await?.into_inner();
     ctl.show(&d, json::device, render::device_text)
 }
 
 pub(crate) async fn watch(ctl: &mut Invocation, count: Option<u64>) -> anyhow::Result<()> {
-    let stream = ctl
-        .agent()
-        .await?
+    let mut agent = ctl.agent().await?;
+    let stream = agent
         .watch_health(pb::WatchHealthRequest {})
         .await?
         .into_inner();
@@ -64,7 +65,8 @@ pub(crate) async fn probe(
         bits,
         read_noise,
     });
-    let r = ctl.agent().await?.probe_matrix(request).await?.into_inner();
+    let mut agent = ctl.agent().await?;
+    let r = agent.probe_matrix(request).await?.into_inner();
     if ctl.cli.json {
         return ctl.print(&format!("{}\n", r.report_json));
     }
@@ -86,12 +88,8 @@ pub(crate) async fn diagnose(ctl: &mut Invocation, id: &str, full: bool) -> anyh
         id: id.to_string(),
         level: level as i32,
     });
-    let r = ctl
-        .agent()
-        .await?
-        .run_diagnostics(request)
-        .await?
-        .into_inner();
+    let mut agent = ctl.agent().await?;
+    let r = agent.run_diagnostics(request).await?.into_inner();
     ctl.show(&r, json::diagnostics, render::diagnostics_text)?;
     match r.state() {
         pb::HealthState::Warning | pb::HealthState::Critical => bail!(
@@ -113,7 +111,8 @@ pub(crate) async fn actions(
         limit,
         device_id: device.unwrap_or_default().to_string(),
     });
-    let r = ctl.agent().await?.list_actions(request).await?.into_inner();
+    let mut agent = ctl.agent().await?;
+    let r = agent.list_actions(request).await?.into_inner();
     ctl.show_list(&r.actions, json::action, render::actions_table)
 }
 

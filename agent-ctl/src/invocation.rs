@@ -3,7 +3,6 @@
 //! print as JSON or text, follow a stream, report an action's outcome), so each command is
 //! only what it asks and what it prints.
 
-use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
@@ -25,30 +24,42 @@ pub(crate) struct Invocation {
 }
 
 /// The requests that change something: each carries the operator's confirmation, the dry-run
-/// switch and the idempotency key.
-pub(crate) trait ActionRequest: Clone {
+/// switch and the idempotency key, and has its own call on the Agent service.
+pub(crate) trait ActionRequest: Clone + Sized {
     fn set_intent(&mut self, confirm: bool, dry_run: bool, idempotency_key: &str);
+
+    async fn send(
+        agent: AgentClient<Channel>,
+        request: tonic::Request<Self>,
+    ) -> Result<tonic::Response<pb::ActionResult>, tonic::Status>;
 }
 
 macro_rules! action_requests {
-    ($($request:ty),* $(,)?) => {$(
+    ($($request:ty => $call:ident),* $(,)?) => {$(
         impl ActionRequest for $request {
             fn set_intent(&mut self, confirm: bool, dry_run: bool, idempotency_key: &str) {
                 self.confirm = confirm;
                 self.dry_run = dry_run;
                 self.idempotency_key = idempotency_key.to_string();
             }
+
+            async fn send(
+                mut agent: AgentClient<Channel>,
+                request: tonic::Request<Self>,
+            ) -> Result<tonic::Response<pb::ActionResult>, tonic::Status> {
+                agent.$call(request).await
+            }
         }
     )*};
 }
 
 action_requests!(
-    pb::ResetDeviceRequest,
-    pb::CalibrateDeviceRequest,
-    pb::SetPowerLimitRequest,
-    pb::SetDeviceEnabledRequest,
-    pb::InjectFaultRequest,
-    pb::KillProcessRequest,
+    pb::ResetDeviceRequest => reset_device,
+    pb::CalibrateDeviceRequest => calibrate_device,
+    pb::SetPowerLimitRequest => set_power_limit,
+    pb::SetDeviceEnabledRequest => set_device_enabled,
+    pb::InjectFaultRequest => inject_fault,
+    pb::KillProcessRequest => kill_process,
 );
 
 impl Invocation {
@@ -184,17 +195,12 @@ impl Invocation {
 
     /// Sends one action request and prints its result. When the agent is unavailable it tries
     /// again (twice, with the same idempotency key, so the agent runs it at most once).
-    pub(crate) async fn act<R, Call, Reply>(&mut self, request: R, call: Call) -> anyhow::Result<()>
-    where
-        R: ActionRequest,
-        Call: Fn(AgentClient<Channel>, tonic::Request<R>) -> Reply,
-        Reply: Future<Output = Result<tonic::Response<pb::ActionResult>, tonic::Status>>,
-    {
+    pub(crate) async fn act<R: ActionRequest>(&mut self, request: R) -> anyhow::Result<()> {
         let request = self.with_intent(request);
         let mut attempt = 0;
         loop {
             let agent = self.agent().await?;
-            match call(agent, self.req(request.clone())).await {
+            match R::send(agent, self.req(request.clone())).await {
                 Ok(r) => return self.report_action(r.into_inner()),
                 Err(s) if s.code() == tonic::Code::Unavailable && attempt < 2 => {
                     attempt += 1;
