@@ -12,7 +12,6 @@ pub mod action;
 pub mod audit;
 pub mod auth;
 pub mod config;
-pub mod ctl;
 pub mod daemon;
 pub mod device;
 pub mod host;

@@ -255,9 +255,9 @@ impl Agent {
     }
 
     pub async fn client(&self) -> AgentClient<Channel> {
-        let target = health_agent::ctl::endpoint::parse(&self.endpoint()).expect("endpoint");
+        let target = agent_ctl::endpoint::parse(&self.endpoint()).expect("endpoint");
         AgentClient::new(
-            health_agent::ctl::endpoint::connect(&target, &Default::default())
+            agent_ctl::endpoint::connect(&target, &Default::default())
                 .await
                 .expect("connect to agent"),
         )

@@ -1,13 +1,13 @@
-//! `agent-ctl processes` and `agent-ctl kill-process`: the watched processes as a table or
-//! JSON, and the kill request built from what the operator typed plus the start time the agent
-//! reported for that pid (so a pid reused in between is refused by the agent).
+//! `agent-ctl processes` and `agent-ctl kill-process`: the watched processes as a table (the
+//! JSON is in [`crate::json`]), and the kill request built from what the operator typed plus
+//! the start time the agent reported for that pid (so a pid reused in between is refused by
+//! the agent).
 
 use std::time::Duration;
 
 use health_proto::v1 as pb;
-use serde_json::{json, Value};
 
-use super::render::table;
+use crate::render::table;
 
 fn runtime(s: f64) -> String {
     humantime::format_duration(Duration::from_secs(s.max(0.0) as u64)).to_string()
@@ -71,29 +71,6 @@ pub fn processes_table(h: &pb::HostHealth) -> String {
         out.push_str(&format!("{} PROCESS_MISSING: {}\n", c.subject, c.message));
     }
     out
-}
-
-pub fn process_json(p: &pb::ProcessStatus) -> Value {
-    json!({
-        "name": p.name,
-        "pid": p.pid,
-        "ppid": p.ppid,
-        "comm": p.comm,
-        "command_line": p.command_line,
-        "state": p.state,
-        "runtime_seconds": p.runtime_seconds,
-        "rss_bytes": p.rss_bytes,
-        "start_time_ticks": p.start_time_ticks,
-    })
-}
-
-pub fn process_kill_json(k: &pb::ProcessKill) -> Value {
-    json!({
-        "pid": k.pid,
-        "signals_sent": k.signals_sent,
-        "exited": k.exited,
-        "before": k.before.as_ref().map(process_json),
-    })
 }
 
 /// `--signal term|kill` → the proto value.

@@ -5,7 +5,6 @@ use std::time::SystemTime;
 
 use health_proto::v1 as pb;
 use prost_types::Timestamp;
-use serde_json::{json, Value};
 
 /// Strips the proto enum prefix: `HEALTH_STATE_OK` → `OK`.
 fn short(name: &str, prefix: &str) -> String {
@@ -18,7 +17,7 @@ pub fn state(s: pb::HealthState) -> String {
 pub fn kind(k: pb::DeviceKind) -> String {
     short(k.as_str_name(), "DEVICE_KIND_").to_ascii_lowercase()
 }
-fn activity(a: pb::DeviceActivity) -> String {
+pub(crate) fn activity(a: pb::DeviceActivity) -> String {
     short(a.as_str_name(), "DEVICE_ACTIVITY_")
 }
 pub fn outcome(o: pb::ActionOutcome) -> String {
@@ -27,8 +26,18 @@ pub fn outcome(o: pb::ActionOutcome) -> String {
 pub fn severity(s: pb::Severity) -> String {
     short(s.as_str_name(), "SEVERITY_")
 }
-fn alert_status(s: pb::AlertStatus) -> String {
+pub(crate) fn alert_status(s: pb::AlertStatus) -> String {
     short(s.as_str_name(), "ALERT_STATUS_")
+}
+
+/// `CRITICAL THERMAL_CRITICAL: 91.0 degC`: a condition without its subject.
+pub fn condition_line(c: &pb::Condition) -> String {
+    format!(
+        "{} {}: {}",
+        severity(c.severity()),
+        c.code().as_str_name(),
+        c.message
+    )
 }
 
 pub fn time(t: &Option<Timestamp>) -> String {
@@ -194,12 +203,7 @@ pub fn node_text(n: &pb::NodeSnapshot) -> String {
             h.memory_total_bytes as f64 / gib,
         ));
         for c in &h.conditions {
-            out.push_str(&format!(
-                "  {} {}: {}\n",
-                severity(c.severity()),
-                c.code().as_str_name(),
-                c.message
-            ));
+            out.push_str(&format!("  {}\n", condition_line(c)));
         }
         if !h.processes.is_empty() {
             out.push_str(&format!(
@@ -375,10 +379,6 @@ fn uplink_detail_text(a: &pb::AgentStatus) -> String {
     out
 }
 
-fn seq_range_json(r: &pb::SeqRange) -> Value {
-    json!({"boot_id": r.boot_id, "first_seq": r.first_seq, "last_seq": r.last_seq})
-}
-
 pub fn fleet_node_text(n: &pb::FleetNode) -> String {
     let mut out = String::new();
     if let Some(s) = &n.summary {
@@ -411,17 +411,6 @@ pub fn fleet_node_text(n: &pb::FleetNode) -> String {
         out.push_str(&node_text(snap));
     }
     out
-}
-
-pub fn fleet_node_json(n: &pb::FleetNode) -> Value {
-    json!({
-        "summary": n.summary.as_ref().map(node_summary_json),
-        "missing_ranges": n.missing_ranges.iter().map(|m| json!({
-            "range": m.range.as_ref().map(seq_range_json),
-            "source": m.source,
-        })).collect::<Vec<_>>(),
-        "snapshot": n.snapshot.as_ref().map(node_json),
-    })
 }
 
 pub fn nodes_table(nodes: &[pb::NodeSummary]) -> String {
@@ -495,75 +484,6 @@ pub fn alert_line(e: &pb::AlertEvent) -> String {
     )
 }
 
-// ---- JSON ----
-
-fn ts_json(t: &Option<Timestamp>) -> Value {
-    match t {
-        Some(_) => Value::String(time(t)),
-        None => Value::Null,
-    }
-}
-
-fn condition_json(c: &pb::Condition) -> Value {
-    json!({
-        "code": c.code().as_str_name(),
-        "severity": severity(c.severity()),
-        "subject": c.subject,
-        "message": c.message,
-        "since": ts_json(&c.since),
-        "runbook": c.runbook,
-    })
-}
-
-pub fn device_json(d: &pb::Device) -> Value {
-    let i = d.identity.clone().unwrap_or_default();
-    json!({
-        "id": i.id,
-        "kind": kind(i.kind()),
-        "vendor": i.vendor,
-        "model": i.model,
-        "serial": i.serial,
-        "firmware": i.firmware,
-        "backend": i.backend,
-        "location": i.location,
-        "state": state(d.state()),
-        "activity": activity(d.activity()),
-        "enabled": d.enabled,
-        "power_limit_watts": d.power_limit_watts,
-        "last_read_at": ts_json(&d.last_read_at),
-        "consecutive_failures": d.consecutive_failures,
-        "calibration": d.calibration.as_ref().map(|c| json!({
-            "calibrated_at": ts_json(&c.calibrated_at),
-            "temperature_celsius": c.temperature_celsius,
-        })),
-        "capabilities": d.capabilities().map(|c| c.as_str_name().to_ascii_lowercase()).collect::<Vec<_>>(),
-        "readings": d.readings.iter().map(|r| json!({
-            "sensor": r.sensor,
-            "quantity": r.quantity().as_str_name().to_ascii_lowercase(),
-            "value": r.value,
-            "observed_at": ts_json(&r.observed_at),
-        })).collect::<Vec<_>>(),
-        "conditions": d.conditions.iter().map(condition_json).collect::<Vec<_>>(),
-        "last_action": d.last_action.as_ref().map(|a| json!({
-            "action": a.action,
-            "outcome": outcome(a.outcome()),
-            "finished_at": ts_json(&a.finished_at),
-            "message": a.message,
-        })),
-        "known_answer": d.known_answer.as_ref().map(|k| json!({
-            "verdict": k.verdict,
-            "relative_error": k.relative_error,
-            "rate": k.rate,
-            "matvec_error": k.matvec_error,
-            "steps": k.steps,
-            "finished_at": ts_json(&k.finished_at),
-            "duration_us": k.duration_us,
-            "baseline_rate": k.baseline_rate,
-            "message": k.message,
-        })),
-    })
-}
-
 pub fn diagnostics_text(r: &pb::RunDiagnosticsResponse) -> String {
     let mut out = format!(
         "{}  state {}  in {} ms\n",
@@ -576,123 +496,12 @@ pub fn diagnostics_text(r: &pb::RunDiagnosticsResponse) -> String {
     }
     for c in &r.findings {
         out.push_str(&format!(
-            "  {} {}: {}\n    runbook: {}\n",
-            severity(c.severity()),
-            c.code().as_str_name(),
-            c.message,
+            "  {}\n    runbook: {}\n",
+            condition_line(c),
             c.runbook
         ));
     }
     out
-}
-
-pub fn diagnostics_json(r: &pb::RunDiagnosticsResponse) -> Value {
-    json!({
-        "device_id": r.device_id,
-        "state": state(r.state()),
-        "checks_passed": r.checks_passed,
-        "findings": r.findings.iter().map(condition_json).collect::<Vec<_>>(),
-        "duration_ms": r.duration_ms,
-    })
-}
-
-pub fn node_json(n: &pb::NodeSnapshot) -> Value {
-    let h = n.host.clone().unwrap_or_default();
-    json!({
-        "node": n.node,
-        "boot_id": n.boot_id,
-        "seq": n.seq,
-        "taken_at": ts_json(&n.taken_at),
-        "state": state(n.state()),
-        "agent_version": n.agent_version,
-        "agent": n.agent.as_ref().map(|a| json!({
-            "uplink_configured": a.uplink_configured,
-            "uplink_connected": a.uplink_connected,
-            "reports_sent_total": a.reports_sent_total,
-            "last_acked_seq": a.last_acked_seq,
-            "reports_buffered": a.reports_buffered,
-            "reports_dropped_total": a.reports_dropped_total,
-            "reconnects_total": a.reconnects_total,
-            "collector": a.collector,
-            "spill_bytes": a.spill_bytes,
-            "reports_spilled_total": a.reports_spilled_total,
-            "dropped_ranges": a.dropped_ranges.iter().map(seq_range_json).collect::<Vec<_>>(),
-        })),
-        "host": {
-            "state": state(h.state()),
-            "cpu_utilization_ratio": h.cpu_utilization_ratio,
-            "cpu_count": h.cpu_count,
-            "memory_total_bytes": h.memory_total_bytes,
-            "memory_available_bytes": h.memory_available_bytes,
-            "load": [h.load1, h.load5, h.load15],
-            "disks": h.disks.iter().map(|d| json!({
-                "mount_point": d.mount_point, "total_bytes": d.total_bytes, "available_bytes": d.available_bytes,
-            })).collect::<Vec<_>>(),
-            "conditions": h.conditions.iter().map(condition_json).collect::<Vec<_>>(),
-            "processes": h.processes.iter().map(super::processes::process_json).collect::<Vec<_>>(),
-        },
-        "devices": n.devices.iter().map(device_json).collect::<Vec<_>>(),
-    })
-}
-
-pub fn action_json(a: &pb::ActionResult) -> Value {
-    json!({
-        "action_id": a.action_id,
-        "device_id": a.device_id,
-        "action": a.action,
-        "outcome": outcome(a.outcome()),
-        "message": a.message,
-        "started_at": ts_json(&a.started_at),
-        "duration_ms": a.duration_ms,
-        "caller": a.caller,
-        "role": a.role,
-        "dry_run": a.dry_run,
-        "replayed": a.replayed,
-        "device_after": a.device_after.as_ref().map(device_json),
-        "process_kill": a.process_kill.as_ref().map(super::processes::process_kill_json),
-    })
-}
-
-pub fn node_summary_json(n: &pb::NodeSummary) -> Value {
-    json!({
-        "node": n.node,
-        "state": state(n.state()),
-        "stale": n.stale,
-        "last_seen": ts_json(&n.last_seen),
-        "boot_id": n.boot_id,
-        "last_seq": n.last_seq,
-        "device_count": n.device_count,
-        "reports_total": n.reports_total,
-        "duplicates_total": n.duplicates_total,
-        "missing_total": n.missing_total,
-        "peer": n.peer,
-    })
-}
-
-pub fn fleet_device_json(f: &pb::FleetDevice) -> Value {
-    json!({
-        "node": f.node,
-        "node_stale": f.node_stale,
-        "device": f.device.as_ref().map(device_json),
-    })
-}
-
-pub fn alert_json(e: &pb::AlertEvent) -> Value {
-    let a = e.alert.clone().unwrap_or_default();
-    json!({
-        "fingerprint": a.fingerprint,
-        "name": a.name,
-        "alertname": a.alertname,
-        "node": a.node,
-        "subject": a.subject,
-        "severity": severity(a.severity()),
-        "status": alert_status(a.status()),
-        "message": a.message,
-        "starts_at": ts_json(&a.starts_at),
-        "ends_at": ts_json(&a.ends_at),
-        "runbook": a.runbook,
-        "report_sent_at": ts_json(&e.report_sent_at),
-    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `agent-ctl audit [--verify] [--file PATH] [--tail N] [--json]`: reads the agent's audit log
 //! straight from the file (no RPC: the log must be checkable when the agent is down, and
 //! reading it needs only file permissions, which root or the agent's group have) and checks
-//! its hash chain with [`crate::audit::verify`]. With `--collector` and `--node`, it also checks
+//! its hash chain with [`health_agent::audit::verify`]. With `--collector` and `--node`, it also checks
 //! that the file still holds the newest entry the agent reported to the collector: the chain
 //! alone cannot show that entries were cut off the end or the whole file rewritten.
 
@@ -11,7 +11,38 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::config;
+use health_agent::config;
+
+use crate::invocation::Invocation;
+
+/// `agent-ctl audit`: the log's entries, or with `verify` its check; with `node` also the check
+/// against the head that node last reported to the collector.
+pub(crate) async fn command(
+    ctl: &mut Invocation,
+    verify: bool,
+    file: Option<&Path>,
+    tail: Option<usize>,
+    node: Option<&str>,
+) -> anyhow::Result<()> {
+    let path = default_path(file)?;
+    let json = ctl.cli.json;
+    let mut text = run(&path, verify, tail, json)?;
+    if let Some(node) = node {
+        let head = ctl
+            .fleet_node(node)
+            .await?
+            .snapshot
+            .and_then(|s| s.agent)
+            .and_then(|a| a.audit_head)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the collector has no audit head for node {node:?} (an agent older than this check, or no report yet)"
+                )
+            })?;
+        text.push_str(&check_head(&path, &head, node, json)?);
+    }
+    ctl.print(&text)
+}
 
 /// `--file`, else `audit_log` from the default agent config if there is one, else the default.
 pub fn default_path(file: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -88,7 +119,7 @@ fn open(path: &Path) -> anyhow::Result<std::io::BufReader<std::fs::File>> {
 /// The text to print; an error (exit 1) when `verify` finds a break.
 pub fn run(path: &Path, verify: bool, tail: Option<usize>, json: bool) -> anyhow::Result<String> {
     if verify {
-        let v = crate::audit::verify(open(path)?)
+        let v = health_agent::audit::verify(open(path)?)
             .with_context(|| format!("reading {}", path.display()))?;
         if let Some((line, why)) = v.breaks.first() {
             let more = match v.breaks.len() {
@@ -163,7 +194,7 @@ pub fn run(path: &Path, verify: bool, tail: Option<usize>, json: bool) -> anyhow
             ],
         })
         .collect();
-    Ok(super::render::table(
+    Ok(crate::render::table(
         &[
             "SEQ", "TIME", "PHASE", "CALLER", "ROLE", "ACTION", "TARGET", "OUTCOME", "MS",
             "MESSAGE",

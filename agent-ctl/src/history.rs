@@ -1,13 +1,12 @@
 //! `agent-ctl --collector ADDR history`: what happened on the fleet, from the collector's
 //! history database: conditions (from when to when), alert transitions and actions, newest
-//! first, as a table or JSON.
+//! first, as a table (the JSON is in [`crate::json`]).
 
 use std::time::{Duration, SystemTime};
 
 use health_proto::v1 as pb;
-use serde_json::{json, Value};
 
-use super::render;
+use crate::render;
 
 /// `--since 1h`: a look-back duration. A clap value parser, so a bad value is a usage error
 /// (exit 2) with the reason.
@@ -38,7 +37,7 @@ pub fn request(
     }
 }
 
-fn kind(k: pb::HistoryKind) -> &'static str {
+pub(crate) fn kind(k: pb::HistoryKind) -> &'static str {
     match k {
         pb::HistoryKind::Condition => "condition",
         pb::HistoryKind::Alert => "alert",
@@ -47,7 +46,7 @@ fn kind(k: pb::HistoryKind) -> &'static str {
     }
 }
 
-fn severity(entry: &pb::HistoryEntry) -> String {
+pub(crate) fn severity(entry: &pb::HistoryEntry) -> String {
     match entry.severity() {
         pb::Severity::Unspecified => "-".to_string(),
         s => render::severity(s),
@@ -93,27 +92,6 @@ pub fn table(entries: &[pb::HistoryEntry]) -> String {
         ],
         &rows,
     )
-}
-
-pub fn json(entry: &pb::HistoryEntry) -> Value {
-    let time = |t: &Option<prost_types::Timestamp>| match t {
-        Some(_) => Value::String(render::time(t)),
-        None => Value::Null,
-    };
-    json!({
-        "kind": kind(entry.kind()),
-        "at": time(&entry.at),
-        "node": entry.node,
-        "subject": entry.subject,
-        "name": entry.name,
-        "severity": severity(entry),
-        "status": entry.status,
-        "message": entry.message,
-        "ended_at": time(&entry.ended_at),
-        "id": entry.id,
-        "caller": entry.caller,
-        "duration_ms": entry.duration_ms,
-    })
 }
 
 #[cfg(test)]

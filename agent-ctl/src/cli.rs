@@ -1,0 +1,191 @@
+//! The command line of `agent-ctl`: global options and one subcommand each. Kept apart from
+//! the code that runs the commands so that `--help`, the flag names and the exit status 2 for
+//! usage errors are decided in one place, by clap, before anything connects anywhere.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{endpoint, history};
+
+#[derive(Parser)]
+#[command(
+    name = "agent-ctl",
+    version,
+    about = "Operate a health-agent and query the health collector"
+)]
+pub struct Cli {
+    /// Agent endpoint: unix:///path/agent.sock, http://host:port or https://host:port.
+    #[arg(long, global = true, env = "HEALTH_AGENT_ENDPOINT", default_value = endpoint::DEFAULT_AGENT_ENDPOINT)]
+    pub(crate) endpoint: String,
+    /// Collector address (host:port or URL) for fleet commands: nodes, fleet-devices, alerts.
+    #[arg(long, global = true, env = "HEALTH_COLLECTOR")]
+    pub(crate) collector: Option<String>,
+    /// CA certificate (PEM) to trust for https:// endpoints, instead of the system roots.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; its subject decides the role.
+    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "client_cert")]
+    pub(crate) client_key: Option<PathBuf>,
+    /// Actions: confirm a hard reset or power cycle.
+    #[arg(long, global = true)]
+    pub(crate) yes: bool,
+    /// Actions: check everything (role, device, limits) and say what would happen; do nothing.
+    #[arg(long, global = true)]
+    pub(crate) dry_run: bool,
+    /// Actions: the idempotency key (default: a random one per invocation, reused on
+    /// agent-ctl's own retries). A script that may rerun a command passes its own.
+    #[arg(long, global = true, value_name = "KEY")]
+    pub(crate) idempotency_key: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Give up on a call after this long (actions wait for the device's own deadline).
+    #[arg(long, global = true, default_value = "90s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Duration,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Clone)]
+pub(crate) enum Command {
+    /// Node, host and device health at a glance.
+    Status,
+    /// One line per device.
+    Devices,
+    /// Everything about one device: identity, readings, conditions with runbook steps.
+    Device { id: String },
+    /// Live health until interrupted (or --count snapshots).
+    Watch {
+        /// Stop after this many snapshots.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Reset a device.
+    ResetDevice {
+        id: String,
+        #[command(flatten)]
+        kind: ResetKindArg,
+        /// Calibrate after a successful reset.
+        #[arg(long)]
+        recalibrate: bool,
+        /// Fail unless a fresh read after the reset shows no critical condition.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Calibrate a device.
+    Calibrate { id: String },
+    /// Set a device's power limit.
+    SetPowerLimit {
+        id: String,
+        // Negative values reach the agent, which names the field in its refusal.
+        #[arg(allow_negative_numbers = true)]
+        watts: f64,
+    },
+    /// Disable a device (it idles; it is still monitored).
+    Disable { id: String },
+    /// Enable a device.
+    Enable { id: String },
+    /// Inject a fault into a simulated device: overheat, hang, drift, failing-reset, vanish, clear.
+    InjectFault { id: String, kind: String },
+    /// Run the solver probe on a problem file (under the agent's [probe] dirs).
+    Probe {
+        file: String,
+        /// Conductance bits of the analog array it is meant for.
+        #[arg(long)]
+        bits: Option<u32>,
+        #[arg(long, default_value_t = 0.0)]
+        read_noise: f64,
+    },
+    /// Diagnose a device: a fresh read; with --full also the known-answer probe (devices with
+    /// MATVEC). Exits 1 when the device is WARNING or CRITICAL afterwards.
+    Diagnose {
+        id: String,
+        #[arg(long)]
+        full: bool,
+    },
+    /// Recent actions on this agent, newest first.
+    Actions {
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Watched processes ([[process]] rules): runtime, memory, state, conditions.
+    Processes,
+    /// Signal a watched process (TERM by default); reports whether it exited.
+    KillProcess {
+        pid: u32,
+        /// term or kill.
+        #[arg(long, default_value = "term")]
+        signal: String,
+        /// With TERM: send KILL if it is still running after this long (e.g. 10s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        escalate_after: Option<Duration>,
+    },
+    /// Show the audit log (read from the file) or check its hash chain (--verify).
+    Audit {
+        /// Check the chain; exit 1 naming the first broken line.
+        #[arg(long)]
+        verify: bool,
+        /// The log file (default: audit_log from /etc/health-agent/agent.toml, else
+        /// /var/lib/health-agent/audit.jsonl).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Show only the last N entries.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// With --verify and --collector: the node whose reported audit head the file must
+        /// contain (a log cut short or rewritten fails even when its chain is intact).
+        #[arg(long, requires = "verify")]
+        node: Option<String>,
+    },
+    /// Fleet: every node the collector knows (needs --collector).
+    Nodes,
+    /// Fleet: one node as the collector sees it, with the ranges of reports it never received
+    /// (needs --collector).
+    FleetNode { node: String },
+    /// Fleet: devices across nodes, filtered (needs --collector).
+    FleetDevices {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Fleet: alerts firing now, then every change, until interrupted (needs --collector).
+    Alerts {
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Fleet: conditions, alert transitions and actions from the collector's history,
+    /// newest first (needs --collector, and history_path set on the collector).
+    History {
+        #[arg(long)]
+        node: Option<String>,
+        /// A device id, or a subject such as "host"
+        #[arg(long)]
+        device: Option<String>,
+        /// How far back, e.g. 30m, 1h, 7d [default: everything kept]
+        #[arg(long, value_name = "DURATION", value_parser = history::parse_since)]
+        since: Option<std::time::Duration>,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
+        limit: u32,
+    },
+}
+
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+pub(crate) struct ResetKindArg {
+    #[arg(long)]
+    pub(crate) soft: bool,
+    #[arg(long)]
+    pub(crate) hard: bool,
+    #[arg(long)]
+    pub(crate) power_cycle: bool,
+}

@@ -1,0 +1,275 @@
+//! `agent-ctl --json`: every message agent-ctl prints as JSON, in one place. Scripts read this
+//! output, so it keeps the proto field names, but it is written for them rather than being
+//! the protobuf JSON mapping: enum values lose their proto prefix (`OK`, `analog_crossbar`),
+//! timestamps are RFC 3339 strings, 64-bit counters are numbers, a device's identity is
+//! inlined into the device, and unset fields are `null` rather than left out.
+//!
+//! Because it is written by hand, a field added to the proto would silently not show here;
+//! `tests/json_fields.rs` walks the proto descriptors and fails for any field this output
+//! lacks.
+
+use health_proto::v1 as pb;
+use prost_types::Timestamp;
+use serde_json::{json, Value};
+
+use crate::{history, render};
+
+fn timestamp(t: &Option<Timestamp>) -> Value {
+    match t {
+        Some(_) => Value::String(render::time(t)),
+        None => Value::Null,
+    }
+}
+
+fn list<T>(items: &[T], item: impl Fn(&T) -> Value) -> Value {
+    Value::Array(items.iter().map(item).collect())
+}
+
+pub fn condition(c: &pb::Condition) -> Value {
+    json!({
+        "code": c.code().as_str_name(),
+        "severity": render::severity(c.severity()),
+        "subject": c.subject,
+        "message": c.message,
+        "since": timestamp(&c.since),
+        "runbook": c.runbook,
+    })
+}
+
+fn seq_range(r: &pb::SeqRange) -> Value {
+    json!({"boot_id": r.boot_id, "first_seq": r.first_seq, "last_seq": r.last_seq})
+}
+
+fn reading(r: &pb::Reading) -> Value {
+    json!({
+        "sensor": r.sensor,
+        "quantity": r.quantity().as_str_name().to_ascii_lowercase(),
+        "value": r.value,
+        "observed_at": timestamp(&r.observed_at),
+    })
+}
+
+fn known_answer(k: &pb::KnownAnswerResult) -> Value {
+    json!({
+        "verdict": k.verdict,
+        "relative_error": k.relative_error,
+        "rate": k.rate,
+        "matvec_error": k.matvec_error,
+        "steps": k.steps,
+        "finished_at": timestamp(&k.finished_at),
+        "duration_us": k.duration_us,
+        "baseline_rate": k.baseline_rate,
+        "message": k.message,
+    })
+}
+
+/// The identity's fields are inlined: `{"id": …, "kind": …, "state": …}`.
+pub fn device(d: &pb::Device) -> Value {
+    let i = d.identity.clone().unwrap_or_default();
+    json!({
+        "id": i.id,
+        "kind": render::kind(i.kind()),
+        "vendor": i.vendor,
+        "model": i.model,
+        "serial": i.serial,
+        "firmware": i.firmware,
+        "backend": i.backend,
+        "location": i.location,
+        "state": render::state(d.state()),
+        "activity": render::activity(d.activity()),
+        "enabled": d.enabled,
+        "power_limit_watts": d.power_limit_watts,
+        "last_read_at": timestamp(&d.last_read_at),
+        "consecutive_failures": d.consecutive_failures,
+        "calibration": d.calibration.as_ref().map(|c| json!({
+            "calibrated_at": timestamp(&c.calibrated_at),
+            "temperature_celsius": c.temperature_celsius,
+        })),
+        "capabilities": d.capabilities().map(|c| c.as_str_name().to_ascii_lowercase()).collect::<Vec<_>>(),
+        "readings": list(&d.readings, reading),
+        "conditions": list(&d.conditions, condition),
+        "last_action": d.last_action.as_ref().map(|a| json!({
+            "action": a.action,
+            "outcome": render::outcome(a.outcome()),
+            "finished_at": timestamp(&a.finished_at),
+            "message": a.message,
+        })),
+        "known_answer": d.known_answer.as_ref().map(known_answer),
+    })
+}
+
+pub fn diagnostics(r: &pb::RunDiagnosticsResponse) -> Value {
+    json!({
+        "device_id": r.device_id,
+        "state": render::state(r.state()),
+        "checks_passed": r.checks_passed,
+        "findings": list(&r.findings, condition),
+        "duration_ms": r.duration_ms,
+    })
+}
+
+fn agent_status(a: &pb::AgentStatus) -> Value {
+    json!({
+        "uplink_configured": a.uplink_configured,
+        "uplink_connected": a.uplink_connected,
+        "reports_sent_total": a.reports_sent_total,
+        "last_acked_seq": a.last_acked_seq,
+        "reports_buffered": a.reports_buffered,
+        "reports_dropped_total": a.reports_dropped_total,
+        "reconnects_total": a.reconnects_total,
+        "collector": a.collector,
+        "spill_bytes": a.spill_bytes,
+        "reports_spilled_total": a.reports_spilled_total,
+        "dropped_ranges": list(&a.dropped_ranges, seq_range),
+        "audit_head": a.audit_head.as_ref().map(|h| json!({"seq": h.seq, "hash": h.hash})),
+    })
+}
+
+/// `load1`, `load5` and `load15` are one array: `"load": [1.0, 0.5, 0.2]`.
+fn host(h: &pb::HostHealth) -> Value {
+    json!({
+        "state": render::state(h.state()),
+        "cpu_utilization_ratio": h.cpu_utilization_ratio,
+        "cpu_count": h.cpu_count,
+        "memory_total_bytes": h.memory_total_bytes,
+        "memory_available_bytes": h.memory_available_bytes,
+        "load": [h.load1, h.load5, h.load15],
+        "disks": list(&h.disks, |d| json!({
+            "mount_point": d.mount_point, "total_bytes": d.total_bytes, "available_bytes": d.available_bytes,
+        })),
+        "conditions": list(&h.conditions, condition),
+        "observed_at": timestamp(&h.observed_at),
+        "processes": list(&h.processes, process),
+    })
+}
+
+/// `host` is always an object (an agent without host health shows the defaults).
+pub fn node(n: &pb::NodeSnapshot) -> Value {
+    json!({
+        "node": n.node,
+        "boot_id": n.boot_id,
+        "seq": n.seq,
+        "taken_at": timestamp(&n.taken_at),
+        "state": render::state(n.state()),
+        "agent_version": n.agent_version,
+        "agent": n.agent.as_ref().map(agent_status),
+        "host": host(&n.host.clone().unwrap_or_default()),
+        "devices": list(&n.devices, device),
+        "recent_actions": list(&n.recent_actions, action),
+    })
+}
+
+pub fn action(a: &pb::ActionResult) -> Value {
+    json!({
+        "action_id": a.action_id,
+        "device_id": a.device_id,
+        "action": a.action,
+        "outcome": render::outcome(a.outcome()),
+        "message": a.message,
+        "started_at": timestamp(&a.started_at),
+        "duration_ms": a.duration_ms,
+        "caller": a.caller,
+        "role": a.role,
+        "dry_run": a.dry_run,
+        "replayed": a.replayed,
+        "device_after": a.device_after.as_ref().map(device),
+        "process_kill": a.process_kill.as_ref().map(process_kill),
+    })
+}
+
+pub fn process(p: &pb::ProcessStatus) -> Value {
+    json!({
+        "name": p.name,
+        "pid": p.pid,
+        "ppid": p.ppid,
+        "comm": p.comm,
+        "command_line": p.command_line,
+        "state": p.state,
+        "runtime_seconds": p.runtime_seconds,
+        "rss_bytes": p.rss_bytes,
+        "start_time_ticks": p.start_time_ticks,
+        "started_at": timestamp(&p.started_at),
+    })
+}
+
+pub fn process_kill(k: &pb::ProcessKill) -> Value {
+    json!({
+        "pid": k.pid,
+        "signals_sent": k.signals_sent,
+        "exited": k.exited,
+        "before": k.before.as_ref().map(process),
+    })
+}
+
+pub fn node_summary(n: &pb::NodeSummary) -> Value {
+    json!({
+        "node": n.node,
+        "state": render::state(n.state()),
+        "stale": n.stale,
+        "last_seen": timestamp(&n.last_seen),
+        "boot_id": n.boot_id,
+        "last_seq": n.last_seq,
+        "device_count": n.device_count,
+        "reports_total": n.reports_total,
+        "duplicates_total": n.duplicates_total,
+        "missing_total": n.missing_total,
+        "peer": n.peer,
+    })
+}
+
+pub fn fleet_node(n: &pb::FleetNode) -> Value {
+    json!({
+        "summary": n.summary.as_ref().map(node_summary),
+        "missing_ranges": list(&n.missing_ranges, |m| json!({
+            "range": m.range.as_ref().map(seq_range),
+            "source": m.source,
+        })),
+        "snapshot": n.snapshot.as_ref().map(node),
+    })
+}
+
+pub fn fleet_device(f: &pb::FleetDevice) -> Value {
+    json!({
+        "node": f.node,
+        "node_stale": f.node_stale,
+        "device": f.device.as_ref().map(device),
+    })
+}
+
+/// The alert's fields are inlined next to `report_sent_at`.
+pub fn alert(e: &pb::AlertEvent) -> Value {
+    let a = e.alert.clone().unwrap_or_default();
+    json!({
+        "fingerprint": a.fingerprint,
+        "name": a.name,
+        "alertname": a.alertname,
+        "node": a.node,
+        "subject": a.subject,
+        "device": a.device,
+        "severity": render::severity(a.severity()),
+        "status": render::alert_status(a.status()),
+        "message": a.message,
+        "pending_since": timestamp(&a.pending_since),
+        "starts_at": timestamp(&a.starts_at),
+        "ends_at": timestamp(&a.ends_at),
+        "runbook": a.runbook,
+        "report_sent_at": timestamp(&e.report_sent_at),
+    })
+}
+
+pub fn history_entry(entry: &pb::HistoryEntry) -> Value {
+    json!({
+        "kind": history::kind(entry.kind()),
+        "at": timestamp(&entry.at),
+        "node": entry.node,
+        "subject": entry.subject,
+        "name": entry.name,
+        "severity": history::severity(entry),
+        "status": entry.status,
+        "message": entry.message,
+        "ended_at": timestamp(&entry.ended_at),
+        "id": entry.id,
+        "caller": entry.caller,
+        "duration_ms": entry.duration_ms,
+    })
+}
