@@ -2,6 +2,7 @@
 //! field set (built from health-proto's descriptors, so a field added to a `.proto` file is set
 //! here too) must print with every field present and not null. The JSON is written by hand
 //! (see `agent_ctl::json` for why), and this is what keeps it from falling behind the proto.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::collections::HashMap;
 
