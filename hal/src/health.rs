@@ -87,7 +87,21 @@ pub fn evaluate(
     let mut push = |code, severity, message: String| {
         out.push(Condition::new(code, severity, subject, message, now));
     };
+    thermal(sample, limits, &mut push);
+    setpoint(sample, limits, &mut push);
+    power(sample, &mut push);
+    phase_drift(sample, limits, &mut push);
+    conductance_drift(sample, limits, &mut push);
+    calibration_age(sample, limits, now, &mut push);
+    out
+}
 
+/// Temperature against the warning and critical limits.
+fn thermal(
+    sample: &Sample,
+    limits: &Limits,
+    push: &mut impl FnMut(ConditionCode, Severity, String),
+) {
     if let Some((sensor, t)) = sample.max_of(Quantity::TemperatureCelsius) {
         let (w, c) = (
             limits.temperature_warning_celsius,
@@ -107,7 +121,14 @@ pub fn evaluate(
             );
         }
     }
+}
 
+/// TEC temperatures against their setpoints.
+fn setpoint(
+    sample: &Sample,
+    limits: &Limits,
+    push: &mut impl FnMut(ConditionCode, Severity, String),
+) {
     if let Some(tol) = limits.setpoint_tolerance_celsius {
         for r in sample
             .readings
@@ -129,7 +150,10 @@ pub fn evaluate(
             }
         }
     }
+}
 
+/// Power against the backend's own limit.
+fn power(sample: &Sample, push: &mut impl FnMut(ConditionCode, Severity, String)) {
     if let (Some(limit), Some((sensor, p))) = (
         sample.power_limit_watts,
         sample.max_of(Quantity::PowerWatts),
@@ -143,7 +167,14 @@ pub fn evaluate(
             );
         }
     }
+}
 
+/// Photonic phase error.
+fn phase_drift(
+    sample: &Sample,
+    limits: &Limits,
+    push: &mut impl FnMut(ConditionCode, Severity, String),
+) {
     if let (Some(th), Some((sensor, e))) = (
         limits.phase_error_radians,
         sample.max_of(Quantity::PhaseErrorRadians),
@@ -163,7 +194,14 @@ pub fn evaluate(
             );
         }
     }
+}
 
+/// Crossbar conductance drift.
+fn conductance_drift(
+    sample: &Sample,
+    limits: &Limits,
+    push: &mut impl FnMut(ConditionCode, Severity, String),
+) {
     if let (Some(th), Some((sensor, d))) = (
         limits.conductance_drift_ratio,
         sample.max_of(Quantity::ConductanceDriftRatio),
@@ -184,7 +222,15 @@ pub fn evaluate(
             );
         }
     }
+}
 
+/// Calibration missing or older than its maximum age.
+fn calibration_age(
+    sample: &Sample,
+    limits: &Limits,
+    now: SystemTime,
+    push: &mut impl FnMut(ConditionCode, Severity, String),
+) {
     if let Some(max_age) = limits.calibration_max_age {
         match sample.calibration {
             None => push(
@@ -208,7 +254,6 @@ pub fn evaluate(
             }
         }
     }
-    out
 }
 
 /// Remembers when each (code, subject) condition began, so a condition that persists across

@@ -336,7 +336,22 @@ impl PciFunction {
             }
         }
 
-        // Link.
+        self.link(subject, &dir, &content, now, &mut report);
+        self.aer(subject, &dir, &content, now, &mut report);
+        finish(report, wanted.len())
+    }
+
+    /// The link's current against its maximum speed and width: a degraded link is a
+    /// condition, an unreadable file an error.
+    fn link(
+        &self,
+        subject: &str,
+        dir: &Path,
+        content: &HashMap<&str, String>,
+        now: SystemTime,
+        report: &mut SourceReport,
+    ) {
+        let path = |f: &str| self.reader.path(dir.join(f));
         if LINK_FILES.iter().all(|f| content.contains_key(f)) {
             let get = |f: &str| content.get(f).map(String::as_str).unwrap_or("");
             let speed = |f: &str| -> Result<Option<(f64, String)>, HalError> {
@@ -384,8 +399,18 @@ impl PciFunction {
                 }
             }
         }
+    }
 
-        // AER.
+    /// AER counters: a rise since the last read is a condition.
+    fn aer(
+        &self,
+        subject: &str,
+        dir: &Path,
+        content: &HashMap<&str, String>,
+        now: SystemTime,
+        report: &mut SourceReport,
+    ) {
+        let path = |f: &str| self.reader.path(dir.join(f));
         {
             let mut prev = lock(&self.aer);
             for (file, class, severity) in AER_FILES {
@@ -411,8 +436,6 @@ impl PciFunction {
                 prev.insert(file, counts);
             }
         }
-
-        finish(report, wanted.len())
     }
 
     /// Function-level (or whatever the kernel chose, see `reset_method`) reset: `1` to
