@@ -3,6 +3,7 @@
 //! [`FieldError`] that names the key, the accepted range and what was found, so every section
 //! reports a bad value in the same words.
 
+use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
 
@@ -56,35 +57,32 @@ pub(super) fn ratio(key: &str, v: Option<f64>, default: f64) -> Result<f64, Fiel
     Ok(x)
 }
 
-pub(super) fn range_f64(
+/// A number a key accepts within a range, and how an error names its kind.
+pub(super) trait Bounded: PartialOrd + Display + Copy {
+    const WHAT: &'static str;
+}
+
+impl Bounded for f64 {
+    const WHAT: &'static str = "a number";
+}
+
+impl Bounded for u64 {
+    const WHAT: &'static str = "an integer";
+}
+
+/// A number within `min..=max`; written so that a NaN is outside every range.
+pub(super) fn range<T: Bounded>(
     key: &str,
-    v: Option<f64>,
-    default: f64,
-    min: f64,
-    max: f64,
-) -> Result<f64, FieldError> {
+    v: Option<T>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, FieldError> {
     let Some(x) = v else { return Ok(default) };
     if !(x >= min && x <= max) {
         return Err(FieldError::new(
             key,
-            format!("expected a number between {min} and {max}, found {x}"),
-        ));
-    }
-    Ok(x)
-}
-
-pub(super) fn range_u64(
-    key: &str,
-    v: Option<u64>,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, FieldError> {
-    let Some(x) = v else { return Ok(default) };
-    if x < min || x > max {
-        return Err(FieldError::new(
-            key,
-            format!("expected an integer between {min} and {max}, found {x}"),
+            format!("expected {} between {min} and {max}, found {x}", T::WHAT),
         ));
     }
     Ok(x)
@@ -93,7 +91,7 @@ pub(super) fn range_u64(
 /// An optional bit width (`bits`): absent stays absent, so the reader can fall back to what
 /// the device reports.
 pub(super) fn bits(key: &str, v: Option<u64>, max: u64) -> Result<Option<u32>, FieldError> {
-    v.map(|b| range_u64(key, Some(b), 8, 1, max).map(|b| b as u32))
+    v.map(|b| range(key, Some(b), 8, 1, max).map(|b| b as u32))
         .transpose()
 }
 

@@ -7,11 +7,14 @@
 
 use health_daemon::FieldError;
 use health_hal::bmp::BmpConfig;
+use health_hal::loihi::Loihi2Config;
+use health_hal::plugin::PluginConfig;
 use health_hal::scpi::ScpiBenchConfig;
 use health_hal::sim::SimOptions;
+use health_hal::sysfs::SysfsConfig;
 use health_hal::{DeviceKind, Limits};
 
-use super::check::{duration, name, range_f64, secs};
+use super::check::{duration, name, range, secs};
 use super::raw::{RawDevice, RawLimits, RawSim};
 use super::timings::{timings, RawTimings};
 use super::{Backend, DeviceConfig};
@@ -63,14 +66,14 @@ fn limits(
     l: &RawLimits,
 ) -> Result<Limits, FieldError> {
     let mut limits = Limits::for_kind(kind);
-    limits.temperature_warning_celsius = range_f64(
+    limits.temperature_warning_celsius = range(
         &k("limits.temperature_warning_celsius"),
         l.temperature_warning_celsius,
         limits.temperature_warning_celsius,
         -50.0,
         200.0,
     )?;
-    limits.temperature_critical_celsius = range_f64(
+    limits.temperature_critical_celsius = range(
         &k("limits.temperature_critical_celsius"),
         l.temperature_critical_celsius,
         limits.temperature_critical_celsius,
@@ -100,65 +103,25 @@ fn limits(
 /// then its table is optional (addresses come from the simulator).
 fn backend(k: &dyn Fn(&str) -> String, d: &RawDevice) -> Result<Backend, FieldError> {
     only_the_named_table(k, d)?;
-    // The HAL's own checks name a key inside the table; say which table.
-    let checked = |table: &str, r: Result<(), (String, String)>| {
-        r.map_err(|(key, msg)| FieldError::new(k(&format!("{table}.{key}")), msg))
-    };
     let backend = match d.backend.as_str() {
         "sim" => Backend::Sim(sim_options(k, d.sim.as_ref())?),
         "bmp" => {
             serves(k, d, &[DeviceKind::Spinnaker])?;
-            let cfg = table(
-                k,
-                "bmp",
-                d.bmp.as_ref(),
-                // The address is the simulator's, filled in when it starts.
-                d.simulator.then(|| BmpConfig::new("127.0.0.1:17893", 0)),
-                "expected a [device.bmp] table with at least address = \"ip[:port]\"",
-            )?;
-            checked("bmp", cfg.validate())?;
-            Backend::Bmp(cfg)
+            // The address is the simulator's, filled in when it starts.
+            let simulated = d.simulator.then(|| BmpConfig::new("127.0.0.1:17893", 0));
+            Backend::Bmp(table(k, "bmp", d.bmp.as_ref(), simulated)?)
         }
         "scpi" => {
             serves(k, d, &[DeviceKind::Photonic])?;
-            let cfg = table(
-                k,
-                "scpi",
-                d.scpi.as_ref(),
-                // Addresses are the simulator's, filled in when it starts.
-                d.simulator.then(|| ScpiBenchConfig::new("127.0.0.1:5025")),
-                "expected a [device.scpi] table with at least tec = \"host:port\"",
-            )?;
-            checked("scpi", cfg.validate())?;
-            Backend::Scpi(cfg)
+            // Addresses are the simulator's, filled in when it starts.
+            let simulated = d.simulator.then(|| ScpiBenchConfig::new("127.0.0.1:5025"));
+            Backend::Scpi(table(k, "scpi", d.scpi.as_ref(), simulated)?)
         }
-        "plugin" => {
-            let cfg = table(
-                k,
-                "plugin",
-                d.plugin.as_ref(),
-                None,
-                "expected a [device.plugin] table with command and read",
-            )?;
-            checked("plugin", cfg.validate())?;
-            Backend::Plugin(cfg)
-        }
-        "sysfs" => {
-            let cfg = table(k, "sysfs", d.sysfs.as_ref(), None, "expected a [device.sysfs] table naming at least one source (hwmon, thermal_zone, power_supply, powercap, pci)")?;
-            checked("sysfs", cfg.validate())?;
-            Backend::Sysfs(cfg)
-        }
+        "plugin" => Backend::Plugin(table(k, "plugin", d.plugin.as_ref(), None)?),
+        "sysfs" => Backend::Sysfs(table(k, "sysfs", d.sysfs.as_ref(), None)?),
         "loihi2" => {
             serves(k, d, &[DeviceKind::Loihi2])?;
-            let cfg = table(
-                k,
-                "loihi2",
-                d.loihi2.as_ref(),
-                None,
-                "expected a [device.loihi2] table with at least board_host = \"host:port\"",
-            )?;
-            checked("loihi2", cfg.validate())?;
-            Backend::Loihi2(cfg)
+            Backend::Loihi2(table(k, "loihi2", d.loihi2.as_ref(), None)?)
         }
         other => {
             return Err(FieldError::new(
@@ -225,24 +188,67 @@ fn serves(
 }
 
 /// The backend's table as written, else the simulator's stand-in when there is one, else an
-/// error saying what the table needs.
-fn table<T: Clone>(
+/// error saying what the table needs; then the HAL's own checks of it, whose errors name a key
+/// inside the table, re-keyed under the table.
+fn table<T: BackendTable>(
     k: &dyn Fn(&str) -> String,
     name: &str,
     written: Option<&T>,
     simulated: Option<T>,
-    missing: &str,
 ) -> Result<T, FieldError> {
-    match (written, simulated) {
-        (Some(cfg), _) => Ok(cfg.clone()),
-        (None, Some(cfg)) => Ok(cfg),
-        (None, None) => Err(FieldError::new(k(name), missing)),
-    }
+    let cfg = match (written, simulated) {
+        (Some(cfg), _) => cfg.clone(),
+        (None, Some(cfg)) => cfg,
+        (None, None) => return Err(FieldError::new(k(name), T::MISSING)),
+    };
+    cfg.check()
+        .map_err(|(key, msg)| FieldError::new(k(&format!("{name}.{key}")), msg))?;
+    Ok(cfg)
 }
+
+/// A HAL backend config as `[device.<backend>]` deserializes into it.
+trait BackendTable: Clone {
+    /// What to write when the table is missing.
+    const MISSING: &'static str;
+    /// The HAL's own check: `Err((key in the table, message))`.
+    fn check(&self) -> Result<(), (String, String)>;
+}
+
+macro_rules! backend_table {
+    ($config:ty, $missing:expr) => {
+        impl BackendTable for $config {
+            const MISSING: &'static str = $missing;
+            fn check(&self) -> Result<(), (String, String)> {
+                self.validate()
+            }
+        }
+    };
+}
+
+backend_table!(
+    BmpConfig,
+    "expected a [device.bmp] table with at least address = \"ip[:port]\""
+);
+backend_table!(
+    ScpiBenchConfig,
+    "expected a [device.scpi] table with at least tec = \"host:port\""
+);
+backend_table!(
+    PluginConfig,
+    "expected a [device.plugin] table with command and read"
+);
+backend_table!(
+    SysfsConfig,
+    "expected a [device.sysfs] table naming at least one source (hwmon, thermal_zone, power_supply, powercap, pci)"
+);
+backend_table!(
+    Loihi2Config,
+    "expected a [device.loihi2] table with at least board_host = \"host:port\""
+);
 
 /// `[device.sim]`, all optional.
 fn sim_options(k: &dyn Fn(&str) -> String, s: Option<&RawSim>) -> Result<SimOptions, FieldError> {
-    let p = range_f64(
+    let p = range(
         &k("sim.reset_failure_probability"),
         s.and_then(|s| s.reset_failure_probability),
         0.0,

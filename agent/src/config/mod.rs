@@ -632,6 +632,11 @@ mod tests {
                 "1-15 bytes",
             ),
             (
+                "[[process]]\nname = \"a\"\ncmdline = \" \"\n",
+                "process[0].cmdline",
+                "expected a non-empty glob pattern",
+            ),
+            (
                 "[[process]]\nname = \"a\"\ncmdline = \"[oops\"\n",
                 "process[0].cmdline",
                 "glob pattern",

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use health_daemon::FieldError;
 
-use super::check::{bits, duration, ms, range_f64, range_u64, secs};
+use super::check::{bits, duration, ms, range, secs};
 use super::raw::{RawKnownAnswer, RawProbe};
 use super::{KnownAnswerConfig, ProbeConfig};
 
@@ -44,8 +44,8 @@ pub(super) fn probe(p: RawProbe) -> Result<ProbeConfig, FieldError> {
             ms(100),
             secs(3600),
         )?,
-        max_bytes: range_u64("probe.max_bytes", p.max_bytes, 2 << 30, 1 << 10, 64 << 30)? as usize,
-        kappa_threshold: range_f64(
+        max_bytes: range("probe.max_bytes", p.max_bytes, 2 << 30, 1 << 10, 64 << 30)? as usize,
+        kappa_threshold: range(
             "probe.kappa_threshold",
             p.kappa_threshold,
             1e12,
@@ -53,7 +53,7 @@ pub(super) fn probe(p: RawProbe) -> Result<ProbeConfig, FieldError> {
             1e300,
         )?,
         bits: bits("probe.bits", p.bits, 64)?,
-        read_noise: range_f64("probe.read_noise", p.read_noise, 0.0, 0.0, 1.0)?,
+        read_noise: range("probe.read_noise", p.read_noise, 0.0, 0.0, 1.0)?,
         known_answer: known_answer(p.known_answer.unwrap_or_default())?,
     })
 }
@@ -93,7 +93,7 @@ fn known_answer(k: RawKnownAnswer) -> Result<KnownAnswerConfig, FieldError> {
             ms(10),
             secs(60),
         )?,
-        steps: range_u64(&key("steps"), k.steps, d.steps as u64, 1, 100)? as usize,
+        steps: range(&key("steps"), k.steps, d.steps as u64, 1, 100)? as usize,
         target_error: match k.target_error {
             None => d.target_error,
             Some(x) if (1e-13..=0.5).contains(&x) => x,
@@ -105,7 +105,7 @@ fn known_answer(k: RawKnownAnswer) -> Result<KnownAnswerConfig, FieldError> {
                 ))
             }
         },
-        drift_ratio: range_f64(
+        drift_ratio: range(
             &key("drift_ratio"),
             k.drift_ratio,
             d.drift_ratio,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use health_daemon::FieldError;
 
-use super::check::{duration, range_u64, secs};
+use super::check::{duration, range, secs};
 use super::raw::{RawDevice, RawSafety};
 use super::{DeviceSafety, SafetyConfig};
 
@@ -15,7 +15,7 @@ pub(super) fn safety(s: &RawSafety, devices: &[RawDevice]) -> Result<SafetyConfi
         duration(key, v, default, Duration::ZERO, secs(86400))
     };
     let resets = |key: &str, v: Option<u64>, default: u32| {
-        range_u64(key, v, u64::from(default), 1, 10_000).map(|n| n as u32)
+        range(key, v, u64::from(default), 1, 10_000).map(|n| n as u32)
     };
     let default = DeviceSafety {
         // Off by default: a disable followed by an enable is a normal thing to do; sites

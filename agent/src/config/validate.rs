@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use health_daemon::FieldError;
 
-use super::check::{absolute, duration, ms, range_f64, range_u64, ratio, secs};
+use super::check::{absolute, duration, ms, range, ratio, secs};
 use super::raw::{RawConfig, RawHost, RawUplink};
 use super::{devices, discover, probe, safety, tls};
 use super::{AgentConfig, HostConfig, UplinkConfig, DEFAULT_SOCKET_PATH};
@@ -33,7 +33,7 @@ impl RawConfig {
             ms(100),
             secs(3600),
         )?;
-        let max_message_bytes = range_u64(
+        let max_message_bytes = range(
             "max_message_bytes",
             self.max_message_bytes,
             4 << 20,
@@ -163,7 +163,7 @@ fn collector_url(u: &str) -> Result<String, String> {
 
 fn uplink(u: RawUplink) -> Result<UplinkConfig, FieldError> {
     let uplink = UplinkConfig {
-        buffer_reports: range_u64(
+        buffer_reports: range(
             "uplink.buffer_reports",
             u.buffer_reports,
             3600,
@@ -199,7 +199,7 @@ fn uplink(u: RawUplink) -> Result<UplinkConfig, FieldError> {
             secs(600),
         )?,
         spill_path: u.spill_path,
-        spill_max_bytes: range_u64(
+        spill_max_bytes: range(
             "uplink.spill_max_bytes",
             u.spill_max_bytes,
             256 << 20,
@@ -247,7 +247,7 @@ fn host(h: RawHost) -> Result<HostConfig, FieldError> {
         memory_critical_ratio: ratio("host.memory_critical_ratio", h.memory_critical_ratio, 0.97)?,
         disk_warning_ratio: ratio("host.disk_warning_ratio", h.disk_warning_ratio, 0.90)?,
         disk_critical_ratio: ratio("host.disk_critical_ratio", h.disk_critical_ratio, 0.97)?,
-        load_warning_per_cpu: range_f64(
+        load_warning_per_cpu: range(
             "host.load_warning_per_cpu",
             h.load_warning_per_cpu,
             2.0,

@@ -6,7 +6,7 @@
 //! is configured to watch.
 //!
 //! Errors are [`FieldError`]s naming `process[i].<key>`; the config loader adds the file, so
-//! this module needs nothing from `crate::config`.
+//! this module needs nothing from the agent's config module.
 
 use std::time::Duration;
 
@@ -177,6 +177,7 @@ mod tests {
         process: Vec<RawProcess>,
     }
 
+    /// Rule errors are checked where they surface, with the file name: the config tests.
     fn rules(toml_text: &str) -> Result<Vec<ProcessRule>, FieldError> {
         let t: Tables = toml::from_str(toml_text).expect("valid [[process]] tables");
         validate(t.process)
@@ -200,26 +201,5 @@ mod tests {
         assert!(solver.expect_running && solver.max_memory_bytes == Some(4 << 30));
         assert!(solver.matches("python3", "python3 -m analog_pde_solver.serve --port 8000"));
         assert!(!solver.matches("python3", "python3 -m other"));
-    }
-
-    #[test]
-    fn errors_name_the_rule_and_key() {
-        for (text, key, says) in [
-            ("[[process]]\nname = \"a\"\n", "process[0].comm", "comm, cmdline or both"),
-            (
-                "[[process]]\nname = \"a\"\ncomm = \"x\"\n[[process]]\nname = \"a\"\ncomm = \"y\"\n",
-                "process[1].name",
-                "expected a unique name, found \"a\" twice",
-            ),
-            (
-                "[[process]]\nname = \"a\"\ncmdline = \" \"\n",
-                "process[0].cmdline",
-                "expected a non-empty glob pattern",
-            ),
-        ] {
-            let e = rules(text).expect_err(text);
-            assert_eq!(e.key, key, "{text}: {e}");
-            assert!(e.message.contains(says), "{text}: {e}");
-        }
     }
 }
