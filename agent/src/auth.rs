@@ -13,6 +13,9 @@
 //! - a TLS client is a reader when its certificate chains to `client_ca` (unless
 //!   `reader_subjects` narrows it) and an operator when a subject is in `operator_subjects`;
 //! - a plain-TCP peer (no TLS configured) is a reader at most: it has no verified identity.
+//!
+//! The subjects of a certificate are read by `health_daemon::certificate_subjects`, the same
+//! rendering the collector's `agent_subjects` match, so one subject string works in both.
 
 use std::fmt;
 
@@ -187,40 +190,6 @@ fn supplementary_groups(uid: u32, gid: u32) -> Vec<u32> {
         .unwrap_or_else(|_| vec![gid])
 }
 
-/// The names a client certificate answers to: its subject CNs, then its DNS, email and URI
-/// subject alternative names (IP SANs as `IP:addr`). Policy subjects match any of them.
-pub fn certificate_subjects(der: &[u8]) -> Result<Vec<String>, String> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("client certificate: not a valid X.509 certificate: {e}"))?;
-    let mut out: Vec<String> = cert
-        .subject()
-        .iter_common_name()
-        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
-        .collect();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => {
-                    out.push((*s).to_string())
-                }
-                GeneralName::IPAddress(b) => {
-                    let ip = match b.len() {
-                        4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                        16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                        _ => None,
-                    };
-                    if let Some(ip) = ip {
-                        out.push(format!("IP:{ip}"));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,10 +247,5 @@ mod tests {
         assert_eq!(narrow.tls(&["bob".into()], "x").role, None);
         assert_eq!(narrow.plain_tcp("x").role, None);
         assert_eq!(policy().plain_tcp("x").role, Some(Role::Reader));
-    }
-
-    #[test]
-    fn garbage_is_not_a_certificate() {
-        assert!(certificate_subjects(b"not a cert").is_err());
     }
 }

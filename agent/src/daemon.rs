@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use health_daemon::systemd;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -171,7 +172,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         rpc,
         cancel.clone(),
     ));
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    systemd::ready();
     tracing::info!(
         node = %cfg.node, boot_id = %node.boot_id, socket = %cfg.socket.display(),
         tcp = ?cfg.tcp_listen, tls = cfg.tls.cert.is_some(), audit_log = %cfg.audit_log.display(), metrics = ?cfg.metrics_listen, collectors = ?cfg.collectors, devices = cfg.devices.len() + discovered.len(),
@@ -183,7 +184,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         _ = int.recv() => { tracing::info!("SIGINT: shutting down"); None }
         r = &mut server => Some(r),
     };
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    systemd::stopping();
     cancel.cancel();
 
     let server_result = match server_result {

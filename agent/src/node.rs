@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use health_daemon::systemd;
 use health_hal::HealthState;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -231,9 +232,9 @@ pub async fn run_reporter(
     uplink: Option<mpsc::Sender<Arc<NodeSnapshot>>>,
     cancel: CancellationToken,
 ) {
-    // Ping at half the watchdog period, independent of the report interval, but from this same
-    // loop: a wedged loop stops the pings.
-    let dog_period = watchdog_period().map(|p| p / 2);
+    // Ping independent of the report interval, but from this same loop: a wedged loop stops the
+    // pings. The interval is already half the watchdog period (see `watchdog_ping_interval`).
+    let dog_period = systemd::watchdog_ping_interval();
     let mut dog = tokio::time::interval(dog_period.unwrap_or(Duration::from_secs(3600)));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -241,7 +242,7 @@ pub async fn run_reporter(
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = dog.tick(), if dog_period.is_some() => {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                systemd::watchdog_ping();
             }
             _ = tick.tick() => {
                 let report = Arc::new(node.next_report());
@@ -258,11 +259,4 @@ pub async fn run_reporter(
             }
         }
     }
-}
-
-/// The systemd watchdog period, if the service manager asked for pings.
-fn watchdog_period() -> Option<Duration> {
-    let mut usec = 0;
-    sd_notify::watchdog_enabled(false, &mut usec)
-        .then(|| Duration::from_micros(usec).max(Duration::from_millis(100)))
 }

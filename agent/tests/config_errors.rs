@@ -11,6 +11,13 @@ fn agent(args: &[&str]) -> Output {
         .expect("run health-agent")
 }
 
+/// The stderr of a run that must have refused its config (exit code 2).
+fn refused(out: Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
+}
+
 fn check(text: &str) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.toml");
@@ -28,47 +35,44 @@ const DEVICE: &str = "[[device]]\nid = \"loihi-0\"\nkind = \"loihi2\"\nbackend =
 
 #[test]
 fn missing_file_names_the_file() {
-    let out = agent(&["check-config", "/nonexistent/dir/agent.toml"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(agent(&["check-config", "/nonexistent/dir/agent.toml"]));
     assert!(
         err.contains("/nonexistent/dir/agent.toml") && err.contains("cannot read"),
         "{err}"
     );
 }
 
+/// `check-config` of `text` refuses it, naming the file and each of `named`.
+fn refused_naming(text: &str, named: &[&str]) {
+    let (code, err, path) = check(text);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&path), "{err}");
+    for n in named {
+        assert!(err.contains(n), "{n}: {err}");
+    }
+}
+
 #[test]
 fn unknown_key_names_file_and_key() {
-    let (code, err, path) = check(&format!("{DEVICE}poll_intervall = \"1s\"\n"));
-    assert_eq!(code, Some(2));
-    assert!(err.contains(&path), "{err}");
-    assert!(
-        err.contains("device[0]") && err.contains("poll_intervall"),
-        "{err}"
+    refused_naming(
+        &format!("{DEVICE}poll_intervall = \"1s\"\n"),
+        &["device[0]", "poll_intervall"],
     );
 }
 
 #[test]
 fn wrong_type_names_file_key_and_expected_type() {
-    let (code, err, path) = check(&format!(
-        "{DEVICE}[host]\nmemory_warning_ratio = \"high\"\n"
-    ));
-    assert_eq!(code, Some(2));
-    assert!(err.contains(&path), "{err}");
-    assert!(
-        err.contains("host.memory_warning_ratio") && err.contains("expected a number"),
-        "{err}"
+    refused_naming(
+        &format!("{DEVICE}[host]\nmemory_warning_ratio = \"high\"\n"),
+        &["host.memory_warning_ratio", "expected a number"],
     );
 }
 
 #[test]
 fn out_of_range_value_names_file_key_and_range() {
-    let (code, err, path) = check(&format!("{}deadline = \"20m\"\n", DEVICE));
-    assert_eq!(code, Some(2));
-    assert!(err.contains(&path), "{err}");
-    assert!(
-        err.contains("device[0].deadline") && err.contains("between"),
-        "{err}"
+    refused_naming(
+        &format!("{DEVICE}deadline = \"20m\"\n"),
+        &["device[0].deadline", "between"],
     );
 }
 
@@ -79,9 +83,7 @@ fn valid_config_passes_and_startup_rejects_a_bad_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "report_interval = 5\n").expect("write");
-    let out = agent(&["--config", path.to_str().expect("utf-8")]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(agent(&["--config", path.to_str().expect("utf-8")]));
     assert!(
         err.contains("bad.toml") && err.contains("report_interval"),
         "{err}"
@@ -90,9 +92,8 @@ fn valid_config_passes_and_startup_rejects_a_bad_one() {
 
 #[test]
 fn bad_command_line_overrides_are_named() {
-    let out = agent(&["--simulate", "--collector", "collector:7070"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--collector"));
+    let err = refused(agent(&["--simulate", "--collector", "collector:7070"]));
+    assert!(err.contains("--collector"), "{err}");
 }
 
 #[test]

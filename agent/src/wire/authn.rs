@@ -10,13 +10,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use health_daemon::certificate_subjects;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
 
 use crate::audit::{AuditLog, Entry, Phase, Recorded};
-use crate::auth::{certificate_subjects, Caller, Policy};
+use crate::auth::{Caller, Policy};
 
 #[derive(Clone)]
 pub struct Authenticated<S> {

@@ -1,61 +1,41 @@
 //! TLS material from `[tls]`: the server config for the agent's TCP listener (mutual TLS: a
 //! client must present a certificate signed by `client_ca`) and the client config for the
 //! uplink to an `https://` collector (the agent's own certificate, and `collector_ca` to check
-//! the collector's). Files are read once at start; an unreadable file stops the start with an
-//! error naming the key and the path.
-
-use std::path::Path;
-use std::time::Duration;
+//! the collector's).
+//!
+//! Reading and checking the PEM files is `health_daemon::tls`, shared with the collector so a
+//! bad file is reported the same way by both daemons (naming the key and the file); this
+//! module only decides, from the agent's config, which files each side uses and whether it
+//! has TLS at all.
 
 use anyhow::Context;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use health_daemon::tls::{self as pem, PemFile};
+use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 
 use crate::config::TlsConfig;
 
-fn read(key: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("tls.{key}: cannot read {}", path.display()))
-}
-
-fn identity(t: &TlsConfig) -> anyhow::Result<Option<Identity>> {
+/// `tls.cert` and `tls.key`, when both are set (the config allows one only with the other).
+fn identity(t: &TlsConfig) -> Option<(PemFile<'_>, PemFile<'_>)> {
     match (&t.cert, &t.key) {
-        (Some(c), Some(k)) => Ok(Some(Identity::from_pem(read("cert", c)?, read("key", k)?))),
-        _ => Ok(None),
+        (Some(cert), Some(key)) => {
+            Some((PemFile::new("tls.cert", cert), PemFile::new("tls.key", key)))
+        }
+        _ => None,
     }
 }
 
-/// The TCP listener's TLS, if `tls.cert` is set: client certificates are required.
+/// The TCP listener's TLS, if `tls.cert` is set: client certificates are required. The files
+/// are parsed here, while binding, so a bad one fails the start before READY.
 pub fn server(t: &TlsConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let Some(id) = identity(t)? else {
+    let Some((cert, key)) = identity(t) else {
         return Ok(None);
     };
     let ca = t
         .client_ca
         .as_ref()
         .context("tls.client_ca: required to serve TLS")?;
-    let config = ServerTlsConfig::new()
-        .identity(id)
-        .client_ca_root(Certificate::from_pem(read("client_ca", ca)?))
-        .timeout(Duration::from_secs(10));
-    // Parse the PEM now, while binding, so a bad file fails the start before READY rather
-    // than when serving begins.
-    tonic::transport::Server::builder()
-        .tls_config(config.clone())
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "tls: cert, key or client_ca is not usable: {}",
-                root_cause(&e)
-            )
-        })?;
+    let config = pem::server(cert, key, PemFile::new("tls.client_ca", ca))?;
     Ok(Some(config))
-}
-
-/// The innermost error's message: tonic wraps the rustls/PEM error that names the problem.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut deepest = error;
-    while let Some(e) = deepest.source() {
-        deepest = e;
-    }
-    deepest.to_string()
 }
 
 /// The uplink's TLS for the `https://` collector URLs: the collector's certificate is checked
@@ -64,14 +44,9 @@ pub fn uplink(t: &TlsConfig, collectors: &[String]) -> anyhow::Result<Option<Cli
     if !collectors.iter().any(|u| u.starts_with("https://")) {
         return Ok(None);
     }
-    let mut c = match &t.collector_ca {
-        Some(ca) => {
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("collector_ca", ca)?))
-        }
-        None => ClientTlsConfig::new().with_native_roots(),
-    };
-    if let Some(id) = identity(t)? {
-        c = c.identity(id);
-    }
-    Ok(Some(c))
+    let collector_ca = t
+        .collector_ca
+        .as_deref()
+        .map(|ca| PemFile::new("tls.collector_ca", ca));
+    Ok(Some(pem::client(collector_ca, identity(t))?))
 }

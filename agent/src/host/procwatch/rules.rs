@@ -4,12 +4,15 @@
 //! line (arguments joined by spaces); with both, both must match. The same matcher decides
 //! what the scan reports and what `KillProcess` may signal, so the agent can only kill what it
 //! is configured to watch.
+//!
+//! Errors are [`FieldError`]s naming `process[i].<key>`; the config loader adds the file, so
+//! this module needs nothing from the agent's config module.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use health_daemon::FieldError;
 
 /// Longest `comm` the kernel keeps (TASK_COMM_LEN is 16 with the NUL).
 const COMM_MAX: usize = 15;
@@ -69,12 +72,8 @@ impl ProcessRule {
 }
 
 /// Validates the `[[process]]` tables; errors name `process[i].<key>`.
-pub fn validate(file: &str, raw: Vec<RawProcess>) -> Result<Vec<ProcessRule>, ConfigError> {
-    let fail = |key: String, message: String| ConfigError {
-        file: file.to_string(),
-        key,
-        message,
-    };
+pub fn validate(raw: Vec<RawProcess>) -> Result<Vec<ProcessRule>, FieldError> {
+    let fail = |key: String, message: String| FieldError { key, message };
     let mut rules: Vec<ProcessRule> = Vec::with_capacity(raw.len());
     for (i, r) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("process[{i}].{k}");
@@ -172,91 +171,35 @@ pub fn validate(file: &str, raw: Vec<RawProcess>) -> Result<Vec<ProcessRule>, Co
 mod tests {
     use super::*;
 
-    fn err(toml_text: &str) -> ConfigError {
-        match crate::config::parse("agent.toml", toml_text) {
-            Ok(_) => panic!("accepted: {toml_text}"),
-            Err(e) => e,
-        }
+    /// `[[process]]` tables as the config loader deserializes them.
+    #[derive(Deserialize)]
+    struct Tables {
+        process: Vec<RawProcess>,
+    }
+
+    /// Rule errors are checked where they surface, with the file name: the config tests.
+    fn rules(toml_text: &str) -> Result<Vec<ProcessRule>, FieldError> {
+        let t: Tables = toml::from_str(toml_text).expect("valid [[process]] tables");
+        validate(t.process)
     }
 
     #[test]
-    fn rules_parse_and_match_by_comm_and_cmdline() {
-        let cfg = crate::config::parse(
-            "agent.toml",
-            r#"
-[[process]]
-name = "ngspice"
-comm = "ngspice"
-max_runtime = "2m"
-
-[[process]]
-name = "solver"
-cmdline = "*analog_pde_solver*serve*"
-max_memory_bytes = 4294967296
-expect_running = true
-"#,
+    fn rules_match_by_comm_and_cmdline() {
+        let rules = rules(
+            "[[process]]\nname = \"ngspice\"\ncomm = \"ngspice\"\nmax_runtime = \"2m\"\n\
+             [[process]]\nname = \"solver\"\ncmdline = \"*analog_pde_solver*serve*\"\n\
+             max_memory_bytes = 4294967296\nexpect_running = true\n",
         )
         .expect("valid");
-        let [spice, solver] = &cfg.processes[..] else {
-            panic!("two rules: {:?}", cfg.processes)
+        let [spice, solver] = &rules[..] else {
+            panic!("two rules: {rules:?}")
         };
         assert_eq!(spice.max_runtime, Some(Duration::from_secs(120)));
         assert!(spice.matches("ngspice", "ngspice -b deck.cir"));
         assert!(!spice.matches("ngspice2", "ngspice -b"));
+        assert_eq!(spice.describe(), "comm \"ngspice\"");
         assert!(solver.expect_running && solver.max_memory_bytes == Some(4 << 30));
         assert!(solver.matches("python3", "python3 -m analog_pde_solver.serve --port 8000"));
         assert!(!solver.matches("python3", "python3 -m other"));
-    }
-
-    #[test]
-    fn config_errors_name_the_key() {
-        for (text, key, says) in [
-            ("[[process]]\nname = \"a\"\n", "process[0].comm", "comm, cmdline or both"),
-            (
-                "[[process]]\nname = \"a b\"\ncomm = \"x\"\n",
-                "process[0].name",
-                "[A-Za-z0-9._-]",
-            ),
-            (
-                "[[process]]\nname = \"a\"\ncomm = \"x\"\n[[process]]\nname = \"a\"\ncomm = \"y\"\n",
-                "process[1].name",
-                "unique",
-            ),
-            (
-                "[[process]]\nname = \"a\"\ncomm = \"a-very-long-process-name\"\n",
-                "process[0].comm",
-                "1-15 bytes",
-            ),
-            (
-                "[[process]]\nname = \"a\"\ncmdline = \"[oops\"\n",
-                "process[0].cmdline",
-                "glob pattern",
-            ),
-            (
-                "[[process]]\nname = \"a\"\ncomm = \"x\"\nmax_runtime = \"soon\"\n",
-                "process[0].max_runtime",
-                "duration",
-            ),
-            (
-                "[[process]]\nname = \"a\"\ncomm = \"x\"\nmax_runtime = \"100ms\"\n",
-                "process[0].max_runtime",
-                "between 1s",
-            ),
-            (
-                "[[process]]\nname = \"a\"\ncomm = \"x\"\nmax_memory_bytes = 12\n",
-                "process[0].max_memory_bytes",
-                "1 MiB",
-            ),
-            (
-                "[[process]]\nname = \"a\"\ncomm = \"x\"\nexpect_runing = true\n",
-                "process[0].expect_runing",
-                "unknown field",
-            ),
-        ] {
-            let e = err(text);
-            assert_eq!(e.key, key, "{text}: {e}");
-            assert!(e.to_string().contains(says), "{text}: {e}");
-            assert!(e.to_string().starts_with("agent.toml: process["), "{e}");
-        }
     }
 }
