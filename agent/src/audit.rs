@@ -1,18 +1,26 @@
 //! The persistent audit log: one JSON object per line, each carrying the SHA-256 hash of the
 //! line before it, written and fsynced before the action it describes starts.
 //!
-//! [`crate::action::Actions`] is its only writer: a `begin` entry before a mutating action
-//! runs (if it cannot be made durable, the action is refused), an `end` entry with outcome and
-//! duration after it, and single entries for requests that were `denied` (role), `refused`
-//! (a safety check) or only a `dry-run`. `agent-ctl audit --verify` reads the file directly and
-//! checks the chain with [`verify`].
+//! [`crate::action::Actions`] writes every entry about an action: a `begin` entry before a
+//! mutating action runs (if it cannot be made durable, the action is refused), an `end` entry
+//! with outcome and duration after it (or `interrupted` if the agent stopped first), and
+//! single entries for requests that were `denied` (role), `refused` (a safety check, an
+//! idempotency key reused for another request) or only a `dry-run`. The only other writer is
+//! [`crate::wire::authn`], which records the `denied` entry of a caller with no role at all.
+//! `agent-ctl audit --verify` reads the file directly and checks the chain with [`verify`].
+//!
+//! The line format is defined once, with serde: [`Record`] (seq, time, phase, the action's
+//! [`Entry`] flattened, prev_hash, hash). [`verify`] checks lines as generic JSON objects
+//! instead, so a line written by an older or newer agent still verifies.
 //!
 //! The hash of an entry is SHA-256 over its canonical form: the JSON object without `hash`,
 //! keys sorted, no whitespace. The canonical form contains `prev_hash`, so each entry commits
 //! to all entries before it: editing, removing or reordering a line breaks the chain at that
 //! line. The chain has no key, so someone who can rewrite the whole file can also recompute
 //! every hash after their edit; and removing entries from the end leaves a valid, shorter chain.
-//! Detecting those needs the head hash kept somewhere else (not done here).
+//! Detecting those needs the head hash kept somewhere else: [`AuditLog::head`] goes out in
+//! every report (`AgentStatus.audit_head`), and `agent-ctl --collector C audit --verify --node
+//! N` checks the file against the copy the collector holds.
 //!
 //! On start the agent reads only the last line. If it is intact (parses, hash matches) the
 //! chain continues from it. If not (a torn write from a crash, or an edit), the agent starts

@@ -1,9 +1,11 @@
 //! Starting and stopping the agent: the order things come up in, and the one clean shutdown.
 //!
 //! Listeners are bound first, so a second agent on the same socket fails before it touches any
-//! device. READY=1 goes to systemd once clients can connect. On SIGTERM or SIGINT a single
-//! cancellation token stops everything; supervisors finish the call in flight (each bounded by
-//! its deadline), so a reset that has started either completes or times out, never vanishes.
+//! device. READY=1 goes to systemd once clients can connect. Each device's supervisor gives a
+//! read handle, which the node and the API share, and a [`crate::device::DeviceControl`],
+//! which goes to [`Actions`] and nowhere else. On SIGTERM or SIGINT a single cancellation
+//! token stops everything; supervisors finish the call in flight (each bounded by its
+//! deadline), so a reset that has started either completes or times out, never vanishes.
 
 use std::sync::Arc;
 use std::time::Duration;

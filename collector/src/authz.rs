@@ -4,7 +4,7 @@
 //! `[auth] agent_subjects` is set only certificates naming one of those subjects may call it;
 //! others get PERMISSION_DENIED and a warning under the `audit` log target.
 //!
-//! A tower wrapper around `CollectorServer`, as the agent's `grpc::authn` is around its
+//! A tower wrapper around `CollectorServer`, as the agent's `wire::authn` is around its
 //! service: being the only way the service is mounted, no call can skip it.
 //!
 //! **Architecture Invariant:** the gate does not tie a report's node name to the certificate

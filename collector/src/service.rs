@@ -1,10 +1,11 @@
 //! The `health.v1.Collector` gRPC service: the boundary between the wire and the fleet.
 //!
-//! This is the one module that deals with tonic: requests, status codes, streams. It checks
-//! what peers send before anything reaches the fleet (an agent's bad report ends its stream
-//! with INVALID_ARGUMENT naming the field; nothing a peer sends can panic the collector), ends
-//! with RESOURCE_EXHAUSTED the stream of a new node the full fleet refuses (`max_nodes`), and
-//! it turns the fleet's and the alert book's broadcast channels into watcher streams.
+//! Beside `server` (binding, serving) and `authz` (the `ReportGate` wrapper), this is the only
+//! module that deals with tonic: requests, status codes, streams. It checks what peers send
+//! before anything reaches the fleet (an agent's bad report ends its stream with
+//! INVALID_ARGUMENT naming the field; nothing a peer sends can panic the collector), ends with
+//! RESOURCE_EXHAUSTED the stream of a new node the full fleet refuses (`max_nodes`), and it
+//! turns the fleet's and the alert book's broadcast channels into watcher streams.
 //! QueryHistory reads the history database on the blocking pool (FAILED_PRECONDITION when the
 //! collector keeps none).
 //!

@@ -41,7 +41,7 @@ use kill::{KillReport, KillRequest};
 pub enum Requested {
     Device(DeviceAction),
     InjectFault(FaultKind),
-    /// Signal a watched process (see `procwatch::kill`).
+    /// Signal a watched process (see [`kill`]).
     KillProcess(KillRequest),
 }
 
