@@ -16,7 +16,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::action::ActionError;
-use crate::host::procwatch::rules::ProcessRule;
+use crate::config::ProcessRule;
 use crate::host::procwatch::scan::{self, Lookup, ProcessInfo};
 use crate::model::Outcome;
 

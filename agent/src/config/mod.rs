@@ -23,12 +23,13 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::{DeviceKind, Limits, MinDeadlines};
 use serde::Deserialize;
 
-use crate::host::procwatch::rules::ProcessRule;
+pub use process::ProcessRule;
 
 mod check;
 mod devices;
 mod discover;
 mod probe;
+mod process;
 mod raw;
 mod safety;
 mod timings;

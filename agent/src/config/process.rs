@@ -1,12 +1,12 @@
-//! `[[process]]` rules: which processes the watchdog follows and what limits they have.
+//! `[[process]]` rules: which processes the watchdog (`host::procwatch`) follows and what
+//! limits they have, parsed here with the rest of the configuration.
 //!
 //! A rule matches a process by its kernel name (`comm`, exact) and/or a glob over its command
 //! line (arguments joined by spaces); with both, both must match. The same matcher decides
 //! what the scan reports and what `KillProcess` may signal, so the agent can only kill what it
 //! is configured to watch.
 //!
-//! Errors are [`FieldError`]s naming `process[i].<key>`; the config loader adds the file, so
-//! this module needs nothing from the agent's config module.
+//! Errors are [`FieldError`]s naming `process[i].<key>`; the config loader adds the file.
 
 use std::time::Duration;
 

@@ -14,8 +14,8 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::DeviceKind;
 use serde::Deserialize;
 
+use super::process::RawProcess;
 use super::AuthConfig;
-use crate::host::procwatch::rules::RawProcess;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

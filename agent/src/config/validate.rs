@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use health_daemon::FieldError;
 
 use super::check::{absolute, duration, ms, range, ratio, secs};
+use super::process;
 use super::raw::{RawConfig, RawHost, RawUplink};
 use super::{devices, discover, probe, safety, tls};
 use super::{AgentConfig, HostConfig, UplinkConfig, DEFAULT_SOCKET_PATH};
-use crate::host::procwatch::rules;
 
 impl RawConfig {
     pub(super) fn validate(self) -> Result<AgentConfig, FieldError> {
@@ -54,7 +54,7 @@ impl RawConfig {
         };
         let discover = discover::discovery_rules(self.discover)?;
         let probe = probe::probe(self.probe)?;
-        let processes = rules::validate(self.process)?;
+        let processes = process::validate(self.process)?;
         Ok(AgentConfig {
             processes,
             auth: self.auth,

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use health_hal::{Condition, ConditionCode, Severity};
 
-use super::rules::ProcessRule;
 use super::scan::ProcessInfo;
+use crate::config::ProcessRule;
 
 fn human(d: std::time::Duration) -> String {
     humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()

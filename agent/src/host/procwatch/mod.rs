@@ -13,7 +13,6 @@
 //! restarted, and the report is marked stale (at least UNKNOWN) meanwhile.
 
 pub mod conditions;
-pub mod rules;
 pub mod scan;
 
 use std::sync::Arc;
@@ -23,8 +22,8 @@ use health_hal::{rollup, Condition, ConditionTracker, HealthState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::ProcessRule;
 use crate::host::BoundedJob;
-pub use rules::ProcessRule;
 pub use scan::ProcessInfo;
 
 /// The newest scan and what it means.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use procfs::process::Process;
 use procfs::Current;
 
-use super::rules::ProcessRule;
+use crate::config::ProcessRule;
 
 /// Command lines are cut to this many bytes in reports.
 const CMDLINE_MAX: usize = 256;
