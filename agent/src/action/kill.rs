@@ -1,6 +1,6 @@
 //! Killing a watched process: what on-call does with `kill PID` / `kill -9 PID`, with the
-//! checks a person makes before doing it. Called only from `actions::Actions`, so it is
-//! recorded like every other action.
+//! checks a person makes before doing it. Called only from [`crate::action::Actions`], so it
+//! is recorded like every other action.
 //!
 //! Guards, in order: never pid 0/1 or the agent itself; the pid must belong to a process that a
 //! `[[process]]` rule matches right now (the agent never signals what it does not watch); if

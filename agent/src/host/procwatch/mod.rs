@@ -1,7 +1,8 @@
 //! The process watchdog: the `[[process]]` rules' processes (ngspice runs, the solver service),
 //! their runtime, memory and state, and the conditions they raise (PROCESS_STUCK,
-//! PROCESS_ZOMBIE, PROCESS_MISSING, HOST_MEMORY_HIGH about a process). Killing one is an
-//! action (`kill.rs`) that goes through `actions::Actions::run` like a device reset.
+//! PROCESS_ZOMBIE, PROCESS_MISSING, HOST_MEMORY_HIGH about a process). The rules themselves are
+//! parsed and matched by `config::process`. Killing one is an action (`action::kill`) that
+//! goes through `action::Actions::run` like a device reset.
 //!
 //! /proc is read with the `procfs` crate rather than sysinfo: the kill guard needs the kernel's
 //! exact start time in clock ticks (sysinfo rounds it to seconds), reports need the raw state
