@@ -166,7 +166,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: &Cli) -> anyhow::Result<Results> {
+/// Arguments clap cannot check on its own.
+fn check_args(cli: &Cli) -> anyhow::Result<()> {
     anyhow::ensure!(cli.agents > 0, "--agents: expected at least 1, found 0");
     anyhow::ensure!(
         cli.agents_per_connection > 0,
@@ -177,6 +178,11 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         "--toggle-fraction: expected 0..1, found {}",
         cli.toggle_fraction
     );
+    Ok(())
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<Results> {
+    check_args(cli)?;
     let connections = cli.agents.div_ceil(cli.agents_per_connection);
     raise_open_files(connections as u64 + 256)?;
     let url = format!("http://{}", cli.collector);
@@ -231,37 +237,112 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
 
     let live = Arc::new(agent::Live::default());
     let ack_latency = Arc::new(Histogram::new());
-    let toggling = (cli.agents as f64 * cli.toggle_fraction).round() as usize;
-    let mut tasks = Vec::with_capacity(cli.agents);
-    for index in 0..cli.agents {
-        // Spread the agents evenly over the second, as independent hosts would be.
-        let phase = Duration::from_secs_f64(index as f64 / cli.agents as f64);
-        // Toggling agents spread over the fleet too, not bunched on the first connections.
-        let toggles = toggling > 0
-            && index % (cli.agents / toggling).max(1) == 0
-            && index / (cli.agents / toggling).max(1) < toggling;
-        let spec = agent::Spec {
-            node: format!("{prefix}-{index:05}"),
-            boot_id: boot_id.clone(),
-            toggles,
-            toggle_every: cli.toggle_every,
-            queue: cli.queue,
-            first_report: first_report + phase,
-            measure_from,
-            stop_at,
-            drain: Duration::from_secs(cli.drain),
-        };
-        let channel = channels[index / cli.agents_per_connection].clone();
-        tasks.push(tokio::spawn(agent::run(
-            channel,
-            spec,
-            Arc::clone(&template),
-            Arc::clone(&live),
-            Arc::clone(&ack_latency),
-        )));
+    let window = Window {
+        first_report,
+        measure_from,
+        stop_at,
+    };
+    let tasks = spawn_agents(
+        cli,
+        &prefix,
+        &boot_id,
+        window,
+        &channels,
+        (&template, &live, &ack_latency),
+    );
+
+    let Measured {
+        collector_from,
+        collector_to,
+        collector_peak_rss,
+        self_from,
+        self_to,
+        machine_from,
+        machine_to,
+        sent_from,
+    } = measure(cli, window, &live, &alert_counts).await?;
+    let measured = self_to.at.saturating_duration_since(self_from.at);
+    let sent_in_window = live.sent.load(Ordering::Relaxed) - sent_from;
+
+    let mut results = Results {
+        agents: cli.agents,
+        devices_per_agent: cli.devices,
+        connections,
+        measured_seconds: measured.as_secs_f64(),
+        report_bytes,
+        loadgen_cpu_percent: procstat::cpu_percent(&self_from, &self_to),
+        loadgen_peak_rss_mib: mib(self_to.peak_rss_bytes),
+        machine_cpu_percent: procstat::machine_percent(&machine_from, &machine_to),
+        load1: procstat::load1(),
+        ..Results::default()
+    };
+    if let (Some(from), Some(to)) = (collector_from, collector_to) {
+        results.collector_cpu_percent = Some(procstat::cpu_percent(&from, &to));
+        results.collector_rss_mib = Some(mib(to.rss_bytes));
+        results.collector_peak_rss_mib = Some(mib(collector_peak_rss.max(to.rss_bytes)));
     }
 
-    // CPU and memory over the measured window; peak RSS sampled every second.
+    let expected_alerts = add_outcomes(tasks, &mut results).await?;
+    results.reports_per_second = sent_in_window as f64 / measured.as_secs_f64().max(1e-9);
+    results.device_samples_per_second = results.reports_per_second * cli.devices as f64;
+
+    add_alerts(cli, expected_alerts, &alert_counts, &mut results).await;
+    watcher.abort();
+    results.ack_latency = ack_latency.summary();
+    results.alert_latency = alert_latency.summary();
+
+    collector_counts(&endpoint, &prefix, &mut results).await?;
+    results.unaccounted = check(&results);
+    Ok(results)
+}
+
+/// The alert events seen by the WatchAlerts subscriber. The last ones trail the last acks by
+/// a moment: waited for, bounded by `--drain`.
+async fn add_alerts(
+    cli: &Cli,
+    expected_alerts: u64,
+    alert_counts: &watcher::Counts,
+    results: &mut Results,
+) {
+    let alerts_deadline = Instant::now() + Duration::from_secs(cli.drain);
+    while alert_counts.from_reports.load(Ordering::Relaxed) < expected_alerts
+        && Instant::now() < alerts_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    results.alert_events_expected = expected_alerts;
+    results.alert_events_received = alert_counts.from_reports.load(Ordering::Relaxed);
+    results.alerts_firing = alert_counts.firing.load(Ordering::Relaxed);
+    results.alerts_resolved = alert_counts.resolved.load(Ordering::Relaxed);
+    results.alerts_node_stale = alert_counts.node_stale.load(Ordering::Relaxed);
+    results.alerts_without_report = alert_counts.without_report.load(Ordering::Relaxed);
+}
+
+/// Readings at the start and end of the measured window.
+struct Measured {
+    collector_from: Option<procstat::Reading>,
+    collector_to: Option<procstat::Reading>,
+    collector_peak_rss: u64,
+    self_from: procstat::Reading,
+    self_to: procstat::Reading,
+    machine_from: procstat::Machine,
+    machine_to: procstat::Machine,
+    sent_from: u64,
+}
+
+/// CPU and memory over the measured window (peak RSS sampled every second), with progress
+/// every 5 s.
+async fn measure(
+    cli: &Cli,
+    window: Window,
+    live: &agent::Live,
+    alert_counts: &watcher::Counts,
+) -> anyhow::Result<Measured> {
+    let Window {
+        measure_from,
+        stop_at,
+        ..
+    } = window;
     tokio::time::sleep_until(measure_from.into()).await;
     let collector_from = cli
         .collector_pid
@@ -296,27 +377,79 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     }
     let self_to = procstat::read(None)?;
     let machine_to = procstat::machine()?;
-    let measured = self_to.at.saturating_duration_since(self_from.at);
-    let sent_in_window = live.sent.load(Ordering::Relaxed) - sent_from;
+    Ok(Measured {
+        collector_from,
+        collector_to,
+        collector_peak_rss,
+        self_from,
+        self_to,
+        machine_from,
+        machine_to,
+        sent_from,
+    })
+}
 
-    let mut results = Results {
-        agents: cli.agents,
-        devices_per_agent: cli.devices,
-        connections,
-        measured_seconds: measured.as_secs_f64(),
-        report_bytes,
-        loadgen_cpu_percent: procstat::cpu_percent(&self_from, &self_to),
-        loadgen_peak_rss_mib: mib(self_to.peak_rss_bytes),
-        machine_cpu_percent: procstat::machine_percent(&machine_from, &machine_to),
-        load1: procstat::load1(),
-        ..Results::default()
-    };
-    if let (Some(from), Some(to)) = (collector_from, collector_to) {
-        results.collector_cpu_percent = Some(procstat::cpu_percent(&from, &to));
-        results.collector_rss_mib = Some(mib(to.rss_bytes));
-        results.collector_peak_rss_mib = Some(mib(collector_peak_rss.max(to.rss_bytes)));
+/// When the agents start reporting, when the measurement starts and when it stops.
+#[derive(Clone, Copy)]
+struct Window {
+    first_report: Instant,
+    measure_from: Instant,
+    stop_at: Instant,
+}
+
+/// One task per simulated agent, spread evenly over a second and over the connections.
+fn spawn_agents(
+    cli: &Cli,
+    prefix: &str,
+    boot_id: &str,
+    window: Window,
+    channels: &[tonic::transport::Channel],
+    (template, live, ack_latency): (&Arc<snapshot::Template>, &Arc<agent::Live>, &Arc<Histogram>),
+) -> Vec<tokio::task::JoinHandle<agent::Outcome>> {
+    let Window {
+        first_report,
+        measure_from,
+        stop_at,
+    } = window;
+    let boot_id = boot_id.to_string();
+    let toggling = (cli.agents as f64 * cli.toggle_fraction).round() as usize;
+    let mut tasks = Vec::with_capacity(cli.agents);
+    for index in 0..cli.agents {
+        // Spread the agents evenly over the second, as independent hosts would be.
+        let phase = Duration::from_secs_f64(index as f64 / cli.agents as f64);
+        // Toggling agents spread over the fleet too, not bunched on the first connections.
+        let toggles = toggling > 0
+            && index % (cli.agents / toggling).max(1) == 0
+            && index / (cli.agents / toggling).max(1) < toggling;
+        let spec = agent::Spec {
+            node: format!("{prefix}-{index:05}"),
+            boot_id: boot_id.clone(),
+            toggles,
+            toggle_every: cli.toggle_every,
+            queue: cli.queue,
+            first_report: first_report + phase,
+            measure_from,
+            stop_at,
+            drain: Duration::from_secs(cli.drain),
+        };
+        let channel = channels[index / cli.agents_per_connection].clone();
+        tasks.push(tokio::spawn(agent::run(
+            channel,
+            spec,
+            Arc::clone(template),
+            Arc::clone(live),
+            Arc::clone(ack_latency),
+        )));
     }
 
+    tasks
+}
+
+/// Adds every agent's outcome to the results; returns the alert events they expect.
+async fn add_outcomes(
+    tasks: Vec<tokio::task::JoinHandle<agent::Outcome>>,
+    results: &mut Results,
+) -> anyhow::Result<u64> {
     let mut expected_alerts = 0;
     for task in tasks {
         let outcome = task.await.context("an agent task panicked")?;
@@ -331,27 +464,15 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
             results.first_error.get_or_insert(error);
         }
     }
-    results.reports_per_second = sent_in_window as f64 / measured.as_secs_f64().max(1e-9);
-    results.device_samples_per_second = results.reports_per_second * cli.devices as f64;
+    Ok(expected_alerts)
+}
 
-    // The last alert events trail the last acks by a moment; wait for them, bounded.
-    let alerts_deadline = Instant::now() + Duration::from_secs(cli.drain);
-    while alert_counts.from_reports.load(Ordering::Relaxed) < expected_alerts
-        && Instant::now() < alerts_deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    watcher.abort();
-    results.alert_events_expected = expected_alerts;
-    results.alert_events_received = alert_counts.from_reports.load(Ordering::Relaxed);
-    results.alerts_firing = alert_counts.firing.load(Ordering::Relaxed);
-    results.alerts_resolved = alert_counts.resolved.load(Ordering::Relaxed);
-    results.alerts_node_stale = alert_counts.node_stale.load(Ordering::Relaxed);
-    results.alerts_without_report = alert_counts.without_report.load(Ordering::Relaxed);
-    results.ack_latency = ack_latency.summary();
-    results.alert_latency = alert_latency.summary();
-
-    // The collector's own count of what it received.
+/// The collector's own count of what it received from this run's nodes.
+async fn collector_counts(
+    endpoint: &Endpoint,
+    prefix: &str,
+    results: &mut Results,
+) -> anyhow::Result<()> {
     let mut client =
         CollectorClient::new(endpoint.connect().await.context("connect for ListNodes")?)
             .max_decoding_message_size(256 * 1024 * 1024);
@@ -370,8 +491,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         results.collector_duplicates_total += node.duplicates_total;
         results.collector_missing_total += node.missing_total;
     }
-    results.unaccounted = check(&results);
-    Ok(results)
+    Ok(())
 }
 
 /// Every way the counts can fail to add up.
