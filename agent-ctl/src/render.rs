@@ -1,5 +1,6 @@
-//! How agent-ctl prints: aligned tables for people, JSON for scripts. Enum values are printed
-//! without their proto prefix (`OK`, not `HEALTH_STATE_OK`) in both.
+//! How agent-ctl prints for people: aligned tables and text (`--json` for scripts is
+//! `json.rs`). Enum values are printed without their proto prefix (`OK`, not
+//! `HEALTH_STATE_OK`) in both.
 
 use std::time::SystemTime;
 

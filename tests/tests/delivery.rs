@@ -235,7 +235,7 @@ async fn an_outage_longer_than_the_buffer_is_recorded_as_an_explicit_missing_ran
 }
 
 /// The reports in an agent's spill directory, as (boot id, seq), from the record its `head`
-/// file names (the first unacknowledged one) on. Read with the layout `agent/src/grpc/spill.rs`
+/// file names (the first unacknowledged one) on. Read with the layout `agent/src/wire/uplink/spill.rs`
 /// documents: `<id>.seg` files of `[u32 length LE][u32 CRC-32 LE][HealthReport]` records, and
 /// `head` holding "<segment id> <offset>". A record still being written ends the read.
 fn spilled_from_head(dir: &Path) -> Vec<(String, u64)> {

@@ -103,7 +103,7 @@ pub struct AgentConfig {
     pub tls: TlsConfig,
     /// The hash-chained audit log of every mutating action (see `audit.rs`).
     pub audit_log: PathBuf,
-    /// `[safety]` defaults and per-device overrides (see `safety.rs`).
+    /// `[safety]` defaults and per-device overrides (see `crate::action::safety`).
     pub safety: SafetyConfig,
 }
 
@@ -204,7 +204,7 @@ pub struct DeviceConfig {
     pub simulator: bool,
 }
 
-/// `[probe]`: the solver probe's watched files and budgets (see `probe.rs`).
+/// `[probe]`: the solver probe's watched files and budgets (see `crate::probe`).
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
     /// Glob patterns of problem files analyzed every `interval`.
