@@ -312,19 +312,12 @@ fn reported_action(r: &crate::model::ReportedAction) -> pb::ActionResult {
 
 pub fn action(r: &ActionRecord) -> pb::ActionResult {
     pb::ActionResult {
-        action_id: r.id.clone(),
-        device_id: r.device_id.clone(),
-        action: r.action.clone(),
-        outcome: outcome(r.outcome),
-        message: r.message.clone(),
-        started_at: Some(ts(r.started_at)),
-        duration_ms: r.duration_ms,
         device_after: r.device_after.as_deref().map(device),
-        caller: r.caller.clone(),
         process_kill: r.process_kill.as_ref().map(process_kill),
         dry_run: r.dry_run,
         replayed: r.replayed,
         role: r.role.clone(),
+        ..reported_action(&crate::model::ReportedAction::from(r))
     }
 }
 

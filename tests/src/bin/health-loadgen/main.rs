@@ -251,18 +251,9 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         (&template, &live, &ack_latency),
     );
 
-    let Measured {
-        collector_from,
-        collector_to,
-        collector_peak_rss,
-        self_from,
-        self_to,
-        machine_from,
-        machine_to,
-        sent_from,
-    } = measure(cli, window, &live, &alert_counts).await?;
-    let measured = self_to.at.saturating_duration_since(self_from.at);
-    let sent_in_window = live.sent.load(Ordering::Relaxed) - sent_from;
+    let m = measure(cli, window, &live, &alert_counts).await?;
+    let measured = m.self_to.at.saturating_duration_since(m.self_from.at);
+    let sent_in_window = live.sent.load(Ordering::Relaxed) - m.sent_from;
 
     let mut results = Results {
         agents: cli.agents,
@@ -270,16 +261,16 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         connections,
         measured_seconds: measured.as_secs_f64(),
         report_bytes,
-        loadgen_cpu_percent: procstat::cpu_percent(&self_from, &self_to),
-        loadgen_peak_rss_mib: mib(self_to.peak_rss_bytes),
-        machine_cpu_percent: procstat::machine_percent(&machine_from, &machine_to),
+        loadgen_cpu_percent: procstat::cpu_percent(&m.self_from, &m.self_to),
+        loadgen_peak_rss_mib: mib(m.self_to.peak_rss_bytes),
+        machine_cpu_percent: procstat::machine_percent(&m.machine_from, &m.machine_to),
         load1: procstat::load1(),
         ..Results::default()
     };
-    if let (Some(from), Some(to)) = (collector_from, collector_to) {
+    if let (Some(from), Some(to)) = (m.collector_from, m.collector_to) {
         results.collector_cpu_percent = Some(procstat::cpu_percent(&from, &to));
         results.collector_rss_mib = Some(mib(to.rss_bytes));
-        results.collector_peak_rss_mib = Some(mib(collector_peak_rss.max(to.rss_bytes)));
+        results.collector_peak_rss_mib = Some(mib(m.collector_peak_rss.max(to.rss_bytes)));
     }
 
     let expected_alerts = add_outcomes(tasks, &mut results).await?;
