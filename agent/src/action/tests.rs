@@ -17,7 +17,7 @@ use crate::auth::{Caller, Role};
 use crate::config::{Backend, DeviceConfig, DeviceSafety, SafetyConfig};
 use crate::device::{supervisor, DeviceAction};
 use crate::host::HostStatus;
-use crate::model::Outcome;
+use crate::model::{Activity, Outcome};
 use crate::node::Node;
 
 const DEVICE: &str = "loihi-0";
@@ -283,12 +283,21 @@ fn an_action_cut_off_by_shutdown_is_recorded_as_interrupted() {
                 })
                 .await;
         });
-        for _ in 0..500 {
-            if records(&log).iter().any(|r| r.phase == Phase::Begin) {
+        // The device resetting means the begin record is durable and the action is on the
+        // device: the guard is armed. (The begin line alone is not enough: it is on disk a
+        // moment before the task resumes and arms the guard.)
+        let dev = f.node.device(DEVICE).expect("device").clone();
+        for _ in 0..1000 {
+            if dev.status().activity == Activity::Resetting {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        assert_eq!(
+            dev.status().activity,
+            Activity::Resetting,
+            "the power cycle started"
+        );
         (f, log)
     });
     assert_eq!(
