@@ -100,8 +100,6 @@ pub struct DeviceHandle {
     pub id: String,
     status: watch::Receiver<Arc<DeviceStatus>>,
     commands: mpsc::Sender<Command>,
-    /// Whether the device takes injected faults (a simulator), shown to callers.
-    pub simulated: bool,
 }
 
 impl DeviceHandle {
@@ -209,7 +207,6 @@ pub fn spawn_with_probe(
         id: cfg.id.clone(),
         status: status_rx,
         commands: tx.clone(),
-        simulated: injector.is_some(),
     };
     let control = DeviceControl {
         id: cfg.id.clone(),
