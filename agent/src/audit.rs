@@ -56,6 +56,14 @@ pub enum Phase {
     /// The agent stopped after an action's begin and before its end.
     Interrupted,
     ChainRestart,
+    /// A remediation step a shadow policy would have taken; nothing was done.
+    Shadow,
+    /// A remediation step the device cannot do (its backend lacks the capability): skipped,
+    /// not failed.
+    Skipped,
+    /// An operator's control of the remediation engine (pause, resume, approve, clear), or
+    /// the engine's own decision (a ladder exhausted, a step never retried after a restart).
+    Control,
 }
 
 impl Phase {
@@ -68,6 +76,9 @@ impl Phase {
             Phase::DryRun => "dry-run",
             Phase::Interrupted => "interrupted",
             Phase::ChainRestart => "chain-restart",
+            Phase::Shadow => "shadow",
+            Phase::Skipped => "skipped",
+            Phase::Control => "control",
         }
     }
 }
@@ -110,6 +121,12 @@ pub struct Entry {
     pub outcome: Option<Recorded>,
     pub message: String,
     pub duration_ms: Option<u64>,
+    /// A remediation step: the condition that triggered it (`CODE: message`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub trigger: String,
+    /// A remediation step: how its verification ended.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub verification: String,
 }
 
 /// One line of the log: the one definition of its format, written by [`AuditLog`] and read

@@ -23,6 +23,7 @@ use crate::device::{backends, supervisor};
 use crate::host;
 use crate::model::UplinkStats;
 use crate::node::{self, Node};
+use crate::remediation::Remediation;
 use crate::wire::{self, service::AgentService, uplink::Uplink};
 
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
@@ -55,6 +56,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     // The devices' controls go to the action path and nowhere else.
     let actions = start_actions(&cfg, node.clone(), devices.controls, audit.clone()).await;
     let (publish, reports) = watch::channel(Arc::new(node.snapshot()));
+    // The remediation engine acts only through `actions`; its state comes back from the
+    // audit log before it looks at any device (no replay after a restart).
+    let leases = crate::wire::lease::broker(&cfg, uplink_tls.clone());
+    let remediation = Remediation::new(&cfg, node.clone(), actions.clone(), leases);
+    let remediation_task = remediation.start(cancel.clone()).await;
 
     let (uplink_tx, uplink_task) = match uplink_stats {
         Some(stats) => {
@@ -88,6 +94,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let service = AgentService {
         node: node.clone(),
         actions: actions.clone(),
+        remediation: remediation.clone(),
         reports,
         prober,
     };
@@ -123,6 +130,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         tracing::warn!(socket = %socket.display(), error = %e, "could not remove the socket");
     }
     let rest = async {
+        let _ = remediation_task.await;
         for t in devices.tasks {
             let _ = t.await;
         }

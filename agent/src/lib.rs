@@ -18,4 +18,5 @@ pub mod host;
 pub mod model;
 pub mod node;
 pub mod probe;
+pub mod remediation;
 pub mod wire;

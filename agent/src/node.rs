@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use health_daemon::systemd;
-use health_hal::HealthState;
+use health_hal::{Condition, HealthState};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +42,9 @@ pub struct Node {
     /// The process watchdog, when `[[process]]` rules are configured.
     processes: Option<crate::host::procwatch::ProcessWatch>,
     audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Conditions the remediation engine raises (REMEDIATION_EXHAUSTED), by subject: a device
+    /// id, or a process subject (shown with the host's conditions).
+    remediation: Mutex<Vec<Condition>>,
 }
 
 pub fn new_boot_id() -> String {
@@ -77,6 +80,7 @@ impl Node {
             reported_actions: Mutex::new(VecDeque::with_capacity(REPORTED_ACTIONS)),
             processes: None,
             audit: None,
+            remediation: Mutex::new(Vec::new()),
         }
     }
 
@@ -168,6 +172,35 @@ impl Node {
         self.devices.iter().find(|d| d.id == id)
     }
 
+    /// Replaces the conditions the remediation engine raises.
+    pub fn set_remediation_conditions(&self, conditions: Vec<Condition>) {
+        *self.remediation.lock().unwrap_or_else(|e| e.into_inner()) = conditions;
+    }
+
+    /// A device's status as reported: the supervisor's, plus the conditions the remediation
+    /// engine raises about it.
+    pub fn device_status(&self, id: &str) -> Option<Arc<crate::model::DeviceStatus>> {
+        self.device(id).map(|d| self.with_remediation(d.status()))
+    }
+
+    fn with_remediation(
+        &self,
+        status: Arc<crate::model::DeviceStatus>,
+    ) -> Arc<crate::model::DeviceStatus> {
+        let extra = self.remediation.lock().unwrap_or_else(|e| e.into_inner());
+        let mine: Vec<&Condition> = extra
+            .iter()
+            .filter(|c| c.subject == status.identity.id)
+            .collect();
+        if mine.is_empty() {
+            return status;
+        }
+        let mut s = (*status).clone();
+        s.conditions.extend(mine.into_iter().cloned());
+        s.state = s.state.max(health_hal::rollup(s.conditions.iter()));
+        Arc::new(s)
+    }
+
     /// The current state of everything, carrying the seq of the last report sent.
     pub fn snapshot(&self) -> NodeSnapshot {
         self.assemble(self.seq.load(Ordering::Acquire))
@@ -198,7 +231,25 @@ impl Node {
             h.conditions.push(c);
             host = Arc::new(h);
         }
-        let devices: Vec<_> = self.devices.iter().map(|d| d.status()).collect();
+        let process_conditions: Vec<Condition> = self
+            .remediation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|c| self.device(&c.subject).is_none())
+            .cloned()
+            .collect();
+        if !process_conditions.is_empty() {
+            let mut h = (*host).clone();
+            h.state = h.state.max(health_hal::rollup(process_conditions.iter()));
+            h.conditions.extend(process_conditions);
+            host = Arc::new(h);
+        }
+        let devices: Vec<_> = self
+            .devices
+            .iter()
+            .map(|d| self.with_remediation(d.status()))
+            .collect();
         let state = devices
             .iter()
             .map(|d| d.state)

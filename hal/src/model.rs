@@ -303,9 +303,45 @@ pub enum ConditionCode {
     ProcessMissing,
     /// The agent's audit log could not be opened or written: actions are refused.
     AuditLogUnwritable,
+    /// A remediation ladder ran out of steps with its condition still present.
+    RemediationExhausted,
 }
 
 impl ConditionCode {
+    /// Every code, in declaration order (for parsing names in configuration).
+    pub const ALL: [ConditionCode; 23] = [
+        ConditionCode::ThermalWarning,
+        ConditionCode::ThermalCritical,
+        ConditionCode::PowerOverLimit,
+        ConditionCode::CalibrationStale,
+        ConditionCode::CalibrationDrift,
+        ConditionCode::DeviceUnresponsive,
+        ConditionCode::DeviceMissing,
+        ConditionCode::LinkDegraded,
+        ConditionCode::ResetFailed,
+        ConditionCode::IllConditioned,
+        ConditionCode::NotConverging,
+        ConditionCode::PrecisionInsufficient,
+        ConditionCode::HostMemoryHigh,
+        ConditionCode::DiskFull,
+        ConditionCode::ProcessStuck,
+        ConditionCode::HostLoadHigh,
+        ConditionCode::DeviceDisabled,
+        ConditionCode::DeviceError,
+        ConditionCode::TecSetpointDeviation,
+        ConditionCode::ProcessZombie,
+        ConditionCode::ProcessMissing,
+        ConditionCode::AuditLogUnwritable,
+        ConditionCode::RemediationExhausted,
+    ];
+
+    /// The code named `name` (`"DEVICE_UNRESPONSIVE"`, case-insensitive).
+    pub fn parse(name: &str) -> Option<ConditionCode> {
+        ConditionCode::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(name.trim()))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ConditionCode::ThermalWarning => "THERMAL_WARNING",
@@ -330,6 +366,7 @@ impl ConditionCode {
             ConditionCode::ProcessZombie => "PROCESS_ZOMBIE",
             ConditionCode::ProcessMissing => "PROCESS_MISSING",
             ConditionCode::AuditLogUnwritable => "AUDIT_LOG_UNWRITABLE",
+            ConditionCode::RemediationExhausted => "REMEDIATION_EXHAUSTED",
         }
     }
 
@@ -378,6 +415,9 @@ impl ConditionCode {
             }
             ConditionCode::ProcessMissing => {
                 "solver-down: check the service (systemctl status, journalctl -u) and restart it"
+            }
+            ConditionCode::RemediationExhausted => {
+                "device-unresponsive: automatic remediation ran every step of its ladder (agent-ctl remediation shows them); open a hardware ticket, then agent-ctl remediation clear"
             }
             ConditionCode::AuditLogUnwritable => {
                 "actions are refused until the audit log can be written: free the disk or fix the file's owner and mode (audit_log in agent.toml), then retry with agent-ctl --dry-run"

@@ -107,6 +107,9 @@ pub struct ActionRequest {
     pub idempotency_key: String,
     /// The action this one completes (calibrate after a reset): no cooldown between them.
     pub follows: Option<String>,
+    /// A remediation step: the condition that triggered it (`CODE: message`), recorded in
+    /// its audit entries. Empty for an operator's request.
+    pub trigger: String,
 }
 
 impl ActionRequest {
@@ -120,6 +123,7 @@ impl ActionRequest {
             dry_run: false,
             idempotency_key: String::new(),
             follows: None,
+            trigger: String::new(),
         }
     }
 

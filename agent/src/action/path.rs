@@ -196,6 +196,7 @@ impl Actions {
             target: req.device_id.clone(),
             args: req.what.args(),
             idempotency_key: req.idempotency_key.clone(),
+            trigger: req.trigger.clone(),
             ..Default::default()
         }
     }

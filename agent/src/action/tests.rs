@@ -117,6 +117,7 @@ fn request(caller: Caller, device: &str, what: Requested) -> ActionRequest {
         dry_run: false,
         idempotency_key: String::new(),
         follows: None,
+        trigger: String::new(),
     }
 }
 

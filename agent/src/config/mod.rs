@@ -23,11 +23,16 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::{DeviceKind, Limits, MinDeadlines};
 use serde::Deserialize;
 
+pub use policy::{
+    Policy, PolicyMatch, PolicyMode, PolicyStep, PowerTarget, RemediationConfig, StepAction,
+    WithoutCollector,
+};
 pub use process::ProcessRule;
 
 mod check;
 mod devices;
 mod discover;
+mod policy;
 mod probe;
 mod process;
 mod raw;
@@ -105,6 +110,10 @@ pub struct AgentConfig {
     pub audit_log: PathBuf,
     /// `[safety]` defaults and per-device overrides (see `crate::action::safety`).
     pub safety: SafetyConfig,
+    /// `[remediation]`: node-wide limits of the automatic ladders.
+    pub remediation: RemediationConfig,
+    /// `[[policy]]`: the ladders, in the order they are tried against a condition.
+    pub policies: Vec<Policy>,
 }
 
 pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/health-agent/audit.jsonl";

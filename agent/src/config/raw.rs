@@ -14,6 +14,7 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::DeviceKind;
 use serde::Deserialize;
 
+use super::policy::{RawPolicy, RawRemediation};
 use super::process::RawProcess;
 use super::AuthConfig;
 
@@ -48,6 +49,10 @@ pub(super) struct RawConfig {
     pub(super) audit_log: Option<PathBuf>,
     #[serde(default)]
     pub(super) safety: RawSafety,
+    #[serde(default)]
+    pub(super) remediation: RawRemediation,
+    #[serde(default)]
+    pub(super) policy: Vec<RawPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]

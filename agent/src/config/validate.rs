@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use health_daemon::FieldError;
 
 use super::check::{absolute, duration, ms, range, ratio, secs};
-use super::process;
 use super::raw::{RawConfig, RawHost, RawUplink};
 use super::{devices, discover, probe, safety, tls};
+use super::{policy, process};
 use super::{AgentConfig, HostConfig, UplinkConfig, DEFAULT_SOCKET_PATH};
 
 impl RawConfig {
@@ -55,7 +55,11 @@ impl RawConfig {
         let discover = discover::discovery_rules(self.discover)?;
         let probe = probe::probe(self.probe)?;
         let processes = process::validate(self.process)?;
+        let remediation = policy::remediation(self.remediation)?;
+        let policies = policy::policies(self.policy)?;
         Ok(AgentConfig {
+            remediation,
+            policies,
             processes,
             auth: self.auth,
             tls,

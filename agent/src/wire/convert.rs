@@ -68,6 +68,7 @@ fn code(c: hal::ConditionCode) -> i32 {
         C::ProcessZombie => P::ProcessZombie,
         C::ProcessMissing => P::ProcessMissing,
         C::AuditLogUnwritable => P::AuditLogUnwritable,
+        C::RemediationExhausted => P::RemediationExhausted,
     }) as i32
 }
 

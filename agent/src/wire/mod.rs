@@ -5,6 +5,7 @@
 
 pub mod authn;
 pub mod convert;
+pub mod lease;
 pub mod metrics;
 pub mod server;
 pub mod service;

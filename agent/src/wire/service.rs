@@ -26,6 +26,8 @@ use crate::node::Node;
 pub struct AgentService {
     pub node: Arc<Node>,
     pub actions: Arc<Actions>,
+    /// The remediation engine: its state and the operator's controls.
+    pub remediation: Arc<crate::remediation::Remediation>,
     /// Fed by the reporter. When the reporter stops at shutdown its sender drops, which ends
     /// every WatchHealth stream, so the server's graceful stop is not held open by watchers.
     pub reports: watch::Receiver<Arc<NodeSnapshot>>,
@@ -116,6 +118,7 @@ impl AgentService {
             dry_run: safety.dry_run,
             idempotency_key: safety.idempotency_key,
             follows: None,
+            trigger: String::new(),
         })
     }
 
@@ -387,6 +390,41 @@ impl Agent for AgentService {
         })?;
         self.act(&req, &r.id, Requested::InjectFault(fault), safety!(r))
             .await
+    }
+
+    async fn get_remediation(
+        &self,
+        _req: Request<pb::GetRemediationRequest>,
+    ) -> Result<Response<pb::RemediationStatus>, Status> {
+        Err(Status::unimplemented("remediation: not wired yet"))
+    }
+
+    async fn approve_remediation(
+        &self,
+        _req: Request<pb::ApproveRemediationRequest>,
+    ) -> Result<Response<pb::RemediationStatus>, Status> {
+        Err(Status::unimplemented("remediation: not wired yet"))
+    }
+
+    async fn pause_remediation(
+        &self,
+        _req: Request<pb::PauseRemediationRequest>,
+    ) -> Result<Response<pb::RemediationStatus>, Status> {
+        Err(Status::unimplemented("remediation: not wired yet"))
+    }
+
+    async fn resume_remediation(
+        &self,
+        _req: Request<pb::ResumeRemediationRequest>,
+    ) -> Result<Response<pb::RemediationStatus>, Status> {
+        Err(Status::unimplemented("remediation: not wired yet"))
+    }
+
+    async fn clear_remediation(
+        &self,
+        _req: Request<pb::ClearRemediationRequest>,
+    ) -> Result<Response<pb::RemediationStatus>, Status> {
+        Err(Status::unimplemented("remediation: not wired yet"))
     }
 
     async fn kill_process(
