@@ -33,6 +33,16 @@ fn tables_json_and_exit_codes() {
     );
     agent.ctl_ok(&["enable", "loihi-0"]);
 
+    // The embedded default's calibration policy calibrates photonic-0 by itself at start
+    // ("never calibrated"); an operator's calibration while it runs would be refused as
+    // busy, so wait for the policy's to be on record first.
+    let shown = agent.ctl_until(&["--json", "device", "photonic-0"], |j| {
+        j.contains("\"calibrated_at\"") && j.contains("\"activity\":\"RUNNING\"")
+    });
+    assert!(
+        shown.contains("\"calibrated_at\""),
+        "the calibration policy never calibrated photonic-0: {shown}"
+    );
     agent.ctl_ok(&["calibrate", "photonic-0"]);
 
     // Failures: one line on stderr, exit 1.

@@ -23,8 +23,12 @@
 
 mod ladder;
 pub mod lease;
+mod record;
 mod restore;
+mod step;
+mod target;
 pub mod view;
+mod walk;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -56,8 +60,6 @@ pub enum ControlError {
     NotPossible(String),
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("refused: not recorded because {0}")]
-    AuditUnavailable(String),
 }
 
 /// Steps by policy, action and outcome, for `/metrics` (`health_remediation_steps_total`).
@@ -397,8 +399,10 @@ impl Remediation {
         self.report(None)
     }
 
-    /// An operator's control: role checked, the change made, and one audit entry (refused
-    /// when it cannot be written: then nothing changes... the change is made only after).
+    /// An operator's control: role checked, the change made, and one audit entry. Unlike an
+    /// action on a device, a control is not refused when its entry cannot be written: a
+    /// pause must work on a node whose disk is full, and every control only restrains or
+    /// releases the engine. The failure is logged, and AUDIT_LOG_UNWRITABLE already shows.
     async fn control(
         &self,
         caller: &Caller,

@@ -81,14 +81,14 @@ fn apply(engine: &Remediation, records: &[Record]) {
                     l.exhausted = None;
                 }
             }
-            (Phase::Control, "remediation-clear" | "remediation-reset") => {
-                if e.outcome == Some(crate::audit::Recorded::Succeeded) {
-                    if let Some(l) = ladders.get_mut(&target) {
-                        l.exhausted = None;
-                        l.state = LadderState::Idle;
-                        if e.action == "remediation-clear" {
-                            l.starts.clear();
-                        }
+            (Phase::Control, "remediation-clear" | "remediation-reset")
+                if e.outcome == Some(crate::audit::Recorded::Succeeded) =>
+            {
+                if let Some(l) = ladders.get_mut(&target) {
+                    l.exhausted = None;
+                    l.state = LadderState::Idle;
+                    if e.action == "remediation-clear" {
+                        l.starts.clear();
                     }
                 }
             }

@@ -504,7 +504,10 @@ impl Device for SimDevice {
 
     async fn set_enabled(&self, enabled: bool) -> Result<(), HalError> {
         self.require(Capability::EnableDisable)?;
-        self.gate(true).await?;
+        // Out of band, like a hard reset: a board is switched off at its power controller or
+        // its driver, not by asking its (possibly hung) firmware, so quarantine works on a
+        // hung device.
+        self.gate(false).await?;
         let mut p = self.physics();
         self.advance(&mut p);
         p.enabled = enabled;

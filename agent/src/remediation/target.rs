@@ -1,0 +1,141 @@
+//! What the engine reads about a target (a device, or a watched process): its conditions as
+//! last read or read afresh, the first policy that matches, and the ladder state kept for it.
+//! Reads only: nothing here changes a device.
+
+use std::time::{Duration, SystemTime};
+
+use health_hal::Condition;
+use tokio_util::sync::CancellationToken;
+
+use super::view::LadderState;
+use super::Remediation;
+use crate::config::{Policy, PolicyMode};
+use crate::device::DeviceProbe;
+
+impl Remediation {
+    /// Targets a task should look after: a matching condition now, or state to keep
+    /// (exhausted, recently recovered).
+    pub(super) fn targets_with_work(&self) -> Vec<String> {
+        let snapshot = self.node.snapshot();
+        let mut out = Vec::new();
+        for d in &snapshot.devices {
+            if self.first_match(&d.identity.id, &d.conditions).is_some() {
+                out.push(d.identity.id.clone());
+            }
+        }
+        let mut process_subjects: Vec<&str> = snapshot
+            .host
+            .conditions
+            .iter()
+            .filter(|c| c.subject.starts_with("process:"))
+            .map(|c| c.subject.as_str())
+            .collect();
+        process_subjects.dedup();
+        for s in process_subjects {
+            if self.first_match(s, &snapshot.host.conditions).is_some()
+                && !out.iter().any(|o| o == s)
+            {
+                out.push(s.to_string());
+            }
+        }
+        let ladders = self.ladders.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, l) in ladders.iter() {
+            if (l.exhausted.is_some() || l.recovered.is_some()) && !out.contains(id) {
+                out.push(id.clone());
+            }
+        }
+        out
+    }
+
+    /// The first policy (in config order, not `off`) with a condition of `target` it matches.
+    pub(super) fn first_match(
+        &self,
+        target: &str,
+        conditions: &[Condition],
+    ) -> Option<(usize, Condition)> {
+        self.policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.mode != PolicyMode::Off)
+            .find_map(|(i, p)| {
+                conditions
+                    .iter()
+                    .find(|c| c.subject == target && p.matches.matches(c.code, c.severity, target))
+                    .map(|c| (i, c.clone()))
+            })
+    }
+
+    /// The target's conditions as last read (no fresh read).
+    pub(super) fn conditions_of(&self, target: &str) -> Vec<Condition> {
+        match self.node.device_status(target) {
+            Some(s) => s.conditions.clone(),
+            None => self
+                .node
+                .snapshot()
+                .host
+                .conditions
+                .iter()
+                .filter(|c| c.subject == target)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// A fresh read of a device (processes are rescanned on the watchdog's own interval),
+    /// then whether a condition `policy` matches is present.
+    pub(super) async fn present_fresh(&self, target: &str, policy: &Policy) -> Option<Condition> {
+        if let Some(d) = self.node.device(target) {
+            let _ = d.probe(DeviceProbe::ReadNow).await;
+        }
+        self.present(target, policy)
+    }
+
+    pub(super) fn present(&self, target: &str, policy: &Policy) -> Option<Condition> {
+        self.conditions_of(target)
+            .into_iter()
+            .find(|c| policy.matches.matches(c.code, c.severity, target))
+    }
+
+    pub(super) fn set(&self, target: &str, f: impl FnOnce(&mut super::Ladder)) {
+        let mut ladders = self.ladders.lock().unwrap_or_else(|e| e.into_inner());
+        f(ladders
+            .entry(target.to_string())
+            .or_insert_with(super::Ladder::new));
+    }
+
+    pub(super) fn get<T>(&self, target: &str, f: impl FnOnce(&super::Ladder) -> T) -> Option<T> {
+        let ladders = self.ladders.lock().unwrap_or_else(|e| e.into_inner());
+        ladders.get(target).map(f)
+    }
+
+    pub(super) fn blocked(&self, target: &str, state: LadderState, why: impl Into<String>) {
+        let why = why.into();
+        self.set(target, |l| {
+            if l.state != state {
+                l.since = SystemTime::now();
+            }
+            l.state = state;
+            l.blocked_by = why;
+        });
+    }
+
+    /// What pauses `target` now, if anything.
+    pub(super) fn paused(&self, target: &str) -> Option<String> {
+        let now = SystemTime::now();
+        if let Some(p) = self.current_node_pause(now) {
+            return Some(format!("pause (node, by {}: {})", p.by, p.reason));
+        }
+        self.get(target, |l| l.paused.clone())
+            .flatten()
+            .filter(|p| p.until.is_none_or(|u| u > now))
+            .map(|p| format!("pause (by {}: {})", p.by, p.reason))
+    }
+
+    pub(super) async fn sleep(&self, cancel: &CancellationToken, d: Duration) -> bool {
+        tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = self.changed.notified() => true,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+}
