@@ -53,12 +53,14 @@ fn get(s: &Sample, sensor: &str, q: Quantity) -> f64 {
         .unwrap_or_else(|| panic!("no {q:?} from {sensor}: {:?}", s.readings))
 }
 
-/// What the health evaluation makes of a bench sample, at the time it was read.
+/// What the health evaluation makes of a bench sample, at the time it was read. The bench can
+/// calibrate, so a missing calibration counts.
 fn conditions_of(s: &Sample) -> Vec<health_hal::Condition> {
     evaluate(
         "photonic-0",
         s,
         &Limits::for_kind(DeviceKind::Photonic),
+        &[Capability::ResetSoft, Capability::Calibrate],
         s.readings[0].observed_at,
     )
 }

@@ -67,6 +67,7 @@ async fn overheat_fault_drives_the_device_critical() {
         "d0",
         &s,
         &Limits::for_kind(DeviceKind::Loihi2),
+        &d.capabilities(),
         SystemTime::now(),
     );
     assert!(
@@ -110,7 +111,8 @@ async fn drift_grows_with_time_and_temperature_and_calibration_restores_it() {
         d.faults().inject(FaultKind::Drift);
         tokio::time::advance(Duration::from_secs(60)).await;
         let s = d.read().await.unwrap();
-        let c = evaluate("d0", &s, &Limits::for_kind(kind), SystemTime::now());
+        let limits = Limits::for_kind(kind);
+        let c = evaluate("d0", &s, &limits, &d.capabilities(), SystemTime::now());
         assert!(
             c.iter().any(|c| c.code == ConditionCode::CalibrationDrift),
             "{kind}: {c:?}"
