@@ -1,14 +1,15 @@
 //! From readings to health: [`Limits`] per device, [`evaluate`] a [`Sample`] against them, and
 //! [`ConditionTracker`] to keep each condition's start time across polls.
 //!
-//! Evaluation is a pure function of one sample, so the same code serves every backend and is
+//! Evaluation is a pure function of one sample (and of what the device can do, which decides
+//! whether a missing calibration is a condition), so the same code serves every backend and is
 //! tested without any device. Conditions the agent itself detects (unresponsive, missing,
 //! reset failed, disabled) are added by the agent's supervisor, not here.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use crate::model::{Condition, ConditionCode, DeviceKind, Quantity, Sample, Severity};
+use crate::model::{Capability, Condition, ConditionCode, DeviceKind, Quantity, Sample, Severity};
 
 /// Thresholds for one device. Defaults depend on the kind; the agent config overrides them.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,13 +75,14 @@ fn graded(value: f64, (warn, crit): (f64, f64)) -> Option<Severity> {
     }
 }
 
-/// Conditions implied by one sample, plus those the backend reported in it. Every new
-/// condition's `since` is `now`; pass the result
-/// through a [`ConditionTracker`] to keep the time each one began.
+/// Conditions implied by one sample of a device with `capabilities`, plus those the backend
+/// reported in it. Every new condition's `since` is `now`; pass the result through a
+/// [`ConditionTracker`] to keep the time each one began.
 pub fn evaluate(
     subject: &str,
     sample: &Sample,
     limits: &Limits,
+    capabilities: &[Capability],
     now: SystemTime,
 ) -> Vec<Condition> {
     let mut out = sample.conditions.clone();
@@ -92,7 +94,8 @@ pub fn evaluate(
     power(sample, &mut push);
     phase_drift(sample, limits, &mut push);
     conductance_drift(sample, limits, &mut push);
-    calibration_age(sample, limits, now, &mut push);
+    let can_calibrate = capabilities.contains(&Capability::Calibrate);
+    calibration_age(sample, limits, can_calibrate, now, &mut push);
     out
 }
 
@@ -225,14 +228,22 @@ fn conductance_drift(
 }
 
 /// Calibration missing or older than its maximum age.
+///
+/// "Never calibrated" is a condition only for a device this system can calibrate: its runbook
+/// step is `agent-ctl calibrate`, which a backend without [`Capability::Calibrate`] (a sysfs
+/// crossbar card) refuses, so the warning would stand forever with no way to clear it. A
+/// device that reports a calibration record of its own (a vendor tool that calibrates out of
+/// band) still has that record's age checked, whatever its capabilities.
 fn calibration_age(
     sample: &Sample,
     limits: &Limits,
+    can_calibrate: bool,
     now: SystemTime,
     push: &mut impl FnMut(ConditionCode, Severity, String),
 ) {
     if let Some(max_age) = limits.calibration_max_age {
         match sample.calibration {
+            None if !can_calibrate => {}
             None => push(
                 ConditionCode::CalibrationStale,
                 Severity::Warning,
@@ -283,6 +294,11 @@ mod tests {
     use super::*;
     use crate::model::{CalibrationRecord, Reading};
 
+    /// What a simulated device of the calibrated kinds can do (the part that matters here).
+    const CAN_CALIBRATE: &[Capability] = &[Capability::ResetSoft, Capability::Calibrate];
+    /// A crossbar card read through sysfs: it has a power cap, and no way to be calibrated.
+    const CANNOT_CALIBRATE: &[Capability] = &[Capability::ResetHard, Capability::SetPowerLimit];
+
     fn sample(readings: Vec<(&str, Quantity, f64)>, t: SystemTime) -> Sample {
         Sample {
             readings: readings
@@ -304,7 +320,7 @@ mod tests {
         let t = SystemTime::now();
         let l = Limits::for_kind(DeviceKind::Loihi2);
         let cool = sample(vec![("chip", Quantity::TemperatureCelsius, 60.0)], t);
-        assert!(evaluate("loihi-0", &cool, &l, t).is_empty());
+        assert!(evaluate("loihi-0", &cool, &l, CAN_CALIBRATE, t).is_empty());
         let warm = sample(
             vec![
                 ("board", Quantity::TemperatureCelsius, 60.0),
@@ -312,7 +328,7 @@ mod tests {
             ],
             t,
         );
-        let c = evaluate("loihi-0", &warm, &l, t);
+        let c = evaluate("loihi-0", &warm, &l, CAN_CALIBRATE, t);
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].code, ConditionCode::ThermalWarning);
         assert!(
@@ -322,7 +338,7 @@ mod tests {
         );
         let hot = sample(vec![("chip", Quantity::TemperatureCelsius, 96.0)], t);
         assert_eq!(
-            evaluate("loihi-0", &hot, &l, t)[0].severity,
+            evaluate("loihi-0", &hot, &l, CAN_CALIBRATE, t)[0].severity,
             Severity::Critical
         );
     }
@@ -336,7 +352,7 @@ mod tests {
             calibrated_at: t - Duration::from_secs(25 * 3600),
             temperature_celsius: 30.0,
         });
-        let codes: Vec<_> = evaluate("xbar-0", &s, &l, t)
+        let codes: Vec<_> = evaluate("xbar-0", &s, &l, CAN_CALIBRATE, t)
             .iter()
             .map(|c| c.code)
             .collect();
@@ -345,6 +361,61 @@ mod tests {
             codes.contains(&ConditionCode::CalibrationStale),
             "{codes:?}"
         );
+    }
+
+    fn stale(conditions: &[Condition]) -> Vec<&str> {
+        conditions
+            .iter()
+            .filter(|c| c.code == ConditionCode::CalibrationStale)
+            .map(|c| c.message.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn never_calibrated_only_where_the_device_can_be_calibrated() {
+        let t = SystemTime::now();
+        let l = Limits::for_kind(DeviceKind::AnalogCrossbar);
+        let mut s = sample(vec![("die", Quantity::TemperatureCelsius, 40.0)], t);
+        s.calibration = None;
+        assert_eq!(
+            stale(&evaluate("xbar-0", &s, &l, CAN_CALIBRATE, t)),
+            ["never calibrated"]
+        );
+        // The runbook's `agent-ctl calibrate` would be refused: nothing to raise.
+        assert!(stale(&evaluate("xbar-0", &s, &l, CANNOT_CALIBRATE, t)).is_empty());
+        // A condition the backend reported itself is passed on whatever the capabilities.
+        s.conditions.push(Condition::new(
+            ConditionCode::CalibrationStale,
+            Severity::Warning,
+            "xbar-0",
+            "vendor tool: calibration table missing",
+            t,
+        ));
+        assert_eq!(
+            stale(&evaluate("xbar-0", &s, &l, CANNOT_CALIBRATE, t)),
+            ["vendor tool: calibration table missing"]
+        );
+    }
+
+    #[test]
+    fn a_calibration_record_of_its_own_is_age_checked_without_the_capability() {
+        let t = SystemTime::now();
+        let l = Limits::for_kind(DeviceKind::AnalogCrossbar);
+        let mut s = sample(vec![("die", Quantity::TemperatureCelsius, 40.0)], t);
+        s.calibration = Some(CalibrationRecord {
+            calibrated_at: t - Duration::from_secs(30 * 3600),
+            temperature_celsius: 40.0,
+        });
+        let c = evaluate("xbar-0", &s, &l, CANNOT_CALIBRATE, t);
+        let m = stale(&c);
+        assert_eq!(m.len(), 1, "{c:?}");
+        assert!(m[0].contains("30.0 h ago (max 24.0 h)"), "{}", m[0]);
+        // A fresh one of its own is fine.
+        s.calibration = Some(CalibrationRecord {
+            calibrated_at: t - Duration::from_secs(3600),
+            temperature_celsius: 40.0,
+        });
+        assert!(stale(&evaluate("xbar-0", &s, &l, CANNOT_CALIBRATE, t)).is_empty());
     }
 
     #[test]
@@ -358,7 +429,7 @@ mod tests {
             ],
             t,
         );
-        let c = evaluate("ph-0", &s, &l, t);
+        let c = evaluate("ph-0", &s, &l, CAN_CALIBRATE, t);
         assert_eq!(c.len(), 1, "{c:?}");
         assert_eq!(
             (c[0].code, c[0].severity),

@@ -53,12 +53,14 @@ fn get(s: &Sample, sensor: &str, q: Quantity) -> f64 {
         .unwrap_or_else(|| panic!("no {q:?} from {sensor}: {:?}", s.readings))
 }
 
-/// What the health evaluation makes of a bench sample, at the time it was read.
+/// What the health evaluation makes of a bench sample, at the time it was read. The bench can
+/// calibrate, so a missing calibration counts.
 fn conditions_of(s: &Sample) -> Vec<health_hal::Condition> {
     evaluate(
         "photonic-0",
         s,
         &Limits::for_kind(DeviceKind::Photonic),
+        &[Capability::ResetSoft, Capability::Calibrate],
         s.readings[0].observed_at,
     )
 }
@@ -289,13 +291,14 @@ async fn drift_fault_raises_the_phase_error_and_calibration_brings_it_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn soft_reset_reapplies_setpoint_output_and_optics() {
+async fn soft_reset_reapplies_setpoint_current_limit_output_and_optics() {
     let sim = simulator(ScpiSimOptions::default()).await;
     let b = bench(&sim);
     let tec = client(sim.tec_addr());
     let laser = client(sim.laser_addr());
     let meter = client(sim.power_meter_addr());
     tec.write("TEC:T 27.5").await.expect("setpoint");
+    tec.write("TEC:LIM:ITE 1.25").await.expect("current limit");
     laser.write("SOUR0:WAV 1310NM").await.expect("wavelength");
     laser.write("SOUR0:POW 2MW").await.expect("power");
     meter
@@ -305,6 +308,8 @@ async fn soft_reset_reapplies_setpoint_output_and_optics() {
     b.reset(ResetKind::Soft).await.expect("soft reset");
     assert_eq!(tec.query_number("TEC:SET:T?").await.expect("set"), 27.5);
     assert!(tec.query_bool("TEC:OUT?").await.expect("out"));
+    // *RST put the controller's default (3 A) back; the lab's limit is re-applied.
+    assert_eq!(tec.query_number("TEC:LIM:ITE?").await.expect("limit"), 1.25);
     assert_eq!(
         laser.query("SOUR0:WAV?").await.expect("wav"),
         "+1.31000000000E-006"
@@ -321,6 +326,99 @@ async fn soft_reset_reapplies_setpoint_output_and_optics() {
         b.reset(ResetKind::Hard).await,
         Err(HalError::Unsupported(_))
     ));
+}
+
+/// A bench whose TEC module's rated voltage is known, so that it has a power limit.
+fn bench_with_power_limit(sim: &ScpiBenchSimulator) -> PhotonicBench {
+    let mut c = config(sim, 1000);
+    c.tec_max_voltage_v = Some(sim.tec_max_voltage_v());
+    PhotonicBench::new("photonic-0", c)
+        .expect("valid config")
+        .with_fault_injector(sim.faults())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_limit_is_the_tec_current_limit_read_back_and_reported() {
+    let sim = simulator(ScpiSimOptions::default()).await;
+    let b = bench_with_power_limit(&sim);
+    assert!(b.capabilities().contains(&Capability::SetPowerLimit));
+    let v_max = sim.tec_max_voltage_v();
+    let tec = client(sim.tec_addr());
+    // The controller's default 3 A is the limit in force from the start.
+    let s = b.read().await.expect("read");
+    let default = s.power_limit_watts.expect("a limit in force");
+    assert!((default - 3.0 * v_max).abs() < 1e-9, "{default}");
+    // An upper bound: the TEC draws less than it, so no POWER_OVER_LIMIT.
+    assert!(get(&s, "tec", Quantity::PowerWatts) < default);
+    assert!(conditions_of(&s)
+        .iter()
+        .all(|c| c.code != ConditionCode::PowerOverLimit));
+
+    // 70 % of the limit in force, as a remediation ladder takes it: 70 % of the current.
+    b.set_power_limit(0.7 * default).await.expect("set");
+    let amps = tec.query_number("TEC:LIM:ITE?").await.expect("read back");
+    assert!((amps - 2.1).abs() < 1e-4, "{amps} A");
+    let s = b.read().await.expect("read");
+    let lowered = s.power_limit_watts.expect("a limit in force");
+    assert!((lowered - 0.7 * default).abs() < 1e-3, "{lowered}");
+
+    // And back, exactly.
+    b.set_power_limit(default).await.expect("restore");
+    let s = b.read().await.expect("read");
+    assert_eq!(s.power_limit_watts, Some(default));
+    assert_eq!(tec.query_number("TEC:LIM:ITE?").await.expect("limit"), 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_limit_outside_what_the_controller_accepts_names_value_and_range() {
+    let sim = simulator(ScpiSimOptions::default()).await;
+    let b = bench_with_power_limit(&sim);
+    // 0.3 W at 7.5 V is 0.04 A; the simulated controller takes 0.1 to 5 A.
+    let Err(HalError::InvalidArgument(m)) = b.set_power_limit(0.3).await else {
+        panic!("a limit below the controller's range must be refused");
+    };
+    for part in [
+        "power limit 0.3 W",
+        "0.0400 A",
+        "tec_max_voltage_v = 7.5 V",
+        &sim.tec_addr().to_string(),
+        "0.1 to 5 A",
+        "0.750 to 37.500 W",
+    ] {
+        assert!(m.contains(part), "{part:?} not in {m}");
+    }
+    let Err(HalError::InvalidArgument(m)) = b.set_power_limit(100.0).await else {
+        panic!("a limit above the controller's range must be refused");
+    };
+    assert!(m.contains("13.3333 A") && m.contains("0.1 to 5 A"), "{m}");
+    for bad in [0.0, -1.0, f64::NAN] {
+        assert!(
+            matches!(
+                b.set_power_limit(bad).await,
+                Err(HalError::InvalidArgument(_))
+            ),
+            "{bad}"
+        );
+    }
+    // Nothing was sent: the limit in force is the controller's default still.
+    let tec = client(sim.tec_addr());
+    assert_eq!(tec.query_number("TEC:LIM:ITE?").await.expect("limit"), 3.0);
+    assert_eq!(
+        tec.query("SYST:ERR?").await.expect("errors"),
+        "0,\"No error\""
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_module_rating_there_is_no_power_limit() {
+    let sim = simulator(ScpiSimOptions::default()).await;
+    let b = bench(&sim);
+    assert!(!b.capabilities().contains(&Capability::SetPowerLimit));
+    assert_eq!(b.read().await.expect("read").power_limit_watts, None);
+    let Err(HalError::Unsupported(m)) = b.set_power_limit(10.0).await else {
+        panic!("no power limit without tec_max_voltage_v");
+    };
+    assert!(m.contains("tec_max_voltage_v"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -728,4 +826,64 @@ async fn nobody_listening_is_vanished_and_connect_is_bounded() {
         matches!(&r, Err(HalError::Vanished(m)) if m.contains("refused")),
         "{r:?}"
     );
+}
+
+/// A TEC controller that cannot say which current limits it accepts (it does not answer
+/// `TEC:LIM:ITE? MIN`), refuses some itself, and takes others without acting on them: the
+/// bench asks for the range once, reports the controller's own refusal with the value, and
+/// catches the limit that did not change on the read-back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_that_refuses_or_ignores_a_limit_is_caught() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let errors: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let range_asked = Arc::new(AtomicUsize::new(0));
+    let (queue, asked) = (errors.clone(), range_asked.clone());
+    let addr = peer(move |line| {
+        let mut queue = queue.lock().unwrap();
+        match line {
+            "*IDN?" => send(b"Acme,TEC-9,0001,2.0\n"),
+            "*TST?" => send(b"0\n"),
+            "SYST:ERR?" => match queue.pop() {
+                Some(e) => send(format!("{e}\n").as_bytes()),
+                None => send(b"0,\"No error\"\n"),
+            },
+            // Always 3 A, whatever was set.
+            "TEC:LIM:ITE?" => send(b"3.0\n"),
+            "TEC:LIM:ITE 0.0400" => {
+                queue.push("-222,\"Data out of range\"");
+                Act::Send(Duration::ZERO, Vec::new())
+            }
+            // Not answered (the error it queues goes with the connection the client drops).
+            l if l.starts_with("TEC:LIM:ITE? M") => {
+                asked.fetch_add(1, Ordering::SeqCst);
+                Act::Send(Duration::ZERO, Vec::new())
+            }
+            _ => Act::Send(Duration::ZERO, Vec::new()),
+        }
+    })
+    .await;
+    let mut c = ScpiBenchConfig::new(addr.to_string());
+    c.timeout_ms = 200;
+    c.tec_max_voltage_v = Some(7.5);
+    let b = PhotonicBench::new("photonic-0", c).expect("valid config");
+    let Err(HalError::InvalidArgument(m)) = b.set_power_limit(0.3).await else {
+        panic!("the controller's refusal is a refused value");
+    };
+    assert!(
+        m.contains("power limit 0.3 W")
+            && m.contains("0.0400 A")
+            && m.contains("refused by the TEC controller")
+            && m.contains("-222"),
+        "{m}"
+    );
+    let Err(HalError::Failed(m)) = b.set_power_limit(15.0).await else {
+        panic!("a limit that did not change must fail the read-back");
+    };
+    assert!(
+        m.contains("2.0000 A") && m.contains("reads back 3 A"),
+        "{m}"
+    );
+    // Asked once (MIN, unanswered), not again on the second call.
+    assert_eq!(range_asked.load(Ordering::SeqCst), 1);
 }

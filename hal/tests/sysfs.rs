@@ -8,10 +8,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use health_hal::health::evaluate;
 use health_hal::sysfs::{discover_hwmon, discover_pci, SysfsConfig, SysfsDevice};
 use health_hal::{
-    Capability, Condition, ConditionCode, Device, DeviceKind, HalError, Quantity, ResetKind,
-    Sample, Severity,
+    Capability, Condition, ConditionCode, Device, DeviceKind, HalError, Limits, Quantity,
+    ResetKind, Sample, Severity,
 };
 use tempfile::TempDir;
 
@@ -193,6 +194,31 @@ async fn hwmon_readings_are_in_base_units() {
         id.location
     );
     assert_eq!(dev.capabilities(), vec![Capability::SetPowerLimit]);
+}
+
+/// A crossbar card read through sysfs cannot be calibrated through it and reports no
+/// calibration: its kind's maximum calibration age does not make it "never calibrated".
+#[tokio::test]
+async fn a_sysfs_crossbar_is_not_stale_for_a_calibration_it_cannot_have() {
+    let f = Fixture::full();
+    let dev = device(SysfsConfig {
+        hwmon: Some("loihi2".into()),
+        pci: Some(PCI.into()),
+        power_cap_sensor: Some(1),
+        ..f.cfg()
+    });
+    let s = dev.read().await.expect("read");
+    assert_eq!(s.calibration, None);
+    let limits = Limits::for_kind(DeviceKind::AnalogCrossbar);
+    assert!(limits.calibration_max_age.is_some());
+    let caps = dev.capabilities();
+    assert!(!caps.contains(&Capability::Calibrate), "{caps:?}");
+    let now = std::time::SystemTime::now();
+    let c = evaluate("card-0", &s, &limits, &caps, now);
+    assert!(
+        c.iter().all(|c| c.code != ConditionCode::CalibrationStale),
+        "{c:?}"
+    );
 }
 
 #[tokio::test]

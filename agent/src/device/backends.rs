@@ -66,6 +66,10 @@ pub async fn build(cfg: &DeviceConfig, sysfs_root: &std::path::Path) -> anyhow::
             bench.tec = sim.tec_addr().to_string();
             bench.power_meter = Some(sim.power_meter_addr().to_string());
             bench.laser = Some(sim.laser_addr().to_string());
+            // The simulated TEC module's rating is known, so the bench has a power limit.
+            bench
+                .tec_max_voltage_v
+                .get_or_insert(sim.tec_max_voltage_v());
             let device = PhotonicBench::new(id, bench)
                 .with_context(|| format!("{id}: SCPI bench"))?
                 .with_fault_injector(sim.faults());
@@ -112,5 +116,42 @@ impl Drop for BmpSimGuard {
     fn drop(&mut self) {
         self.0.stop();
         self.1.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use health_hal::scpi::ScpiBenchConfig;
+    use health_hal::{Capability, DeviceKind, Limits};
+
+    use super::*;
+
+    /// The embedded default's photonic bench: the simulated TEC module's rating is filled in,
+    /// so the bench offers a power limit and reports the one in force.
+    #[tokio::test]
+    async fn a_simulated_bench_has_a_power_limit() {
+        let cfg = DeviceConfig {
+            id: "photonic-0".into(),
+            kind: DeviceKind::Photonic,
+            backend: Backend::Scpi(ScpiBenchConfig::new("127.0.0.1:5025")),
+            poll_interval: Duration::from_secs(1),
+            deadline: Duration::from_secs(2),
+            action_deadline: Duration::from_secs(60),
+            limits: Limits::for_kind(DeviceKind::Photonic),
+            simulator: true,
+        };
+        let built = build(&cfg, std::path::Path::new("/sys")).await.unwrap();
+        assert!(
+            built.keep_alive.is_some(),
+            "the simulator lives with the device"
+        );
+        assert!(built
+            .device
+            .capabilities()
+            .contains(&Capability::SetPowerLimit));
+        let s = built.device.read().await.unwrap();
+        assert!(s.power_limit_watts.is_some_and(|w| w > 0.0), "{s:?}");
     }
 }

@@ -461,7 +461,10 @@ impl Supervisor {
             (Some(f), _) => {
                 conditions.push(Condition::new(f.code, f.severity, &id, &f.message, now))
             }
-            (None, Some(sample)) => conditions.extend(evaluate(&id, sample, &self.cfg.limits, now)),
+            (None, Some(sample)) => {
+                let caps = self.device.capabilities();
+                conditions.extend(evaluate(&id, sample, &self.cfg.limits, &caps, now));
+            }
             (None, None) => {}
         }
         if let Some(m) = &self.reset_failed {
@@ -643,6 +646,82 @@ mod tests {
         })
         .await;
         assert_eq!(s.state, HealthState::Critical);
+        cancel.cancel();
+    }
+
+    fn calibration_stale(s: &DeviceStatus) -> Vec<String> {
+        s.conditions
+            .iter()
+            .filter(|c| c.code == ConditionCode::CalibrationStale)
+            .map(|c| c.message.clone())
+            .collect()
+    }
+
+    /// A crossbar card read through sysfs (an hwmon chip with a writable power cap) can be
+    /// neither calibrated nor asked about its calibration: no CALIBRATION_STALE, whose runbook
+    /// step (`agent-ctl calibrate`) it would refuse.
+    #[tokio::test]
+    async fn a_sysfs_crossbar_is_not_stale_for_a_calibration_it_cannot_have() {
+        let root = tempfile::tempdir().unwrap();
+        let chip = root.path().join("class/hwmon/hwmon0");
+        std::fs::create_dir_all(&chip).unwrap();
+        for (file, content) in [
+            ("name", "xbar\n"),
+            ("temp1_input", "41000\n"),
+            ("power1_average", "8000000\n"),
+            ("power1_cap", "15000000\n"),
+        ] {
+            std::fs::write(chip.join(file), content).unwrap();
+        }
+        let sysfs = health_hal::sysfs::SysfsConfig {
+            root: root.path().to_path_buf(),
+            hwmon: Some("xbar".into()),
+            power_cap_sensor: Some(1),
+            ..health_hal::sysfs::SysfsConfig::default()
+        };
+        let dev = health_hal::sysfs::SysfsDevice::new("xbar-0", DeviceKind::AnalogCrossbar, sysfs)
+            .unwrap();
+        let mut c = cfg("xbar-0", DeviceKind::AnalogCrossbar);
+        c.deadline = Duration::from_secs(5);
+        assert!(c.limits.calibration_max_age.is_some(), "the kind has one");
+        let cancel = CancellationToken::new();
+        let h = spawn(c, Box::new(dev), cancel.clone()).handle;
+        let s = wait_for(&h, "first read", |s| s.last_read_at.is_some()).await;
+        assert!(!s.capabilities.contains(&Capability::Calibrate));
+        assert_eq!(s.calibration, None);
+        assert!(calibration_stale(&s).is_empty(), "{:?}", s.conditions);
+        assert_eq!(s.state, HealthState::Ok, "{:?}", s.conditions);
+        assert_eq!(s.power_limit_watts, Some(15.0));
+        cancel.cancel();
+    }
+
+    /// A vendor tool that calibrates out of band and reports when: no calibrate operation
+    /// here, but the record it reports is still held to the kind's maximum age.
+    #[tokio::test]
+    async fn a_calibration_reported_by_the_device_itself_is_age_checked() {
+        let thirty_hours_ago = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 30 * 3600;
+        let reply = format!(
+            r#"{{"version":1,"readings":[{{"sensor":"die","quantity":"temperature_celsius","value":41.0}}],"calibrated_at_unix":{thirty_hours_ago},"calibration_temperature_celsius":40.0}}"#
+        );
+        let mut tool = health_hal::plugin::PluginConfig::new("/bin/sh");
+        tool.args = vec!["-c".into(), format!("printf '%s' '{reply}'")];
+        tool.read = Some(Vec::new());
+        let dev = health_hal::plugin::PluginDevice::new("xbar-1", DeviceKind::AnalogCrossbar, tool)
+            .unwrap();
+        let mut c = cfg("xbar-1", DeviceKind::AnalogCrossbar);
+        c.deadline = Duration::from_secs(10);
+        let cancel = CancellationToken::new();
+        let h = spawn(c, Box::new(dev), cancel.clone()).handle;
+        let s = wait_for(&h, "first read", |s| s.last_read_at.is_some()).await;
+        assert!(!s.capabilities.contains(&Capability::Calibrate));
+        let stale = calibration_stale(&s);
+        assert_eq!(stale.len(), 1, "{:?}", s.conditions);
+        assert!(stale[0].contains("30.0 h ago"), "{}", stale[0]);
+        assert_eq!(s.state, HealthState::Warning);
         cancel.cancel();
     }
 

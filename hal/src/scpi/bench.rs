@@ -2,7 +2,9 @@
 //! kind [`DeviceKind::Photonic`], built from up to three SCPI instruments: a TEC controller
 //! (required: temperature, setpoint, TEC electrics, identity), an optical power meter (light
 //! through the chip, hence the phase error estimate) and a tunable laser (the light source,
-//! hence enable/disable).
+//! hence enable/disable). With the TEC module's rated voltage configured
+//! (`tec_max_voltage_v`) the bench also has a power limit, set through the TEC controller's
+//! current limit ([`super::power_limit`]).
 //!
 //! Phase error: the chip's Mach-Zehnder mesh transmits P = P_ref * cos^2(phi), where P_ref is
 //! what the meter read right after calibration (phi = 0 by definition then). So between
@@ -23,6 +25,7 @@ use tokio::time::Instant;
 
 use super::client::ScpiClient;
 use super::config::ScpiBenchConfig;
+use super::power_limit;
 use super::wire::Identity;
 use crate::device::{Device, FaultInjector, HalError};
 use crate::model::{
@@ -51,6 +54,9 @@ struct BenchState {
     self_test_failure: Option<String>,
     reference: Option<OpticalReference>,
     calibration: Option<CalibrationRecord>,
+    /// The current limits the TEC controller accepts: not asked yet (`None`), or its answer
+    /// (`Some(None)`: it cannot say). Asked again after a reset, like the identity.
+    current_limit_range: Option<Option<(f64, f64)>>,
 }
 
 pub struct PhotonicBench {
@@ -203,6 +209,9 @@ impl PhotonicBench {
         // What is in force now, to re-apply after *RST puts every instrument to its defaults.
         let setpoint = self.tec.query_number("TEC:SET:T?").await?;
         let output = self.tec.query_bool("TEC:OUT?").await?;
+        // The current limit protects the TEC module (and is the bench's power limit): *RST
+        // puts the controller's default back, which may be more than the module takes.
+        let current_limit = power_limit::current_limit(&self.tec).await?;
         let meter_nm = match &self.meter {
             Some(m) => Some(m.query_number("SENS:CORR:WAV?").await?),
             None => None,
@@ -216,7 +225,11 @@ impl PhotonicBench {
             None => None,
         };
         // Whatever happens next, identify and self-test again on the next read.
-        self.state().contacted = false;
+        {
+            let mut s = self.state();
+            s.contacted = false;
+            s.current_limit_range = None;
+        }
 
         for client in [Some(&self.tec), self.meter.as_ref(), self.laser.as_ref()]
             .into_iter()
@@ -227,6 +240,9 @@ impl PhotonicBench {
             client.query("*OPC?").await?;
         }
 
+        self.tec
+            .write(&format!("TEC:LIM:ITE {current_limit:.4}"))
+            .await?;
         self.tec.write(&format!("TEC:T {setpoint}")).await?;
         self.tec
             .write(&format!("TEC:OUT {}", u8::from(output)))
@@ -247,6 +263,12 @@ impl PhotonicBench {
         if (now_set - setpoint).abs() > 1e-3 {
             wrong.push(format!(
                 "TEC setpoint {now_set} degC, expected {setpoint} degC"
+            ));
+        }
+        let now_limit = power_limit::current_limit(&self.tec).await?;
+        if !close(now_limit, current_limit, 1e-3) {
+            wrong.push(format!(
+                "TEC current limit {now_limit} A, expected {current_limit} A"
             ));
         }
         let now_out = self.tec.query_bool("TEC:OUT?").await?;
@@ -363,6 +385,9 @@ impl Device for PhotonicBench {
 
     fn capabilities(&self) -> Vec<Capability> {
         let mut caps = vec![Capability::ResetSoft, Capability::Calibrate];
+        if self.config.tec_max_voltage_v.is_some() {
+            caps.push(Capability::SetPowerLimit);
+        }
         if self.laser.is_some() {
             caps.push(Capability::EnableDisable);
         }
@@ -379,6 +404,10 @@ impl Device for PhotonicBench {
         let current = self.tec.query_number("TEC:ITE?").await?;
         let voltage = self.tec.query_number("TEC:V?").await?;
         let output = self.tec.query_bool("TEC:OUT?").await?;
+        let power_limit_watts = match self.config.tec_max_voltage_v {
+            Some(v_max) => Some(power_limit::current_limit(&self.tec).await? * v_max),
+            None => None,
+        };
         let optical = match &self.meter {
             Some(m) => Some(m.query_number("MEAS:POW?").await?),
             None => None,
@@ -444,7 +473,7 @@ impl Device for PhotonicBench {
         Ok(Sample {
             readings,
             calibration: s.calibration,
-            power_limit_watts: None,
+            power_limit_watts,
             powered: true,
             conditions,
         })
@@ -479,10 +508,25 @@ impl Device for PhotonicBench {
         Ok(record)
     }
 
+    /// The TEC current limit that bounds the TEC's power to `watts` (see
+    /// [`super::power_limit`]), within what the controller accepts, read back.
     async fn set_power_limit(&self, watts: f64) -> Result<(), HalError> {
-        Err(HalError::Unsupported(format!(
-            "power limit {watts} W: a photonic bench has no power limit to set"
-        )))
+        let Some(v_max) = self.config.tec_max_voltage_v else {
+            return Err(HalError::Unsupported(format!(
+                "power limit {watts} W: the bench's power limit is its TEC current limit times                  the TEC module's rated voltage, and tec_max_voltage_v is not configured"
+            )));
+        };
+        self.ensure_contact().await?;
+        let known = self.state().current_limit_range;
+        let range = match known {
+            Some(r) => r,
+            None => {
+                let r = power_limit::accepted_range(&self.tec).await?;
+                self.state().current_limit_range = Some(r);
+                r
+            }
+        };
+        power_limit::apply(&self.tec, watts, v_max, range).await
     }
 
     /// Laser output on or off: with the light off the chip computes nothing.
@@ -572,7 +616,20 @@ mod tests {
         assert_eq!(b.identity().location, "127.0.0.1:5025");
         assert_eq!(b.identity().backend, "scpi");
         c.laser = Some("127.0.0.1:5026".into());
-        let b = PhotonicBench::new("ph-0", c).unwrap();
+        let b = PhotonicBench::new("ph-0", c.clone()).unwrap();
         assert!(b.capabilities().contains(&Capability::EnableDisable));
+        assert!(!b.capabilities().contains(&Capability::SetPowerLimit));
+        // The TEC module's rated voltage turns the current limit into a power limit.
+        c.tec_max_voltage_v = Some(8.6);
+        let b = PhotonicBench::new("ph-0", c).unwrap();
+        assert_eq!(
+            b.capabilities(),
+            [
+                Capability::ResetSoft,
+                Capability::Calibrate,
+                Capability::SetPowerLimit,
+                Capability::EnableDisable
+            ]
+        );
     }
 }

@@ -42,6 +42,11 @@ pub struct ScpiBenchConfig {
     /// Wavelength the power meter's responsivity correction is set to (`SENS:CORR:WAV`), nm.
     #[serde(default)]
     pub wavelength_nm: Option<f64>,
+    /// The TEC module's rated maximum voltage (V_max on its datasheet), V. With it the bench
+    /// has a power limit, the TEC current limit times this (see [`super::power_limit`]);
+    /// without it the bench offers none.
+    #[serde(default)]
+    pub tec_max_voltage_v: Option<f64>,
 }
 
 mod defaults {
@@ -71,6 +76,7 @@ impl ScpiBenchConfig {
             settle_window_ms: defaults::settle_window_ms(),
             settle_timeout_ms: defaults::settle_timeout_ms(),
             wavelength_nm: None,
+            tec_max_voltage_v: None,
         }
     }
 
@@ -123,6 +129,14 @@ impl ScpiBenchConfig {
                 return err(
                     "wavelength_nm",
                     "expected a power_meter to apply it to, found none".to_string(),
+                );
+            }
+        }
+        if let Some(v) = self.tec_max_voltage_v {
+            if !(v.is_finite() && (0.1..=100.0).contains(&v)) {
+                return err(
+                    "tec_max_voltage_v",
+                    format!("expected 0.1 to 100 V (the TEC module's V_max), found {v}"),
                 );
             }
         }
@@ -291,6 +305,15 @@ mod tests {
         c.timeout_ms = 0;
         let (k, m) = c.validate().unwrap_err();
         assert_eq!((k.as_str(), m.contains("found 0")), ("timeout_ms", true));
+        c.timeout_ms = 1000;
+        for bad in [0.0, -7.5, f64::NAN, 1e6] {
+            c.tec_max_voltage_v = Some(bad);
+            let (k, m) = c.validate().unwrap_err();
+            assert_eq!(k, "tec_max_voltage_v");
+            assert!(m.contains(&format!("found {bad}")), "{m}");
+        }
+        c.tec_max_voltage_v = Some(7.5);
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

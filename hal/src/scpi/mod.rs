@@ -6,6 +6,8 @@
 //! - [`mod@bench`]: [`PhotonicBench`], the [`crate::Device`] built from a TEC controller, an
 //!   optional power meter and an optional laser.
 //! - [`config`]: [`ScpiBenchConfig`], the agent's `[device.scpi]` table.
+//! - [`power_limit`]: what the bench's power limit is (TEC current limit x the module's
+//!   V_max) and setting it.
 //! - [`sim`]: [`ScpiBenchSimulator`], the same three instruments simulated on loopback over
 //!   one physical model ([`sim_model`], commands in [`sim_instruments`]), so the default path
 //!   runs the real client.
@@ -17,6 +19,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod line;
+pub mod power_limit;
 pub mod sim;
 pub mod sim_instruments;
 pub mod sim_model;

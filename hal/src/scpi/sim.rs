@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::line::{read_line, MAX_LINE};
 use super::sim_instruments::{Instrument, InstrumentInfo, Session};
-use super::sim_model::{ActiveFaults, BenchModel, ModelParams};
+use super::sim_model::{ActiveFaults, BenchModel, ModelParams, TEC_MAX_VOLTAGE_V};
 use super::wire::strip_line;
 use crate::device::FaultInjector;
 use crate::model::FaultKind;
@@ -216,6 +216,12 @@ impl ScpiBenchSimulator {
 
     pub fn laser_addr(&self) -> SocketAddr {
         self.addrs[2]
+    }
+
+    /// The simulated TEC module's rated voltage: what a bench on this simulator configures as
+    /// `tec_max_voltage_v` to have a power limit.
+    pub fn tec_max_voltage_v(&self) -> f64 {
+        TEC_MAX_VOLTAGE_V
     }
 
     /// The fault handle; it keeps working while the instruments hang or have vanished.

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use super::sim_model::BenchModel;
+use super::sim_model::{BenchModel, MAX_CURRENT_LIMIT_A, MIN_CURRENT_LIMIT_A};
 
 /// The error queue holds this many entries; the last slot then becomes -350 (IEEE 488.2).
 /// Below the client's 32-read drain bound, so a drain always reaches code 0.
@@ -319,10 +319,35 @@ const AMPERES: &[(&str, f64)] = &[("A", 1.0), ("MA", 1e-3)];
 
 fn tec(c: &Command, m: &mut BenchModel) -> Reply {
     let q = c.query;
+    let num = |x: f64| Ok(Some(format!("{x:.4}")));
+    if c.is(&["TEC", "LIMit", "ITE"])? {
+        // SCPI's MINimum / MAXimum: what the controller accepts, asked or set by name.
+        let (lo, hi) = (MIN_CURRENT_LIMIT_A, MAX_CURRENT_LIMIT_A);
+        let named = match c.args.as_slice() {
+            [a] if a.eq_ignore_ascii_case("MIN") || a.eq_ignore_ascii_case("MINIMUM") => Some(lo),
+            [a] if a.eq_ignore_ascii_case("MAX") || a.eq_ignore_ascii_case("MAXIMUM") => Some(hi),
+            _ => None,
+        };
+        if q {
+            return match (named, c.args.is_empty()) {
+                (Some(x), _) => num(x),
+                (None, true) => num(m.current_limit_a),
+                (None, false) => Err(ILLEGAL_VALUE),
+            };
+        }
+        let a = match named {
+            Some(x) => x,
+            None => c.number(AMPERES)?,
+        };
+        if !(lo..=hi).contains(&a) {
+            return Err(OUT_OF_RANGE);
+        }
+        m.current_limit_a = a;
+        return Ok(None);
+    }
     if q {
         c.no_args()?;
     }
-    let num = |x: f64| Ok(Some(format!("{x:.4}")));
     if c.is(&["TEC", "T"])? || c.is(&["TEMPerature", "ACTual"])? && q {
         if q {
             return num(m.measured_temperature());
@@ -366,17 +391,6 @@ fn tec(c: &Command, m: &mut BenchModel) -> Reply {
     }
     if q && c.is(&["TEC", "TOLerance"])? {
         return Ok(Some("0.100,2.000".to_string()));
-    }
-    if c.is(&["TEC", "LIMit", "ITE"])? {
-        if q {
-            return num(m.current_limit_a);
-        }
-        let a = c.number(AMPERES)?;
-        if !(a > 0.0 && a <= 5.0) {
-            return Err(OUT_OF_RANGE);
-        }
-        m.current_limit_a = a;
-        return Ok(None);
     }
     if c.is(&["TEC", "LIMit", "THI"])? {
         if q {
@@ -580,6 +594,37 @@ mod tests {
         );
         run(&mut s, &mut m, ":TEC ON");
         assert!(m.output_on);
+    }
+
+    #[test]
+    fn current_limit_with_its_range_and_reset() {
+        let mut m = model();
+        let mut s = Session::new(Instrument::TecController);
+        assert_eq!(
+            run(
+                &mut s,
+                &mut m,
+                "TEC:LIM:ITE?;TEC:LIM:ITE? MIN;TEC:LIMIT:ITE? maximum"
+            )
+            .as_deref(),
+            Some("3.0000;0.1000;5.0000")
+        );
+        run(&mut s, &mut m, "TEC:LIM:ITE 1500MA");
+        assert_eq!(m.current_limit_a, 1.5);
+        run(&mut s, &mut m, "TEC:LIM:ITE 0.05");
+        run(&mut s, &mut m, "TEC:LIM:ITE? SOME");
+        assert_eq!(
+            run(&mut s, &mut m, "SYST:ERR?;SYST:ERR?").as_deref(),
+            Some("-222,\"Data out of range\";-224,\"Illegal parameter value\"")
+        );
+        assert_eq!(m.current_limit_a, 1.5, "a refused value changes nothing");
+        run(&mut s, &mut m, "TEC:LIM:ITE MIN");
+        assert_eq!(m.current_limit_a, MIN_CURRENT_LIMIT_A);
+        run(&mut s, &mut m, "*RST");
+        assert_eq!(
+            run(&mut s, &mut m, "TEC:LIM:ITE?").as_deref(),
+            Some("3.0000")
+        );
     }
 
     #[test]

@@ -10,6 +10,14 @@
 //! - TEC electrics: the pumped heat Q = a*I - R*I^2/2 (Peltier minus half the Joule heat)
 //!   is solved for the current I, and V = R*I + Seebeck voltage, so current, voltage and heater
 //!   power are consistent with the heat actually pumped.
+//! - Current limit (`TEC:LIM:ITE`): the most the TEC can pump is what it pumps at its limit,
+//!   so a limit below what holding the setpoint takes leaves the chip warmer than its
+//!   setpoint (cooling) or cooler (heating), by as much as the missing heat makes it. At the
+//!   nominal point holding 25 degC takes about 0.2 A; the limit bites below that. Under the
+//!   `overheat` fault (the sink's fan stopped) the loop asks for everything, so the current
+//!   sits at the limit, and what it mostly does is dump its own Joule heat (R*I^2) into a sink
+//!   that cannot shed it: the sink, and the chip on it, run hot. There a lower limit helps,
+//!   as it would on a real bench: less current, less heat into the dead sink.
 //! - Optics: a Mach-Zehnder mesh whose phase error grows with time, roughly doubling per 10 K
 //!   and with distance from the temperature it was trimmed at (as in [`crate::sim`]); the
 //!   meter reads laser power x insertion loss x cos^2(phase).
@@ -39,9 +47,12 @@ const TEC_RESISTANCE_OHM: f64 = 1.2;
 const SEEBECK_V_PER_K: f64 = 0.05;
 /// Hot-side heat sink: K of rise per W rejected.
 const SINK_K_PER_W: f64 = 0.5;
-/// Overheat fault: the heat sink's fan has stopped. The hot side runs hot, the TEC can move
-/// little heat, and its controller sits at its current limit.
-const OVERHEAT_AMBIENT_RISE_K: f64 = 30.0;
+/// Overheat fault: the heat sink's fan has stopped. The TEC can move little heat against the
+/// hot side, its controller sits at its current limit, and the sink, now K per W of heat
+/// rejected (pumped + Joule) this much above the room, is what the chip sits on. At the
+/// default 3 A limit that is 2.65 * (0.5 + 10.8) = 30 K, and the chip heads for 56 degC; at
+/// 70 % of it (2.1 A) for 41 degC.
+const OVERHEAT_SINK_K_PER_W: f64 = 2.65;
 const OVERHEAT_PUMP_W: f64 = 0.5;
 /// Fraction of the laser's light that reaches the meter at zero phase error (3 dB).
 const INSERTION_LOSS: f64 = 0.5;
@@ -55,6 +66,13 @@ const FINE_SPAN_S: f64 = 1000.0;
 /// `*RST` defaults of the instruments.
 pub const DEFAULT_SETPOINT_C: f64 = 25.0;
 pub const DEFAULT_CURRENT_LIMIT_A: f64 = 3.0;
+/// The current limits the simulated controller accepts (`TEC:LIM:ITE? MIN` / `MAX`).
+pub const MIN_CURRENT_LIMIT_A: f64 = 0.1;
+pub const MAX_CURRENT_LIMIT_A: f64 = 5.0;
+/// The simulated TEC module's rated maximum voltage (its datasheet V_max): R * I_max plus
+/// the Seebeck voltage at its largest temperature difference, 1.2 * 3.33 + 0.05 * 70 V. What
+/// a bench on this simulator configures as `tec_max_voltage_v`.
+pub const TEC_MAX_VOLTAGE_V: f64 = 7.5;
 pub const DEFAULT_T_LOW_C: f64 = 5.0;
 pub const DEFAULT_T_HIGH_C: f64 = 70.0;
 pub const DEFAULT_WAVELENGTH_NM: f64 = 1550.0;
@@ -191,18 +209,17 @@ impl BenchModel {
 
     /// One controller update and `h` seconds of physics at the resulting power.
     fn control_step(&mut self, h: f64) {
-        let mut ambient = AMBIENT_C;
         let i_lim = self.current_limit_a;
         // Heat the TEC can pump out of the chip (cooling) or into it (heating) at its limit.
         let i_peak = (PELTIER_W_PER_A / TEC_RESISTANCE_OHM).min(i_lim);
         let max_cool = PELTIER_W_PER_A * i_peak - 0.5 * TEC_RESISTANCE_OHM * i_peak * i_peak;
         let max_heat = PELTIER_W_PER_A * i_lim + 0.5 * TEC_RESISTANCE_OHM * i_lim * i_lim;
+        let dead_sink = self.output_on && self.faults.overheat;
         let (pumped, current) = if !self.output_on {
             (0.0, 0.0)
-        } else if self.faults.overheat {
-            ambient += OVERHEAT_AMBIENT_RISE_K;
+        } else if dead_sink {
             // The loop asks for all it has; the hot side cannot shed it.
-            (OVERHEAT_PUMP_W, i_lim)
+            (OVERHEAT_PUMP_W.min(max_cool), i_lim)
         } else {
             let r = CHIP_THERMAL.resistance_k_per_w;
             let feed_forward = CHIP_POWER_W - (self.setpoint_c - AMBIENT_C) / r;
@@ -210,10 +227,16 @@ impl BenchModel {
             let q = wanted.clamp(-max_heat, max_cool);
             (q, current_for_heat(q))
         };
+        let electrical = TEC_RESISTANCE_OHM * current * current;
+        let rejected = pumped.abs() + electrical;
+        let (hot_side, ambient) = if dead_sink {
+            let sink = AMBIENT_C + OVERHEAT_SINK_K_PER_W * rejected;
+            (sink, sink)
+        } else {
+            (AMBIENT_C + SINK_K_PER_W * rejected, AMBIENT_C)
+        };
         self.temperature_c =
             CHIP_THERMAL.step(self.temperature_c, ambient, CHIP_POWER_W - pumped, h);
-        let electrical = TEC_RESISTANCE_OHM * current * current;
-        let hot_side = ambient + SINK_K_PER_W * (pumped.abs() + electrical);
         self.current_a = current;
         self.voltage_v = if current == 0.0 {
             0.0
@@ -358,6 +381,63 @@ mod tests {
         m.advance(10.0);
         assert!(m.temperature_c > 27.0, "{}", m.temperature_c);
         assert_eq!(m.current_a, m.current_limit_a);
+    }
+
+    #[test]
+    fn a_current_limit_below_what_holding_takes_leaves_the_chip_warm() {
+        let mut m = model();
+        m.advance(30.0);
+        let holding = m.current_a;
+        assert!(holding > MIN_CURRENT_LIMIT_A, "{holding} A");
+        // Above what holding takes, the limit changes nothing.
+        m.current_limit_a = 2.0 * holding;
+        m.advance(30.0);
+        assert!((m.temperature_c - 25.0).abs() < 0.01, "{}", m.temperature_c);
+        // Below it, the TEC runs at its limit and pumps what that allows: the chip settles
+        // where the mount carries off the rest.
+        m.current_limit_a = MIN_CURRENT_LIMIT_A;
+        m.advance(60.0);
+        let i = MIN_CURRENT_LIMIT_A;
+        let pumped = PELTIER_W_PER_A * i - 0.5 * TEC_RESISTANCE_OHM * i * i;
+        let expect = CHIP_THERMAL.steady(AMBIENT_C, CHIP_POWER_W - pumped);
+        assert!(
+            (m.temperature_c - expect).abs() < 0.05,
+            "{}",
+            m.temperature_c
+        );
+        assert!(m.temperature_c > 26.0);
+        assert!((m.current_a - i).abs() < 1e-9, "{}", m.current_a);
+        // *RST puts the default back, as the controller's would.
+        m.reset_tec();
+        assert_eq!(m.current_limit_a, DEFAULT_CURRENT_LIMIT_A);
+    }
+
+    #[test]
+    fn under_overheat_a_lower_current_limit_heats_the_dead_sink_less() {
+        let overheat = ActiveFaults {
+            overheat: true,
+            ..Default::default()
+        };
+        let mut full = model();
+        let mut throttled = model();
+        throttled.current_limit_a = 0.7 * DEFAULT_CURRENT_LIMIT_A;
+        full.set_faults(overheat);
+        throttled.set_faults(overheat);
+        full.advance(60.0);
+        throttled.advance(60.0);
+        // The numbers in OVERHEAT_SINK_K_PER_W's comment: above the photonic warning (45 degC)
+        // at the default limit, below it at 70 % of it.
+        assert!(
+            (full.temperature_c - 56.0).abs() < 0.5,
+            "{}",
+            full.temperature_c
+        );
+        assert!(
+            (throttled.temperature_c - 41.4).abs() < 0.5,
+            "{}",
+            throttled.temperature_c
+        );
+        assert_eq!(throttled.current_a, throttled.current_limit_a);
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl SimDevice {
             enabled: true,
             powered: true,
             busy: false,
-            power_limit_w: profile.max_power_limit_w,
+            power_limit_w: profile.default_power_limit_w,
             calibration: profile.drift_per_s.map(|_| CalibrationRecord {
                 calibrated_at: SystemTime::now(),
                 temperature_celsius: warm,
@@ -214,13 +214,10 @@ impl SimDevice {
         let mut model = prof.thermal;
         let mut reference = prof.tec_setpoint_c.unwrap_or(prof.reference_c);
         if self.faults.has(FaultKind::Overheat) {
-            // Cooling has failed: a stalled fan or a saturated TEC. The device heats toward a
-            // much higher steady state, quickly.
-            model.resistance_k_per_w *= 4.0;
-            model.tau_s = (model.tau_s / 6.0).max(1.0);
-            if prof.tec_setpoint_c.is_some() {
-                reference += 40.0;
-            }
+            // Cooling has failed: the device heats toward a much higher steady state, quickly
+            // (the numbers, and why, are in the profile).
+            model = prof.overheat.thermal;
+            reference += prof.overheat.reference_rise_c;
         }
         if !p.powered {
             reference = prof.reference_c;
