@@ -185,15 +185,23 @@ impl CollectorLeases {
 /// A status the transport made (nothing answered) or one the collector sent.
 fn classify(status: &tonic::Status) -> Failure {
     use tonic::Code;
-    let text = if status.message().is_empty() {
-        format!("{:?}", status.code())
-    } else {
-        format!("{:?}: {}", status.code(), status.message())
-    };
-    match status.code() {
+    let code = status.code();
+    let mut text = format!("{code:?}");
+    if !status.message().is_empty() {
+        text = format!("{text}: {}", status.message());
+    }
+    match code {
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => {
-            let detail = status.source().map(|s| format!(" ({})", chain(s)));
-            Failure::Transport(format!("{text}{}", detail.unwrap_or_default()))
+            // tonic's message for a broken connection is "transport error"; the cause says
+            // which (refused, reset, broken pipe).
+            if let Some(cause) = status.source().map(chain) {
+                text = if cause.starts_with(status.message()) {
+                    format!("{code:?}: {cause}")
+                } else {
+                    format!("{text} ({cause})")
+                };
+            }
+            Failure::Transport(text)
         }
         _ => Failure::Status(text),
     }
