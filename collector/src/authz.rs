@@ -1,15 +1,24 @@
-//! Who may stream reports into the fleet. Over TLS every client already holds a certificate
-//! from `tls.client_ca` (the handshake refuses anyone else), which is enough for the read-only
-//! queries. `Report` writes into the fleet state, alerts and history, so when
-//! `[auth] agent_subjects` is set only certificates naming one of those subjects may call it;
-//! others get PERMISSION_DENIED and a warning under the `audit` log target.
+//! Who may act as an agent. Over TLS every client already holds a certificate from
+//! `tls.client_ca` (the handshake refuses anyone else), which is enough for the read-only
+//! queries. `Report` writes into the fleet state, alerts and history, and `AcquireLease` /
+//! `ReleaseLease` let the caller take a destructive remediation step out of the fleet's
+//! budget, so when `[auth] agent_subjects` is set only certificates naming one of those
+//! subjects may call them; others (operators' and dashboards' reader certificates among them)
+//! get PERMISSION_DENIED and a warning under the `audit` log target.
+//!
+//! Leases take exactly the identity reporting takes, because the caller of both is the same
+//! process (the agent's uplink and its remediation engine share one client certificate) and
+//! a lease is only meaningful for a node that reports: a reader able to take leases could
+//! drain the budget and hold up every agent's remediation. Without `agent_subjects` any
+//! certificate from `client_ca` may report, and so may take leases; over plain TCP the
+//! collector trusts its network for both, as it does for Report.
 //!
 //! A tower wrapper around `CollectorServer`, as the agent's `wire::authn` is around its
 //! service: being the only way the service is mounted, no call can skip it.
 //!
-//! **Architecture Invariant:** the gate does not tie a report's node name to the certificate
-//! (an agent allowed to report may report under any node name); per-node certificates and
-//! that binding are left for later.
+//! **Architecture Invariant:** the gate does not tie a report's or a lease's node name to the
+//! certificate (an agent allowed to report may report, and take leases, under any node name);
+//! per-node certificates and that binding are left for later.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,26 +29,39 @@ use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-/// The one method that changes fleet state.
-const REPORT_PATH: &str = "/health.v1.Collector/Report";
+/// The methods only agents may call: the one that changes fleet state, and the leases.
+const AGENT_PATHS: [(&str, &str); 3] = [
+    ("/health.v1.Collector/Report", "Report"),
+    ("/health.v1.Collector/AcquireLease", "AcquireLease"),
+    ("/health.v1.Collector/ReleaseLease", "ReleaseLease"),
+];
+
+/// The method's name if only agents may call it.
+fn agent_method(path: &str) -> Option<&'static str> {
+    AGENT_PATHS
+        .iter()
+        .find(|(full, _)| *full == path)
+        .map(|(_, name)| *name)
+}
 
 #[derive(Clone)]
-pub struct ReportGate<S> {
+pub struct AgentGate<S> {
     inner: S,
     agent_subjects: Arc<[String]>,
 }
 
-impl<S> ReportGate<S> {
-    /// `agent_subjects` empty: every caller that got through the TLS handshake may report.
+impl<S> AgentGate<S> {
+    /// `agent_subjects` empty: every caller that got through the TLS handshake may report and
+    /// take leases.
     pub fn new(inner: S, agent_subjects: &[String]) -> Self {
-        ReportGate {
+        AgentGate {
             inner,
             agent_subjects: agent_subjects.into(),
         }
     }
 }
 
-impl<S: NamedService> NamedService for ReportGate<S> {
+impl<S: NamedService> NamedService for AgentGate<S> {
     const NAME: &'static str = S::NAME;
 }
 
@@ -70,14 +92,14 @@ fn leaf_subjects(der: &[u8]) -> Vec<String> {
     health_daemon::certificate_subjects(der).unwrap_or_default()
 }
 
-impl<S> ReportGate<S> {
-    /// Whether a caller with these certificate subjects may call Report.
+impl<S> AgentGate<S> {
+    /// Whether a caller with these certificate subjects may call the agents' methods.
     fn admits(&self, subjects: &[String]) -> bool {
         self.agent_subjects.is_empty() || subjects.iter().any(|s| self.agent_subjects.contains(s))
     }
 }
 
-impl<S, B> tower::Service<http::Request<B>> for ReportGate<S>
+impl<S, B> tower::Service<http::Request<B>> for AgentGate<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>
         + Clone
@@ -97,7 +119,8 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if !self.agent_subjects.is_empty() && req.uri().path() == REPORT_PATH {
+        let method = agent_method(req.uri().path()).filter(|_| !self.agent_subjects.is_empty());
+        if let Some(method) = method {
             let (subjects, peer) = caller(req.extensions());
             if !self.admits(&subjects) {
                 let shown = subjects
@@ -107,11 +130,12 @@ where
                     target: "audit",
                     peer = %peer,
                     subject = shown,
-                    "Report denied: the certificate's subjects are not in auth.agent_subjects"
+                    method,
+                    "{method} denied: the certificate's subjects are not in auth.agent_subjects"
                 );
                 let status = tonic::Status::permission_denied(format!(
-                    "Report needs a client certificate whose subject is in auth.agent_subjects; \
-                     cert {shown} (tls {peer}) is not"
+                    "{method} needs a client certificate whose subject is in \
+                     auth.agent_subjects; cert {shown} (tls {peer}) is not"
                 ));
                 return Box::pin(async move { Ok(status.into_http()) });
             }
@@ -136,9 +160,9 @@ mod tests {
         block.contents
     }
 
-    fn gate(subjects: &[&str]) -> ReportGate<()> {
+    fn gate(subjects: &[&str]) -> AgentGate<()> {
         let subjects: Vec<String> = subjects.iter().map(|s| (*s).to_string()).collect();
-        ReportGate::new((), &subjects)
+        AgentGate::new((), &subjects)
     }
 
     #[test]
@@ -156,6 +180,21 @@ mod tests {
         assert!(gate(&["node-5.example"]).admits(&subjects));
         // Addresses are written with their `IP:` prefix, as in the agent's operator_subjects.
         assert!(!gate(&["10.0.0.5"]).admits(&subjects));
+    }
+
+    #[test]
+    fn report_and_the_leases_are_the_agents_methods() {
+        assert_eq!(agent_method("/health.v1.Collector/Report"), Some("Report"));
+        assert_eq!(
+            agent_method("/health.v1.Collector/AcquireLease"),
+            Some("AcquireLease")
+        );
+        assert_eq!(
+            agent_method("/health.v1.Collector/ReleaseLease"),
+            Some("ReleaseLease")
+        );
+        assert_eq!(agent_method("/health.v1.Collector/ListNodes"), None);
+        assert_eq!(agent_method("/health.v1.Collector/WatchAlerts"), None);
     }
 
     #[test]

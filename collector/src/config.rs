@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use health_daemon::FieldError;
+
+use crate::leases::Fraction;
 use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
 
@@ -33,6 +35,10 @@ const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_PUSH_QUEUE: u64 = 10_000;
+const DEFAULT_LEASE_MAX_CONCURRENT: u64 = 4;
+const DEFAULT_LEASE_WINDOW: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_LEASE_COOLDOWN: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// How long each condition must persist before its alert fires, unless `[alerts] for` says
 /// otherwise. Codes not listed fire at once. Short blips of a reading near its threshold (a
@@ -52,7 +58,7 @@ const DEFAULT_FOR: [(&str, Duration); 10] = [
 ];
 
 /// Every key the file may hold, in the order the example file documents them.
-const KEYS: [&str; 13] = [
+const KEYS: [&str; 14] = [
     "listen",
     "metrics_listen",
     "stale_after",
@@ -66,6 +72,7 @@ const KEYS: [&str; 13] = [
     "alerts",
     "tls",
     "auth",
+    "leases",
 ];
 
 /// Every key of the `[tls]` table.
@@ -73,6 +80,15 @@ const TLS_KEYS: [&str; 3] = ["cert", "key", "client_ca"];
 
 /// Every key of the `[auth]` table.
 const AUTH_KEYS: [&str; 1] = ["agent_subjects"];
+
+/// Every key of the `[leases]` table.
+const LEASES_KEYS: [&str; 5] = [
+    "max_concurrent",
+    "max_fraction",
+    "window",
+    "cooldown",
+    "ttl",
+];
 
 /// Every key of the `[alerts]` table.
 const ALERTS_KEYS: [&str; 5] = [
@@ -134,6 +150,22 @@ const PUSH_QUEUE_BOUNDS: Bounds<u64> = Bounds {
     min: 16,
     max: 1_000_000,
 };
+const LEASE_MAX_CONCURRENT_BOUNDS: Bounds<u64> = Bounds {
+    min: 1,
+    max: 100_000,
+};
+const LEASE_WINDOW_BOUNDS: Bounds<Duration> = Bounds {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(24 * 3600),
+};
+const LEASE_COOLDOWN_BOUNDS: Bounds<Duration> = Bounds {
+    min: Duration::ZERO,
+    max: Duration::from_secs(24 * 3600),
+};
+const LEASE_TTL_BOUNDS: Bounds<Duration> = Bounds {
+    min: Duration::from_secs(10),
+    max: Duration::from_secs(24 * 3600),
+};
 
 /// The validated configuration. Values outside their bounds never get this far.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -175,8 +207,45 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Mutual TLS on `listen`; plain TCP when unset.
     pub tls: TlsConfig,
-    /// Which client certificates may stream reports.
+    /// Which client certificates may stream reports (and take leases).
     pub auth: AuthConfig,
+    /// The remediation lease budget and circuit breaker (`leases.rs`).
+    pub leases: LeasesConfig,
+}
+
+/// The `[leases]` table: how many destructive remediation steps agents may take at once and
+/// per window across the fleet, and the circuit breaker (see `leases.rs` for the rules).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeasesConfig {
+    /// Most leases held at once.
+    #[serde(deserialize_with = "lease_max_concurrent")]
+    pub max_concurrent: usize,
+    /// Share of the devices the collector holds that may get a lease within `window`
+    /// (at least one); more devices than that asking within `window` opens the breaker.
+    #[serde(deserialize_with = "lease_max_fraction")]
+    pub max_fraction: Fraction,
+    /// The sliding window of `max_fraction`.
+    #[serde(deserialize_with = "lease_window")]
+    pub window: Duration,
+    /// How long the breaker stays open after the storm that opened it ends.
+    #[serde(deserialize_with = "lease_cooldown")]
+    pub cooldown: Duration,
+    /// A lease not released within this is freed (its agent may have died mid-step).
+    #[serde(deserialize_with = "lease_ttl")]
+    pub ttl: Duration,
+}
+
+impl Default for LeasesConfig {
+    fn default() -> Self {
+        LeasesConfig {
+            max_concurrent: to_usize(DEFAULT_LEASE_MAX_CONCURRENT),
+            max_fraction: Fraction::DEFAULT,
+            window: DEFAULT_LEASE_WINDOW,
+            cooldown: DEFAULT_LEASE_COOLDOWN,
+            ttl: DEFAULT_LEASE_TTL,
+        }
+    }
 }
 
 /// The `[tls]` table: PEM files, absolute paths. With `cert`, `listen` serves TLS only and
@@ -263,6 +332,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
+            leases: LeasesConfig::default(),
         }
     }
 }
@@ -394,6 +464,8 @@ fn key_error(file: &Path, text: &str, key: String, error: &toml::de::Error) -> C
             (format!("tls.{unknown}"), TLS_KEYS.as_slice())
         } else if message.contains("`agent_subjects`") {
             (format!("auth.{unknown}"), AUTH_KEYS.as_slice())
+        } else if message.contains("`max_fraction`") {
+            (format!("leases.{unknown}"), LEASES_KEYS.as_slice())
         } else {
             (unknown.to_string(), KEYS.as_slice())
         };
@@ -543,6 +615,36 @@ fn push_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn push_queue<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     integer_within(d, &PUSH_QUEUE_BOUNDS)
+}
+
+fn lease_max_concurrent<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    integer_within(d, &LEASE_MAX_CONCURRENT_BOUNDS)
+}
+
+fn lease_window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_within(d, &LEASE_WINDOW_BOUNDS)
+}
+
+fn lease_cooldown<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_within(d, &LEASE_COOLDOWN_BOUNDS)
+}
+
+fn lease_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration_within(d, &LEASE_TTL_BOUNDS)
+}
+
+/// A share of the fleet: a number greater than 0 and at most 1 (`1` is read as 1.0).
+fn lease_max_fraction<'de, D: Deserializer<'de>>(d: D) -> Result<Fraction, D::Error> {
+    const EXPECTED: &str = "expected a number greater than 0 and at most 1, such as 0.1";
+    let value = toml::Value::deserialize(d)?;
+    let number = match &value {
+        toml::Value::Float(x) => Some(*x),
+        toml::Value::Integer(1) => Some(1.0),
+        _ => None,
+    };
+    number
+        .and_then(Fraction::new)
+        .ok_or_else(|| D::Error::custom(format!("{EXPECTED}, found {}", Found(&value))))
 }
 
 /// `for = { THERMAL_WARNING = "1m", ... }`: written codes replace their defaults.
@@ -890,6 +992,18 @@ mod tests {
                 "the example does not document {key}"
             );
         }
+        let leases = text
+            .split_once("[leases]")
+            .map(|(_, table)| table)
+            .expect("the example has a [leases] table");
+        for key in LEASES_KEYS {
+            assert!(
+                leases
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{key} = "))),
+                "the example does not document leases.{key}"
+            );
+        }
         // Every default pending duration is written out, so the file shows what applies.
         for (code, _) in DEFAULT_FOR {
             assert!(alerts.contains(&format!("{code} = ")), "{code}");
@@ -1061,6 +1175,63 @@ mod tests {
         assert_eq!(
             error_of("[auth]\noperator_subjects = []\n"),
             "collector.toml: auth.operator_subjects: unknown key, expected one of: agent_subjects"
+        );
+    }
+
+    #[test]
+    fn leases_table_is_read_and_has_defaults() {
+        let defaults = parse_str("").expect("valid").leases;
+        assert_eq!(defaults.max_concurrent, 4);
+        assert_eq!(defaults.max_fraction.get(), 0.1);
+        assert_eq!(defaults.window, Duration::from_secs(300));
+        assert_eq!(defaults.cooldown, Duration::from_secs(300));
+        assert_eq!(defaults.ttl, Duration::from_secs(600));
+        let config = parse_str(
+            "[leases]\nmax_concurrent = 2\nmax_fraction = 0.5\nwindow = \"1m\"\n\
+             cooldown = \"0s\"\nttl = \"30s\"\n",
+        )
+        .expect("valid config");
+        assert_eq!(config.leases.max_concurrent, 2);
+        assert_eq!(config.leases.max_fraction.get(), 0.5);
+        assert_eq!(config.leases.window, Duration::from_secs(60));
+        assert_eq!(config.leases.cooldown, Duration::ZERO);
+        assert_eq!(config.leases.ttl, Duration::from_secs(30));
+        let whole = parse_str("[leases]\nmax_fraction = 1\n").expect("1 is a share");
+        assert_eq!(whole.leases.max_fraction.get(), 1.0);
+    }
+
+    #[test]
+    fn leases_errors_name_the_key() {
+        assert_eq!(
+            error_of("[leases]\nmax_concurrent = 0\n"),
+            "collector.toml: leases.max_concurrent: expected an integer from 1 to 100000, found 0"
+        );
+        for bad in ["0.0", "1.5", "-0.1", "nan", "\"10%\""] {
+            let message = error_of(&format!("[leases]\nmax_fraction = {bad}\n"));
+            assert!(
+                message.starts_with(
+                    "collector.toml: leases.max_fraction: expected a number greater than 0 \
+                     and at most 1, such as 0.1, found "
+                ),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            error_of("[leases]\nwindow = \"0s\"\n"),
+            "collector.toml: leases.window: expected a duration between 1s and 1day, found \"0s\""
+        );
+        assert_eq!(
+            error_of("[leases]\nttl = \"5s\"\n"),
+            "collector.toml: leases.ttl: expected a duration between 10s and 1day, found \"5s\""
+        );
+        assert!(error_of("[leases]\ncooldown = 300\n")
+            .starts_with("collector.toml: leases.cooldown: expected a duration"));
+        assert_eq!(
+            error_of("[leases]\nbudget = 3\n"),
+            format!(
+                "collector.toml: leases.budget: unknown key, expected one of: {}",
+                LEASES_KEYS.join(", ")
+            )
         );
     }
 

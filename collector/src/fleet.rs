@@ -661,6 +661,16 @@ impl Fleet {
         (all, self.refused_total.load(Ordering::Relaxed))
     }
 
+    /// Devices in the latest snapshots of every node held, stale ones included: the fleet the
+    /// lease budget's `max_fraction` is a share of.
+    pub fn device_count(&self) -> usize {
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        nodes
+            .values()
+            .map(|record| record.snapshot.devices.len())
+            .sum()
+    }
+
     pub fn max_nodes(&self) -> usize {
         self.limits.max_nodes
     }

@@ -6,10 +6,11 @@
 //! Modules: `config` (the TOML file), `fleet` (per-node state, duplicates, gaps, staleness,
 //! forgetting silent nodes, the node limit), `alerts` (alerts from node conditions and
 //! staleness, with pending durations), `alert_names` (on-call alert names), `alertmanager`
-//! (the push to Alertmanager), `history` (the SQLite history), `metrics` (the `/metrics`
-//! endpoint), `service` (the gRPC Collector API), `sweeper` (the staleness and forgetting
-//! sweep, and watchdog pings), `server` (wiring, serving, shutdown, mutual TLS on the listener
-//! from `[tls]`), `shutdown` (signals) and `authz` (which client certificates may call Report).
+//! (the push to Alertmanager), `history` (the SQLite history), `leases` (the remediation lease
+//! budget and circuit breaker), `metrics` (the `/metrics` endpoint), `service` (the gRPC
+//! Collector API), `sweeper` (the staleness and forgetting sweep, and watchdog pings), `server`
+//! (wiring, serving, shutdown, mutual TLS on the listener from `[tls]`), `shutdown` (signals)
+//! and `authz` (which client certificates may call Report and take leases).
 //! TLS files, certificate subjects and systemd notifications come from `health-daemon`, shared
 //! with the agent.
 
@@ -24,6 +25,7 @@ mod config;
 mod config_fuzz;
 mod fleet;
 mod history;
+mod leases;
 mod metrics;
 mod server;
 mod service;

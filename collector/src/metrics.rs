@@ -1,6 +1,7 @@
 //! The collector's `/metrics`: every node it holds (the same series an agent exports for
 //! itself, from the node's latest report), per-node ingest counters (reports, duplicates,
-//! missing seqs, staleness), firing alerts, and gRPC latencies.
+//! missing seqs, staleness), firing alerts, the remediation lease budget (grants, refusals by
+//! reason, leases held, the circuit breaker), and gRPC latencies.
 //!
 //! Rendered at scrape time: the fleet hands over its summaries and snapshot `Arc`s under its
 //! read lock, the alert book its firing set, and the text is formatted after both are
@@ -16,11 +17,13 @@ use health_metrics::Exposition;
 
 use crate::alerts::Alerts;
 use crate::fleet::Fleet;
+use crate::leases::Leases;
 
 /// Everything a scrape reads.
 pub struct CollectorMetrics {
     pub fleet: Arc<Fleet>,
     pub alerts: Arc<Alerts>,
+    pub leases: Arc<Leases>,
     pub rpc: Arc<RpcStats>,
 }
 
@@ -44,6 +47,8 @@ impl CollectorMetrics {
             "Reports refused because they came from a new node while the fleet was full.",
         )
         .sample(&[], refused_total as f64);
+
+        self.render_leases(&mut out);
 
         let mut by_code: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
         for event in &firing {
@@ -126,5 +131,32 @@ impl CollectorMetrics {
         }
         self.rpc.render(&mut out, &[]);
         out.render()
+    }
+
+    fn render_leases(&self, out: &mut Exposition) {
+        let leases = self.leases.status();
+        out.counter(
+            "health_collector_lease_grants_total",
+            "Remediation leases granted to agents (a retried request granted again counts once).",
+        )
+        .sample(&[], leases.grants_total as f64);
+        let mut refusals = out.counter(
+            "health_collector_lease_refusals_total",
+            "Remediation lease requests refused, by reason: max_concurrent, window (the \
+             max_fraction budget), breaker (circuit breaker open), busy (the device holds one).",
+        );
+        for (why, count) in leases.refusals_total {
+            refusals.sample(&[("reason", why.label())], count as f64);
+        }
+        out.gauge(
+            "health_collector_leases_active",
+            "Remediation leases held now (granted, neither released nor expired).",
+        )
+        .sample(&[], leases.active as f64);
+        out.gauge(
+            "health_collector_lease_breaker_open",
+            "1 while the lease circuit breaker is open (a storm of failing devices, or its cooldown).",
+        )
+        .sample(&[], if leases.breaker_open { 1.0 } else { 0.0 });
     }
 }

@@ -24,10 +24,11 @@ use tonic_reflection::server::{v1, v1alpha};
 
 use crate::alertmanager::PushStats;
 use crate::alerts::{Alerts, PendingRules};
-use crate::authz::ReportGate;
+use crate::authz::AgentGate;
 use crate::config::{Config, TlsConfig};
 use crate::fleet::{Fleet, Limits};
 use crate::history::History;
+use crate::leases::Leases;
 use crate::service::CollectorService;
 use crate::{alertmanager, shutdown, sweeper};
 
@@ -63,8 +64,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         PendingRules::from_names(&config.alerts.pending_for),
         history.as_ref().map(History::sink),
     ));
-    let mut collector =
-        CollectorService::new(Arc::clone(&fleet), Arc::clone(&alerts), shutdown.clone());
+    let leases = Arc::new(Leases::new(config.leases.clone()));
+    let mut collector = CollectorService::new(
+        Arc::clone(&fleet),
+        Arc::clone(&alerts),
+        Arc::clone(&leases),
+        shutdown.clone(),
+    );
     if let Some(history) = &history {
         collector = collector.with_history(history.reader());
     }
@@ -85,6 +91,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let metrics = crate::metrics::CollectorMetrics {
             fleet: Arc::clone(&fleet),
             alerts: Arc::clone(&alerts),
+            leases: Arc::clone(&leases),
             rpc: Arc::clone(&rpc),
         };
         serve_metrics(addr, metrics, shutdown.clone()).await?;
@@ -111,7 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(ReportGate::new(
+        .add_service(AgentGate::new(
             CollectorServer::new(collector).max_decoding_message_size(config.max_message_bytes),
             &config.auth.agent_subjects,
         ))
@@ -125,6 +132,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sweep_interval = %humantime::format_duration(config.sweep_interval),
         forget_after = %humantime::format_duration(config.forget_after),
         max_nodes = config.max_nodes,
+        lease_max_concurrent = config.leases.max_concurrent,
+        lease_max_fraction = config.leases.max_fraction.get(),
         tls = config.tls.cert.is_some(),
         "health-collector serving"
     );

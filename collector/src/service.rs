@@ -1,13 +1,15 @@
 //! The `health.v1.Collector` gRPC service: the boundary between the wire and the fleet.
 //!
-//! Beside `server` (binding, serving) and `authz` (the `ReportGate` wrapper), this is the only
+//! Beside `server` (binding, serving) and `authz` (the `AgentGate` wrapper), this is the only
 //! module that deals with tonic: requests, status codes, streams. It checks what peers send
 //! before anything reaches the fleet (an agent's bad report ends its stream with
 //! INVALID_ARGUMENT naming the field; nothing a peer sends can panic the collector), ends with
 //! RESOURCE_EXHAUSTED the stream of a new node the full fleet refuses (`max_nodes`), and it
 //! turns the fleet's and the alert book's broadcast channels into watcher streams.
 //! QueryHistory reads the history database on the blocking pool (FAILED_PRECONDITION when the
-//! collector keeps none).
+//! collector keeps none). AcquireLease / ReleaseLease check their fields and hand them to the
+//! lease budget (`leases.rs`), logging every grant and refusal under the `leases` target; a
+//! refusal is an answer (`granted = false` and the reason), not an error.
 //!
 //! Every stream it returns ends when the collector shuts down, so a graceful shutdown does not
 //! wait for agents or watchers to hang up by themselves.
@@ -16,13 +18,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use health_proto::v1::collector_server::Collector;
 use health_proto::v1::{
-    AlertEvent, DeviceKind, FleetEvent, FleetNode, GetFleetNodeRequest, HealthReport, HealthState,
-    ListNodesRequest, ListNodesResponse, QueryDevicesRequest, QueryDevicesResponse,
-    QueryHistoryRequest, QueryHistoryResponse, ReportAck, WatchAlertsRequest, WatchFleetRequest,
+    AcquireLeaseRequest, AlertEvent, DeviceKind, FleetEvent, FleetNode, GetFleetNodeRequest,
+    HealthReport, HealthState, LeaseDecision, ListNodesRequest, ListNodesResponse,
+    QueryDevicesRequest, QueryDevicesResponse, QueryHistoryRequest, QueryHistoryResponse,
+    ReleaseLeaseRequest, ReleaseLeaseResponse, ReportAck, WatchAlertsRequest, WatchFleetRequest,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -34,10 +37,15 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::alerts::Alerts;
 use crate::fleet::{Applied, Arrival, DeviceFilter, Fleet, Report};
 use crate::history::{HistoryQuery, HistoryReader, MAX_LIMIT};
+use crate::leases::{Decision, LeaseAsk, Leases, Release, Verdict};
 
 /// Acks buffered per Report stream. Small on purpose: an agent that stops reading acks should
 /// feel back-pressure (its reports stop being read) rather than grow our memory.
 const ACK_BUFFER: usize = 16;
+
+/// Longest node, device, policy, action, request or lease id accepted in a lease call: names
+/// are short, and the budget keeps them in memory for a window.
+const MAX_LEASE_FIELD: usize = 256;
 
 /// A server-streaming response that ends when the collector shuts down.
 pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -50,15 +58,22 @@ pub struct CollectorService {
     shutdown: CancellationToken,
     /// The history database, if `history_path` is set.
     history: Option<HistoryReader>,
+    leases: Arc<Leases>,
 }
 
 impl CollectorService {
-    pub fn new(fleet: Arc<Fleet>, alerts: Arc<Alerts>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        fleet: Arc<Fleet>,
+        alerts: Arc<Alerts>,
+        leases: Arc<Leases>,
+        shutdown: CancellationToken,
+    ) -> Self {
         CollectorService {
             fleet,
             alerts,
             shutdown,
             history: None,
+            leases,
         }
     }
 
@@ -240,6 +255,135 @@ impl Collector for CollectorService {
             .await
             .map(Response::new)
     }
+
+    async fn acquire_lease(
+        &self,
+        request: Request<AcquireLeaseRequest>,
+    ) -> Result<Response<LeaseDecision>, Status> {
+        let peer = peer_of(&request);
+        self.acquire_lease_impl(request.into_inner(), &peer)
+            .map(Response::new)
+    }
+
+    async fn release_lease(
+        &self,
+        request: Request<ReleaseLeaseRequest>,
+    ) -> Result<Response<ReleaseLeaseResponse>, Status> {
+        let peer = peer_of(&request);
+        self.release_lease_impl(request.into_inner(), &peer)
+            .map(Response::new)
+    }
+}
+
+impl CollectorService {
+    fn acquire_lease_impl(
+        &self,
+        request: AcquireLeaseRequest,
+        peer: &str,
+    ) -> Result<LeaseDecision, Status> {
+        let ask = LeaseAsk {
+            node: lease_field("AcquireLeaseRequest.node", request.node)?,
+            device: lease_field("AcquireLeaseRequest.device", request.device)?,
+            policy: lease_field("AcquireLeaseRequest.policy", request.policy)?,
+            action: lease_field("AcquireLeaseRequest.action", request.action)?,
+            request_id: lease_field("AcquireLeaseRequest.request_id", request.request_id)?,
+        };
+        let decision = self.leases.acquire(&ask, self.fleet.device_count());
+        match &decision.verdict {
+            Verdict::Granted {
+                lease_id,
+                ttl,
+                again,
+            } => tracing::info!(target: "leases", peer, node = %ask.node, device = %ask.device,
+                policy = %ask.policy, action = %ask.action, request = %ask.request_id,
+                lease = %lease_id, ttl = %humantime::format_duration(*ttl), retry = again,
+                active = decision.active, granted_in_window = decision.granted_in_window,
+                window_budget = decision.window_budget, "lease granted"),
+            Verdict::Refused { why, reason } => tracing::warn!(target: "leases", peer,
+                node = %ask.node, device = %ask.device, policy = %ask.policy,
+                action = %ask.action, request = %ask.request_id, refusal = why.label(),
+                reason = %reason, "lease refused"),
+        }
+        Ok(lease_decision(decision))
+    }
+
+    fn release_lease_impl(
+        &self,
+        request: ReleaseLeaseRequest,
+        peer: &str,
+    ) -> Result<ReleaseLeaseResponse, Status> {
+        let lease_id = lease_field("ReleaseLeaseRequest.lease_id", request.lease_id)?;
+        let node = lease_field("ReleaseLeaseRequest.node", request.node)?;
+        if request.outcome.len() > MAX_LEASE_FIELD {
+            return Err(Status::invalid_argument(format!(
+                "ReleaseLeaseRequest.outcome: expected at most {MAX_LEASE_FIELD} bytes, got {}",
+                request.outcome.len()
+            )));
+        }
+        let outcome = request.outcome;
+        let released = match self.leases.release(&lease_id, &node) {
+            Release::Released(lease) => {
+                tracing::info!(target: "leases", peer, node = %node, device = %lease.device,
+                    policy = %lease.policy, action = %lease.action, lease = %lease_id,
+                    outcome = %outcome, held = %humantime::format_duration(
+                        Duration::from_secs(lease.granted_at.elapsed().as_secs())),
+                    "lease released");
+                true
+            }
+            Release::Unknown => {
+                tracing::info!(target: "leases", peer, node = %node, lease = %lease_id,
+                    outcome = %outcome,
+                    "release of a lease not held (already released, expired, or from an earlier run)");
+                false
+            }
+            Release::OtherNode { holder } => {
+                tracing::warn!(target: "leases", peer, node = %node, holder = %holder,
+                    lease = %lease_id, "release refused: the lease is held by another node");
+                false
+            }
+        };
+        Ok(ReleaseLeaseResponse { released })
+    }
+}
+
+/// A lease call's string field: present, and short enough to keep.
+fn lease_field(field: &str, value: String) -> Result<String, Status> {
+    if value.trim().is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{field}: expected a non-empty string, got {value:?}"
+        )));
+    }
+    if value.len() > MAX_LEASE_FIELD {
+        return Err(Status::invalid_argument(format!(
+            "{field}: expected at most {MAX_LEASE_FIELD} bytes, got {}",
+            value.len()
+        )));
+    }
+    Ok(value)
+}
+
+fn lease_decision(decision: Decision) -> LeaseDecision {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let (granted, lease_id, ttl_ms, reason) = match decision.verdict {
+        Verdict::Granted { lease_id, ttl, .. } => (
+            true,
+            lease_id,
+            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            String::new(),
+        ),
+        Verdict::Refused { reason, .. } => (false, String::new(), 0, reason),
+    };
+    LeaseDecision {
+        granted,
+        lease_id,
+        ttl_ms,
+        reason,
+        active: count(decision.active),
+        max_concurrent: count(decision.max_concurrent),
+        granted_in_window: count(decision.granted_in_window),
+        window_budget: count(decision.window_budget),
+        breaker_open: decision.breaker_open,
+    }
 }
 
 impl CollectorService {
@@ -420,7 +564,6 @@ mod tests {
     use super::*;
     use crate::fleet::Limits;
     use health_proto::v1::NodeSnapshot;
-    use std::time::Duration;
 
     fn service_with(max_nodes: usize) -> CollectorService {
         let limits = Limits {
@@ -431,6 +574,7 @@ mod tests {
         CollectorService::new(
             Arc::new(Fleet::new(limits, 64)),
             Arc::new(Alerts::new(64)),
+            Arc::new(Leases::new(crate::config::LeasesConfig::default())),
             CancellationToken::new(),
         )
     }
@@ -528,6 +672,96 @@ mod tests {
         );
         assert!(state_filter(0).expect("valid").is_none());
         assert!(state_filter(-3).is_err());
+    }
+
+    fn lease_request(node: &str, device: &str, request_id: &str) -> AcquireLeaseRequest {
+        AcquireLeaseRequest {
+            node: node.to_string(),
+            device: device.to_string(),
+            policy: "thermal".to_string(),
+            action: "reset-hard".to_string(),
+            request_id: request_id.to_string(),
+        }
+    }
+
+    #[test]
+    fn lease_requests_with_missing_or_oversized_fields_name_the_field() {
+        let service = service();
+        let cases = [
+            (lease_request("", "d0", "r"), "AcquireLeaseRequest.node"),
+            (lease_request("n1", " ", "r"), "AcquireLeaseRequest.device"),
+            (
+                lease_request("n1", "d0", ""),
+                "AcquireLeaseRequest.request_id",
+            ),
+            (
+                AcquireLeaseRequest {
+                    action: String::new(),
+                    ..lease_request("n1", "d0", "r")
+                },
+                "AcquireLeaseRequest.action",
+            ),
+            (
+                lease_request("n1", &"d".repeat(257), "r"),
+                "AcquireLeaseRequest.device: expected at most 256 bytes, got 257",
+            ),
+        ];
+        for (bad, field) in cases {
+            let status = service
+                .acquire_lease_impl(bad, "peer")
+                .expect_err("invalid request");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().starts_with(field), "{}", status.message());
+        }
+        let status = service
+            .release_lease_impl(ReleaseLeaseRequest::default(), "peer")
+            .expect_err("no lease id");
+        assert!(
+            status.message().starts_with("ReleaseLeaseRequest.lease_id"),
+            "{}",
+            status.message()
+        );
+        // Nothing invalid reached the budget.
+        assert_eq!(service.leases.status().active, 0);
+    }
+
+    #[test]
+    fn a_lease_is_granted_out_of_the_devices_held_and_released_by_its_node() {
+        let service = service();
+        let decision = service
+            .acquire_lease_impl(lease_request("n1", "d0", "r"), "peer")
+            .expect("valid");
+        assert!(decision.granted, "{}", decision.reason);
+        assert_eq!(decision.ttl_ms, 600_000);
+        assert_eq!((decision.active, decision.max_concurrent), (1, 4));
+        // No device held yet: the budget is the minimum of one, so a second device is a storm.
+        assert_eq!(decision.window_budget, 1);
+        let storm = service
+            .acquire_lease_impl(lease_request("n2", "d0", "r"), "peer")
+            .expect("valid");
+        assert!(!storm.granted && storm.breaker_open, "{storm:?}");
+        assert!(
+            storm.reason.starts_with("circuit breaker open"),
+            "{}",
+            storm.reason
+        );
+
+        let release = |node: &str| {
+            service
+                .release_lease_impl(
+                    ReleaseLeaseRequest {
+                        lease_id: decision.lease_id.clone(),
+                        node: node.to_string(),
+                        outcome: "SUCCEEDED".to_string(),
+                    },
+                    "peer",
+                )
+                .expect("valid")
+                .released
+        };
+        assert!(!release("n2"), "another node cannot release it");
+        assert!(release("n1"));
+        assert!(!release("n1"), "released once");
     }
 
     #[tokio::test]
