@@ -519,3 +519,48 @@ impl Agent for AgentService {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remediation_refusals_map_to_the_grpc_codes_clients_branch_on() {
+        use tonic::Code;
+        let cases = [
+            (ControlError::NoSuchTarget("gpu-9".into()), Code::NotFound),
+            (
+                ControlError::PermissionDenied("r".into()),
+                Code::PermissionDenied,
+            ),
+            (
+                ControlError::NotPossible("n".into()),
+                Code::FailedPrecondition,
+            ),
+            (
+                ControlError::InvalidArgument("i".into()),
+                Code::InvalidArgument,
+            ),
+            (
+                ControlError::AuditUnavailable("disk full".into()),
+                Code::Unavailable,
+            ),
+        ];
+        for (e, code) in cases {
+            let message = e.to_string();
+            let s = control_status(e);
+            assert_eq!(s.code(), code, "{message}");
+            assert_eq!(s.message(), message);
+        }
+    }
+
+    #[test]
+    fn approve_and_clear_name_the_missing_device_id() {
+        let s = remediation_target("").unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().starts_with("device_id:"), "{}", s.message());
+        assert_eq!(remediation_target("loihi-0").unwrap(), "loihi-0");
+        assert_eq!(whole_node_if_empty(""), None);
+        assert_eq!(whole_node_if_empty("xbar-0"), Some("xbar-0"));
+    }
+}
