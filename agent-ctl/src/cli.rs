@@ -117,6 +117,17 @@ pub(crate) enum Command {
     },
     /// Watched processes ([[process]] rules): runtime, memory, state, conditions.
     Processes,
+    /// The remediation engine: per device its ladder (policy, mode, state, step, what blocks
+    /// the next step, history), per policy its counts, and the node's pause. With a
+    /// subcommand: approve, pause, resume or clear (operator), then the resulting status.
+    #[command(args_conflicts_with_subcommands = true)]
+    Remediation {
+        /// Only this device (or remediation target, e.g. process:NAME:PID).
+        #[arg(long)]
+        device: Option<String>,
+        #[command(subcommand)]
+        control: Option<RemediationControl>,
+    },
     /// Signal a watched process (TERM by default); reports whether it exited.
     KillProcess {
         pid: u32,
@@ -188,4 +199,31 @@ pub(crate) struct ResetKindArg {
     pub(crate) hard: bool,
     #[arg(long)]
     pub(crate) power_cycle: bool,
+}
+
+/// `agent-ctl remediation <control>`: the operator's controls of the engine, each audited by
+/// the agent.
+#[derive(Subcommand, Clone)]
+pub(crate) enum RemediationControl {
+    /// Let the ladder of ID, waiting for approval, take its next (destructive) step.
+    Approve { id: String },
+    /// Stop automatic actions on one device, or on the whole node (no --device). A step
+    /// already running finishes; no new step starts.
+    Pause {
+        #[arg(long)]
+        device: Option<String>,
+        /// How long, e.g. 30m, 1h [default: until resumed]
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        pause_for: Option<Duration>,
+        /// Why, for the audit log and everyone who looks at the status.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// End a pause of one device, or of the whole node (no --device).
+    Resume {
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Forget the exhausted ladder of ID so that its policies may act again.
+    Clear { id: String },
 }

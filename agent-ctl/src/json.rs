@@ -273,3 +273,63 @@ pub fn history_entry(entry: &pb::HistoryEntry) -> Value {
         "duration_ms": entry.duration_ms,
     })
 }
+
+fn remediation_step(s: &pb::RemediationStep) -> Value {
+    json!({
+        "action": s.action,
+        "outcome": s.outcome,
+        "message": s.message,
+        "at": timestamp(&s.at),
+        "action_id": s.action_id,
+    })
+}
+
+/// `paused_until` is null while paused until resumed (and while not paused).
+fn remediation_device(d: &pb::RemediationDevice) -> Value {
+    json!({
+        "device_id": d.device_id,
+        "policy": d.policy,
+        "mode": d.mode,
+        "state": d.state,
+        "step": d.step,
+        "steps": d.steps,
+        "step_action": d.step_action,
+        "attempts_in_window": d.attempts_in_window,
+        "max_attempts": d.max_attempts,
+        "blocked_by": d.blocked_by,
+        "last_verification": d.last_verification,
+        "trigger": d.trigger,
+        "since": timestamp(&d.since),
+        "history": list(&d.history, remediation_step),
+        "paused": d.paused,
+        "paused_until": timestamp(&d.paused_until),
+        "active": d.active,
+    })
+}
+
+fn policy_stats(p: &pb::PolicyStats) -> Value {
+    json!({
+        "policy": p.policy,
+        "mode": p.mode,
+        "ladders_started": p.ladders_started,
+        "steps_run": p.steps_run,
+        "steps_skipped": p.steps_skipped,
+        "would_act": p.would_act,
+        "cleared_by_itself": p.cleared_by_itself,
+        "recovered": p.recovered,
+        "exhausted": p.exhausted,
+    })
+}
+
+pub fn remediation(s: &pb::RemediationStatus) -> Value {
+    json!({
+        "devices": list(&s.devices, remediation_device),
+        "policies": list(&s.policies, policy_stats),
+        "paused": s.paused,
+        "paused_until": timestamp(&s.paused_until),
+        "paused_reason": s.paused_reason,
+        "max_destructive": s.max_destructive,
+        "destructive_running": s.destructive_running,
+        "collector_configured": s.collector_configured,
+    })
+}

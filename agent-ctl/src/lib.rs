@@ -15,6 +15,7 @@ mod inspect;
 mod invocation;
 pub mod json;
 pub mod processes;
+pub mod remediation;
 pub mod render;
 
 use clap::Parser;
@@ -23,7 +24,8 @@ use cli::{Cli, Command};
 use invocation::Invocation;
 
 /// Runs one command: what it asks, and of whom, is in its module ([`inspect`] and [`change`]
-/// for the agent, [`fleet`] for the collector, [`audit`] for the log file).
+/// for the agent, [`remediation`] for its engine, [`fleet`] for the collector, [`audit`] for
+/// the log file).
 async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
     match command {
         Command::Status => inspect::status(ctl).await,
@@ -40,6 +42,9 @@ async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
             inspect::actions(ctl, device.as_deref(), *limit).await
         }
         Command::Processes => inspect::processes(ctl).await,
+        Command::Remediation { device, control } => {
+            remediation::command(ctl, device.as_deref(), control.as_ref()).await
+        }
         Command::ResetDevice {
             id,
             kind,

@@ -83,6 +83,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             reports: reports.clone(),
             actions: actions.clone(),
             rpc: rpc.clone(),
+            remediation: remediation.clone(),
         };
         let render = Arc::new(move || metrics.render());
         tokio::spawn(health_metrics::http::serve(

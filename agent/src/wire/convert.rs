@@ -342,3 +342,66 @@ pub fn fault_kind(k: i32) -> Option<hal::FaultKind> {
         pb::FaultKind::Unspecified => None,
     }
 }
+
+fn remediation_step(s: &crate::remediation::view::StepRecord) -> pb::RemediationStep {
+    pb::RemediationStep {
+        action: s.action.clone(),
+        outcome: s.outcome.as_str().to_string(),
+        message: s.message.clone(),
+        at: Some(ts(s.at)),
+        action_id: s.action_id.clone(),
+    }
+}
+
+fn remediation_device(l: &crate::remediation::view::LadderView) -> pb::RemediationDevice {
+    pb::RemediationDevice {
+        device_id: l.device_id.clone(),
+        policy: l.policy.clone(),
+        mode: l.mode.clone(),
+        state: l.state.as_str().to_string(),
+        step: l.step,
+        steps: l.steps,
+        step_action: l.step_action.clone(),
+        attempts_in_window: l.attempts_in_window,
+        max_attempts: l.max_attempts,
+        blocked_by: l.blocked_by.clone(),
+        last_verification: l.last_verification.clone(),
+        trigger: l.trigger.clone(),
+        since: Some(ts(l.since)),
+        history: l.history.iter().map(remediation_step).collect(),
+        paused: l.paused.is_some(),
+        paused_until: l.paused.as_ref().and_then(|p| p.until).map(ts),
+        active: l.active,
+    }
+}
+
+fn policy_stats(c: &crate::remediation::view::PolicyCounts) -> pb::PolicyStats {
+    pb::PolicyStats {
+        policy: c.policy.clone(),
+        mode: c.mode.clone(),
+        ladders_started: c.ladders_started,
+        steps_run: c.steps_run,
+        steps_skipped: c.steps_skipped,
+        would_act: c.would_act,
+        cleared_by_itself: c.cleared_by_itself,
+        recovered: c.recovered,
+        exhausted: c.exhausted,
+    }
+}
+
+/// The engine's report: `paused_until` unset means paused until resumed (or not paused).
+pub fn remediation(r: &crate::remediation::view::RemediationReport) -> pb::RemediationStatus {
+    pb::RemediationStatus {
+        devices: r.devices.iter().map(remediation_device).collect(),
+        policies: r.policies.iter().map(policy_stats).collect(),
+        paused: r.paused.is_some(),
+        paused_until: r.paused.as_ref().and_then(|p| p.until).map(ts),
+        paused_reason: r
+            .paused
+            .as_ref()
+            .map_or(String::new(), |p| p.reason.clone()),
+        max_destructive: r.max_destructive,
+        destructive_running: r.destructive_running,
+        collector_configured: r.collector_configured,
+    }
+}

@@ -1,6 +1,6 @@
 //! The agent's `/metrics`: its node (devices, readings, health, conditions, host), its own
-//! delivery health (uplink, buffer, drops), actions by outcome and gRPC latencies, in the
-//! Prometheus text format.
+//! delivery health (uplink, buffer, drops), actions by outcome, the remediation engine's steps
+//! and ladders under way, and gRPC latencies, in the Prometheus text format.
 //!
 //! Rendered at scrape time from what the agent already keeps: the latest numbered snapshot on
 //! the reporter's watch channel (the one the collector was sent), the action counters and the
@@ -23,6 +23,8 @@ pub struct AgentMetrics {
     pub reports: watch::Receiver<Arc<NodeSnapshot>>,
     pub actions: Arc<crate::action::Actions>,
     pub rpc: Arc<RpcStats>,
+    /// The remediation engine: its step counters and which ladders are under way.
+    pub remediation: Arc<crate::remediation::Remediation>,
 }
 
 impl AgentMetrics {
@@ -105,7 +107,47 @@ impl AgentMetrics {
                 count as f64,
             );
         }
+        self.render_remediation(&mut out, node);
         self.rpc.render(&mut out, &n);
         out.render()
+    }
+
+    /// The engine's steps by policy, action and outcome, and one series per ladder under way
+    /// (absent, not 0, for a device with none: `count(health_remediation_active)` is the
+    /// number of ladders running on the node).
+    fn render_remediation(&self, out: &mut Exposition, node: &str) {
+        let mut steps = out.counter(
+            "health_remediation_steps_total",
+            "Remediation ladder steps, by policy, action and outcome (SUCCEEDED, FAILED, TIMED_OUT, REFUSED, SKIPPED, SHADOW, INTERRUPTED).",
+        );
+        for ((policy, action, outcome), count) in self.remediation.steps.snapshot() {
+            steps.sample(
+                &[
+                    ("node", node),
+                    ("policy", &policy),
+                    ("action", &action),
+                    ("outcome", outcome),
+                ],
+                count as f64,
+            );
+        }
+        let mut active = out.gauge(
+            "health_remediation_active",
+            "1 for each device (or watched process) whose remediation ladder is under way, with its policy.",
+        );
+        // The whole node's report cannot be refused (no target to look up); an error here
+        // would only mean no series.
+        if let Ok(report) = self.remediation.report(None) {
+            for d in report.devices.iter().filter(|d| d.active) {
+                active.sample(
+                    &[
+                        ("node", node),
+                        ("device", &d.device_id),
+                        ("policy", &d.policy),
+                    ],
+                    1.0,
+                );
+            }
+        }
     }
 }

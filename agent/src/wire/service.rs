@@ -4,6 +4,10 @@
 //! FAILED_PRECONDITION. An action that ran and failed is a normal reply whose outcome says so.
 //! The caller and its role come from [`super::authn`], which every request passes first; a
 //! caller below operator gets PERMISSION_DENIED from the action path.
+//!
+//! The remediation calls are the exception to "through `Actions`": they change the engine's
+//! ladders, not a device, so [`crate::remediation::Remediation`] checks the role and audits
+//! them itself; this module only maps its refusals to gRPC codes.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,6 +26,8 @@ use crate::device::{DeviceAction, DeviceProbe};
 use crate::model::NodeSnapshot;
 use crate::model::Outcome;
 use crate::node::Node;
+use crate::remediation::view::RemediationReport;
+use crate::remediation::ControlError;
 
 pub struct AgentService {
     pub node: Arc<Node>,
@@ -95,6 +101,45 @@ fn to_status(e: ActionError) -> Status {
     }
 }
 
+/// The remediation controls' refusals, as gRPC codes; the engine's messages name the target
+/// and what was expected.
+fn control_status(e: ControlError) -> Status {
+    match e {
+        ControlError::NoSuchTarget(_) => Status::not_found(e.to_string()),
+        ControlError::PermissionDenied(m) => Status::permission_denied(m),
+        ControlError::NotPossible(m) => Status::failed_precondition(m),
+        ControlError::InvalidArgument(m) => Status::invalid_argument(m),
+        ControlError::AuditUnavailable(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+fn remediation_reply(
+    r: Result<RemediationReport, ControlError>,
+) -> Result<Response<pb::RemediationStatus>, Status> {
+    r.map(|report| Response::new(convert::remediation(&report)))
+        .map_err(control_status)
+}
+
+/// `device_id` of the remediation calls that take one target or all: empty means the whole
+/// node (pause, resume) or every device (get).
+fn whole_node_if_empty(id: &str) -> Option<&str> {
+    (!id.is_empty()).then_some(id)
+}
+
+/// `device_id` of approve and clear, which act on one ladder.
+fn remediation_target(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        Err(Status::invalid_argument(
+            "device_id: the device (or remediation target) whose ladder to act on is required",
+        ))
+    } else {
+        Ok(id)
+    }
+}
+
+/// A pause's reason goes into the audit log and every status reply: one paragraph, not a file.
+const MAX_PAUSE_REASON: usize = 1024;
+
 impl AgentService {
     /// The action request for a call, its arguments checked.
     fn request<T>(
@@ -150,11 +195,13 @@ impl Agent for AgentService {
         &self,
         _: Request<pb::ListDevicesRequest>,
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
+        // Through the node, so that the conditions the remediation engine raises show too.
         let devices = self
             .node
             .devices
             .iter()
-            .map(|d| convert::device(&d.status()))
+            .filter_map(|d| self.node.device_status(&d.id))
+            .map(|s| convert::device(&s))
             .collect();
         Ok(Response::new(pb::ListDevicesResponse { devices }))
     }
@@ -164,11 +211,11 @@ impl Agent for AgentService {
         req: Request<pb::GetDeviceRequest>,
     ) -> Result<Response<pb::Device>, Status> {
         let id = device_id(&req.get_ref().id)?;
-        let dev = self
+        let status = self
             .node
-            .device(id)
+            .device_status(id)
             .ok_or_else(|| Status::not_found(format!("no device {id:?} on this node")))?;
-        Ok(Response::new(convert::device(&dev.status())))
+        Ok(Response::new(convert::device(&status)))
     }
 
     type WatchHealthStream = SnapshotStream;
@@ -305,7 +352,8 @@ impl Agent for AgentService {
                 (_, msg) => unfinished = Some(msg),
             }
         }
-        let status = dev.status();
+        // As GetDevice shows it: an exhausted remediation ladder is a finding too.
+        let status = self.node.device_status(id).unwrap_or_else(|| dev.status());
         let mut findings: Vec<pb::Condition> =
             status.conditions.iter().map(convert::condition).collect();
         if let Some(msg) = unfinished {
@@ -394,37 +442,53 @@ impl Agent for AgentService {
 
     async fn get_remediation(
         &self,
-        _req: Request<pb::GetRemediationRequest>,
+        req: Request<pb::GetRemediationRequest>,
     ) -> Result<Response<pb::RemediationStatus>, Status> {
-        Err(Status::unimplemented("remediation: not wired yet"))
+        let target = whole_node_if_empty(&req.get_ref().device_id);
+        remediation_reply(self.remediation.report(target))
     }
 
     async fn approve_remediation(
         &self,
-        _req: Request<pb::ApproveRemediationRequest>,
+        req: Request<pb::ApproveRemediationRequest>,
     ) -> Result<Response<pb::RemediationStatus>, Status> {
-        Err(Status::unimplemented("remediation: not wired yet"))
+        let id = remediation_target(&req.get_ref().device_id)?;
+        remediation_reply(self.remediation.approve(&caller(&req), id).await)
     }
 
     async fn pause_remediation(
         &self,
-        _req: Request<pb::PauseRemediationRequest>,
+        req: Request<pb::PauseRemediationRequest>,
     ) -> Result<Response<pb::RemediationStatus>, Status> {
-        Err(Status::unimplemented("remediation: not wired yet"))
+        let r = req.get_ref();
+        let duration = (r.for_seconds != 0).then(|| std::time::Duration::from_secs(r.for_seconds));
+        if r.reason.len() > MAX_PAUSE_REASON {
+            return Err(Status::invalid_argument(format!(
+                "reason: expected at most {MAX_PAUSE_REASON} bytes"
+            )));
+        }
+        let target = whole_node_if_empty(&r.device_id);
+        remediation_reply(
+            self.remediation
+                .pause(&caller(&req), target, duration, &r.reason)
+                .await,
+        )
     }
 
     async fn resume_remediation(
         &self,
-        _req: Request<pb::ResumeRemediationRequest>,
+        req: Request<pb::ResumeRemediationRequest>,
     ) -> Result<Response<pb::RemediationStatus>, Status> {
-        Err(Status::unimplemented("remediation: not wired yet"))
+        let target = whole_node_if_empty(&req.get_ref().device_id);
+        remediation_reply(self.remediation.resume(&caller(&req), target).await)
     }
 
     async fn clear_remediation(
         &self,
-        _req: Request<pb::ClearRemediationRequest>,
+        req: Request<pb::ClearRemediationRequest>,
     ) -> Result<Response<pb::RemediationStatus>, Status> {
-        Err(Status::unimplemented("remediation: not wired yet"))
+        let id = remediation_target(&req.get_ref().device_id)?;
+        remediation_reply(self.remediation.clear(&caller(&req), id).await)
     }
 
     async fn kill_process(
@@ -453,5 +517,50 @@ impl Agent for AgentService {
             safety!(r),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remediation_refusals_map_to_the_grpc_codes_clients_branch_on() {
+        use tonic::Code;
+        let cases = [
+            (ControlError::NoSuchTarget("gpu-9".into()), Code::NotFound),
+            (
+                ControlError::PermissionDenied("r".into()),
+                Code::PermissionDenied,
+            ),
+            (
+                ControlError::NotPossible("n".into()),
+                Code::FailedPrecondition,
+            ),
+            (
+                ControlError::InvalidArgument("i".into()),
+                Code::InvalidArgument,
+            ),
+            (
+                ControlError::AuditUnavailable("disk full".into()),
+                Code::Unavailable,
+            ),
+        ];
+        for (e, code) in cases {
+            let message = e.to_string();
+            let s = control_status(e);
+            assert_eq!(s.code(), code, "{message}");
+            assert_eq!(s.message(), message);
+        }
+    }
+
+    #[test]
+    fn approve_and_clear_name_the_missing_device_id() {
+        let s = remediation_target("").unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().starts_with("device_id:"), "{}", s.message());
+        assert_eq!(remediation_target("loihi-0").unwrap(), "loihi-0");
+        assert_eq!(whole_node_if_empty(""), None);
+        assert_eq!(whole_node_if_empty("xbar-0"), Some("xbar-0"));
     }
 }
