@@ -203,8 +203,7 @@ fn the_embedded_default_calibrates_a_drifting_array_and_the_photonic_chip_at_sta
     );
     let verified = policy_entries(&agent, "xbar-0")
         .into_iter()
-        .filter(|e| e["action"] == "verify calibrate")
-        .last()
+        .rfind(|e| e["action"] == "verify calibrate")
         .expect("verification on record");
     assert!(
         verified["verification"]

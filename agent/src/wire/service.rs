@@ -109,7 +109,6 @@ fn control_status(e: ControlError) -> Status {
         ControlError::PermissionDenied(m) => Status::permission_denied(m),
         ControlError::NotPossible(m) => Status::failed_precondition(m),
         ControlError::InvalidArgument(m) => Status::invalid_argument(m),
-        ControlError::AuditUnavailable(_) => Status::unavailable(e.to_string()),
     }
 }
 
@@ -540,10 +539,6 @@ mod tests {
             (
                 ControlError::InvalidArgument("i".into()),
                 Code::InvalidArgument,
-            ),
-            (
-                ControlError::AuditUnavailable("disk full".into()),
-                Code::Unavailable,
             ),
         ];
         for (e, code) in cases {
