@@ -143,12 +143,29 @@ impl Collector {
         Self::start_on_with_env(addr, extra_toml, &[])
     }
 
+    /// Starts a collector on a free loopback port whose log (stderr), with the lease
+    /// service's grants and refusals, goes to `log`.
+    pub fn start_logged(extra_toml: &str, log: &Path) -> Collector {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let env = [("RUST_LOG".to_string(), "warn,leases=info".to_string())];
+        Self::start_inner(&addr, extra_toml, Some(log), &env)
+    }
+
     /// Starts a collector on a free loopback port with extra environment variables.
     pub fn start_with_env(extra_toml: &str, env: &[(String, String)]) -> Collector {
         Self::start_on_with_env(&format!("127.0.0.1:{}", free_port()), extra_toml, env)
     }
 
     fn start_on_with_env(addr: &str, extra_toml: &str, env: &[(String, String)]) -> Collector {
+        Self::start_inner(addr, extra_toml, None, env)
+    }
+
+    fn start_inner(
+        addr: &str,
+        extra_toml: &str,
+        log: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Collector {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = addr.to_string();
         let cfg = dir.path().join("collector.toml");
@@ -157,7 +174,7 @@ impl Collector {
         let proc = spawn_with_env(
             "health-collector",
             &["--config", cfg.to_str().expect("utf-8 path")],
-            None,
+            log,
             env,
         );
         wait_until("the collector to listen", Duration::from_secs(10), || {

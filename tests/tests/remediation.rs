@@ -416,3 +416,91 @@ async fn a_paused_node_does_not_act_until_resumed() {
         "pause and resume are audited: {controls:?}"
     );
 }
+
+#[test]
+fn the_embedded_default_throttles_an_overheating_board_and_restores_its_limit() {
+    let agent = Agent::simulate(&["--node", "rem-heat"]);
+    let limit_before = device(&agent, "loihi-0")["power_limit_watts"].as_f64();
+    assert!(limit_before.is_some(), "a simulated board has a limit in force");
+    agent.ctl_ok(&["inject-fault", "loihi-0", "overheat"]);
+    wait_ladder_end(&agent, "loihi-0", "recovered", 0);
+    let entries = policy_entries(&agent, "loihi-0");
+    let limits: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["phase"] == "end")
+        .map(|e| e["action"].as_str().unwrap_or_default())
+        .collect();
+    // 70 % of the limit in force as a lease, then the previous limit back once the warning
+    // stayed clear for the step's hold.
+    assert_eq!(limits.len(), 2, "{limits:?}");
+    let watts = |a: &str| -> f64 {
+        a.trim_start_matches("set-power-limit ")
+            .trim_end_matches(" W")
+            .parse()
+            .unwrap_or(f64::NAN)
+    };
+    let before = limit_before.unwrap();
+    assert!((watts(limits[0]) - 0.7 * before).abs() < 1e-6, "{limits:?} from {before}");
+    assert!((watts(limits[1]) - before).abs() < 1e-6, "{limits:?} back to {before}");
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e["phase"] == "begin")
+            .all(|e| e["trigger"].as_str().unwrap_or_default().contains("THERMAL_WARNING")),
+        "{entries:?}"
+    );
+    agent.ctl_ok(&["inject-fault", "loihi-0", "clear"]);
+}
+
+#[test]
+fn a_stuck_simulation_is_terminated_by_its_policy() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("sleep");
+    let ngspice = dir.path().join("ngspice");
+    symlink(sleep, &ngspice).unwrap();
+    let agent = Agent::with_config(
+        &config(
+            r#"
+[host]
+interval = "200ms"
+
+[[process]]
+name = "ngspice"
+comm = "ngspice"
+max_runtime = "1s"
+
+[[policy]]
+name = "stuck-process"
+match = { codes = ["PROCESS_STUCK"], severity = "warning" }
+without_collector = "all"
+steps = [
+  { action = "kill-process", signal = "TERM", escalate_after = "10s", hold = "1s", timeout = "20s" },
+]
+"#,
+        ),
+        &[],
+    );
+    let mut run = health_e2e::Proc {
+        child: std::process::Command::new(&ngspice)
+            .arg("300")
+            .spawn()
+            .unwrap(),
+        name: "fake ngspice",
+    };
+    let subject = format!("process:ngspice:{}", run.child.id());
+    wait_ladder_end(&agent, &subject, "recovered", 0);
+    let status = run.wait_exit(Duration::from_secs(10));
+    assert!(status.is_some(), "the stuck run was terminated");
+    let begun: Vec<String> = agent
+        .audit_entries()
+        .iter()
+        .filter(|e| e["phase"] == "begin" && e["caller"] == "policy:stuck-process")
+        .map(|e| e["action"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(begun.len(), 1, "one kill, of one pid: {begun:?}");
+    assert!(begun[0].starts_with(&format!("kill-process {} TERM", run.child.id())), "{begun:?}");
+}
