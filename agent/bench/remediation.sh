@@ -6,9 +6,11 @@
 #
 #   bash agent/bench/remediation.sh [N=20]
 #
-# The embedded default's ladders, with two bench settings: max_attempts is raised (the bench
+# The embedded default's ladders, with three bench settings: max_attempts is raised (the bench
 # repeats one fault 20 times on one device, which the 3-per-15-minutes envelope would stop
-# after three) and so is [safety] max_resets_per_hour, for the same reason. A benchmark, not a
+# after three), and so is [safety] max_resets_per_hour, for the same reason; healthy_delay is
+# 1 s, so that each injection starts a fresh ladder instead of continuing the last one (the
+# bench waits longer than that between injections). A benchmark, not a
 # test: it prints figures and asserts nothing. It starts one agent (and the fake ngspice runs)
 # and stops exactly those, by pid.
 set -euo pipefail
@@ -29,7 +31,8 @@ trap cleanup EXIT
 
 ln -s "$(command -v sleep)" "$work/ngspice"
 {
-  "$bin/health-agent" print-simulate-config | sed 's/^max_attempts = .*/max_attempts = 1000/'
+  "$bin/health-agent" print-simulate-config |
+    sed -e 's/^max_attempts = .*/max_attempts = 1000/' -e 's/^healthy_delay = .*/healthy_delay = "1s"/'
   printf '\n[safety]\nmax_resets_per_hour = 10000\n'
   printf '\n[[process]]\nname = "ngspice"\ncomm = "ngspice"\nmax_runtime = "2s"\n'
 } > "$work/agent.toml"

@@ -291,28 +291,52 @@ fn shadow_records_every_step_and_touches_nothing() {
 
 #[test]
 fn with_no_collector_to_grant_a_lease_only_soft_steps_run() {
-    // Fail closed: the policy does not allow destructive steps without a lease.
-    let agent = Agent::with_config(&config(&unresponsive("enforce", "soft-only")), &[]);
-    agent.ctl_ok(&["inject-fault", "loihi-0", "hang"]);
-    wait_for("the soft reset to end", LIMIT, || {
-        steps(&agent, "loihi-0")
-            .iter()
-            .any(|(p, a, _)| p == "end" && a == "reset-soft")
-            .then_some(())
-    });
-    std::thread::sleep(Duration::from_secs(3));
-    let s = steps(&agent, "loihi-0");
-    let begun: Vec<&str> = s
-        .iter()
-        .filter(|(p, _, _)| p == "begin")
-        .map(|(_, a, _)| a.as_str())
-        .collect();
-    assert_eq!(begun, ["reset-soft"], "{s:?}");
-    let d = device(&agent, "loihi-0");
-    assert!(
-        codes(&d).contains(&"DEVICE_UNRESPONSIVE".to_string()),
-        "{d}"
+    // Fail closed: the policy does not allow destructive steps without a lease. Two agents:
+    // one whose collector is down (its port bound, then closed), one with none configured.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let down = Agent::with_config(
+        &format!(
+            "collector = \"{dead}\"\n{}",
+            config(&unresponsive("enforce", "soft-only"))
+        ),
+        &[],
     );
+    let none = Agent::with_config(&config(&unresponsive("enforce", "soft-only")), &[]);
+    for agent in [&down, &none] {
+        agent.ctl_ok(&["inject-fault", "loihi-0", "hang"]);
+    }
+    for agent in [&down, &none] {
+        wait_for("the soft reset to end", LIMIT, || {
+            steps(agent, "loihi-0")
+                .iter()
+                .any(|(p, a, _)| p == "end" && a == "reset-soft")
+                .then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    for (agent, why) in [
+        (&down, "collector unreachable"),
+        (&none, "no collector configured"),
+    ] {
+        let s = steps(agent, "loihi-0");
+        let begun: Vec<&str> = s
+            .iter()
+            .filter(|(p, _, _)| p == "begin")
+            .map(|(_, a, _)| a.as_str())
+            .collect();
+        assert_eq!(begun, ["reset-soft"], "{why}: {s:?}");
+        let d = device(agent, "loihi-0");
+        assert!(
+            codes(&d).contains(&"DEVICE_UNRESPONSIVE".to_string()),
+            "{d}"
+        );
+        let out = agent.ctl(&["--json", "remediation", "--device", "loihi-0"]);
+        let text = output_text(&out);
+        assert!(text.contains(why), "blocked_by says why: {text}");
+    }
 }
 
 #[test]
@@ -421,7 +445,10 @@ async fn a_paused_node_does_not_act_until_resumed() {
 fn the_embedded_default_throttles_an_overheating_board_and_restores_its_limit() {
     let agent = Agent::simulate(&["--node", "rem-heat"]);
     let limit_before = device(&agent, "loihi-0")["power_limit_watts"].as_f64();
-    assert!(limit_before.is_some(), "a simulated board has a limit in force");
+    assert!(
+        limit_before.is_some(),
+        "a simulated board has a limit in force"
+    );
     agent.ctl_ok(&["inject-fault", "loihi-0", "overheat"]);
     wait_ladder_end(&agent, "loihi-0", "recovered", 0);
     let entries = policy_entries(&agent, "loihi-0");
@@ -440,13 +467,22 @@ fn the_embedded_default_throttles_an_overheating_board_and_restores_its_limit() 
             .unwrap_or(f64::NAN)
     };
     let before = limit_before.unwrap();
-    assert!((watts(limits[0]) - 0.7 * before).abs() < 1e-6, "{limits:?} from {before}");
-    assert!((watts(limits[1]) - before).abs() < 1e-6, "{limits:?} back to {before}");
+    assert!(
+        (watts(limits[0]) - 0.7 * before).abs() < 1e-6,
+        "{limits:?} from {before}"
+    );
+    assert!(
+        (watts(limits[1]) - before).abs() < 1e-6,
+        "{limits:?} back to {before}"
+    );
     assert!(
         entries
             .iter()
             .filter(|e| e["phase"] == "begin")
-            .all(|e| e["trigger"].as_str().unwrap_or_default().contains("THERMAL_WARNING")),
+            .all(|e| e["trigger"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("THERMAL_WARNING")),
         "{entries:?}"
     );
     agent.ctl_ok(&["inject-fault", "loihi-0", "clear"]);
@@ -502,5 +538,8 @@ steps = [
         .map(|e| e["action"].as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(begun.len(), 1, "one kill, of one pid: {begun:?}");
-    assert!(begun[0].starts_with(&format!("kill-process {} TERM", run.child.id())), "{begun:?}");
+    assert!(
+        begun[0].starts_with(&format!("kill-process {} TERM", run.child.id())),
+        "{begun:?}"
+    );
 }

@@ -54,39 +54,59 @@ fn thirty_two_hung_boards_never_hold_more_leases_than_the_budget() {
         .map(|a| {
             Agent::with_config(
                 &agent_config(),
-                &["--node", &format!("storm-{a}"), "--collector", &collector.url()],
+                &[
+                    "--node",
+                    &format!("storm-{a}"),
+                    "--collector",
+                    &collector.url(),
+                ],
             )
         })
         .collect();
     // Every board reported before the storm, so the collector holds all 64.
     std::thread::sleep(Duration::from_secs(2));
     let hung: Vec<(usize, String)> = (0..AGENTS)
-        .flat_map(|a| (0..BOARDS).step_by(2).map(move |i| (a, format!("loihi-{i}"))))
+        .flat_map(|a| {
+            (0..BOARDS)
+                .step_by(2)
+                .map(move |i| (a, format!("loihi-{i}")))
+        })
         .collect();
     assert_eq!(hung.len(), 32);
     for (a, id) in &hung {
         agents[*a].ctl_ok(&["inject-fault", id, "hang"]);
     }
     // Each ladder ends (recovered or exhausted) within the budget's pace.
-    wait_for("every hung board's ladder to end", Duration::from_secs(240), || {
-        hung.iter()
-            .all(|(a, id)| {
-                agents[*a].audit_entries().iter().any(|e| {
-                    e["action"] == "ladder-end" && e["target"].as_str() == Some(id.as_str())
+    wait_for(
+        "every hung board's ladder to end",
+        Duration::from_secs(240),
+        || {
+            hung.iter()
+                .all(|(a, id)| {
+                    agents[*a].audit_entries().iter().any(|e| {
+                        e["action"] == "ladder-end" && e["target"].as_str() == Some(id.as_str())
+                    })
                 })
-            })
-            .then_some(())
-    });
+                .then_some(())
+        },
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     let active: Vec<u64> = text
         .lines()
         .filter(|l| l.contains("lease granted"))
         .filter_map(|l| {
             let rest = &l[l.find(" active=")? + 8..];
-            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         })
         .collect();
-    assert!(active.len() >= 32, "a lease per hard reset: {} grants", active.len());
+    assert!(
+        active.len() >= 32,
+        "a lease per hard reset: {} grants",
+        active.len()
+    );
     let most = active.iter().copied().max().unwrap_or(0);
     assert!(
         most <= MAX_CONCURRENT,

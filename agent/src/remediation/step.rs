@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use health_hal::{Capability, Condition, Quantity, ResetKind};
+use health_hal::{Capability, Condition, ConditionCode, Quantity, ResetKind};
 use tokio_util::sync::CancellationToken;
 
 use super::ladder::{Acted, Verified, RETRY};
@@ -276,7 +276,14 @@ impl Remediation {
                 return Verified::Cancelled;
             }
             let now = tokio::time::Instant::now();
-            match self.present_fresh(id, policy).await {
+            let present = match self.present_fresh(id, policy).await {
+                // The device's own checks count too: a backend's failed self-test (SCPI
+                // `*TST?`), a failed reset or an unanswered read is a device not yet fixed,
+                // whichever condition the policy matched.
+                None => self.broken(id),
+                found => found,
+            };
+            match present {
                 Some(c) => {
                     clear_since = None;
                     self.blocked(
@@ -382,5 +389,20 @@ impl Remediation {
                 action_id,
             })
         });
+    }
+
+    /// A critical condition that says the device itself is not working (whatever the policy
+    /// matched): verification does not pass while one is present.
+    fn broken(&self, id: &str) -> Option<Condition> {
+        self.conditions_of(id).into_iter().find(|c| {
+            c.severity == health_hal::Severity::Critical
+                && matches!(
+                    c.code,
+                    ConditionCode::DeviceError
+                        | ConditionCode::ResetFailed
+                        | ConditionCode::DeviceUnresponsive
+                        | ConditionCode::DeviceMissing
+                )
+        })
     }
 }

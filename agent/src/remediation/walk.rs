@@ -221,8 +221,8 @@ impl Remediation {
         }
     }
 
-    /// Waits until nothing blocks a step: no pause, no operator action running. Then reads
-    /// the target afresh: the operator may have fixed it.
+    /// Waits until nothing blocks a step: no pause, no operator action running. Then looks at
+    /// the target again: the operator may have fixed it.
     pub(super) async fn ready(
         &self,
         id: &str,
@@ -246,7 +246,10 @@ impl Remediation {
                     "operator action: waiting for it to end, then reading afresh",
                 );
             } else {
-                return match self.present_fresh(id, policy).await {
+                // The supervisor reads the device right after every action, an operator's
+                // included, so the status is already fresh after one; a read of our own here
+                // would cost a hung device a whole read deadline before each step.
+                return match self.present(id, policy) {
                     Some(_) => Ready::Go,
                     None => Ready::Cleared,
                 };
