@@ -496,6 +496,19 @@ mod tests {
     }
 
     #[test]
+    fn condition_codes_parse_by_name_whatever_the_case() {
+        for c in ConditionCode::ALL {
+            assert_eq!(ConditionCode::parse(c.as_str()), Some(c));
+            assert_eq!(ConditionCode::parse(&c.as_str().to_lowercase()), Some(c));
+        }
+        let mut names: Vec<&str> = ConditionCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ConditionCode::ALL.len(), "each code once");
+        assert_eq!(ConditionCode::parse("DEVICE_ON_FIRE"), None);
+    }
+
+    #[test]
     fn fault_kinds_parse_with_a_clear_error() {
         assert_eq!(
             "failing_reset".parse::<FaultKind>(),

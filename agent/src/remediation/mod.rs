@@ -200,6 +200,10 @@ impl Remediation {
     pub async fn start(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         restore::from_audit(self).await;
         let me = self.clone();
+        if self.policies.is_empty() {
+            // Nothing to match: no watcher, so a node without policies pays nothing for it.
+            return tokio::spawn(async {});
+        }
         tokio::spawn(async move { ladder::watch(me, cancel).await })
     }
 

@@ -170,28 +170,25 @@ const QUANTITIES: [(Quantity, &str); 13] = [
     (Quantity::SetpointCelsius, "setpoint_celsius"),
 ];
 
-/// Every condition code a plugin may report. Kept beside the parser (the model has no list);
-/// a unit test checks each name round-trips through `as_str`.
-const CODES: [ConditionCode; 18] = [
-    ConditionCode::ThermalWarning,
-    ConditionCode::ThermalCritical,
-    ConditionCode::PowerOverLimit,
-    ConditionCode::CalibrationStale,
-    ConditionCode::CalibrationDrift,
-    ConditionCode::DeviceUnresponsive,
-    ConditionCode::DeviceMissing,
-    ConditionCode::LinkDegraded,
-    ConditionCode::ResetFailed,
-    ConditionCode::IllConditioned,
-    ConditionCode::NotConverging,
-    ConditionCode::PrecisionInsufficient,
-    ConditionCode::HostMemoryHigh,
-    ConditionCode::DiskFull,
-    ConditionCode::ProcessStuck,
-    ConditionCode::HostLoadHigh,
-    ConditionCode::DeviceDisabled,
-    ConditionCode::DeviceError,
-];
+/// Whether a plugin may report `code`: every code but those only the agent itself can know
+/// (a TEC it reads over SCPI, its process watchdog, its audit log, its remediation engine).
+fn plugin_may_report(code: ConditionCode) -> bool {
+    !matches!(
+        code,
+        ConditionCode::TecSetpointDeviation
+            | ConditionCode::ProcessZombie
+            | ConditionCode::ProcessMissing
+            | ConditionCode::AuditLogUnwritable
+            | ConditionCode::RemediationExhausted
+    )
+}
+
+/// Every condition code a plugin may report, in the model's order.
+fn codes() -> impl Iterator<Item = ConditionCode> {
+    ConditionCode::ALL
+        .into_iter()
+        .filter(|c| plugin_may_report(*c))
+}
 
 /// The schema name of a quantity (`temperature_celsius`).
 pub fn quantity_name(q: Quantity) -> &'static str {
@@ -206,7 +203,7 @@ pub fn quantity_from_name(name: &str) -> Option<Quantity> {
 }
 
 pub fn condition_code_from_name(name: &str) -> Option<ConditionCode> {
-    CODES.iter().copied().find(|c| c.as_str() == name)
+    codes().find(|c| c.as_str() == name)
 }
 
 pub fn severity_from_name(name: &str) -> Option<Severity> {
@@ -477,7 +474,7 @@ impl<'de> Shape<'de> for ConditionCode {
     const EXPECTED: &'static str = "a string";
     fn string<E: de::Error>(s: &str) -> Result<Self, E> {
         condition_code_from_name(s).ok_or_else(|| {
-            let names: Vec<&str> = CODES.iter().map(|c| c.as_str()).collect();
+            let names: Vec<&str> = codes().map(|c| c.as_str()).collect();
             unknown("condition code", s, &format!("one of {}", names.join(", ")))
         })
     }
@@ -673,9 +670,11 @@ mod tests {
             assert_eq!(quantity_from_name(name), Some(q));
             assert_eq!(quantity_name(q), name);
         }
-        for c in CODES {
+        for c in codes() {
             assert_eq!(condition_code_from_name(c.as_str()), Some(c));
         }
+        assert_eq!(codes().count(), 18, "the codes a plugin may report");
+        assert_eq!(condition_code_from_name("REMEDIATION_EXHAUSTED"), None);
         assert_eq!(quantity_from_name("Temperature_Celsius"), None);
     }
 
