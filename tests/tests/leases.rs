@@ -169,10 +169,11 @@ async fn over_tls_only_agent_subjects_get_leases() {
     lease_id(&granted);
 
     // A reader's certificate is from the same CA, but it may not take leases: the collector's
-    // answer is final (no lease, and the engine fails closed on it).
+    // answer is final and a refusal (no lease, even for a policy that may act without a
+    // collector).
     let reader = as_who("bob-reader");
     let denied = reader.acquire(request("loihi-1", "r")).await;
-    let LeaseAnswer::Unreachable(reason) = &denied else {
+    let LeaseAnswer::Refused(reason) = &denied else {
         panic!("expected a denial, got {denied:?}");
     };
     assert!(reason.contains("PermissionDenied"), "{reason}");

@@ -543,3 +543,153 @@ steps = [
         "{begun:?}"
     );
 }
+
+#[test]
+fn a_pause_holds_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let audit = audit.to_str().unwrap();
+    // Both runs write the same log, outside the harness's directory: read it here.
+    let entries = || -> Vec<Value> {
+        std::fs::read_to_string(audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let policy_begins = || {
+        entries()
+            .iter()
+            .filter(|e| e["phase"] == "begin" && e["caller"] == "policy:unresponsive")
+            .count()
+    };
+    let cfg = config(&unresponsive("enforce", "all"));
+    let first = Agent::with_config(&cfg, &["--audit-log", audit]);
+    first.ctl_ok(&["remediation", "pause", "--reason", "e2e maintenance"]);
+    first.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    drop(first);
+
+    let second = Agent::with_config(&cfg, &["--audit-log", audit]);
+    second.ctl_ok(&["inject-fault", "loihi-0", "hang"]);
+    wait_for("DEVICE_UNRESPONSIVE", LIMIT, || {
+        codes(&device(&second, "loihi-0"))
+            .contains(&"DEVICE_UNRESPONSIVE".to_string())
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(policy_begins(), 0, "still paused after the restart");
+    let shown = second.ctl_ok(&["--json", "remediation"]);
+    assert!(shown.contains("e2e maintenance"), "{shown}");
+    second.ctl_ok(&["remediation", "resume"]);
+    wait_for("the ladder to recover the board", LIMIT, || {
+        entries()
+            .iter()
+            .any(|e| e["action"] == "ladder-end" && e["args"]["result"] == "recovered")
+            .then_some(())
+    });
+    assert!(policy_begins() >= 1);
+}
+
+#[test]
+fn a_skipped_step_is_not_escalated_past() {
+    // A SpiNNaker board cannot calibrate: the first step is skipped, and the hard reset after
+    // it is not taken on its account. Nothing ran, so nothing is exhausted.
+    let agent = Agent::with_config(
+        r#"report_interval = "200ms"
+
+[remediation]
+interval = "100ms"
+
+[[device]]
+id = "spinnaker-0"
+kind = "spinnaker"
+backend = "sim"
+poll_interval = "200ms"
+deadline = "500ms"
+action_deadline = "3s"
+
+[[policy]]
+name = "unresponsive"
+match = { codes = ["DEVICE_UNRESPONSIVE"], severity = "critical" }
+without_collector = "all"
+steps = [
+  { action = "calibrate",  hold = "1s", timeout = "5s" },
+  { action = "reset-hard", hold = "1s", timeout = "5s" },
+]
+"#,
+        &[],
+    );
+    agent.ctl_ok(&["inject-fault", "spinnaker-0", "hang"]);
+    wait_ladder_end(&agent, "spinnaker-0", "not-applicable", 0);
+    let s = steps(&agent, "spinnaker-0");
+    assert_eq!(
+        s.iter()
+            .map(|(p, a, _)| (p.as_str(), a.as_str()))
+            .collect::<Vec<_>>(),
+        [("skipped", "calibrate"), ("skipped", "reset-hard")],
+        "{s:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        steps(&agent, "spinnaker-0").len(),
+        2,
+        "not walked again while the condition holds"
+    );
+    let d = device(&agent, "spinnaker-0");
+    assert!(
+        !codes(&d).contains(&"REMEDIATION_EXHAUSTED".to_string()),
+        "{d}"
+    );
+}
+
+#[test]
+fn a_shadow_policy_whose_condition_returns_starts_afresh_and_pages_no_one() {
+    let agent = Agent::with_config(
+        &config(
+            r#"
+[[policy]]
+name = "unresponsive"
+match = { codes = ["DEVICE_UNRESPONSIVE"], severity = "critical" }
+mode = "shadow"
+healthy_delay = "10m"
+steps = [
+  { action = "reset-soft", hold = "1s", timeout = "20s" },
+]
+"#,
+        ),
+        &[],
+    );
+    for round in 0..2 {
+        agent.ctl_ok(&["inject-fault", "loihi-0", "hang"]);
+        wait_for("the shadow step", LIMIT, || {
+            (steps(&agent, "loihi-0").len() > round).then_some(())
+        });
+        // The fault goes away by itself: the shadow policy's figure.
+        agent.ctl_ok(&["inject-fault", "loihi-0", "clear"]);
+        wait_ladder_end(&agent, "loihi-0", "recovered", round);
+    }
+    let starts = policy_entries(&agent, "loihi-0")
+        .iter()
+        .filter(|e| e["action"] == "ladder-start")
+        .count();
+    assert_eq!(
+        starts, 2,
+        "a new shadow ladder each time, never a continuation"
+    );
+    let d = device(&agent, "loihi-0");
+    assert!(
+        !codes(&d).contains(&"REMEDIATION_EXHAUSTED".to_string()),
+        "{d}"
+    );
+    let shown = agent.ctl_ok(&["--json", "remediation"]);
+    let v: Value = serde_json::from_str(&shown).unwrap();
+    let p = v["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["policy"] == "unresponsive")
+        .unwrap()
+        .clone();
+    assert_eq!(p["cleared_by_itself"], 2, "{p}");
+    assert_eq!(p["ladders_started"], 2, "{p}");
+}

@@ -113,6 +113,47 @@ fn thirty_two_hung_boards_never_hold_more_leases_than_the_budget() {
         "at most {MAX_CONCURRENT} leases held at once, the log shows {most}"
     );
     assert_eq!(most, MAX_CONCURRENT, "the storm did fill the budget");
+    // The agents' side of the same rule, from their own audit logs: destructive steps (each
+    // inside the lease it held) never overlap more than the budget, and each had a grant.
+    let mut edges: Vec<(String, i32)> = Vec::new();
+    let mut destructive = 0;
+    for agent in &agents {
+        for e in agent.audit_entries() {
+            let action = e["action"].as_str().unwrap_or_default();
+            let policy = e["caller"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("policy:");
+            if !policy || !matches!(action, "reset-hard" | "reset-power-cycle" | "disable") {
+                continue;
+            }
+            let time = e["time"].as_str().unwrap_or_default().to_string();
+            match e["phase"].as_str() {
+                Some("begin") => {
+                    destructive += 1;
+                    edges.push((time, 1));
+                }
+                Some("end" | "interrupted") => edges.push((time, -1)),
+                _ => {}
+            }
+        }
+    }
+    // RFC 3339 UTC with milliseconds sorts as text; an end before a begin at the same instant.
+    edges.sort();
+    let (mut now, mut peak) = (0, 0);
+    for (_, d) in &edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    assert!(
+        peak <= MAX_CONCURRENT as i32,
+        "agents overlapped {peak} destructive steps"
+    );
+    assert!(
+        active.len() >= destructive,
+        "every destructive step had a lease: {destructive} steps, {} grants",
+        active.len()
+    );
     for (a, id) in &hung {
         let ends: Vec<String> = agents[*a]
             .audit_entries()

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::view::LadderState;
 use super::Remediation;
 use crate::audit::{Phase, Recorded};
-use crate::config::Policy;
+use crate::config::{Policy, PolicyMode};
 use crate::model::Outcome;
 
 /// How often a refused lease or a blocked step is tried again.
@@ -45,9 +45,21 @@ pub(super) async fn watch(engine: Arc<Remediation>, cancel: CancellationToken) {
             );
         }
     }
-    // A step in flight runs on the action path's own task and is recorded there.
-    for (_, h) in running {
-        h.abort();
+    // Ladder tasks see the cancellation at their next wait and finish what they hold (a
+    // lease is released, a verification recorded); a step in flight runs on the action
+    // path's own task and is recorded there. Bounded: what is left after that is dropped.
+    let wait_all = async {
+        for (_, h) in running.iter_mut() {
+            let _ = h.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(3), wait_all)
+        .await
+        .is_err()
+    {
+        for (_, h) in running {
+            h.abort();
+        }
     }
 }
 
@@ -62,6 +74,9 @@ pub(super) enum Walk {
     Cleared,
     /// Shadow: the whole ladder was recorded, nothing done.
     ShadowDone,
+    /// No step could run on this target (each skipped or refused): nothing was tried, so
+    /// nothing is exhausted; the ladder waits for the condition to clear.
+    NotApplicable,
     Cancelled,
 }
 
@@ -83,6 +98,13 @@ pub(super) struct Acted {
     pub(super) outcome: Outcome,
     pub(super) message: String,
     pub(super) action_id: String,
+    /// The action was not started after all (the condition cleared, a pause, shutdown).
+    pub(super) not_taken: bool,
+    /// With `not_taken`: because the condition cleared.
+    pub(super) cleared: bool,
+    /// Refused as impossible for this target (no power reading to scale, the process gone):
+    /// recorded as skipped.
+    pub(super) impossible: bool,
 }
 
 impl Remediation {
@@ -124,6 +146,20 @@ impl Remediation {
                 l.mode = policy.mode.as_str().to_string();
                 l.steps = policy.steps.len() as u32;
             });
+            if self.get(&id, |l| {
+                l.inapplicable.as_deref() == Some(policy.name.as_str())
+            }) == Some(true)
+            {
+                self.blocked(
+                    &id,
+                    LadderState::Idle,
+                    format!("no step of policy {} applies to this device: waiting for the condition to clear", policy.name),
+                );
+                if !self.sleep(&cancel, tick).await {
+                    return;
+                }
+                continue;
+            }
             if let Some(why) = self.paused(&id) {
                 self.blocked(&id, LadderState::Waiting, why);
                 if !self.sleep(&cancel, tick).await {
@@ -160,11 +196,7 @@ impl Remediation {
             if start == 0 {
                 self.begin_ladder(&id, &policy, &condition, now).await;
             } else {
-                self.set(&id, |l| {
-                    l.active = true;
-                    l.recovered = None;
-                    l.trigger = format!("{}: {}", condition.code, condition.message);
-                });
+                self.continue_ladder(&id, &policy, &condition, start).await;
             }
             let walk = if start >= policy.steps.len() {
                 Walk::Exhausted
@@ -226,6 +258,7 @@ impl Remediation {
         if !keep {
             self.set(id, |l| {
                 l.recovered = None;
+                l.inapplicable = None;
                 if l.state != LadderState::Recovered {
                     l.state = LadderState::Idle;
                 }
@@ -240,7 +273,21 @@ impl Remediation {
     /// `healthy_delay` (the ladder continues), else 0 for a new ladder if `max_attempts`
     /// allows one (`Err` says why not).
     fn next_start(&self, id: &str, policy: &Policy, now: SystemTime) -> Result<usize, String> {
-        if let Some((p, step, at)) = self.get(id, |l| l.recovered.clone()).flatten() {
+        // A ladder cut off by a restart continues after the step that last began, whatever
+        // the time: that step is never run again.
+        let resumed = self.get(id, |l| l.resume_after.clone()).flatten();
+        if let Some((p, step)) = resumed {
+            self.set(id, |l| l.resume_after = None);
+            if p == policy.name {
+                return Ok(step + 1);
+            }
+        }
+        // A shadow policy acted on nothing: there is no ladder to continue.
+        if let Some((p, step, at)) = self
+            .get(id, |l| l.recovered.clone())
+            .flatten()
+            .filter(|_| policy.mode != PolicyMode::Shadow)
+        {
             if p == policy.name && now.duration_since(at).unwrap_or_default() < policy.healthy_delay
             {
                 return Ok(step + 1);
@@ -262,6 +309,37 @@ impl Remediation {
             ));
         }
         Ok(0)
+    }
+
+    /// A ladder whose condition came back within `healthy_delay` goes on at `start`, under
+    /// its own id; the entry lets a restart see it in progress.
+    async fn continue_ladder(
+        &self,
+        id: &str,
+        policy: &Policy,
+        condition: &Condition,
+        start: usize,
+    ) {
+        let trigger = format!("{}: {}", condition.code, condition.message);
+        self.set(id, |l| {
+            l.active = true;
+            l.recovered = None;
+            l.trigger.clone_from(&trigger);
+        });
+        let mut e = self.entry(id, policy, "ladder-continue");
+        e.args = json!({
+            "policy": policy.name,
+            "ladder": self.get(id, |l| l.ladder_id.clone()).unwrap_or_default(),
+            "step": start,
+        });
+        e.trigger = trigger;
+        e.outcome = Some(Recorded::Succeeded);
+        e.message = format!(
+            "the condition is back: ladder of policy {} continues at step {}",
+            policy.name,
+            start + 1
+        );
+        self.append(Phase::Control, e).await;
     }
 
     pub(super) async fn begin_ladder(
@@ -338,6 +416,17 @@ impl Remediation {
                 (
                     "cleared",
                     "the condition cleared before the next step was needed".to_string(),
+                )
+            }
+            Walk::NotApplicable => {
+                self.set(id, |l| {
+                    l.state = LadderState::Idle;
+                    l.active = false;
+                    l.inapplicable = Some(policy.name.clone());
+                });
+                (
+                    "not-applicable",
+                    format!("no step could run on this device: {}", steps_summary()),
                 )
             }
             Walk::ShadowDone => {

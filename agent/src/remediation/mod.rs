@@ -108,6 +108,11 @@ struct Ladder {
     exhausted: Option<(String, SystemTime, String)>,
     /// A ladder id, unique per target, in every step's idempotency key.
     ladder_id: String,
+    /// A policy none of whose steps could run here: not walked again until the condition
+    /// has cleared.
+    inapplicable: Option<String>,
+    /// Restored from the audit log: (policy, last step begun); the ladder goes on after it.
+    resume_after: Option<(String, usize)>,
 }
 
 impl Ladder {
@@ -131,6 +136,8 @@ impl Ladder {
             recovered: None,
             exhausted: None,
             ladder_id: String::new(),
+            inapplicable: None,
+            resume_after: None,
         }
     }
 }

@@ -112,4 +112,27 @@ impl Remediation {
             })
         });
     }
+
+    /// A power-limit lease whose verification failed: the lower limit stays in force (lifting
+    /// it on a device still too hot would make it hotter), recorded where the operator looks.
+    pub(super) async fn note_kept_limit(&self, r: &Rung<'_>, previous: f64) {
+        let message = format!(
+            "the lower power limit stays in force (it was {previous} W): the condition did not clear under it; restore it with agent-ctl set-power-limit {} {previous} once the cause is fixed",
+            r.id
+        );
+        let mut e = self.entry(r.id, r.policy, "power-limit-kept");
+        e.args = json!({"previous_watts": previous});
+        e.outcome = Some(Recorded::Succeeded);
+        e.message.clone_from(&message);
+        self.append(Phase::Control, e).await;
+        self.set(r.id, |l| {
+            l.history.push(StepRecord {
+                action: "keep power limit".into(),
+                outcome: StepOutcome::Succeeded,
+                message,
+                at: SystemTime::now(),
+                action_id: String::new(),
+            })
+        });
+    }
 }

@@ -1,13 +1,14 @@
 //! No replay after a restart: each ladder's state is rebuilt from the audit log before the
 //! engine looks at any device. Ladder starts within their window count against
-//! `max_attempts`; an exhausted ladder stays exhausted; a ladder cut off mid-way continues
-//! after its last step, and a step that began with no end on record counts as failed and is
-//! never run again (its idempotency key, restored by the action path, refuses a repeat too).
+//! `max_attempts`; an exhausted ladder stays exhausted; a pause that has not expired holds; a
+//! ladder cut off mid-way (started or continued, not ended) goes on after its last step, and
+//! a step that began with no end on record counts as failed and is never run again (its
+//! idempotency key, restored by the action path, refuses a repeat too).
 
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use super::view::{LadderState, StepOutcome, StepRecord};
+use super::view::{LadderState, Pause, StepOutcome, StepRecord};
 use super::Remediation;
 use crate::audit::{recent_entries, Phase, Record};
 
@@ -38,6 +39,7 @@ fn time(r: &Record) -> Option<SystemTime> {
 fn apply(engine: &Remediation, records: &[Record]) {
     let mut seen: HashMap<String, Seen> = HashMap::new();
     let mut ladders = engine.ladders.lock().unwrap_or_else(|e| e.into_inner());
+    let mut node_pause = engine.node_pause.lock().unwrap_or_else(|e| e.into_inner());
     for r in records {
         let e = &r.entry;
         let target = e.target.clone();
@@ -60,6 +62,22 @@ fn apply(engine: &Remediation, records: &[Record]) {
                         steps: HashMap::new(),
                     },
                 );
+            }
+            (Phase::Control, "ladder-continue") => {
+                let policy = e.args["policy"].as_str().unwrap_or_default().to_string();
+                let ladder = e.args["ladder"].as_str().unwrap_or_default().to_string();
+                let s = seen.entry(target).or_default();
+                if s.ladder != ladder {
+                    s.steps.clear();
+                }
+                s.policy = policy;
+                s.ladder = ladder;
+                s.in_progress = true;
+            }
+            (Phase::Control, "remediation-pause" | "remediation-resume")
+                if e.outcome == Some(crate::audit::Recorded::Succeeded) =>
+            {
+                restore_pause(r, &mut ladders, &mut node_pause);
             }
             (Phase::Control, "ladder-end") => {
                 if let Some(s) = seen.get_mut(&target) {
@@ -110,6 +128,18 @@ fn apply(engine: &Remediation, records: &[Record]) {
             _ => {}
         }
     }
+    resume_cut_off(seen, &mut ladders);
+    drop(ladders);
+    drop(node_pause);
+    engine.publish_conditions();
+}
+
+/// Ladders cut off mid-way go on after the last step that began; a step with no end on
+/// record is shown as interrupted (counted as failed) and never run again.
+fn resume_cut_off(
+    seen: HashMap<String, Seen>,
+    ladders: &mut std::collections::BTreeMap<String, super::Ladder>,
+) {
     let now = SystemTime::now();
     for (target, s) in seen {
         if !s.in_progress {
@@ -137,11 +167,41 @@ fn apply(engine: &Remediation, records: &[Record]) {
             });
         }
         // Continue after the last step that began: never run it again.
-        l.recovered = Some((s.policy.clone(), last, now));
+        l.resume_after = Some((s.policy.clone(), last));
         tracing::warn!(target: "audit", device = %target, policy = %s.policy, step = last + 1, ended, "remediation ladder restored from the audit log: continues after its last step");
     }
-    drop(ladders);
-    engine.publish_conditions();
+}
+
+/// A pause that has not expired holds across a restart; a resume after it lifts it.
+fn restore_pause(
+    r: &Record,
+    ladders: &mut std::collections::BTreeMap<String, super::Ladder>,
+    node_pause: &mut Option<Pause>,
+) {
+    let e = &r.entry;
+    let slot = if e.target == "node" {
+        node_pause
+    } else {
+        &mut ladders
+            .entry(e.target.clone())
+            .or_insert_with(super::Ladder::new)
+            .paused
+    };
+    if e.action == "remediation-resume" {
+        *slot = None;
+        return;
+    }
+    let until = e.args["for_seconds"]
+        .as_u64()
+        .and_then(|s| time(r).map(|t| t + std::time::Duration::from_secs(s)));
+    if until.is_some_and(|u| u <= SystemTime::now()) {
+        return;
+    }
+    *slot = Some(Pause {
+        until,
+        reason: e.args["reason"].as_str().unwrap_or_default().to_string(),
+        by: e.caller.clone(),
+    });
 }
 
 /// `remediation/<target>/<policy>/<ladder>/<step>` -> its parts.

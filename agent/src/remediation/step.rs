@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ladder::{Acted, Verified, RETRY};
 use super::view::{LadderState, StepOutcome, StepRecord};
+use super::walk::Readiness;
 use super::Remediation;
 use crate::action::composite::AfterReset;
 use crate::action::kill::{KillRequest, KillSignal};
@@ -94,7 +95,8 @@ impl Remediation {
     }
 
     /// Runs the step's action through the action path. A refusal by a safety limit (busy,
-    /// cooldown, resets per hour) is retried until the step's timeout.
+    /// cooldown, resets per hour) is retried until the step's timeout, looking again before
+    /// each try: a pause, an operator's fix or the condition clearing stops it.
     pub(super) async fn act(
         &self,
         id: &str,
@@ -105,33 +107,42 @@ impl Remediation {
         cancel: &CancellationToken,
     ) -> Acted {
         let deadline = tokio::time::Instant::now() + step.timeout;
+        let acted = |outcome, message: String, action_id: String| Acted {
+            outcome,
+            message,
+            action_id,
+            not_taken: false,
+            cleared: false,
+            impossible: false,
+        };
+        let not_taken = |cleared: bool, message: String| Acted {
+            not_taken: true,
+            cleared,
+            ..acted(Outcome::Refused, message, String::new())
+        };
         loop {
-            let r = self.act_once(id, policy, idx, step, trigger).await;
-            match r {
-                Ok(rec) => {
-                    return Acted {
-                        outcome: rec.outcome,
-                        message: rec.message,
-                        action_id: rec.id,
-                    }
-                }
+            match self.act_once(id, policy, idx, step, trigger).await {
+                Ok(rec) => return acted(rec.outcome, rec.message, rec.id),
                 Err(ActionError::Unsafe(m)) if tokio::time::Instant::now() < deadline => {
                     self.blocked(id, LadderState::Waiting, format!("action path: {m}"));
                     if !self.sleep(cancel, RETRY).await {
-                        return Acted {
-                            outcome: Outcome::Refused,
-                            message: "agent stopping".into(),
-                            action_id: String::new(),
-                        };
+                        return not_taken(false, "agent stopping".into());
+                    }
+                    match self.check_ready(id, policy) {
+                        Readiness::Go => {}
+                        Readiness::Cleared => {
+                            return not_taken(true, "the condition cleared".into())
+                        }
+                        Readiness::Wait(why) => return not_taken(false, why),
                     }
                 }
-                Err(e) => {
+                Err(e @ (ActionError::NotPossible(_) | ActionError::NoSuchDevice(_))) => {
                     return Acted {
-                        outcome: Outcome::Refused,
-                        message: e.to_string(),
-                        action_id: String::new(),
+                        impossible: true,
+                        ..acted(Outcome::Refused, e.to_string(), String::new())
                     }
                 }
+                Err(e) => return acted(Outcome::Refused, e.to_string(), String::new()),
             }
         }
     }

@@ -6,7 +6,7 @@ use health_hal::Condition;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::ladder::{Ready, Verified, Walk, RETRY};
+use super::ladder::{Acted, Ready, Verified, Walk, RETRY};
 use super::view::{LadderState, StepOutcome};
 use super::{LeaseAnswer, LeaseRequest, Remediation};
 use crate::config::{Policy, PolicyMode, PolicyStep, StepAction, WithoutCollector};
@@ -45,6 +45,10 @@ impl Remediation {
         trigger: &Condition,
         cancel: &CancellationToken,
     ) -> Walk {
+        // A destructive step is earned by a step that ran and failed (or by being where the
+        // walk starts): a step skipped or refused is never a failure to escalate past.
+        let mut earned = true;
+        let mut ran = start > 0;
         for (idx, step) in policy.steps.iter().enumerate().skip(start) {
             let rung = Rung {
                 id,
@@ -65,12 +69,33 @@ impl Remediation {
             }
             if let Err(why) = self.capable(id, step) {
                 self.note_step(&rung, StepOutcome::Skipped, why, "").await;
+                earned = false;
+                continue;
+            }
+            if step.action.destructive() && !earned && idx > start {
+                let why = format!(
+                    "not escalated to {}: the step before it was skipped or refused, not failed",
+                    step.action.describe()
+                );
+                self.note_step(&rung, StepOutcome::Skipped, why, "").await;
                 continue;
             }
             let ended = if policy.mode == PolicyMode::Shadow {
+                ran = true;
                 self.shadow_step(&rung, cancel).await
             } else {
-                self.take_step(&rung, cancel).await
+                match self.take_step(&rung, cancel).await {
+                    Tried::Ended(walk) => Some(walk),
+                    Tried::Failed => {
+                        ran = true;
+                        earned = true;
+                        None
+                    }
+                    Tried::Declined => {
+                        earned = false;
+                        None
+                    }
+                }
             };
             if let Some(walk) = ended {
                 return walk;
@@ -78,6 +103,8 @@ impl Remediation {
         }
         if policy.mode == PolicyMode::Shadow {
             Walk::ShadowDone
+        } else if !ran {
+            Walk::NotApplicable
         } else {
             Walk::Exhausted
         }
@@ -111,11 +138,10 @@ impl Remediation {
     }
 
     /// Enforce or approve: the envelope, the action, its verification and its record.
-    /// `Some` ends the walk; `None` goes on to the next step.
-    async fn take_step(&self, r: &Rung<'_>, cancel: &CancellationToken) -> Option<Walk> {
+    async fn take_step(&self, r: &Rung<'_>, cancel: &CancellationToken) -> Tried {
         let (permit, lease) = match self.envelope_for(r, cancel).await {
             Ok(held) => held,
-            Err(walk) => return Some(walk),
+            Err(walk) => return Tried::Ended(walk),
         };
         self.blocked(r.id, LadderState::Acting, "");
         let previous_limit = self
@@ -144,20 +170,23 @@ impl Remediation {
                 Verified::Cancelled => Err(Outcome::Refused),
             }
         };
-        if let (Some(l), Some(b)) = (lease.as_deref(), &self.envelope.leases) {
-            let outcome = if result.is_ok() {
-                "SUCCEEDED"
-            } else {
-                "FAILED"
-            };
-            b.release(l, &self.node.name, outcome).await;
-        }
+        self.release(lease.as_deref(), result.is_ok()).await;
         drop(permit);
+        if acted.not_taken {
+            return match acted.cleared {
+                true => Tried::Ended(r.cleared()),
+                false => Tried::Ended(Walk::Cancelled),
+            };
+        }
         match result {
             Ok(None) => {
                 self.note_step(r, StepOutcome::Succeeded, acted.message, &acted.action_id)
                     .await;
-                Some(Walk::Quarantined)
+                Tried::Ended(match r.step.action {
+                    StepAction::Disable => Walk::Quarantined,
+                    // Unverified by the policy's choice (verify = "none"): done, not proven.
+                    _ => Walk::Recovered(r.idx),
+                })
             }
             Ok(Some(v)) => {
                 self.set(r.id, |l| l.last_verification.clone_from(&v));
@@ -169,33 +198,65 @@ impl Remediation {
                     self.end_power_lease(r.id, r.policy, previous_limit, r.trigger)
                         .await;
                 }
-                Some(Walk::Recovered(r.idx))
+                Tried::Ended(Walk::Recovered(r.idx))
             }
-            Err(_) if cancel.is_cancelled() => Some(Walk::Cancelled),
-            Err(outcome) => {
-                let message = if outcome == Outcome::Failed && acted.outcome == Outcome::Succeeded {
-                    let v = self
-                        .get(r.id, |l| l.last_verification.clone())
-                        .unwrap_or_default();
-                    self.note_verification(r, &acted.action_id, &v, false).await;
-                    format!("{}; {v}", acted.message)
-                } else {
-                    acted.message
-                };
-                let so = match outcome {
-                    Outcome::TimedOut => StepOutcome::TimedOut,
-                    Outcome::Refused => StepOutcome::Refused,
-                    _ => StepOutcome::Failed,
-                };
-                self.note_step(r, so, message, &acted.action_id).await;
-                None
+            Err(_) if cancel.is_cancelled() => Tried::Ended(Walk::Cancelled),
+            Err(outcome) => self.step_failed(r, &acted, outcome, previous_limit).await,
+        }
+    }
+
+    /// Records a step that did not fix the target. A refusal (the action path said no, or
+    /// the device cannot) is not a failure: it does not earn a destructive step.
+    async fn step_failed(
+        &self,
+        r: &Rung<'_>,
+        acted: &Acted,
+        outcome: Outcome,
+        previous_limit: Option<f64>,
+    ) -> Tried {
+        let verified_failed = outcome == Outcome::Failed && acted.outcome == Outcome::Succeeded;
+        let message = if verified_failed {
+            let v = self
+                .get(r.id, |l| l.last_verification.clone())
+                .unwrap_or_default();
+            self.note_verification(r, &acted.action_id, &v, false).await;
+            format!("{}; {v}", acted.message)
+        } else {
+            acted.message.clone()
+        };
+        let so = match outcome {
+            Outcome::TimedOut => StepOutcome::TimedOut,
+            Outcome::Refused if acted.impossible => StepOutcome::Skipped,
+            Outcome::Refused => StepOutcome::Refused,
+            _ => StepOutcome::Failed,
+        };
+        self.note_step(r, so, message, &acted.action_id).await;
+        if verified_failed {
+            if let (StepAction::SetPowerLimit(_), Some(w)) = (r.step.action, previous_limit) {
+                // The throttle stays: lifting it on a device that is still too hot would make
+                // it hotter. Said where the operator looks, with how to lift it.
+                self.note_kept_limit(r, w).await;
             }
+        }
+        if matches!(so, StepOutcome::Refused | StepOutcome::Skipped) {
+            Tried::Declined
+        } else {
+            Tried::Failed
+        }
+    }
+
+    async fn release(&self, lease: Option<&str>, ok: bool) {
+        if let (Some(l), Some(b)) = (lease, &self.envelope.leases) {
+            b.release(l, &self.node.name, if ok { "SUCCEEDED" } else { "FAILED" })
+                .await;
         }
     }
 
     /// What a destructive step holds while it runs and is verified: an approval (approve
     /// mode), one of the node's destructive slots, and the collector's lease. Nothing for a
-    /// soft step. `Err` ends the walk (the condition cleared meanwhile, or the agent stops).
+    /// soft step. Once all are held, the target is looked at again (a pause or an operator's
+    /// fix may have come meanwhile); the slot is never held while a lease is refused. `Err`
+    /// ends the walk (the condition cleared meanwhile, or the agent stops).
     async fn envelope_for(
         &self,
         r: &Rung<'_>,
@@ -211,18 +272,75 @@ impl Remediation {
                 Ready::Cancelled => return Err(Walk::Cancelled),
             }
         }
-        let Some(permit) = self.destructive_slot(r.id, cancel).await else {
-            return Err(Walk::Cancelled);
-        };
-        match self.lease(r.id, r.policy, r.step, r.idx, cancel).await {
-            Ok(lease) => Ok((Some(permit), lease)),
-            Err(Ready::Cleared) => Err(r.cleared()),
-            Err(_) => Err(Walk::Cancelled),
+        loop {
+            if self.envelope.leases.is_none()
+                && r.policy.without_collector == WithoutCollector::SoftOnly
+            {
+                self.blocked(r.id, LadderState::Waiting, "lease: no collector configured and the policy allows only non-destructive steps without one (without_collector = \"soft-only\")");
+                return Err(match self.wait_until_clear(r.id, r.policy, cancel).await {
+                    Ready::Cleared => r.cleared(),
+                    _ => Walk::Cancelled,
+                });
+            }
+            let Some(permit) = self.destructive_slot(r.id, cancel).await else {
+                return Err(Walk::Cancelled);
+            };
+            let lease = match self.ask_lease(r).await {
+                Ok(lease) => lease,
+                Err(why) => {
+                    drop(permit);
+                    self.blocked(r.id, LadderState::Waiting, why);
+                    match self.check_ready(r.id, r.policy) {
+                        Readiness::Cleared => return Err(r.cleared()),
+                        Readiness::Go | Readiness::Wait(_) => {}
+                    }
+                    if !self.sleep(cancel, RETRY).await {
+                        return Err(Walk::Cancelled);
+                    }
+                    continue;
+                }
+            };
+            match self.check_ready(r.id, r.policy) {
+                Readiness::Go => return Ok((Some(permit), lease)),
+                Readiness::Cleared => {
+                    self.release(lease.as_deref(), true).await;
+                    return Err(r.cleared());
+                }
+                Readiness::Wait(why) => {
+                    self.release(lease.as_deref(), true).await;
+                    drop(permit);
+                    self.blocked(r.id, LadderState::Waiting, why);
+                    match self.ready(r.id, r.policy, cancel).await {
+                        Ready::Go => {}
+                        Ready::Cleared => return Err(r.cleared()),
+                        Ready::Cancelled => return Err(Walk::Cancelled),
+                    }
+                }
+            }
         }
     }
 
-    /// Waits until nothing blocks a step: no pause, no operator action running. Then looks at
-    /// the target again: the operator may have fixed it.
+    /// Whether a step may run now: not paused, no operator action running, the condition
+    /// still there. The supervisor reads the device right after every action, an operator's
+    /// included, so its status is already fresh after one; a read of our own here would cost
+    /// a hung device a whole read deadline before each step.
+    pub(super) fn check_ready(&self, id: &str, policy: &Policy) -> Readiness {
+        let busy = self
+            .node
+            .device_status(id)
+            .is_some_and(|s| matches!(s.activity, Activity::Resetting | Activity::Calibrating));
+        if let Some(why) = self.paused(id) {
+            Readiness::Wait(why)
+        } else if busy {
+            Readiness::Wait("operator action: waiting for it to end, then looking again".into())
+        } else if self.present(id, policy).is_some() {
+            Readiness::Go
+        } else {
+            Readiness::Cleared
+        }
+    }
+
+    /// Waits until [`Self::check_ready`] says go (or the condition clears).
     pub(super) async fn ready(
         &self,
         id: &str,
@@ -233,26 +351,10 @@ impl Remediation {
             if cancel.is_cancelled() {
                 return Ready::Cancelled;
             }
-            let busy = self
-                .node
-                .device_status(id)
-                .is_some_and(|s| matches!(s.activity, Activity::Resetting | Activity::Calibrating));
-            if let Some(why) = self.paused(id) {
-                self.blocked(id, LadderState::Waiting, why);
-            } else if busy {
-                self.blocked(
-                    id,
-                    LadderState::Waiting,
-                    "operator action: waiting for it to end, then reading afresh",
-                );
-            } else {
-                // The supervisor reads the device right after every action, an operator's
-                // included, so the status is already fresh after one; a read of our own here
-                // would cost a hung device a whole read deadline before each step.
-                return match self.present(id, policy) {
-                    Some(_) => Ready::Go,
-                    None => Ready::Cleared,
-                };
+            match self.check_ready(id, policy) {
+                Readiness::Go => return Ready::Go,
+                Readiness::Cleared => return Ready::Cleared,
+                Readiness::Wait(why) => self.blocked(id, LadderState::Waiting, why),
             }
             if !self.sleep(cancel, self.cfg.interval).await {
                 return Ready::Cancelled;
@@ -271,21 +373,24 @@ impl Remediation {
         self.set(id, |l| l.approved = false);
         let mut announced = false;
         loop {
-            if self.get(id, |l| l.approved).unwrap_or(false) {
-                self.set(id, |l| l.approved = false);
-                return Ready::Go;
+            match self.check_ready(id, policy) {
+                Readiness::Cleared => return Ready::Cleared,
+                Readiness::Wait(why) => self.blocked(id, LadderState::Waiting, why),
+                Readiness::Go => {
+                    if self.get(id, |l| l.approved).unwrap_or(false) {
+                        self.set(id, |l| l.approved = false);
+                        return Ready::Go;
+                    }
+                    self.blocked(
+                        id,
+                        LadderState::Waiting,
+                        format!(
+                            "approval: {} waits for agent-ctl remediation approve {id}",
+                            step.action.describe()
+                        ),
+                    );
+                }
             }
-            if self.present(id, policy).is_none() {
-                return Ready::Cleared;
-            }
-            self.blocked(
-                id,
-                LadderState::Waiting,
-                format!(
-                    "approval: {} waits for agent-ctl remediation approve {id}",
-                    step.action.describe()
-                ),
-            );
             if !announced {
                 tracing::warn!(device = id, policy = %policy.name, step = %step.action.describe(), "remediation waits for approval");
                 announced = true;
@@ -301,7 +406,7 @@ impl Remediation {
         &self,
         id: &str,
         cancel: &CancellationToken,
-    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    ) -> Option<OwnedSemaphorePermit> {
         let sem = self.envelope.destructive.clone();
         if let Ok(p) = sem.clone().try_acquire_owned() {
             return Some(p);
@@ -320,88 +425,79 @@ impl Remediation {
         }
     }
 
-    /// A lease from the collector, retried while refused. `Ok(None)`: no lease needed (no
-    /// collector and the policy allows it).
-    pub(super) async fn lease(
-        &self,
-        id: &str,
-        policy: &Policy,
-        step: &PolicyStep,
-        idx: usize,
-        cancel: &CancellationToken,
-    ) -> Result<Option<String>, Ready> {
+    /// One lease request. `Ok(None)`: acting without a lease, as the policy allows when no
+    /// collector answers. `Err`: why not now (refused, or unreachable and failing closed).
+    async fn ask_lease(&self, r: &Rung<'_>) -> Result<Option<String>, String> {
         let Some(broker) = self.envelope.leases.clone() else {
-            return match policy.without_collector {
-                WithoutCollector::All => Ok(None),
-                WithoutCollector::SoftOnly => {
-                    self.blocked(id, LadderState::Waiting, "lease: no collector configured and the policy allows only non-destructive steps without one (without_collector = \"soft-only\")");
-                    self.wait_forever_or_clear(id, policy, cancel).await
-                }
-            };
+            return Ok(None);
         };
-        let request_id = format!(
-            "{}/{}/{}/{idx}",
-            id,
-            policy.name,
-            self.get(id, |l| l.ladder_id.clone()).unwrap_or_default()
-        );
-        loop {
-            let req = LeaseRequest {
-                node: self.node.name.clone(),
-                device: id.to_string(),
-                policy: policy.name.clone(),
-                action: step.action.name().to_string(),
-                request_id: request_id.clone(),
-            };
-            let answer = tokio::time::timeout(self.cfg.lease_timeout, broker.acquire(req))
-                .await
-                .unwrap_or_else(|_| {
-                    LeaseAnswer::Unreachable(format!(
-                        "no answer within {}",
-                        humantime::format_duration(self.cfg.lease_timeout)
-                    ))
-                });
-            match answer {
-                LeaseAnswer::Granted { lease_id, .. } => return Ok(Some(lease_id)),
-                LeaseAnswer::Unreachable(why)
-                    if policy.without_collector == WithoutCollector::All =>
-                {
-                    tracing::warn!(device = id, policy = %policy.name, "collector unreachable ({why}); acting without a lease as the policy allows");
-                    return Ok(None);
-                }
-                LeaseAnswer::Unreachable(why) => self.blocked(
-                    id,
-                    LadderState::Waiting,
-                    format!("lease: collector unreachable ({why}); failing closed"),
-                ),
-                LeaseAnswer::Refused(why) => self.blocked(
-                    id,
-                    LadderState::Waiting,
-                    format!("lease: refused by the collector: {why}"),
-                ),
+        let req = LeaseRequest {
+            node: self.node.name.clone(),
+            device: r.id.to_string(),
+            policy: r.policy.name.clone(),
+            action: r.step.action.name().to_string(),
+            request_id: format!(
+                "{}/{}/{}/{}",
+                r.id,
+                r.policy.name,
+                self.get(r.id, |l| l.ladder_id.clone()).unwrap_or_default(),
+                r.idx
+            ),
+        };
+        let answer = tokio::time::timeout(self.cfg.lease_timeout, broker.acquire(req))
+            .await
+            .unwrap_or_else(|_| {
+                LeaseAnswer::Unreachable(format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.cfg.lease_timeout)
+                ))
+            });
+        match answer {
+            LeaseAnswer::Granted { lease_id, .. } => Ok(Some(lease_id)),
+            LeaseAnswer::Unreachable(why)
+                if r.policy.without_collector == WithoutCollector::All =>
+            {
+                tracing::warn!(device = r.id, policy = %r.policy.name, "collector unreachable ({why}); acting without a lease as the policy allows");
+                Ok(None)
             }
-            if self.present(id, policy).is_none() {
-                return Err(Ready::Cleared);
-            }
-            if !self.sleep(cancel, RETRY).await {
-                return Err(Ready::Cancelled);
-            }
+            LeaseAnswer::Unreachable(why) => Err(format!(
+                "lease: collector unreachable ({why}); failing closed"
+            )),
+            LeaseAnswer::Refused(why) => Err(format!("lease: refused by the collector: {why}")),
         }
     }
 
-    pub(super) async fn wait_forever_or_clear(
+    async fn wait_until_clear(
         &self,
         id: &str,
         policy: &Policy,
         cancel: &CancellationToken,
-    ) -> Result<Option<String>, Ready> {
+    ) -> Ready {
         loop {
             if self.present(id, policy).is_none() {
-                return Err(Ready::Cleared);
+                return Ready::Cleared;
             }
             if !self.sleep(cancel, RETRY).await {
-                return Err(Ready::Cancelled);
+                return Ready::Cancelled;
             }
         }
     }
+}
+
+/// Where a step may run now.
+pub(super) enum Readiness {
+    Go,
+    Cleared,
+    /// Not now, and why (a pause, an operator's action).
+    Wait(String),
+}
+
+/// How a taken step ended for the walk.
+enum Tried {
+    Ended(Walk),
+    /// Ran and failed: the next step is earned, destructive or not.
+    Failed,
+    /// Refused or impossible: the next step is tried, but not a destructive one on its
+    /// account.
+    Declined,
 }

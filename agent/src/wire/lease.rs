@@ -7,9 +7,11 @@
 //! flapping between them would spread one node's requests over several budgets. Channels are
 //! connected on first use and kept; a transport failure drops the channel, so the next call
 //! connects afresh. An answer from a collector is final: a refusal is
-//! [`LeaseAnswer::Refused`], and an error status (permission denied, a bad request) is
-//! [`LeaseAnswer::Unreachable`] with the collector's message, without asking the next one.
-//! When no collector answers, the engine fails closed on [`LeaseAnswer::Unreachable`].
+//! [`LeaseAnswer::Refused`], and so is an error status (permission denied, a bad request,
+//! a collector without leases), with the collector's message, without asking the next one:
+//! a collector that answered did not grant, whatever the policy allows without one. Only
+//! when no collector answers is it [`LeaseAnswer::Unreachable`] (the engine fails closed
+//! unless the policy says `without_collector = "all"`).
 //!
 //! A release goes to the collector that granted the lease; it is best effort, since the
 //! collector frees a lease that is not released within its ttl anyway.
@@ -237,7 +239,10 @@ impl LeaseBroker for CollectorLeases {
                 }
                 Err(Failure::Status(text)) => {
                     self.preferred.store(idx, Ordering::Relaxed);
-                    return LeaseAnswer::Unreachable(format!(
+                    // A collector that answers with an error (permission denied, an old
+                    // collector without leases) has not granted anything: a refusal, so a
+                    // policy that may act without a collector does not act past one.
+                    return LeaseAnswer::Refused(format!(
                         "collector {} answered {text}",
                         self.url(idx)
                     ));
