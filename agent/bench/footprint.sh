@@ -4,7 +4,9 @@
 # warm-up. Prints resident memory (steady median of 1 s samples of VmRSS, and peak VmHWM) and
 # CPU time (utime + stime from /proc/<pid>/stat) as a percentage of one core over the window.
 #
-#   bash agent/bench/footprint.sh [SECONDS=60] [DEVICES=64]
+#   bash agent/bench/footprint.sh [SECONDS=60] [DEVICES=64] [POLICIES=0]
+#
+# POLICIES=1 adds the embedded default's remediation policies (the engine running, idle).
 #
 # Targets (issue 6): RSS <= 20 MB, CPU <= 1 % of one core. A benchmark, not a test: it prints
 # figures and asserts nothing. It starts two processes and stops exactly those, by pid.
@@ -12,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-60}
 devices=${2:-64}
+policies=${3:-0}
 warmup=5
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -37,6 +40,11 @@ printf 'listen = "127.0.0.1:%s"\n' "$port" > "$work/collector.toml"
       "$i" "${kinds[i % 4]}"
   done
 } > "$work/agent.toml"
+if [ "$policies" = 1 ]; then
+  # The embedded default's [remediation] and [[policy]] tables: the engine looks at every
+  # device each 250 ms (nothing matches on healthy devices, so nothing acts).
+  "$bin/health-agent" print-simulate-config | sed -n '/^\[remediation\]/,$p' >> "$work/agent.toml"
+fi
 "$bin/health-agent" check-config "$work/agent.toml" > /dev/null
 
 RUST_LOG=warn "$bin/health-collector" --config "$work/collector.toml" > "$work/collector.log" 2>&1 &
