@@ -10,6 +10,7 @@ agent. Prints figures; asserts nothing.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -77,7 +78,7 @@ def ladder_after(agent, target, t0, limit):
             return None
         for e in es[start:]:
             if e.get("target") == target and e.get("action") == "ladder-end":
-                steps = [f"{x['action']}:{x.get('outcome')}" for x in es[start:]
+                steps = [re.sub(r"kill-process \d+", "kill-process PID", f"{x['action']}:{x.get('outcome')}") for x in es[start:]
                          if x.get("target", "").startswith(target.split(":")[0]) and x.get("phase") in ("end", "skipped")
                          and str(x.get("caller", "")).startswith("policy:")]
                 return e, steps
