@@ -23,10 +23,12 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// A collector with `collector_toml` and `health-agent --simulate` reporting to it.
+    /// A collector with `collector_toml` and `health-agent --simulate` reporting to it, its
+    /// remediation paused: these tests inject faults and act on them as an operator would.
     pub fn simulated(node: &str, collector_toml: &str) -> Fleet {
         let collector = Collector::start(collector_toml);
         let agent = Agent::simulate(&["--node", node, "--collector", &collector.url()]);
+        agent.hands_off();
         Fleet {
             collector,
             agent,

@@ -341,6 +341,18 @@ impl Agent {
         reset
     }
 
+    /// Pauses the agent's remediation engine: for a test that plays the operator on the
+    /// embedded default (whose policies would otherwise act on the faults it injects, and
+    /// make its own actions wait for theirs).
+    pub fn hands_off(&self) {
+        self.ctl_ok(&[
+            "remediation",
+            "pause",
+            "--reason",
+            "the end-to-end test plays the operator",
+        ]);
+    }
+
     /// The agent's audit log (in its private directory), one JSON object per line.
     pub fn audit_entries(&self) -> Vec<serde_json::Value> {
         let path = self.dir.path().join("audit.jsonl");

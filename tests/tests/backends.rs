@@ -61,7 +61,13 @@ fn the_simulate_default_reads_the_photonic_bench_over_scpi() {
         json.contains("127.0.0.1:"),
         "location is the loopback instrument: {json}"
     );
-    // A thermal recalibration through the real client settles on the simulated TEC.
+    // A thermal recalibration through the real client settles on the simulated TEC: the
+    // embedded default's calibration policy makes the first ("never calibrated"); an
+    // operator's, once that one is on record, the second.
+    let shown = agent.ctl_until(&["--json", "device", "photonic-0"], |j| {
+        j.contains("\"calibrated_at\"") && j.contains("\"activity\":\"RUNNING\"")
+    });
+    assert!(shown.contains("\"calibrated_at\""), "{shown}");
     agent.ctl_ok(&["calibrate", "photonic-0"]);
 }
 
