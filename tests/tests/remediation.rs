@@ -277,6 +277,15 @@ fn shadow_records_every_step_and_touches_nothing() {
         ["reset-soft", "reset-hard", "power-cycle", "disable"],
         "{s:?}"
     );
+    // Run out, like an exhausted ladder (without the page): not walked again while the
+    // condition holds.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        steps(&agent, "loihi-0").len(),
+        4,
+        "{:?}",
+        steps(&agent, "loihi-0")
+    );
     let d = device(&agent, "loihi-0");
     assert!(
         codes(&d).contains(&"DEVICE_UNRESPONSIVE".to_string()),

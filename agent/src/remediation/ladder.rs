@@ -146,15 +146,12 @@ impl Remediation {
                 l.mode = policy.mode.as_str().to_string();
                 l.steps = policy.steps.len() as u32;
             });
-            if self.get(&id, |l| {
-                l.inapplicable.as_deref() == Some(policy.name.as_str())
-            }) == Some(true)
-            {
-                self.blocked(
-                    &id,
-                    LadderState::Idle,
-                    format!("no step of policy {} applies to this device: waiting for the condition to clear", policy.name),
-                );
+            let waiting = self
+                .get(&id, |l| l.until_clear.clone())
+                .flatten()
+                .filter(|(p, _)| *p == policy.name);
+            if let Some((_, why)) = waiting {
+                self.blocked(&id, LadderState::Idle, why);
                 if !self.sleep(&cancel, tick).await {
                     return;
                 }
@@ -258,7 +255,7 @@ impl Remediation {
         if !keep {
             self.set(id, |l| {
                 l.recovered = None;
-                l.inapplicable = None;
+                l.until_clear = None;
                 if l.state != LadderState::Recovered {
                     l.state = LadderState::Idle;
                 }
@@ -422,7 +419,10 @@ impl Remediation {
                 self.set(id, |l| {
                     l.state = LadderState::Idle;
                     l.active = false;
-                    l.inapplicable = Some(policy.name.clone());
+                    l.until_clear = Some((
+                        policy.name.clone(),
+                        format!("no step of policy {} applies to this device: waiting for the condition to clear", policy.name),
+                    ));
                 });
                 (
                     "not-applicable",
@@ -433,7 +433,12 @@ impl Remediation {
                 self.set(id, |l| {
                     l.state = LadderState::Idle;
                     l.active = false;
-                    l.blocked_by = "shadow: every step recorded, nothing done".into();
+                    // Like an exhausted ladder, without the page: not walked again until the
+                    // condition has cleared.
+                    l.until_clear = Some((
+                        policy.name.clone(),
+                        "shadow: every step recorded, nothing done; waiting for the condition to clear".into(),
+                    ));
                 });
                 (
                     "shadow",

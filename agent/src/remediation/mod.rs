@@ -108,9 +108,9 @@ struct Ladder {
     exhausted: Option<(String, SystemTime, String)>,
     /// A ladder id, unique per target, in every step's idempotency key.
     ladder_id: String,
-    /// A policy none of whose steps could run here: not walked again until the condition
-    /// has cleared.
-    inapplicable: Option<String>,
+    /// (policy, why): a ladder that ended without fixing anything and without a page (no
+    /// step applied; a shadow ladder ran out): not walked again until the condition clears.
+    until_clear: Option<(String, String)>,
     /// Restored from the audit log: (policy, last step begun); the ladder goes on after it.
     resume_after: Option<(String, usize)>,
 }
@@ -136,7 +136,7 @@ impl Ladder {
             recovered: None,
             exhausted: None,
             ladder_id: String::new(),
-            inapplicable: None,
+            until_clear: None,
             resume_after: None,
         }
     }
