@@ -320,9 +320,11 @@ impl Actions {
             .await;
         }
         let action = req.what.describe();
+        let caller = crate::auth::principal_of(&req.caller.identity);
         let gate_req = GateRequest {
             target: &req.device_id,
             action: &action,
+            caller,
             is_reset: req.what.is_reset(),
             follow_up: req.follows.is_some(),
             limits: self.safety.for_device(&req.device_id),

@@ -29,6 +29,8 @@ struct TargetState {
 pub struct GateRequest<'a> {
     pub target: &'a str,
     pub action: &'a str,
+    /// Who asked (an operator's identity, `policy:<name>`): named when the target is busy.
+    pub caller: &'a str,
     pub is_reset: bool,
     /// Part of an action already admitted (a calibration after a reset): no cooldown.
     pub follow_up: bool,
@@ -67,8 +69,16 @@ impl Gate {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         let s = targets.entry(r.target.to_string()).or_default();
         if let Some(running) = &s.busy {
+            let hint = if running.contains("(by policy:") {
+                format!(
+                    "; `agent-ctl remediation pause --device {}` stops its ladder after this step",
+                    r.target
+                )
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "busy: {running} is running on {}; one action at a time per device",
+                "busy: {running} is running on {}; one action at a time per device{hint}",
                 r.target
             ));
         }
@@ -100,7 +110,7 @@ impl Gate {
             ));
         }
         if reserve {
-            s.busy = Some(r.action.to_string());
+            s.busy = Some(format!("{} (by {})", r.action, r.caller));
             if r.is_reset {
                 s.resets.push_back(now);
             }
@@ -234,6 +244,7 @@ mod tests {
         GateRequest {
             target: "d",
             action: "reset-soft",
+            caller: "uid 1000",
             is_reset,
             follow_up: false,
             limits,
@@ -248,11 +259,33 @@ mod tests {
         };
         let gate = Arc::new(Gate::default());
         let r = gate.reserve(&req(limits, true)).unwrap();
-        assert!(gate
-            .check(&req(limits, true))
-            .unwrap_err()
-            .starts_with("busy"));
+        let busy = gate.check(&req(limits, true)).unwrap_err();
+        assert!(
+            busy.starts_with("busy: reset-soft (by uid 1000) is running on d"),
+            "{busy}"
+        );
+        assert!(!busy.contains("remediation pause"), "{busy}");
         drop(r);
+        // A policy's step names the policy and how to stop its ladder.
+        let policy = GateRequest {
+            caller: "policy:unresponsive",
+            ..req(
+                DeviceSafety {
+                    cooldown: Duration::ZERO,
+                    max_resets_per_hour: 100,
+                },
+                false,
+            )
+        };
+        let other = Arc::new(Gate::default());
+        let held = other.reserve(&policy).unwrap();
+        let busy = other.check(&policy).unwrap_err();
+        assert!(
+            busy.contains("(by policy:unresponsive)")
+                && busy.contains("agent-ctl remediation pause --device d"),
+            "{busy}"
+        );
+        drop(held);
         let e = gate.check(&req(limits, true)).unwrap_err();
         assert!(e.contains("allowed in 30s"), "{e}");
         tokio::time::advance(Duration::from_secs(31)).await;
