@@ -21,11 +21,15 @@ use nix::unistd::Pid;
 use tonic::transport::Channel;
 
 mod fleet;
+mod pki;
 mod query;
+mod scrape;
 mod wait;
 
 pub use fleet::{reporting_config, Fleet, QUICK_RECONNECT};
+pub use pki::{make_certs, pem};
 pub use query::{device, has_code};
+pub use scrape::{promtool_check_metrics, scrape_metrics};
 pub use wait::{eventually, wait_for, wait_until};
 
 pub fn bin(name: &str) -> PathBuf {

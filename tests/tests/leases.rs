@@ -5,12 +5,10 @@
 //! none for a reader's.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use health_agent::remediation::{LeaseAnswer, LeaseBroker, LeaseRequest};
-use health_e2e::{free_port, Collector};
+use health_e2e::{free_port, make_certs, pem, Collector};
 
 /// The broker an agent with this config would use (the uplink's TLS included).
 fn broker_for(toml: &str) -> Arc<dyn LeaseBroker> {
@@ -118,29 +116,6 @@ async fn with_nothing_listening_the_answer_is_unreachable_and_the_next_collector
         panic!("expected Unreachable, got {gone:?}");
     };
     assert!(reason.contains(&format!("collector {dead}: ")), "{reason}");
-}
-
-fn make_certs() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tls/make-certs.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(dir.path())
-        .output()
-        .expect("run bash");
-    assert!(
-        out.status.success(),
-        "{} failed (needs openssl, Debian package 'openssl'): {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
-}
-
-fn pem(dir: &Path, name: &str) -> String {
-    let p: PathBuf = dir.join(name);
-    assert!(p.exists(), "{} was not made", p.display());
-    p.to_str().expect("utf-8 path").to_string()
 }
 
 #[tokio::test]

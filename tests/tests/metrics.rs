@@ -8,13 +8,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use health_e2e::{eventually, free_port, sim_config, wait_for, wait_until, Agent, Collector};
+use health_e2e::{
+    eventually, free_port, promtool_check_metrics, scrape_metrics, sim_config, wait_for,
+    wait_until, Agent, Collector,
+};
 use health_proto::v1 as pb;
 
 fn repo() -> PathBuf {
@@ -55,47 +58,6 @@ fn promtool(args: &[&str], stdin: &str) -> Result<String, String> {
         Ok(text)
     } else {
         Err(text)
-    }
-}
-
-/// `GET /metrics` over plain HTTP/1.1; panics with the status line on anything but 200.
-fn scrape(addr: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP header end in {response:?}"));
-    assert!(
-        head.starts_with("HTTP/1.1 200"),
-        "scrape of {addr}: {}",
-        head.lines().next().unwrap_or("")
-    );
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
-        "{head}"
-    );
-    assert!(
-        !head.to_ascii_lowercase().contains("transfer-encoding"),
-        "expected a content-length body: {head}"
-    );
-    body.to_string()
-}
-
-fn check_metrics(what: &str, text: &str) {
-    if let Err(problems) = promtool(&["check", "metrics"], text) {
-        panic!(
-            "promtool check metrics rejects the {what} scrape:\n{problems}\n--- scrape ---\n{text}"
-        );
     }
 }
 
@@ -274,14 +236,14 @@ async fn agent_scrape_matches_the_published_report(p: &Pair) {
             .expect("stream")
             .expect("a published snapshot");
         let addr = p.agent_metrics.clone();
-        let text = tokio::task::spawn_blocking(move || scrape(&addr))
+        let text = tokio::task::spawn_blocking(move || scrape_metrics(&addr))
             .await
             .expect("scrape task");
         let all = samples(&text);
         if one(&all, "health_agent_report_seq", &[("node", &node)]) as u64 != published.seq {
             continue; // the next report went out in between; try the next one
         }
-        check_metrics("agent", &text);
+        promtool_check_metrics("agent", &text);
         let want = temperatures(&published);
         assert!(want.len() >= 5, "a sensor per kind at least: {want:?}");
         assert_eq!(scraped_temperatures(&all, &node), want);
@@ -363,7 +325,7 @@ async fn collector_scrape_matches_get_node(p: &Pair) {
             .expect("GetNode")
             .into_inner();
         let addr = p.collector_metrics.clone();
-        let text = tokio::task::spawn_blocking(move || scrape(&addr))
+        let text = tokio::task::spawn_blocking(move || scrape_metrics(&addr))
             .await
             .expect("scrape task");
         let after = collector
@@ -378,7 +340,7 @@ async fn collector_scrape_matches_get_node(p: &Pair) {
         if sb.last_seq != sa.last_seq {
             continue;
         }
-        check_metrics("collector", &text);
+        promtool_check_metrics("collector", &text);
         let all = samples(&text);
         let snap = after.snapshot.expect("snapshot");
         assert_eq!(scraped_temperatures(&all, &node), temperatures(&snap));
@@ -438,7 +400,7 @@ async fn conditions_actions_and_rpc_outcomes_show_up_in_both_scrapes() {
             "the agent to report loihi-0 overheating",
             Duration::from_secs(60),
             || {
-                let text = scrape(&agent_addr);
+                let text = scrape_metrics(&agent_addr);
                 let all = samples(&text);
                 let hot = find(
                     &all,
@@ -453,7 +415,7 @@ async fn conditions_actions_and_rpc_outcomes_show_up_in_both_scrapes() {
     })
     .await
     .expect("scrape task");
-    check_metrics("agent", &agent_text);
+    promtool_check_metrics("agent", &agent_text);
     let all = samples(&agent_text);
     assert_eq!(
         one(
@@ -510,7 +472,7 @@ async fn collector_scrape_shows_the_condition_and_rpc_outcomes(p: &Pair) {
             "the collector to show loihi-0 overheating",
             Duration::from_secs(30),
             || {
-                let text = scrape(&collector_addr);
+                let text = scrape_metrics(&collector_addr);
                 let all = samples(&text);
                 let hot = find(&all, "health_collector_alerts_firing", &[])
                     .iter()
@@ -521,7 +483,7 @@ async fn collector_scrape_shows_the_condition_and_rpc_outcomes(p: &Pair) {
     })
     .await
     .expect("scrape task");
-    check_metrics("collector", &collector_text);
+    promtool_check_metrics("collector", &collector_text);
     let all = samples(&collector_text);
     assert!(find(
         &all,
@@ -864,8 +826,8 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported() {
             "both scrapes to carry conditions",
             Duration::from_secs(30),
             || {
-                let a = scrape(&agent_addr);
-                let c = scrape(&collector_addr);
+                let a = scrape_metrics(&agent_addr);
+                let c = scrape_metrics(&collector_addr);
                 let all: Vec<Sample> = samples(&a).into_iter().chain(samples(&c)).collect();
                 let has = |n: &str| all.iter().any(|s| s.name == n);
                 (has("health_condition_active") && has("health_collector_alerts_firing"))

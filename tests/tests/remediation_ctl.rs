@@ -8,13 +8,14 @@
 //! which needs root, as the role test in `auth.rs` does.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use health_e2e::{free_port, output_text as text, sim_config, Agent};
+use health_e2e::{
+    free_port, output_text as text, promtool_check_metrics, scrape_metrics, sim_config, Agent,
+};
 use serde_json::Value;
 
 /// One policy in `approve` mode whose only step is destructive, so the ladder must stop for
@@ -71,46 +72,6 @@ fn ctl_fails(agent: &Agent, args: &[&str]) -> String {
         text(&out)
     );
     String::from_utf8_lossy(&out.stderr).trim().to_string()
-}
-
-/// `GET /metrics` over plain HTTP/1.1: the body.
-fn scrape(addr: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
-}
-
-fn promtool_check_metrics(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool (Debian package `prometheus`)");
-    child
-        .stdin
-        .take()
-        .expect("promtool stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool output");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}\non:\n{text}",
-        String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -221,7 +182,7 @@ fn an_approved_reset_recovers_the_hung_device_and_the_status_shows_each_stage() 
     );
 
     // /metrics: the step by policy, action and outcome; no ladder under way any more.
-    let scraped = scrape(&metrics);
+    let scraped = scrape_metrics(&metrics);
     let step = scraped
         .lines()
         .find(|l| {
@@ -237,7 +198,7 @@ fn an_approved_reset_recovers_the_hung_device_and_the_status_shows_each_stage() 
             && !scraped.contains("health_remediation_active{"),
         "{scraped}"
     );
-    promtool_check_metrics(&scraped);
+    promtool_check_metrics("agent", &scraped);
 }
 
 #[test]

@@ -8,36 +8,12 @@
 //!   `agent_subjects` are refused, keep running, and never appear in the fleet.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
-use health_e2e::{ctl, free_port, sim_config, wait_until, Agent, Collector};
+use health_e2e::{ctl, free_port, make_certs, pem, sim_config, wait_until, Agent, Collector};
 use health_proto::v1::GetNodeRequest;
-
-/// A fresh throwaway PKI (see the script for the files it writes).
-fn make_certs() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tls/make-certs.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(dir.path())
-        .output()
-        .expect("run bash");
-    assert!(
-        out.status.success(),
-        "{} failed (needs openssl, Debian package 'openssl'): {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
-}
-
-fn pem(dir: &Path, name: &str) -> String {
-    let p: PathBuf = dir.join(name);
-    assert!(p.exists(), "{} was not made", p.display());
-    p.to_str().expect("utf-8 path").to_string()
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
