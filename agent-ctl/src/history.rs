@@ -34,6 +34,7 @@ pub fn request(
             .and_then(|back| now.checked_sub(back))
             .map(prost_types::Timestamp::from),
         limit,
+        ..pb::QueryHistoryRequest::default()
     }
 }
 
@@ -42,6 +43,11 @@ pub(crate) fn kind(k: pb::HistoryKind) -> &'static str {
         pb::HistoryKind::Condition => "condition",
         pb::HistoryKind::Alert => "alert",
         pb::HistoryKind::Action => "action",
+        pb::HistoryKind::Maintenance => "maintenance",
+        pb::HistoryKind::Silence => "silence",
+        pb::HistoryKind::Escalation => "escalation",
+        pb::HistoryKind::Restart => "restart",
+        pb::HistoryKind::Note => "note",
         pb::HistoryKind::Unspecified => "-",
     }
 }

@@ -463,6 +463,7 @@ mod tests {
             }),
             runbook: "Check the cooling".to_string(),
             pending_since: None,
+            ..Alert::default()
         }
     }
 

@@ -425,6 +425,7 @@ impl Alerts {
             alertname: alertname(code as i32),
             pending_since: Some(now.into()),
             device: String::new(),
+            ..Alert::default()
         };
         tracing::warn!(fingerprint = %alert.fingerprint, "alert firing");
         self.record(&alert, AlertTransition::Firing, now);
@@ -634,6 +635,7 @@ fn alert_from(
         alertname: alertname(condition.code),
         pending_since: None,
         device: device.to_string(),
+        ..Alert::default()
     }
 }
 

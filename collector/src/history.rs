@@ -654,6 +654,7 @@ fn query_on(conn: &Connection, query: &HistoryQuery) -> rusqlite::Result<Vec<His
             id: row.get(9)?,
             caller: row.get(10)?,
             duration_ms: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
+            ..HistoryEntry::default()
         })
     })?;
     rows.collect()

@@ -162,6 +162,42 @@ fn peer_of<T>(request: &Request<T>) -> String {
 
 #[tonic::async_trait]
 impl Collector for CollectorService {
+    async fn create_silence(
+        &self,
+        _: Request<health_proto::v1::CreateSilenceRequest>,
+    ) -> Result<Response<health_proto::v1::Silence>, Status> {
+        Err(Status::unimplemented("silences: not yet"))
+    }
+    async fn list_silences(
+        &self,
+        _: Request<health_proto::v1::ListSilencesRequest>,
+    ) -> Result<Response<health_proto::v1::ListSilencesResponse>, Status> {
+        Err(Status::unimplemented("silences: not yet"))
+    }
+    async fn expire_silence(
+        &self,
+        _: Request<health_proto::v1::ExpireSilenceRequest>,
+    ) -> Result<Response<health_proto::v1::Silence>, Status> {
+        Err(Status::unimplemented("silences: not yet"))
+    }
+    async fn list_incidents(
+        &self,
+        _: Request<health_proto::v1::ListIncidentsRequest>,
+    ) -> Result<Response<health_proto::v1::ListIncidentsResponse>, Status> {
+        Err(Status::unimplemented("incidents: not yet"))
+    }
+    async fn get_incident(
+        &self,
+        _: Request<health_proto::v1::GetIncidentRequest>,
+    ) -> Result<Response<health_proto::v1::Incident>, Status> {
+        Err(Status::unimplemented("incidents: not yet"))
+    }
+    async fn add_incident_note(
+        &self,
+        _: Request<health_proto::v1::AddIncidentNoteRequest>,
+    ) -> Result<Response<health_proto::v1::Incident>, Status> {
+        Err(Status::unimplemented("incidents: not yet"))
+    }
     type ReportStream = ReceiverStream<Result<ReportAck, Status>>;
 
     async fn report(

@@ -190,6 +190,7 @@ pub fn device(d: &DeviceStatus) -> pb::Device {
             baseline_rate: k.baseline_rate,
             message: k.message.clone(),
         }),
+        maintenance: None,
     }
 }
 
@@ -291,6 +292,7 @@ pub fn snapshot(s: &NodeSnapshot) -> pb::NodeSnapshot {
                 .collect(),
         }),
         recent_actions: s.agent.recent_actions.iter().map(reported_action).collect(),
+        maintenance: None,
     }
 }
 

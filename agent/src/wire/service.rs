@@ -183,6 +183,24 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::NodeSnapshot, Status>
 
 #[tonic::async_trait]
 impl Agent for AgentService {
+    async fn start_maintenance(
+        &self,
+        _: Request<pb::StartMaintenanceRequest>,
+    ) -> Result<Response<pb::MaintenanceStatus>, Status> {
+        Err(Status::unimplemented("maintenance: not yet"))
+    }
+    async fn end_maintenance(
+        &self,
+        _: Request<pb::EndMaintenanceRequest>,
+    ) -> Result<Response<pb::MaintenanceStatus>, Status> {
+        Err(Status::unimplemented("maintenance: not yet"))
+    }
+    async fn list_maintenance(
+        &self,
+        _: Request<pb::ListMaintenanceRequest>,
+    ) -> Result<Response<pb::MaintenanceStatus>, Status> {
+        Err(Status::unimplemented("maintenance: not yet"))
+    }
     async fn get_node(
         &self,
         _: Request<pb::GetNodeRequest>,
