@@ -159,6 +159,14 @@ struct Open {
     prev_hash: String,
 }
 
+/// Where an appended entry landed in the chain: what a post-mortem cites.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    /// Hex SHA-256 of the entry, its `hash` field.
+    pub hash: String,
+}
+
 pub struct AuditLog {
     path: PathBuf,
     open: Mutex<Option<Open>>,
@@ -334,7 +342,7 @@ impl AuditLog {
 
     /// Appends one entry to an open log: write, then fsync. On failure the chain state is
     /// left where it was.
-    fn write(&self, open: &mut Open, phase: Phase, e: &Entry) -> Result<u64, AuditError> {
+    fn write(&self, open: &mut Open, phase: Phase, e: &Entry) -> Result<Appended, AuditError> {
         let mut entry = e.clone();
         if entry.args.is_null() {
             entry.args = Value::Object(Map::new());
@@ -365,12 +373,12 @@ impl AuditLog {
         let seq = open.next_seq;
         self.set_head(seq, &hash);
         open.next_seq += 1;
-        open.prev_hash = hash;
-        Ok(seq)
+        open.prev_hash = hash.clone();
+        Ok(Appended { seq, hash })
     }
 
     /// Appends one entry, durably, on this thread. [`AuditLog::append`] is the async form.
-    pub fn append_blocking(&self, phase: Phase, entry: &Entry) -> Result<u64, AuditError> {
+    pub fn append_blocking(&self, phase: Phase, entry: &Entry) -> Result<Appended, AuditError> {
         let result = self.append_locked(phase, entry);
         let failed = self
             .failure
@@ -385,7 +393,7 @@ impl AuditLog {
         result
     }
 
-    fn append_locked(&self, phase: Phase, entry: &Entry) -> Result<u64, AuditError> {
+    fn append_locked(&self, phase: Phase, entry: &Entry) -> Result<Appended, AuditError> {
         let mut slot = self.lock();
         if slot.is_none() {
             *slot = Some(self.reopen()?);
@@ -393,7 +401,7 @@ impl AuditLog {
         let open = slot.as_mut().ok_or_else(|| self.err("not open".into()))?;
         let len = open.file.metadata().map(|m| m.len()).ok();
         match self.write(open, phase, entry) {
-            Ok(seq) => Ok(seq),
+            Ok(appended) => Ok(appended),
             Err(e) => {
                 // Undo a partial line where we can; either way reopen (and re-read the tail)
                 // next time, so whatever is on disk decides how the chain continues.
@@ -406,8 +414,12 @@ impl AuditLog {
         }
     }
 
-    /// Appends one entry, durably, on the blocking pool. Returns its sequence number.
-    pub async fn append(self: &Arc<Self>, phase: Phase, entry: Entry) -> Result<u64, AuditError> {
+    /// Appends one entry, durably, on the blocking pool. Returns its sequence number and hash.
+    pub async fn append(
+        self: &Arc<Self>,
+        phase: Phase,
+        entry: Entry,
+    ) -> Result<Appended, AuditError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.append_blocking(phase, &entry))
             .await
@@ -584,7 +596,7 @@ mod tests {
         // A reopened log continues the chain.
         drop(log);
         let log = AuditLog::open(&path);
-        assert_eq!(log.append(Phase::End, entry("x")).await.unwrap(), 4);
+        assert_eq!(log.append(Phase::End, entry("x")).await.unwrap().seq, 4);
         assert!(check(&path).intact());
 
         let text = std::fs::read_to_string(&path).unwrap();
@@ -632,7 +644,12 @@ mod tests {
         assert!(log.append(Phase::Begin, entry("calibrate")).await.is_err());
         assert!(log.condition().is_some());
         std::fs::remove_file(&blocker).unwrap();
-        assert_eq!(log.append(Phase::Begin, entry("calibrate")).await, Ok(1));
+        assert_eq!(
+            log.append(Phase::Begin, entry("calibrate"))
+                .await
+                .map(|a| a.seq),
+            Ok(1)
+        );
         assert_eq!(log.condition(), None);
         assert_eq!(log.head().map(|h| h.0), Some(1));
     }
