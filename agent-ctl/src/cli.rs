@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{endpoint, history};
+use crate::{endpoint, history, incidents};
 
 #[derive(Parser)]
 #[command(
@@ -188,6 +188,39 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
         limit: u32,
     },
+    /// Fleet: incidents, newest first (needs --collector, and history on the collector).
+    Incidents {
+        /// Only incidents not closed yet
+        #[arg(long)]
+        open: bool,
+        /// Incidents open at any time within this, e.g. 24h [default: everything kept]
+        #[arg(long, value_name = "DURATION", value_parser = history::parse_since)]
+        since: Option<std::time::Duration>,
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
+        limit: u32,
+    },
+    /// Fleet: one incident's timeline, oldest first; `--export` writes the post-mortem
+    /// skeleton; `incident ID note TEXT` adds an operator's note (needs --collector).
+    Incident {
+        id: String,
+        /// Write the post-mortem skeleton in this format instead of the timeline
+        #[arg(long, value_enum)]
+        export: Option<incidents::ExportFormat>,
+        /// With --export: write to this file instead of stdout
+        #[arg(long, value_name = "FILE", requires = "export")]
+        out: Option<PathBuf>,
+        #[command(subcommand)]
+        note: Option<IncidentNote>,
+    },
+}
+
+/// `agent-ctl incident ID note TEXT`.
+#[derive(Subcommand, Clone)]
+pub(crate) enum IncidentNote {
+    /// Add a note to the incident (operator role on the collector; audited there).
+    Note { text: String },
 }
 
 #[derive(Args, Clone)]

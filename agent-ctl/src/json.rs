@@ -333,3 +333,47 @@ pub fn remediation(s: &pb::RemediationStatus) -> Value {
         "collector_configured": s.collector_configured,
     })
 }
+
+fn timeline_entry(t: &pb::TimelineEntry) -> Value {
+    json!({
+        "at": timestamp(&t.at),
+        "actor": t.actor,
+        "what": t.what,
+        "outcome": t.outcome,
+        "audit_hash": t.audit_hash,
+        "kind": history::kind(t.kind()),
+        "subject": t.subject,
+    })
+}
+
+fn incident_note(n: &pb::IncidentNote) -> Value {
+    json!({
+        "at": timestamp(&n.at),
+        "by": n.by,
+        "text": n.text,
+        "audit_hash": n.audit_hash,
+    })
+}
+
+/// An incident; also `agent-ctl incident ID --export json`.
+pub fn incident(i: &pb::Incident) -> Value {
+    json!({
+        "id": i.id,
+        "node": i.node,
+        "open": i.open,
+        "opened_at": timestamp(&i.opened_at),
+        "resolved_at": timestamp(&i.resolved_at),
+        "closed_at": timestamp(&i.closed_at),
+        "priority": i.priority,
+        "subjects": i.subjects,
+        "alerts": i.alerts,
+        "detection": i.detection,
+        "first_condition_at": timestamp(&i.first_condition_at),
+        "time_to_detect_ms": i.time_to_detect_ms,
+        "time_to_resolve_ms": i.time_to_resolve_ms,
+        "resolution": i.resolution,
+        "timeline": list(&i.timeline, timeline_entry),
+        "notes": list(&i.notes, incident_note),
+        "summary": i.summary,
+    })
+}

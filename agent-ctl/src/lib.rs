@@ -11,6 +11,7 @@ mod cli;
 pub mod endpoint;
 mod fleet;
 mod history;
+mod incidents;
 mod inspect;
 mod invocation;
 pub mod json;
@@ -79,6 +80,20 @@ async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
             since,
             limit,
         } => fleet::history(ctl, node.as_deref(), device.as_deref(), *since, *limit).await,
+        Command::Incidents {
+            open,
+            since,
+            node,
+            limit,
+        } => incidents::list(ctl, *open, *since, node.as_deref(), *limit).await,
+        Command::Incident {
+            id,
+            note: Some(cli::IncidentNote::Note { text }),
+            ..
+        } => incidents::note(ctl, id, text).await,
+        Command::Incident {
+            id, export, out, ..
+        } => incidents::show(ctl, id, *export, out.as_deref()).await,
     }
 }
 

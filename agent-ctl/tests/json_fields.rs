@@ -52,6 +52,7 @@ fn printed() -> Vec<(&'static str, Printer)> {
         (".health.v1.RemediationStatus", |b| {
             print(b, json::remediation)
         }),
+        (".health.v1.Incident", |b| print(b, json::incident)),
     ]
 }
 

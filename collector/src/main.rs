@@ -25,6 +25,7 @@ mod config;
 mod config_fuzz;
 mod fleet;
 mod history;
+mod incidents;
 mod leases;
 mod metrics;
 mod server;

@@ -28,6 +28,7 @@ use crate::authz::AgentGate;
 use crate::config::{Config, TlsConfig};
 use crate::fleet::{Fleet, Limits};
 use crate::history::History;
+use crate::incidents::query::IncidentBook;
 use crate::leases::Leases;
 use crate::service::CollectorService;
 use crate::{alertmanager, shutdown, sweeper};
@@ -74,6 +75,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(history) = &history {
         collector = collector.with_history(history.reader());
     }
+    collector = collector.with_incidents(IncidentBook::new(
+        history.as_ref().map(History::reader),
+        config.incidents.close_after,
+    ));
     // Before binding: an unreadable or unusable certificate fails the start, naming the key.
     let builder = server_builder(&config.tls)?;
     let push = alertmanager::spawn(&config.alerts, Arc::clone(&alerts), shutdown.clone());

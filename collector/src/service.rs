@@ -37,6 +37,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::alerts::Alerts;
 use crate::fleet::{Applied, Arrival, DeviceFilter, Fleet, Report};
 use crate::history::{HistoryQuery, HistoryReader, MAX_LIMIT};
+use crate::incidents::query::IncidentBook;
 use crate::leases::{Decision, LeaseAsk, Leases, Release, Verdict};
 
 /// Acks buffered per Report stream. Small on purpose: an agent that stops reading acks should
@@ -59,6 +60,7 @@ pub struct CollectorService {
     /// The history database, if `history_path` is set.
     history: Option<HistoryReader>,
     leases: Arc<Leases>,
+    incidents: IncidentBook,
 }
 
 impl CollectorService {
@@ -74,7 +76,13 @@ impl CollectorService {
             shutdown,
             history: None,
             leases,
+            incidents: IncidentBook::new(None, Duration::from_secs(300)),
         }
+    }
+
+    /// Answers the incident RPCs from the history, closing incidents after `close_after`.
+    pub fn with_incidents(self, incidents: IncidentBook) -> Self {
+        CollectorService { incidents, ..self }
     }
 
     /// Answers QueryHistory from this database.
@@ -182,15 +190,20 @@ impl Collector for CollectorService {
     }
     async fn list_incidents(
         &self,
-        _: Request<health_proto::v1::ListIncidentsRequest>,
+        request: Request<health_proto::v1::ListIncidentsRequest>,
     ) -> Result<Response<health_proto::v1::ListIncidentsResponse>, Status> {
-        Err(Status::unimplemented("incidents: not yet"))
+        let incidents = self.incidents.list(request.into_inner()).await?;
+        Ok(Response::new(health_proto::v1::ListIncidentsResponse {
+            incidents,
+        }))
     }
     async fn get_incident(
         &self,
-        _: Request<health_proto::v1::GetIncidentRequest>,
+        request: Request<health_proto::v1::GetIncidentRequest>,
     ) -> Result<Response<health_proto::v1::Incident>, Status> {
-        Err(Status::unimplemented("incidents: not yet"))
+        Ok(Response::new(
+            self.incidents.get(request.into_inner()).await?,
+        ))
     }
     async fn add_incident_note(
         &self,

@@ -20,7 +20,10 @@ use crate::leases::Fraction;
 use serde::Deserialize;
 
 mod de;
+mod incidents;
 use de::*;
+pub use incidents::IncidentsConfig;
+use incidents::INCIDENTS_KEYS;
 
 /// Where the service looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/health-collector/collector.toml";
@@ -59,7 +62,7 @@ const DEFAULT_FOR: [(&str, Duration); 10] = [
 ];
 
 /// Every key the file may hold, in the order the example file documents them.
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 15] = [
     "listen",
     "metrics_listen",
     "stale_after",
@@ -74,6 +77,7 @@ const KEYS: [&str; 14] = [
     "tls",
     "auth",
     "leases",
+    "incidents",
 ];
 
 /// Every key of the `[tls]` table.
@@ -212,6 +216,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The remediation lease budget and circuit breaker (`leases.rs`).
     pub leases: LeasesConfig,
+    /// When an incident closes (`incidents.rs`).
+    pub incidents: IncidentsConfig,
 }
 
 /// The `[leases]` table: how many destructive remediation steps agents may take at once and
@@ -334,6 +340,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             leases: LeasesConfig::default(),
+            incidents: IncidentsConfig::default(),
         }
     }
 }
@@ -467,6 +474,8 @@ fn key_error(file: &Path, text: &str, key: String, error: &toml::de::Error) -> C
             (format!("auth.{unknown}"), AUTH_KEYS.as_slice())
         } else if message.contains("`max_fraction`") {
             (format!("leases.{unknown}"), LEASES_KEYS.as_slice())
+        } else if message.contains("`close_after`") {
+            (format!("incidents.{unknown}"), INCIDENTS_KEYS.as_slice())
         } else {
             (unknown.to_string(), KEYS.as_slice())
         };
