@@ -20,7 +20,8 @@
 //!   for NODE_STALE) to that firing.
 //! - *time to resolve*: from the first firing to the last resolve.
 //! - *resolution*: the last action that succeeded on one of the incident's subjects before
-//!   the last resolve (a policy's step or an operator's action), with its audit hash.
+//!   the last resolve (a policy's step or an operator's action, not a simulator's fault
+//!   injection), with its audit hash.
 
 pub mod query;
 
@@ -200,8 +201,10 @@ fn assemble(node: &str, span: &Span, sorted: &[&HistoryEntry]) -> Incident {
             .iter()
             .rfind(|e| {
                 let at = ms(e.at.as_ref());
+                // A simulator's fault injection is a test's tool, never the fix.
                 e.kind == HistoryKind::Action as i32
                     && e.status == "SUCCEEDED"
+                    && !e.name.starts_with("inject-fault")
                     && subjects.contains(&e.subject)
                     && at >= start
                     && at <= resolved
