@@ -20,12 +20,14 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tonic::transport::Channel;
 
+mod alertmanager;
 mod fleet;
 mod pki;
 mod query;
 mod scrape;
 mod wait;
 
+pub use alertmanager::{alertmanager_binary, http_get, Alertmanager};
 pub use fleet::{reporting_config, Fleet, QUICK_RECONNECT};
 pub use pki::{make_certs, pem};
 pub use query::{device, has_code};

@@ -5,104 +5,14 @@
 //! history file stops the collector with an error naming it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step fails the test
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::io::Read as _;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use health_e2e::{bin, ctl, free_port, wait_for, wait_until, Collector, Fleet, Proc};
+use health_e2e::{bin, ctl, free_port, wait_for, wait_until, Alertmanager, Collector, Fleet, Proc};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-
-/// `prometheus-alertmanager` on PATH (or where Debian installs it).
-fn alertmanager_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("prometheus-alertmanager"))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path
-        .or_else(|| Some(PathBuf::from("/usr/bin/prometheus-alertmanager")).filter(|p| p.is_file()))
-        .expect("prometheus-alertmanager not found: install Debian package prometheus-alertmanager")
-}
-
-/// A real Alertmanager on a loopback port, clustering off, state in a private directory.
-struct Alertmanager {
-    _proc: Proc,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Alertmanager {
-    fn start() -> Alertmanager {
-        let binary = alertmanager_binary();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n",
-        )
-        .expect("write the alertmanager config");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--cluster.listen-address=")
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start prometheus-alertmanager");
-        let proc = Proc {
-            child,
-            name: "prometheus-alertmanager",
-        };
-        wait_until("Alertmanager to be ready", Duration::from_secs(20), || {
-            http_get(&addr, "/-/ready").is_some_and(|(status, _)| status == 200)
-        });
-        Alertmanager {
-            _proc: proc,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// The alerts Alertmanager holds now (GET /api/v2/alerts).
-    fn alerts(&self) -> Vec<Value> {
-        let Some((200, body)) = http_get(&self.addr, "/api/v2/alerts") else {
-            return Vec::new();
-        };
-        match serde_json::from_str(&body) {
-            Ok(Value::Array(alerts)) => alerts,
-            _ => Vec::new(),
-        }
-    }
-}
-
-/// A plain HTTP/1.0 GET on loopback: (status, body), or None if the server is not answering.
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n"
-    )
-    .ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let (head, body) = reply.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
-}
 
 fn label<'a>(alert: &'a Value, name: &str) -> &'a str {
     alert["labels"][name].as_str().unwrap_or_default()
