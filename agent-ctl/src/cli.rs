@@ -188,6 +188,30 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
         limit: u32,
     },
+    /// Gather the evidence of this node into a new directory with a SHA-256 manifest: the
+    /// audit log and its verification (against the collector-held head with --collector),
+    /// the validated config, the node snapshot, the agent's journal, and with --collector the
+    /// node's history and incidents. Parts that cannot be had are listed in NOTES.
+    #[command(subcommand_negates_reqs = true)]
+    Evidence {
+        /// The directory to create (or an empty one).
+        #[arg(long, value_name = "DIR", required = true)]
+        out: Option<PathBuf>,
+        /// How far back the journal, history and incidents go
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// The agent's config file [default: /etc/health-agent/agent.toml]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The audit log [default: audit_log of the config]
+        #[arg(long, value_name = "FILE")]
+        audit_file: Option<PathBuf>,
+        /// The node's name at the collector [default: the agent's own]
+        #[arg(long)]
+        node: Option<String>,
+        #[command(subcommand)]
+        check: Option<EvidenceCheck>,
+    },
     /// Fleet: incidents, newest first (needs --collector, and history on the collector).
     Incidents {
         /// Only incidents not closed yet
@@ -214,6 +238,14 @@ pub(crate) enum Command {
         #[command(subcommand)]
         note: Option<IncidentNote>,
     },
+}
+
+/// `agent-ctl evidence verify DIR`.
+#[derive(Subcommand, Clone)]
+pub(crate) enum EvidenceCheck {
+    /// Check DIR against its MANIFEST.sha256: exit 1 naming every file changed, missing or
+    /// added.
+    Verify { dir: PathBuf },
 }
 
 /// `agent-ctl incident ID note TEXT`.

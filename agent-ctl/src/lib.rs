@@ -9,6 +9,7 @@ pub mod audit;
 mod change;
 mod cli;
 pub mod endpoint;
+mod evidence;
 mod fleet;
 mod history;
 mod incidents;
@@ -80,6 +81,28 @@ async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
             since,
             limit,
         } => fleet::history(ctl, node.as_deref(), device.as_deref(), *since, *limit).await,
+        Command::Evidence {
+            check: Some(cli::EvidenceCheck::Verify { dir }),
+            ..
+        } => evidence::verify(ctl, dir),
+        Command::Evidence {
+            out,
+            since,
+            config,
+            audit_file,
+            node,
+            check: None,
+        } => {
+            let out = out.as_deref().unwrap_or(std::path::Path::new("."));
+            let request = evidence::Request {
+                out,
+                since: *since,
+                config: config.as_deref(),
+                audit_file: audit_file.as_deref(),
+                node: node.as_deref(),
+            };
+            evidence::gather(ctl, request).await
+        }
         Command::Incidents {
             open,
             since,

@@ -202,6 +202,59 @@ steps = [
     let mut sorted = times.clone();
     sorted.sort_unstable();
     assert_eq!(times, sorted);
+
+    // The evidence of the node: the audit log as it is, verified against the head the
+    // collector holds, the incident, and a manifest that notices an edit.
+    let evidence = dir.path().join("evidence");
+    let config = agent.dir.path().join("agent.toml");
+    let audit = agent.dir.path().join("audit.jsonl");
+    let out = ctl(&[
+        "--endpoint",
+        &agent.endpoint(),
+        "--collector",
+        &addr,
+        "evidence",
+        "--out",
+        evidence.to_str().unwrap(),
+        "--since",
+        "1h",
+        "--config",
+        config.to_str().unwrap(),
+        "--audit-file",
+        audit.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let read = |name: &str| std::fs::read_to_string(evidence.join(name)).unwrap();
+    let copied = read("audit.jsonl");
+    assert!(
+        std::fs::read_to_string(&audit)
+            .unwrap()
+            .starts_with(&copied)
+            && !copied.is_empty(),
+        "the audit log is copied as it is"
+    );
+    let verification: Value = serde_json::from_str(&read("audit-verification.json")).unwrap();
+    assert_eq!(verification["chain"]["intact"], true, "{verification}");
+    assert_eq!(
+        verification["collector_head"]["found"], true,
+        "{verification}"
+    );
+    assert!(read("incidents.json").contains(&id));
+    assert!(read("history.json").contains("DeviceUnresponsive"));
+    assert!(read("snapshot.json").contains(node));
+    assert!(read("config-check.txt").contains("valid"));
+    let verify = |expect_ok: bool| {
+        let out = ctl(&["evidence", "verify", evidence.to_str().unwrap()]);
+        assert_eq!(out.status.success(), expect_ok, "{}", output_text(&out));
+        output_text(&out)
+    };
+    verify(true);
+    std::fs::write(
+        evidence.join("audit.jsonl"),
+        copied.replace("reset-hard", "reset-soft"),
+    )
+    .unwrap();
+    assert!(verify(false).contains("audit.jsonl: changed"));
 }
 
 #[test]
