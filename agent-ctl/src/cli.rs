@@ -173,6 +173,9 @@ pub(crate) enum Command {
     Alerts {
         #[arg(long)]
         count: Option<u64>,
+        /// Print the alerts active now (firing and suppressed) and exit, without following
+        #[arg(long, conflicts_with = "count")]
+        once: bool,
     },
     /// Fleet: conditions, alert transitions and actions from the collector's history,
     /// newest first (needs --collector, and history_path set on the collector).

@@ -51,8 +51,22 @@ pub(crate) async fn fleet_devices(
     ctl.show_list(&r.devices, json::fleet_device, render::fleet_devices_table)
 }
 
-pub(crate) async fn alerts(ctl: &mut Invocation, count: Option<u64>) -> anyhow::Result<()> {
+pub(crate) async fn alerts(
+    ctl: &mut Invocation,
+    count: Option<u64>,
+    once: bool,
+) -> anyhow::Result<()> {
     let mut collector = ctl.collector().await?;
+    if once {
+        let r = collector
+            .list_alerts(pb::ListAlertsRequest {})
+            .await?
+            .into_inner();
+        for e in &r.alerts {
+            ctl.show(e, json::alert, render::alert_line)?;
+        }
+        return Ok(());
+    }
     let stream = collector
         .watch_alerts(pb::WatchAlertsRequest {})
         .await?

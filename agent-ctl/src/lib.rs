@@ -74,7 +74,7 @@ async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
         Command::FleetDevices { kind, state, node } => {
             fleet::fleet_devices(ctl, kind.as_deref(), state.as_deref(), node.as_deref()).await
         }
-        Command::Alerts { count } => fleet::alerts(ctl, *count).await,
+        Command::Alerts { count, once } => fleet::alerts(ctl, *count, *once).await,
         Command::History {
             node,
             device,

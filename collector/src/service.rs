@@ -188,6 +188,15 @@ impl Collector for CollectorService {
     ) -> Result<Response<health_proto::v1::Silence>, Status> {
         Err(Status::unimplemented("silences: not yet"))
     }
+    async fn list_alerts(
+        &self,
+        _: Request<health_proto::v1::ListAlertsRequest>,
+    ) -> Result<Response<health_proto::v1::ListAlertsResponse>, Status> {
+        let (alerts, _) = self.alerts.watch();
+        Ok(Response::new(health_proto::v1::ListAlertsResponse {
+            alerts,
+        }))
+    }
     async fn list_incidents(
         &self,
         request: Request<health_proto::v1::ListIncidentsRequest>,
