@@ -42,6 +42,8 @@ use health_proto::v1::{
 };
 use tokio::sync::broadcast;
 
+use crate::history::{HistoryEvent, HistorySink};
+
 /// How many previous boot ids of a node are remembered, so that a late report from an agent
 /// process that has since been replaced is recognised rather than taken for a new boot.
 const RETIRED_BOOTS_KEPT: usize = 4;
@@ -414,6 +416,8 @@ pub struct Fleet {
     generations: AtomicU64,
     /// Reports refused because the fleet was full, since the collector started.
     refused_total: AtomicU64,
+    /// Where an agent's restart (a new boot id of a node held) is recorded.
+    history: Option<HistorySink>,
 }
 
 impl Fleet {
@@ -426,7 +430,13 @@ impl Fleet {
             limits,
             generations: AtomicU64::new(0),
             refused_total: AtomicU64::new(0),
+            history: None,
         }
+    }
+
+    /// Records agent restarts (RESTART events) in `history`, if there is one.
+    pub fn with_history(self, history: Option<HistorySink>) -> Self {
+        Fleet { history, ..self }
     }
 
     pub fn stale_after(&self) -> Duration {
@@ -457,6 +467,12 @@ impl Fleet {
             Placement::Newest { new_boot } => new_boot,
             Placement::Answered(applied) => return Ok(applied),
         };
+        let restart = match (&self.history, new_boot) {
+            (Some(_), true) => record.retired_boots.front().map(|(old, _)| {
+                HistoryEvent::agent_restarted(arrival.wall, &node, old, &record.boot_id)
+            }),
+            _ => None,
+        };
 
         let state_before = record.effective_state();
         let was_stale = record.stale;
@@ -481,6 +497,9 @@ impl Fleet {
         // the lock, so the other workers' reports do not wait for it.
         drop(nodes);
         drop(replaced);
+        if let (Some(history), Some(restart)) = (&self.history, restart) {
+            history.event(restart);
+        }
         Ok(Applied::Current {
             acked_seq: seq,
             generation,

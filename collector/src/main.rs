@@ -27,6 +27,7 @@ mod fleet;
 mod history;
 mod leases;
 mod metrics;
+mod priority;
 mod server;
 mod service;
 mod shutdown;
