@@ -49,7 +49,7 @@ use tokio::sync::broadcast;
 
 use crate::alert_names::alertname;
 use crate::history::{AlertTransition, HistorySink, MaintenanceSpells};
-use crate::priority::{EscalationClock, Priority, PriorityMap};
+use crate::priority::{escalate, EscalationClock, Priority, PriorityMap};
 
 /// Subject of the NODE_STALE alert: it is about the node as a whole.
 const NODE_SUBJECT: &str = "node";
@@ -614,15 +614,9 @@ impl Alerts {
                 continue;
             };
             tracked.escalate_at = None;
-            let Some(from) = Priority::parse(&tracked.alert.priority) else {
+            let Some((from, after)) = escalate(&self.priorities, &mut tracked.alert, now) else {
                 continue;
             };
-            let to = from.higher();
-            let after = self.priorities.escalate_after(from).unwrap_or_default();
-            tracked.alert.priority = to.to_string();
-            tracked.alert.escalated = true;
-            tracked.alert.escalated_at = Some(now.into());
-            tracing::warn!(fingerprint = %fingerprint, from = %from, to = %to, after = %humantime::format_duration(after), "alert escalated");
             if let Some(history) = &self.history {
                 history.escalation(&tracked.alert, from, after, now);
             }
@@ -784,27 +778,26 @@ fn fingerprint(node: &str, subject: &str, name: &str) -> String {
     format!("{node}/{subject}/{name}")
 }
 
-/// Used only by the tests, to look at the active set without a watcher.
-#[cfg(test)]
-impl Alerts {
-    fn active_fingerprints(&self) -> Vec<String> {
-        self.watch()
-            .0
-            .into_iter()
-            .filter_map(|event| event.alert.map(|alert| alert.fingerprint))
-            .collect()
-    }
-
-    /// Nodes this module holds state for, alerting or not.
-    fn tracked_nodes(&self) -> Vec<String> {
-        let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
-        book.nodes.keys().cloned().collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Used only by the tests, to look at the active set without a watcher.
+    impl Alerts {
+        fn active_fingerprints(&self) -> Vec<String> {
+            self.watch()
+                .0
+                .into_iter()
+                .filter_map(|event| event.alert.map(|alert| alert.fingerprint))
+                .collect()
+        }
+
+        /// Nodes this module holds state for, alerting or not.
+        fn tracked_nodes(&self) -> Vec<String> {
+            let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            book.nodes.keys().cloned().collect()
+        }
+    }
     use health_proto::v1::{Device, DeviceIdentity, HostHealth};
 
     fn condition(code: ConditionCode, severity: Severity, message: &str) -> Condition {

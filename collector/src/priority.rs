@@ -16,9 +16,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use health_proto::v1::{DeviceKind, Severity};
+use health_proto::v1::{Alert, DeviceKind, Severity};
 
 /// An alert's urgency; P0 is the most urgent. Ordered so that P0 < P3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,6 +181,22 @@ impl PriorityMap {
     pub fn escalate_after(&self, priority: Priority) -> Option<Duration> {
         self.escalate_after[priority.index()]
     }
+}
+
+/// Escalates a firing alert at `now`: one priority higher, `escalated`. Returns the priority
+/// it had and how long it had fired; `None` (and no change) if its priority is not P0..P3.
+pub fn escalate(
+    map: &PriorityMap,
+    alert: &mut Alert,
+    now: SystemTime,
+) -> Option<(Priority, Duration)> {
+    let from = Priority::parse(&alert.priority)?;
+    let after = map.escalate_after(from).unwrap_or_default();
+    alert.priority = from.higher().to_string();
+    alert.escalated = true;
+    alert.escalated_at = Some(now.into());
+    tracing::warn!(fingerprint = %alert.fingerprint, from = %from, to = %alert.priority, after = %humantime::format_duration(after), "alert escalated");
+    Some((from, after))
 }
 
 /// Firing alerts by the time they escalate: (due, node, fingerprint).
