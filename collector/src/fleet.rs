@@ -817,6 +817,36 @@ mod tests {
     }
 
     #[test]
+    fn a_new_boot_id_of_a_known_node_is_a_restart_in_the_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let history = crate::history::History::open(
+            &dir.path().join("history.db"),
+            Duration::from_secs(3600),
+            16,
+        )
+        .expect("open");
+        let fleet = Fleet::new(LIMITS, 64).with_history(Some(history.sink()));
+        let t0 = Instant::now();
+        // The first boot the collector sees is no restart: it may just have started itself.
+        accept(&fleet, report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        accept(&fleet, report("n1", "b1", 2, HealthState::Ok), arrival(t0));
+        accept(&fleet, report("n1", "b2", 1, HealthState::Ok), arrival(t0));
+        // A late report of the old boot is not another restart.
+        accept(&fleet, report("n1", "b1", 3, HealthState::Ok), arrival(t0));
+        let reader = history.reader();
+        history.close();
+        let entries = reader
+            .query(&crate::history::HistoryQuery::default())
+            .expect("query");
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let restart = &entries[0];
+        assert_eq!(restart.kind, health_proto::v1::HistoryKind::Restart as i32);
+        assert_eq!(restart.node, "n1");
+        assert_eq!(restart.subject, "agent");
+        assert_eq!(restart.message, "agent restarted: boot id b1 -> b2");
+    }
+
+    #[test]
     fn duplicates_are_counted_and_dropped() {
         let fleet = Fleet::new(LIMITS, 64);
         let t0 = Instant::now();

@@ -536,4 +536,20 @@ fn priorities_reach_alertmanager_and_an_alert_firing_too_long_escalates() {
         serde_json::from_slice::<Value>(&out.stdout).ok(),
         Some(Value::Array(Vec::new()))
     );
+    // An empty window is a clear error naming the field.
+    let out = ctl(&[
+        "--collector",
+        &collector.addr,
+        "history",
+        "--since",
+        "1h",
+        "--until",
+        "2h",
+    ]);
+    assert!(!out.status.success());
+    let text = health_e2e::output_text(&out);
+    assert!(
+        text.contains("QueryHistoryRequest.until: expected a time after since"),
+        "{text}"
+    );
 }

@@ -1096,4 +1096,56 @@ mod tests {
             4
         );
     }
+
+    #[test]
+    fn maintenance_windows_in_snapshots_become_spells_from_first_seen_to_gone() {
+        use health_proto::v1::{Device, DeviceIdentity, Maintenance, NodeSnapshot};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let history =
+            History::open(&dir.path().join("h.db"), Duration::from_secs(3600), 64).expect("open");
+        let sink = history.sink();
+        let window = |until: i64, hash: &str| Maintenance {
+            until: Some(ms_timestamp(until)),
+            reason: "swap the fan".to_string(),
+            by: "uid 1000".to_string(),
+            started_at: Some(ms_timestamp(1_000)),
+            audit_hash: hash.to_string(),
+            source: "operator".to_string(),
+        };
+        let node = |maintenance: Option<Maintenance>| NodeSnapshot {
+            devices: vec![Device {
+                identity: Some(DeviceIdentity {
+                    id: "loihi-0".to_string(),
+                    ..Default::default()
+                }),
+                maintenance,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut spells = MaintenanceSpells::default();
+        spells.observe(&sink, "n1", &node(Some(window(9_000, "h1"))), at(2_000));
+        spells.observe(&sink, "n1", &node(Some(window(9_000, "h1"))), at(3_000));
+        // Extended: same window, new end and audit entry.
+        spells.observe(&sink, "n1", &node(Some(window(19_000, "h2"))), at(4_000));
+        spells.observe(&sink, "n1", &node(None), at(5_000));
+        let reader = history.reader();
+        history.close();
+        let rows = reader.query(&HistoryQuery::default()).expect("query");
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let spell = &rows[0];
+        assert_eq!(spell.kind, HistoryKind::Maintenance as i32);
+        assert_eq!(spell.subject, "loihi-0");
+        assert_eq!(spell.at, Some(ms_timestamp(1_000)));
+        assert_eq!(spell.ended_at, Some(ms_timestamp(5_000)));
+        assert_eq!(spell.status, "ENDED");
+        assert_eq!(spell.audit_hash, "h2");
+        assert_eq!(spell.caller, "uid 1000");
+        assert!(spell.message.contains("swap the fan"), "{}", spell.message);
+        assert!(
+            spell.message.contains("1970-01-01T00:00:19Z"),
+            "{}",
+            spell.message
+        );
+    }
 }
