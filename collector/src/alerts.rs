@@ -10,6 +10,10 @@
 //! report of its node or by the sweeper (`promote_due`), whichever comes first, so its firing
 //! does not wait for the node's next report.
 //!
+//! Every alert carries a priority (P0..P3, `priority.rs`); one still firing its priority's
+//! `escalate_after` after it fired is escalated by the sweep from the escalation clock, a
+//! second due-time index like the pending one.
+//!
 //! Besides those, the collector raises NODE_STALE itself when a node stops reporting (its
 //! pending time is `stale_after`), and resolves it when the node reports again.
 //!

@@ -8,7 +8,8 @@
 //!
 //! Watchers (WatchFleet) get a `FleetEvent` when a node appears, restarts (new boot id),
 //! changes health state, goes stale / comes back, or is forgotten; not on every report, so a
-//! quiet fleet is a quiet stream. Staleness is judged on the monotonic clock, so a wall-clock
+//! quiet fleet is a quiet stream. A restart of a node already held is also a RESTART event in
+//! the history (`with_history`), written after the lock is released. Staleness is judged on the monotonic clock, so a wall-clock
 //! step on the collector host cannot make the whole fleet stale at once.
 //!
 //! The fleet does not keep nodes forever. The sweep removes a node with no report for
