@@ -52,7 +52,7 @@ pub const MAX_LIMIT: u32 = 10_000;
 pub const DEFAULT_LIMIT: u32 = 100;
 /// The schema this build writes (`PRAGMA user_version`).
 /// 1: conditions, alert_events, actions. 2: alert_events.priority, actions.audit_hash, the
-/// events table, and (node, time) indexes.
+/// events table, and (node, time), (device, time) and (subject, time) indexes.
 const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
@@ -122,6 +122,12 @@ CREATE INDEX IF NOT EXISTS events_node ON events (node, at_ms);
 CREATE INDEX IF NOT EXISTS alert_events_node ON alert_events (node, at_ms);
 CREATE INDEX IF NOT EXISTS actions_node ON actions (node, started_ms);
 CREATE INDEX IF NOT EXISTS conditions_since ON conditions (since_ms);
+CREATE INDEX IF NOT EXISTS events_subject ON events (subject, at_ms);
+CREATE INDEX IF NOT EXISTS alert_events_device ON alert_events (device, at_ms);
+CREATE INDEX IF NOT EXISTS alert_events_subject ON alert_events (subject, at_ms);
+CREATE INDEX IF NOT EXISTS actions_device ON actions (device, started_ms);
+CREATE INDEX IF NOT EXISTS conditions_device ON conditions (device, since_ms);
+CREATE INDEX IF NOT EXISTS conditions_subject ON conditions (subject, since_ms);
 ";
 
 /// Columns schema 2 added to schema 1's tables: (table, column, definition).
@@ -1006,7 +1012,7 @@ mod tests {
     }
 
     #[test]
-    fn queries_by_node_and_time_use_indexes() {
+    fn queries_by_node_device_and_time_use_indexes() {
         let conn = conn();
         let plan = query::plan(
             &conn,
@@ -1031,6 +1037,26 @@ mod tests {
             },
         );
         for index in ["alert_events_at", "actions_started"] {
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{index}: {plan:?}"
+            );
+        }
+        let plan = query::plan(
+            &conn,
+            &HistoryQuery {
+                device: Some("loihi-0".to_string()),
+                ..Default::default()
+            },
+        );
+        for index in [
+            "alert_events_device",
+            "alert_events_subject",
+            "actions_device",
+            "events_subject",
+            "conditions_device",
+            "conditions_subject",
+        ] {
             assert!(
                 plan.iter().any(|step| step.contains(index)),
                 "{index}: {plan:?}"
