@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The embedded default, end to end: a collector on loopback, an agent with one simulated device
 # of each kind (Loihi 2, SpiNNaker, photonic, analog crossbar) streaming to it, and a live view
-# of the node's health. Ctrl-C stops all three. No hardware and no config file needed.
+# of the node's health. Ctrl-C stops all three. No hardware needed; the collector keeps its
+# history (as the packaged collector.toml does) in a throwaway directory, for agent-ctl history.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -20,7 +21,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin/health-collector" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:9465 2>"$run/collector.log" &
+printf 'history_path = "%s"\n' "$run/history.db" >"$run/collector.toml"
+"$bin/health-collector" --config "$run/collector.toml" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:9465 2>"$run/collector.log" &
 pids+=($!)
 "$bin/health-agent" --simulate --node demo-node --socket "$sock" --collector "http://127.0.0.1:$port" --metrics-listen 127.0.0.1:9464 2>"$run/agent.log" &
 pids+=($!)
@@ -38,6 +40,7 @@ Try, in another terminal:
   $bin/agent-ctl --endpoint unix://$sock inject-fault loihi-0 overheat
   $bin/agent-ctl --endpoint unix://$sock reset-device spinnaker-0 --soft
   $bin/agent-ctl --collector 127.0.0.1:$port alerts
+  $bin/agent-ctl --collector 127.0.0.1:$port history --since 10m --oldest-first
   curl -s 127.0.0.1:9464/metrics | grep temperature     # the agent's Prometheus metrics
   curl -s 127.0.0.1:9465/metrics | grep condition_active # the collector's (every node)
 Live view starts in 3 s; Ctrl-C stops everything.

@@ -177,17 +177,24 @@ pub(crate) enum Command {
         #[arg(long, conflicts_with = "count")]
         once: bool,
     },
-    /// Fleet: conditions, alert transitions and actions from the collector's history,
-    /// newest first (needs --collector, and history_path set on the collector).
+    /// Fleet: conditions, alert transitions, actions, escalations, maintenance, silences and
+    /// restarts from the collector's history, newest first (needs --collector, and
+    /// history_path set on the collector).
     History {
         #[arg(long)]
         node: Option<String>,
         /// A device id, or a subject such as "host"
         #[arg(long)]
         device: Option<String>,
-        /// How far back, e.g. 30m, 1h, 7d [default: everything kept]
-        #[arg(long, value_name = "DURATION", value_parser = history::parse_since)]
-        since: Option<std::time::Duration>,
+        /// From when: how far back (30m, 1h, 7d) or an RFC 3339 time [default: everything kept]
+        #[arg(long, value_name = "WHEN", value_parser = history::parse_when)]
+        since: Option<history::When>,
+        /// Up to when, exclusive: how far back (1h) or an RFC 3339 time [default: now]
+        #[arg(long, value_name = "WHEN", value_parser = history::parse_when)]
+        until: Option<history::When>,
+        /// Oldest first (with --limit: the oldest entries)
+        #[arg(long)]
+        oldest_first: bool,
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
         limit: u32,
     },

@@ -1,7 +1,7 @@
 //! The commands that ask the collector (`--collector ADDR`) about the whole fleet: `nodes`,
 //! `fleet-node`, `fleet-devices`, `alerts`, `history`.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use health_proto::v1 as pb;
 
@@ -80,12 +80,9 @@ pub(crate) async fn alerts(
 
 pub(crate) async fn history(
     ctl: &mut Invocation,
-    node: Option<&str>,
-    device: Option<&str>,
-    since: Option<Duration>,
-    limit: u32,
+    filter: &history::Filter<'_>,
 ) -> anyhow::Result<()> {
-    let request = history::request(node, device, since, limit, SystemTime::now());
+    let request = history::request(filter, SystemTime::now());
     let request = ctl.req(request);
     let mut collector = ctl.collector().await?;
     let r = collector.query_history(request).await?.into_inner();

@@ -253,6 +253,9 @@ pub fn alert(e: &pb::AlertEvent) -> Value {
         "starts_at": timestamp(&a.starts_at),
         "ends_at": timestamp(&a.ends_at),
         "runbook": a.runbook,
+        "priority": a.priority,
+        "escalated": a.escalated,
+        "escalated_at": timestamp(&a.escalated_at),
         "report_sent_at": timestamp(&e.report_sent_at),
     })
 }
@@ -271,6 +274,8 @@ pub fn history_entry(entry: &pb::HistoryEntry) -> Value {
         "id": entry.id,
         "caller": entry.caller,
         "duration_ms": entry.duration_ms,
+        "priority": entry.priority,
+        "audit_hash": entry.audit_hash,
     })
 }
 

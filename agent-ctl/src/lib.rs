@@ -79,8 +79,20 @@ async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
             node,
             device,
             since,
+            until,
+            oldest_first,
             limit,
-        } => fleet::history(ctl, node.as_deref(), device.as_deref(), *since, *limit).await,
+        } => {
+            let filter = history::Filter {
+                node: node.as_deref(),
+                device: device.as_deref(),
+                since: *since,
+                until: *until,
+                oldest_first: *oldest_first,
+                limit: *limit,
+            };
+            fleet::history(ctl, &filter).await
+        }
         Command::Evidence {
             check: Some(cli::EvidenceCheck::Verify { dir }),
             ..

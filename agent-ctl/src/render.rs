@@ -474,9 +474,10 @@ pub fn alert_line(e: &pb::AlertEvent) -> String {
         return String::new();
     };
     format!(
-        "{} {} {} {}/{} {}: {}\n",
+        "{} {} {} {} {}/{} {}: {}\n",
         time(&a.starts_at),
         alert_status(a.status()),
+        crate::history::priority(&a.priority, a.escalated),
         severity(a.severity()),
         a.node,
         a.subject,

@@ -3,7 +3,8 @@
 //!
 //! A dispatcher task watches the alert book like any WatchAlerts client and turns each firing
 //! or resolved alert into Alertmanager's form: labels `alertname` (the on-call name), `node`,
-//! `subject`, `device` (when about a device), `severity`, `code`; annotations `summary`,
+//! `subject`, `device` (when about a device), `severity`, `code`, `priority` (P0..P3), and
+//! `escalated="true"` once escalated; annotations `summary`,
 //! `description`, `runbook`; `startsAt` (the condition's start on the agent's clock, but never
 //! after now or endsAt, which Alertmanager would refuse); and `endsAt` = the resolve time, or for a firing
 //! alert now + 4 × `resend_interval`. Firing alerts are sent again every `resend_interval`,
@@ -12,8 +13,8 @@
 //! re-reads the firing set and resolves whatever it had sent that is no longer there.
 //!
 //! Each Alertmanager has its own outbox and delivery task: one being down delays nobody else.
-//! The outbox holds the latest state per alert (keyed by fingerprint and severity, the
-//! labels that identify it in Alertmanager), so it is bounded by the number of distinct
+//! The outbox holds the latest state per alert (keyed by fingerprint, severity, priority and
+//! escalation, the labels that identify it in Alertmanager), so it is bounded by the number of distinct
 //! alerts, capped at `push_queue`; updates beyond the cap are dropped and counted. A failed
 //! POST (connection error, timeout after `push_timeout`, a non-2xx reply) keeps the batch's
 //! alerts unless a newer state has arrived meanwhile, and waits with exponential backoff
@@ -185,9 +186,9 @@ impl Dispatcher {
         let now = SystemTime::now();
         let previous = self.sent.remove(&alert.fingerprint);
         if alert.status == AlertStatus::Firing as i32 {
-            if let Some(old) = previous.filter(|old| old.severity != alert.severity) {
-                // The severity is a label: to Alertmanager the old severity is another alert,
-                // which must be resolved or it would linger until its endsAt.
+            if let Some(old) = previous.filter(|old| outbox_key(old) != outbox_key(&alert)) {
+                // Severity, priority and escalation are labels: to Alertmanager the old ones
+                // are another alert, which must be resolved or it would linger until endsAt.
                 let resolved = Alert {
                     status: AlertStatus::Resolved as i32,
                     ends_at: Some(now.into()),
@@ -201,8 +202,15 @@ impl Dispatcher {
             self.sent.insert(alert.fingerprint.clone(), alert);
         } else {
             // Resolve under the labels it was sent with.
-            let severity = previous.as_ref().map_or(alert.severity, |old| old.severity);
-            let resolved = Alert { severity, ..alert };
+            let resolved = match previous {
+                Some(old) => Alert {
+                    severity: old.severity,
+                    priority: old.priority,
+                    escalated: old.escalated,
+                    ..alert
+                },
+                None => alert,
+            };
             let postable = self.postable(&resolved, now);
             self.enqueue(outbox_key(&resolved), postable);
         }
@@ -264,7 +272,10 @@ impl Dispatcher {
 
 /// The labels that identify an alert in Alertmanager, as an outbox key.
 fn outbox_key(alert: &Alert) -> String {
-    format!("{}|{}", alert.fingerprint, alert.severity)
+    format!(
+        "{}|{}|{}|{}",
+        alert.fingerprint, alert.severity, alert.priority, alert.escalated
+    )
 }
 
 fn postable(alert: &Alert, now: SystemTime, resend_interval: Duration) -> PostableAlert {
@@ -282,6 +293,12 @@ fn postable(alert: &Alert, now: SystemTime, resend_interval: Duration) -> Postab
     }
     labels.insert("severity", severity_label(alert.severity).to_string());
     labels.insert("code", alert.name.clone());
+    if !alert.priority.is_empty() {
+        labels.insert("priority", alert.priority.clone());
+    }
+    if alert.escalated {
+        labels.insert("escalated", "true".to_string());
+    }
     let mut annotations = BTreeMap::new();
     annotations.insert(
         "summary",
@@ -463,8 +480,28 @@ mod tests {
             }),
             runbook: "Check the cooling".to_string(),
             pending_since: None,
+            priority: "P0".to_string(),
             ..Alert::default()
         }
+    }
+
+    #[test]
+    fn priority_and_escalation_are_labels() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let p = postable(&alert(AlertStatus::Firing), now, Duration::from_secs(60));
+        assert_eq!(p.labels["priority"], "P0");
+        assert!(!p.labels.contains_key("escalated"));
+        let escalated = Alert {
+            escalated: true,
+            ..alert(AlertStatus::Firing)
+        };
+        let p = postable(&escalated, now, Duration::from_secs(60));
+        assert_eq!(p.labels["escalated"], "true");
+        // Another label set to Alertmanager: the outbox keeps both until the old one resolves.
+        assert_ne!(
+            outbox_key(&escalated),
+            outbox_key(&alert(AlertStatus::Firing))
+        );
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! report of its node or by the sweeper (`promote_due`), whichever comes first, so its firing
 //! does not wait for the node's next report.
 //!
+//! Every alert carries a priority (P0..P3, `priority.rs`); one still firing its priority's
+//! `escalate_after` after it fired is escalated by the sweep from the escalation clock, a
+//! second due-time index like the pending one.
+//!
 //! Besides those, the collector raises NODE_STALE itself when a node stops reporting (its
 //! pending time is `stale_after`), and resolves it when the node reports again.
 //!
@@ -48,7 +52,8 @@ use prost_types::Timestamp;
 use tokio::sync::broadcast;
 
 use crate::alert_names::alertname;
-use crate::history::{AlertTransition, HistorySink};
+use crate::history::{AlertTransition, HistorySink, MaintenanceSpells};
+use crate::priority::{escalate, EscalationClock, Priority, PriorityMap};
 
 /// Subject of the NODE_STALE alert: it is about the node as a whole.
 const NODE_SUBJECT: &str = "node";
@@ -99,6 +104,8 @@ struct Tracked {
     alert: Alert,
     report_sent_at: Option<Timestamp>,
     phase: Phase,
+    /// When a firing alert escalates (`priority`); `None` once escalated or if it never does.
+    escalate_at: Option<Instant>,
 }
 
 /// One node's active alerts.
@@ -113,14 +120,24 @@ struct NodeAlerts {
     /// Action ids already handed to the history, oldest first (bounded).
     seen_actions: VecDeque<String>,
     seen_action_ids: HashSet<String>,
+    /// Maintenance windows of the node open in the history.
+    maintenance: MaintenanceSpells,
 }
 
 impl Tracked {
-    /// Takes the latest text and severity of the same alert, keeping when it began.
+    /// Takes the latest text and severity of the same alert, keeping when it began and
+    /// whether it has escalated (an escalated alert stays one priority above its map's).
     fn update(&mut self, alert: Alert, report_sent_at: Option<Timestamp>) {
+        let priority = match Priority::parse(&alert.priority) {
+            Some(mapped) if self.alert.escalated => mapped.higher().to_string(),
+            _ => alert.priority.clone(),
+        };
         self.alert = Alert {
             starts_at: self.alert.starts_at,
             pending_since: self.alert.pending_since,
+            escalated: self.alert.escalated,
+            escalated_at: self.alert.escalated_at,
+            priority,
             ..alert
         };
         self.report_sent_at = report_sent_at;
@@ -153,6 +170,9 @@ pub struct Alerts {
     events: broadcast::Sender<AlertEvent>,
     rules: PendingRules,
     history: Option<HistorySink>,
+    priorities: PriorityMap,
+    /// Locked only while `book` is held, never the other way round.
+    escalations: Mutex<EscalationClock>,
 }
 
 impl Alerts {
@@ -171,7 +191,14 @@ impl Alerts {
             events,
             rules,
             history,
+            priorities: PriorityMap::default(),
+            escalations: Mutex::new(EscalationClock::default()),
         }
+    }
+
+    /// The `[priorities]` map instead of the defaults.
+    pub fn with_priorities(self, priorities: PriorityMap) -> Self {
+        Alerts { priorities, ..self }
     }
 
     /// `observe_at` with the monotonic clock read now.
@@ -225,7 +252,7 @@ impl Alerts {
             at,
         };
 
-        let mut current = alerts_in(node, snapshot);
+        let mut current = alerts_in(node, snapshot, &self.priorities);
         for alert in current.values_mut() {
             if alert.starts_at.is_none() {
                 // The agent did not say since when; the report is the best evidence we have.
@@ -239,6 +266,7 @@ impl Alerts {
                 history.node_seen(node, current.values(), now);
             }
             remember_actions(history, node, alerts, snapshot);
+            alerts.maintenance.observe(history, node, snapshot, now);
         }
 
         self.end_gone(&report, alerts, due, &current);
@@ -254,6 +282,7 @@ impl Alerts {
 
         if let Some(stale) = alerts.stale.take() {
             tracing::info!(node, "node reporting again: NODE_STALE resolved");
+            self.cancel_escalation(node, &stale);
             let alert = resolved(stale.alert, now);
             self.record(&alert, AlertTransition::Resolved, now);
             self.publish(alert, report_sent_at);
@@ -282,6 +311,7 @@ impl Alerts {
             if let Some(history) = &self.history {
                 history.condition_ended(&tracked.alert, report.now);
             }
+            self.cancel_escalation(report.node, &tracked);
             match tracked.phase {
                 Phase::Firing => {
                     let alert = resolved(tracked.alert, report.now);
@@ -311,8 +341,10 @@ impl Alerts {
             history.condition_started(&alert);
         }
         let hold = self.rules.hold(alert_code(&alert));
+        let mut escalate_at = None;
         let phase = if hold.is_zero() {
             self.fire(&alert, report.report_sent_at, report.now);
+            escalate_at = self.schedule_escalation(&alert, report.at);
             Phase::Firing
         } else {
             let when = report.at + hold;
@@ -325,6 +357,7 @@ impl Alerts {
             alert,
             report_sent_at: report.report_sent_at,
             phase,
+            escalate_at,
         }
     }
 
@@ -346,6 +379,7 @@ impl Alerts {
                     due.remove(&(when, report.node.to_string(), fingerprint.to_string()));
                     tracked.phase = Phase::Firing;
                     self.fire(&tracked.alert, report.report_sent_at, report.now);
+                    tracked.escalate_at = self.schedule_escalation(&tracked.alert, report.at);
                 }
             }
             Phase::Firing if tracked.alert.severity != alert.severity => {
@@ -385,8 +419,10 @@ impl Alerts {
             if matches!(tracked.phase, Phase::Pending { .. }) {
                 tracked.phase = Phase::Firing;
                 self.fire(&tracked.alert, tracked.report_sent_at, now);
+                tracked.escalate_at = self.schedule_escalation(&tracked.alert, at);
             }
         }
+        self.escalate_due(nodes, at, now);
     }
 
     /// Fires NODE_STALE for a node the sweeper found silent. `generation` is the one of the
@@ -425,15 +461,22 @@ impl Alerts {
             alertname: alertname(code as i32),
             pending_since: Some(now.into()),
             device: String::new(),
+            priority: self
+                .priorities
+                .priority_of(code.as_str_name(), Severity::Critical as i32, 0)
+                .to_string(),
             ..Alert::default()
         };
         tracing::warn!(fingerprint = %alert.fingerprint, "alert firing");
         self.record(&alert, AlertTransition::Firing, now);
         self.publish(alert.clone(), None);
+        // The sweeper passes no monotonic time here; its next sweeps compare against now.
+        let escalate_at = self.schedule_escalation(&alert, Instant::now());
         alerts.stale = Some(Tracked {
             alert,
             report_sent_at: None,
             phase: Phase::Firing,
+            escalate_at,
         });
     }
 
@@ -456,9 +499,12 @@ impl Alerts {
         {
             return;
         }
-        let Some(alerts) = nodes.remove(node) else {
+        let Some(mut alerts) = nodes.remove(node) else {
             return;
         };
+        if let Some(history) = &self.history {
+            alerts.maintenance.end_all(history, node, now);
+        }
         let message = format!(
             "node {node} forgotten after {} without reports (forget_after {})",
             humantime::format_duration(Duration::from_secs(silent_for.as_secs())),
@@ -470,6 +516,7 @@ impl Alerts {
             .into_iter()
             .chain(alerts.conditions.into_values())
         {
+            self.cancel_escalation(node, &tracked);
             let alert = Alert {
                 message: message.clone(),
                 ..tracked.alert
@@ -518,6 +565,67 @@ impl Alerts {
             })
             .collect();
         (firing, receiver)
+    }
+
+    /// When an alert that fired at `at` escalates, entered on the escalation clock.
+    fn schedule_escalation(&self, alert: &Alert, at: Instant) -> Option<Instant> {
+        let priority = Priority::parse(&alert.priority)?;
+        let mut clock = self
+            .escalations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        clock.schedule(
+            &self.priorities,
+            priority,
+            at,
+            &alert.node,
+            &alert.fingerprint,
+        )
+    }
+
+    fn cancel_escalation(&self, node: &str, tracked: &Tracked) {
+        let mut clock = self
+            .escalations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        clock.cancel(tracked.escalate_at, node, &tracked.alert.fingerprint);
+    }
+
+    /// Escalates the firing alerts whose priority's `escalate_after` has passed by `at`: one
+    /// priority higher, `escalated`, re-sent to watchers (and so to Alertmanager), and an
+    /// ESCALATION in the history. Looks only at the clock's head.
+    fn escalate_due(&self, nodes: &mut BTreeMap<String, NodeAlerts>, at: Instant, now: SystemTime) {
+        loop {
+            let next = {
+                let mut clock = self
+                    .escalations
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                clock.pop_due(at)
+            };
+            let Some((when, node, fingerprint)) = next else {
+                break;
+            };
+            let Some(alerts) = nodes.get_mut(&node) else {
+                continue;
+            };
+            let tracked = match alerts.stale.as_mut() {
+                Some(stale) if stale.alert.fingerprint == fingerprint => Some(stale),
+                _ => alerts.conditions.get_mut(&fingerprint),
+            };
+            // A leftover of an alert that resolved (and maybe fired again) since.
+            let Some(tracked) = tracked.filter(|t| t.escalate_at == Some(when)) else {
+                continue;
+            };
+            tracked.escalate_at = None;
+            let Some((from, after)) = escalate(&self.priorities, &mut tracked.alert, now) else {
+                continue;
+            };
+            if let Some(history) = &self.history {
+                history.escalation(&tracked.alert, from, after, now);
+            }
+            self.publish(tracked.alert.clone(), tracked.report_sent_at);
+        }
     }
 
     fn fire(&self, alert: &Alert, report_sent_at: Option<Timestamp>, now: SystemTime) {
@@ -571,21 +679,24 @@ fn alert_code(alert: &Alert) -> i32 {
 
 /// The firing alerts a snapshot carries, by fingerprint. `starts_at` is the condition's
 /// `since`, which may be unset.
-fn alerts_in(node: &str, snapshot: &NodeSnapshot) -> BTreeMap<String, Alert> {
+fn alerts_in(
+    node: &str,
+    snapshot: &NodeSnapshot,
+    priorities: &PriorityMap,
+) -> BTreeMap<String, Alert> {
     let host = snapshot
         .host
         .iter()
-        .flat_map(|host| host.conditions.iter().map(|c| (HOST_SUBJECT, "", c)));
+        .flat_map(|host| host.conditions.iter().map(|c| (HOST_SUBJECT, "", 0, c)));
     let devices = snapshot.devices.iter().flat_map(|device| {
-        let id = device
-            .identity
-            .as_ref()
-            .map_or("device", |identity| identity.id.as_str());
-        device.conditions.iter().map(move |c| (id, id, c))
+        let (id, kind) = device.identity.as_ref().map_or(("device", 0), |identity| {
+            (identity.id.as_str(), identity.kind)
+        });
+        device.conditions.iter().map(move |c| (id, id, kind, c))
     });
 
     let mut alerts: BTreeMap<String, Alert> = BTreeMap::new();
-    for (default_subject, device, condition) in host.chain(devices) {
+    for (default_subject, device, kind, condition) in host.chain(devices) {
         if !is_alerting(condition.severity) {
             continue;
         }
@@ -598,14 +709,18 @@ fn alerts_in(node: &str, snapshot: &NodeSnapshot) -> BTreeMap<String, Alert> {
         };
         let name = condition_name(condition.code);
         let fingerprint = fingerprint(node, subject, &name);
+        let priority = priorities.priority_of(&name, condition.severity, kind);
         match alerts.get_mut(&fingerprint) {
             // The same condition twice in one snapshot: the worse one counts.
             Some(existing) if existing.severity >= condition.severity => {}
             Some(existing) => {
                 *existing = alert_from(node, subject, device, name, condition, fingerprint);
+                existing.priority = priority.to_string();
             }
             None => {
-                let alert = alert_from(node, subject, device, name, condition, fingerprint.clone());
+                let mut alert =
+                    alert_from(node, subject, device, name, condition, fingerprint.clone());
+                alert.priority = priority.to_string();
                 alerts.insert(fingerprint, alert);
             }
         }
@@ -667,27 +782,26 @@ fn fingerprint(node: &str, subject: &str, name: &str) -> String {
     format!("{node}/{subject}/{name}")
 }
 
-/// Used only by the tests, to look at the active set without a watcher.
-#[cfg(test)]
-impl Alerts {
-    fn active_fingerprints(&self) -> Vec<String> {
-        self.watch()
-            .0
-            .into_iter()
-            .filter_map(|event| event.alert.map(|alert| alert.fingerprint))
-            .collect()
-    }
-
-    /// Nodes this module holds state for, alerting or not.
-    fn tracked_nodes(&self) -> Vec<String> {
-        let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
-        book.nodes.keys().cloned().collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Used only by the tests, to look at the active set without a watcher.
+    impl Alerts {
+        fn active_fingerprints(&self) -> Vec<String> {
+            self.watch()
+                .0
+                .into_iter()
+                .filter_map(|event| event.alert.map(|alert| alert.fingerprint))
+                .collect()
+        }
+
+        /// Nodes this module holds state for, alerting or not.
+        fn tracked_nodes(&self) -> Vec<String> {
+            let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            book.nodes.keys().cloned().collect()
+        }
+    }
     use health_proto::v1::{Device, DeviceIdentity, HostHealth};
 
     fn condition(code: ConditionCode, severity: Severity, message: &str) -> Condition {
@@ -1111,6 +1225,121 @@ mod tests {
             alerts.active_fingerprints(),
             vec!["n1/loihi-0/DEVICE_UNRESPONSIVE"]
         );
+    }
+
+    fn escalating(after_secs: u64) -> Alerts {
+        let after = Some(Duration::from_secs(after_secs));
+        Alerts::new(64).with_priorities(PriorityMap::new(
+            [],
+            [(Priority::P0, after), (Priority::P1, after)],
+        ))
+    }
+
+    #[test]
+    fn alerts_carry_the_priority_of_their_code() {
+        let alerts = Alerts::new(64);
+        let (_, mut rx) = alerts.watch();
+        report(&alerts, "n1", 1, &hot(), None);
+        report(&alerts, "n1", 2, &warm(), None);
+        let priorities: Vec<(String, String)> = drain(&mut rx)
+            .iter()
+            .map(|event| {
+                let alert = alert_of(event);
+                (alert.name.clone(), alert.priority.clone())
+            })
+            .collect();
+        assert_eq!(
+            priorities,
+            vec![
+                ("DEVICE_UNRESPONSIVE".to_string(), "P1".to_string()),
+                ("DEVICE_UNRESPONSIVE".to_string(), "P1".to_string()),
+                ("THERMAL_WARNING".to_string(), "P2".to_string()),
+            ]
+        );
+        went_stale(&alerts, "n1", 2, 12, 10);
+        let stale = drain(&mut rx);
+        assert_eq!(alert_of(&stale[0]).priority, "P1", "NODE_STALE is P1");
+    }
+
+    #[test]
+    fn an_alert_firing_past_escalate_after_is_resent_once_one_priority_higher() {
+        let alerts = escalating(60);
+        let (_, mut rx) = alerts.watch();
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        alerts.observe_at("n1", 1, &hot(), sent_at(5), wall, t0);
+        assert_eq!(drain(&mut rx).len(), 1);
+        alerts.promote_due(t0 + Duration::from_secs(59), wall);
+        assert!(drain(&mut rx).is_empty(), "not yet");
+
+        let later = wall + Duration::from_secs(60);
+        alerts.promote_due(t0 + Duration::from_secs(60), later);
+        let events = drain(&mut rx);
+        assert_eq!(events.len(), 1);
+        let alert = alert_of(&events[0]);
+        assert_eq!(alert.status, AlertStatus::Firing as i32);
+        assert_eq!(alert.priority, "P0", "P1 escalates to P0");
+        assert!(alert.escalated);
+        assert_eq!(alert.escalated_at, Some(later.into()));
+        assert_eq!(events[0].report_sent_at, sent_at(5));
+
+        // Once: neither a later sweep nor a report escalates it again, and it stays escalated.
+        alerts.promote_due(t0 + Duration::from_secs(600), later);
+        alerts.observe_at("n1", 2, &hot(), None, wall, t0 + Duration::from_secs(601));
+        assert!(drain(&mut rx).is_empty());
+        let (firing, _) = alerts.watch();
+        let shown = alert_of(&firing[0]);
+        assert!(shown.escalated);
+        assert_eq!(shown.priority, "P0");
+    }
+
+    #[test]
+    fn an_alert_resolved_before_escalate_after_does_not_escalate_and_a_new_spell_starts_over() {
+        let alerts = escalating(60);
+        let (_, mut rx) = alerts.watch();
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        alerts.observe_at("n1", 1, &hot(), None, wall, t0);
+        alerts.observe_at("n1", 2, &quiet(), None, wall, t0 + Duration::from_secs(30));
+        alerts.observe_at("n1", 3, &hot(), None, wall, t0 + Duration::from_secs(40));
+        assert_eq!(drain(&mut rx).len(), 3, "fire, resolve, fire");
+        // 60 s after the first firing: the first spell is over, the second is 20 s old.
+        alerts.promote_due(t0 + Duration::from_secs(60), wall);
+        assert!(drain(&mut rx).is_empty());
+        alerts.promote_due(t0 + Duration::from_secs(100), wall);
+        let events = drain(&mut rx);
+        assert_eq!(events.len(), 1);
+        assert!(alert_of(&events[0]).escalated);
+        assert_eq!(alerts.escalations.lock().map(|c| c.len()).unwrap_or(9), 0);
+    }
+
+    #[test]
+    fn p0_escalates_but_stays_p0_and_p3_never_escalates() {
+        let alerts = escalating(10);
+        let (_, mut rx) = alerts.watch();
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let both = snapshot(
+            vec![condition(
+                ConditionCode::ResetFailed,
+                Severity::Critical,
+                "x",
+            )],
+            vec![condition(
+                ConditionCode::DiskFull,
+                Severity::Critical,
+                "99%",
+            )],
+        );
+        alerts.observe_at("n1", 1, &both, None, wall, t0);
+        assert_eq!(drain(&mut rx).len(), 2);
+        alerts.promote_due(t0 + Duration::from_secs(3600 * 24 * 365), wall);
+        let events = drain(&mut rx);
+        assert_eq!(events.len(), 1, "P3 (DISK_FULL) has no escalate_after");
+        let alert = alert_of(&events[0]);
+        assert_eq!(alert.name, "RESET_FAILED");
+        assert_eq!(alert.priority, "P0");
+        assert!(alert.escalated);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!
 //! Watchers (WatchFleet) get a `FleetEvent` when a node appears, restarts (new boot id),
 //! changes health state, goes stale / comes back, or is forgotten; not on every report, so a
-//! quiet fleet is a quiet stream. Staleness is judged on the monotonic clock, so a wall-clock
+//! quiet fleet is a quiet stream. A restart of a node already held is also a RESTART event in
+//! the history (`with_history`), written after the lock is released. Staleness is judged on the monotonic clock, so a wall-clock
 //! step on the collector host cannot make the whole fleet stale at once.
 //!
 //! The fleet does not keep nodes forever. The sweep removes a node with no report for
@@ -41,6 +42,8 @@ use health_proto::v1::{
     NodeSnapshot, NodeSummary, SeqRange,
 };
 use tokio::sync::broadcast;
+
+use crate::history::{HistoryEvent, HistorySink};
 
 /// How many previous boot ids of a node are remembered, so that a late report from an agent
 /// process that has since been replaced is recognised rather than taken for a new boot.
@@ -414,6 +417,8 @@ pub struct Fleet {
     generations: AtomicU64,
     /// Reports refused because the fleet was full, since the collector started.
     refused_total: AtomicU64,
+    /// Where an agent's restart (a new boot id of a node held) is recorded.
+    history: Option<HistorySink>,
 }
 
 impl Fleet {
@@ -426,7 +431,13 @@ impl Fleet {
             limits,
             generations: AtomicU64::new(0),
             refused_total: AtomicU64::new(0),
+            history: None,
         }
+    }
+
+    /// Records agent restarts (RESTART events) in `history`, if there is one.
+    pub fn with_history(self, history: Option<HistorySink>) -> Self {
+        Fleet { history, ..self }
     }
 
     pub fn stale_after(&self) -> Duration {
@@ -457,6 +468,12 @@ impl Fleet {
             Placement::Newest { new_boot } => new_boot,
             Placement::Answered(applied) => return Ok(applied),
         };
+        let restart = match (&self.history, new_boot) {
+            (Some(_), true) => record.retired_boots.front().map(|(old, _)| {
+                HistoryEvent::agent_restarted(arrival.wall, &node, old, &record.boot_id)
+            }),
+            _ => None,
+        };
 
         let state_before = record.effective_state();
         let was_stale = record.stale;
@@ -481,6 +498,9 @@ impl Fleet {
         // the lock, so the other workers' reports do not wait for it.
         drop(nodes);
         drop(replaced);
+        if let (Some(history), Some(restart)) = (&self.history, restart) {
+            history.event(restart);
+        }
         Ok(Applied::Current {
             acked_seq: seq,
             generation,
@@ -795,6 +815,36 @@ mod tests {
         std::iter::from_fn(|| rx.try_recv().ok())
             .filter_map(|event| event.node)
             .collect()
+    }
+
+    #[test]
+    fn a_new_boot_id_of_a_known_node_is_a_restart_in_the_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let history = crate::history::History::open(
+            &dir.path().join("history.db"),
+            Duration::from_secs(3600),
+            16,
+        )
+        .expect("open");
+        let fleet = Fleet::new(LIMITS, 64).with_history(Some(history.sink()));
+        let t0 = Instant::now();
+        // The first boot the collector sees is no restart: it may just have started itself.
+        accept(&fleet, report("n1", "b1", 1, HealthState::Ok), arrival(t0));
+        accept(&fleet, report("n1", "b1", 2, HealthState::Ok), arrival(t0));
+        accept(&fleet, report("n1", "b2", 1, HealthState::Ok), arrival(t0));
+        // A late report of the old boot is not another restart.
+        accept(&fleet, report("n1", "b1", 3, HealthState::Ok), arrival(t0));
+        let reader = history.reader();
+        history.close();
+        let entries = reader
+            .query(&crate::history::HistoryQuery::default())
+            .expect("query");
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        let restart = &entries[0];
+        assert_eq!(restart.kind, health_proto::v1::HistoryKind::Restart as i32);
+        assert_eq!(restart.node, "n1");
+        assert_eq!(restart.subject, "agent");
+        assert_eq!(restart.message, "agent restarted: boot id b1 -> b2");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!
 //! Modules: `config` (the TOML file), `fleet` (per-node state, duplicates, gaps, staleness,
 //! forgetting silent nodes, the node limit), `alerts` (alerts from node conditions and
-//! staleness, with pending durations), `alert_names` (on-call alert names), `alertmanager`
-//! (the push to Alertmanager), `history` (the SQLite history), `leases` (the remediation lease
+//! staleness, with pending durations), `priority` (P0..P3 and escalation), `alert_names`
+//! (on-call alert names), `alertmanager` (the push to Alertmanager), `history` (the SQLite
+//! history of conditions, alerts, actions and events), `leases` (the remediation lease
 //! budget and circuit breaker), `metrics` (the `/metrics` endpoint), `service` (the gRPC
 //! Collector API), `sweeper` (the staleness and forgetting sweep, and watchdog pings), `server`
 //! (wiring, serving, shutdown, mutual TLS on the listener from `[tls]`), `shutdown` (signals)
@@ -28,6 +29,7 @@ mod history;
 mod incidents;
 mod leases;
 mod metrics;
+mod priority;
 mod server;
 mod service;
 mod shutdown;

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use health_daemon::systemd;
@@ -27,7 +27,7 @@ use crate::alerts::{Alerts, PendingRules};
 use crate::authz::AgentGate;
 use crate::config::{Config, TlsConfig};
 use crate::fleet::{Fleet, Limits};
-use crate::history::History;
+use crate::history::{History, HistoryEvent};
 use crate::incidents::query::IncidentBook;
 use crate::leases::Leases;
 use crate::service::CollectorService;
@@ -53,18 +53,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         forget_after: config.forget_after,
         max_nodes: config.max_nodes,
     };
-    let fleet = Arc::new(Fleet::new(limits, config.watch_buffer));
     // Before binding: a history file that cannot be used fails the start, naming the file.
     let history = config
         .history_path
         .as_ref()
         .map(|path| History::open(path, config.history_retention, HISTORY_QUEUE))
         .transpose()?;
-    let alerts = Arc::new(Alerts::with(
-        config.watch_buffer,
-        PendingRules::from_names(&config.alerts.pending_for),
-        history.as_ref().map(History::sink),
-    ));
+    let fleet = Arc::new(
+        Fleet::new(limits, config.watch_buffer).with_history(history.as_ref().map(History::sink)),
+    );
+    if let Some(history) = &history {
+        history
+            .sink()
+            .event(HistoryEvent::collector_started(SystemTime::now()));
+    }
+    let alerts = Arc::new(
+        Alerts::with(
+            config.watch_buffer,
+            PendingRules::from_names(&config.alerts.pending_for),
+            history.as_ref().map(History::sink),
+        )
+        .with_priorities(config.priorities.map()),
+    );
     let leases = Arc::new(Leases::new(config.leases.clone()));
     let mut collector = CollectorService::new(
         Arc::clone(&fleet),

@@ -463,20 +463,34 @@ impl CollectorService {
                 request.limit
             )));
         }
-        let since = match request.since {
-            None => None,
-            Some(at) => Some(SystemTime::try_from(at).map_err(|_| {
+        let time = |field: &str, at: Option<prost_types::Timestamp>| match at {
+            None => Ok(None),
+            Some(at) => SystemTime::try_from(at).map(Some).map_err(|_| {
                 Status::invalid_argument(format!(
-                    "QueryHistoryRequest.since: not a valid time ({}s, {}ns)",
+                    "QueryHistoryRequest.{field}: not a valid time ({}s, {}ns)",
                     at.seconds, at.nanos
                 ))
-            })?),
+            }),
         };
+        let since = time("since", request.since)?;
+        let until = time("until", request.until)?;
+        if let (Some(since), Some(until)) = (since, until) {
+            if until <= since {
+                return Err(Status::invalid_argument(format!(
+                    "QueryHistoryRequest.until: expected a time after since ({}), got {}",
+                    humantime::format_rfc3339_millis(since),
+                    humantime::format_rfc3339_millis(until)
+                )));
+            }
+        }
         let query = HistoryQuery {
             node: (!request.node.is_empty()).then_some(request.node),
             device: (!request.device.is_empty()).then_some(request.device),
             since,
+            until,
             limit: request.limit,
+            alerts_only: false,
+            oldest_first: request.oldest_first,
         };
         let entries = tokio::task::spawn_blocking(move || history.query(&query))
             .await

@@ -276,3 +276,190 @@ fn history_without_a_database_and_a_bad_since_are_clear_errors() {
     assert!(stderr.contains("--since"), "{stderr}");
     assert!(stderr.contains("30m, 1h or 7d"), "{stderr}");
 }
+
+/// The first line `agent-ctl --json alerts` prints within `limit` that `wanted` accepts; the
+/// watcher is stopped (by its own pid) either way.
+fn alert_line_where(addr: &str, limit: Duration, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
+    use std::io::BufRead as _;
+    let child = Command::new(bin("agent-ctl"))
+        .args(["--collector", addr, "--json", "alerts"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run agent-ctl alerts");
+    let mut watcher = Proc {
+        child,
+        name: "agent-ctl",
+    };
+    let stdout = watcher.child.stdout.take().expect("piped stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = received.recv_timeout(left).ok()?;
+        if let Ok(alert) = serde_json::from_str::<Value>(&line) {
+            if wanted(&alert) {
+                drop(watcher);
+                return Some(alert);
+            }
+        }
+    }
+}
+
+#[test]
+fn priorities_reach_alertmanager_and_an_alert_firing_too_long_escalates() {
+    let am = Alertmanager::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("history.db");
+    // DEVICE_UNRESPONSIVE is P1 by default; P1 escalates after 3 s here.
+    let Fleet {
+        agent, collector, ..
+    } = Fleet::simulated(
+        "e2e-prio",
+        &format!(
+            "history_path = \"{}\"\n\
+             [alerts]\nalertmanager = [\"http://{}\"]\nresend_interval = \"1m\"\npush_timeout = \"2s\"\n\
+             for = {{ DEVICE_UNRESPONSIVE = \"0s\" }}\n\
+             [priorities]\nescalate_after = {{ P1 = \"3s\" }}\n",
+            db.display(),
+            am.addr
+        ),
+    );
+    agent.ctl_ok(&["inject-fault", "loihi-0", "hang"]);
+    let is_p1 = |a: &Value| {
+        label(a, "alertname") == "DeviceUnresponsive"
+            && label(a, "node") == "e2e-prio"
+            && label(a, "priority") == "P1"
+            && label(a, "escalated").is_empty()
+    };
+    let first = wait_for(
+        "DeviceUnresponsive as P1 in Alertmanager",
+        Duration::from_secs(30),
+        || am.alerts().into_iter().find(|a| is_p1(a)),
+    );
+    assert_eq!(label(&first, "device"), "loihi-0", "{first}");
+
+    // Re-sent one priority higher, escalated; the P1 label set is resolved in Alertmanager.
+    let escalated = wait_for(
+        "DeviceUnresponsive escalated to P0 in Alertmanager",
+        Duration::from_secs(30),
+        || {
+            find(&am.alerts(), "DeviceUnresponsive", "e2e-prio", "loihi-0")
+                .filter(|a| label(a, "escalated") == "true")
+                .cloned()
+        },
+    );
+    assert_eq!(label(&escalated, "priority"), "P0", "{escalated}");
+    assert!(!ends_in_the_past(&escalated), "{escalated}");
+    // Its P1 label set is resolved, not left to expire 4 resend intervals (4 min) later.
+    wait_until(
+        "the P1 (not escalated) alert resolved in Alertmanager",
+        Duration::from_secs(30),
+        || {
+            am.alerts()
+                .iter()
+                .filter(|a| is_p1(a))
+                .all(ends_in_the_past)
+        },
+    );
+
+    // agent-ctl alerts shows the priority and the escalation.
+    let shown = alert_line_where(&collector.addr, Duration::from_secs(20), |a| {
+        a["node"] == "e2e-prio" && a["alertname"] == "DeviceUnresponsive"
+    })
+    .expect("agent-ctl alerts prints the escalated alert");
+    assert_eq!(shown["priority"], "P0", "{shown}");
+    assert_eq!(shown["escalated"], true, "{shown}");
+    assert!(shown["escalated_at"].is_string(), "{shown}");
+
+    // The history, oldest first: the alert fired as P1, then escalated to P0.
+    let entries = wait_for(
+        "the escalation in the history",
+        Duration::from_secs(20),
+        || {
+            let out = ctl(&[
+                "--collector",
+                &collector.addr,
+                "--json",
+                "history",
+                "--node",
+                "e2e-prio",
+                "--oldest-first",
+            ]);
+            assert!(out.status.success(), "{}", health_e2e::output_text(&out));
+            let Ok(Value::Array(entries)) = serde_json::from_slice::<Value>(&out.stdout) else {
+                panic!("agent-ctl history --json: expected an array");
+            };
+            entries
+                .iter()
+                .any(|e| e["kind"] == "escalation")
+                .then_some(entries)
+        },
+    );
+    let fired = entries
+        .iter()
+        .position(|e| {
+            e["kind"] == "alert" && e["name"] == "DeviceUnresponsive" && e["status"] == "FIRING"
+        })
+        .expect("the firing in the history");
+    let escalation = entries
+        .iter()
+        .position(|e| e["kind"] == "escalation")
+        .expect("the escalation in the history");
+    assert!(fired < escalation, "oldest first: {entries:?}");
+    assert_eq!(entries[fired]["priority"], "P1", "{entries:?}");
+    let step = &entries[escalation];
+    assert_eq!(step["name"], "DeviceUnresponsive", "{step}");
+    assert_eq!(step["priority"], "P0", "{step}");
+    assert!(
+        step["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("from P1 to P0 after firing for 3s")),
+        "{step}"
+    );
+    let at = |e: &Value| e["at"].as_str().map(str::to_string);
+    assert!(at(&entries[fired]) <= at(step), "{entries:?}");
+
+    // --until is exclusive and takes a duration: an hour ago, nothing of this test yet.
+    let out = ctl(&[
+        "--collector",
+        &collector.addr,
+        "--json",
+        "history",
+        "--node",
+        "e2e-prio",
+        "--until",
+        "1h",
+    ]);
+    assert!(out.status.success(), "{}", health_e2e::output_text(&out));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).ok(),
+        Some(Value::Array(Vec::new()))
+    );
+    // An empty window is a clear error naming the field.
+    let out = ctl(&[
+        "--collector",
+        &collector.addr,
+        "history",
+        "--since",
+        "1h",
+        "--until",
+        "2h",
+    ]);
+    assert!(!out.status.success());
+    let text = health_e2e::output_text(&out);
+    assert!(
+        text.contains("QueryHistoryRequest.until: expected a time after since"),
+        "{text}"
+    );
+}

@@ -24,6 +24,9 @@ mod incidents;
 use de::*;
 pub use incidents::IncidentsConfig;
 use incidents::INCIDENTS_KEYS;
+mod priorities;
+pub use priorities::PrioritiesConfig;
+use priorities::PRIORITIES_KEYS;
 
 /// Where the service looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/health-collector/collector.toml";
@@ -62,7 +65,7 @@ const DEFAULT_FOR: [(&str, Duration); 10] = [
 ];
 
 /// Every key the file may hold, in the order the example file documents them.
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 16] = [
     "listen",
     "metrics_listen",
     "stale_after",
@@ -78,6 +81,7 @@ const KEYS: [&str; 15] = [
     "auth",
     "leases",
     "incidents",
+    "priorities",
 ];
 
 /// Every key of the `[tls]` table.
@@ -218,6 +222,8 @@ pub struct Config {
     pub leases: LeasesConfig,
     /// When an incident closes (`incidents.rs`).
     pub incidents: IncidentsConfig,
+    /// Alert priorities and their escalation (`priority.rs`).
+    pub priorities: PrioritiesConfig,
 }
 
 /// The `[leases]` table: how many destructive remediation steps agents may take at once and
@@ -341,6 +347,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             leases: LeasesConfig::default(),
             incidents: IncidentsConfig::default(),
+            priorities: PrioritiesConfig::default(),
         }
     }
 }
@@ -472,6 +479,8 @@ fn key_error(file: &Path, text: &str, key: String, error: &toml::de::Error) -> C
             (format!("tls.{unknown}"), TLS_KEYS.as_slice())
         } else if message.contains("`agent_subjects`") {
             (format!("auth.{unknown}"), AUTH_KEYS.as_slice())
+        } else if message.contains("`escalate_after`") {
+            (format!("priorities.{unknown}"), PRIORITIES_KEYS.as_slice())
         } else if message.contains("`max_fraction`") {
             (format!("leases.{unknown}"), LEASES_KEYS.as_slice())
         } else if message.contains("`close_after`") {
@@ -699,8 +708,30 @@ mod tests {
     fn the_example_file_sets_every_key_to_its_default() {
         let text = include_str!("../../../systemd/collector.toml.example");
         let config = parse(Path::new("collector.toml.example"), text).expect("example is valid");
-        assert_eq!(config, Config::default());
-        // history_path has no default (history is off): the example shows it commented out.
+        // The packaged configuration keeps history in the service's StateDirectory; without a
+        // file there is none, rather than a file in a place nobody chose.
+        assert_eq!(
+            config.history_path.as_deref(),
+            Some(Path::new("/var/lib/health-collector/history.db"))
+        );
+        assert_eq!(
+            Config {
+                history_path: None,
+                ..config
+            },
+            Config::default()
+        );
+        let priorities = text
+            .split_once("[priorities]")
+            .map(|(_, table)| table)
+            .expect("the example has a [priorities] table");
+        for key in PRIORITIES_KEYS {
+            assert!(
+                priorities.contains(&format!("{key} = "))
+                    || priorities.contains(&format!("[[priorities.{key}]]")),
+                "the example does not document priorities.{key}"
+            );
+        }
         for key in KEYS {
             assert!(
                 text.lines()
@@ -747,6 +778,97 @@ mod tests {
         for (code, _) in DEFAULT_FOR {
             assert!(alerts.contains(&format!("{code} = ")), "{code}");
         }
+    }
+
+    #[test]
+    fn priorities_are_read_and_merged_over_the_defaults() {
+        use crate::priority::Priority;
+        let config = parse_str(
+            r#"
+            [priorities]
+            escalate_after = { P0 = "2s", P3 = "1h" }
+            [[priorities.rule]]
+            code = "DEVICE_ERROR"
+            severity = "critical"
+            kind = "loihi2"
+            priority = "P1"
+            [[priorities.rule]]
+            code = "THERMAL_CRITICAL"
+            priority = "P1"
+            "#,
+        )
+        .expect("valid");
+        let map = config.priorities.map();
+        assert_eq!(map.priority_of("DEVICE_ERROR", 3, 1), Priority::P1);
+        assert_eq!(map.priority_of("DEVICE_ERROR", 2, 1), Priority::P3);
+        assert_eq!(map.priority_of("THERMAL_CRITICAL", 3, 1), Priority::P1);
+        assert_eq!(
+            map.escalate_after(Priority::P0),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            map.escalate_after(Priority::P1),
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(
+            map.escalate_after(Priority::P3),
+            Some(Duration::from_secs(3600))
+        );
+        let never =
+            parse_str("[priorities]\nescalate_after = { P0 = \"never\" }\n").expect("valid");
+        assert_eq!(never.priorities.map().escalate_after(Priority::P0), None);
+    }
+
+    #[test]
+    fn priorities_errors_name_the_key() {
+        let rule = |body: &str| error_of(&format!("[[priorities.rule]]\n{body}\n"));
+        assert_eq!(
+            rule("code = \"DEVICE_ERRO\"\npriority = \"P1\""),
+            "collector.toml: priorities.rule: rule 1: code: expected a condition code such as \
+             DEVICE_ERROR, found \"DEVICE_ERRO\""
+        );
+        assert_eq!(
+            rule("code = \"DEVICE_ERROR\"\npriority = \"P4\""),
+            "collector.toml: priorities.rule: rule 1: priority: expected one of P0, P1, P2, P3, \
+             found \"P4\""
+        );
+        assert_eq!(
+            rule("code = \"DEVICE_ERROR\""),
+            "collector.toml: priorities.rule: rule 1: priority: expected one of P0, P1, P2, P3, \
+             found none"
+        );
+        assert!(
+            rule("code = \"DEVICE_ERROR\"\npriority = \"P1\"\nseverity = \"info\"")
+                .contains("rule 1: severity: expected \"warning\" or \"critical\"")
+        );
+        assert!(
+            rule("code = \"DEVICE_ERROR\"\npriority = \"P1\"\nkind = \"tpu\"")
+                .contains("rule 1: kind: expected a device kind, one of loihi2, spinnaker")
+        );
+        assert!(
+            rule("code = \"DEVICE_ERROR\"\npriority = \"P1\"\nprio = 1").contains(
+                "rule 1: prio: unknown key, expected one of: code, severity, kind, priority"
+            )
+        );
+        let twice = error_of(
+            "[[priorities.rule]]\ncode = \"DISK_FULL\"\npriority = \"P1\"\n\
+             [[priorities.rule]]\ncode = \"DISK_FULL\"\npriority = \"P2\"\n",
+        );
+        assert!(
+            twice.contains("priorities.rule: rule 2: expected one rule per code"),
+            "{twice}"
+        );
+        assert_eq!(
+            error_of("[priorities]\nescalate_after = { P5 = \"1m\" }\n"),
+            "collector.toml: priorities.escalate_after: expected one of P0, P1, P2, P3, found \"P5\""
+        );
+        assert!(error_of("[priorities]\nescalate_after = { P0 = \"0s\" }\n").starts_with(
+            "collector.toml: priorities.escalate_after: P0: expected a duration between 1s and 7days"
+        ));
+        assert_eq!(
+            error_of("[priorities]\nescalate = {}\n"),
+            "collector.toml: priorities.escalate: unknown key, expected one of: escalate_after, rule"
+        );
     }
 
     #[test]

@@ -32,8 +32,9 @@ use health_proto::v1::{HistoryEntry, HistoryKind, Incident, IncidentNote, Timeli
 use prost_types::Timestamp;
 
 /// How far before an incident's first firing its lead-in is looked for: the condition spell
-/// and early policy steps behind the detecting alert.
-pub const LEAD_IN: Duration = Duration::from_secs(24 * 3600);
+/// and early policy steps behind the detecting alert (an alert's `for` is rarely above a few
+/// minutes; a longer lead-in shows as a shorter time to detect).
+pub const LEAD_IN: Duration = Duration::from_secs(3600);
 
 const PREFIX: &str = "inc-";
 

@@ -11,8 +11,10 @@ use tonic::Status;
 use super::{group, parse_id, LEAD_IN};
 use crate::history::{HistoryQuery, HistoryReader, MAX_LIMIT};
 
-/// Incidents a list answers by default, and at most.
+/// Incidents a list answers by default.
 const DEFAULT_INCIDENTS: u32 = 100;
+/// How long before `since` a list looks for incidents still open at `since`.
+const LIST_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 
 /// What the incident RPCs need: the history and when an incident is over.
 #[derive(Clone)]
@@ -39,6 +41,9 @@ impl IncidentBook {
     }
 
     /// ListIncidents: newest first, without their timelines and notes (GetIncident has them).
+    /// The incidents are found from the alert transitions alone (since `since` minus
+    /// `LIST_LOOKBACK`, so one still open at `since` is found); each one listed is then
+    /// built from its node's whole history, as GetIncident builds it.
     pub async fn list(&self, request: ListIncidentsRequest) -> Result<Vec<Incident>, Status> {
         let history = self.reader()?;
         if request.limit > MAX_LIMIT {
@@ -56,19 +61,24 @@ impl IncidentBook {
                 ))
             })?),
         };
-        let node = (!request.node.is_empty()).then_some(request.node);
-        // An incident still open at `since` may have opened a while before it.
-        let from = since.and_then(|s| s.checked_sub(LEAD_IN));
-        let entries = read(history, node, from).await?;
+        let query = HistoryQuery {
+            node: (!request.node.is_empty()).then_some(request.node),
+            since: since.and_then(|s| s.checked_sub(LIST_LOOKBACK)),
+            limit: MAX_LIMIT,
+            oldest_first: true,
+            alerts_only: true,
+            ..HistoryQuery::default()
+        };
+        let alerts = read(history, query).await?;
         let now = SystemTime::now();
         let mut by_node: BTreeMap<&str, Vec<HistoryEntry>> = BTreeMap::new();
-        for entry in &entries {
+        for entry in &alerts {
             by_node
                 .entry(entry.node.as_str())
                 .or_default()
                 .push(entry.clone());
         }
-        let mut incidents: Vec<Incident> = by_node
+        let mut found: Vec<Incident> = by_node
             .iter()
             .flat_map(|(node, entries)| group(node, entries, self.close_after, now))
             .filter(|i| !request.open_only || i.open)
@@ -79,15 +89,23 @@ impl IncidentBook {
                 _ => true,
             })
             .collect();
-        incidents.sort_by_key(|i| std::cmp::Reverse(i.opened_at.map(|t| (t.seconds, t.nanos))));
+        found.sort_by_key(|i| std::cmp::Reverse(i.opened_at.map(|t| (t.seconds, t.nanos))));
         let limit = match request.limit {
             0 => DEFAULT_INCIDENTS,
             n => n,
         };
-        incidents.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        for incident in &mut incidents {
+        found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let mut incidents = Vec::with_capacity(found.len());
+        for sketch in found {
+            let mut incident = self
+                .get(GetIncidentRequest {
+                    id: sketch.id.clone(),
+                })
+                .await
+                .unwrap_or(sketch);
             incident.timeline.clear();
             incident.notes.clear();
+            incidents.push(incident);
         }
         Ok(incidents)
     }
@@ -104,7 +122,14 @@ impl IncidentBook {
         };
         let opened =
             SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(opened_ms).unwrap_or(0));
-        let entries = read(history, Some(node.clone()), opened.checked_sub(LEAD_IN)).await?;
+        let query = HistoryQuery {
+            node: Some(node.clone()),
+            since: opened.checked_sub(LEAD_IN),
+            limit: MAX_LIMIT,
+            oldest_first: true,
+            ..HistoryQuery::default()
+        };
+        let entries = read(history, query).await?;
         group(&node, &entries, self.close_after, SystemTime::now())
             .into_iter()
             .find(|i| i.id == request.id)
@@ -118,17 +143,7 @@ impl IncidentBook {
     }
 }
 
-async fn read(
-    history: HistoryReader,
-    node: Option<String>,
-    since: Option<SystemTime>,
-) -> Result<Vec<HistoryEntry>, Status> {
-    let query = HistoryQuery {
-        node,
-        device: None,
-        since,
-        limit: MAX_LIMIT,
-    };
+async fn read(history: HistoryReader, query: HistoryQuery) -> Result<Vec<HistoryEntry>, Status> {
     tokio::task::spawn_blocking(move || history.query(&query))
         .await
         .map_err(|e| Status::internal(format!("history query task failed: {e}")))?

@@ -1,6 +1,8 @@
 //! The collector's history: conditions (from when to when), alert transitions (pending,
-//! firing, resolved, cleared) and the actions agents ran, kept in an embedded SQLite file
-//! (`history_path`) for `QueryHistory` / `agent-ctl history`, across collector restarts.
+//! firing, resolved, cleared, with their priority), the actions agents ran (with their audit
+//! hash), and the generic events of `events.rs` (maintenance, silences, escalations,
+//! restarts, notes), kept in an embedded SQLite file (`history_path`) for `QueryHistory` /
+//! `agent-ctl history` (`query.rs`), across collector restarts.
 //!
 //! Ingest never waits on the disk: the alert book hands records to a `HistorySink`, which
 //! `try_send`s them into a bounded channel; when the channel is full the record is dropped
@@ -14,6 +16,9 @@
 //! restart is the same row. When a node is first seen after a restart, its rows still open
 //! but no longer reported are closed (`node_seen`): they ended while the collector was away.
 //!
+//! Schema: `PRAGMA user_version` says which; opening a file of an older schema adds what is
+//! missing (columns with defaults, tables, indexes) in one transaction, never dropping a row.
+//!
 //! Only WARNING and CRITICAL conditions are recorded: they are what alerts are made of, and
 //! INFO conditions would multiply the rows without helping an investigation.
 
@@ -24,9 +29,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use health_proto::v1::{ActionOutcome, ActionResult, Alert, HistoryEntry, HistoryKind};
+use health_proto::v1::{ActionOutcome, ActionResult, Alert, HistoryKind};
 use prost_types::Timestamp;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::priority::Priority;
+
+mod events;
+mod query;
+mod write;
+pub use events::{HistoryEvent, MaintenanceSpells};
+pub use query::{HistoryQuery, HistoryReader};
+use write::{prune, write_batch};
 
 /// Records written per transaction at most.
 const BATCH: usize = 1000;
@@ -37,7 +51,9 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 pub const MAX_LIMIT: u32 = 10_000;
 pub const DEFAULT_LIMIT: u32 = 100;
 /// The schema this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// 1: conditions, alert_events, actions. 2: alert_events.priority, actions.audit_hash, the
+/// events table, and (node, time), (device, time) and (subject, time) indexes.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS conditions (
@@ -81,6 +97,44 @@ CREATE TABLE IF NOT EXISTS actions (
 );
 CREATE INDEX IF NOT EXISTS actions_started ON actions (started_ms);
 ";
+
+/// What schema 2 adds to schema 1; run after the columns have been added.
+const SCHEMA_2: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    spell INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    ended_ms INTEGER,
+    node TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    audit_hash TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_spell ON events (kind, node, ref) WHERE spell = 1;
+CREATE INDEX IF NOT EXISTS events_at ON events (at_ms);
+CREATE INDEX IF NOT EXISTS events_node ON events (node, at_ms);
+CREATE INDEX IF NOT EXISTS alert_events_node ON alert_events (node, at_ms);
+CREATE INDEX IF NOT EXISTS actions_node ON actions (node, started_ms);
+CREATE INDEX IF NOT EXISTS conditions_since ON conditions (since_ms);
+CREATE INDEX IF NOT EXISTS events_subject ON events (subject, at_ms);
+CREATE INDEX IF NOT EXISTS alert_events_device ON alert_events (device, at_ms);
+CREATE INDEX IF NOT EXISTS alert_events_subject ON alert_events (subject, at_ms);
+CREATE INDEX IF NOT EXISTS actions_device ON actions (device, started_ms);
+CREATE INDEX IF NOT EXISTS conditions_device ON conditions (device, since_ms);
+CREATE INDEX IF NOT EXISTS conditions_subject ON conditions (subject, since_ms);
+";
+
+/// Columns schema 2 added to schema 1's tables: (table, column, definition).
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+    ("alert_events", "priority", "TEXT NOT NULL DEFAULT ''"),
+    ("actions", "audit_hash", "TEXT NOT NULL DEFAULT ''"),
+];
 
 /// An alert's step, as written to the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +192,7 @@ enum Record {
         status: &'static str,
         message: String,
         at_ms: i64,
+        priority: String,
     },
     Action {
         node: String,
@@ -149,6 +204,22 @@ enum Record {
         caller: String,
         started_ms: i64,
         duration_ms: i64,
+        audit_hash: String,
+    },
+    Event(HistoryEvent),
+    /// A spell (see `events.rs`) closed by id.
+    SpellEnded {
+        kind: HistoryKind,
+        node: String,
+        id: String,
+        at_ms: i64,
+    },
+    /// The node's first report since this collector started, with the spells it carries.
+    SpellsSeen {
+        kind: HistoryKind,
+        node: String,
+        open: Vec<String>,
+        at_ms: i64,
     },
 }
 
@@ -221,6 +292,51 @@ impl HistorySink {
             status: transition.as_str(),
             message: alert.message.clone(),
             at_ms: system_ms(now),
+            priority: alert.priority.clone(),
+        });
+    }
+
+    /// An alert escalated from `from` (to its current priority) after firing for `after`.
+    pub fn escalation(&self, alert: &Alert, from: Priority, after: Duration, now: SystemTime) {
+        self.event(HistoryEvent {
+            name: alert.alertname.clone(),
+            status: "ESCALATED".to_string(),
+            message: format!(
+                "{} escalated from {from} to {} after firing for {}",
+                alert.alertname,
+                alert.priority,
+                humantime::format_duration(after)
+            ),
+            id: alert.fingerprint.clone(),
+            priority: alert.priority.clone(),
+            ..HistoryEvent::new(HistoryKind::Escalation, now, &alert.node, &alert.subject)
+        });
+    }
+
+    /// Writes a generic event (see `HistoryEvent`): a point in time, or for MAINTENANCE and
+    /// SILENCE a spell created or updated by `id`, closed when `ended_at` is set.
+    pub fn event(&self, event: HistoryEvent) {
+        self.send(Record::Event(event));
+    }
+
+    /// Closes the spell `id` of `kind` on `node` (if open) at `now`: status ENDED.
+    pub fn spell_ended(&self, kind: HistoryKind, node: &str, id: &str, now: SystemTime) {
+        self.send(Record::SpellEnded {
+            kind,
+            node: node.to_string(),
+            id: id.to_string(),
+            at_ms: system_ms(now),
+        });
+    }
+
+    /// After a collector restart: the spells of `kind` still open for `node` other than `open`
+    /// ended while the collector was away.
+    pub fn spells_seen(&self, kind: HistoryKind, node: &str, open: Vec<String>, now: SystemTime) {
+        self.send(Record::SpellsSeen {
+            kind,
+            node: node.to_string(),
+            open,
+            at_ms: system_ms(now),
         });
     }
 
@@ -244,6 +360,7 @@ impl HistorySink {
             caller: action.caller.clone(),
             started_ms: action.started_at.as_ref().map_or(0, timestamp_ms),
             duration_ms: i64::try_from(action.duration_ms).unwrap_or(i64::MAX),
+            audit_hash: action.audit_hash.clone(),
         });
     }
 
@@ -348,7 +465,7 @@ fn open_for_writing(path: &Path) -> Result<Connection, String> {
     if path.is_dir() {
         return Err("is a directory, expected a SQLite file".to_string());
     }
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -375,12 +492,34 @@ fn open_for_writing(path: &Path) -> Result<Connection, String> {
             "written by a newer collector (schema {version}, this build knows {SCHEMA_VERSION})"
         ));
     }
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous = NORMAL;
-         BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-    ))
-    .map_err(|e| format!("cannot create the tables: {e}"))?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL;")
+        .map_err(|e| e.to_string())?;
+    migrate(&mut conn).map_err(|e| format!("cannot create or update the tables: {e}"))?;
     Ok(conn)
+}
+
+/// Brings the file to `SCHEMA_VERSION` in one transaction: creates what does not exist, adds
+/// the columns an older schema lacks (existing rows get their defaults).
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present: Option<i64> = tx
+            .query_row(
+                &format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                params![column],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if present.is_none() {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    tx.execute_batch(SCHEMA_2)?;
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+    tx.commit()
 }
 
 /// The writer thread: batches, transactions, retention, until stopped.
@@ -441,238 +580,19 @@ fn write_loop(
     tracing::debug!("history writer stopped");
 }
 
-fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    for record in batch {
-        write_one(&tx, record)?;
-    }
-    tx.commit()
-}
-
-fn write_one(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
-    match record {
-        Record::ConditionStarted {
-            node,
-            subject,
-            device,
-            code,
-            severity,
-            message,
-            since_ms,
-        } => {
-            // An open row with another `since` is an earlier spell the agent has restarted
-            // counting (an agent restart): it ended when this one began.
-            conn.prepare_cached(
-                "UPDATE conditions SET ended_ms = ?4 WHERE node = ?1 AND subject = ?2 \
-                 AND code = ?3 AND ended_ms IS NULL AND since_ms <> ?4",
-            )?
-            .execute(params![node, subject, code, since_ms])?;
-            conn.prepare_cached(
-                "INSERT INTO conditions (node, subject, device, code, severity, message, \
-                 since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT (node, subject, code, since_ms) DO UPDATE SET ended_ms = NULL",
-            )?
-            .execute(params![
-                node, subject, device, code, severity, message, since_ms
-            ])?;
-        }
-        Record::ConditionEnded {
-            node,
-            subject,
-            code,
-            at_ms,
-        } => {
-            conn.prepare_cached(
-                "UPDATE conditions SET ended_ms = ?4 WHERE node = ?1 AND subject = ?2 \
-                 AND code = ?3 AND ended_ms IS NULL",
-            )?
-            .execute(params![node, subject, code, at_ms])?;
-        }
-        Record::NodeSeen {
-            node,
-            active,
-            at_ms,
-        } => {
-            let open: Vec<(i64, String, String)> = conn
-                .prepare_cached(
-                    "SELECT id, subject, code FROM conditions WHERE node = ?1 AND ended_ms IS NULL",
-                )?
-                .query_map(params![node], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            for (id, subject, code) in open {
-                if !active.iter().any(|(s, c)| *s == subject && *c == code) {
-                    conn.prepare_cached("UPDATE conditions SET ended_ms = ?2 WHERE id = ?1")?
-                        .execute(params![id, at_ms])?;
-                }
-            }
-        }
-        Record::Alert {
-            fingerprint,
-            node,
-            subject,
-            device,
-            alertname,
-            code,
-            severity,
-            status,
-            message,
-            at_ms,
-        } => {
-            conn.prepare_cached(
-                "INSERT INTO alert_events (fingerprint, node, subject, device, alertname, code, \
-                 severity, status, message, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                fingerprint, node, subject, device, alertname, code, severity, status, message,
-                at_ms
-            ])?;
-        }
-        Record::Action {
-            node,
-            action_id,
-            device,
-            action,
-            outcome,
-            message,
-            caller,
-            started_ms,
-            duration_ms,
-        } => {
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO actions (node, action_id, device, action, outcome, \
-                 message, caller, started_ms, duration_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                node,
-                action_id,
-                device,
-                action,
-                outcome,
-                message,
-                caller,
-                started_ms,
-                duration_ms
-            ])?;
-        }
-    }
-    Ok(())
-}
-
-/// Deletes what is older than `retention` before `now`: ended conditions (by when they
-/// ended; open ones are kept however old), alert transitions and actions. Returns the rows.
-fn prune(conn: &Connection, now: SystemTime, retention: Duration) -> rusqlite::Result<u64> {
-    let cutoff = system_ms(now.checked_sub(retention).unwrap_or(UNIX_EPOCH));
-    let mut rows = 0;
-    for sql in [
-        "DELETE FROM conditions WHERE ended_ms IS NOT NULL AND ended_ms < ?1",
-        "DELETE FROM alert_events WHERE at_ms < ?1",
-        "DELETE FROM actions WHERE started_ms < ?1",
-    ] {
-        rows += conn.execute(sql, params![cutoff])? as u64;
-    }
-    Ok(rows)
-}
-
-/// What a `QueryHistory` asks for.
-#[derive(Debug, Clone, Default)]
-pub struct HistoryQuery {
-    pub node: Option<String>,
-    /// Matches the device id, or the subject (a mount point, "host").
-    pub device: Option<String>,
-    pub since: Option<SystemTime>,
-    pub limit: u32,
-}
-
-/// Reads the history on its own read-only connection per query.
-#[derive(Debug, Clone)]
-pub struct HistoryReader {
-    path: PathBuf,
-}
-
-impl HistoryReader {
-    /// The entries matching `query`, newest first. A condition matches `since` if it was
-    /// active at any time after it. Blocking: run it on the blocking pool.
-    pub fn query(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, String> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        query_on(&conn, query).map_err(|e| format!("{}: {e}", self.path.display()))
-    }
-}
-
-fn query_on(conn: &Connection, query: &HistoryQuery) -> rusqlite::Result<Vec<HistoryEntry>> {
-    let limit = match query.limit {
-        0 => DEFAULT_LIMIT,
-        n => n.min(MAX_LIMIT),
-    };
-    let mut statement = conn.prepare_cached(
-        "SELECT kind, at, node, subject, name, severity, status, message, ended, id, caller, \
-                duration_ms FROM (
-            SELECT 1 AS kind, since_ms AS at, COALESCE(ended_ms, 9223372036854775807) AS last,
-                   node, subject, device, code AS name, severity,
-                   CASE WHEN ended_ms IS NULL THEN 'ACTIVE' ELSE 'ENDED' END AS status,
-                   message, ended_ms AS ended, '' AS id, '' AS caller, 0 AS duration_ms
-              FROM conditions
-            UNION ALL
-            SELECT 2, at_ms, at_ms, node, subject, device, alertname, severity, status, message,
-                   NULL, fingerprint, '', 0
-              FROM alert_events
-            UNION ALL
-            SELECT 3, started_ms, started_ms, node, device, device, action, 0, outcome, message,
-                   NULL, action_id, caller, duration_ms
-              FROM actions)
-         WHERE (?1 IS NULL OR node = ?1)
-           AND (?2 IS NULL OR device = ?2 OR subject = ?2)
-           AND last >= ?3
-         ORDER BY at DESC, kind ASC
-         LIMIT ?4",
-    )?;
-    let since = query.since.map_or(i64::MIN, system_ms);
-    let rows = statement.query_map(params![query.node, query.device, since, limit], |row| {
-        let kind = match row.get::<_, i64>(0)? {
-            1 => HistoryKind::Condition,
-            2 => HistoryKind::Alert,
-            _ => HistoryKind::Action,
-        };
-        Ok(HistoryEntry {
-            kind: kind as i32,
-            at: Some(ms_timestamp(row.get(1)?)),
-            node: row.get(2)?,
-            subject: row.get(3)?,
-            name: row.get(4)?,
-            severity: row.get(5)?,
-            status: row.get(6)?,
-            message: row.get(7)?,
-            ended_at: row.get::<_, Option<i64>>(8)?.map(ms_timestamp),
-            id: row.get(9)?,
-            caller: row.get(10)?,
-            duration_ms: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
-            ..HistoryEntry::default()
-        })
-    })?;
-    rows.collect()
-}
-
-fn system_ms(at: SystemTime) -> i64 {
+pub(super) fn system_ms(at: SystemTime) -> i64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |since| {
         i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
     })
 }
 
-fn timestamp_ms(at: &Timestamp) -> i64 {
+pub(super) fn timestamp_ms(at: &Timestamp) -> i64 {
     at.seconds
         .saturating_mul(1000)
         .saturating_add(i64::from(at.nanos / 1_000_000))
 }
 
-fn ms_timestamp(ms: i64) -> Timestamp {
+pub(super) fn ms_timestamp(ms: i64) -> Timestamp {
     Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
@@ -682,11 +602,13 @@ fn ms_timestamp(ms: i64) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use health_proto::v1::Severity;
+    use health_proto::v1::{HistoryEntry, Severity};
+
+    use query::query_on;
 
     fn conn() -> Connection {
-        let conn = Connection::open_in_memory().expect("in-memory database");
-        conn.execute_batch(SCHEMA).expect("schema");
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        migrate(&mut conn).expect("schema");
         conn
     }
 
@@ -727,6 +649,7 @@ mod tests {
             status: "FIRING",
             message: "91 C".to_string(),
             at_ms,
+            priority: "P0".to_string(),
         }
     }
 
@@ -741,6 +664,7 @@ mod tests {
             caller: "uid 0".to_string(),
             started_ms,
             duration_ms: 40,
+            audit_hash: format!("hash-{id}"),
         }
     }
 
@@ -915,5 +839,339 @@ mod tests {
         assert_eq!(rows[0].name, "calibrate");
         assert_eq!(rows[0].status, "SUCCEEDED");
         assert_eq!(rows[0].subject, "xbar-0");
+    }
+
+    fn at(ms: i64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+
+    fn query(conn: &Connection, query: HistoryQuery) -> Vec<HistoryEntry> {
+        query_on(conn, &query).expect("query")
+    }
+
+    #[test]
+    fn until_is_exclusive_and_oldest_first_counts_from_the_start() {
+        let mut conn = conn();
+        write(
+            &mut conn,
+            vec![
+                alert_event(1_000),
+                action("b-1", 2_000),
+                alert_event(3_000),
+                action("b-2", 4_000),
+            ],
+        );
+        let times = |entries: Vec<HistoryEntry>| -> Vec<i64> {
+            entries
+                .iter()
+                .filter_map(|e| e.at.as_ref().map(timestamp_ms))
+                .collect()
+        };
+        let before_3s = query(
+            &conn,
+            HistoryQuery {
+                until: Some(at(3_000)),
+                ..Default::default()
+            },
+        );
+        assert_eq!(times(before_3s), vec![2_000, 1_000], "until excludes 3 s");
+        let window = query(
+            &conn,
+            HistoryQuery {
+                since: Some(at(2_000)),
+                until: Some(at(4_000)),
+                oldest_first: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(times(window), vec![2_000, 3_000]);
+        let first_two = query(
+            &conn,
+            HistoryQuery {
+                oldest_first: true,
+                limit: 2,
+                ..Default::default()
+            },
+        );
+        assert_eq!(times(first_two), vec![1_000, 2_000]);
+        let newest = query(
+            &conn,
+            HistoryQuery {
+                limit: 1,
+                ..Default::default()
+            },
+        );
+        assert_eq!(times(newest), vec![4_000]);
+    }
+
+    #[test]
+    fn priority_and_audit_hash_are_kept() {
+        let mut conn = conn();
+        write(&mut conn, vec![alert_event(1_000), action("b-1", 2_000)]);
+        let rows = all(&conn);
+        assert_eq!(rows[0].audit_hash, "hash-b-1");
+        assert_eq!(rows[1].priority, "P0");
+    }
+
+    fn maintenance(id: &str, at_ms: i64, ended_ms: Option<i64>, hash: &str) -> Record {
+        Record::Event(HistoryEvent {
+            name: "MAINTENANCE".to_string(),
+            message: format!("loihi-0 in maintenance ({hash})"),
+            id: id.to_string(),
+            caller: "uid 1000".to_string(),
+            audit_hash: hash.to_string(),
+            ended_at: ended_ms.map(at),
+            ..HistoryEvent::new(HistoryKind::Maintenance, at(at_ms), "n1", "loihi-0")
+        })
+    }
+
+    #[test]
+    fn spells_are_updated_by_id_and_points_are_rows_of_their_own() {
+        let mut conn = conn();
+        let escalation = || {
+            Record::Event(HistoryEvent {
+                name: "DeviceOverheating".to_string(),
+                priority: "P0".to_string(),
+                id: "n1/loihi-0/THERMAL_CRITICAL".to_string(),
+                ..HistoryEvent::new(HistoryKind::Escalation, at(5_000), "n1", "loihi-0")
+            })
+        };
+        write(
+            &mut conn,
+            vec![
+                maintenance("loihi-0@1000", 1_000, None, "h1"),
+                // Extended: same id, new audit entry; it still began at 1 s.
+                maintenance("loihi-0@1000", 3_000, None, "h2"),
+                escalation(),
+                escalation(),
+                Record::Event(HistoryEvent::collector_started(at(6_000))),
+            ],
+        );
+        let rows = all(&conn);
+        assert_eq!(rows.len(), 4, "{rows:?}");
+        let spell = rows
+            .iter()
+            .find(|e| e.kind == HistoryKind::Maintenance as i32)
+            .expect("maintenance row");
+        assert_eq!(spell.at, Some(ms_timestamp(1_000)));
+        assert_eq!(spell.audit_hash, "h2");
+        assert_eq!(spell.status, "ACTIVE");
+        assert_eq!(spell.caller, "uid 1000");
+        assert_eq!(spell.ended_at, None);
+        let restart = &rows[0];
+        assert_eq!(restart.kind, HistoryKind::Restart as i32);
+        assert_eq!(restart.subject, "collector");
+        assert_eq!(restart.node, "");
+
+        write(
+            &mut conn,
+            vec![Record::SpellEnded {
+                kind: HistoryKind::Maintenance,
+                node: "n1".to_string(),
+                id: "loihi-0@1000".to_string(),
+                at_ms: 8_000,
+            }],
+        );
+        // A spell that ended matches a `since` within it, and the device filter.
+        let during = query(
+            &conn,
+            HistoryQuery {
+                device: Some("loihi-0".to_string()),
+                since: Some(at(7_000)),
+                ..Default::default()
+            },
+        );
+        assert_eq!(during.len(), 1, "{during:?}");
+        assert_eq!(during[0].status, "ENDED");
+        assert_eq!(during[0].ended_at, Some(ms_timestamp(8_000)));
+    }
+
+    #[test]
+    fn a_restart_closes_the_spells_the_node_no_longer_carries() {
+        let mut conn = conn();
+        write(
+            &mut conn,
+            vec![
+                maintenance("loihi-0@1000", 1_000, None, "h1"),
+                maintenance("node@1000", 1_000, None, "h3"),
+                Record::SpellsSeen {
+                    kind: HistoryKind::Maintenance,
+                    node: "n1".to_string(),
+                    open: vec!["node@1000".to_string()],
+                    at_ms: 9_000,
+                },
+            ],
+        );
+        let rows = all(&conn);
+        let status: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|e| (e.id.as_str(), e.status.as_str()))
+            .collect();
+        assert!(status.contains(&("loihi-0@1000", "ENDED")), "{status:?}");
+        assert!(status.contains(&("node@1000", "ACTIVE")), "{status:?}");
+    }
+
+    #[test]
+    fn queries_by_node_device_and_time_use_indexes() {
+        let conn = conn();
+        let plan = query::plan(
+            &conn,
+            &HistoryQuery {
+                node: Some("n1".to_string()),
+                since: Some(at(1_000)),
+                until: Some(at(2_000)),
+                ..Default::default()
+            },
+        );
+        for index in ["alert_events_node", "actions_node", "events_node"] {
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{index}: {plan:?}"
+            );
+        }
+        let plan = query::plan(
+            &conn,
+            &HistoryQuery {
+                since: Some(at(1_000)),
+                ..Default::default()
+            },
+        );
+        for index in ["alert_events_at", "actions_started"] {
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{index}: {plan:?}"
+            );
+        }
+        let plan = query::plan(
+            &conn,
+            &HistoryQuery {
+                device: Some("loihi-0".to_string()),
+                ..Default::default()
+            },
+        );
+        for index in [
+            "alert_events_device",
+            "alert_events_subject",
+            "actions_device",
+            "events_subject",
+            "conditions_device",
+            "conditions_subject",
+        ] {
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{index}: {plan:?}"
+            );
+        }
+    }
+
+    /// Schema 1 as the previous collector wrote it, with one row in each table.
+    const SCHEMA_1_ROWS: &str = "
+        INSERT INTO conditions (node, subject, device, code, severity, message, since_ms)
+            VALUES ('n1', 'loihi-0', 'loihi-0', 'THERMAL_CRITICAL', 3, '91 C', 1000);
+        INSERT INTO alert_events (fingerprint, node, subject, device, alertname, code,
+            severity, status, message, at_ms) VALUES ('n1/loihi-0/THERMAL_CRITICAL', 'n1',
+            'loihi-0', 'loihi-0', 'DeviceOverheating', 'THERMAL_CRITICAL', 3, 'FIRING', '91 C',
+            2000);
+        INSERT INTO actions (node, action_id, device, action, outcome, message, caller,
+            started_ms, duration_ms) VALUES ('n1', 'b-1', 'loihi-0', 'reset-soft', 'SUCCEEDED',
+            '', 'uid 0', 3000, 40);
+        PRAGMA user_version = 1;
+    ";
+
+    #[test]
+    fn a_schema_1_file_is_migrated_keeping_every_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("history.db");
+        {
+            let old = Connection::open(&path).expect("create");
+            old.execute_batch(SCHEMA).expect("schema 1");
+            old.execute_batch(SCHEMA_1_ROWS).expect("rows");
+        }
+        let history = History::open(&path, Duration::from_secs(3600), 16).expect("migrates");
+        history
+            .sink()
+            .event(HistoryEvent::collector_started(at(4_000)));
+        let reader = history.reader();
+        history.close();
+        let rows = reader.query(&HistoryQuery::default()).expect("query");
+        let kinds: Vec<i32> = rows.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                HistoryKind::Restart as i32,
+                HistoryKind::Action as i32,
+                HistoryKind::Alert as i32,
+                HistoryKind::Condition as i32
+            ]
+        );
+        assert_eq!(
+            rows[1].audit_hash, "",
+            "old rows get the new columns' defaults"
+        );
+        assert_eq!(rows[2].priority, "");
+        let version: i64 = Connection::open(&path)
+            .expect("open")
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        // Opening it again changes nothing.
+        let again = History::open(&path, Duration::from_secs(3600), 16).expect("reopens");
+        again.close();
+        assert_eq!(
+            reader.query(&HistoryQuery::default()).expect("query").len(),
+            4
+        );
+    }
+
+    #[test]
+    fn maintenance_windows_in_snapshots_become_spells_from_first_seen_to_gone() {
+        use health_proto::v1::{Device, DeviceIdentity, Maintenance, NodeSnapshot};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let history =
+            History::open(&dir.path().join("h.db"), Duration::from_secs(3600), 64).expect("open");
+        let sink = history.sink();
+        let window = |until: i64, hash: &str| Maintenance {
+            until: Some(ms_timestamp(until)),
+            reason: "swap the fan".to_string(),
+            by: "uid 1000".to_string(),
+            started_at: Some(ms_timestamp(1_000)),
+            audit_hash: hash.to_string(),
+            source: "operator".to_string(),
+        };
+        let node = |maintenance: Option<Maintenance>| NodeSnapshot {
+            devices: vec![Device {
+                identity: Some(DeviceIdentity {
+                    id: "loihi-0".to_string(),
+                    ..Default::default()
+                }),
+                maintenance,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut spells = MaintenanceSpells::default();
+        spells.observe(&sink, "n1", &node(Some(window(9_000, "h1"))), at(2_000));
+        spells.observe(&sink, "n1", &node(Some(window(9_000, "h1"))), at(3_000));
+        // Extended: same window, new end and audit entry.
+        spells.observe(&sink, "n1", &node(Some(window(19_000, "h2"))), at(4_000));
+        spells.observe(&sink, "n1", &node(None), at(5_000));
+        let reader = history.reader();
+        history.close();
+        let rows = reader.query(&HistoryQuery::default()).expect("query");
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let spell = &rows[0];
+        assert_eq!(spell.kind, HistoryKind::Maintenance as i32);
+        assert_eq!(spell.subject, "loihi-0");
+        assert_eq!(spell.at, Some(ms_timestamp(1_000)));
+        assert_eq!(spell.ended_at, Some(ms_timestamp(5_000)));
+        assert_eq!(spell.status, "ENDED");
+        assert_eq!(spell.audit_hash, "h2");
+        assert_eq!(spell.caller, "uid 1000");
+        assert!(spell.message.contains("swap the fan"), "{}", spell.message);
+        assert!(
+            spell.message.contains("1970-01-01T00:00:19Z"),
+            "{}",
+            spell.message
+        );
     }
 }
