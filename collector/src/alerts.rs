@@ -33,12 +33,18 @@
 //! insert into the due set per new pending alert; the sweep's promotion only looks at the due
 //! set's head.
 //!
+//! Maintenance (`crate::silences::maintenance`): a condition whose subject is a device in
+//! maintenance, or any condition (NODE_STALE included) of a node in maintenance, is SUPPRESSED
+//! instead of pending or firing: shown to watchers with `suppressed_by`, never pushed as
+//! firing (a firing alert that becomes suppressed is resolved in Alertmanager). When the
+//! window ends, a condition still there starts pending/firing as if new.
+//!
 //! Events are sent on a broadcast channel while the lock is held, so every watcher sees them
 //! in the order the active set changed. Like the fleet module, this one reads the agents'
 //! snapshots and builds the `Alert` messages directly, without knowing about gRPC transport.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use health_proto::v1::{
@@ -49,6 +55,8 @@ use tokio::sync::broadcast;
 
 use crate::alert_names::alertname;
 use crate::history::{AlertTransition, HistorySink};
+use crate::silences::maintenance::{suppression, windows_of, MaintenanceWindows};
+use crate::silences::Silences;
 
 /// Subject of the NODE_STALE alert: it is about the node as a whole.
 const NODE_SUBJECT: &str = "node";
@@ -91,6 +99,8 @@ enum Phase {
         due: Instant,
     },
     Firing,
+    /// Its subject is in maintenance: shown, never paged.
+    Suppressed,
 }
 
 /// An active (pending or firing) alert and the send time of the report that last changed it.
@@ -153,6 +163,10 @@ pub struct Alerts {
     events: broadcast::Sender<AlertEvent>,
     rules: PendingRules,
     history: Option<HistorySink>,
+    /// Every node's maintenance windows, as of its last snapshot.
+    maintenance: Arc<MaintenanceWindows>,
+    /// For `silenced_by`; set once at start when silences are kept.
+    silences: OnceLock<Arc<Silences>>,
 }
 
 impl Alerts {
@@ -171,7 +185,19 @@ impl Alerts {
             events,
             rules,
             history,
+            maintenance: Arc::default(),
+            silences: OnceLock::new(),
         }
+    }
+
+    /// The fleet's maintenance windows, for the silence reconciler.
+    pub fn maintenance(&self) -> Arc<MaintenanceWindows> {
+        Arc::clone(&self.maintenance)
+    }
+
+    /// Alerts name the silences that match them (`silenced_by`) from now on.
+    pub fn show_silences(&self, silences: Arc<Silences>) {
+        let _ = self.silences.set(silences);
     }
 
     /// `observe_at` with the monotonic clock read now.
@@ -226,7 +252,9 @@ impl Alerts {
         };
 
         let mut current = alerts_in(node, snapshot);
+        let windows = windows_of(node, snapshot, now);
         for alert in current.values_mut() {
+            alert.suppressed_by = suppression(&windows, alert).unwrap_or_default();
             if alert.starts_at.is_none() {
                 // The agent did not say since when; the report is the best evidence we have.
                 alert.starts_at = report_sent_at.or_else(|| Some(now.into()));
@@ -240,6 +268,7 @@ impl Alerts {
             }
             remember_actions(history, node, alerts, snapshot);
         }
+        self.maintenance.set(node, windows);
 
         self.end_gone(&report, alerts, due, &current);
         for (fingerprint, alert) in current {
@@ -288,6 +317,9 @@ impl Alerts {
                     self.record(&alert, AlertTransition::Resolved, report.now);
                     self.publish(alert, report.report_sent_at);
                 }
+                Phase::Suppressed => {
+                    self.publish(resolved(tracked.alert, report.now), report.report_sent_at);
+                }
                 Phase::Pending { due: when } => {
                     due.remove(&(when, report.node.to_string(), fingerprint));
                     tracing::debug!(fingerprint = %tracked.alert.fingerprint, "pending alert cleared before it fired");
@@ -310,22 +342,83 @@ impl Alerts {
         if let Some(history) = &self.history {
             history.condition_started(&alert);
         }
-        let hold = self.rules.hold(alert_code(&alert));
-        let phase = if hold.is_zero() {
-            self.fire(&alert, report.report_sent_at, report.now);
-            Phase::Firing
-        } else {
-            let when = report.at + hold;
-            due.insert((when, report.node.to_string(), fingerprint.to_string()));
-            tracing::debug!(fingerprint = %fingerprint, hold = ?hold, "alert pending");
-            self.record(&alert, AlertTransition::Pending, report.now);
-            Phase::Pending { due: when }
-        };
+        let phase = self.arm(report, due, fingerprint, &mut alert);
         Tracked {
             alert,
             report_sent_at: report.report_sent_at,
             phase,
         }
+    }
+
+    /// Where a condition starts (again, after maintenance): suppressed while its subject is in
+    /// maintenance, else pending until its code's `for` has passed, or firing at once.
+    fn arm(
+        &self,
+        report: &Evaluation<'_>,
+        due: &mut DueSet,
+        fingerprint: &str,
+        alert: &mut Alert,
+    ) -> Phase {
+        if !alert.suppressed_by.is_empty() {
+            alert.status = AlertStatus::Suppressed as i32;
+            self.publish(alert.clone(), report.report_sent_at);
+            return Phase::Suppressed;
+        }
+        alert.status = AlertStatus::Firing as i32;
+        let hold = self.rules.hold(alert_code(alert));
+        if hold.is_zero() {
+            self.fire(alert, report.report_sent_at, report.now);
+            Phase::Firing
+        } else {
+            let when = report.at + hold;
+            due.insert((when, report.node.to_string(), fingerprint.to_string()));
+            tracing::debug!(fingerprint = %fingerprint, hold = ?hold, "alert pending");
+            self.record(alert, AlertTransition::Pending, report.now);
+            Phase::Pending { due: when }
+        }
+    }
+
+    /// A condition whose subject went into or out of maintenance, or stays in it; true if
+    /// handled here. Going in, a firing alert resolves in the history and is resolved in
+    /// Alertmanager (the SUPPRESSED event); coming out, it starts again.
+    fn maintenance_change(
+        &self,
+        report: &Evaluation<'_>,
+        due: &mut DueSet,
+        fingerprint: &str,
+        tracked: &mut Tracked,
+        alert: &Alert,
+    ) -> bool {
+        let suppressed = !alert.suppressed_by.is_empty();
+        match (tracked.phase, suppressed) {
+            (Phase::Suppressed, false) => {
+                tracked.update(alert.clone(), report.report_sent_at);
+                tracked.phase = self.arm(report, due, fingerprint, &mut tracked.alert);
+            }
+            (Phase::Suppressed, true) => {
+                let changed = tracked.alert.suppressed_by != alert.suppressed_by;
+                tracked.update(alert.clone(), report.report_sent_at);
+                tracked.alert.status = AlertStatus::Suppressed as i32;
+                if changed {
+                    self.publish(tracked.alert.clone(), report.report_sent_at);
+                }
+            }
+            (phase, true) => {
+                if let Phase::Pending { due: when } = phase {
+                    due.remove(&(when, report.node.to_string(), fingerprint.to_string()));
+                } else {
+                    self.record(
+                        &resolved(tracked.alert.clone(), report.now),
+                        AlertTransition::Resolved,
+                        report.now,
+                    );
+                }
+                tracked.update(alert.clone(), report.report_sent_at);
+                tracked.phase = self.arm(report, due, fingerprint, &mut tracked.alert);
+            }
+            (_, false) => return false,
+        }
+        true
     }
 
     /// A condition already active: a pending one fires once due, a firing one whose severity
@@ -338,6 +431,9 @@ impl Alerts {
         tracked: &mut Tracked,
         alert: Alert,
     ) {
+        if self.maintenance_change(report, due, fingerprint, tracked, &alert) {
+            return;
+        }
         match tracked.phase {
             Phase::Pending { due: when } => {
                 // Still pending: keep the latest text and severity, and when it began.
@@ -355,6 +451,7 @@ impl Alerts {
                 self.record(&tracked.alert, AlertTransition::Firing, report.now);
                 self.publish(tracked.alert.clone(), report.report_sent_at);
             }
+            Phase::Suppressed => {}
             Phase::Firing => {
                 // Same alert, same severity: the message numbers may have moved. Keep the
                 // latest text for new watchers, but do not notify: that would be noise.
@@ -427,13 +524,22 @@ impl Alerts {
             device: String::new(),
             ..Alert::default()
         };
-        tracing::warn!(fingerprint = %alert.fingerprint, "alert firing");
-        self.record(&alert, AlertTransition::Firing, now);
+        let mut alert = alert;
+        alert.suppressed_by =
+            suppression(&self.maintenance.of_node(node), &alert).unwrap_or_default();
+        let phase = if alert.suppressed_by.is_empty() {
+            tracing::warn!(fingerprint = %alert.fingerprint, "alert firing");
+            self.record(&alert, AlertTransition::Firing, now);
+            Phase::Firing
+        } else {
+            alert.status = AlertStatus::Suppressed as i32;
+            Phase::Suppressed
+        };
         self.publish(alert.clone(), None);
         alerts.stale = Some(Tracked {
             alert,
             report_sent_at: None,
-            phase: Phase::Firing,
+            phase,
         });
     }
 
@@ -459,6 +565,7 @@ impl Alerts {
         let Some(alerts) = nodes.remove(node) else {
             return;
         };
+        self.maintenance.forget(node);
         let message = format!(
             "node {node} forgotten after {} without reports (forget_after {})",
             humantime::format_duration(Duration::from_secs(silent_for.as_secs())),
@@ -490,6 +597,7 @@ impl Alerts {
                     self.publish(alert, None);
                     resolved_count += 1;
                 }
+                Phase::Suppressed => self.publish(resolved(alert, now), None),
             }
         }
         if resolved_count > 0 {
@@ -501,8 +609,8 @@ impl Alerts {
         }
     }
 
-    /// Every alert firing now (sorted by node, then fingerprint), and a receiver for every
-    /// event after that moment. Pending alerts are not included: they have not fired.
+    /// Every alert firing or suppressed now (sorted by node, then fingerprint), and a receiver
+    /// for every event after that moment. Pending alerts are not included: they have not fired.
     pub fn watch(&self) -> (Vec<AlertEvent>, broadcast::Receiver<AlertEvent>) {
         // Subscribe under the lock: events are sent under it too, so nothing falls in between.
         let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
@@ -511,9 +619,9 @@ impl Alerts {
             .nodes
             .values()
             .flat_map(|alerts| alerts.stale.iter().chain(alerts.conditions.values()))
-            .filter(|tracked| tracked.phase == Phase::Firing)
+            .filter(|tracked| matches!(tracked.phase, Phase::Firing | Phase::Suppressed))
             .map(|tracked| AlertEvent {
-                alert: Some(tracked.alert.clone()),
+                alert: Some(self.with_silences(tracked.alert.clone())),
                 report_sent_at: tracked.report_sent_at,
             })
             .collect();
@@ -532,10 +640,18 @@ impl Alerts {
         }
     }
 
+    /// The alert with the ids of the silences that match it.
+    fn with_silences(&self, mut alert: Alert) -> Alert {
+        if let Some(silences) = self.silences.get() {
+            alert.silenced_by = silences.silencing(&alert);
+        }
+        alert
+    }
+
     fn publish(&self, alert: Alert, report_sent_at: Option<Timestamp>) {
         // An error only means nobody is watching right now.
         let _ = self.events.send(AlertEvent {
-            alert: Some(alert),
+            alert: Some(self.with_silences(alert)),
             report_sent_at,
         });
     }

@@ -19,6 +19,7 @@
 mod alert_names;
 mod alertmanager;
 mod alerts;
+mod audit;
 mod authz;
 mod config;
 #[cfg(test)]
@@ -27,9 +28,11 @@ mod fleet;
 mod history;
 mod leases;
 mod metrics;
+mod operator;
 mod server;
 mod service;
 mod shutdown;
+mod silences;
 mod sweeper;
 
 use std::io::IsTerminal as _;

@@ -4,6 +4,10 @@
 //! fails the start with a clear error), then report READY; on shutdown, flip the gRPC health
 //! status to NOT_SERVING, end every stream, stop accepting, and give open connections a bounded
 //! time to close so a stuck peer cannot hold up a restart.
+//!
+//! With `socket` set, the same services are also served on a Unix socket without TLS, where
+//! callers are known by their peer credentials (the operator role, `operator.rs`); the socket
+//! is bound before READY too, and removed at shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,8 +18,9 @@ use anyhow::Context as _;
 use health_daemon::systemd;
 use health_daemon::tls::PemFile;
 use health_proto::v1::collector_server::CollectorServer;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
@@ -24,13 +29,17 @@ use tonic_reflection::server::{v1, v1alpha};
 
 use crate::alertmanager::PushStats;
 use crate::alerts::{Alerts, PendingRules};
+use crate::audit::AuditLog;
 use crate::authz::AgentGate;
 use crate::config::{Config, TlsConfig};
 use crate::fleet::{Fleet, Limits};
 use crate::history::History;
 use crate::leases::Leases;
+use crate::operator::{OperatorPolicy, Operators};
 use crate::service::CollectorService;
-use crate::{alertmanager, shutdown, sweeper};
+use crate::silences::client::SilenceClient;
+use crate::silences::Silences;
+use crate::{alertmanager, shutdown, silences, sweeper};
 
 /// How long open connections get to close after the streams have been ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,18 +74,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         history.as_ref().map(History::sink),
     ));
     let leases = Arc::new(Leases::new(config.leases.clone()));
+    let operator_policy = Arc::new(OperatorPolicy::resolve(&config.auth)?);
+    let audit = config.audit_log.as_deref().map(AuditLog::open);
+    if let Some(log) = &audit {
+        tracing::info!(path = %log.path().display(), seq = ?log.head().map(|h| h.0), "collector audit log open");
+    }
+    let silence_client = (!config.alerts.alertmanager.is_empty())
+        .then(|| SilenceClient::new(&config.alerts.alertmanager, config.alerts.push_timeout));
+    let silences = Silences::new(silence_client, alerts.maintenance());
+    alerts.show_silences(Arc::clone(&silences));
     let mut collector = CollectorService::new(
         Arc::clone(&fleet),
         Arc::clone(&alerts),
         Arc::clone(&leases),
         shutdown.clone(),
-    );
+    )
+    .with_operators(Operators::new(audit.clone()), Arc::clone(&silences));
     if let Some(history) = &history {
         collector = collector.with_history(history.reader());
     }
     // Before binding: an unreadable or unusable certificate fails the start, naming the key.
     let builder = server_builder(&config.tls)?;
     let push = alertmanager::spawn(&config.alerts, Arc::clone(&alerts), shutdown.clone());
+    let reconciler = silences::spawn_reconciler(Arc::clone(&silences), audit, shutdown.clone());
+    let unix = match &config.socket {
+        Some(path) => Some(bind_socket(path, config.auth.socket_group.as_deref()).await?),
+        None => None,
+    };
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -93,6 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             alerts: Arc::clone(&alerts),
             leases: Arc::clone(&leases),
             rpc: Arc::clone(&rpc),
+            silences: Arc::clone(&silences),
         };
         serve_metrics(addr, metrics, shutdown.clone()).await?;
     }
@@ -111,6 +136,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    let gate = AgentGate::new(
+        CollectorServer::new(collector).max_decoding_message_size(config.max_message_bytes),
+        &config.auth.agent_subjects,
+    )
+    .with_operators(operator_policy);
+    let unix_server = unix.map(|(listener, path)| {
+        let served = Server::builder()
+            .layer(rpc.layer())
+            .add_service(health_service.clone())
+            .add_service(reflection.clone())
+            .add_service(reflection_alpha.clone())
+            .add_service(gate.clone())
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener),
+                shutdown.clone().cancelled_owned(),
+            );
+        (tokio::spawn(served), path)
+    });
     let server = builder
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -118,10 +161,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(AgentGate::new(
-            CollectorServer::new(collector).max_decoding_message_size(config.max_message_bytes),
-            &config.auth.agent_subjects,
-        ))
+        .add_service(gate)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);
 
@@ -155,6 +195,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The server can also stop by itself (a fatal transport error): stop the rest with it.
     shutdown.cancel();
     signals.abort();
+    if let Some((task, path)) = unix_server {
+        if let Ok(Err(error)) = tokio::time::timeout(DRAIN_TIMEOUT, task)
+            .await
+            .map(|r| r.unwrap_or(Ok(())))
+        {
+            tracing::warn!(%error, "Unix socket server failed");
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    if let Some(task) = reconciler {
+        let _ = task.await;
+    }
     stop_background(sweeper, push, history).await;
     served.context("gRPC server failed")?;
     tracing::info!("health-collector stopped");
@@ -187,6 +239,42 @@ async fn stop_background(
             tracing::warn!(%error, "history writer did not stop cleanly");
         }
     }
+}
+
+/// Binds `socket` (mode 0660, `auth.socket_group`): a socket a live collector answers on is
+/// not taken over, a stale one (left by a crash) is replaced, and anything else at the path
+/// is never removed.
+async fn bind_socket(
+    path: &std::path::Path,
+    group: Option<&str>,
+) -> anyhow::Result<(UnixListener, std::path::PathBuf)> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            anyhow::bail!(
+                "socket: {} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!(
+                "socket: {}: another collector is already serving on this socket",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("socket: removing stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("socket: cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("socket: setting mode 660 on {}", path.display()))?;
+    if let Some(group) = group {
+        let gid = crate::operator::resolve_group("auth.socket_group", group)?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("auth.socket_group: chown {} to gid {gid}", path.display()))?;
+    }
+    Ok((listener, path.to_path_buf()))
 }
 
 /// The gRPC server, serving mutual TLS when `[tls]` is set (the config has already checked

@@ -272,7 +272,7 @@ pub(super) fn quoted(s: &str) -> String {
 }
 
 /// Describes a TOML value by its type and, for scalars, its value: `integer 10`, `a table`.
-pub(super) struct Found<'a>(&'a toml::Value);
+pub(super) struct Found<'a>(pub(super) &'a toml::Value);
 
 impl fmt::Display for Found<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
