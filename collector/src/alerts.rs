@@ -33,11 +33,8 @@
 //! insert into the due set per new pending alert; the sweep's promotion only looks at the due
 //! set's head.
 //!
-//! Maintenance (`crate::silences::maintenance`): a condition whose subject is a device in
-//! maintenance, or any condition (NODE_STALE included) of a node in maintenance, is SUPPRESSED
-//! instead of pending or firing: shown to watchers with `suppressed_by`, never pushed as
-//! firing (a firing alert that becomes suppressed is resolved in Alertmanager). When the
-//! window ends, a condition still there starts pending/firing as if new.
+//! An alert whose subject is in maintenance (`crate::silences::maintenance`) is SUPPRESSED:
+//! shown to watchers, never pushed as firing; after the window it starts again as if new.
 //!
 //! Events are sent on a broadcast channel while the lock is held, so every watcher sees them
 //! in the order the active set changed. Like the fleet module, this one reads the agents'
@@ -378,9 +375,8 @@ impl Alerts {
         }
     }
 
-    /// A condition whose subject went into or out of maintenance, or stays in it; true if
-    /// handled here. Going in, a firing alert resolves in the history and is resolved in
-    /// Alertmanager (the SUPPRESSED event); coming out, it starts again.
+    /// A condition going into, staying in or coming out of maintenance; true if handled here.
+    /// Going in, a firing alert resolves (in Alertmanager through the SUPPRESSED event).
     fn maintenance_change(
         &self,
         report: &Evaluation<'_>,
@@ -407,11 +403,8 @@ impl Alerts {
                 if let Phase::Pending { due: when } = phase {
                     due.remove(&(when, report.node.to_string(), fingerprint.to_string()));
                 } else {
-                    self.record(
-                        &resolved(tracked.alert.clone(), report.now),
-                        AlertTransition::Resolved,
-                        report.now,
-                    );
+                    let gone = resolved(tracked.alert.clone(), report.now);
+                    self.record(&gone, AlertTransition::Resolved, report.now);
                 }
                 tracked.update(alert.clone(), report.report_sent_at);
                 tracked.phase = self.arm(report, due, fingerprint, &mut tracked.alert);
@@ -504,7 +497,7 @@ impl Alerts {
         }
         alerts.generation = generation;
         let code = ConditionCode::NodeStale;
-        let alert = Alert {
+        let mut alert = Alert {
             fingerprint: fingerprint(node, NODE_SUBJECT, code.as_str_name()),
             name: code.as_str_name().to_string(),
             node: node.to_string(),
@@ -524,7 +517,6 @@ impl Alerts {
             device: String::new(),
             ..Alert::default()
         };
-        let mut alert = alert;
         alert.suppressed_by =
             suppression(&self.maintenance.of_node(node), &alert).unwrap_or_default();
         let phase = if alert.suppressed_by.is_empty() {
@@ -638,6 +630,15 @@ impl Alerts {
         if let Some(history) = &self.history {
             history.alert(alert, transition, now);
         }
+    }
+
+    fn resolve_in_history(&self, alert: &Alert, now: SystemTime) -> bool {
+        self.record(
+            &resolved(alert.clone(), now),
+            AlertTransition::Resolved,
+            now,
+        );
+        true
     }
 
     /// The alert with the ids of the silences that match it.
@@ -783,28 +784,27 @@ fn fingerprint(node: &str, subject: &str, name: &str) -> String {
     format!("{node}/{subject}/{name}")
 }
 
-/// Used only by the tests, to look at the active set without a watcher.
-#[cfg(test)]
-impl Alerts {
-    fn active_fingerprints(&self) -> Vec<String> {
-        self.watch()
-            .0
-            .into_iter()
-            .filter_map(|event| event.alert.map(|alert| alert.fingerprint))
-            .collect()
-    }
-
-    /// Nodes this module holds state for, alerting or not.
-    fn tracked_nodes(&self) -> Vec<String> {
-        let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
-        book.nodes.keys().cloned().collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use health_proto::v1::{Device, DeviceIdentity, HostHealth};
+
+    /// Used only by the tests, to look at the active set without a watcher.
+    impl Alerts {
+        fn active_fingerprints(&self) -> Vec<String> {
+            self.watch()
+                .0
+                .into_iter()
+                .filter_map(|event| event.alert.map(|alert| alert.fingerprint))
+                .collect()
+        }
+
+        /// Nodes this module holds state for, alerting or not.
+        fn tracked_nodes(&self) -> Vec<String> {
+            let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            book.nodes.keys().cloned().collect()
+        }
+    }
 
     fn condition(code: ConditionCode, severity: Severity, message: &str) -> Condition {
         Condition {
@@ -1250,5 +1250,108 @@ mod tests {
             .map(|event| alert_of(event).alertname.clone())
             .collect();
         assert_eq!(fired, vec!["ResetFailed"]);
+    }
+
+    /// `snapshot` with loihi-0 (or the whole node) in maintenance for an hour.
+    fn in_maintenance(mut snapshot: NodeSnapshot, whole_node: bool) -> NodeSnapshot {
+        let window = health_proto::v1::Maintenance {
+            until: Some((SystemTime::now() + Duration::from_secs(3600)).into()),
+            reason: "fan swap".into(),
+            by: "uid 0".into(),
+            ..Default::default()
+        };
+        if whole_node {
+            snapshot.maintenance = Some(window);
+        } else {
+            snapshot.devices[0].maintenance = Some(window);
+        }
+        snapshot
+    }
+
+    #[test]
+    fn a_firing_alert_in_maintenance_is_suppressed_and_fires_again_after_it() {
+        let alerts = Alerts::new(64);
+        let (_, mut rx) = alerts.watch();
+        let hot = || {
+            snapshot(
+                vec![condition(
+                    ConditionCode::ThermalCritical,
+                    Severity::Critical,
+                    "99 C",
+                )],
+                vec![],
+            )
+        };
+        report(&alerts, "n1", 1, &hot(), None);
+        assert_eq!(
+            alert_of(&drain(&mut rx)[0]).status,
+            AlertStatus::Firing as i32
+        );
+
+        report(&alerts, "n1", 2, &in_maintenance(hot(), false), None);
+        let events = drain(&mut rx);
+        assert_eq!(events.len(), 1, "{events:?}");
+        let a = alert_of(&events[0]);
+        assert_eq!(a.status, AlertStatus::Suppressed as i32);
+        assert!(
+            a.suppressed_by.starts_with("loihi-0 in maintenance until "),
+            "{}",
+            a.suppressed_by
+        );
+        assert!(
+            a.suppressed_by.ends_with(": fan swap (by uid 0)"),
+            "{}",
+            a.suppressed_by
+        );
+        // Shown to new watchers as SUPPRESSED; the same window again is no news.
+        let (shown, _) = alerts.watch();
+        assert_eq!(alert_of(&shown[0]).status, AlertStatus::Suppressed as i32);
+        report(&alerts, "n1", 3, &in_maintenance(hot(), false), None);
+        assert!(drain(&mut rx).is_empty());
+        assert_eq!(alerts.maintenance().all().len(), 1);
+
+        report(&alerts, "n1", 4, &hot(), None);
+        let events = drain(&mut rx);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(alert_of(&events[0]).status, AlertStatus::Firing as i32);
+        assert!(alert_of(&events[0]).suppressed_by.is_empty());
+        assert!(alerts.maintenance().all().is_empty());
+    }
+
+    #[test]
+    fn a_node_in_maintenance_suppresses_host_alerts_and_node_stale() {
+        let alerts = Alerts::new(64);
+        let (_, mut rx) = alerts.watch();
+        let disk = condition(ConditionCode::DiskFull, Severity::Critical, "99 %");
+        report(
+            &alerts,
+            "n1",
+            1,
+            &in_maintenance(snapshot(vec![], vec![disk]), true),
+            None,
+        );
+        let events = drain(&mut rx);
+        assert_eq!(alert_of(&events[0]).status, AlertStatus::Suppressed as i32);
+        assert!(alert_of(&events[0])
+            .suppressed_by
+            .starts_with("n1 in maintenance"));
+        went_stale(&alerts, "n1", 1, 30, 10);
+        let events = drain(&mut rx);
+        let stale = alert_of(&events[0]);
+        assert_eq!(stale.name, "NODE_STALE");
+        assert_eq!(stale.status, AlertStatus::Suppressed as i32);
+        // A device window leaves the host's alerts alone.
+        let disk = condition(ConditionCode::DiskFull, Severity::Critical, "99 %");
+        report(
+            &alerts,
+            "n2",
+            2,
+            &in_maintenance(snapshot(vec![], vec![disk]), false),
+            None,
+        );
+        assert_eq!(
+            alert_of(&drain(&mut rx)[0]).status,
+            AlertStatus::Firing as i32
+        );
     }
 }
