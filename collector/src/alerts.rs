@@ -632,15 +632,6 @@ impl Alerts {
         }
     }
 
-    fn resolve_in_history(&self, alert: &Alert, now: SystemTime) -> bool {
-        self.record(
-            &resolved(alert.clone(), now),
-            AlertTransition::Resolved,
-            now,
-        );
-        true
-    }
-
     /// The alert with the ids of the silences that match it.
     fn with_silences(&self, mut alert: Alert) -> Alert {
         if let Some(silences) = self.silences.get() {
