@@ -397,3 +397,59 @@ async fn maintenance_suppresses_the_alert_and_holds_a_silence_once_alertmanager_
     let verified = ctl(&["audit", "--verify", "--file", audit.to_str().unwrap()]);
     assert!(verified.status.success(), "{}", output_text(&verified));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_alert_whose_device_goes_into_maintenance_is_resolved_in_alertmanager() {
+    let am = Alertmanager::start_on(&format!("127.0.0.1:{}", free_port()));
+    let collector = Collector::start(&format!(
+        "[alerts]\nalertmanager = [\"http://{}\"]\nresend_interval = \"2s\"\n",
+        am.addr
+    ));
+    let mut client = collector.client().await;
+    let (reports, outbound) = tokio::sync::mpsc::channel(8);
+    let mut acks = client
+        .report(ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    let in_am = |am: &Alertmanager| {
+        am.get("/api/v2/alerts")
+            .into_iter()
+            .find(|a| a["labels"]["node"] == "n1" && a["labels"]["code"] == "THERMAL_CRITICAL")
+    };
+    reports.send(report(1, None)).await.unwrap();
+    acks.message().await.unwrap().unwrap();
+    wait_for("the alert firing in Alertmanager", LIMIT, || in_am(&am));
+
+    reports
+        .send(report(
+            2,
+            Some(SystemTime::now() + Duration::from_secs(600)),
+        ))
+        .await
+        .unwrap();
+    acks.message().await.unwrap().unwrap();
+    // Resolved there: Alertmanager stops listing it once its endsAt has passed.
+    wait_until("the alert to leave Alertmanager", LIMIT, || {
+        in_am(&am).is_none()
+    });
+    let shown = ctl(&[
+        "--collector",
+        &collector.addr,
+        "--json",
+        "alerts",
+        "--count",
+        "1",
+    ]);
+    assert!(shown.status.success(), "{}", output_text(&shown));
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["status"], "SUPPRESSED", "{shown}");
+    assert!(shown["silenced_by"].as_array().is_some(), "{shown}");
+    let text = ctl(&["--collector", &collector.addr, "alerts", "--count", "1"]);
+    assert!(
+        output_text(&text).contains("SUPPRESSED")
+            && output_text(&text).contains("[suppressed: loihi-0 in maintenance"),
+        "{}",
+        output_text(&text)
+    );
+}
