@@ -349,6 +349,37 @@ async fn end_health_watches(mut health: HealthReporter) {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_socket_replaces_a_stale_one_and_never_a_live_one_or_a_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("collector.sock");
+        let (live, _) = bind_socket(&path, None).await.expect("bind");
+        let mode = std::fs::metadata(&path)
+            .expect("socket")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o660);
+        let e = bind_socket(&path, None)
+            .await
+            .err()
+            .expect("a live socket is kept");
+        assert!(format!("{e:#}").contains("already serving"), "{e:#}");
+        drop(live);
+        bind_socket(&path, None)
+            .await
+            .expect("a stale socket is replaced");
+
+        let file = dir.path().join("not-a-socket");
+        std::fs::write(&file, "data").expect("write");
+        let e = bind_socket(&file, None)
+            .await
+            .err()
+            .expect("a file is never replaced");
+        assert!(format!("{e:#}").contains("is not a socket"), "{e:#}");
+        assert_eq!(std::fs::read_to_string(&file).expect("still there"), "data");
+    }
+
     #[test]
     fn no_cert_means_plain_tcp() {
         assert!(server_builder(&TlsConfig::default()).is_ok());

@@ -133,12 +133,13 @@ fn an_operators_silence_reaches_alertmanager_and_a_plain_tcp_caller_is_denied_an
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("collector.sock");
     let audit = dir.path().join("audit.jsonl");
-    let collector = Collector::start(&format!(
+    let config = format!(
         "socket = \"{}\"\naudit_log = \"{}\"\n[alerts]\nalertmanager = [\"http://{}\"]\n",
         socket.display(),
         audit.display(),
         am.addr
-    ));
+    );
+    let collector = Collector::start(&config);
     let unix = format!("unix://{}", socket.display());
     wait_until("the collector's socket", LIMIT, || socket.exists());
 
@@ -195,6 +196,21 @@ fn an_operators_silence_reaches_alertmanager_and_a_plain_tcp_caller_is_denied_an
             .any(|s| s["id"] == id.as_str()),
         "{listed}"
     );
+
+    // A restarted collector (killed: its stale socket is replaced) adopts the silence from
+    // Alertmanager and can still expire it.
+    drop(collector);
+    let collector = Collector::start(&config);
+    let listed = wait_for("the silence adopted after a restart", LIMIT, || {
+        let out = ctl(&["--collector", &unix, "--json", "silences"]);
+        let listed: Value = serde_json::from_slice(&out.stdout).ok()?;
+        listed
+            .as_array()?
+            .iter()
+            .find(|s| s["id"] == id.as_str())
+            .cloned()
+    });
+    assert_eq!(listed["comment"], "replacing the fan");
 
     // Plain TCP: a reader at most.
     let denied = ctl(&["--collector", &collector.addr, "unsilence", &id]);

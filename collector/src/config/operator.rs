@@ -124,3 +124,76 @@ pub(in crate::config) fn check(file: &Path, config: &Config) -> Result<(), Confi
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<super::Config, String> {
+        super::super::parse(Path::new("collector.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_operator_keys_are_read() {
+        let config = parse(
+            "socket = \"/run/hc/collector.sock\"\naudit_log = \"/var/lib/hc/audit.jsonl\"\n\
+             [auth]\noperator_uids = [1000, 1001]\noperator_groups = [\"hw-oncall\"]\n\
+             socket_group = \"health-collector\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.socket.as_deref(),
+            Some(Path::new("/run/hc/collector.sock"))
+        );
+        assert_eq!(
+            config.audit_log.as_deref(),
+            Some(Path::new("/var/lib/hc/audit.jsonl"))
+        );
+        assert_eq!(config.auth.operator_uids, [1000, 1001]);
+        assert_eq!(config.auth.operator_groups, ["hw-oncall"]);
+        assert_eq!(
+            config.auth.socket_group.as_deref(),
+            Some("health-collector")
+        );
+        let defaults = parse("").unwrap();
+        assert_eq!((defaults.socket, defaults.audit_log), (None, None));
+    }
+
+    #[test]
+    fn bad_operator_keys_are_named() {
+        assert_eq!(
+            parse("socket = \"collector.sock\"\n").unwrap_err(),
+            "collector.toml: socket: expected an absolute path such as \
+             \"/run/health-collector/collector.sock\", found string \"collector.sock\""
+        );
+        assert!(parse("audit_log = 3\n")
+            .unwrap_err()
+            .starts_with("collector.toml: audit_log: expected an absolute path"));
+        assert_eq!(
+            parse("socket = \"/s\"\n[auth]\noperator_uids = [-1]\n").unwrap_err(),
+            "collector.toml: auth.operator_uids: expected an array of numeric user ids such as \
+             [1000], found -1"
+        );
+        assert!(
+            parse("socket = \"/s\"\n[auth]\noperator_groups = [\"a b\"]\n")
+                .unwrap_err()
+                .starts_with(
+                    "collector.toml: auth.operator_groups: expected an array of group names"
+                )
+        );
+        assert_eq!(
+            parse("[auth]\noperator_subjects = [\"alice\"]\n").unwrap_err(),
+            "collector.toml: auth.operator_subjects: expected [tls] cert, key and client_ca too: \
+             certificate subjects exist only over TLS"
+        );
+        assert_eq!(
+            parse("[auth]\noperator_uids = [1000]\n").unwrap_err(),
+            "collector.toml: auth.operator_uids: expected `socket` to be set too: Unix \
+             credentials exist only on the socket"
+        );
+        assert_eq!(
+            parse("[auth]\nsocket_group = \"g\"\n").unwrap_err(),
+            "collector.toml: auth.socket_group: expected `socket` to be set too"
+        );
+    }
+}
