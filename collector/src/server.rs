@@ -362,8 +362,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o660);
         let e = bind_socket(&path, None)
             .await
-            .err()
-            .expect("a live socket is kept");
+            .expect_err("a live socket is kept");
         assert!(format!("{e:#}").contains("already serving"), "{e:#}");
         drop(live);
         bind_socket(&path, None)
@@ -374,8 +373,7 @@ mod tests {
         std::fs::write(&file, "data").expect("write");
         let e = bind_socket(&file, None)
             .await
-            .err()
-            .expect("a file is never replaced");
+            .expect_err("a file is never replaced");
         assert!(format!("{e:#}").contains("is not a socket"), "{e:#}");
         assert_eq!(std::fs::read_to_string(&file).expect("still there"), "data");
     }
