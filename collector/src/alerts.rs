@@ -281,7 +281,9 @@ impl Alerts {
         if let Some(stale) = alerts.stale.take() {
             tracing::info!(node, "node reporting again: NODE_STALE resolved");
             let alert = resolved(stale.alert, now);
-            self.record(&alert, AlertTransition::Resolved, now);
+            if stale.phase == Phase::Firing {
+                self.record(&alert, AlertTransition::Resolved, now);
+            }
             self.publish(alert, report_sent_at);
         }
     }

@@ -265,7 +265,9 @@ impl Silences {
         held.audit_hash = appended.hash;
         tracing::info!(target: "audit", id = held.id(), by = %operator.caller.identity, "silence created");
         let silence = held.to_proto(None, now);
-        self.book().operator.push(held);
+        let mut book = self.book();
+        book.operator.push(held);
+        prune_expired(&mut book.operator);
         Ok(silence)
     }
 
@@ -445,12 +447,15 @@ fn window_key(matchers: &[AmMatcher]) -> Option<WindowKey> {
     })
 }
 
+/// Forgets the oldest ended silences beyond [`EXPIRED_KEPT`] (expired, or past their end).
 fn prune_expired(operator: &mut Vec<Held>) {
-    let expired = operator.iter().filter(|h| h.expired).count();
+    let now = SystemTime::now();
+    let ended = |h: &Held| h.expired || h.ends_at <= now;
+    let expired = operator.iter().filter(|h| ended(h)).count();
     if expired > EXPIRED_KEPT {
         let mut drop = expired - EXPIRED_KEPT;
         operator.retain(|h| {
-            if h.expired && drop > 0 {
+            if ended(h) && drop > 0 {
                 drop -= 1;
                 false
             } else {
