@@ -34,6 +34,7 @@ mod service;
 mod shutdown;
 mod silences;
 mod sweeper;
+mod unix_socket;
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;

@@ -18,9 +18,8 @@ use anyhow::Context as _;
 use health_daemon::systemd;
 use health_daemon::tls::PemFile;
 use health_proto::v1::collector_server::CollectorServer;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
@@ -39,7 +38,7 @@ use crate::operator::{OperatorPolicy, Operators};
 use crate::service::CollectorService;
 use crate::silences::client::SilenceClient;
 use crate::silences::Silences;
-use crate::{alertmanager, shutdown, silences, sweeper};
+use crate::{alertmanager, shutdown, silences, sweeper, unix_socket};
 
 /// How long open connections get to close after the streams have been ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,15 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         history.as_ref().map(History::sink),
     ));
     let leases = Arc::new(Leases::new(config.leases.clone()));
-    let operator_policy = Arc::new(OperatorPolicy::resolve(&config.auth)?);
-    let audit = config.audit_log.as_deref().map(AuditLog::open);
-    if let Some(log) = &audit {
-        tracing::info!(path = %log.path().display(), seq = ?log.head().map(|h| h.0), "collector audit log open");
-    }
-    let silence_client = (!config.alerts.alertmanager.is_empty())
-        .then(|| SilenceClient::new(&config.alerts.alertmanager, config.alerts.push_timeout));
-    let silences = Silences::new(silence_client, alerts.maintenance());
-    alerts.show_silences(Arc::clone(&silences));
+    let (operator_policy, audit, silences) = operator_parts(&config, &alerts)?;
     let mut collector = CollectorService::new(
         Arc::clone(&fleet),
         Arc::clone(&alerts),
@@ -97,18 +88,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let builder = server_builder(&config.tls)?;
     let push = alertmanager::spawn(&config.alerts, Arc::clone(&alerts), shutdown.clone());
     let reconciler = silences::spawn_reconciler(Arc::clone(&silences), audit, shutdown.clone());
-    let unix = match &config.socket {
-        Some(path) => Some(bind_socket(path, config.auth.socket_group.as_deref()).await?),
-        None => None,
-    };
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let local: SocketAddr = listener
-        .local_addr()
-        .context("cannot read the bound listen address")?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (incoming, local) = bind_tcp(config.listen).await?;
     let rpc = health_metrics::rpc::RpcStats::new();
     // Bound before READY too, so a taken metrics port fails the start, naming the address.
     if let Some(addr) = config.metrics_listen {
@@ -141,19 +122,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.auth.agent_subjects,
     )
     .with_operators(operator_policy);
-    let unix_server = unix.map(|(listener, path)| {
-        let served = Server::builder()
-            .layer(rpc.layer())
-            .add_service(health_service.clone())
-            .add_service(reflection.clone())
-            .add_service(reflection_alpha.clone())
-            .add_service(gate.clone())
-            .serve_with_incoming_shutdown(
-                UnixListenerStream::new(listener),
-                shutdown.clone().cancelled_owned(),
-            );
-        (tokio::spawn(served), path)
-    });
+    // Bound before READY too: a live socket at the path fails the start.
+    let unix_server = match &config.socket {
+        Some(path) => Some(unix_socket::start(path, &config, gate.clone(), &rpc, &shutdown).await?),
+        None => None,
+    };
     let server = builder
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -165,18 +138,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);
 
-    tracing::info!(
-        listen = %local,
-        metrics_listen = ?config.metrics_listen,
-        stale_after = %humantime::format_duration(config.stale_after),
-        sweep_interval = %humantime::format_duration(config.sweep_interval),
-        forget_after = %humantime::format_duration(config.forget_after),
-        max_nodes = config.max_nodes,
-        lease_max_concurrent = config.leases.max_concurrent,
-        lease_max_fraction = config.leases.max_fraction.get(),
-        tls = config.tls.cert.is_some(),
-        "health-collector serving"
-    );
+    log_serving(&config, local);
     systemd::ready();
 
     let served = tokio::select! {
@@ -195,19 +157,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The server can also stop by itself (a fatal transport error): stop the rest with it.
     shutdown.cancel();
     signals.abort();
-    if let Some((task, path)) = unix_server {
-        if let Ok(Err(error)) = tokio::time::timeout(DRAIN_TIMEOUT, task)
-            .await
-            .map(|r| r.unwrap_or(Ok(())))
-        {
-            tracing::warn!(%error, "Unix socket server failed");
-        }
-        let _ = std::fs::remove_file(&path);
-    }
-    if let Some(task) = reconciler {
-        let _ = task.await;
-    }
-    stop_background(sweeper, push, history).await;
+    stop_background(
+        sweeper,
+        push,
+        history,
+        unix_server.into_iter().chain(reconciler),
+    )
+    .await;
     served.context("gRPC server failed")?;
     tracing::info!("health-collector stopped");
     Ok(())
@@ -219,9 +175,14 @@ async fn stop_background(
     sweeper: JoinHandle<()>,
     push: Option<(Vec<JoinHandle<()>>, Arc<PushStats>)>,
     history: Option<History>,
+    others: impl Iterator<Item = JoinHandle<()>>,
 ) {
     if let Err(error) = sweeper.await {
         tracing::warn!(%error, "sweeper task ended abnormally");
+    }
+    for task in others {
+        // The Unix socket's server drains its connections like the TCP one, bounded alike.
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, task).await;
     }
     if let Some((tasks, stats)) = push {
         for task in tasks {
@@ -241,40 +202,47 @@ async fn stop_background(
     }
 }
 
-/// Binds `socket` (mode 0660, `auth.socket_group`): a socket a live collector answers on is
-/// not taken over, a stale one (left by a crash) is replaced, and anything else at the path
-/// is never removed.
-async fn bind_socket(
-    path: &std::path::Path,
-    group: Option<&str>,
-) -> anyhow::Result<(UnixListener, std::path::PathBuf)> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            anyhow::bail!(
-                "socket: {} exists and is not a socket; refusing to replace it",
-                path.display()
-            );
-        }
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            anyhow::bail!(
-                "socket: {}: another collector is already serving on this socket",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("socket: removing stale socket {}", path.display()))?;
+fn log_serving(config: &Config, local: SocketAddr) {
+    tracing::info!(
+        listen = %local,
+        socket = ?config.socket,
+        metrics_listen = ?config.metrics_listen,
+        stale_after = %humantime::format_duration(config.stale_after),
+        sweep_interval = %humantime::format_duration(config.sweep_interval),
+        forget_after = %humantime::format_duration(config.forget_after),
+        max_nodes = config.max_nodes,
+        lease_max_concurrent = config.leases.max_concurrent,
+        lease_max_fraction = config.leases.max_fraction.get(),
+        tls = config.tls.cert.is_some(),
+        "health-collector serving"
+    );
+}
+
+async fn bind_tcp(listen: SocketAddr) -> anyhow::Result<(TcpIncoming, SocketAddr)> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local: SocketAddr = listener
+        .local_addr()
+        .context("cannot read the bound listen address")?;
+    Ok((TcpIncoming::from(listener).with_nodelay(Some(true)), local))
+}
+
+/// The operator role's parts: who is an operator, the audit log, and the silences (which the
+/// alert book names in `silenced_by`).
+type OperatorParts = (Arc<OperatorPolicy>, Option<Arc<AuditLog>>, Arc<Silences>);
+
+fn operator_parts(config: &Config, alerts: &Alerts) -> anyhow::Result<OperatorParts> {
+    let policy = Arc::new(OperatorPolicy::resolve(&config.auth)?);
+    let audit = config.audit_log.as_deref().map(AuditLog::open);
+    if let Some(log) = &audit {
+        tracing::info!(path = %log.path().display(), seq = ?log.head().map(|h| h.0), "collector audit log open");
     }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("socket: cannot bind {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("socket: setting mode 660 on {}", path.display()))?;
-    if let Some(group) = group {
-        let gid = crate::operator::resolve_group("auth.socket_group", group)?;
-        std::os::unix::fs::chown(path, None, Some(gid))
-            .with_context(|| format!("auth.socket_group: chown {} to gid {gid}", path.display()))?;
-    }
-    Ok((listener, path.to_path_buf()))
+    let client = (!config.alerts.alertmanager.is_empty())
+        .then(|| SilenceClient::new(&config.alerts.alertmanager, config.alerts.push_timeout));
+    let silences = Silences::new(client, alerts.maintenance());
+    alerts.show_silences(Arc::clone(&silences));
+    Ok((policy, audit, silences))
 }
 
 /// The gRPC server, serving mutual TLS when `[tls]` is set (the config has already checked
@@ -312,7 +280,7 @@ async fn serve_metrics(
 }
 
 /// Reflection v1 for grpcurl and current clients, v1alpha for older ones (grpcio-reflection).
-fn reflection_services() -> anyhow::Result<(
+pub(crate) fn reflection_services() -> anyhow::Result<(
     v1::ServerReflectionServer<impl v1::ServerReflection>,
     v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>,
 )> {
@@ -348,35 +316,6 @@ async fn end_health_watches(mut health: HealthReporter) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn the_socket_replaces_a_stale_one_and_never_a_live_one_or_a_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("collector.sock");
-        let (live, _) = bind_socket(&path, None).await.expect("bind");
-        let mode = std::fs::metadata(&path)
-            .expect("socket")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o660);
-        let e = bind_socket(&path, None)
-            .await
-            .expect_err("a live socket is kept");
-        assert!(format!("{e:#}").contains("already serving"), "{e:#}");
-        drop(live);
-        bind_socket(&path, None)
-            .await
-            .expect("a stale socket is replaced");
-
-        let file = dir.path().join("not-a-socket");
-        std::fs::write(&file, "data").expect("write");
-        let e = bind_socket(&file, None)
-            .await
-            .expect_err("a file is never replaced");
-        assert!(format!("{e:#}").contains("is not a socket"), "{e:#}");
-        assert_eq!(std::fs::read_to_string(&file).expect("still there"), "data");
-    }
 
     #[test]
     fn no_cert_means_plain_tcp() {

@@ -174,9 +174,11 @@ async fn run(silences: Arc<Silences>, audit: Option<Arc<AuditLog>>, shutdown: Ca
             backoff = BACKOFF_INITIAL;
             next_due(&silences).min(RESYNC)
         };
+        // While failing, only the backoff wakes it (a change meanwhile stays noted in the
+        // Notify's permit), so a busy fleet cannot hammer an Alertmanager that is down.
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = silences.windows.changed() => {}
+            () = silences.windows.changed(), if !failed => {}
             () = tokio::time::sleep(wait) => {}
         }
     }
