@@ -177,6 +177,29 @@ pub(crate) enum Command {
         #[arg(long, conflicts_with = "count")]
         once: bool,
     },
+    /// Fleet: silence alerts in Alertmanager through the collector (needs --collector, the
+    /// operator role there, and an Alertmanager configured on it).
+    Silence {
+        /// Matchers: name=value, name!=value, name=~regex, name!~regex, comma-separated
+        /// (labels alertname, node, subject, device, severity, code, priority)
+        #[arg(long = "match", value_name = "MATCHERS", required = true)]
+        matches: Vec<String>,
+        /// How long, e.g. 30m, 4h
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        for_: std::time::Duration,
+        /// Why (required; shown in Alertmanager)
+        #[arg(long)]
+        comment: String,
+    },
+    /// Fleet: the silences made through the collector, and those it holds for maintenance
+    /// windows (needs --collector).
+    Silences {
+        /// Expired ones too
+        #[arg(long)]
+        all: bool,
+    },
+    /// Fleet: expire a silence made through the collector (needs --collector, operator role).
+    Unsilence { id: String },
     /// Fleet: conditions, alert transitions, actions, escalations, maintenance, silences and
     /// restarts from the collector's history, newest first (needs --collector, and
     /// history_path set on the collector).

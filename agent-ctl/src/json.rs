@@ -257,7 +257,34 @@ pub fn alert(e: &pb::AlertEvent) -> Value {
         "escalated": a.escalated,
         "escalated_at": timestamp(&a.escalated_at),
         "report_sent_at": timestamp(&e.report_sent_at),
+        "silenced_by": a.silenced_by,
+        "suppressed_by": a.suppressed_by,
     })
+}
+
+pub fn silence(s: &pb::Silence) -> Value {
+    json!({
+        "id": s.id,
+        "matchers": s.matchers.iter().map(|m| json!({
+            "name": m.name,
+            "value": m.value,
+            "is_regex": m.is_regex,
+            "is_equal": m.is_equal,
+        })).collect::<Vec<_>>(),
+        "starts_at": timestamp(&s.starts_at),
+        "ends_at": timestamp(&s.ends_at),
+        "created_by": s.created_by,
+        "comment": s.comment,
+        "state": s.state,
+        "audit_hash": s.audit_hash,
+        "origin": s.origin,
+        "node": s.node,
+        "device": s.device,
+    })
+}
+
+pub fn silences(r: &pb::ListSilencesResponse) -> Value {
+    json!({ "silences": r.silences.iter().map(silence).collect::<Vec<_>>() })
 }
 
 pub fn history_entry(entry: &pb::HistoryEntry) -> Value {

@@ -19,6 +19,7 @@ pub mod json;
 pub mod processes;
 pub mod remediation;
 pub mod render;
+pub mod silences;
 
 use clap::Parser;
 
@@ -75,6 +76,13 @@ async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
             fleet::fleet_devices(ctl, kind.as_deref(), state.as_deref(), node.as_deref()).await
         }
         Command::Alerts { count, once } => fleet::alerts(ctl, *count, *once).await,
+        Command::Silence {
+            matches,
+            for_,
+            comment,
+        } => silences::silence(ctl, matches, *for_, comment).await,
+        Command::Silences { all } => silences::silences(ctl, *all).await,
+        Command::Unsilence { id } => silences::unsilence(ctl, id).await,
         Command::History {
             node,
             device,

@@ -473,8 +473,8 @@ pub fn alert_line(e: &pb::AlertEvent) -> String {
     let Some(a) = &e.alert else {
         return String::new();
     };
-    format!(
-        "{} {} {} {} {}/{} {}: {}\n",
+    let mut line = format!(
+        "{} {} {} {} {}/{} {}: {}",
         time(&a.starts_at),
         alert_status(a.status()),
         crate::history::priority(&a.priority, a.escalated),
@@ -483,7 +483,14 @@ pub fn alert_line(e: &pb::AlertEvent) -> String {
         a.subject,
         a.name,
         a.message
-    )
+    );
+    if !a.suppressed_by.is_empty() {
+        line.push_str(&format!(" [suppressed: {}]", a.suppressed_by));
+    }
+    if !a.silenced_by.is_empty() {
+        line.push_str(&format!(" [silenced by {}]", a.silenced_by.join(", ")));
+    }
+    line + "\n"
 }
 
 pub fn diagnostics_text(r: &pb::RunDiagnosticsResponse) -> String {

@@ -49,6 +49,10 @@ fn printed() -> Vec<(&'static str, Printer)> {
         (".health.v1.FleetDevice", |b| print(b, json::fleet_device)),
         (".health.v1.AlertEvent", |b| print(b, json::alert)),
         (".health.v1.HistoryEntry", |b| print(b, json::history_entry)),
+        (".health.v1.Silence", |b| print(b, json::silence)),
+        (".health.v1.ListSilencesResponse", |b| {
+            print(b, json::silences)
+        }),
         (".health.v1.RemediationStatus", |b| {
             print(b, json::remediation)
         }),

@@ -185,6 +185,10 @@ impl Dispatcher {
     fn update(&mut self, alert: Alert) {
         let now = SystemTime::now();
         let previous = self.sent.remove(&alert.fingerprint);
+        if previous.is_none() && !alert.suppressed_by.is_empty() {
+            // Suppressed (or resolved while suppressed) and never sent: nothing to take back.
+            return;
+        }
         if alert.status == AlertStatus::Firing as i32 {
             if let Some(old) = previous.filter(|old| outbox_key(old) != outbox_key(&alert)) {
                 // Severity, priority and escalation are labels: to Alertmanager the old ones
@@ -312,7 +316,8 @@ fn postable(alert: &Alert, now: SystemTime, resend_interval: Duration) -> Postab
         .starts_at
         .and_then(|at| SystemTime::try_from(at).ok())
         .unwrap_or(now);
-    let ends_at = if alert.status == AlertStatus::Resolved as i32 {
+    // Resolved, or suppressed for maintenance (which resolves it in Alertmanager).
+    let ends_at = if alert.status != AlertStatus::Firing as i32 {
         alert
             .ends_at
             .and_then(|at| SystemTime::try_from(at).ok())
@@ -332,6 +337,11 @@ fn postable(alert: &Alert, now: SystemTime, resend_interval: Duration) -> Postab
         starts_at: humantime::format_rfc3339_millis(starts_at).to_string(),
         ends_at: humantime::format_rfc3339_millis(ends_at).to_string(),
     }
+}
+
+/// The labels an alert carries in Alertmanager, which silence matchers are matched against.
+pub fn labels(alert: &Alert) -> BTreeMap<&'static str, String> {
+    postable(alert, SystemTime::now(), Duration::ZERO).labels
 }
 
 fn severity_label(severity: i32) -> &'static str {

@@ -37,12 +37,15 @@
 //! insert into the due set per new pending alert; the sweep's promotion only looks at the due
 //! set's head.
 //!
+//! An alert whose subject is in maintenance (`crate::silences::maintenance`) is SUPPRESSED:
+//! shown to watchers, never pushed as firing; after the window it starts again as if new.
+//!
 //! Events are sent on a broadcast channel while the lock is held, so every watcher sees them
 //! in the order the active set changed. Like the fleet module, this one reads the agents'
 //! snapshots and builds the `Alert` messages directly, without knowing about gRPC transport.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use health_proto::v1::{
@@ -54,6 +57,8 @@ use tokio::sync::broadcast;
 use crate::alert_names::alertname;
 use crate::history::{AlertTransition, HistorySink, MaintenanceSpells};
 use crate::priority::{escalate, EscalationClock, Priority, PriorityMap};
+use crate::silences::maintenance::{suppression, windows_of, MaintenanceWindows};
+use crate::silences::Silences;
 
 /// Subject of the NODE_STALE alert: it is about the node as a whole.
 const NODE_SUBJECT: &str = "node";
@@ -96,6 +101,8 @@ enum Phase {
         due: Instant,
     },
     Firing,
+    /// Its subject is in maintenance: shown, never paged.
+    Suppressed,
 }
 
 /// An active (pending or firing) alert and the send time of the report that last changed it.
@@ -173,6 +180,10 @@ pub struct Alerts {
     priorities: PriorityMap,
     /// Locked only while `book` is held, never the other way round.
     escalations: Mutex<EscalationClock>,
+    /// Every node's maintenance windows, as of its last snapshot.
+    maintenance: Arc<MaintenanceWindows>,
+    /// For `silenced_by`; set once at start when silences are kept.
+    silences: OnceLock<Arc<Silences>>,
 }
 
 impl Alerts {
@@ -193,12 +204,24 @@ impl Alerts {
             history,
             priorities: PriorityMap::default(),
             escalations: Mutex::new(EscalationClock::default()),
+            maintenance: Arc::default(),
+            silences: OnceLock::new(),
         }
     }
 
     /// The `[priorities]` map instead of the defaults.
     pub fn with_priorities(self, priorities: PriorityMap) -> Self {
         Alerts { priorities, ..self }
+    }
+
+    /// The fleet's maintenance windows, for the silence reconciler.
+    pub fn maintenance(&self) -> Arc<MaintenanceWindows> {
+        Arc::clone(&self.maintenance)
+    }
+
+    /// Alerts name the silences that match them (`silenced_by`) from now on.
+    pub fn show_silences(&self, silences: Arc<Silences>) {
+        let _ = self.silences.set(silences);
     }
 
     /// `observe_at` with the monotonic clock read now.
@@ -253,7 +276,9 @@ impl Alerts {
         };
 
         let mut current = alerts_in(node, snapshot, &self.priorities);
+        let windows = windows_of(node, snapshot, now);
         for alert in current.values_mut() {
+            alert.suppressed_by = suppression(&windows, alert).unwrap_or_default();
             if alert.starts_at.is_none() {
                 // The agent did not say since when; the report is the best evidence we have.
                 alert.starts_at = report_sent_at.or_else(|| Some(now.into()));
@@ -268,6 +293,7 @@ impl Alerts {
             remember_actions(history, node, alerts, snapshot);
             alerts.maintenance.observe(history, node, snapshot, now);
         }
+        self.maintenance.set(node, windows);
 
         self.end_gone(&report, alerts, due, &current);
         for (fingerprint, alert) in current {
@@ -284,7 +310,9 @@ impl Alerts {
             tracing::info!(node, "node reporting again: NODE_STALE resolved");
             self.cancel_escalation(node, &stale);
             let alert = resolved(stale.alert, now);
-            self.record(&alert, AlertTransition::Resolved, now);
+            if stale.phase == Phase::Firing {
+                self.record(&alert, AlertTransition::Resolved, now);
+            }
             self.publish(alert, report_sent_at);
         }
     }
@@ -318,6 +346,9 @@ impl Alerts {
                     self.record(&alert, AlertTransition::Resolved, report.now);
                     self.publish(alert, report.report_sent_at);
                 }
+                Phase::Suppressed => {
+                    self.publish(resolved(tracked.alert, report.now), report.report_sent_at);
+                }
                 Phase::Pending { due: when } => {
                     due.remove(&(when, report.node.to_string(), fingerprint));
                     tracing::debug!(fingerprint = %tracked.alert.fingerprint, "pending alert cleared before it fired");
@@ -340,25 +371,85 @@ impl Alerts {
         if let Some(history) = &self.history {
             history.condition_started(&alert);
         }
-        let hold = self.rules.hold(alert_code(&alert));
-        let mut escalate_at = None;
-        let phase = if hold.is_zero() {
-            self.fire(&alert, report.report_sent_at, report.now);
-            escalate_at = self.schedule_escalation(&alert, report.at);
-            Phase::Firing
-        } else {
-            let when = report.at + hold;
-            due.insert((when, report.node.to_string(), fingerprint.to_string()));
-            tracing::debug!(fingerprint = %fingerprint, hold = ?hold, "alert pending");
-            self.record(&alert, AlertTransition::Pending, report.now);
-            Phase::Pending { due: when }
-        };
+        let (phase, escalate_at) = self.arm(report, due, fingerprint, &mut alert);
         Tracked {
             alert,
             report_sent_at: report.report_sent_at,
             phase,
             escalate_at,
         }
+    }
+
+    /// Where a condition starts (again, after maintenance): suppressed while its subject is in
+    /// maintenance, else pending until its code's `for` has passed, or firing at once.
+    fn arm(
+        &self,
+        report: &Evaluation<'_>,
+        due: &mut DueSet,
+        fingerprint: &str,
+        alert: &mut Alert,
+    ) -> (Phase, Option<Instant>) {
+        if !alert.suppressed_by.is_empty() {
+            alert.status = AlertStatus::Suppressed as i32;
+            self.publish(alert.clone(), report.report_sent_at);
+            return (Phase::Suppressed, None);
+        }
+        alert.status = AlertStatus::Firing as i32;
+        let hold = self.rules.hold(alert_code(alert));
+        if hold.is_zero() {
+            self.fire(alert, report.report_sent_at, report.now);
+            let escalate_at = self.schedule_escalation(alert, report.at);
+            (Phase::Firing, escalate_at)
+        } else {
+            let when = report.at + hold;
+            due.insert((when, report.node.to_string(), fingerprint.to_string()));
+            tracing::debug!(fingerprint = %fingerprint, hold = ?hold, "alert pending");
+            self.record(alert, AlertTransition::Pending, report.now);
+            (Phase::Pending { due: when }, None)
+        }
+    }
+
+    /// A condition going into, staying in or coming out of maintenance; true if handled here.
+    /// Going in, a firing alert resolves (in Alertmanager through the SUPPRESSED event).
+    fn maintenance_change(
+        &self,
+        report: &Evaluation<'_>,
+        due: &mut DueSet,
+        fingerprint: &str,
+        tracked: &mut Tracked,
+        alert: &Alert,
+    ) -> bool {
+        let suppressed = !alert.suppressed_by.is_empty();
+        match (tracked.phase, suppressed) {
+            (Phase::Suppressed, false) => {
+                tracked.update(alert.clone(), report.report_sent_at);
+                (tracked.phase, tracked.escalate_at) =
+                    self.arm(report, due, fingerprint, &mut tracked.alert);
+            }
+            (Phase::Suppressed, true) => {
+                let changed = tracked.alert.suppressed_by != alert.suppressed_by;
+                tracked.update(alert.clone(), report.report_sent_at);
+                tracked.alert.status = AlertStatus::Suppressed as i32;
+                if changed {
+                    self.publish(tracked.alert.clone(), report.report_sent_at);
+                }
+            }
+            (phase, true) => {
+                if let Phase::Pending { due: when } = phase {
+                    due.remove(&(when, report.node.to_string(), fingerprint.to_string()));
+                } else {
+                    let gone = resolved(tracked.alert.clone(), report.now);
+                    self.record(&gone, AlertTransition::Resolved, report.now);
+                }
+                // A suppressed alert does not escalate: no one is paged for it.
+                self.cancel_escalation(report.node, tracked);
+                tracked.update(alert.clone(), report.report_sent_at);
+                (tracked.phase, tracked.escalate_at) =
+                    self.arm(report, due, fingerprint, &mut tracked.alert);
+            }
+            (_, false) => return false,
+        }
+        true
     }
 
     /// A condition already active: a pending one fires once due, a firing one whose severity
@@ -371,6 +462,9 @@ impl Alerts {
         tracked: &mut Tracked,
         alert: Alert,
     ) {
+        if self.maintenance_change(report, due, fingerprint, tracked, &alert) {
+            return;
+        }
         match tracked.phase {
             Phase::Pending { due: when } => {
                 // Still pending: keep the latest text and severity, and when it began.
@@ -389,6 +483,7 @@ impl Alerts {
                 self.record(&tracked.alert, AlertTransition::Firing, report.now);
                 self.publish(tracked.alert.clone(), report.report_sent_at);
             }
+            Phase::Suppressed => {}
             Phase::Firing => {
                 // Same alert, same severity: the message numbers may have moved. Keep the
                 // latest text for new watchers, but do not notify: that would be noise.
@@ -443,7 +538,7 @@ impl Alerts {
         }
         alerts.generation = generation;
         let code = ConditionCode::NodeStale;
-        let alert = Alert {
+        let mut alert = Alert {
             fingerprint: fingerprint(node, NODE_SUBJECT, code.as_str_name()),
             name: code.as_str_name().to_string(),
             node: node.to_string(),
@@ -467,15 +562,23 @@ impl Alerts {
                 .to_string(),
             ..Alert::default()
         };
-        tracing::warn!(fingerprint = %alert.fingerprint, "alert firing");
-        self.record(&alert, AlertTransition::Firing, now);
+        alert.suppressed_by =
+            suppression(&self.maintenance.of_node(node), &alert).unwrap_or_default();
+        let phase = if alert.suppressed_by.is_empty() {
+            tracing::warn!(fingerprint = %alert.fingerprint, "alert firing");
+            self.record(&alert, AlertTransition::Firing, now);
+            Phase::Firing
+        } else {
+            alert.status = AlertStatus::Suppressed as i32;
+            Phase::Suppressed
+        };
         self.publish(alert.clone(), None);
         // The sweeper passes no monotonic time here; its next sweeps compare against now.
         let escalate_at = self.schedule_escalation(&alert, Instant::now());
         alerts.stale = Some(Tracked {
             alert,
             report_sent_at: None,
-            phase: Phase::Firing,
+            phase,
             escalate_at,
         });
     }
@@ -505,6 +608,7 @@ impl Alerts {
         if let Some(history) = &self.history {
             alerts.maintenance.end_all(history, node, now);
         }
+        self.maintenance.forget(node);
         let message = format!(
             "node {node} forgotten after {} without reports (forget_after {})",
             humantime::format_duration(Duration::from_secs(silent_for.as_secs())),
@@ -537,6 +641,7 @@ impl Alerts {
                     self.publish(alert, None);
                     resolved_count += 1;
                 }
+                Phase::Suppressed => self.publish(resolved(alert, now), None),
             }
         }
         if resolved_count > 0 {
@@ -548,8 +653,8 @@ impl Alerts {
         }
     }
 
-    /// Every alert firing now (sorted by node, then fingerprint), and a receiver for every
-    /// event after that moment. Pending alerts are not included: they have not fired.
+    /// Every alert firing or suppressed now (sorted by node, then fingerprint), and a receiver
+    /// for every event after that moment. Pending alerts are not included: they have not fired.
     pub fn watch(&self) -> (Vec<AlertEvent>, broadcast::Receiver<AlertEvent>) {
         // Subscribe under the lock: events are sent under it too, so nothing falls in between.
         let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
@@ -558,9 +663,9 @@ impl Alerts {
             .nodes
             .values()
             .flat_map(|alerts| alerts.stale.iter().chain(alerts.conditions.values()))
-            .filter(|tracked| tracked.phase == Phase::Firing)
+            .filter(|tracked| matches!(tracked.phase, Phase::Firing | Phase::Suppressed))
             .map(|tracked| AlertEvent {
-                alert: Some(tracked.alert.clone()),
+                alert: Some(self.with_silences(tracked.alert.clone())),
                 report_sent_at: tracked.report_sent_at,
             })
             .collect();
@@ -640,10 +745,18 @@ impl Alerts {
         }
     }
 
+    /// The alert with the ids of the silences that match it.
+    fn with_silences(&self, mut alert: Alert) -> Alert {
+        if let Some(silences) = self.silences.get() {
+            alert.silenced_by = silences.silencing(&alert);
+        }
+        alert
+    }
+
     fn publish(&self, alert: Alert, report_sent_at: Option<Timestamp>) {
         // An error only means nobody is watching right now.
         let _ = self.events.send(AlertEvent {
-            alert: Some(alert),
+            alert: Some(self.with_silences(alert)),
             report_sent_at,
         });
     }
@@ -803,6 +916,7 @@ mod tests {
         }
     }
     use health_proto::v1::{Device, DeviceIdentity, HostHealth};
+
 
     fn condition(code: ConditionCode, severity: Severity, message: &str) -> Condition {
         Condition {
@@ -1363,5 +1477,108 @@ mod tests {
             .map(|event| alert_of(event).alertname.clone())
             .collect();
         assert_eq!(fired, vec!["ResetFailed"]);
+    }
+
+    /// `snapshot` with loihi-0 (or the whole node) in maintenance for an hour.
+    fn in_maintenance(mut snapshot: NodeSnapshot, whole_node: bool) -> NodeSnapshot {
+        let window = health_proto::v1::Maintenance {
+            until: Some((SystemTime::now() + Duration::from_secs(3600)).into()),
+            reason: "fan swap".into(),
+            by: "uid 0".into(),
+            ..Default::default()
+        };
+        if whole_node {
+            snapshot.maintenance = Some(window);
+        } else {
+            snapshot.devices[0].maintenance = Some(window);
+        }
+        snapshot
+    }
+
+    #[test]
+    fn a_firing_alert_in_maintenance_is_suppressed_and_fires_again_after_it() {
+        let alerts = Alerts::new(64);
+        let (_, mut rx) = alerts.watch();
+        let hot = || {
+            snapshot(
+                vec![condition(
+                    ConditionCode::ThermalCritical,
+                    Severity::Critical,
+                    "99 C",
+                )],
+                vec![],
+            )
+        };
+        report(&alerts, "n1", 1, &hot(), None);
+        assert_eq!(
+            alert_of(&drain(&mut rx)[0]).status,
+            AlertStatus::Firing as i32
+        );
+
+        report(&alerts, "n1", 2, &in_maintenance(hot(), false), None);
+        let events = drain(&mut rx);
+        assert_eq!(events.len(), 1, "{events:?}");
+        let a = alert_of(&events[0]);
+        assert_eq!(a.status, AlertStatus::Suppressed as i32);
+        assert!(
+            a.suppressed_by.starts_with("loihi-0 in maintenance until "),
+            "{}",
+            a.suppressed_by
+        );
+        assert!(
+            a.suppressed_by.ends_with(": fan swap (by uid 0)"),
+            "{}",
+            a.suppressed_by
+        );
+        // Shown to new watchers as SUPPRESSED; the same window again is no news.
+        let (shown, _) = alerts.watch();
+        assert_eq!(alert_of(&shown[0]).status, AlertStatus::Suppressed as i32);
+        report(&alerts, "n1", 3, &in_maintenance(hot(), false), None);
+        assert!(drain(&mut rx).is_empty());
+        assert_eq!(alerts.maintenance().all().len(), 1);
+
+        report(&alerts, "n1", 4, &hot(), None);
+        let events = drain(&mut rx);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(alert_of(&events[0]).status, AlertStatus::Firing as i32);
+        assert!(alert_of(&events[0]).suppressed_by.is_empty());
+        assert!(alerts.maintenance().all().is_empty());
+    }
+
+    #[test]
+    fn a_node_in_maintenance_suppresses_host_alerts_and_node_stale() {
+        let alerts = Alerts::new(64);
+        let (_, mut rx) = alerts.watch();
+        let disk = condition(ConditionCode::DiskFull, Severity::Critical, "99 %");
+        report(
+            &alerts,
+            "n1",
+            1,
+            &in_maintenance(snapshot(vec![], vec![disk]), true),
+            None,
+        );
+        let events = drain(&mut rx);
+        assert_eq!(alert_of(&events[0]).status, AlertStatus::Suppressed as i32);
+        assert!(alert_of(&events[0])
+            .suppressed_by
+            .starts_with("n1 in maintenance"));
+        went_stale(&alerts, "n1", 1, 30, 10);
+        let events = drain(&mut rx);
+        let stale = alert_of(&events[0]);
+        assert_eq!(stale.name, "NODE_STALE");
+        assert_eq!(stale.status, AlertStatus::Suppressed as i32);
+        // A device window leaves the host's alerts alone.
+        let disk = condition(ConditionCode::DiskFull, Severity::Critical, "99 %");
+        report(
+            &alerts,
+            "n2",
+            2,
+            &in_maintenance(snapshot(vec![], vec![disk]), false),
+            None,
+        );
+        assert_eq!(
+            alert_of(&drain(&mut rx)[0]).status,
+            AlertStatus::Firing as i32
+        );
     }
 }

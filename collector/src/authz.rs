@@ -14,7 +14,9 @@
 //! collector trusts its network for both, as it does for Report.
 //!
 //! A tower wrapper around `CollectorServer`, as the agent's `wire::authn` is around its
-//! service: being the only way the service is mounted, no call can skip it.
+//! service: being the only way the service is mounted, no call can skip it. It also
+//! identifies every caller for the operator role (`crate::operator`) and hands the
+//! `operator::Caller` to the service in the request's extensions.
 //!
 //! **Architecture Invariant:** the gate does not tie a report's or a lease's node name to the
 //! certificate (an agent allowed to report may report, and take leases, under any node name);
@@ -28,6 +30,8 @@ use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use crate::operator::OperatorPolicy;
 
 /// The methods only agents may call: the one that changes fleet state, and the leases.
 const AGENT_PATHS: [(&str, &str); 3] = [
@@ -48,6 +52,7 @@ fn agent_method(path: &str) -> Option<&'static str> {
 pub struct AgentGate<S> {
     inner: S,
     agent_subjects: Arc<[String]>,
+    operators: Arc<OperatorPolicy>,
 }
 
 impl<S> AgentGate<S> {
@@ -57,7 +62,14 @@ impl<S> AgentGate<S> {
         AgentGate {
             inner,
             agent_subjects: agent_subjects.into(),
+            operators: Arc::default(),
         }
+    }
+
+    /// Identifies callers for the operator role with this policy (without one, only uid 0 on
+    /// a Unix socket is an operator).
+    pub fn with_operators(self, operators: Arc<OperatorPolicy>) -> Self {
+        AgentGate { operators, ..self }
     }
 }
 
@@ -118,7 +130,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let identified = self.operators.identify(req.extensions());
+        req.extensions_mut().insert(identified);
         let method = agent_method(req.uri().path()).filter(|_| !self.agent_subjects.is_empty());
         if let Some(method) = method {
             let (subjects, peer) = caller(req.extensions());

@@ -20,6 +20,7 @@
 mod alert_names;
 mod alertmanager;
 mod alerts;
+mod audit;
 mod authz;
 mod config;
 #[cfg(test)]
@@ -29,11 +30,14 @@ mod history;
 mod incidents;
 mod leases;
 mod metrics;
+mod operator;
 mod priority;
 mod server;
 mod service;
 mod shutdown;
+mod silences;
 mod sweeper;
+mod unix_socket;
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;

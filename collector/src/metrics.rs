@@ -25,6 +25,7 @@ pub struct CollectorMetrics {
     pub alerts: Arc<Alerts>,
     pub leases: Arc<Leases>,
     pub rpc: Arc<RpcStats>,
+    pub silences: Arc<crate::silences::Silences>,
 }
 
 impl CollectorMetrics {
@@ -49,10 +50,22 @@ impl CollectorMetrics {
         .sample(&[], refused_total as f64);
 
         self.render_leases(&mut out);
+        out.counter(
+            "health_collector_silence_sync_failures_total",
+            "Rounds of keeping maintenance silences in Alertmanager that failed (retried with backoff).",
+        )
+        .sample(
+            &[],
+            self.silences
+                .sync_failures
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
 
         let mut by_code: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+        // The watch set also holds alerts suppressed for maintenance: those do not fire.
+        let firing_status = health_proto::v1::AlertStatus::Firing as i32;
         for event in &firing {
-            if let Some(alert) = &event.alert {
+            if let Some(alert) = event.alert.as_ref().filter(|a| a.status == firing_status) {
                 *by_code
                     .entry((alert.name.clone(), node::severity_name(alert.severity)))
                     .or_insert(0) += 1;

@@ -4,6 +4,10 @@
 //! fails the start with a clear error), then report READY; on shutdown, flip the gRPC health
 //! status to NOT_SERVING, end every stream, stop accepting, and give open connections a bounded
 //! time to close so a stuck peer cannot hold up a restart.
+//!
+//! With `socket` set, the same services are also served on a Unix socket without TLS, where
+//! callers are known by their peer credentials (the operator role, `operator.rs`); the socket
+//! is bound before READY too, and removed at shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -24,14 +28,18 @@ use tonic_reflection::server::{v1, v1alpha};
 
 use crate::alertmanager::PushStats;
 use crate::alerts::{Alerts, PendingRules};
+use crate::audit::AuditLog;
 use crate::authz::AgentGate;
 use crate::config::{Config, TlsConfig};
 use crate::fleet::{Fleet, Limits};
 use crate::history::{History, HistoryEvent};
 use crate::incidents::query::IncidentBook;
 use crate::leases::Leases;
+use crate::operator::{OperatorPolicy, Operators};
 use crate::service::CollectorService;
-use crate::{alertmanager, shutdown, sweeper};
+use crate::silences::client::SilenceClient;
+use crate::silences::Silences;
+use crate::{alertmanager, shutdown, silences, sweeper, unix_socket};
 
 /// How long open connections get to close after the streams have been ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,12 +84,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_priorities(config.priorities.map()),
     );
     let leases = Arc::new(Leases::new(config.leases.clone()));
+    let (operator_policy, audit, silences) = operator_parts(&config, &alerts)?;
     let mut collector = CollectorService::new(
         Arc::clone(&fleet),
         Arc::clone(&alerts),
         Arc::clone(&leases),
         shutdown.clone(),
-    );
+    )
+    .with_operators(Operators::new(audit.clone()), Arc::clone(&silences));
     if let Some(history) = &history {
         collector = collector.with_history(history.reader());
     }
@@ -92,14 +102,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before binding: an unreadable or unusable certificate fails the start, naming the key.
     let builder = server_builder(&config.tls)?;
     let push = alertmanager::spawn(&config.alerts, Arc::clone(&alerts), shutdown.clone());
+    let reconciler = silences::spawn_reconciler(Arc::clone(&silences), audit, shutdown.clone());
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let local: SocketAddr = listener
-        .local_addr()
-        .context("cannot read the bound listen address")?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (incoming, local) = bind_tcp(config.listen).await?;
     let rpc = health_metrics::rpc::RpcStats::new();
     // Bound before READY too, so a taken metrics port fails the start, naming the address.
     if let Some(addr) = config.metrics_listen {
@@ -108,6 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             alerts: Arc::clone(&alerts),
             leases: Arc::clone(&leases),
             rpc: Arc::clone(&rpc),
+            silences: Arc::clone(&silences),
         };
         serve_metrics(addr, metrics, shutdown.clone()).await?;
     }
@@ -126,6 +132,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    let gate = AgentGate::new(
+        CollectorServer::new(collector).max_decoding_message_size(config.max_message_bytes),
+        &config.auth.agent_subjects,
+    )
+    .with_operators(operator_policy);
+    // Bound before READY too: a live socket at the path fails the start.
+    let unix_server = match &config.socket {
+        Some(path) => Some(unix_socket::start(path, &config, gate.clone(), &rpc, &shutdown).await?),
+        None => None,
+    };
     let server = builder
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -133,25 +149,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(AgentGate::new(
-            CollectorServer::new(collector).max_decoding_message_size(config.max_message_bytes),
-            &config.auth.agent_subjects,
-        ))
+        .add_service(gate)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);
 
-    tracing::info!(
-        listen = %local,
-        metrics_listen = ?config.metrics_listen,
-        stale_after = %humantime::format_duration(config.stale_after),
-        sweep_interval = %humantime::format_duration(config.sweep_interval),
-        forget_after = %humantime::format_duration(config.forget_after),
-        max_nodes = config.max_nodes,
-        lease_max_concurrent = config.leases.max_concurrent,
-        lease_max_fraction = config.leases.max_fraction.get(),
-        tls = config.tls.cert.is_some(),
-        "health-collector serving"
-    );
+    log_serving(&config, local);
     systemd::ready();
 
     let served = tokio::select! {
@@ -170,7 +172,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The server can also stop by itself (a fatal transport error): stop the rest with it.
     shutdown.cancel();
     signals.abort();
-    stop_background(sweeper, push, history).await;
+    stop_background(
+        sweeper,
+        push,
+        history,
+        unix_server.into_iter().chain(reconciler),
+    )
+    .await;
     served.context("gRPC server failed")?;
     tracing::info!("health-collector stopped");
     Ok(())
@@ -182,9 +190,14 @@ async fn stop_background(
     sweeper: JoinHandle<()>,
     push: Option<(Vec<JoinHandle<()>>, Arc<PushStats>)>,
     history: Option<History>,
+    others: impl Iterator<Item = JoinHandle<()>>,
 ) {
     if let Err(error) = sweeper.await {
         tracing::warn!(%error, "sweeper task ended abnormally");
+    }
+    for task in others {
+        // The Unix socket's server drains its connections like the TCP one, bounded alike.
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, task).await;
     }
     if let Some((tasks, stats)) = push {
         for task in tasks {
@@ -202,6 +215,49 @@ async fn stop_background(
             tracing::warn!(%error, "history writer did not stop cleanly");
         }
     }
+}
+
+fn log_serving(config: &Config, local: SocketAddr) {
+    tracing::info!(
+        listen = %local,
+        socket = ?config.socket,
+        metrics_listen = ?config.metrics_listen,
+        stale_after = %humantime::format_duration(config.stale_after),
+        sweep_interval = %humantime::format_duration(config.sweep_interval),
+        forget_after = %humantime::format_duration(config.forget_after),
+        max_nodes = config.max_nodes,
+        lease_max_concurrent = config.leases.max_concurrent,
+        lease_max_fraction = config.leases.max_fraction.get(),
+        tls = config.tls.cert.is_some(),
+        "health-collector serving"
+    );
+}
+
+async fn bind_tcp(listen: SocketAddr) -> anyhow::Result<(TcpIncoming, SocketAddr)> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local: SocketAddr = listener
+        .local_addr()
+        .context("cannot read the bound listen address")?;
+    Ok((TcpIncoming::from(listener).with_nodelay(Some(true)), local))
+}
+
+/// The operator role's parts: who is an operator, the audit log, and the silences (which the
+/// alert book names in `silenced_by`).
+type OperatorParts = (Arc<OperatorPolicy>, Option<Arc<AuditLog>>, Arc<Silences>);
+
+fn operator_parts(config: &Config, alerts: &Alerts) -> anyhow::Result<OperatorParts> {
+    let policy = Arc::new(OperatorPolicy::resolve(&config.auth)?);
+    let audit = config.audit_log.as_deref().map(AuditLog::open);
+    if let Some(log) = &audit {
+        tracing::info!(path = %log.path().display(), seq = ?log.head().map(|h| h.0), "collector audit log open");
+    }
+    let client = (!config.alerts.alertmanager.is_empty())
+        .then(|| SilenceClient::new(&config.alerts.alertmanager, config.alerts.push_timeout));
+    let silences = Silences::new(client, alerts.maintenance());
+    alerts.show_silences(Arc::clone(&silences));
+    Ok((policy, audit, silences))
 }
 
 /// The gRPC server, serving mutual TLS when `[tls]` is set (the config has already checked
@@ -239,7 +295,7 @@ async fn serve_metrics(
 }
 
 /// Reflection v1 for grpcurl and current clients, v1alpha for older ones (grpcio-reflection).
-fn reflection_services() -> anyhow::Result<(
+pub(crate) fn reflection_services() -> anyhow::Result<(
     v1::ServerReflectionServer<impl v1::ServerReflection>,
     v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>,
 )> {

@@ -39,6 +39,8 @@ use crate::fleet::{Applied, Arrival, DeviceFilter, Fleet, Report};
 use crate::history::{HistoryQuery, HistoryReader, MAX_LIMIT};
 use crate::incidents::query::IncidentBook;
 use crate::leases::{Decision, LeaseAsk, Leases, Release, Verdict};
+use crate::operator::Operators;
+use crate::silences::Silences;
 
 /// Acks buffered per Report stream. Small on purpose: an agent that stops reading acks should
 /// feel back-pressure (its reports stop being read) rather than grow our memory.
@@ -61,6 +63,9 @@ pub struct CollectorService {
     history: Option<HistoryReader>,
     leases: Arc<Leases>,
     incidents: IncidentBook,
+    /// The gate of mutating RPCs (operator role, audit log).
+    operators: Operators,
+    silences: Arc<Silences>,
 }
 
 impl CollectorService {
@@ -77,6 +82,17 @@ impl CollectorService {
             history: None,
             leases,
             incidents: IncidentBook::new(None, Duration::from_secs(300)),
+            operators: Operators::default(),
+            silences: Silences::new(None, Arc::default()),
+        }
+    }
+
+    /// Mutating RPCs pass this gate; silences are made and listed in `silences`.
+    pub fn with_operators(self, operators: Operators, silences: Arc<Silences>) -> Self {
+        CollectorService {
+            operators,
+            silences,
+            ..self
         }
     }
 
@@ -172,21 +188,51 @@ fn peer_of<T>(request: &Request<T>) -> String {
 impl Collector for CollectorService {
     async fn create_silence(
         &self,
-        _: Request<health_proto::v1::CreateSilenceRequest>,
+        request: Request<health_proto::v1::CreateSilenceRequest>,
     ) -> Result<Response<health_proto::v1::Silence>, Status> {
-        Err(Status::unimplemented("silences: not yet"))
+        let r = request.get_ref();
+        let args = serde_json::json!({
+            "matchers": r.matchers.iter().map(|m| format!("{}{}{:?}", m.name, crate::silences::matcher::operator(m), m.value)).collect::<Vec<_>>(),
+            "for_seconds": r.for_seconds,
+            "comment": r.comment,
+        });
+        let operator = self
+            .operators
+            .admit(&request, "CreateSilence", args)
+            .await?;
+        self.silences
+            .create(&operator, request.into_inner())
+            .await
+            .map(Response::new)
     }
     async fn list_silences(
         &self,
-        _: Request<health_proto::v1::ListSilencesRequest>,
+        request: Request<health_proto::v1::ListSilencesRequest>,
     ) -> Result<Response<health_proto::v1::ListSilencesResponse>, Status> {
-        Err(Status::unimplemented("silences: not yet"))
+        let silences = self.silences.list(request.get_ref().include_expired);
+        Ok(Response::new(health_proto::v1::ListSilencesResponse {
+            silences,
+        }))
     }
     async fn expire_silence(
         &self,
-        _: Request<health_proto::v1::ExpireSilenceRequest>,
+        request: Request<health_proto::v1::ExpireSilenceRequest>,
     ) -> Result<Response<health_proto::v1::Silence>, Status> {
-        Err(Status::unimplemented("silences: not yet"))
+        let id = request.get_ref().id.clone();
+        let args = serde_json::json!({ "id": id });
+        let operator = self
+            .operators
+            .admit(&request, "ExpireSilence", args)
+            .await?;
+        if id.is_empty() {
+            return Err(Status::invalid_argument(
+                "ExpireSilence: id: expected a silence id, found none",
+            ));
+        }
+        self.silences
+            .expire(&operator, &id)
+            .await
+            .map(Response::new)
     }
     async fn list_alerts(
         &self,

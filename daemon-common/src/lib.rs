@@ -8,11 +8,13 @@
 //! - [`subjects`]: the names a verified client certificate answers to (CN and SANs).
 //! - [`systemd`]: READY, STOPPING and watchdog notifications, and the watchdog ping interval.
 //! - [`config`]: [`FieldError`], one rejected config key and why.
+//! - [`audit`]: the hash-chained, fsynced audit log and its verification.
 //!
 //! Only what both daemons need lives here; the rest of each daemon stays in its own crate.
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod subjects;
 pub mod systemd;

@@ -27,6 +27,8 @@ use incidents::INCIDENTS_KEYS;
 mod priorities;
 pub use priorities::PrioritiesConfig;
 use priorities::PRIORITIES_KEYS;
+mod operator;
+use operator::{audit_log_path, groups, socket_group, socket_path, uids};
 
 /// Where the service looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/health-collector/collector.toml";
@@ -65,8 +67,10 @@ const DEFAULT_FOR: [(&str, Duration); 10] = [
 ];
 
 /// Every key the file may hold, in the order the example file documents them.
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 18] = [
     "listen",
+    "socket",
+    "audit_log",
     "metrics_listen",
     "stale_after",
     "sweep_interval",
@@ -88,7 +92,13 @@ const KEYS: [&str; 16] = [
 const TLS_KEYS: [&str; 3] = ["cert", "key", "client_ca"];
 
 /// Every key of the `[auth]` table.
-const AUTH_KEYS: [&str; 1] = ["agent_subjects"];
+const AUTH_KEYS: [&str; 5] = [
+    "agent_subjects",
+    "operator_subjects",
+    "operator_uids",
+    "operator_groups",
+    "socket_group",
+];
 
 /// Every key of the `[leases]` table.
 const LEASES_KEYS: [&str; 5] = [
@@ -183,6 +193,15 @@ pub struct Config {
     /// TCP address the gRPC server listens on.
     #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
+    /// A Unix socket the Collector API is also served on (mode 0660, `auth.socket_group`);
+    /// its callers are identified by their Unix credentials (uid 0 and the collector's own uid
+    /// are operators). Off when unset.
+    #[serde(deserialize_with = "socket_path")]
+    pub socket: Option<PathBuf>,
+    /// The collector's own hash-chained audit log of operator changes (silences, notes).
+    /// Unset: those changes are refused (FAILED_PRECONDITION).
+    #[serde(deserialize_with = "audit_log_path")]
+    pub audit_log: Option<PathBuf>,
     /// Where `/metrics` is served over plain HTTP (Prometheus text format); off when unset.
     #[serde(deserialize_with = "metrics_listen_address")]
     pub metrics_listen: Option<SocketAddr>,
@@ -289,6 +308,20 @@ pub struct AuthConfig {
     /// for an IP SAN. Empty: any certificate signed by `tls.client_ca`. Needs `[tls]`.
     #[serde(deserialize_with = "subjects")]
     pub agent_subjects: Vec<String>,
+    /// Certificate subjects that are operators over TLS (may create and expire silences, add
+    /// incident notes). Needs `[tls]`.
+    #[serde(deserialize_with = "subjects")]
+    pub operator_subjects: Vec<String>,
+    /// Unix users (numeric uids) that are operators on `socket`, besides uid 0 and the
+    /// collector's own.
+    #[serde(deserialize_with = "uids")]
+    pub operator_uids: Vec<u32>,
+    /// Unix groups whose members are operators on `socket`.
+    #[serde(deserialize_with = "groups")]
+    pub operator_groups: Vec<String>,
+    /// The group `socket` is given (mode 0660), so its members can connect.
+    #[serde(deserialize_with = "socket_group")]
+    pub socket_group: Option<String>,
 }
 
 /// The `[alerts]` table.
@@ -333,6 +366,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: DEFAULT_LISTEN,
+            socket: None,
+            audit_log: None,
             metrics_listen: None,
             stale_after: DEFAULT_STALE_AFTER,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
@@ -450,7 +485,7 @@ fn check_tls(file: &Path, config: &Config) -> Result<(), ConfigError> {
             "auth.agent_subjects",
             "expected [tls] cert, key and client_ca too: certificate subjects exist only over TLS",
         ),
-        _ => Ok(()),
+        _ => operator::check(file, config),
     }
 }
 
@@ -714,10 +749,16 @@ mod tests {
             config.history_path.as_deref(),
             Some(Path::new("/var/lib/health-collector/history.db"))
         );
+        // It keeps an audit log of operators' changes there too.
+        assert_eq!(
+            config.audit_log.as_deref(),
+            Some(Path::new("/var/lib/health-collector/audit.jsonl"))
+        );
         assert_eq!(
             Config {
                 history_path: None,
-                ..config
+                audit_log: None,
+                ..config.clone()
             },
             Config::default()
         );
@@ -1034,8 +1075,9 @@ mod tests {
             "collector.toml: tls.ca: unknown key, expected one of: cert, key, client_ca"
         );
         assert_eq!(
-            error_of("[auth]\noperator_subjects = []\n"),
-            "collector.toml: auth.operator_subjects: unknown key, expected one of: agent_subjects"
+            error_of("[auth]\noperator_subject = []\n"),
+            "collector.toml: auth.operator_subject: unknown key, expected one of: \
+             agent_subjects, operator_subjects, operator_uids, operator_groups, socket_group"
         );
     }
 
