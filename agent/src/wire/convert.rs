@@ -69,6 +69,8 @@ fn code(c: hal::ConditionCode) -> i32 {
         C::ProcessMissing => P::ProcessMissing,
         C::AuditLogUnwritable => P::AuditLogUnwritable,
         C::RemediationExhausted => P::RemediationExhausted,
+        C::AccessDenied => P::AccessDenied,
+        C::Maintenance => P::Maintenance,
     }) as i32
 }
 
