@@ -165,7 +165,32 @@ pub struct DeviceSafety {
 pub struct SafetyConfig {
     pub default: DeviceSafety,
     pub per_device: std::collections::HashMap<String, DeviceSafety>,
+    /// The longest maintenance window an operator may start (`max_maintenance`): nothing is
+    /// forgotten in maintenance.
+    pub max_maintenance: Duration,
+    /// ACCESS_DENIED is raised at this many PERMISSION_DENIED refusals within `window`.
+    pub access_denied: AccessDeniedLimit,
 }
+
+/// When repeated refusals become a host condition (`access_denied_count` within
+/// `access_denied_window`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccessDeniedLimit {
+    pub count: u32,
+    pub window: Duration,
+}
+
+impl Default for AccessDeniedLimit {
+    fn default() -> AccessDeniedLimit {
+        AccessDeniedLimit {
+            count: 5,
+            window: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `max_maintenance` when unset: a working day and a night.
+pub const DEFAULT_MAX_MAINTENANCE: Duration = Duration::from_secs(24 * 3600);
 
 impl SafetyConfig {
     pub fn for_device(&self, id: &str) -> DeviceSafety {
