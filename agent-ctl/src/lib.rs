@@ -14,6 +14,7 @@ mod history;
 mod inspect;
 mod invocation;
 pub mod json;
+pub mod maintenance;
 pub mod processes;
 pub mod remediation;
 pub mod render;
@@ -56,6 +57,7 @@ async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
         Command::Disable { id } => change::set_enabled(ctl, id, false).await,
         Command::Enable { id } => change::set_enabled(ctl, id, true).await,
         Command::InjectFault { id, kind } => change::inject_fault(ctl, id, kind).await,
+        Command::Maintenance { command } => maintenance::command(ctl, command).await,
         Command::KillProcess {
             pid,
             signal,

@@ -52,6 +52,9 @@ fn printed() -> Vec<(&'static str, Printer)> {
         (".health.v1.RemediationStatus", |b| {
             print(b, json::remediation)
         }),
+        (".health.v1.MaintenanceStatus", |b| {
+            print(b, json::maintenance_status)
+        }),
     ]
 }
 
