@@ -442,6 +442,32 @@ mod tests {
         );
     }
 
+    #[test]
+    fn maintenance_and_access_denied_keys_are_checked() {
+        let c = parse("agent.toml", "").unwrap();
+        assert_eq!(c.safety.max_maintenance, DEFAULT_MAX_MAINTENANCE);
+        assert_eq!(c.safety.access_denied, AccessDeniedLimit::default());
+        let c = parse(
+            "agent.toml",
+            "[safety]\nmax_maintenance = \"8h\"\naccess_denied_count = 3\naccess_denied_window = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.safety.max_maintenance, Duration::from_secs(8 * 3600));
+        assert_eq!(c.safety.access_denied.count, 3);
+        assert_eq!(c.safety.access_denied.window, Duration::from_secs(60));
+        for (text, key) in [
+            ("max_maintenance = \"0s\"", "safety.max_maintenance"),
+            ("max_maintenance = \"60d\"", "safety.max_maintenance"),
+            ("access_denied_count = 0", "safety.access_denied_count"),
+            (
+                "access_denied_window = \"soon\"",
+                "safety.access_denied_window",
+            ),
+        ] {
+            assert_eq!(parse_err(&format!("[safety]\n{text}\n")).key, key, "{text}");
+        }
+    }
+
     fn parse_err(text: &str) -> ConfigError {
         parse("agent.toml", text).expect_err("should fail")
     }
