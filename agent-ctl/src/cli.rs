@@ -162,6 +162,24 @@ pub(crate) enum Command {
         #[arg(long, requires = "verify")]
         node: Option<String>,
     },
+    /// Gather the audit log and its verification (against the collector's head with
+    /// --collector), the node snapshot, the agent config, the agent's journal and (with
+    /// --collector) the node's history into a new directory with a SHA-256 manifest; or with
+    /// `verify DIR`, check that manifest (exit 1 naming the file that differs).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Evidence {
+        /// The directory to create (new or empty).
+        #[arg(long, value_name = "DIR", required = true)]
+        out: Option<PathBuf>,
+        /// How far back the journal and the history go, e.g. 24h, 7d.
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// The audit log file (default as for `agent-ctl audit`).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        #[command(subcommand)]
+        verify: Option<EvidenceCommand>,
+    },
     /// Fleet: every node the collector knows (needs --collector).
     Nodes,
     /// Fleet: one node as the collector sees it, with the ranges of reports it never received
@@ -206,6 +224,13 @@ pub(crate) struct ResetKindArg {
     pub(crate) hard: bool,
     #[arg(long)]
     pub(crate) power_cycle: bool,
+}
+
+/// `agent-ctl evidence verify DIR`.
+#[derive(Subcommand, Clone)]
+pub(crate) enum EvidenceCommand {
+    /// Recompute every file's SHA-256 against the directory's MANIFEST.sha256.
+    Verify { dir: PathBuf },
 }
 
 /// `agent-ctl maintenance <command>`.

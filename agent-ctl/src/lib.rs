@@ -9,6 +9,7 @@ pub mod audit;
 mod change;
 mod cli;
 pub mod endpoint;
+mod evidence;
 mod fleet;
 mod history;
 mod inspect;
@@ -69,6 +70,19 @@ async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
             tail,
             node,
         } => audit::command(ctl, *verify, file.as_deref(), *tail, node.as_deref()).await,
+        Command::Evidence {
+            verify: Some(cli::EvidenceCommand::Verify { dir }),
+            ..
+        } => {
+            let text = evidence::verify(dir)?;
+            ctl.print(&text)
+        }
+        Command::Evidence {
+            out, since, file, ..
+        } => match out {
+            Some(out) => evidence::collect(ctl, out, *since, file.as_deref()).await,
+            None => anyhow::bail!("evidence: give --out DIR, or verify DIR"),
+        },
         Command::Nodes => fleet::nodes(ctl).await,
         Command::FleetNode { node } => fleet::fleet_node(ctl, node).await,
         Command::FleetDevices { kind, state, node } => {

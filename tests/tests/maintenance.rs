@@ -319,3 +319,62 @@ fn bad_maintenance_requests_exit_non_zero_with_the_reason() {
         "unknown device, too long, no reason, nothing to end"
     );
 }
+
+#[test]
+fn the_evidence_bundle_holds_the_windows_record_and_detects_a_change() {
+    let agent = Agent::simulate(&["--node", "maint-d"]);
+    agent.ctl_ok(&[
+        "maintenance",
+        "start",
+        "--device",
+        "loihi-0",
+        "--for",
+        "1h",
+        "--reason",
+        "evidence",
+    ]);
+    let out = agent.dir.path().join("evidence");
+    let (out_s, audit) = (
+        out.to_str().unwrap().to_string(),
+        agent.dir.path().join("audit.jsonl"),
+    );
+    let audit_s = audit.to_str().unwrap();
+    agent.ctl_ok(&[
+        "evidence", "--out", &out_s, "--file", audit_s, "--since", "1h",
+    ]);
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+    assert!(read("audit.jsonl").contains("maintenance-start"));
+    assert!(
+        read("audit-verification.txt").contains("chain intact"),
+        "{}",
+        read("audit-verification.txt")
+    );
+    let node = json(&read("node.json"));
+    assert_eq!(node["node"], "maint-d");
+    let dev = node["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "loihi-0")
+        .unwrap();
+    assert_eq!(dev["maintenance"]["reason"], "evidence");
+    assert!(read("MANIFEST.sha256")
+        .lines()
+        .any(|l| l.ends_with("  node.json")));
+    let ok = agent.ctl_ok(&["evidence", "verify", &out_s]);
+    assert!(ok.contains("files match"), "{ok}");
+    // A second bundle into the same directory is refused rather than mixed in.
+    assert_eq!(
+        agent.ctl(&["evidence", "--out", &out_s]).status.code(),
+        Some(1)
+    );
+
+    std::fs::write(out.join("node.json"), "{}\n").unwrap();
+    let bad = agent.ctl(&["evidence", "verify", &out_s]);
+    assert_eq!(bad.status.code(), Some(1), "{}", output_text(&bad));
+    assert!(
+        output_text(&bad).contains("node.json: its SHA-256 differs"),
+        "{}",
+        output_text(&bad)
+    );
+}
