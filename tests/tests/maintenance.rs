@@ -378,3 +378,63 @@ fn the_evidence_bundle_holds_the_windows_record_and_detects_a_change() {
         output_text(&bad)
     );
 }
+
+#[test]
+fn a_ladder_in_progress_stops_before_its_next_step_in_maintenance() {
+    let cfg = r#"report_interval = "200ms"
+
+[remediation]
+interval = "100ms"
+
+[[device]]
+id = "loihi-0"
+kind = "loihi2"
+backend = "sim"
+poll_interval = "200ms"
+deadline = "500ms"
+action_deadline = "3s"
+
+[[policy]]
+name = "unresponsive"
+match = { codes = ["DEVICE_UNRESPONSIVE", "DEVICE_ERROR", "RESET_FAILED"], severity = "critical" }
+without_collector = "all"
+steps = [
+  { action = "reset-soft",  hold = "1s", timeout = "5s" },
+  { action = "reset-hard",  hold = "1s", timeout = "5s" },
+]
+"#;
+    let agent = Agent::with_config(cfg, &[]);
+    agent.ctl_ok(&["inject-fault", "loihi-0", "hang"]);
+    let begun = |action: &str| {
+        matching(&agent.audit_entries(), |e| {
+            e["phase"] == "begin" && e["caller"] == "policy:unresponsive" && e["action"] == action
+        })
+        .len()
+    };
+    wait_for("the first step to begin", LIMIT, || {
+        (begun("reset-soft") > 0).then_some(())
+    });
+    agent.ctl_ok(&[
+        "maintenance",
+        "start",
+        "--device",
+        "loihi-0",
+        "--for",
+        "10m",
+        "--reason",
+        "hands on",
+    ]);
+    wait_for("the hold to be recorded", LIMIT, || {
+        matching(&agent.audit_entries(), |e| {
+            e["action"] == "maintenance-hold"
+        })
+        .first()
+        .cloned()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(begun("reset-hard"), 0, "no next step in maintenance");
+    agent.ctl_ok(&["maintenance", "end", "--device", "loihi-0"]);
+    wait_for("the ladder to go on", LIMIT, || {
+        (begun("reset-hard") > 0).then_some(())
+    });
+}

@@ -535,3 +535,29 @@ async fn every_result_carries_the_hash_of_its_entry() {
         refused.hash.unwrap()
     );
 }
+
+#[tokio::test]
+async fn repeated_denials_raise_access_denied_on_the_host() {
+    let f = fixture();
+    let has = |f: &Fixture| {
+        f.node
+            .snapshot()
+            .host
+            .conditions
+            .iter()
+            .find(|c| c.code == health_hal::ConditionCode::AccessDenied)
+            .cloned()
+    };
+    for _ in 0..4 {
+        let _ = f.actions.run(request(reader(), DEVICE, DISABLE)).await;
+    }
+    assert!(has(&f).is_none(), "below the default count of 5");
+    let _ = f.actions.run(request(reader(), DEVICE, DISABLE)).await;
+    let c = has(&f).expect("ACCESS_DENIED at 5 refusals");
+    assert!(
+        c.message.contains("uid 1000 (unix socket) (5)"),
+        "{}",
+        c.message
+    );
+    assert_eq!(c.severity, health_hal::Severity::Warning);
+}
