@@ -412,7 +412,7 @@ impl Actions {
             Checked::StartMaintenance(until) => Some(*until),
             _ => None,
         };
-        let (outcome, mut message) = self.execute(req, checked, extras).await;
+        let (outcome, message) = self.execute(req, checked, extras).await;
         let mut end = entry;
         if let (Some(until), Some(args)) = (until, end.args.as_object_mut()) {
             // What a restart rebuilds the window from (`crate::maintenance::Windows::restore`).
@@ -428,9 +428,24 @@ impl Actions {
         // dropped while the end record is being written, the begin stays unmatched (the
         // verifier reports it) rather than being recorded twice.
         guard.begun = None;
+        let message = self.record_end(id, req, end, until.is_some(), extras).await;
+        Ok((outcome, message))
+    }
+
+    /// The `end` entry; its hash goes into the record (and onto the maintenance window it
+    /// started). Returns the action's message, with a warning when the entry was not written.
+    async fn record_end(
+        &self,
+        id: &str,
+        req: &ActionRequest,
+        end: Entry,
+        started_window: bool,
+        extras: &mut Extras,
+    ) -> String {
+        let (outcome, mut message) = (end.outcome, end.message.clone());
         match self.audit.append(Phase::End, end).await {
             Ok(a) => {
-                if until.is_some() && outcome == Outcome::Succeeded {
+                if started_window && outcome == Some(Recorded::Succeeded) {
                     self.node
                         .maintenance
                         .set_audit_hash(&req.device_id, &a.hash);
@@ -443,7 +458,7 @@ impl Actions {
                 message = format!("{message}; WARNING: the end record was not written: {e}");
             }
         }
-        Ok((outcome, message))
+        message
     }
 
     /// Checks before anything is recorded as begun: the target exists and can do this, the
