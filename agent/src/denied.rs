@@ -3,9 +3,10 @@
 //! the count; it clears by itself once the window has passed without enough of them.
 //!
 //! Someone without the role who keeps trying to reset devices is something an operator should
-//! see on the node (and be alerted to), not only find in the audit log later. Both places that
-//! refuse a caller note it here: `wire::authn` (no role at all) and the action path (below
-//! operator). The node shows the condition with the host's.
+//! see on the node (and be alerted to), not only find in the audit log later. Every place that
+//! refuses a caller for its role notes it here: `wire::authn` (no role at all), the action path
+//! and the remediation controls (below operator). The node shows the condition with the
+//! host's.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

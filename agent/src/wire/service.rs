@@ -181,6 +181,19 @@ impl AgentService {
         })
     }
 
+    /// A remediation control's reply; a caller refused for its role counts towards
+    /// ACCESS_DENIED like one refused by the action path.
+    fn control_reply(
+        &self,
+        who: &Caller,
+        r: Result<RemediationReport, ControlError>,
+    ) -> Result<Response<pb::RemediationStatus>, Status> {
+        if matches!(r, Err(ControlError::PermissionDenied(_))) {
+            self.node.denied.note(&who.identity);
+        }
+        remediation_reply(r)
+    }
+
     /// Every window in force (the node's, the operators' on devices, SLURM's), and the result
     /// of the start or end that asked.
     fn maintenance_status(&self, result: Option<pb::ActionResult>) -> pb::MaintenanceStatus {
@@ -548,7 +561,8 @@ impl Agent for AgentService {
         req: Request<pb::ApproveRemediationRequest>,
     ) -> Result<Response<pb::RemediationStatus>, Status> {
         let id = remediation_target(&req.get_ref().device_id)?;
-        remediation_reply(self.remediation.approve(&caller(&req), id).await)
+        let who = caller(&req);
+        self.control_reply(&who, self.remediation.approve(&who, id).await)
     }
 
     async fn pause_remediation(
@@ -563,9 +577,11 @@ impl Agent for AgentService {
             )));
         }
         let target = whole_node_if_empty(&r.device_id);
-        remediation_reply(
+        let who = caller(&req);
+        self.control_reply(
+            &who,
             self.remediation
-                .pause(&caller(&req), target, duration, &r.reason)
+                .pause(&who, target, duration, &r.reason)
                 .await,
         )
     }
@@ -575,7 +591,8 @@ impl Agent for AgentService {
         req: Request<pb::ResumeRemediationRequest>,
     ) -> Result<Response<pb::RemediationStatus>, Status> {
         let target = whole_node_if_empty(&req.get_ref().device_id);
-        remediation_reply(self.remediation.resume(&caller(&req), target).await)
+        let who = caller(&req);
+        self.control_reply(&who, self.remediation.resume(&who, target).await)
     }
 
     async fn clear_remediation(
@@ -583,7 +600,8 @@ impl Agent for AgentService {
         req: Request<pb::ClearRemediationRequest>,
     ) -> Result<Response<pb::RemediationStatus>, Status> {
         let id = remediation_target(&req.get_ref().device_id)?;
-        remediation_reply(self.remediation.clear(&caller(&req), id).await)
+        let who = caller(&req);
+        self.control_reply(&who, self.remediation.clear(&who, id).await)
     }
 
     async fn kill_process(
