@@ -128,6 +128,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         control: Option<RemediationControl>,
     },
+    /// Maintenance windows: while one lasts, the agent's policies leave the device (or the
+    /// whole node) alone; its conditions are still read and shown. start/end: operator,
+    /// audited.
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
     /// Signal a watched process (TERM by default); reports whether it exited.
     KillProcess {
         pid: u32,
@@ -297,6 +304,40 @@ pub(crate) struct ResetKindArg {
     pub(crate) hard: bool,
     #[arg(long)]
     pub(crate) power_cycle: bool,
+}
+
+/// `agent-ctl maintenance <command>`.
+#[derive(Subcommand, Clone)]
+pub(crate) enum MaintenanceCommand {
+    /// Put a device or the node into maintenance (again: extend or shorten it).
+    Start {
+        #[command(flatten)]
+        subject: MaintenanceSubject,
+        /// How long, e.g. 30m, 2h (at most the agent's max_maintenance); it ends by itself.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        window_for: Duration,
+        /// Why, for the audit log and whoever looks next.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// End the maintenance of a device or the node now.
+    End {
+        #[command(flatten)]
+        subject: MaintenanceSubject,
+    },
+    /// Every window in force: the node's, devices' (operator or SLURM).
+    List,
+}
+
+/// Exactly one of `--device ID` and `--node`.
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+pub(crate) struct MaintenanceSubject {
+    #[arg(long, value_name = "ID")]
+    pub(crate) device: Option<String>,
+    /// The whole node.
+    #[arg(long)]
+    pub(crate) node: bool,
 }
 
 /// `agent-ctl remediation <control>`: the operator's controls of the engine, each audited by

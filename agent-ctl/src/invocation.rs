@@ -187,6 +187,11 @@ impl Invocation {
             .into_inner())
     }
 
+    /// `--idempotency-key`, else this invocation's random one.
+    pub(crate) fn idempotency_key(&self) -> &str {
+        &self.idempotency_key
+    }
+
     /// Fills in `--yes`, `--dry-run` and this invocation's idempotency key.
     pub(crate) fn with_intent<R: ActionRequest>(&self, mut request: R) -> R {
         request.set_intent(self.cli.yes, self.cli.dry_run, &self.idempotency_key);

@@ -95,6 +95,31 @@ pub fn device(d: &pb::Device) -> Value {
             "message": a.message,
         })),
         "known_answer": d.known_answer.as_ref().map(known_answer),
+        "maintenance": d.maintenance.as_ref().map(maintenance),
+    })
+}
+
+/// A maintenance window; `until` is null for SLURM's (it lasts while SLURM holds it).
+pub fn maintenance(m: &pb::Maintenance) -> Value {
+    json!({
+        "until": timestamp(&m.until),
+        "reason": m.reason,
+        "by": m.by,
+        "started_at": timestamp(&m.started_at),
+        "audit_hash": m.audit_hash,
+        "source": m.source,
+    })
+}
+
+/// `agent-ctl maintenance`: every window in force and the result of a start or end.
+pub fn maintenance_status(s: &pb::MaintenanceStatus) -> Value {
+    json!({
+        "windows": list(&s.windows, |w| json!({
+            "subject": w.subject,
+            "maintenance": w.maintenance.as_ref().map(maintenance),
+        })),
+        "result": s.result.as_ref().map(action),
+        "max_maintenance_seconds": s.max_maintenance_seconds,
     })
 }
 
@@ -156,6 +181,7 @@ pub fn node(n: &pb::NodeSnapshot) -> Value {
         "host": host(&n.host.clone().unwrap_or_default()),
         "devices": list(&n.devices, device),
         "recent_actions": list(&n.recent_actions, action),
+        "maintenance": n.maintenance.as_ref().map(maintenance),
     })
 }
 
@@ -174,6 +200,7 @@ pub fn action(a: &pb::ActionResult) -> Value {
         "replayed": a.replayed,
         "device_after": a.device_after.as_ref().map(device),
         "process_kill": a.process_kill.as_ref().map(process_kill),
+        "audit_hash": a.audit_hash,
     })
 }
 

@@ -16,6 +16,7 @@ mod incidents;
 mod inspect;
 mod invocation;
 pub mod json;
+pub mod maintenance;
 pub mod processes;
 pub mod remediation;
 pub mod render;
@@ -59,6 +60,7 @@ async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
         Command::Disable { id } => change::set_enabled(ctl, id, false).await,
         Command::Enable { id } => change::set_enabled(ctl, id, true).await,
         Command::InjectFault { id, kind } => change::inject_fault(ctl, id, kind).await,
+        Command::Maintenance { command } => maintenance::command(ctl, command).await,
         Command::KillProcess {
             pid,
             signal,

@@ -190,6 +190,14 @@ pub fn node_text(n: &pb::NodeSnapshot) -> String {
     if let Some(a) = n.agent.as_ref().filter(|a| a.uplink_configured) {
         out.push_str(&uplink_detail_text(a));
     }
+    if let Some(m) = &n.maintenance {
+        out.push_str(&crate::maintenance::line("node", m));
+    }
+    for d in &n.devices {
+        if let (Some(m), Some(i)) = (&d.maintenance, &d.identity) {
+            out.push_str(&crate::maintenance::line(&i.id, m));
+        }
+    }
     if let Some(h) = &n.host {
         let gib = (1u64 << 30) as f64;
         out.push_str(&format!(
@@ -260,6 +268,9 @@ pub fn device_text(d: &pb::Device) -> String {
             time(&c.calibrated_at),
             c.temperature_celsius
         ));
+    }
+    if let (Some(m), Some(i)) = (&d.maintenance, &d.identity) {
+        out.push_str(&crate::maintenance::line(&i.id, m));
     }
     let caps: Vec<_> = d
         .capabilities()

@@ -57,6 +57,9 @@ fn printed() -> Vec<(&'static str, Printer)> {
             print(b, json::remediation)
         }),
         (".health.v1.Incident", |b| print(b, json::incident)),
+        (".health.v1.MaintenanceStatus", |b| {
+            print(b, json::maintenance_status)
+        }),
     ]
 }
 

@@ -61,6 +61,11 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let leases = crate::wire::lease::broker(&cfg, uplink_tls.clone());
     let remediation = Remediation::new(&cfg, node.clone(), actions.clone(), leases);
     let remediation_task = remediation.start(cancel.clone()).await;
+    let expiry_task = tokio::spawn(crate::maintenance::run_expiry(
+        node.maintenance.clone(),
+        audit.clone(),
+        cancel.clone(),
+    ));
 
     let (uplink_tx, uplink_task) = match uplink_stats {
         Some(stats) => {
@@ -132,6 +137,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     let rest = async {
         let _ = remediation_task.await;
+        let _ = expiry_task.await;
         for t in devices.tasks {
             let _ = t.await;
         }
@@ -186,7 +192,8 @@ fn start_node(
             Some(probe_rx),
         )
         .with_processes(processes)
-        .with_audit(audit),
+        .with_audit(audit)
+        .with_access_denied(cfg.safety.access_denied),
     );
     Started {
         node,
@@ -205,13 +212,21 @@ async fn start_actions(
     controls: Vec<crate::device::DeviceControl>,
     audit: Arc<crate::audit::AuditLog>,
 ) -> Arc<Actions> {
-    let actions = Arc::new(Actions::new(node, controls, audit, cfg.safety.clone()));
+    let actions = Arc::new(Actions::new(
+        node.clone(),
+        controls,
+        audit,
+        cfg.safety.clone(),
+    ));
     let audit_path = cfg.audit_log.clone();
     let recent =
         tokio::task::spawn_blocking(move || crate::audit::recent_entries(&audit_path, 4 << 20))
             .await
             .unwrap_or_default();
     actions.restore_idempotency(&recent);
+    // Maintenance windows outlive the agent that started them; one that ended while the
+    // agent was down is recorded as ended by the expiry task's first pass.
+    node.maintenance.restore(&recent);
     actions
 }
 

@@ -68,6 +68,60 @@ pub struct DeviceStatus {
     pub last_action: Option<ActionSummary>,
     /// The last known-answer probe (devices with MATVEC).
     pub known_answer: Option<KnownAnswerSummary>,
+    /// Set while the device is in maintenance (an operator's window, or SLURM's); the
+    /// supervisor leaves it unset and the node fills it in.
+    pub maintenance: Option<MaintenanceWindow>,
+}
+
+/// Who put a subject into maintenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaintenanceSource {
+    /// `agent-ctl maintenance start`: audited, ends at `until`.
+    Operator,
+    /// The board's SLURM state (a drain, `maint`, a maintenance reservation): lasts as long as
+    /// SLURM says so.
+    Slurm,
+}
+
+impl MaintenanceSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaintenanceSource::Operator => "operator",
+            MaintenanceSource::Slurm => "slurm",
+        }
+    }
+}
+
+/// A maintenance window on a device or the whole node: while it lasts no policy acts on the
+/// subject; its conditions are still read and shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceWindow {
+    /// When it ends by itself; `None` for SLURM's, which ends when SLURM says so.
+    pub until: Option<SystemTime>,
+    pub reason: String,
+    /// The caller who started (or last extended) it, or `slurm`.
+    pub by: String,
+    pub started_at: SystemTime,
+    /// The audit entry that started or last extended it (empty for SLURM's).
+    pub audit_hash: String,
+    pub source: MaintenanceSource,
+}
+
+impl MaintenanceWindow {
+    /// "until 2026-12-07T06:00:00Z, reason \"...\", by uid 1000", for audit messages and
+    /// what blocks a ladder.
+    pub fn describe(&self) -> String {
+        let until = match self.until {
+            Some(u) => format!("until {}", humantime::format_rfc3339_seconds(u)),
+            None => "while SLURM holds it".to_string(),
+        };
+        format!("{until}, reason {:?}, by {}", self.reason, self.by)
+    }
+
+    /// Whether it still holds at `now`.
+    pub fn holds(&self, now: SystemTime) -> bool {
+        self.until.is_none_or(|u| u > now)
+    }
 }
 
 /// The last probe of a device, as shown on the device (`agent-ctl device`).
@@ -145,6 +199,9 @@ pub struct ReportedAction {
     pub message: String,
     pub started_at: SystemTime,
     pub duration_ms: u64,
+    /// The audit entry that recorded the result (end, refused, denied, dry-run); empty when
+    /// it was not written.
+    pub audit_hash: String,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +214,8 @@ pub struct NodeSnapshot {
     pub host: Arc<HostStatus>,
     pub devices: Vec<Arc<DeviceStatus>>,
     pub agent: AgentStatus,
+    /// Set while the whole node is in maintenance.
+    pub maintenance: Option<MaintenanceWindow>,
 }
 
 /// How many dropped ranges `AgentStatus` shows (the most recent).

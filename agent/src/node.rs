@@ -11,13 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use health_daemon::systemd;
-use health_hal::{Condition, HealthState};
+use health_hal::{Condition, ConditionCode, HealthState};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::device::supervisor::DeviceHandle;
 use crate::host::HostStatus;
-use crate::model::{AgentStatus, NodeSnapshot, ReportedAction, UplinkStats};
+use crate::model::{
+    AgentStatus, MaintenanceSource, MaintenanceWindow, NodeSnapshot, ReportedAction, UplinkStats,
+};
 
 /// Actions carried in every report. A report every few seconds and a handful of actions an
 /// hour: an action is in many reports before it leaves the window, so one lost report loses
@@ -45,6 +47,10 @@ pub struct Node {
     /// Conditions the remediation engine raises (REMEDIATION_EXHAUSTED), by subject: a device
     /// id, or a process subject (shown with the host's conditions).
     remediation: Mutex<Vec<Condition>>,
+    /// Operator maintenance windows (started and ended by the action path).
+    pub maintenance: Arc<crate::maintenance::Windows>,
+    /// Callers refused with PERMISSION_DENIED, for ACCESS_DENIED on the host.
+    pub denied: Arc<crate::denied::DeniedCallers>,
 }
 
 pub fn new_boot_id() -> String {
@@ -81,7 +87,15 @@ impl Node {
             processes: None,
             audit: None,
             remediation: Mutex::new(Vec::new()),
+            maintenance: Arc::default(),
+            denied: Arc::new(crate::denied::DeniedCallers::new(Default::default())),
         }
+    }
+
+    /// How many refusals within which window raise ACCESS_DENIED (`[safety]`).
+    pub fn with_access_denied(mut self, limit: crate::config::AccessDeniedLimit) -> Node {
+        self.denied = Arc::new(crate::denied::DeniedCallers::new(limit));
+        self
     }
 
     /// Adds the process watchdog: its processes and conditions become part of the host.
@@ -192,13 +206,50 @@ impl Node {
             .iter()
             .filter(|c| c.subject == status.identity.id)
             .collect();
-        if mine.is_empty() {
+        let maintenance = self.device_maintenance(&status);
+        if mine.is_empty() && maintenance.is_none() {
             return status;
         }
         let mut s = (*status).clone();
-        s.conditions.extend(mine.into_iter().cloned());
-        s.state = s.state.max(health_hal::rollup(s.conditions.iter()));
+        if !mine.is_empty() {
+            s.conditions.extend(mine.into_iter().cloned());
+            s.state = s.state.max(health_hal::rollup(s.conditions.iter()));
+        }
+        s.maintenance = maintenance;
         Arc::new(s)
+    }
+
+    /// A device's own maintenance: the operator's window, else SLURM's (a MAINTENANCE
+    /// condition its backend reports), shown with `by = slurm` and the condition's message.
+    fn device_maintenance(&self, status: &crate::model::DeviceStatus) -> Option<MaintenanceWindow> {
+        let id = &status.identity.id;
+        if let Some(w) = self.maintenance.get(id, SystemTime::now()) {
+            return Some(w);
+        }
+        status
+            .conditions
+            .iter()
+            .find(|c| c.code == ConditionCode::Maintenance && c.subject == *id)
+            .map(|c| MaintenanceWindow {
+                until: None,
+                reason: c.message.clone(),
+                by: "slurm".into(),
+                started_at: c.since,
+                audit_hash: String::new(),
+                source: MaintenanceSource::Slurm,
+            })
+    }
+
+    /// The maintenance that holds `target` (a device id or a process subject) now: the
+    /// device's own (operator, else SLURM), else the node's. `None`: policies may act.
+    pub fn maintenance_of(&self, target: &str) -> Option<MaintenanceWindow> {
+        let own = self
+            .device(target)
+            .and_then(|d| self.device_maintenance(&d.status()));
+        own.or_else(|| {
+            self.maintenance
+                .get(crate::maintenance::NODE, SystemTime::now())
+        })
     }
 
     /// The current state of everything, carrying the seq of the last report sent.
@@ -223,6 +274,12 @@ impl Node {
             h.processes.clone_from(&report.processes);
             h.conditions.extend(report.conditions.iter().cloned());
             h.state = h.state.max(report.state);
+            host = Arc::new(h);
+        }
+        if let Some(c) = self.denied.condition(SystemTime::now()) {
+            let mut h = (*host).clone();
+            h.state = h.state.max(c.severity.health());
+            h.conditions.push(c);
             host = Arc::new(h);
         }
         if let Some(c) = self.audit.as_ref().and_then(|a| a.condition()) {
@@ -265,6 +322,9 @@ impl Node {
             host,
             devices,
             agent: self.agent_status(),
+            maintenance: self
+                .maintenance
+                .get(crate::maintenance::NODE, SystemTime::now()),
         }
     }
 

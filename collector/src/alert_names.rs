@@ -33,6 +33,10 @@ pub fn alertname(code: i32) -> String {
         ConditionCode::ProcessMissing => "AnalogPDESolverDown",
         // Repeated device errors and a link logging AER errors: the error-rate procedure.
         ConditionCode::DeviceError | ConditionCode::LinkDegraded => "HighErrorRate",
+        // The rules file's name for repeated PERMISSION_DENIED on an agent.
+        ConditionCode::AccessDenied => "AccessDenied",
+        // Shown, never paged (INFO); named for the silences and history that cite it.
+        ConditionCode::Maintenance => "InMaintenance",
         other => return camel_case(other.as_str_name()),
     };
     name.to_string()
@@ -73,6 +77,8 @@ mod tests {
         assert_eq!(name(ConditionCode::NotConverging), "ConvergenceFailure");
         assert_eq!(name(ConditionCode::ProcessStuck), "SPICESimulationTimeout");
         assert_eq!(name(ConditionCode::DeviceError), "HighErrorRate");
+        assert_eq!(name(ConditionCode::AccessDenied), "AccessDenied");
+        assert_eq!(name(ConditionCode::Maintenance), "InMaintenance");
     }
 
     #[test]

@@ -917,7 +917,6 @@ mod tests {
     }
     use health_proto::v1::{Device, DeviceIdentity, HostHealth};
 
-
     fn condition(code: ConditionCode, severity: Severity, message: &str) -> Condition {
         Condition {
             code: code as i32,

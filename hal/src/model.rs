@@ -305,11 +305,16 @@ pub enum ConditionCode {
     AuditLogUnwritable,
     /// A remediation ladder ran out of steps with its condition still present.
     RemediationExhausted,
+    /// Callers were refused (PERMISSION_DENIED) repeatedly within a window.
+    AccessDenied,
+    /// The subject is in maintenance (an operator's window, or a SLURM drain/reservation): shown,
+    /// never paged, and no remediation policy acts on it.
+    Maintenance,
 }
 
 impl ConditionCode {
     /// Every code, in declaration order (for parsing names in configuration).
-    pub const ALL: [ConditionCode; 23] = [
+    pub const ALL: [ConditionCode; 25] = [
         ConditionCode::ThermalWarning,
         ConditionCode::ThermalCritical,
         ConditionCode::PowerOverLimit,
@@ -333,6 +338,8 @@ impl ConditionCode {
         ConditionCode::ProcessMissing,
         ConditionCode::AuditLogUnwritable,
         ConditionCode::RemediationExhausted,
+        ConditionCode::AccessDenied,
+        ConditionCode::Maintenance,
     ];
 
     /// The code named `name` (`"DEVICE_UNRESPONSIVE"`, case-insensitive).
@@ -367,6 +374,8 @@ impl ConditionCode {
             ConditionCode::ProcessMissing => "PROCESS_MISSING",
             ConditionCode::AuditLogUnwritable => "AUDIT_LOG_UNWRITABLE",
             ConditionCode::RemediationExhausted => "REMEDIATION_EXHAUSTED",
+            ConditionCode::AccessDenied => "ACCESS_DENIED",
+            ConditionCode::Maintenance => "MAINTENANCE",
         }
     }
 
@@ -421,6 +430,12 @@ impl ConditionCode {
             }
             ConditionCode::AuditLogUnwritable => {
                 "actions are refused until the audit log can be written: free the disk or fix the file's owner and mode (audit_log in agent.toml), then retry with agent-ctl --dry-run"
+            }
+            ConditionCode::AccessDenied => {
+                "access-denied: callers without the role keep being refused; check who they are (agent-ctl audit shows the denied entries), fix [auth] if they should act, else find out why they try"
+            }
+            ConditionCode::Maintenance => {
+                "maintenance: nothing to do while the work lasts; agent-ctl maintenance list shows who and why; a SLURM drain ends with scontrol update state=resume"
             }
         }
     }

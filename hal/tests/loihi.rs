@@ -91,7 +91,7 @@ fn fake_sinfo(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test]
-async fn a_drained_node_is_a_disabled_warning_with_its_flag_explained() {
+async fn a_drained_node_is_maintenance_at_info_with_its_flag_explained() {
     let dir = tempfile::tempdir().unwrap();
     // Checks that it was called exactly as documented, then answers.
     let sinfo = fake_sinfo(
@@ -107,9 +107,14 @@ echo "node01 drain*""#,
     let c = s.condition("loihi-0", SystemTime::now()).unwrap();
     assert_eq!(
         (c.code, c.severity),
-        (ConditionCode::DeviceDisabled, Severity::Warning)
+        (ConditionCode::Maintenance, Severity::Info)
     );
     assert!(c.message.contains("not responding"), "{}", c.message);
+    assert!(
+        c.message.contains(r#""drain*""#),
+        "names the state: {}",
+        c.message
+    );
 }
 
 #[tokio::test]

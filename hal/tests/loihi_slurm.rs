@@ -85,7 +85,15 @@ proptest! {
         prop_assert_eq!(&s.flags, &want);
         let judged = s.condition("b", std::time::SystemTime::now());
         let bad = parts.iter().any(|p| matches!(*p, "down" | "fail" | "failg" | "failing"));
-        if bad {
+        // Taken out of service on purpose: maintenance (info), whatever else the state says.
+        let maint = flags.contains(&'$')
+            || parts.iter().any(|p| matches!(*p, "drain" | "drained" | "drng" | "draining" | "maint"));
+        if maint {
+            prop_assert_eq!(
+                judged.map(|c| (c.code, c.severity)),
+                Some((health_hal::ConditionCode::Maintenance, health_hal::Severity::Info))
+            );
+        } else if bad {
             prop_assert_eq!(judged.map(|c| c.severity), Some(health_hal::Severity::Critical));
         }
     }

@@ -37,12 +37,20 @@ use crate::device::DeviceAction;
 use crate::model::{DeviceStatus, Outcome, ReportedAction};
 use kill::{KillReport, KillRequest};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Requested {
     Device(DeviceAction),
     InjectFault(FaultKind),
     /// Signal a watched process (see [`kill`]).
     KillProcess(KillRequest),
+    /// Put the target (a device id, or `node`) into maintenance for `for_seconds`, or extend
+    /// (shorten) the window it is in: see [`crate::maintenance`].
+    StartMaintenance {
+        for_seconds: u64,
+        reason: String,
+    },
+    /// End the target's maintenance window.
+    EndMaintenance,
 }
 
 impl Requested {
@@ -51,6 +59,8 @@ impl Requested {
             Requested::Device(a) => a.describe(),
             Requested::InjectFault(f) => format!("inject-fault {}", f.as_str()),
             Requested::KillProcess(k) => k.describe(),
+            Requested::StartMaintenance { .. } => crate::maintenance::STARTED.to_string(),
+            Requested::EndMaintenance => crate::maintenance::ENDED.to_string(),
         }
     }
 
@@ -68,6 +78,11 @@ impl Requested {
                 "start_time_ticks": k.start_ticks,
                 "escalate_after_ms": k.escalate_after.map(|d| d.as_millis() as u64),
             }),
+            Requested::StartMaintenance {
+                for_seconds,
+                reason,
+            } => json!({"for_seconds": for_seconds, "reason": reason}),
+            Requested::EndMaintenance => json!({}),
         }
     }
 
@@ -86,9 +101,15 @@ impl Requested {
 
     /// Whether the per-target gate (one at a time, cooldown, resets per hour) applies. Fault
     /// injection goes to the simulator's fault handle, not the device, and must work while the
-    /// device is busy or hung.
+    /// device is busy or hung; a maintenance window does not touch the device at all (a busy
+    /// device can still be put into maintenance).
     pub fn gated(&self) -> bool {
-        !matches!(self, Requested::InjectFault(_))
+        !matches!(
+            self,
+            Requested::InjectFault(_)
+                | Requested::StartMaintenance { .. }
+                | Requested::EndMaintenance
+        )
     }
 }
 
@@ -167,6 +188,9 @@ pub struct ActionRecord {
     pub process_kill: Option<KillReport>,
     pub dry_run: bool,
     pub replayed: bool,
+    /// The audit entry that recorded the result (end, refused, denied, dry-run); empty when
+    /// it could not be written.
+    pub audit_hash: String,
 }
 
 impl From<&ActionRecord> for ReportedAction {
@@ -180,6 +204,7 @@ impl From<&ActionRecord> for ReportedAction {
             message: record.message.clone(),
             started_at: record.started_at,
             duration_ms: record.duration_ms,
+            audit_hash: record.audit_hash.clone(),
         }
     }
 }
@@ -188,6 +213,9 @@ impl From<&ActionRecord> for ReportedAction {
 pub enum ActionError {
     #[error("no device {0:?} on this node")]
     NoSuchDevice(String),
+    /// Something else the request names does not exist (a maintenance window to end).
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]

@@ -15,7 +15,7 @@ use crate::auth::Role;
 use crate::config::SafetyConfig;
 use crate::device::{DeviceAction, DeviceControl};
 use crate::host::procwatch::ProcessInfo;
-use crate::model::{Outcome, ReportedAction};
+use crate::model::{MaintenanceSource, MaintenanceWindow, Outcome, ReportedAction};
 use crate::node::Node;
 
 const KEEP_RECORDS: usize = 1000;
@@ -72,7 +72,21 @@ enum Checked {
     Device,
     Fault,
     Process(Box<ProcessInfo>),
+    /// A window to start or extend, ending at this time.
+    StartMaintenance(SystemTime),
+    EndMaintenance,
 }
+
+/// What a run leaves beside its outcome, for the record.
+#[derive(Default)]
+struct Extras {
+    process_kill: Option<KillReport>,
+    /// The hash of the entry that recorded the result.
+    audit_hash: String,
+}
+
+/// The longest maintenance reason kept: one paragraph for whoever looks next, not a file.
+const MAX_MAINTENANCE_REASON: usize = 1024;
 
 pub struct Actions {
     pub(super) node: Arc<Node>,
@@ -115,6 +129,11 @@ impl Actions {
         &self.audit
     }
 
+    /// The longest maintenance window this agent starts (`[safety] max_maintenance`).
+    pub fn max_maintenance(&self) -> Duration {
+        self.safety.max_maintenance
+    }
+
     /// Resolves once no action task is running: every accepted action has ended and been
     /// recorded. The daemon waits for this (within its shutdown bound) after the supervisors
     /// stop, so an action that finished at shutdown is recorded as finished.
@@ -154,7 +173,8 @@ impl Actions {
                     "idempotency_key {key:?} was already used for a different request; use a new key"
                 ));
                 let entry = self.entry(&self.next_action_id(), &req);
-                self.note(Phase::Refused, entry, Recorded::Refused, &e.to_string())
+                let _ = self
+                    .note(Phase::Refused, entry, Recorded::Refused, &e.to_string())
                     .await;
                 return Err(e);
             }
@@ -202,18 +222,22 @@ impl Actions {
     }
 
     /// A single audit entry for a request that did not run; a failure to write it is logged
-    /// (the request is refused either way).
+    /// (the request is refused either way). Returns the entry's hash, empty if not written.
     pub(super) async fn note(
         &self,
         phase: Phase,
         mut entry: Entry,
         outcome: Recorded,
         message: &str,
-    ) {
+    ) -> String {
         entry.outcome = Some(outcome);
         entry.message = message.to_string();
-        if let Err(e) = self.audit.append(phase, entry).await {
-            tracing::error!(target: "audit", error = %e, phase = phase.as_str(), "could not record a refused request");
+        match self.audit.append(phase, entry).await {
+            Ok(a) => a.hash,
+            Err(e) => {
+                tracing::error!(target: "audit", error = %e, phase = phase.as_str(), "could not record a refused request");
+                String::new()
+            }
         }
     }
 
@@ -232,10 +256,8 @@ impl Actions {
             begun: None,
             t0,
         };
-        let mut process_kill = None;
-        let result = self
-            .admit_and_run(&id, &req, &mut guard, &mut process_kill)
-            .await;
+        let mut extras = Extras::default();
+        let result = self.admit_and_run(&id, &req, &mut guard, &mut extras).await;
         guard.begun = None;
         let (outcome, message) = match &result {
             Ok(r) => r.clone(),
@@ -251,10 +273,11 @@ impl Actions {
             message,
             started_at,
             duration_ms: t0.elapsed().as_millis() as u64,
-            device_after: self.node.device(&req.device_id).map(|d| d.status()),
-            process_kill,
+            device_after: self.node.device_status(&req.device_id),
+            process_kill: extras.process_kill,
             dry_run: req.dry_run,
             replayed: false,
+            audit_hash: extras.audit_hash,
         };
         tracing::info!(
             target: "audit",
@@ -275,6 +298,25 @@ impl Actions {
         result.map(|_| record)
     }
 
+    /// A refusal after authorization: one `refused` entry, whose hash the record keeps.
+    async fn refuse(
+        &self,
+        id: &str,
+        req: &ActionRequest,
+        e: ActionError,
+        extras: &mut Extras,
+    ) -> Result<(Outcome, String), ActionError> {
+        extras.audit_hash = self
+            .note(
+                Phase::Refused,
+                self.entry(id, req),
+                Recorded::Refused,
+                &e.to_string(),
+            )
+            .await;
+        Err(e)
+    }
+
     /// Every check, in order, then (unless a dry run) the durable begin record, the action
     /// and the end record.
     async fn admit_and_run(
@@ -282,7 +324,7 @@ impl Actions {
         id: &str,
         req: &ActionRequest,
         guard: &mut InterruptedGuard,
-        process_kill: &mut Option<KillReport>,
+        extras: &mut Extras,
     ) -> Result<(Outcome, String), ActionError> {
         let entry = self.entry(id, req);
         if req.caller.role < Some(Role::Operator) {
@@ -293,31 +335,29 @@ impl Actions {
                 req.caller.identity,
                 req.caller.role_name()
             );
-            self.note(Phase::Denied, entry, Recorded::Denied, &msg)
+            self.node.denied.note(&req.caller.identity);
+            extras.audit_hash = self
+                .note(Phase::Denied, entry, Recorded::Denied, &msg)
                 .await;
             return Err(ActionError::PermissionDenied(msg));
         }
-        let refuse = |e: ActionError| async move {
-            self.note(
-                Phase::Refused,
-                self.entry(id, req),
-                Recorded::Refused,
-                &e.to_string(),
-            )
-            .await;
-            Err(e)
-        };
-        let checked = match self.check(&req.device_id, req.what).await {
+        let checked = match self.check(req).await {
             Ok(c) => c,
-            Err(e) => return refuse(e).await,
+            Err(e) => return self.refuse(id, req, e, extras).await,
         };
         if req.what.needs_confirmation() && !req.confirm {
-            return refuse(ActionError::Unsafe(format!(
-                "{} on {} needs confirmation: pass --yes (confirm = true)",
-                req.what.describe(),
-                req.device_id
-            )))
-            .await;
+            return self
+                .refuse(
+                    id,
+                    req,
+                    ActionError::Unsafe(format!(
+                        "{} on {} needs confirmation: pass --yes (confirm = true)",
+                        req.what.describe(),
+                        req.device_id
+                    )),
+                    extras,
+                )
+                .await;
         }
         let action = req.what.describe();
         let caller = crate::auth::principal_of(&req.caller.identity);
@@ -332,7 +372,7 @@ impl Actions {
         if req.dry_run {
             if req.what.gated() {
                 if let Err(m) = self.gate.check(&gate_req) {
-                    return refuse(ActionError::Unsafe(m)).await;
+                    return self.refuse(id, req, ActionError::Unsafe(m), extras).await;
                 }
             }
             let msg = format!(
@@ -342,16 +382,18 @@ impl Actions {
             let mut e = entry;
             e.outcome = Some(Recorded::Succeeded);
             e.message = msg.clone();
-            self.audit
+            extras.audit_hash = self
+                .audit
                 .append(Phase::DryRun, e)
                 .await
-                .map_err(|e| ActionError::AuditUnavailable(e.to_string()))?;
+                .map_err(|e| ActionError::AuditUnavailable(e.to_string()))?
+                .hash;
             return Ok((Outcome::Succeeded, msg));
         }
         let _reservation = if req.what.gated() {
             match self.gate.reserve(&gate_req) {
                 Ok(r) => Some(r),
-                Err(m) => return refuse(ActionError::Unsafe(m)).await,
+                Err(m) => return self.refuse(id, req, ActionError::Unsafe(m), extras).await,
             }
         } else {
             None
@@ -366,10 +408,19 @@ impl Actions {
             })?;
         guard.begun = Some(entry.clone());
         let t0 = Instant::now();
-        let (outcome, mut message) = self
-            .execute(&req.device_id, req.what, checked, process_kill)
-            .await;
+        let until = match &checked {
+            Checked::StartMaintenance(until) => Some(*until),
+            _ => None,
+        };
+        let (outcome, message) = self.execute(req, checked, extras).await;
         let mut end = entry;
+        if let (Some(until), Some(args)) = (until, end.args.as_object_mut()) {
+            // What a restart rebuilds the window from (`crate::maintenance::Windows::restore`).
+            args.insert(
+                "until".into(),
+                humantime::format_rfc3339_millis(until).to_string().into(),
+            );
+        }
         end.outcome = Some(outcome.into());
         end.message = message.clone();
         end.duration_ms = Some(t0.elapsed().as_millis() as u64);
@@ -377,17 +428,60 @@ impl Actions {
         // dropped while the end record is being written, the begin stays unmatched (the
         // verifier reports it) rather than being recorded twice.
         guard.begun = None;
-        if let Err(e) = self.audit.append(Phase::End, end).await {
-            // The action has happened: report it, and say its end is not on record.
-            tracing::error!(target: "audit", error = %e, id, "the end of an action could not be recorded");
-            message = format!("{message}; WARNING: the end record was not written: {e}");
-        }
+        let message = self.record_end(id, req, end, until.is_some(), extras).await;
         Ok((outcome, message))
+    }
+
+    /// The `end` entry; its hash goes into the record (and onto the maintenance window it
+    /// started). Returns the action's message, with a warning when the entry was not written.
+    async fn record_end(
+        &self,
+        id: &str,
+        req: &ActionRequest,
+        end: Entry,
+        started_window: bool,
+        extras: &mut Extras,
+    ) -> String {
+        let (outcome, mut message) = (end.outcome, end.message.clone());
+        match self.audit.append(Phase::End, end).await {
+            Ok(a) => {
+                if started_window && outcome == Some(Recorded::Succeeded) {
+                    self.node
+                        .maintenance
+                        .set_audit_hash(&req.device_id, &a.hash);
+                }
+                extras.audit_hash = a.hash;
+            }
+            Err(e) => {
+                // The action has happened: report it, and say its end is not on record.
+                tracing::error!(target: "audit", error = %e, id, "the end of an action could not be recorded");
+                message = format!("{message}; WARNING: the end record was not written: {e}");
+            }
+        }
+        message
     }
 
     /// Checks before anything is recorded as begun: the target exists and can do this, the
     /// arguments are in range; for a process, the rules and the process as it is now.
-    async fn check(&self, device_id: &str, req: Requested) -> Result<Checked, ActionError> {
+    async fn check(&self, request: &ActionRequest) -> Result<Checked, ActionError> {
+        let device_id = request.device_id.as_str();
+        match &request.what {
+            Requested::StartMaintenance {
+                for_seconds,
+                reason,
+            } => return self.check_start_maintenance(device_id, *for_seconds, reason),
+            Requested::EndMaintenance => {
+                self.check_subject(device_id)?;
+                return match self.node.maintenance.get(device_id, SystemTime::now()) {
+                    Some(_) => Ok(Checked::EndMaintenance),
+                    None => Err(ActionError::NotFound(format!(
+                        "no maintenance on {device_id}"
+                    ))),
+                };
+            }
+            _ => {}
+        }
+        let req = request.what.clone();
         if let Requested::KillProcess(k) = req {
             let watch = self.node.processes().ok_or_else(|| {
                 ActionError::NotPossible(
@@ -434,20 +528,104 @@ impl Actions {
             Requested::KillProcess(_) => Err(ActionError::InvalidArgument(
                 "a process is not a device: use KillProcess".to_string(),
             )),
+            Requested::StartMaintenance { .. } | Requested::EndMaintenance => Err(
+                ActionError::InvalidArgument("internal: maintenance checked above".to_string()),
+            ),
         }
+    }
+
+    /// A maintenance subject is `node` or a device of this node.
+    fn check_subject(&self, subject: &str) -> Result<(), ActionError> {
+        if subject == crate::maintenance::NODE || self.node.device(subject).is_some() {
+            Ok(())
+        } else {
+            Err(ActionError::NoSuchDevice(subject.to_string()))
+        }
+    }
+
+    fn check_start_maintenance(
+        &self,
+        subject: &str,
+        for_seconds: u64,
+        reason: &str,
+    ) -> Result<Checked, ActionError> {
+        self.check_subject(subject)?;
+        let max = self.safety.max_maintenance;
+        if for_seconds == 0 || for_seconds > max.as_secs() {
+            return Err(ActionError::InvalidArgument(format!(
+                "for_seconds: expected 1 to {} ({}, the agent's max_maintenance), found {for_seconds}",
+                max.as_secs(),
+                humantime::format_duration(max)
+            )));
+        }
+        if reason.trim().is_empty() {
+            return Err(ActionError::InvalidArgument(
+                "reason: expected why the subject goes into maintenance (for whoever looks next), found nothing".into(),
+            ));
+        }
+        if reason.len() > MAX_MAINTENANCE_REASON {
+            return Err(ActionError::InvalidArgument(format!(
+                "reason: expected at most {MAX_MAINTENANCE_REASON} bytes, found {}",
+                reason.len()
+            )));
+        }
+        Ok(Checked::StartMaintenance(
+            SystemTime::now() + Duration::from_secs(for_seconds),
+        ))
     }
 
     async fn execute(
         &self,
-        device_id: &str,
-        req: Requested,
+        request: &ActionRequest,
         checked: Checked,
-        process_kill: &mut Option<KillReport>,
+        extras: &mut Extras,
     ) -> (Outcome, String) {
-        match (req, checked) {
+        let device_id = request.device_id.as_str();
+        match (request.what.clone(), checked) {
+            (Requested::StartMaintenance { reason, .. }, Checked::StartMaintenance(until)) => {
+                let extended = self
+                    .node
+                    .maintenance
+                    .get(device_id, SystemTime::now())
+                    .is_some();
+                let w = self.node.maintenance.start(
+                    device_id,
+                    MaintenanceWindow {
+                        until: Some(until),
+                        reason,
+                        by: request.caller.identity.clone(),
+                        started_at: SystemTime::now(),
+                        audit_hash: String::new(),
+                        source: MaintenanceSource::Operator,
+                    },
+                );
+                let verb = if extended { "extended" } else { "started" };
+                (
+                    Outcome::Succeeded,
+                    format!(
+                        "maintenance on {device_id} {verb}: {}; policies do not act on it meanwhile",
+                        w.describe()
+                    ),
+                )
+            }
+            (Requested::EndMaintenance, Checked::EndMaintenance) => {
+                match self.node.maintenance.end(device_id) {
+                    Some(w) => (
+                        Outcome::Succeeded,
+                        format!(
+                            "maintenance on {device_id} ended (it was {}); policies may act again",
+                            w.describe()
+                        ),
+                    ),
+                    None => (
+                        Outcome::Refused,
+                        format!("no maintenance on {device_id}: it ended meanwhile"),
+                    ),
+                }
+            }
             (Requested::KillProcess(k), Checked::Process(info)) => {
                 let (outcome, message, done) = crate::action::kill::execute(*info, &k).await;
-                *process_kill = Some(done);
+                extras.process_kill = Some(done);
                 (outcome, message)
             }
             (Requested::InjectFault(fault), Checked::Fault) => {

@@ -38,11 +38,19 @@ impl Actions {
                 continue;
             }
             let dry_run = r.phase == Phase::DryRun;
+            // A maintenance start's end entry adds the window's `until` to the arguments the
+            // request had; the fingerprint is of the request.
+            let mut args = e.args.clone();
+            if e.action == crate::maintenance::STARTED {
+                if let Some(o) = args.as_object_mut() {
+                    o.remove("until");
+                }
+            }
             let fp = fingerprint(
                 crate::auth::principal_of(&e.caller),
                 &e.target,
                 &e.action,
-                &e.args,
+                &args,
                 dry_run,
             );
             let result = match r.phase {
@@ -69,6 +77,7 @@ impl Actions {
                     process_kill: None,
                     dry_run,
                     replayed: false,
+                    audit_hash: r.hash.clone().unwrap_or_default(),
                 }),
             };
             // A later entry for the same key (the end after its begin) replaces the earlier.

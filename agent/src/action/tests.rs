@@ -43,6 +43,8 @@ fn safety(cooldown: Duration) -> SafetyConfig {
             max_resets_per_hour: 10,
         },
         per_device: Default::default(),
+        max_maintenance: crate::config::DEFAULT_MAX_MAINTENANCE,
+        access_denied: Default::default(),
     }
 }
 
@@ -342,4 +344,220 @@ async fn an_unwritable_audit_log_refuses_the_action_and_leaves_the_device_alone(
         f.actions.audit().condition().map(|c| c.code),
         Some(health_hal::ConditionCode::AuditLogUnwritable)
     );
+}
+
+fn start_maintenance(for_seconds: u64, reason: &str) -> Requested {
+    Requested::StartMaintenance {
+        for_seconds,
+        reason: reason.into(),
+    }
+}
+
+#[tokio::test]
+async fn maintenance_is_audited_with_the_result_hash_and_extends() {
+    let f = fixture();
+    let r = f
+        .actions
+        .run(request(
+            operator(),
+            DEVICE,
+            start_maintenance(60, "swap fan"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Succeeded, "{}", r.message);
+    let recs = records(&f.log);
+    let end = recs.last().unwrap();
+    assert_eq!(end.phase, Phase::End);
+    assert_eq!(
+        r.audit_hash,
+        end.hash.clone().unwrap(),
+        "the result's own entry"
+    );
+    assert!(
+        end.entry.args["until"].is_string(),
+        "restorable: {:?}",
+        end.entry.args
+    );
+    let w = f.node.maintenance_of(DEVICE).unwrap();
+    assert_eq!(w.reason, "swap fan");
+    assert_eq!(w.by, "uid 0 (unix socket)");
+    assert_eq!(w.audit_hash, r.audit_hash);
+    let status = f.node.device_status(DEVICE).unwrap();
+    assert_eq!(
+        status.maintenance.as_ref().map(|m| m.reason.as_str()),
+        Some("swap fan")
+    );
+
+    let again = f
+        .actions
+        .run(request(
+            operator(),
+            DEVICE,
+            start_maintenance(3600, "and the pump"),
+        ))
+        .await
+        .unwrap();
+    assert!(again.message.contains("extended"), "{}", again.message);
+    let w2 = f.node.maintenance_of(DEVICE).unwrap();
+    assert_eq!(w2.started_at, w.started_at);
+    assert!(w2.until > w.until);
+    assert_eq!(w2.audit_hash, again.audit_hash);
+
+    let ended = f
+        .actions
+        .run(request(operator(), DEVICE, Requested::EndMaintenance))
+        .await
+        .unwrap();
+    assert_eq!(ended.outcome, Outcome::Succeeded);
+    assert!(f.node.maintenance_of(DEVICE).is_none());
+    let e = f
+        .actions
+        .run(request(operator(), DEVICE, Requested::EndMaintenance))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        ActionError::NotFound(format!("no maintenance on {DEVICE}"))
+    );
+}
+
+#[tokio::test]
+async fn maintenance_arguments_are_checked_and_refusals_recorded() {
+    let f = fixture();
+    let e = f
+        .actions
+        .run(request(operator(), "nope", start_maintenance(60, "x")))
+        .await
+        .unwrap_err();
+    assert_eq!(e, ActionError::NoSuchDevice("nope".into()));
+    for secs in [0, 24 * 3600 + 1] {
+        let e = f
+            .actions
+            .run(request(operator(), DEVICE, start_maintenance(secs, "x")))
+            .await
+            .unwrap_err();
+        let ActionError::InvalidArgument(m) = e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            m.contains("for_seconds") && m.contains("max_maintenance"),
+            "{m}"
+        );
+    }
+    let e = f
+        .actions
+        .run(request(operator(), DEVICE, start_maintenance(60, "  ")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ActionError::InvalidArgument(m) if m.starts_with("reason")),
+        "{e:?}"
+    );
+    let e = f
+        .actions
+        .run(request(reader(), DEVICE, start_maintenance(60, "x")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ActionError::PermissionDenied(_)));
+    let last = records(&f.log).pop().unwrap();
+    assert_eq!(last.phase, Phase::Denied);
+    assert!(f.node.maintenance_of(DEVICE).is_none());
+    // Node maintenance has its own subject.
+    let r = f
+        .actions
+        .run(request(
+            operator(),
+            "node",
+            start_maintenance(60, "rack work"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Succeeded);
+    assert_eq!(f.node.snapshot().maintenance.unwrap().reason, "rack work");
+    assert!(
+        f.node.maintenance_of(DEVICE).is_some(),
+        "the node's window holds its devices"
+    );
+}
+
+#[tokio::test]
+async fn a_busy_or_cooling_down_device_can_still_go_into_maintenance() {
+    let f = fixture_with_log("audit.log", safety(Duration::from_secs(3600)), |_| {});
+    let r = f
+        .actions
+        .run(request(operator(), DEVICE, DISABLE))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Succeeded);
+    // The device is in its hour-long cooldown: a second action is refused...
+    let e = f
+        .actions
+        .run(request(
+            operator(),
+            DEVICE,
+            Requested::Device(DeviceAction::SetEnabled(true)),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ActionError::Unsafe(_)), "{e:?}");
+    // ...but maintenance touches no device.
+    let r = f
+        .actions
+        .run(request(operator(), DEVICE, start_maintenance(60, "fan")))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Succeeded, "{}", r.message);
+}
+
+#[tokio::test]
+async fn every_result_carries_the_hash_of_its_entry() {
+    let f = fixture();
+    let e = f
+        .actions
+        .run(request(reader(), DEVICE, DISABLE))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ActionError::PermissionDenied(_)));
+    let recent = f.actions.recent(1, None);
+    let last = records(&f.log).pop().unwrap();
+    assert_eq!(recent[0].audit_hash, last.hash.unwrap());
+    let r = f
+        .actions
+        .run(request(operator(), DEVICE, HARD_RESET))
+        .await
+        .unwrap_err();
+    assert!(matches!(r, ActionError::Unsafe(_)));
+    let refused = records(&f.log).pop().unwrap();
+    assert_eq!(refused.phase, Phase::Refused);
+    assert_eq!(
+        f.actions.recent(1, None)[0].audit_hash,
+        refused.hash.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn repeated_denials_raise_access_denied_on_the_host() {
+    let f = fixture();
+    let has = |f: &Fixture| {
+        f.node
+            .snapshot()
+            .host
+            .conditions
+            .iter()
+            .find(|c| c.code == health_hal::ConditionCode::AccessDenied)
+            .cloned()
+    };
+    for _ in 0..4 {
+        let _ = f.actions.run(request(reader(), DEVICE, DISABLE)).await;
+    }
+    assert!(has(&f).is_none(), "below the default count of 5");
+    let _ = f.actions.run(request(reader(), DEVICE, DISABLE)).await;
+    let c = has(&f).expect("ACCESS_DENIED at 5 refusals");
+    assert!(
+        c.message.contains("uid 1000 (unix socket) (5)"),
+        "{}",
+        c.message
+    );
+    assert_eq!(c.severity, health_hal::Severity::Warning);
 }

@@ -165,7 +165,32 @@ pub struct DeviceSafety {
 pub struct SafetyConfig {
     pub default: DeviceSafety,
     pub per_device: std::collections::HashMap<String, DeviceSafety>,
+    /// The longest maintenance window an operator may start (`max_maintenance`): nothing is
+    /// forgotten in maintenance.
+    pub max_maintenance: Duration,
+    /// ACCESS_DENIED is raised at this many PERMISSION_DENIED refusals within `window`.
+    pub access_denied: AccessDeniedLimit,
 }
+
+/// When repeated refusals become a host condition (`access_denied_count` within
+/// `access_denied_window`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccessDeniedLimit {
+    pub count: u32,
+    pub window: Duration,
+}
+
+impl Default for AccessDeniedLimit {
+    fn default() -> AccessDeniedLimit {
+        AccessDeniedLimit {
+            count: 5,
+            window: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `max_maintenance` when unset: a working day and a night.
+pub const DEFAULT_MAX_MAINTENANCE: Duration = Duration::from_secs(24 * 3600);
 
 impl SafetyConfig {
     pub fn for_device(&self, id: &str) -> DeviceSafety {
@@ -415,6 +440,32 @@ mod tests {
             parse_err("[safety]\ncooldown = \"2d\"\n").key,
             "safety.cooldown"
         );
+    }
+
+    #[test]
+    fn maintenance_and_access_denied_keys_are_checked() {
+        let c = parse("agent.toml", "").unwrap();
+        assert_eq!(c.safety.max_maintenance, DEFAULT_MAX_MAINTENANCE);
+        assert_eq!(c.safety.access_denied, AccessDeniedLimit::default());
+        let c = parse(
+            "agent.toml",
+            "[safety]\nmax_maintenance = \"8h\"\naccess_denied_count = 3\naccess_denied_window = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.safety.max_maintenance, Duration::from_secs(8 * 3600));
+        assert_eq!(c.safety.access_denied.count, 3);
+        assert_eq!(c.safety.access_denied.window, Duration::from_secs(60));
+        for (text, key) in [
+            ("max_maintenance = \"0s\"", "safety.max_maintenance"),
+            ("max_maintenance = \"60d\"", "safety.max_maintenance"),
+            ("access_denied_count = 0", "safety.access_denied_count"),
+            (
+                "access_denied_window = \"soon\"",
+                "safety.access_denied_window",
+            ),
+        ] {
+            assert_eq!(parse_err(&format!("[safety]\n{text}\n")).key, key, "{text}");
+        }
     }
 
     fn parse_err(text: &str) -> ConfigError {

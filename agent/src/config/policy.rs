@@ -394,6 +394,12 @@ fn policy_match(key: &str, m: RawMatch) -> Result<PolicyMatch, FieldError> {
             format!("{c} is raised by remediation itself and cannot start a ladder"),
         ));
     }
+    if let Some(c) = codes.iter().find(|c| **c == ConditionCode::Maintenance) {
+        return Err(FieldError::new(
+            format!("{key}.codes"),
+            format!("{c} means no policy acts on the subject, so it cannot start a ladder"),
+        ));
+    }
     let severity = match m.severity.as_deref().unwrap_or("warning") {
         "info" => Severity::Info,
         "warning" => Severity::Warning,
@@ -594,6 +600,7 @@ mod tests {
                 "",
                 "policy[0].match.codes",
             ),
+            (r#"codes = ["MAINTENANCE"]"#, "", "policy[0].match.codes"),
         ];
         for (codes, steps, key) in cases {
             let steps = if steps.is_empty() {

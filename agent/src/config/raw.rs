@@ -69,6 +69,9 @@ pub(super) struct RawTls {
 pub(super) struct RawSafety {
     pub(super) cooldown: Option<String>,
     pub(super) max_resets_per_hour: Option<u64>,
+    pub(super) max_maintenance: Option<String>,
+    pub(super) access_denied_count: Option<u64>,
+    pub(super) access_denied_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,5 +1,6 @@
 //! `[safety]` and each device's `cooldown` / `max_resets_per_hour` overrides: how often a
-//! device may be acted on.
+//! device may be acted on; how long a maintenance window may last; how many refused callers
+//! within a window raise ACCESS_DENIED.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use health_daemon::FieldError;
 
 use super::check::{duration, range, secs};
 use super::raw::{RawDevice, RawSafety};
-use super::{DeviceSafety, SafetyConfig};
+use super::{AccessDeniedLimit, DeviceSafety, SafetyConfig};
 
 pub(super) fn safety(s: &RawSafety, devices: &[RawDevice]) -> Result<SafetyConfig, FieldError> {
     let cooldown = |key: &str, v: Option<&str>, default: Duration| {
@@ -41,8 +42,33 @@ pub(super) fn safety(s: &RawSafety, devices: &[RawDevice]) -> Result<SafetyConfi
             },
         );
     }
+    let max_maintenance = duration(
+        "safety.max_maintenance",
+        s.max_maintenance.as_deref(),
+        super::DEFAULT_MAX_MAINTENANCE,
+        secs(1),
+        secs(30 * 86400),
+    )?;
+    let access_denied = AccessDeniedLimit {
+        count: range(
+            "safety.access_denied_count",
+            s.access_denied_count,
+            u64::from(AccessDeniedLimit::default().count),
+            1,
+            1_000_000,
+        )? as u32,
+        window: duration(
+            "safety.access_denied_window",
+            s.access_denied_window.as_deref(),
+            AccessDeniedLimit::default().window,
+            secs(1),
+            secs(86400),
+        )?,
+    };
     Ok(SafetyConfig {
         default,
         per_device,
+        max_maintenance,
+        access_denied,
     })
 }

@@ -197,6 +197,7 @@ pub fn spawn_with_probe(
         consecutive_failures: 0,
         last_action: None,
         known_answer: None,
+        maintenance: None,
     };
     let (status_tx, status_rx) = watch::channel(Arc::new(initial));
     // Actions queue behind the one running; a small queue is enough because each caller waits
@@ -524,6 +525,7 @@ impl Supervisor {
             consecutive_failures: self.consecutive_failures,
             last_action: self.last_action.clone(),
             known_answer: self.known_answer.as_ref().and_then(|k| k.last().cloned()),
+            maintenance: None,
         };
         self.status.send_replace(Arc::new(status));
     }

@@ -157,6 +157,16 @@ impl Remediation {
                 }
                 continue;
             }
+            if let Some((window, why)) = self.in_maintenance(&id) {
+                self.blocked(&id, LadderState::Waiting, why);
+                self.note_maintenance(&id, &policy, &window, Some(&condition))
+                    .await;
+                if !self.sleep(&cancel, tick).await {
+                    return;
+                }
+                continue;
+            }
+            self.out_of_maintenance(&id);
             if let Some(why) = self.paused(&id) {
                 self.blocked(&id, LadderState::Waiting, why);
                 if !self.sleep(&cancel, tick).await {

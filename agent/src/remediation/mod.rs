@@ -113,6 +113,9 @@ struct Ladder {
     until_clear: Option<(String, String)>,
     /// Restored from the audit log: (policy, last step begun); the ladder goes on after it.
     resume_after: Option<(String, usize)>,
+    /// The maintenance window whose hold was last recorded (its [`maintenance_key`]): one
+    /// `skipped` entry per window, not one per look.
+    maintenance_noted: String,
 }
 
 impl Ladder {
@@ -138,6 +141,7 @@ impl Ladder {
             ladder_id: String::new(),
             until_clear: None,
             resume_after: None,
+            maintenance_noted: String::new(),
         }
     }
 }

@@ -9,8 +9,21 @@ use tokio_util::sync::CancellationToken;
 
 use super::view::LadderState;
 use super::Remediation;
+use crate::audit::{Phase, Recorded};
 use crate::config::{Policy, PolicyMode};
 use crate::device::DeviceProbe;
+use crate::model::MaintenanceWindow;
+
+/// Identifies one window (an extension is a new one: its hold is recorded again).
+fn maintenance_key(w: &MaintenanceWindow) -> String {
+    format!(
+        "{}|{}|{:?}|{:?}",
+        w.source.as_str(),
+        w.by,
+        w.started_at,
+        w.until
+    )
+}
 
 impl Remediation {
     /// Targets a task should look after: a matching condition now, or state to keep
@@ -119,6 +132,56 @@ impl Remediation {
         });
     }
 
+    /// The maintenance that holds `target` now (its own, SLURM's, or the node's), as what
+    /// blocks its ladder.
+    pub(super) fn in_maintenance(&self, target: &str) -> Option<(MaintenanceWindow, String)> {
+        self.node.maintenance_of(target).map(|w| {
+            let why = format!("maintenance: in maintenance {}", w.describe());
+            (w, why)
+        })
+    }
+
+    /// Records, once per window, that a ladder of `policy` on `target` would have started or
+    /// gone on but the target is in maintenance (a `skipped` entry naming the window).
+    pub(super) async fn note_maintenance(
+        &self,
+        target: &str,
+        policy: &Policy,
+        window: &MaintenanceWindow,
+        trigger: Option<&Condition>,
+    ) {
+        let key = maintenance_key(window);
+        let mut first = false;
+        self.set(target, |l| {
+            if l.maintenance_noted != key {
+                l.maintenance_noted.clone_from(&key);
+                first = true;
+            }
+        });
+        if !first {
+            return;
+        }
+        let mut e = self.entry(target, policy, "maintenance-hold");
+        e.args = serde_json::json!({
+            "policy": policy.name,
+            "source": window.source.as_str(),
+            "until": window.until.map(|u| humantime::format_rfc3339_seconds(u).to_string()),
+            "by": window.by,
+            "window_hash": window.audit_hash,
+        });
+        if let Some(c) = trigger {
+            e.trigger = format!("{}: {}", c.code, c.message);
+        }
+        e.outcome = Some(Recorded::Refused);
+        e.message = format!(
+            "policy {} does not act on {target}: in maintenance {}; conditions are still read",
+            policy.name,
+            window.describe()
+        );
+        tracing::info!(target: "audit", device = target, policy = %policy.name, "{}", e.message);
+        self.append(Phase::Skipped, e).await;
+    }
+
     /// What pauses `target` now, if anything.
     pub(super) fn paused(&self, target: &str) -> Option<String> {
         let now = SystemTime::now();
@@ -129,6 +192,14 @@ impl Remediation {
             .flatten()
             .filter(|p| p.until.is_none_or(|u| u > now))
             .map(|p| format!("pause (by {}: {})", p.by, p.reason))
+    }
+
+    /// Forgets the recorded hold once `target` is out of maintenance, so a later window is
+    /// recorded again.
+    pub(super) fn out_of_maintenance(&self, target: &str) {
+        if self.get(target, |l| !l.maintenance_noted.is_empty()) == Some(true) {
+            self.set(target, |l| l.maintenance_noted.clear());
+        }
     }
 
     pub(super) async fn sleep(&self, cancel: &CancellationToken, d: Duration) -> bool {

@@ -329,7 +329,9 @@ impl Remediation {
             .node
             .device_status(id)
             .is_some_and(|s| matches!(s.activity, Activity::Resetting | Activity::Calibrating));
-        if let Some(why) = self.paused(id) {
+        if let Some((_, why)) = self.in_maintenance(id) {
+            Readiness::Wait(why)
+        } else if let Some(why) = self.paused(id) {
             Readiness::Wait(why)
         } else if busy {
             Readiness::Wait("operator action: waiting for it to end, then looking again".into())
@@ -355,6 +357,11 @@ impl Remediation {
                 Readiness::Go => return Ready::Go,
                 Readiness::Cleared => return Ready::Cleared,
                 Readiness::Wait(why) => self.blocked(id, LadderState::Waiting, why),
+            }
+            // A ladder in progress stops before its next step while the target is in
+            // maintenance, and says so once.
+            if let Some((window, _)) = self.in_maintenance(id) {
+                self.note_maintenance(id, policy, &window, None).await;
             }
             if !self.sleep(cancel, self.cfg.interval).await {
                 return Ready::Cancelled;

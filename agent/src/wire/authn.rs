@@ -4,7 +4,8 @@
 //! request. A caller with no role at all is refused here with PERMISSION_DENIED (every Agent
 //! RPC needs at least reader) and recorded in the audit log; the operator check for mutating
 //! RPCs is in [`crate::action::Actions::run`]. Because the wrapper is the only way the
-//! service is mounted, no RPC can skip it.
+//! service is mounted, no RPC can skip it. Each refusal here also counts towards ACCESS_DENIED
+//! ([`crate::denied`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,12 +19,15 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
 
 use crate::audit::{AuditLog, Entry, Phase, Recorded};
 use crate::auth::{Caller, Policy};
+use crate::denied::DeniedCallers;
 
 #[derive(Clone)]
 pub struct Authenticated<S> {
     inner: S,
     policy: Arc<Policy>,
     audit: Arc<AuditLog>,
+    /// Where refusals are counted for ACCESS_DENIED.
+    denied: Option<Arc<DeniedCallers>>,
 }
 
 impl<S> Authenticated<S> {
@@ -32,7 +36,14 @@ impl<S> Authenticated<S> {
             inner,
             policy,
             audit,
+            denied: None,
         }
+    }
+
+    /// Counts every caller refused here towards ACCESS_DENIED on the node.
+    pub fn counting_denials(mut self, denied: Arc<DeniedCallers>) -> Self {
+        self.denied = Some(denied);
+        self
     }
 }
 
@@ -107,6 +118,9 @@ where
         if caller.role.is_none() {
             let method = req.uri().path().to_string();
             let audit = self.audit.clone();
+            if let Some(d) = &self.denied {
+                d.note(&caller.identity);
+            }
             return Box::pin(async move {
                 let msg = format!(
                     "{method} needs at least the reader role; {} has none",

@@ -69,6 +69,8 @@ fn code(c: hal::ConditionCode) -> i32 {
         C::ProcessMissing => P::ProcessMissing,
         C::AuditLogUnwritable => P::AuditLogUnwritable,
         C::RemediationExhausted => P::RemediationExhausted,
+        C::AccessDenied => P::AccessDenied,
+        C::Maintenance => P::Maintenance,
     }) as i32
 }
 
@@ -190,7 +192,18 @@ pub fn device(d: &DeviceStatus) -> pb::Device {
             baseline_rate: k.baseline_rate,
             message: k.message.clone(),
         }),
-        maintenance: None,
+        maintenance: d.maintenance.as_ref().map(maintenance),
+    }
+}
+
+pub fn maintenance(w: &crate::model::MaintenanceWindow) -> pb::Maintenance {
+    pb::Maintenance {
+        until: w.until.map(ts),
+        reason: w.reason.clone(),
+        by: w.by.clone(),
+        started_at: Some(ts(w.started_at)),
+        audit_hash: w.audit_hash.clone(),
+        source: w.source.as_str().to_string(),
     }
 }
 
@@ -292,7 +305,7 @@ pub fn snapshot(s: &NodeSnapshot) -> pb::NodeSnapshot {
                 .collect(),
         }),
         recent_actions: s.agent.recent_actions.iter().map(reported_action).collect(),
-        maintenance: None,
+        maintenance: s.maintenance.as_ref().map(maintenance),
     }
 }
 
@@ -309,6 +322,7 @@ fn reported_action(r: &crate::model::ReportedAction) -> pb::ActionResult {
         device_after: None,
         caller: r.caller.clone(),
         process_kill: None,
+        audit_hash: r.audit_hash.clone(),
         ..Default::default()
     }
 }

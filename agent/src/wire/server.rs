@@ -110,6 +110,7 @@ pub async fn serve(
             policy.clone(),
             audit.clone(),
         )
+        .counting_denials(service.node.denied.clone())
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

@@ -93,6 +93,7 @@ fn device_id(id: &str) -> Result<&str, Status> {
 fn to_status(e: ActionError) -> Status {
     match e {
         ActionError::NoSuchDevice(_) => Status::not_found(e.to_string()),
+        ActionError::NotFound(m) => Status::not_found(m),
         ActionError::InvalidArgument(m) => Status::invalid_argument(m),
         ActionError::NotPossible(m) => Status::failed_precondition(m),
         ActionError::PermissionDenied(m) => Status::permission_denied(m),
@@ -136,6 +137,20 @@ fn remediation_target(id: &str) -> Result<&str, Status> {
     }
 }
 
+/// The subject of a maintenance call: exactly one of a device id and the whole node.
+fn maintenance_subject(device_id: &str, node: bool) -> Result<&str, Status> {
+    match (device_id.is_empty(), node) {
+        (false, false) => Ok(device_id),
+        (true, true) => Ok(crate::maintenance::NODE),
+        (false, true) => Err(Status::invalid_argument(format!(
+            "device_id and node: expected exactly one, found both (device_id {device_id:?} and node = true)"
+        ))),
+        (true, false) => Err(Status::invalid_argument(
+            "device_id and node: expected exactly one (a device id, or node = true), found neither",
+        )),
+    }
+}
+
 /// A pause's reason goes into the audit log and every status reply: one paragraph, not a file.
 const MAX_PAUSE_REASON: usize = 1024;
 
@@ -166,6 +181,63 @@ impl AgentService {
         })
     }
 
+    /// A remediation control's reply; a caller refused for its role counts towards
+    /// ACCESS_DENIED like one refused by the action path.
+    fn control_reply(
+        &self,
+        who: &Caller,
+        r: Result<RemediationReport, ControlError>,
+    ) -> Result<Response<pb::RemediationStatus>, Status> {
+        if matches!(r, Err(ControlError::PermissionDenied(_))) {
+            self.node.denied.note(&who.identity);
+        }
+        remediation_reply(r)
+    }
+
+    /// Every window in force (the node's, the operators' on devices, SLURM's), and the result
+    /// of the start or end that asked.
+    fn maintenance_status(&self, result: Option<pb::ActionResult>) -> pb::MaintenanceStatus {
+        let now = std::time::SystemTime::now();
+        let mut windows: Vec<pb::MaintenanceWindow> = Vec::new();
+        if let Some(w) = self.node.maintenance.get(crate::maintenance::NODE, now) {
+            windows.push(pb::MaintenanceWindow {
+                subject: crate::maintenance::NODE.into(),
+                maintenance: Some(convert::maintenance(&w)),
+            });
+        }
+        for d in &self.node.devices {
+            if let Some(w) = self
+                .node
+                .device_status(&d.id)
+                .and_then(|s| s.maintenance.clone())
+            {
+                windows.push(pb::MaintenanceWindow {
+                    subject: d.id.clone(),
+                    maintenance: Some(convert::maintenance(&w)),
+                });
+            }
+        }
+        pb::MaintenanceStatus {
+            windows,
+            result,
+            max_maintenance_seconds: self.actions.max_maintenance().as_secs(),
+        }
+    }
+
+    async fn maintenance_action<T>(
+        &self,
+        req: &Request<T>,
+        subject: &str,
+        what: Requested,
+        safety: Safety,
+    ) -> Result<Response<pb::MaintenanceStatus>, Status> {
+        let request = self.request(req, subject, what, safety)?;
+        let record = self.actions.run(request).await.map_err(to_status)?;
+        Ok(Response::new(
+            self.maintenance_status(Some(convert::action(&record))),
+        ))
+    }
+
     async fn act<T>(
         &self,
         req: &Request<T>,
@@ -185,21 +257,40 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::NodeSnapshot, Status>
 impl Agent for AgentService {
     async fn start_maintenance(
         &self,
-        _: Request<pb::StartMaintenanceRequest>,
+        req: Request<pb::StartMaintenanceRequest>,
     ) -> Result<Response<pb::MaintenanceStatus>, Status> {
-        Err(Status::unimplemented("maintenance: not yet"))
+        let r = req.get_ref();
+        let subject = maintenance_subject(&r.device_id, r.node)?;
+        let what = Requested::StartMaintenance {
+            for_seconds: r.for_seconds,
+            reason: r.reason.clone(),
+        };
+        let safety = Safety {
+            confirm: true,
+            dry_run: false,
+            idempotency_key: r.idempotency_key.clone(),
+        };
+        self.maintenance_action(&req, subject, what, safety).await
     }
     async fn end_maintenance(
         &self,
-        _: Request<pb::EndMaintenanceRequest>,
+        req: Request<pb::EndMaintenanceRequest>,
     ) -> Result<Response<pb::MaintenanceStatus>, Status> {
-        Err(Status::unimplemented("maintenance: not yet"))
+        let r = req.get_ref();
+        let subject = maintenance_subject(&r.device_id, r.node)?;
+        let safety = Safety {
+            confirm: true,
+            dry_run: false,
+            idempotency_key: r.idempotency_key.clone(),
+        };
+        self.maintenance_action(&req, subject, Requested::EndMaintenance, safety)
+            .await
     }
     async fn list_maintenance(
         &self,
         _: Request<pb::ListMaintenanceRequest>,
     ) -> Result<Response<pb::MaintenanceStatus>, Status> {
-        Err(Status::unimplemented("maintenance: not yet"))
+        Ok(Response::new(self.maintenance_status(None)))
     }
     async fn get_node(
         &self,
@@ -470,7 +561,8 @@ impl Agent for AgentService {
         req: Request<pb::ApproveRemediationRequest>,
     ) -> Result<Response<pb::RemediationStatus>, Status> {
         let id = remediation_target(&req.get_ref().device_id)?;
-        remediation_reply(self.remediation.approve(&caller(&req), id).await)
+        let who = caller(&req);
+        self.control_reply(&who, self.remediation.approve(&who, id).await)
     }
 
     async fn pause_remediation(
@@ -485,9 +577,11 @@ impl Agent for AgentService {
             )));
         }
         let target = whole_node_if_empty(&r.device_id);
-        remediation_reply(
+        let who = caller(&req);
+        self.control_reply(
+            &who,
             self.remediation
-                .pause(&caller(&req), target, duration, &r.reason)
+                .pause(&who, target, duration, &r.reason)
                 .await,
         )
     }
@@ -497,7 +591,8 @@ impl Agent for AgentService {
         req: Request<pb::ResumeRemediationRequest>,
     ) -> Result<Response<pb::RemediationStatus>, Status> {
         let target = whole_node_if_empty(&req.get_ref().device_id);
-        remediation_reply(self.remediation.resume(&caller(&req), target).await)
+        let who = caller(&req);
+        self.control_reply(&who, self.remediation.resume(&who, target).await)
     }
 
     async fn clear_remediation(
@@ -505,7 +600,8 @@ impl Agent for AgentService {
         req: Request<pb::ClearRemediationRequest>,
     ) -> Result<Response<pb::RemediationStatus>, Status> {
         let id = remediation_target(&req.get_ref().device_id)?;
-        remediation_reply(self.remediation.clear(&caller(&req), id).await)
+        let who = caller(&req);
+        self.control_reply(&who, self.remediation.clear(&who, id).await)
     }
 
     async fn kill_process(

@@ -22,11 +22,15 @@
 //! | `^` | reboot issued |
 //! | `-` | planned by the backfill scheduler for a higher-priority job |
 //!
-//! Judgement: `down` or `fail`/`failing` → DEVICE_UNRESPONSIVE, critical; `drain`/`drained`/
-//! `draining` → DEVICE_DISABLED, warning; a usable state (`idle`, `alloc`, `mix`, `comp`, `resv`,
-//! `plnd`) is fine unless flagged `*` (not responding: DEVICE_UNRESPONSIVE, warning); anything
-//! else (`maint`, `future`, power and reboot states, `unknown`, names this code does not know)
-//! → DEVICE_ERROR at info severity, so it is shown but does not change the board's health.
+//! Judgement: a board someone took out of service on purpose, `drain`/`drained`/`draining`, the
+//! `maint` base state or the `$` flag (a maintenance reservation), → MAINTENANCE at info
+//! severity, whatever else the state says (`down+drain` is the usual way to take a board for
+//! repairs): shown, never paged, and the agent's policies leave the board alone. Otherwise
+//! `down` or `fail`/`failing` → DEVICE_UNRESPONSIVE, critical; a usable state (`idle`, `alloc`,
+//! `mix`, `comp`, `resv`, `plnd`) is fine unless flagged `*` (not responding:
+//! DEVICE_UNRESPONSIVE, warning); anything else (`future`, power and reboot states, `unknown`,
+//! names this code does not know) → DEVICE_ERROR at info severity, so it is shown but does not
+//! change the board's health. The MAINTENANCE message names the SLURM state as printed.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -284,11 +288,11 @@ impl NodeState {
 
     fn judgement(&self) -> Option<(ConditionCode, Severity)> {
         let has = |f: &dyn Fn(&BaseState) -> bool| self.states.iter().any(f);
+        if self.in_maintenance() {
+            return Some((ConditionCode::Maintenance, Severity::Info));
+        }
         if has(&|s| matches!(s, BaseState::Down | BaseState::Fail | BaseState::Failing)) {
             return Some((ConditionCode::DeviceUnresponsive, Severity::Critical));
-        }
-        if has(&|s| matches!(s, BaseState::Drained | BaseState::Draining)) {
-            return Some((ConditionCode::DeviceDisabled, Severity::Warning));
         }
         if self.states.iter().all(BaseState::usable) {
             if self.flags.contains(&StateFlag::NotResponding) {
@@ -297,6 +301,18 @@ impl NodeState {
             return None;
         }
         Some((ConditionCode::DeviceError, Severity::Info))
+    }
+
+    /// Taken out of service on purpose: drained or draining, `maint`, or in a maintenance
+    /// reservation (`$`).
+    pub fn in_maintenance(&self) -> bool {
+        self.flags.contains(&StateFlag::MaintenanceReservation)
+            || self.states.iter().any(|s| {
+                matches!(
+                    s,
+                    BaseState::Drained | BaseState::Draining | BaseState::Maintenance
+                )
+            })
     }
 
     /// Worst first: 0 fine, 1 info, 2 warning, 3 critical.
@@ -442,17 +458,21 @@ mod tests {
             ("down*", (DeviceUnresponsive, Critical)),
             ("fail", (DeviceUnresponsive, Critical)),
             ("failing", (DeviceUnresponsive, Critical)),
-            ("drain", (DeviceDisabled, Warning)),
-            ("drained*", (DeviceDisabled, Warning)),
-            ("drng", (DeviceDisabled, Warning)),
-            ("idle+drain", (DeviceDisabled, Warning)),
-            ("down+drain", (DeviceUnresponsive, Critical)),
+            ("drain", (Maintenance, Info)),
+            ("drained*", (Maintenance, Info)),
+            ("drng", (Maintenance, Info)),
+            ("draining", (Maintenance, Info)),
+            ("idle+drain", (Maintenance, Info)),
+            ("down+drain", (Maintenance, Info)),
+            ("maint", (Maintenance, Info)),
+            ("idle+maint", (Maintenance, Info)),
+            ("idle$", (Maintenance, Info)),
+            ("down$", (Maintenance, Info)),
+            ("resv$", (Maintenance, Info)),
             ("idle*", (DeviceUnresponsive, Warning)),
-            ("maint", (DeviceError, Info)),
             ("future", (DeviceError, Info)),
             ("unknown", (DeviceError, Info)),
             ("frobnicated", (DeviceError, Info)),
-            ("idle+maint", (DeviceError, Info)),
         ] {
             assert_eq!(judged(word), Some(want), "{word}");
         }
@@ -471,10 +491,29 @@ mod tests {
     }
 
     #[test]
+    fn a_drain_or_reservation_is_maintenance_not_a_page() {
+        for (word, names) in [
+            ("drain", r#""drain": drained"#),
+            ("maint", r#""maint": maint"#),
+            ("idle$", r#""idle$": idle; $: in a maintenance reservation"#),
+        ] {
+            let c = state(word).condition("loihi-0", SystemTime::now()).unwrap();
+            assert_eq!(c.code, ConditionCode::Maintenance, "{word}");
+            assert_eq!(c.severity, Severity::Info, "{word}");
+            assert!(c.message.contains(names), "{word}: {}", c.message);
+            assert_eq!(c.severity.health(), crate::model::HealthState::Ok);
+        }
+        assert!(!state("idle").in_maintenance());
+        assert!(!state("down*").in_maintenance());
+    }
+
+    #[test]
     fn the_worst_partition_line_wins() {
         let out = "n2 down\nn1 idle\n\nn1 drained\nn1 mixed\n";
         let s = parse_sinfo(out, "n1").unwrap();
         assert_eq!(s.raw, "drained");
+        let s = parse_sinfo("n1 drained\nn1 idle*\n", "n1").unwrap();
+        assert_eq!(s.raw, "idle*", "a warning outranks maintenance (info)");
         assert!(parse_sinfo(out, "n3")
             .unwrap_err()
             .contains("does not know"));

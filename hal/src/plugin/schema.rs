@@ -171,7 +171,8 @@ const QUANTITIES: [(Quantity, &str); 13] = [
 ];
 
 /// Whether a plugin may report `code`: every code but those only the agent itself can know
-/// (a TEC it reads over SCPI, its process watchdog, its audit log, its remediation engine).
+/// (a TEC it reads over SCPI, its process watchdog, its audit log, its remediation engine, the
+/// callers it refused).
 fn plugin_may_report(code: ConditionCode) -> bool {
     !matches!(
         code,
@@ -180,6 +181,7 @@ fn plugin_may_report(code: ConditionCode) -> bool {
             | ConditionCode::ProcessMissing
             | ConditionCode::AuditLogUnwritable
             | ConditionCode::RemediationExhausted
+            | ConditionCode::AccessDenied
     )
 }
 
@@ -673,8 +675,14 @@ mod tests {
         for c in codes() {
             assert_eq!(condition_code_from_name(c.as_str()), Some(c));
         }
-        assert_eq!(codes().count(), 18, "the codes a plugin may report");
+        assert_eq!(codes().count(), 19, "the codes a plugin may report");
         assert_eq!(condition_code_from_name("REMEDIATION_EXHAUSTED"), None);
+        assert_eq!(condition_code_from_name("ACCESS_DENIED"), None);
+        assert_eq!(
+            condition_code_from_name("MAINTENANCE"),
+            Some(ConditionCode::Maintenance),
+            "a vendor tool may know the board is in maintenance"
+        );
         assert_eq!(quantity_from_name("Temperature_Celsius"), None);
     }
 

@@ -628,6 +628,7 @@ mod tests {
             host: Arc::new(HostStatus::default()),
             devices: vec![],
             agent: Default::default(),
+            maintenance: None,
         }
     }
 

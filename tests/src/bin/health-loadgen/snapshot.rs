@@ -62,6 +62,7 @@ pub async fn template(devices: usize) -> anyhow::Result<Template> {
             consecutive_failures: 0,
             last_action: None,
             known_answer: None,
+            maintenance: None,
         });
     }
     let host = HostStatus {
@@ -96,6 +97,7 @@ pub async fn template(devices: usize) -> anyhow::Result<Template> {
             uplink_connected: true,
             ..AgentStatus::default()
         },
+        maintenance: None,
     };
     let healthy = convert::snapshot(&snapshot(statuses.clone(), HealthState::Ok)).encode_to_vec();
     let mut hot_devices = statuses;
