@@ -153,8 +153,10 @@ fn statement(query: &HistoryQuery) -> (String, Vec<Value>) {
         })
         .collect();
     let order = if query.oldest_first { "ASC" } else { "DESC" };
+    // By position (2 = at, 1 = kind): the column names come from the first branch, which
+    // `alerts_only` leaves out.
     let sql = format!(
-        "SELECT * FROM ({}) ORDER BY at {order}, kind ASC LIMIT ?{limit}",
+        "SELECT * FROM ({}) ORDER BY 2 {order}, 1 ASC LIMIT ?{limit}",
         branches.join(" UNION ALL ")
     );
     (sql, values)
