@@ -94,9 +94,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .with_operators(Operators::new(audit.clone()), Arc::clone(&silences));
     if let Some(history) = &history {
         collector = collector.with_history(history.reader());
+        silences.keep_history(history.sink());
     }
     collector = collector.with_incidents(IncidentBook::new(
         history.as_ref().map(History::reader),
+        history.as_ref().map(History::sink),
         config.incidents.close_after,
     ));
     // Before binding: an unreadable or unusable certificate fails the start, naming the key.

@@ -81,7 +81,7 @@ impl CollectorService {
             shutdown,
             history: None,
             leases,
-            incidents: IncidentBook::new(None, Duration::from_secs(300)),
+            incidents: IncidentBook::new(None, None, Duration::from_secs(300)),
             operators: Operators::default(),
             silences: Silences::new(None, Arc::default()),
         }
@@ -262,9 +262,19 @@ impl Collector for CollectorService {
     }
     async fn add_incident_note(
         &self,
-        _: Request<health_proto::v1::AddIncidentNoteRequest>,
+        request: Request<health_proto::v1::AddIncidentNoteRequest>,
     ) -> Result<Response<health_proto::v1::Incident>, Status> {
-        Err(Status::unimplemented("incidents: not yet"))
+        let r = request.get_ref();
+        let args = serde_json::json!({"incident": r.id, "text": r.text});
+        let operator = self
+            .operators
+            .admit(&request, "AddIncidentNote", args)
+            .await?;
+        let incident = self
+            .incidents
+            .add_note(&operator, request.into_inner())
+            .await?;
+        Ok(Response::new(incident))
     }
     type ReportStream = ReceiverStream<Result<ReportAck, Status>>;
 

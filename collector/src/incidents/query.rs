@@ -5,11 +5,19 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use health_proto::v1::{GetIncidentRequest, HistoryEntry, Incident, ListIncidentsRequest};
+use health_proto::v1::{
+    AddIncidentNoteRequest, GetIncidentRequest, HistoryEntry, HistoryKind, Incident, IncidentNote,
+    ListIncidentsRequest,
+};
 use tonic::Status;
 
 use super::{group, parse_id, LEAD_IN};
-use crate::history::{HistoryQuery, HistoryReader, MAX_LIMIT};
+use crate::audit::Outcome;
+use crate::history::{HistoryEvent, HistoryQuery, HistoryReader, HistorySink, MAX_LIMIT};
+use crate::operator::Operator;
+
+/// Longest note accepted: a paragraph for the post-mortem, not a log dump.
+const MAX_NOTE_BYTES: usize = 4096;
 
 /// Incidents a list answers by default.
 const DEFAULT_INCIDENTS: u32 = 100;
@@ -20,15 +28,78 @@ const LIST_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone)]
 pub struct IncidentBook {
     history: Option<HistoryReader>,
+    /// Where notes are written (the same database).
+    notes: Option<HistorySink>,
     close_after: Duration,
 }
 
 impl IncidentBook {
-    pub fn new(history: Option<HistoryReader>, close_after: Duration) -> Self {
+    pub fn new(
+        history: Option<HistoryReader>,
+        notes: Option<HistorySink>,
+        close_after: Duration,
+    ) -> Self {
         IncidentBook {
             history,
+            notes,
             close_after,
         }
+    }
+
+    /// The incident `id`, as GetIncident answers, with the operator's note added. The note is
+    /// recorded in the collector's audit log first (its hash goes with the note), then kept
+    /// in the history as a NOTE entry of the incident's node; the answer shows it at once,
+    /// though the history writer may store it a moment later.
+    pub async fn add_note(
+        &self,
+        operator: &Operator,
+        request: AddIncidentNoteRequest,
+    ) -> Result<Incident, Status> {
+        let text = request.text.trim().to_string();
+        if text.is_empty() || text.len() > MAX_NOTE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "AddIncidentNoteRequest.text: expected 1 to {MAX_NOTE_BYTES} bytes of text, \
+                 got {}",
+                text.len()
+            )));
+        }
+        let Some(notes) = self.notes.clone() else {
+            return Err(self.reader().err().unwrap_or_else(|| {
+                Status::failed_precondition("this collector keeps no history for notes")
+            }));
+        };
+        let mut incident = self
+            .get(GetIncidentRequest {
+                id: request.id.clone(),
+            })
+            .await?;
+        let args = serde_json::json!({"incident": incident.id, "text": text});
+        let appended = operator
+            .record(
+                "AddIncidentNote",
+                args,
+                Outcome::Succeeded,
+                format!("note on {}", incident.id),
+            )
+            .await?;
+        let now = SystemTime::now();
+        let by = operator.caller.principal().to_string();
+        notes.event(HistoryEvent {
+            name: "NOTE".to_string(),
+            status: "ADDED".to_string(),
+            message: text.clone(),
+            id: incident.id.clone(),
+            caller: by.clone(),
+            audit_hash: appended.hash.clone(),
+            ..HistoryEvent::new(HistoryKind::Note, now, &incident.node, &incident.id)
+        });
+        incident.notes.push(IncidentNote {
+            at: Some(now.into()),
+            by,
+            text,
+            audit_hash: appended.hash,
+        });
+        Ok(incident)
     }
 
     fn reader(&self) -> Result<HistoryReader, Status> {

@@ -142,6 +142,8 @@ pub struct Silences {
     windows: Arc<MaintenanceWindows>,
     /// Alertmanager calls of the maintenance reconciler that failed (for /metrics).
     pub sync_failures: AtomicU64,
+    /// Operators' silences are kept in the history (and so in incidents) when it is on.
+    history: std::sync::OnceLock<crate::history::HistorySink>,
 }
 
 impl Silences {
@@ -153,7 +155,54 @@ impl Silences {
             book: Mutex::new(Book::default()),
             windows,
             sync_failures: AtomicU64::new(0),
+            history: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Operators' silences go into this history from now on.
+    pub fn keep_history(&self, history: crate::history::HistorySink) {
+        let _ = self.history.set(history);
+    }
+
+    /// A SILENCE spell in the history: made (ACTIVE) or expired, keyed by the silence id, on
+    /// the node its `node=` matcher names (fleet-wide: no node).
+    fn record(&self, held: &Held, caller: &str, ended: Option<SystemTime>) {
+        let Some(history) = self.history.get() else {
+            return;
+        };
+        let equal = |name: &str| {
+            held.matchers
+                .iter()
+                .find(|m| m.spec.name == name && m.spec.is_equal && !m.spec.is_regex)
+                .map_or(String::new(), |m| m.spec.value.clone())
+        };
+        let matchers: Vec<String> = held
+            .matchers
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}{}{}",
+                    m.spec.name,
+                    matcher::operator(&m.spec),
+                    m.spec.value
+                )
+            })
+            .collect();
+        history.event(crate::history::HistoryEvent {
+            name: matchers.join(","),
+            status: if ended.is_some() { "EXPIRED" } else { "ACTIVE" }.to_string(),
+            message: format!("until {}: {}", rfc3339(held.ends_at), held.comment),
+            id: held.id().to_string(),
+            caller: caller.to_string(),
+            audit_hash: held.audit_hash.clone(),
+            ended_at: ended,
+            ..crate::history::HistoryEvent::new(
+                health_proto::v1::HistoryKind::Silence,
+                held.starts_at,
+                &equal("node"),
+                &equal("device"),
+            )
+        });
     }
 
     fn book(&self) -> MutexGuard<'_, Book> {
@@ -265,6 +314,7 @@ impl Silences {
         held.audit_hash = appended.hash;
         tracing::info!(target: "audit", id = held.id(), by = %operator.caller.identity, "silence created");
         let silence = held.to_proto(None, now);
+        self.record(&held, operator.caller.principal(), None);
         let mut book = self.book();
         book.operator.push(held);
         prune_expired(&mut book.operator);
@@ -317,6 +367,7 @@ impl Silences {
             h.ends_at = h.ends_at.min(now);
             h.audit_hash = appended.hash;
             shown = Some(h.to_proto(None, now));
+            self.record(h, operator.caller.principal(), Some(now));
         }
         prune_expired(&mut book.operator);
         Ok(shown.unwrap_or_else(|| held.to_proto(None, now)))
