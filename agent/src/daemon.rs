@@ -46,13 +46,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
     let devices = Devices::start(&cfg, &cancel).await?;
-    let started = start_node(&cfg, devices.handles, audit.clone(), &cancel);
-    let (node, host_task, uplink_stats, prober) = (
-        started.node,
-        started.host_task,
-        started.uplink_stats,
-        started.prober,
-    );
+    let Started {
+        node,
+        host_task,
+        uplink_stats,
+        prober,
+    } = start_node(&cfg, devices.handles, audit.clone(), &cancel);
     // The devices' controls go to the action path and nowhere else.
     let actions = start_actions(&cfg, node.clone(), devices.controls, audit.clone()).await;
     let (publish, reports) = watch::channel(Arc::new(node.snapshot()));
@@ -90,12 +89,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             rpc: rpc.clone(),
             remediation: remediation.clone(),
         };
-        let render = Arc::new(move || metrics.render());
-        tokio::spawn(health_metrics::http::serve(
-            listener,
-            render,
-            cancel.clone(),
-        ));
+        serve_metrics(listener, metrics, &cancel);
     }
     let service = AgentService {
         node: node.clone(),
@@ -153,6 +147,20 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     drop(devices.keep_alive);
     tracing::info!("health-agent stopped");
     server_result.context("API server task")?
+}
+
+/// `/metrics` on its own task until the shutdown.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: crate::wire::metrics::AgentMetrics,
+    cancel: &CancellationToken,
+) {
+    let render = Arc::new(move || metrics.render());
+    tokio::spawn(health_metrics::http::serve(
+        listener,
+        render,
+        cancel.clone(),
+    ));
 }
 
 /// The node and what feeds it besides the devices: the host monitor, the solver probe and

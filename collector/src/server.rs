@@ -56,33 +56,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let signals =
         shutdown::on_signal(shutdown.clone()).context("cannot install signal handlers")?;
 
-    let limits = Limits {
-        stale_after: config.stale_after,
-        forget_after: config.forget_after,
-        max_nodes: config.max_nodes,
-    };
-    // Before binding: a history file that cannot be used fails the start, naming the file.
-    let history = config
-        .history_path
-        .as_ref()
-        .map(|path| History::open(path, config.history_retention, HISTORY_QUEUE))
-        .transpose()?;
-    let fleet = Arc::new(
-        Fleet::new(limits, config.watch_buffer).with_history(history.as_ref().map(History::sink)),
-    );
-    if let Some(history) = &history {
-        history
-            .sink()
-            .event(HistoryEvent::collector_started(SystemTime::now()));
-    }
-    let alerts = Arc::new(
-        Alerts::with(
-            config.watch_buffer,
-            PendingRules::from_names(&config.alerts.pending_for),
-            history.as_ref().map(History::sink),
-        )
-        .with_priorities(config.priorities.map()),
-    );
+    let (history, fleet, alerts) = fleet_state(&config)?;
     let leases = Arc::new(Leases::new(config.leases.clone()));
     let (operator_policy, audit, silences) = operator_parts(&config, &alerts)?;
     let mut collector = CollectorService::new(
@@ -184,6 +158,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     served.context("gRPC server failed")?;
     tracing::info!("health-collector stopped");
     Ok(())
+}
+
+/// The fleet, its alerts and the history they write to. A history file that cannot be used
+/// fails the start here, before anything is bound, naming the file.
+fn fleet_state(config: &Config) -> anyhow::Result<(Option<History>, Arc<Fleet>, Arc<Alerts>)> {
+    let limits = Limits {
+        stale_after: config.stale_after,
+        forget_after: config.forget_after,
+        max_nodes: config.max_nodes,
+    };
+    let history = config
+        .history_path
+        .as_ref()
+        .map(|path| History::open(path, config.history_retention, HISTORY_QUEUE))
+        .transpose()?;
+    let fleet = Arc::new(
+        Fleet::new(limits, config.watch_buffer).with_history(history.as_ref().map(History::sink)),
+    );
+    if let Some(history) = &history {
+        history
+            .sink()
+            .event(HistoryEvent::collector_started(SystemTime::now()));
+    }
+    let alerts = Arc::new(
+        Alerts::with(
+            config.watch_buffer,
+            PendingRules::from_names(&config.alerts.pending_for),
+            history.as_ref().map(History::sink),
+        )
+        .with_priorities(config.priorities.map()),
+    );
+    Ok((history, fleet, alerts))
 }
 
 /// Waits for the tasks that stop on the shutdown token, then closes the history, which

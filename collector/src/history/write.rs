@@ -47,33 +47,12 @@ fn write_one(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
             subject,
             code,
             at_ms,
-        } => {
-            conn.prepare_cached(
-                "UPDATE conditions SET ended_ms = ?4 WHERE node = ?1 AND subject = ?2 \
-                 AND code = ?3 AND ended_ms IS NULL",
-            )?
-            .execute(params![node, subject, code, at_ms])?;
-        }
+        } => end_condition(conn, node, subject, code, *at_ms)?,
         Record::NodeSeen {
             node,
             active,
             at_ms,
-        } => {
-            let open: Vec<(i64, String, String)> = conn
-                .prepare_cached(
-                    "SELECT id, subject, code FROM conditions WHERE node = ?1 AND ended_ms IS NULL",
-                )?
-                .query_map(params![node], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            for (id, subject, code) in open {
-                if !active.iter().any(|(s, c)| *s == subject && *c == code) {
-                    conn.prepare_cached("UPDATE conditions SET ended_ms = ?2 WHERE id = ?1")?
-                        .execute(params![id, at_ms])?;
-                }
-            }
-        }
+        } => close_unreported(conn, node, active, *at_ms)?,
         Record::Alert {
             fingerprint,
             node,
@@ -154,24 +133,70 @@ fn write_one(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
             node,
             open,
             at_ms,
-        } => {
-            let still_open: Vec<(i64, String)> = conn
-                .prepare_cached(
-                    "SELECT id, ref FROM events WHERE kind = ?1 AND node = ?2 AND spell = 1 \
-                     AND ended_ms IS NULL",
-                )?
-                .query_map(params![*kind as i32, node], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            for (row, id) in still_open {
-                if !open.contains(&id) {
-                    conn.prepare_cached(
-                        "UPDATE events SET ended_ms = ?2, status = 'ENDED' WHERE id = ?1",
-                    )?
-                    .execute(params![row, at_ms])?;
-                }
-            }
+        } => close_unseen_spells(conn, *kind as i32, node, open, *at_ms)?,
+    }
+    Ok(())
+}
+
+fn end_condition(
+    conn: &Connection,
+    node: &str,
+    subject: &str,
+    code: &str,
+    at_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE conditions SET ended_ms = ?4 WHERE node = ?1 AND subject = ?2 \
+         AND code = ?3 AND ended_ms IS NULL",
+    )?
+    .execute(params![node, subject, code, at_ms])?;
+    Ok(())
+}
+
+/// After a collector restart: the node's conditions still open here that its first report no
+/// longer carries ended while the collector was away.
+fn close_unreported(
+    conn: &Connection,
+    node: &str,
+    active: &[(String, String)],
+    at_ms: i64,
+) -> rusqlite::Result<()> {
+    let open: Vec<(i64, String, String)> = conn
+        .prepare_cached(
+            "SELECT id, subject, code FROM conditions WHERE node = ?1 AND ended_ms IS NULL",
+        )?
+        .query_map(params![node], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, subject, code) in open {
+        if !active.iter().any(|(s, c)| *s == subject && *c == code) {
+            conn.prepare_cached("UPDATE conditions SET ended_ms = ?2 WHERE id = ?1")?
+                .execute(params![id, at_ms])?;
+        }
+    }
+    Ok(())
+}
+
+/// The spells of `kind` still open for `node` that are not in `open` have ended.
+fn close_unseen_spells(
+    conn: &Connection,
+    kind: i32,
+    node: &str,
+    open: &[String],
+    at_ms: i64,
+) -> rusqlite::Result<()> {
+    let still_open: Vec<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT id, ref FROM events WHERE kind = ?1 AND node = ?2 AND spell = 1 \
+             AND ended_ms IS NULL",
+        )?
+        .query_map(params![kind, node], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (row, id) in still_open {
+        if !open.contains(&id) {
+            conn.prepare_cached("UPDATE events SET ended_ms = ?2, status = 'ENDED' WHERE id = ?1")?
+                .execute(params![row, at_ms])?;
         }
     }
     Ok(())
