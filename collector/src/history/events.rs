@@ -13,6 +13,7 @@
 //! window is written when first seen, again when its end or audit entry changes, and closed
 //! when a report no longer carries it, like a condition spell.
 
+use crate::silences::maintenance::reported_time;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -201,17 +202,11 @@ fn maintenance_event(
     window: &Maintenance,
     now: SystemTime,
 ) -> HistoryEvent {
-    let began = window
-        .started_at
-        .and_then(|at| SystemTime::try_from(at).ok())
-        .unwrap_or(now);
-    let until = window
-        .until
-        .and_then(|at| SystemTime::try_from(at).ok())
-        .map_or_else(
-            || "no end given".to_string(),
-            |at| format!("until {}", humantime::format_rfc3339_seconds(at)),
-        );
+    let began = reported_time(window.started_at, now).unwrap_or(now);
+    let until = reported_time(window.until, now).map_or_else(
+        || "no end given".to_string(),
+        |at| format!("until {}", humantime::format_rfc3339_seconds(at)),
+    );
     let source = if window.source.is_empty() {
         String::new()
     } else {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use health_proto::v1::{Alert, Maintenance, NodeSnapshot};
 use tokio::sync::Notify;
@@ -30,8 +30,21 @@ pub struct Window {
     pub audit_hash: String,
 }
 
+/// The longest window the collector honours, whatever an agent reports: above any agent's
+/// `max_maintenance` (at most 30 days), so only a bogus `until` is cut short.
+const MAX_WINDOW: Duration = Duration::from_secs(31 * 24 * 3600);
+
+/// A time an agent reported, as one the collector can hold and print: `None` before the
+/// epoch or when it cannot be represented, and never later than `MAX_WINDOW` from `now`
+/// (formatting a time past year 9999 would panic, and no window lasts that long).
+pub fn reported_time(t: Option<prost_types::Timestamp>, now: SystemTime) -> Option<SystemTime> {
+    let t = SystemTime::try_from(t?).ok()?;
+    t.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    Some(t.min(now + MAX_WINDOW))
+}
+
 fn window_of(m: &Maintenance, now: SystemTime) -> Option<Window> {
-    let until = m.until.and_then(|t| SystemTime::try_from(t).ok())?;
+    let until = reported_time(m.until, now)?;
     (until > now).then(|| Window {
         until,
         reason: m.reason.clone(),
@@ -166,6 +179,36 @@ impl MaintenanceWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bogus_until_from_an_agent_is_refused_or_cut_never_formatted_as_is() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ts = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        assert_eq!(reported_time(ts(-5), now), None);
+        assert_eq!(reported_time(None, now), None);
+        let far = reported_time(ts(i64::MAX / 4), now);
+        assert!(far.is_some_and(|t| t <= now + MAX_WINDOW), "{far:?}");
+        let m = Maintenance {
+            until: ts(400_000_000_000),
+            reason: "r".into(),
+            ..Maintenance::default()
+        };
+        let w = window_of(&m, now).unwrap();
+        assert_eq!(w.until, now + MAX_WINDOW);
+        let alert = Alert {
+            node: "n1".into(),
+            device: "d".into(),
+            ..Alert::default()
+        };
+        let windows = BTreeMap::from([(
+            WindowKey {
+                node: "n1".into(),
+                device: String::new(),
+            },
+            w,
+        )]);
+        assert!(suppression(&windows, &alert).is_some());
+    }
     use health_proto::v1::{Device, DeviceIdentity};
     use std::time::Duration;
 

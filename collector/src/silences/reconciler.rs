@@ -5,8 +5,11 @@
 //! them: a window with no silence gets one (matchers `node` and, for a device, `device`;
 //! `endsAt` = until; comment = reason, who, audit hash); a silence whose window changed its
 //! until or reason is re-POSTed with its id (Alertmanager's update); a silence whose window is
-//! gone (ended, past until, node forgotten) is DELETEd. Silences adopted from Alertmanager at
-//! start are only deleted after [`ADOPT_GRACE`], so nodes have reported their windows first.
+//! gone (ended, node forgotten) is DELETEd; one past its until has been ended by Alertmanager
+//! itself and is only forgotten. Silences adopted from Alertmanager at start that no window
+//! claims within [`ADOPT_GRACE`] are forgotten, never deleted: they may belong to another
+//! collector of the fleet, or to a node in maintenance that is powered off and cannot report,
+//! and they end by themselves at their `endsAt` (the window's until).
 //!
 //! While an Alertmanager is down the round fails and is retried with backoff (1 s doubling
 //! to 30 s); suppression of the alerts does not wait for any of this (it is the alert book's).
@@ -31,6 +34,8 @@ const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long adopted silences with no window are kept, for their nodes to report.
 const ADOPT_GRACE: Duration = Duration::from_secs(120);
+/// How far ahead of now a new maintenance silence starts (see `maintenance_silence`).
+const STARTS_AHEAD: Duration = Duration::from_millis(500);
 /// A round runs at least this often, for windows that pass their until without a report.
 const RESYNC: Duration = Duration::from_secs(30);
 
@@ -40,6 +45,8 @@ pub(super) enum Step {
     Create(WindowKey, Window),
     Extend(WindowKey, Window),
     Expire(WindowKey),
+    /// Drop from the book without touching Alertmanager (see the module comment).
+    Forget(WindowKey),
 }
 
 /// What a held maintenance silence is, as far as planning is concerned.
@@ -93,8 +100,12 @@ pub(super) fn plan(
         }
     }
     for (key, h) in held {
-        let wanted = desired.get(key).is_some_and(|w| w.until > now);
-        if !wanted && (grace_over || !h.adopted) {
+        if desired.get(key).is_some_and(|w| w.until > now) {
+            continue;
+        }
+        if h.ends_at <= now || (h.adopted && grace_over) {
+            steps.push(Step::Forget(key.clone()));
+        } else if !h.adopted {
             steps.push(Step::Expire(key.clone()));
         }
     }
@@ -121,7 +132,9 @@ pub(super) fn maintenance_silence(key: &WindowKey, w: &Window, count: usize) -> 
     Held {
         ids: vec![None; count],
         matchers,
-        starts_at: SystemTime::now(),
+        // A moment ahead: Alertmanager replaces a startsAt in the past with its own clock's
+        // (to the nanosecond), and an update must send the stored startsAt back exactly.
+        starts_at: SystemTime::now() + STARTS_AHEAD,
         ends_at: w.until,
         created_by: MAINTENANCE_CREATED_BY.into(),
         comment: comment(w),
@@ -233,7 +246,9 @@ async fn apply(silences: &Silences, audit: Option<&AuditLog>, step: &Step) -> Re
             let existing = silences.book().maintenance.get(key).cloned();
             let mut held = maintenance_silence(key, w, count);
             if let Some(old) = &existing {
-                held.starts_at = old.starts_at.min(SystemTime::now());
+                // The same startsAt, to the millisecond: Alertmanager updates an active
+                // silence in place (same id) only when its startsAt is unchanged.
+                held.starts_at = old.starts_at;
                 held.ids = old.ids.clone();
                 held.ids.resize(count, None);
             }
@@ -259,6 +274,10 @@ async fn apply(silences: &Silences, audit: Option<&AuditLog>, step: &Step) -> Re
             } else {
                 Err(errors.join("; "))
             }
+        }
+        Step::Forget(key) => {
+            silences.book().maintenance.remove(key);
+            Ok(())
         }
         Step::Expire(key) => {
             let Some(held) = silences.book().maintenance.get(key).cloned() else {
@@ -363,10 +382,11 @@ mod tests {
             plan(&BTreeMap::new(), &held, t0, false),
             vec![Step::Expire(key("loihi-0"))]
         );
-        // Past its until on the collector's clock, even if still reported: expired.
+        // Past its until on the collector's clock, even if still reported: Alertmanager has
+        // ended it by itself (a DELETE would be answered "already expired"); forgotten.
         assert_eq!(
             plan(&desired, &held, t0 + Duration::from_secs(3600), false),
-            vec![Step::Expire(key("loihi-0"))]
+            vec![Step::Forget(key("loihi-0"))]
         );
     }
 
@@ -394,7 +414,16 @@ mod tests {
         assert!(plan(&BTreeMap::new(), &held, t0, false).is_empty());
         assert_eq!(
             plan(&BTreeMap::new(), &held, t0, true),
-            vec![Step::Expire(key(""))]
+            vec![Step::Forget(key(""))],
+            "left to end by itself: it may be another collector's"
+        );
+        // Ours, past its until: Alertmanager has ended it; nothing to delete.
+        let mut ours = held_for(&w);
+        ours.ends_at = t0;
+        let held = BTreeMap::from([(key(""), ours)]);
+        assert_eq!(
+            plan(&BTreeMap::new(), &held, t0, false),
+            vec![Step::Forget(key(""))]
         );
     }
 
