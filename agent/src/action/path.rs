@@ -481,6 +481,17 @@ impl Actions {
             }
             _ => {}
         }
+        // The backstop behind the remediation engine's own hold: whatever path a policy's
+        // step takes (a lease restored after a hold, a window started mid-step), no policy
+        // acts on a subject in maintenance. An operator still may.
+        if request.caller.identity.starts_with("policy:") {
+            if let Some(window) = self.node.maintenance_of(device_id) {
+                return Err(ActionError::NotPossible(format!(
+                    "{device_id} is in maintenance ({}): no policy acts on it",
+                    window.describe()
+                )));
+            }
+        }
         let req = request.what.clone();
         if let Requested::KillProcess(k) = req {
             let watch = self.node.processes().ok_or_else(|| {

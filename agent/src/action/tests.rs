@@ -423,6 +423,34 @@ async fn maintenance_is_audited_with_the_result_hash_and_extends() {
 }
 
 #[tokio::test]
+async fn no_policy_acts_on_a_device_in_maintenance_whatever_path_it_takes() {
+    let f = fixture();
+    f.actions
+        .run(request(operator(), DEVICE, start_maintenance(60, "swap fan")))
+        .await
+        .unwrap();
+    let policy = Caller::local_operator("policy:thermal");
+    let e = f
+        .actions
+        .run(request(policy, DEVICE, DISABLE))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ActionError::NotPossible(m) if m.contains("in maintenance") && m.contains("swap fan")),
+        "{e:?}"
+    );
+    assert_eq!(records(&f.log).last().unwrap().phase, Phase::Refused);
+    assert!(f.node.device(DEVICE).unwrap().status().enabled);
+    // An operator still may.
+    let r = f
+        .actions
+        .run(request(operator(), DEVICE, DISABLE))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Succeeded, "{}", r.message);
+}
+
+#[tokio::test]
 async fn maintenance_arguments_are_checked_and_refusals_recorded() {
     let f = fixture();
     let e = f

@@ -577,7 +577,11 @@ impl Alerts {
         };
         self.publish(alert.clone(), None);
         // The sweeper passes no monotonic time here; its next sweeps compare against now.
-        let escalate_at = self.schedule_escalation(&alert, Instant::now());
+        // A suppressed alert pages no one, so it does not escalate either.
+        let escalate_at = match phase {
+            Phase::Firing => self.schedule_escalation(&alert, Instant::now()),
+            _ => None,
+        };
         alerts.stale = Some(Tracked {
             alert,
             report_sent_at: None,
@@ -725,6 +729,10 @@ impl Alerts {
             let Some(tracked) = tracked.filter(|t| t.escalate_at == Some(when)) else {
                 continue;
             };
+            if !matches!(tracked.phase, Phase::Firing) {
+                tracked.escalate_at = None;
+                continue;
+            }
             tracked.escalate_at = None;
             let Some((from, after)) = escalate(&self.priorities, &mut tracked.alert, now) else {
                 continue;
