@@ -92,15 +92,7 @@ pub(crate) async fn gather(ctl: &mut Invocation, request: Request<'_>) -> anyhow
     let verification = copy_audit(request.out, &audit_path, &mut notes);
 
     let collector = if ctl.cli.collector.is_some() {
-        from_collector(
-            ctl,
-            request.out,
-            node.as_deref(),
-            since_time,
-            &audit_path,
-            &mut notes,
-        )
-        .await
+        from_collector(ctl, request.out, node.as_deref(), since_time, &mut notes).await
     } else {
         notes.push("history.json, incidents.json: no --collector given".to_string());
         json!(null)
@@ -211,7 +203,6 @@ async fn from_collector(
     out: &Path,
     node: Option<&str>,
     since: SystemTime,
-    audit_path: &Path,
     notes: &mut Vec<String>,
 ) -> Value {
     let Some(node) = node else {
@@ -286,7 +277,8 @@ async fn from_collector(
     };
     match head {
         None => json!({"checked": false, "why": "the collector holds no audit head for this node"}),
-        Some(head) => match audit::check_head(audit_path, &head, node, true) {
+        // Against the copy in the bundle: that is what the evidence claims holds the head.
+        Some(head) => match audit::check_head(&out.join("audit.jsonl"), &head, node, true) {
             Ok(_) => json!({"checked": true, "found": true, "seq": head.seq, "hash": head.hash}),
             Err(e) => json!({"checked": true, "found": false, "seq": head.seq, "hash": head.hash,
                              "error": format!("{e:#}")}),

@@ -426,7 +426,11 @@ async fn maintenance_is_audited_with_the_result_hash_and_extends() {
 async fn no_policy_acts_on_a_device_in_maintenance_whatever_path_it_takes() {
     let f = fixture();
     f.actions
-        .run(request(operator(), DEVICE, start_maintenance(60, "swap fan")))
+        .run(request(
+            operator(),
+            DEVICE,
+            start_maintenance(60, "swap fan"),
+        ))
         .await
         .unwrap();
     let policy = Caller::local_operator("policy:thermal");

@@ -136,7 +136,9 @@ impl IncidentBook {
             node: (!request.node.is_empty()).then_some(request.node),
             since: since.and_then(|s| s.checked_sub(LIST_LOOKBACK)),
             limit: MAX_LIMIT,
-            oldest_first: true,
+            // Newest first: past the limit, the oldest transitions are the ones left out,
+            // never the incidents open now.
+            oldest_first: false,
             alerts_only: true,
             ..HistoryQuery::default()
         };

@@ -43,8 +43,25 @@ pub fn reported_time(t: Option<prost_types::Timestamp>, now: SystemTime) -> Opti
     Some(t.min(now + MAX_WINDOW))
 }
 
+/// A scheduler's window (a SLURM drain or maintenance reservation) has no end of its own: it
+/// holds while the agent reports it. Its silence ends at the next multiple of this at least
+/// one step ahead, so it is extended every few minutes rather than on every report, and ends
+/// by itself soon after the agent stops reporting it (or is expired when it does).
+const HELD_WINDOW_STEP: Duration = Duration::from_secs(600);
+
+fn held_until(now: SystemTime) -> SystemTime {
+    let step = HELD_WINDOW_STEP.as_secs();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    SystemTime::UNIX_EPOCH + Duration::from_secs((secs / step + 2) * step)
+}
+
 fn window_of(m: &Maintenance, now: SystemTime) -> Option<Window> {
-    let until = reported_time(m.until, now)?;
+    let until = match m.until {
+        None if m.source == "slurm" => held_until(now),
+        until => reported_time(until, now)?,
+    };
     (until > now).then(|| Window {
         until,
         reason: m.reason.clone(),
@@ -179,6 +196,28 @@ impl MaintenanceWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slurm_drain_is_a_window_held_while_reported_in_ten_minute_steps() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_123);
+        let m = Maintenance {
+            reason: "SLURM state drained".into(),
+            by: "slurm".into(),
+            source: "slurm".into(),
+            ..Maintenance::default()
+        };
+        let w = window_of(&m, now).unwrap();
+        assert!(w.until >= now + HELD_WINDOW_STEP && w.until <= now + 2 * HELD_WINDOW_STEP);
+        assert_eq!(
+            window_of(&m, now + Duration::from_secs(1)).unwrap().until,
+            w.until
+        );
+        let operator_without_end = Maintenance {
+            source: "operator".into(),
+            ..m
+        };
+        assert!(window_of(&operator_without_end, now).is_none());
+    }
 
     #[test]
     fn a_bogus_until_from_an_agent_is_refused_or_cut_never_formatted_as_is() {
