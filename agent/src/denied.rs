@@ -61,13 +61,13 @@ impl DeniedCallers {
         if seen.len() < self.limit.count as usize {
             return None;
         }
-        let mut callers: Vec<(&str, usize)> = Vec::new();
+        // A map, not a scan per entry: a flood from many connections (each its own port) is
+        // exactly when this runs with the most entries.
+        let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for (_, who) in seen.iter() {
-            match callers.iter_mut().find(|(c, _)| *c == who) {
-                Some((_, n)) => *n += 1,
-                None => callers.push((who, 1)),
-            }
+            *counts.entry(who.as_str()).or_default() += 1;
         }
+        let mut callers: Vec<(&str, usize)> = counts.into_iter().collect();
         callers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         let named: Vec<String> = callers
             .iter()

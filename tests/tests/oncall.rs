@@ -186,6 +186,38 @@ fn a_device_in_maintenance_does_not_page_is_not_touched_and_is_silenced_until_it
             .starts_with("health-collector"),
         "{silence}"
     );
+    // Extended: the same silence (same id), a later end.
+    agent.ctl_ok(&[
+        "maintenance",
+        "start",
+        "--device",
+        "loihi-0",
+        "--for",
+        "2h",
+        "--reason",
+        "fan swap",
+    ]);
+    let id = silence["id"].as_str().unwrap().to_string();
+    let extended = wait_for("the silence extended in place", LIMIT, || {
+        am.silences()
+            .into_iter()
+            .find(|s| s["id"] == id.as_str())
+            .filter(|s| ends_at(s) > until + Duration::from_secs(1800))
+    });
+    assert_eq!(state(&extended), "active", "{extended}");
+    let others: Vec<Value> = am
+        .silences()
+        .into_iter()
+        .filter(|s| {
+            s["id"] != id.as_str()
+                && silence_for(&[s.clone()], &[("node", node), ("device", "loihi-0")]).is_some()
+        })
+        .collect();
+    assert!(
+        others.is_empty(),
+        "no second silence for the window: {others:?}"
+    );
+
     // Over several resends: nothing firing in Alertmanager for the device, no policy step.
     std::thread::sleep(Duration::from_secs(3));
     let firing: Vec<Value> = am

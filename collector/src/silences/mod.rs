@@ -403,14 +403,29 @@ impl Silences {
             return Ok(0);
         };
         let mut found: Vec<(usize, GettableSilence)> = Vec::new();
+        let mut errors = Vec::new();
         for (i, url) in client.urls().iter().enumerate() {
-            let listed = client.list(url).await?;
+            // One Alertmanager of several down must not hold up the others: what it holds
+            // is made again there once it is back (a duplicate that ends by itself).
+            let listed = match client.list(url).await {
+                Ok(listed) => listed,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
             found.extend(
                 listed
                     .into_iter()
                     .filter(|s| s.created_by.starts_with(CREATED_BY) && s.status.state != "expired")
                     .map(|s| (i, s)),
             );
+        }
+        if errors.len() == client.urls().len() {
+            return Err(errors.join("; "));
+        }
+        for e in &errors {
+            tracing::warn!(error = %e, "silences of one Alertmanager not adopted");
         }
         let count = client.urls().len();
         let mut adopted: Vec<(Option<WindowKey>, Held)> = Vec::new();
