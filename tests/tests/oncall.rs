@@ -210,7 +210,11 @@ fn a_device_in_maintenance_does_not_page_is_not_touched_and_is_silenced_until_it
         .into_iter()
         .filter(|s| {
             s["id"] != id.as_str()
-                && silence_for(&[s.clone()], &[("node", node), ("device", "loihi-0")]).is_some()
+                && silence_for(
+                    std::slice::from_ref(s),
+                    &[("node", node), ("device", "loihi-0")],
+                )
+                .is_some()
         })
         .collect();
     assert!(

@@ -178,8 +178,16 @@ fn assemble(node: &str, span: &Span, sorted: &[&HistoryEntry]) -> Incident {
             continue;
         }
         let at = ms(entry.at.as_ref());
-        if entry.kind == HistoryKind::Condition as i32 {
-            add_condition(entry, &within, &mut timeline);
+        // Spells (conditions, maintenance windows, silences) are two moments: began, ended.
+        let spell = [
+            HistoryKind::Condition,
+            HistoryKind::Maintenance,
+            HistoryKind::Silence,
+        ]
+        .iter()
+        .any(|k| *k as i32 == entry.kind);
+        if spell {
+            add_spell(entry, &within, &mut timeline);
             continue;
         }
         if !within(at) {
@@ -262,8 +270,8 @@ fn lead_in_ms() -> i64 {
     i64::try_from(LEAD_IN.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A condition spell is two moments on the timeline: it began, and (if it did) it ended.
-fn add_condition(entry: &HistoryEntry, within: &dyn Fn(i64) -> bool, out: &mut Vec<TimelineEntry>) {
+/// A spell is two moments on the timeline: it began, and (if it did) it ended.
+fn add_spell(entry: &HistoryEntry, within: &dyn Fn(i64) -> bool, out: &mut Vec<TimelineEntry>) {
     let began = ms(entry.at.as_ref());
     let what = format!("{} on {}: {}", entry.name, entry.subject, entry.message);
     if within(began) {
@@ -555,6 +563,46 @@ mod tests {
         assert_eq!(incidents[0].notes[0].by, "uid 0");
         // No condition spell behind the alert: detected when it fired.
         assert_eq!(incidents[0].time_to_detect_ms, 0);
+    }
+
+    #[test]
+    fn a_maintenance_window_on_the_node_is_on_the_timeline_from_start_to_end() {
+        let window = HistoryEntry {
+            kind: HistoryKind::Maintenance as i32,
+            at: at(T0 + 2_000),
+            ended_at: at(T0 + 9_000),
+            node: "n1".into(),
+            subject: "loihi-0".into(),
+            name: "MAINTENANCE".into(),
+            caller: "uid 0".into(),
+            audit_hash: "m".into(),
+            ..HistoryEntry::default()
+        };
+        let entries = vec![
+            alert(T0, "loihi-0", "DEVICE_ERROR", "FIRING"),
+            window,
+            alert(T0 + 3_000, "loihi-0", "DEVICE_ERROR", "SUPPRESSED"),
+        ];
+        let i = &group("n1", &entries, CLOSE, now(T0 + 1_000_000))[0];
+        let moments: Vec<(&str, &str)> = i
+            .timeline
+            .iter()
+            .map(|t| (t.actor.as_str(), t.outcome.as_str()))
+            .collect();
+        assert_eq!(
+            moments,
+            [
+                ("collector", "FIRING"),
+                ("uid 0", "began"),
+                ("collector", "SUPPRESSED"),
+                ("uid 0", "ended")
+            ]
+        );
+        assert_eq!(
+            i.resolved_at,
+            at(T0 + 3_000),
+            "suppressed counts as resolved"
+        );
     }
 
     #[test]
