@@ -41,6 +41,9 @@ Try, in another terminal:
   $bin/agent-ctl --endpoint unix://$sock reset-device spinnaker-0 --soft
   $bin/agent-ctl --collector 127.0.0.1:$port alerts
   $bin/agent-ctl --collector 127.0.0.1:$port history --since 10m --oldest-first
+  $bin/agent-ctl --endpoint unix://$sock maintenance start --device loihi-0 --for 10m --reason demo
+  $bin/agent-ctl --collector 127.0.0.1:$port incidents
+  $bin/agent-ctl --collector 127.0.0.1:$port incident ID --export markdown
   curl -s 127.0.0.1:9464/metrics | grep temperature     # the agent's Prometheus metrics
   curl -s 127.0.0.1:9465/metrics | grep condition_active # the collector's (every node)
 Live view starts in 3 s; Ctrl-C stops everything.
