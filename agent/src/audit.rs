@@ -256,6 +256,15 @@ pub fn recent_entries(path: &Path, max_bytes: u64) -> Vec<Record> {
         .collect()
 }
 
+/// The intact entries whose line contains `needle` in the last `max_bytes` of the log,
+/// oldest first; the other lines are skipped unparsed.
+pub fn entries_containing(path: &Path, max_bytes: u64, needle: &str) -> Vec<Record> {
+    health_daemon::audit::recent_lines_containing(path, max_bytes, needle)
+        .into_iter()
+        .filter_map(|obj| serde_json::from_value(Value::Object(obj)).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +285,33 @@ mod tests {
 
     fn check(path: &Path) -> Verification {
         verify(std::io::BufReader::new(File::open(path).unwrap())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn entries_containing_reads_only_matching_intact_lines_of_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path);
+        for a in [
+            "maintenance-start",
+            "reset-soft",
+            "maintenance-start",
+            "calibrate",
+            "maintenance-end",
+        ] {
+            log.append(Phase::End, entry(a)).await.unwrap();
+        }
+        let all = entries_containing(&path, 1 << 20, "\"maintenance-");
+        let actions: Vec<&str> = all.iter().map(|r| r.entry.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["maintenance-start", "maintenance-start", "maintenance-end"]
+        );
+        // A tail that starts inside the first line skips it rather than misreading it.
+        let len = std::fs::metadata(&path).unwrap().len();
+        let cut = entries_containing(&path, len - 10, "\"maintenance-");
+        assert_eq!(cut.len(), 2);
+        assert_eq!(cut[0].seq, all[1].seq);
     }
 
     #[tokio::test]

@@ -214,6 +214,10 @@ fn start_node(
 /// The action path over the devices' controls, with the idempotency keys of the last minutes
 /// read back from the audit log (its tail only; keys live 10 minutes) before the API serves
 /// anyone, so they survive a restart.
+/// How far back in the audit log maintenance windows are looked for: at 64 MiB, weeks of a
+/// busy agent's entries, read line by line at start.
+const MAINTENANCE_TAIL: u64 = 64 << 20;
+
 async fn start_actions(
     cfg: &AgentConfig,
     node: Arc<Node>,
@@ -232,9 +236,21 @@ async fn start_actions(
             .await
             .unwrap_or_default();
     actions.restore_idempotency(&recent);
-    // Maintenance windows outlive the agent that started them; one that ended while the
-    // agent was down is recorded as ended by the expiry task's first pass.
-    node.maintenance.restore(&recent);
+    // Maintenance windows outlive the agent that started them, and may have started days
+    // ago: their entries are looked for further back than the idempotency keys' tail. One
+    // that ended while the agent was down is recorded as ended by the expiry task's first
+    // pass.
+    let audit_path = cfg.audit_log.clone();
+    let windows = tokio::task::spawn_blocking(move || {
+        crate::audit::entries_containing(
+            &audit_path,
+            MAINTENANCE_TAIL,
+            crate::maintenance::ENTRY_MARK,
+        )
+    })
+    .await
+    .unwrap_or_default();
+    node.maintenance.restore(&windows);
     actions
 }
 

@@ -27,6 +27,9 @@ pub const NODE: &str = "node";
 pub const STARTED: &str = "maintenance-start";
 pub const ENDED: &str = "maintenance-end";
 pub const EXPIRED: &str = "maintenance-expired";
+/// What every line that starts, ends or expires a window contains (its `action`), so a restore
+/// can skip the others without parsing them.
+pub const ENTRY_MARK: &str = "\"maintenance-";
 
 /// How often windows are checked for their end: a window ends within this of its `until`.
 const EXPIRY_TICK: Duration = Duration::from_millis(500);

@@ -331,6 +331,49 @@ pub fn recent_lines(path: &Path, max_bytes: u64) -> Vec<Map<String, Value>> {
     lines.filter_map(|l| check_line(l).ok()).collect()
 }
 
+/// The intact lines containing `needle` in the last `max_bytes` of the log, oldest first,
+/// read line by line: for state kept longer than the tail `recent_lines` reads (maintenance
+/// windows last up to days), without holding the whole span in memory or parsing every line.
+pub fn recent_lines_containing(
+    path: &Path,
+    max_bytes: u64,
+    needle: &str,
+) -> Vec<Map<String, Value>> {
+    use std::io::BufRead as _;
+    let Ok(mut file) = File::open(path) else {
+        return Vec::new();
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return Vec::new();
+    };
+    let start = len.saturating_sub(max_bytes);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut reader = std::io::BufReader::new(file.take(len - start));
+    let mut found = Vec::new();
+    let mut line = Vec::new();
+    let mut first = start > 0;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        // The first line of a tail that starts mid-file is a partial one.
+        if std::mem::take(&mut first) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        if text.contains(needle) {
+            if let Ok(obj) = check_line(text.trim_end()) {
+                found.push(obj);
+            }
+        }
+    }
+    found
+}
+
 enum Tail {
     Empty,
     Intact { seq: u64, hash: String },
