@@ -59,7 +59,7 @@ mod build;
 use crate::alert_names::alertname;
 use crate::history::{AlertTransition, HistorySink, MaintenanceSpells};
 use crate::priority::{escalate, EscalationClock, Priority, PriorityMap};
-use crate::silences::maintenance::{suppression, windows_of, MaintenanceWindows};
+use crate::silences::maintenance::{suppression, windows_of, MaintenanceWindows, WindowKey};
 use crate::silences::Silences;
 use build::*;
 
@@ -508,10 +508,18 @@ impl Alerts {
             let Some((_, node, fingerprint)) = due.pop_first() else {
                 break;
             };
-            let Some(tracked) = nodes
-                .get_mut(&node)
-                .and_then(|alerts| alerts.conditions.get_mut(&fingerprint))
-            else {
+            let Some(alerts) = nodes.get_mut(&node) else {
+                continue;
+            };
+            if let Some(stale) = alerts
+                .stale
+                .as_mut()
+                .filter(|s| s.alert.fingerprint == fingerprint)
+            {
+                self.unsuppress_stale(stale, at, now);
+                continue;
+            }
+            let Some(tracked) = alerts.conditions.get_mut(&fingerprint) else {
                 continue;
             };
             if matches!(tracked.phase, Phase::Pending { .. }) {
@@ -521,6 +529,21 @@ impl Alerts {
             }
         }
         self.escalate_due(nodes, at, now);
+    }
+
+    /// A stale node's window has ended: a node that cannot report cannot end its own
+    /// suppression, so the sweeper's due set does, and NODE_STALE fires.
+    fn unsuppress_stale(&self, stale: &mut Tracked, at: Instant, now: SystemTime) {
+        if !matches!(stale.phase, Phase::Suppressed) {
+            return;
+        }
+        stale.phase = Phase::Firing;
+        stale.alert.status = AlertStatus::Firing as i32;
+        stale.alert.suppressed_by.clear();
+        tracing::warn!(fingerprint = %stale.alert.fingerprint, "alert firing: maintenance over");
+        self.record(&stale.alert, AlertTransition::Firing, now);
+        self.publish(stale.alert.clone(), None);
+        stale.escalate_at = self.schedule_escalation(&stale.alert, at);
     }
 
     /// Fires NODE_STALE for a node the sweeper found silent. `generation` is the one of the
@@ -535,7 +558,8 @@ impl Alerts {
         now: SystemTime,
     ) {
         let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
-        let alerts = book.nodes.entry(node.to_string()).or_default();
+        let Book { nodes, due } = &mut *book;
+        let alerts = nodes.entry(node.to_string()).or_default();
         if generation < alerts.generation || alerts.stale.is_some() {
             return;
         }
@@ -573,6 +597,22 @@ impl Alerts {
             Phase::Firing
         } else {
             alert.status = AlertStatus::Suppressed as i32;
+            // Fires when the node's window ends, unless the node reports first.
+            let windows = self.maintenance.of_node(node);
+            let key = WindowKey {
+                node: node.to_string(),
+                device: String::new(),
+            };
+            if let Some(left) = windows
+                .get(&key)
+                .and_then(|w| w.until.duration_since(now).ok())
+            {
+                due.insert((
+                    Instant::now() + left,
+                    node.to_string(),
+                    alert.fingerprint.clone(),
+                ));
+            }
             Phase::Suppressed
         };
         self.publish(alert.clone(), None);
@@ -1444,6 +1484,19 @@ mod tests {
         let stale = alert_of(&events[0]);
         assert_eq!(stale.name, "NODE_STALE");
         assert_eq!(stale.status, AlertStatus::Suppressed as i32);
+        // The node cannot report the end of its window: the sweep fires NODE_STALE when the
+        // window's until has passed, and not before.
+        alerts.promote_due(Instant::now(), SystemTime::now());
+        assert!(drain(&mut rx).is_empty(), "the window still holds");
+        alerts.promote_due(
+            Instant::now() + Duration::from_secs(3601),
+            SystemTime::now() + Duration::from_secs(3601),
+        );
+        let events = drain(&mut rx);
+        let fired = alert_of(&events[0]);
+        assert_eq!(fired.name, "NODE_STALE");
+        assert_eq!(fired.status, AlertStatus::Firing as i32);
+        assert!(fired.suppressed_by.is_empty());
         // A device window leaves the host's alerts alone.
         let disk = condition(ConditionCode::DiskFull, Severity::Critical, "99 %");
         report(
