@@ -55,6 +55,7 @@ use prost_types::Timestamp;
 use tokio::sync::broadcast;
 
 mod build;
+mod escalation;
 
 use crate::alert_names::alertname;
 use crate::history::{AlertTransition, HistorySink, MaintenanceSpells};
@@ -717,71 +718,6 @@ impl Alerts {
             })
             .collect();
         (firing, receiver)
-    }
-
-    /// When an alert that fired at `at` escalates, entered on the escalation clock.
-    fn schedule_escalation(&self, alert: &Alert, at: Instant) -> Option<Instant> {
-        let priority = Priority::parse(&alert.priority)?;
-        let mut clock = self
-            .escalations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        clock.schedule(
-            &self.priorities,
-            priority,
-            at,
-            &alert.node,
-            &alert.fingerprint,
-        )
-    }
-
-    fn cancel_escalation(&self, node: &str, tracked: &Tracked) {
-        let mut clock = self
-            .escalations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        clock.cancel(tracked.escalate_at, node, &tracked.alert.fingerprint);
-    }
-
-    /// Escalates the firing alerts whose priority's `escalate_after` has passed by `at`: one
-    /// priority higher, `escalated`, re-sent to watchers (and so to Alertmanager), and an
-    /// ESCALATION in the history. Looks only at the clock's head.
-    fn escalate_due(&self, nodes: &mut BTreeMap<String, NodeAlerts>, at: Instant, now: SystemTime) {
-        loop {
-            let next = {
-                let mut clock = self
-                    .escalations
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                clock.pop_due(at)
-            };
-            let Some((when, node, fingerprint)) = next else {
-                break;
-            };
-            let Some(alerts) = nodes.get_mut(&node) else {
-                continue;
-            };
-            let tracked = match alerts.stale.as_mut() {
-                Some(stale) if stale.alert.fingerprint == fingerprint => Some(stale),
-                _ => alerts.conditions.get_mut(&fingerprint),
-            };
-            // A leftover of an alert that resolved (and maybe fired again) since.
-            let Some(tracked) = tracked.filter(|t| t.escalate_at == Some(when)) else {
-                continue;
-            };
-            if !matches!(tracked.phase, Phase::Firing) {
-                tracked.escalate_at = None;
-                continue;
-            }
-            tracked.escalate_at = None;
-            let Some((from, after)) = escalate(&self.priorities, &mut tracked.alert, now) else {
-                continue;
-            };
-            if let Some(history) = &self.history {
-                history.escalation(&tracked.alert, from, after, now);
-            }
-            self.publish(tracked.alert.clone(), tracked.report_sent_at);
-        }
     }
 
     fn fire(&self, alert: &Alert, report_sent_at: Option<Timestamp>, now: SystemTime) {
