@@ -531,3 +531,47 @@ fn an_idempotency_key_outlives_an_agent_restart() {
         text(&retry)
     );
 }
+
+#[test]
+fn repeated_refusals_raise_access_denied_on_the_host_naming_the_caller() {
+    require_root("running agent-ctl as another uid");
+    let cfg = format!(
+        "{}\n[safety]\naccess_denied_count = 3\naccess_denied_window = \"10m\"\n\n[auth]\nsocket_group = \"{SOCKET_GID}\"\nreader_uids = [{READER_UID}]\n",
+        sim_config("300ms", "1s", "300ms")
+    );
+    let agent = Agent::with_config(&cfg, &["--node", "auth-denied"]);
+    open_dir(agent.dir.path());
+    let ctl = CtlAs::new();
+    let host_codes = |agent: &Agent| -> Vec<String> {
+        let status: Value = serde_json::from_str(&agent.ctl_ok(&["--json", "status"])).unwrap();
+        status["host"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| format!("{} {}", field(c, "code"), field(c, "message")))
+            .collect()
+    };
+    for _ in 0..2 {
+        let out = ctl.run(READER_UID, SOCKET_GID, &agent, &["calibrate", "xbar-0"]);
+        assert!(!out.status.success());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(
+        !host_codes(&agent)
+            .iter()
+            .any(|c| c.starts_with("ACCESS_DENIED")),
+        "two refusals are under the threshold"
+    );
+    let out = ctl.run(READER_UID, SOCKET_GID, &agent, &["calibrate", "xbar-0"]);
+    assert!(!out.status.success());
+    health_e2e::wait_until(
+        "ACCESS_DENIED on the host",
+        std::time::Duration::from_secs(10),
+        || {
+            host_codes(&agent)
+                .iter()
+                .any(|c| c.starts_with("ACCESS_DENIED") && c.contains(&format!("uid {READER_UID}")))
+        },
+    );
+}
