@@ -16,11 +16,38 @@ use crate::{json, render};
 
 /// One `--match` value: comma-separated matchers.
 pub fn parse_matchers(text: &str) -> anyhow::Result<Vec<pb::SilenceMatcher>> {
-    text.split(',')
-        .map(str::trim)
+    // A comma starts a new matcher only when a label name and an operator follow it, so a
+    // regex such as `node=~"rack-[0-9]{1,3}"` keeps its comma.
+    let mut parts: Vec<String> = Vec::new();
+    for piece in text.split(',') {
+        match parts.last_mut() {
+            Some(last) if !starts_matcher(piece) => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => parts.push(piece.to_string()),
+        }
+    }
+    parts
+        .iter()
+        .map(|m| m.trim())
         .filter(|m| !m.is_empty())
         .map(parse_matcher)
         .collect()
+}
+
+/// Whether `piece` begins with a label name (Prometheus's `[a-zA-Z_][a-zA-Z0-9_]*`) followed
+/// by one of the four operators.
+fn starts_matcher(piece: &str) -> bool {
+    let piece = piece.trim_start();
+    let name_len = piece
+        .char_indices()
+        .find(|(i, c)| !(c.is_ascii_alphabetic() || *c == '_' || (*i > 0 && c.is_ascii_digit())))
+        .map_or(piece.len(), |(i, _)| i);
+    name_len > 0
+        && ["=", "!=", "!~"]
+            .iter()
+            .any(|op| piece[name_len..].trim_start().starts_with(op))
 }
 
 fn parse_matcher(m: &str) -> anyhow::Result<pb::SilenceMatcher> {
@@ -150,6 +177,17 @@ fn table(silences: &[pb::Silence]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_comma_inside_a_regex_does_not_split_the_matcher() {
+        let m = parse_matchers("node=~rack-[0-9]{1,3},alertname=DeviceOverheating").unwrap();
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(m[0].name, "node");
+        assert_eq!(m[0].value, "rack-[0-9]{1,3}");
+        assert!(m[0].is_regex);
+        assert_eq!(m[1].value, "DeviceOverheating");
+        assert!(parse_matchers("=x").is_err());
+    }
 
     #[test]
     fn matchers_parse_with_every_operator() {
