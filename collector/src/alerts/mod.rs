@@ -426,6 +426,10 @@ impl Alerts {
         let suppressed = !alert.suppressed_by.is_empty();
         match (tracked.phase, suppressed) {
             (Phase::Suppressed, false) => {
+                // Out of maintenance it starts again as if new: its mapped priority, not the
+                // escalation it may have reached before the window.
+                tracked.alert.escalated = false;
+                tracked.alert.escalated_at = None;
                 tracked.update(alert.clone(), report.report_sent_at);
                 (tracked.phase, tracked.escalate_at) =
                     self.arm(report, due, fingerprint, &mut tracked.alert);
@@ -1258,6 +1262,34 @@ mod tests {
         let shown = alert_of(&firing[0]);
         assert!(shown.escalated);
         assert_eq!(shown.priority, "P0");
+    }
+
+    #[test]
+    fn an_escalated_alert_starts_again_at_its_own_priority_after_maintenance() {
+        let alerts = escalating(60);
+        let (_, mut rx) = alerts.watch();
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        alerts.observe_at("n1", 1, &hot(), None, wall, t0);
+        alerts.promote_due(t0 + Duration::from_secs(60), wall);
+        assert!(alert_of(drain(&mut rx).last().unwrap()).escalated);
+        // Into the device's maintenance window, and out of it.
+        let held = in_maintenance(hot(), false);
+        alerts.observe_at("n1", 2, &held, None, wall, t0 + Duration::from_secs(61));
+        assert_eq!(
+            alert_of(drain(&mut rx).last().unwrap()).status,
+            AlertStatus::Suppressed as i32
+        );
+        alerts.promote_due(t0 + Duration::from_secs(3600), wall);
+        assert!(
+            drain(&mut rx).is_empty(),
+            "a suppressed alert does not escalate"
+        );
+        alerts.observe_at("n1", 3, &hot(), None, wall, t0 + Duration::from_secs(3601));
+        let back = alert_of(drain(&mut rx).last().unwrap()).clone();
+        assert_eq!(back.status, AlertStatus::Firing as i32);
+        assert!(!back.escalated, "{back:?}");
+        assert_eq!(back.priority, "P1");
     }
 
     #[test]
