@@ -87,8 +87,14 @@ fn state(i: &pb::Incident) -> &'static str {
 }
 
 fn duration_ms(ms: u64) -> String {
-    // Whole seconds: a post-mortem reads "2m 5s", not "2m 5s 12ms".
-    humantime::format_duration(Duration::from_secs(ms.div_ceil(1000))).to_string()
+    // Milliseconds under a minute (a time to detect is often well under a second), whole
+    // seconds above: a post-mortem reads "2m 5s", not "2m 5s 12ms".
+    let shown = if ms < 60_000 {
+        Duration::from_millis(ms)
+    } else {
+        Duration::from_secs(ms / 1000)
+    };
+    humantime::format_duration(shown).to_string()
 }
 
 fn table(incidents: &[pb::Incident]) -> String {

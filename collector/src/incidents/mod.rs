@@ -173,7 +173,8 @@ fn assemble(node: &str, span: &Span, sorted: &[&HistoryEntry]) -> Incident {
                     text: entry.message.clone(),
                     audit_hash: entry.audit_hash.clone(),
                 });
-                timeline.push(timeline_entry(entry, entry.at, "note", "added"));
+                let what = format!("note: {}", entry.message);
+                timeline.push(timeline_entry(entry, entry.at, &what, "added"));
             }
             continue;
         }
