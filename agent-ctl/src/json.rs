@@ -165,6 +165,51 @@ fn host(h: &pb::HostHealth) -> Value {
         "conditions": list(&h.conditions, condition),
         "observed_at": timestamp(&h.observed_at),
         "processes": list(&h.processes, process),
+        "services": list(&h.services, service),
+        "logs": list(&h.logs, log_rule),
+        "iowait_ratio": h.iowait_ratio,
+        "oom_kills_total": h.oom_kills_total,
+    })
+}
+
+pub fn service(s: &pb::ServiceStatus) -> Value {
+    json!({
+        "name": s.name,
+        "unit": s.unit,
+        "active_state": s.active_state,
+        "sub_state": s.sub_state,
+        "restarts": s.restarts,
+        "health_url": s.health_url,
+        "http_status": s.http_status,
+        "health_error": s.health_error,
+        "health_latency_seconds": s.health_latency_seconds,
+        "port": s.port,
+        "listening": s.listening,
+        "checked_at": timestamp(&s.checked_at),
+    })
+}
+
+pub fn log_rule(l: &pb::LogRuleStatus) -> Value {
+    json!({
+        "name": l.name,
+        "files": l.files,
+        "matches_total": l.matches_total,
+        "matches_in_window": l.matches_in_window,
+        "last_match": l.last_match,
+        "last_match_at": timestamp(&l.last_match_at),
+        "lines_total": l.lines_total,
+        "bytes_skipped": l.bytes_skipped,
+    })
+}
+
+pub fn file_cleanup(c: &pb::FileCleanup) -> Value {
+    json!({
+        "rule": c.rule,
+        "files": c.files,
+        "bytes": c.bytes,
+        "paths": c.paths,
+        "truncated": c.truncated,
+        "errors": c.errors,
     })
 }
 
@@ -200,6 +245,7 @@ pub fn action(a: &pb::ActionResult) -> Value {
         "replayed": a.replayed,
         "device_after": a.device_after.as_ref().map(device),
         "process_kill": a.process_kill.as_ref().map(process_kill),
+        "file_cleanup": a.file_cleanup.as_ref().map(file_cleanup),
         "audit_hash": a.audit_hash,
     })
 }
@@ -216,6 +262,7 @@ pub fn process(p: &pb::ProcessStatus) -> Value {
         "rss_bytes": p.rss_bytes,
         "start_time_ticks": p.start_time_ticks,
         "started_at": timestamp(&p.started_at),
+        "cpu_percent": p.cpu_percent,
     })
 }
 

@@ -310,11 +310,25 @@ pub enum ConditionCode {
     /// The subject is in maintenance (an operator's window, or a SLURM drain/reservation): shown,
     /// never paged, and no remediation policy acts on it.
     Maintenance,
+    /// The solver probe could not judge a matrix (unreadable, too big, errored, overran, busy).
+    ProbeFailed,
+    /// A watched service's systemd unit is not active.
+    ServiceDown,
+    /// A watched service's health URL did not answer 2xx in time.
+    ServiceUnhealthy,
+    /// A watched service's TCP port has no listener.
+    PortNotListening,
+    /// A `[[log]]` rule's pattern matched often enough within its window.
+    LogPattern,
+    /// The kernel's OOM killer killed a process.
+    HostOomKill,
+    /// The CPUs spend too much of their time waiting for I/O.
+    HostIowaitHigh,
 }
 
 impl ConditionCode {
     /// Every code, in declaration order (for parsing names in configuration).
-    pub const ALL: [ConditionCode; 25] = [
+    pub const ALL: [ConditionCode; 32] = [
         ConditionCode::ThermalWarning,
         ConditionCode::ThermalCritical,
         ConditionCode::PowerOverLimit,
@@ -340,6 +354,13 @@ impl ConditionCode {
         ConditionCode::RemediationExhausted,
         ConditionCode::AccessDenied,
         ConditionCode::Maintenance,
+        ConditionCode::ProbeFailed,
+        ConditionCode::ServiceDown,
+        ConditionCode::ServiceUnhealthy,
+        ConditionCode::PortNotListening,
+        ConditionCode::LogPattern,
+        ConditionCode::HostOomKill,
+        ConditionCode::HostIowaitHigh,
     ];
 
     /// The code named `name` (`"DEVICE_UNRESPONSIVE"`, case-insensitive).
@@ -376,6 +397,13 @@ impl ConditionCode {
             ConditionCode::RemediationExhausted => "REMEDIATION_EXHAUSTED",
             ConditionCode::AccessDenied => "ACCESS_DENIED",
             ConditionCode::Maintenance => "MAINTENANCE",
+            ConditionCode::ProbeFailed => "PROBE_FAILED",
+            ConditionCode::ServiceDown => "SERVICE_DOWN",
+            ConditionCode::ServiceUnhealthy => "SERVICE_UNHEALTHY",
+            ConditionCode::PortNotListening => "PORT_NOT_LISTENING",
+            ConditionCode::LogPattern => "LOG_PATTERN",
+            ConditionCode::HostOomKill => "HOST_OOM_KILL",
+            ConditionCode::HostIowaitHigh => "HOST_IOWAIT_HIGH",
         }
     }
 
@@ -436,6 +464,27 @@ impl ConditionCode {
             }
             ConditionCode::Maintenance => {
                 "maintenance: nothing to do while the work lasts; agent-ctl maintenance list shows who and why; a SLURM drain ends with scontrol update state=resume"
+            }
+            ConditionCode::ProbeFailed => {
+                "convergence-failure: the probe could not judge the matrix (the message says why); check the file and [probe] max_file_bytes/time_budget, then agent-ctl probe FILE"
+            }
+            ConditionCode::ServiceDown => {
+                "solver-down: systemctl status UNIT and journalctl -u UNIT; restart it (agent-ctl restart-service NAME)"
+            }
+            ConditionCode::ServiceUnhealthy => {
+                "solver-down: the health URL fails (curl -I it); read the service's log, then restart it (agent-ctl restart-service NAME)"
+            }
+            ConditionCode::PortNotListening => {
+                "solver-down: nothing listens on the port (ss -tlnp); check the service started and its bind address, then restart it"
+            }
+            ConditionCode::LogPattern => {
+                "log-errors: the message has the last matching line; read the log around it (agent-ctl status shows the files)"
+            }
+            ConditionCode::HostOomKill => {
+                "memory-exhaustion: the kernel killed a process (the message names it when the kernel log is readable); find what grew, lower the job's size or add memory"
+            }
+            ConditionCode::HostIowaitHigh => {
+                "high-load: the CPUs wait on storage (iostat -x 1); find the process writing (iotop), move temporary files off the slow disk"
             }
         }
     }

@@ -70,6 +70,13 @@ fn code(c: hal::ConditionCode) -> i32 {
         C::AuditLogUnwritable => P::AuditLogUnwritable,
         C::RemediationExhausted => P::RemediationExhausted,
         C::AccessDenied => P::AccessDenied,
+        C::ProbeFailed => P::ProbeFailed,
+        C::ServiceDown => P::ServiceDown,
+        C::ServiceUnhealthy => P::ServiceUnhealthy,
+        C::PortNotListening => P::PortNotListening,
+        C::LogPattern => P::LogPattern,
+        C::HostOomKill => P::HostOomKill,
+        C::HostIowaitHigh => P::HostIowaitHigh,
         C::Maintenance => P::Maintenance,
     }) as i32
 }
@@ -229,6 +236,11 @@ pub fn host(h: &HostStatus) -> pb::HostHealth {
         conditions: h.conditions.iter().map(condition).collect(),
         observed_at: h.observed_at.map(ts),
         processes: h.processes.iter().map(process).collect(),
+        // Filled by the services, logs and host-counter work of issue 14.
+        services: Vec::new(),
+        logs: Vec::new(),
+        iowait_ratio: 0.0,
+        oom_kills_total: 0,
     }
 }
 
@@ -244,6 +256,7 @@ pub fn process(p: &crate::host::procwatch::ProcessInfo) -> pb::ProcessStatus {
         rss_bytes: p.rss_bytes,
         start_time_ticks: p.start_ticks,
         started_at: Some(ts(p.started_at)),
+        cpu_percent: 0.0,
     }
 }
 

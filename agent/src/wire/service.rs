@@ -604,6 +604,22 @@ impl Agent for AgentService {
         self.control_reply(&who, self.remediation.clear(&who, id).await)
     }
 
+    async fn restart_service(
+        &self,
+        _req: Request<pb::RestartServiceRequest>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        Err(Status::unimplemented(
+            "RestartService: not in this build yet",
+        ))
+    }
+
+    async fn clean_files(
+        &self,
+        _req: Request<pb::CleanFilesRequest>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        Err(Status::unimplemented("CleanFiles: not in this build yet"))
+    }
+
     async fn kill_process(
         &self,
         req: Request<pb::KillProcessRequest>,

@@ -182,6 +182,13 @@ fn plugin_may_report(code: ConditionCode) -> bool {
             | ConditionCode::AuditLogUnwritable
             | ConditionCode::RemediationExhausted
             | ConditionCode::AccessDenied
+            | ConditionCode::ProbeFailed
+            | ConditionCode::ServiceDown
+            | ConditionCode::ServiceUnhealthy
+            | ConditionCode::PortNotListening
+            | ConditionCode::LogPattern
+            | ConditionCode::HostOomKill
+            | ConditionCode::HostIowaitHigh
     )
 }
 
