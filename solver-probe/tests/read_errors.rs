@@ -179,6 +179,98 @@ fn mtx_variants_parse() {
     assert_eq!(dense2(&d), [[5.0, 0.0], [0.0, -1.0]]);
 }
 
+/// Integer and boolean `.npy` matrices (an integer stencil, a 0/1 adjacency) and an `.npz`
+/// whose data is integer, written to real files and read back as f64.
+#[test]
+fn integer_and_boolean_npy_read_as_f64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Budget::default();
+    type Case = (&'static str, Vec<u8>, [[f64; 2]; 2]);
+    let cases: [Case; 6] = [
+        ("<i4", i32s(&[4, -1, -1, 4]), [[4.0, -1.0], [-1.0, 4.0]]),
+        (
+            "<i8",
+            [-3i64, 0, 7, 1 << 40]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+            [[-3.0, 0.0], [7.0, 1099511627776.0]],
+        ),
+        ("|b1", vec![1, 0, 0, 1], [[1.0, 0.0], [0.0, 1.0]]),
+        ("|u1", vec![255, 0, 2, 1], [[255.0, 0.0], [2.0, 1.0]]),
+        ("|i1", vec![0x80, 0, 0, 0x7f], [[-128.0, 0.0], [0.0, 127.0]]),
+        (
+            "<u2",
+            [65535u16, 0, 0, 3]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+            [[65535.0, 0.0], [0.0, 3.0]],
+        ),
+    ];
+    for (descr, data, want) in cases {
+        let path = dir.path().join(format!("m{}.npy", &descr[1..]));
+        std::fs::write(&path, npy(1, descr, false, "(2, 2)", &data)).expect("write");
+        let a = read_matrix(&path, &b).unwrap_or_else(|e| panic!("{descr}: {e}"));
+        assert_eq!(dense2(&a), want, "{descr}");
+        // Exact zeros are dropped whatever the dtype.
+        let zeros = want.iter().flatten().filter(|v| **v == 0.0).count();
+        assert_eq!(a.nnz(), 4 - zeros, "{descr}");
+    }
+    // Fortran order applies to integer data too.
+    let path = dir.path().join("f.npy");
+    std::fs::write(&path, npy(1, "<i4", true, "(2, 2)", &i32s(&[1, 2, 3, 4]))).expect("write");
+    let a = read_matrix(&path, &b).expect("fortran i4");
+    assert_eq!(dense2(&a), [[1.0, 3.0], [2.0, 4.0]]);
+    // A vector of booleans is a right-hand side of ones and zeros.
+    let path = dir.path().join("b.npy");
+    std::fs::write(&path, npy(1, "|b1", false, "(3,)", &[1, 0, 1])).expect("write");
+    assert_eq!(
+        read_vector(&path, &b).expect("bool vector"),
+        [1.0, 0.0, 1.0]
+    );
+    // A SciPy CSR whose data is integer.
+    let data: Vec<u8> = [2i64, -1, 5].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let bytes = npz(&[
+        ("format.npy", npy(1, "|S3", false, "()", b"csr")),
+        ("shape.npy", npy(1, "<i4", false, "(2,)", &i32s(&[2, 2]))),
+        (
+            "indptr.npy",
+            npy(1, "<i4", false, "(3,)", &i32s(&[0, 2, 3])),
+        ),
+        (
+            "indices.npy",
+            npy(1, "<i4", false, "(3,)", &i32s(&[0, 1, 1])),
+        ),
+        ("data.npy", npy(1, "<i8", false, "(3,)", &data)),
+    ]);
+    let path = dir.path().join("m.npz");
+    std::fs::write(&path, bytes).expect("write");
+    let a = read_matrix(&path, &b).expect("integer npz");
+    assert_eq!(dense2(&a), [[2.0, -1.0], [0.0, 5.0]]);
+    // Matrix Market integer and pattern fields, from real files.
+    let path = dir.path().join("i.mtx");
+    std::fs::write(
+        &path,
+        "%%MatrixMarket matrix coordinate integer symmetric\n2 2 2\n1 1 3\n2 1 -2\n",
+    )
+    .expect("write");
+    assert_eq!(
+        dense2(&read_matrix(&path, &b).expect("integer mtx")),
+        [[3.0, -2.0], [-2.0, 0.0]]
+    );
+    let path = dir.path().join("p.mtx");
+    std::fs::write(
+        &path,
+        "%%MatrixMarket matrix coordinate pattern general\n2 2 2\n1 2\n2 2\n",
+    )
+    .expect("write");
+    assert_eq!(
+        dense2(&read_matrix(&path, &b).expect("pattern mtx")),
+        [[0.0, 1.0], [0.0, 1.0]]
+    );
+}
+
 fn dense2(a: &sprs::CsMat<f64>) -> [[f64; 2]; 2] {
     let g = |i, j| a.get(i, j).copied().unwrap_or(0.0);
     [[g(0, 0), g(0, 1)], [g(1, 0), g(1, 1)]]
@@ -189,12 +281,12 @@ fn npy_errors() {
     let c16 = npy(1, "<c16", false, "(2, 2)", &[0; 64]);
     assert_eq!(
         err(Format::Npy, &c16, "m.npy"),
-        "m.npy: dtype '<c16' not supported (expected <f8 or <f4)"
+        "m.npy: dtype '<c16' not supported (expected <f8, <f4, <i8, <i4, <i2, |i1, <u8, <u4, <u2, |u1 or |b1)"
     );
-    let i8 = npy(1, "<i8", false, "(1, 1)", &[0; 8]);
+    let text = npy(1, "<U3", false, "(1, 1)", &[0; 12]);
     assert_has(
-        &err(Format::Npy, &i8, "m.npy"),
-        "dtype '<i8' not supported (expected <f8 or <f4)",
+        &err(Format::Npy, &text, "m.npy"),
+        "dtype '<U3' not supported (expected <f8, <f4",
     );
     let trunc = npy(1, "<f8", false, "(3, 3)", &f64s(&[1.0; 8]));
     assert_has(

@@ -77,5 +77,5 @@ fn readers_match_numpy_and_scipy() {
         }
         checked += 1;
     }
-    assert!(checked >= 13, "only {checked} files checked");
+    assert!(checked >= 18, "only {checked} files checked");
 }

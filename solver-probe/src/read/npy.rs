@@ -4,8 +4,10 @@
 //! by a small, depth-limited literal parser (never `eval`). The declared size is checked against
 //! the [`Budget`] and against the bytes actually present before anything is allocated.
 //!
-//! Matrices must be 2-D, square, non-empty, `<f8` or `<f4`, in C or Fortran order; they are
-//! converted to CSR dropping exact zeros. Vectors have shape `(n,)` or `(n, 1)`.
+//! Matrices must be 2-D, square, non-empty, in C or Fortran order, of a float, integer or
+//! boolean dtype (a solver's operator saved from an integer stencil or a 0/1 adjacency is still
+//! an operator); every element is read as f64 and the matrix converted to CSR dropping exact
+//! zeros. Vectors have shape `(n,)` or `(n, 1)`.
 
 use sprs::CsMat;
 
@@ -26,9 +28,24 @@ pub(crate) enum Dtype {
     Bytes(usize),
     /// `<U<k>`: fixed-width UTF-32 string.
     Unicode(usize),
+    /// `<i2`
+    I16,
+    /// `|i1`
+    I8,
+    /// `<u8`
+    U64,
+    /// `<u4`
+    U32,
+    /// `<u2`
+    U16,
+    /// `|u1`
+    U8,
     /// `|b1`
     Bool,
 }
+
+/// The dtypes read as f64 matrix or vector elements, as error messages list them.
+const NUMERIC_DTYPES: &str = "<f8, <f4, <i8, <i4, <i2, |i1, <u8, <u4, <u2, |u1 or |b1";
 
 impl Dtype {
     fn parse(descr: &str) -> Option<Dtype> {
@@ -37,6 +54,12 @@ impl Dtype {
             "<f4" => Dtype::F32,
             "<i8" => Dtype::I64,
             "<i4" => Dtype::I32,
+            "<i2" => Dtype::I16,
+            "|i1" | "<i1" => Dtype::I8,
+            "<u8" => Dtype::U64,
+            "<u4" => Dtype::U32,
+            "<u2" => Dtype::U16,
+            "|u1" | "<u1" => Dtype::U8,
             "|b1" => Dtype::Bool,
             _ => {
                 if let Some(k) = descr.strip_prefix("|S") {
@@ -53,9 +76,10 @@ impl Dtype {
 
     fn item_size(self) -> Option<usize> {
         match self {
-            Dtype::F64 | Dtype::I64 => Some(8),
-            Dtype::F32 | Dtype::I32 => Some(4),
-            Dtype::Bool => Some(1),
+            Dtype::F64 | Dtype::I64 | Dtype::U64 => Some(8),
+            Dtype::F32 | Dtype::I32 | Dtype::U32 => Some(4),
+            Dtype::I16 | Dtype::U16 => Some(2),
+            Dtype::I8 | Dtype::U8 | Dtype::Bool => Some(1),
             Dtype::Bytes(k) => Some(k),
             Dtype::Unicode(k) => k.checked_mul(4),
         }
@@ -79,38 +103,48 @@ impl NpyArray<'_> {
         self.shape.iter().product()
     }
 
-    /// Element `k` in storage order as f64 (only for float dtypes).
-    fn float_at(&self, k: usize) -> f64 {
+    /// Element `k` in storage order as f64 (numeric dtypes; NaN for strings, which
+    /// [`Self::require_numeric`] rejects first). 64-bit integers beyond 2^53 round to the
+    /// nearest f64, as NumPy's `astype(float64)` does.
+    fn value_at(&self, k: usize) -> f64 {
+        fn le<const N: usize>(data: &[u8], k: usize) -> [u8; N] {
+            let mut b = [0u8; N];
+            b.copy_from_slice(&data[N * k..N * k + N]);
+            b
+        }
+        let d = self.data;
         match self.dtype {
-            Dtype::F64 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&self.data[8 * k..8 * k + 8]);
-                f64::from_le_bytes(b)
-            }
-            Dtype::F32 => {
-                let mut b = [0u8; 4];
-                b.copy_from_slice(&self.data[4 * k..4 * k + 4]);
-                f64::from(f32::from_le_bytes(b))
-            }
-            _ => f64::NAN,
+            Dtype::F64 => f64::from_le_bytes(le(d, k)),
+            Dtype::F32 => f64::from(f32::from_le_bytes(le(d, k))),
+            Dtype::I64 => i64::from_le_bytes(le(d, k)) as f64,
+            Dtype::I32 => f64::from(i32::from_le_bytes(le(d, k))),
+            Dtype::I16 => f64::from(i16::from_le_bytes(le(d, k))),
+            Dtype::I8 => f64::from(i8::from_le_bytes(le(d, k))),
+            Dtype::U64 => u64::from_le_bytes(le(d, k)) as f64,
+            Dtype::U32 => f64::from(u32::from_le_bytes(le(d, k))),
+            Dtype::U16 => f64::from(u16::from_le_bytes(le(d, k))),
+            Dtype::U8 => f64::from(d[k]),
+            // NumPy writes True as 1 and False as 0; any other byte is still "true".
+            Dtype::Bool => f64::from(u8::from(d[k] != 0)),
+            Dtype::Bytes(_) | Dtype::Unicode(_) => f64::NAN,
         }
     }
 
-    /// Require a float dtype, naming `what` in the error.
-    pub fn require_float(&self, what: &str) -> Result<(), Fail> {
+    /// Require a dtype whose elements read as numbers, naming `what` in the error.
+    pub fn require_numeric(&self, what: &str) -> Result<(), Fail> {
         match self.dtype {
-            Dtype::F64 | Dtype::F32 => Ok(()),
-            _ => Err(Fail::msg(format!(
-                "{what}dtype '{}' not supported (expected <f8 or <f4)",
+            Dtype::Bytes(_) | Dtype::Unicode(_) => Err(Fail::msg(format!(
+                "{what}dtype '{}' not supported (expected {NUMERIC_DTYPES})",
                 self.descr
             ))),
+            _ => Ok(()),
         }
     }
 
-    /// All elements in storage order as f64 (float dtypes only).
+    /// All elements in storage order as f64 (float, integer and boolean dtypes).
     pub fn floats(&self, what: &str) -> Result<Vec<f64>, Fail> {
-        self.require_float(what)?;
-        Ok((0..self.len()).map(|k| self.float_at(k)).collect())
+        self.require_numeric(what)?;
+        Ok((0..self.len()).map(|k| self.value_at(k)).collect())
     }
 
     /// All elements in storage order as i64 (`<i4`/`<i8` only).
@@ -223,7 +257,7 @@ pub(crate) fn parse<'a>(
     let (descr, fortran_order, shape) = header_fields(&header)?;
     let dtype = Dtype::parse(&descr).ok_or_else(|| {
         Fail::msg(format!(
-            "dtype '{descr}' not supported (expected <f8 or <f4)"
+            "dtype '{descr}' not supported (expected {NUMERIC_DTYPES})"
         ))
     })?;
     let item = dtype
@@ -311,7 +345,7 @@ fn header_fields(header: &str) -> Result<(String, bool, Vec<usize>), Fail> {
 /// Parse a dense 2-D square `.npy` matrix into CSR, dropping exact zeros.
 pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, Fail> {
     let a = parse(bytes, budget, 8)?;
-    a.require_float("")?;
+    a.require_numeric("")?;
     let (r, c) = match a.shape.as_slice() {
         [r, c] => (*r, *c),
         s => {
@@ -333,7 +367,7 @@ pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, 
             } else {
                 i * n + j
             };
-            let v = a.float_at(k);
+            let v = a.value_at(k);
             if !v.is_finite() {
                 return Err(Fail::msg(format!("{} at ({i}, {j})", super::nonfinite(v))));
             }
@@ -351,7 +385,7 @@ pub(crate) fn parse_matrix(bytes: &[u8], budget: &Budget) -> Result<CsMat<f64>, 
 /// Parse a vector `.npy` of shape `(n,)` or `(n, 1)`.
 pub(crate) fn parse_vector(bytes: &[u8], budget: &Budget) -> Result<Vec<f64>, Fail> {
     let a = parse(bytes, budget, 8)?;
-    a.require_float("")?;
+    a.require_numeric("")?;
     match a.shape.as_slice() {
         [_] | [_, 1] => {}
         s => {

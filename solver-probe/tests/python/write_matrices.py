@@ -80,6 +80,13 @@ def main() -> None:
     scipy.io.mmwrite(os.path.join(out, "i.mtx"), sp.coo_matrix(integer).astype(np.int64), field="integer")
     integer_dense = sp.coo_matrix(integer).astype(np.int64).toarray().astype(np.float64)
 
+    # Integer and boolean dense matrices (an integer stencil, a 0/1 adjacency), read as f64.
+    np.save(os.path.join(out, "m_dense_i4.npy"), integer.astype(np.int32))
+    np.save(os.path.join(out, "m_dense_i8.npy"), np.asfortranarray(integer.astype(np.int64)))
+    np.save(os.path.join(out, "m_dense_b1.npy"), dense != 0)
+    np.save(os.path.join(out, "m_dense_u1.npy"), np.abs(integer).astype(np.uint8))
+    sp.save_npz(os.path.join(out, "m_int_csr.npz"), sp.csr_matrix(integer.astype(np.int64)))
+
     b = rng.standard_normal(n)
     np.save(os.path.join(out, "b.npy"), b)
     np.save(os.path.join(out, "b_col.npy"), b.reshape(n, 1))
@@ -96,6 +103,11 @@ def main() -> None:
         "k.mtx": skew.tolist(),
         "p.mtx": pattern.tolist(),
         "i.mtx": integer_dense.tolist(),
+        "m_dense_i4.npy": integer.tolist(),
+        "m_dense_i8.npy": integer.tolist(),
+        "m_dense_b1.npy": pattern.tolist(),
+        "m_dense_u1.npy": np.abs(integer).astype(np.uint8).astype(np.float64).tolist(),
+        "m_int_csr.npz": integer.tolist(),
         "b.npy": b.tolist(),
         "b_col.npy": b.tolist(),
     }
