@@ -126,6 +126,18 @@ fn bench(
     }))
 }
 
+/// "yes (sparse Cholesky)", "no (dense Cholesky)", or "undecided" without a factorization.
+fn spd(r: &Report) -> String {
+    match r
+        .conditioning
+        .as_ref()
+        .and_then(|e| e.positive_definite.as_ref())
+    {
+        Some(d) => format!("{} ({})", if d.spd { "yes" } else { "no" }, d.by),
+        None => "undecided (no factorization)".to_string(),
+    }
+}
+
 fn text(r: &Report) -> String {
     let s = &r.structure;
     let mut out = format!("{}\n", r.file);
@@ -134,9 +146,9 @@ fn text(r: &Report) -> String {
         s.n, s.nnz, s.bandwidth
     ));
     out.push_str(&format!(
-        "  symmetric {}  likely SPD {}  diagonally dominant rows {:.0} % (weak {:.0} %)\n",
+        "  symmetric {}  SPD {}  diagonally dominant rows {:.0} % (weak {:.0} %)\n",
         s.symmetric,
-        s.likely_spd,
+        spd(r),
         s.strictly_dominant_fraction * 100.0,
         s.weakly_dominant_fraction * 100.0
     ));

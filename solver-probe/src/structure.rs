@@ -1,5 +1,6 @@
 //! Matrix structure analysis: size, numerical symmetry, diagonal dominance, diagonal signs,
-//! bandwidth, Gershgorin bounds and a "likely SPD" heuristic.
+//! bandwidth and Gershgorin bounds. Whether A is positive definite is not guessed here from the
+//! entries: the conditioning analysis decides it with a factorization (`cond::Definite`).
 //!
 //! All quantities come from one pass over the CSR rows plus one transpose for the symmetry
 //! check, so the cost is O(nnz) time and memory.
@@ -39,11 +40,6 @@ pub struct Structure {
     pub gershgorin_min: f64,
     /// Gershgorin upper bound: max_i (a_ii + R_i).
     pub gershgorin_max: f64,
-    /// Heuristic, not a proof: symmetric, every diagonal entry > 0, and either every row weakly
-    /// diagonally dominant or the Gershgorin lower bound > 0. The second alternative proves
-    /// positive definiteness; weak dominance only proves semi-definiteness (a singular
-    /// Neumann Laplacian passes), so a `true` still needs CG or Cholesky to confirm.
-    pub likely_spd: bool,
 }
 
 /// Analyze a square matrix (CSR or CSC storage; CSC is converted first).
@@ -109,8 +105,6 @@ pub fn analyze(a: &CsMat<f64>) -> Structure {
     let symmetric = square && max_asym <= tol;
 
     let frac = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
-    let all_positive_diag = n > 0 && zero_diag == 0 && neg_diag == 0;
-    let likely_spd = symmetric && all_positive_diag && (weak == n || g_min > 0.0);
 
     Structure {
         n,
@@ -126,7 +120,6 @@ pub fn analyze(a: &CsMat<f64>) -> Structure {
         bandwidth,
         gershgorin_min: g_min,
         gershgorin_max: g_max,
-        likely_spd,
     }
 }
 
@@ -213,10 +206,9 @@ mod tests {
         assert_eq!(s.weakly_dominant_fraction, 1.0);
         assert_eq!(s.gershgorin_min, 0.0);
         assert_eq!(s.gershgorin_max, 4.0);
-        assert!(s.likely_spd);
         let json = serde_json::to_value(&s).expect("serializes");
         assert_eq!(json["n"], 64);
-        assert_eq!(json["likely_spd"], true);
+        assert!(json.get("likely_spd").is_none(), "no heuristic SPD verdict");
     }
 
     #[test]
@@ -230,7 +222,6 @@ mod tests {
         assert_eq!(s.strictly_dominant_fraction, 1.0);
         assert_eq!(s.gershgorin_min, -9.0);
         assert_eq!(s.gershgorin_max, 5.0);
-        assert!(!s.likely_spd);
         // Tiny asymmetry below 1e-12 relative counts as symmetric.
         let b = from_dense(&[&[2.0, 1.0], &[1.0 + 1e-13, 2.0]]);
         assert!(analyze(&b).symmetric);
@@ -247,17 +238,15 @@ mod tests {
         assert_eq!(s.negative_diagonal, 0);
         assert!((s.weakly_dominant_fraction - 2.0 / 3.0).abs() < 1e-15);
         assert_eq!(s.gershgorin_min, -1.0);
-        assert!(!s.likely_spd);
     }
 
     #[test]
     fn wide_band_and_gershgorin_spd() {
         // Symmetric with a positive diagonal but neither dominant nor Gershgorin-positive
-        // (eigenvalues -1, 1, 3): the heuristic says no.
+        // (eigenvalues -1, 1, 3).
         let a = from_dense(&[&[1.0, 0.0, 2.0], &[0.0, 1.0, 0.0], &[2.0, 0.0, 1.0]]);
         let s = analyze(&a);
         assert!(s.symmetric);
         assert_eq!(s.bandwidth, 2);
-        assert!(!s.likely_spd);
     }
 }

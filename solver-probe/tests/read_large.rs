@@ -21,13 +21,13 @@ fn time_large_read() {
         let t = Instant::now();
         let s = analyze(&a);
         eprintln!(
-            "{}: n {} nnz {} read {:?} analyze {:?} likely_spd {}",
+            "{}: n {} nnz {} read {:?} analyze {:?} symmetric {}",
             p.display(),
             s.n,
             s.nnz,
             read,
             t.elapsed(),
-            s.likely_spd
+            s.symmetric
         );
     }
 }

@@ -31,3 +31,11 @@ pub fn exact_dense_2(a: &CsMat<f64>) -> Result<Estimate, CondError> {
         format!("dense SVD of the {n}x{n} matrix: σ_max = {smax:.6e}, σ_min = {smin:.6e}"),
     ))
 }
+
+/// Dense Cholesky of a symmetric A (n ≤ [`EXACT_DENSE_MAX_N`]): whether it is positive
+/// definite, decided by the factorization rather than by the entries.
+pub(crate) fn dense_cholesky_succeeds(a: &CsMat<f64>) -> Option<super::Definite> {
+    let m = sparse::to_dense(a);
+    let spd = m.llt(faer::Side::Lower).is_ok();
+    super::Definite::new(spd, "dense Cholesky")
+}

@@ -185,9 +185,34 @@ pub struct Estimate {
     pub norm_inv: Option<f64>,
     /// Human-readable remarks.
     pub note: String,
+    /// Whether A is symmetric positive definite, as a factorization decided it (a Cholesky
+    /// factor exists, or met a non-positive pivot); `None` when no factorization was formed
+    /// (the factor was over budget and inverse iteration ran on CG).
+    pub positive_definite: Option<Definite>,
+}
+
+/// How positive definiteness was decided: never by a heuristic on the entries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Definite {
+    /// The answer.
+    pub spd: bool,
+    /// What decided it: "sparse Cholesky", "dense Cholesky", "not symmetric", ...
+    pub by: String,
+}
+
+impl Definite {
+    pub(crate) fn new(spd: bool, by: impl Into<String>) -> Option<Definite> {
+        Some(Definite { spd, by: by.into() })
+    }
 }
 
 impl Estimate {
+    /// The same estimate with positive definiteness as decided.
+    pub(crate) fn decided(mut self, d: Option<Definite>) -> Estimate {
+        self.positive_definite = d;
+        self
+    }
+
     /// Builds an estimate from ‖A‖ and ‖A⁻¹‖ (`norm_inv = None` or infinite: singular),
     /// applying the 1/eps rule.
     pub(crate) fn from_norms(
@@ -209,6 +234,7 @@ impl Estimate {
                 norm_a,
                 norm_inv,
                 note,
+                positive_definite: None,
             },
             _ => {
                 let shown = match kappa {
@@ -231,6 +257,7 @@ impl Estimate {
                     norm_a,
                     norm_inv: None,
                     note,
+                    positive_definite: None,
                 }
             }
         }
@@ -268,14 +295,25 @@ pub fn estimate(a: &CsMat<f64>) -> Result<Estimate, CondError> {
 pub fn estimate_with(a: &CsMat<f64>, opts: &EstimateOptions) -> Result<Estimate, CondError> {
     let a = sparse::validate(a)?;
     let n = a.rows();
-    if n <= opts.exact_max_n.min(EXACT_DENSE_MAX_N) {
-        return exact_dense_2(&a);
-    }
     let sym = sparse::is_symmetric(&a, sparse::SYMMETRY_TOL);
+    if n <= opts.exact_max_n.min(EXACT_DENSE_MAX_N) {
+        let definite = if sym {
+            exact::dense_cholesky_succeeds(&a)
+        } else {
+            Definite::new(false, "not symmetric")
+        };
+        return Ok(exact_dense_2(&a)?.decided(definite));
+    }
     let pos_diag = sparse::diagonal(&a).iter().all(|&d| d > 0.0);
     if sym && pos_diag {
         match lanczos_spd_with(&a, &opts.lanczos) {
-            Ok(e) => return Ok(e),
+            Ok(e) => {
+                // Only a factor that exists decides it; CG inverse iteration does not.
+                let definite = (e.method == Method::LanczosWithInverseIteration)
+                    .then(|| Definite::new(true, "sparse Cholesky"))
+                    .flatten();
+                return Ok(e.decided(definite));
+            }
             Err(CondError::NotPositiveDefinite { detail }) => {
                 let mut e = onenorm::one_norm_estimate_impl(
                     &a,
@@ -287,10 +325,17 @@ pub fn estimate_with(a: &CsMat<f64>, opts: &EstimateOptions) -> Result<Estimate,
                     "symmetric with positive diagonal but not positive definite ({detail}); {}",
                     e.note
                 );
-                return Ok(e);
+                return Ok(e.decided(Definite::new(false, detail)));
             }
             Err(e) => return Err(e),
         }
     }
-    one_norm_estimate_with(&a, opts.lanczos.max_factor_bytes)
+    // Both facts are exact: a positive definite matrix is symmetric and has eᵢᵀAeᵢ > 0.
+    let why = if sym {
+        "a diagonal entry is not positive"
+    } else {
+        "not symmetric"
+    };
+    Ok(one_norm_estimate_with(&a, opts.lanczos.max_factor_bytes)?
+        .decided(Definite::new(false, why)))
 }
