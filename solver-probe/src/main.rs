@@ -19,6 +19,56 @@ struct Cli {
     command: Command,
 }
 
+/// The watched solver's own settings: convergence is judged at these numbers.
+#[derive(clap::Args)]
+struct SolverArgs {
+    /// The solver's relative tolerance (default 1e-8).
+    #[arg(long)]
+    rtol: Option<f64>,
+    /// The solver's iteration limit (default 10000).
+    #[arg(long)]
+    max_iter: Option<usize>,
+    /// The solver's GMRES restart length (default 30).
+    #[arg(long)]
+    restart: Option<usize>,
+    /// The solver's method: cg, gmres or bicgstab (default gmres when --preconditioner is given).
+    #[arg(long)]
+    method: Option<String>,
+    /// The solver's preconditioner: none, jacobi, ilu or ic.
+    #[arg(long)]
+    preconditioner: Option<String>,
+}
+
+impl SolverArgs {
+    /// Applies the settings to `opts`; the error names the flag.
+    fn apply(&self, opts: &mut ProbeOptions) -> Result<(), String> {
+        if let Some(r) = self.rtol {
+            if !(r.is_finite() && r > 0.0 && r < 1.0) {
+                return Err(format!("--rtol: expected a number in (0, 1), found {r}"));
+            }
+            opts.solve.rtol = r;
+        }
+        if let Some(m) = self.max_iter {
+            if m == 0 {
+                return Err("--max-iter: expected at least 1".into());
+            }
+            opts.solve.max_iter = m;
+        }
+        if let Some(m) = self.restart {
+            if m == 0 {
+                return Err("--restart: expected at least 1".into());
+            }
+            opts.solve.restart = m;
+        }
+        opts.solver = solver_probe::report::SolverSetting::from_names(
+            self.method.as_deref(),
+            self.preconditioner.as_deref(),
+        )
+        .map_err(|e| format!("--{e}"))?;
+        Ok(())
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Analyze a matrix (.npy, SciPy .npz, Matrix Market .mtx).
@@ -39,6 +89,8 @@ enum Command {
         /// Print the report as JSON (the stable schema).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        solver: SolverArgs,
     },
     /// Time the kernels on a matrix (SpMV, CG to rtol 1e-8, optionally the condition estimate)
     /// and print JSON. For the benchmark script (solver-probe/bench/poisson.sh), not for tests.
@@ -186,6 +238,22 @@ fn text(r: &Report) -> String {
             ));
         }
     }
+    if let Some(run) = &r.solver_run {
+        out.push_str(&format!(
+            "  the solver's setting: {:?}+{} {} after {} it, rel.res {:.2e}{}\n",
+            run.method,
+            run.preconditioner,
+            run.reason
+                .map_or("-".to_string(), |x| x.as_str().to_string()),
+            run.iterations,
+            run.relative_residual,
+            if run.out_of_time {
+                " (cut by the time budget)"
+            } else {
+                ""
+            }
+        ));
+    }
     if let Some(a) = &r.analog {
         out.push_str(&format!(
             "  analog {} bits: worst-case error {}; typical {}; refinement {}\n",
@@ -216,7 +284,7 @@ fn text(r: &Report) -> String {
 }
 
 fn main() -> ExitCode {
-    let (file, rhs, bits, read_noise, threshold, json) = match Cli::parse().command {
+    let (file, rhs, bits, read_noise, threshold, json, solver) = match Cli::parse().command {
         Command::Analyze {
             file,
             rhs,
@@ -224,7 +292,8 @@ fn main() -> ExitCode {
             read_noise,
             threshold,
             json,
-        } => (file, rhs, bits, read_noise, threshold, json),
+            solver,
+        } => (file, rhs, bits, read_noise, threshold, json, solver),
         Command::Bench { file, repeat, cond } => {
             return match bench(&file, repeat, cond) {
                 Ok(v) => {
@@ -242,12 +311,16 @@ fn main() -> ExitCode {
         eprintln!("solver-probe: --threshold: expected a number > 1, found {threshold}");
         return ExitCode::from(2);
     }
-    let opts = ProbeOptions {
+    let mut opts = ProbeOptions {
         bits,
         read_noise,
         kappa_threshold: threshold,
         ..ProbeOptions::default()
     };
+    if let Err(e) = solver.apply(&mut opts) {
+        eprintln!("solver-probe: {e}");
+        return ExitCode::from(2);
+    }
     match analyze_file(&file, rhs.as_deref(), &opts) {
         Ok(r) => {
             if json {

@@ -1,6 +1,12 @@
 //! The probe's report: everything the analyses say about one system, and the findings an
-//! operator acts on (ILL_CONDITIONED, NOT_CONVERGING, PRECISION_INSUFFICIENT), each with the
-//! numbers behind it and what to do.
+//! operator acts on (ILL_CONDITIONED, NOT_CONVERGING, PRECISION_INSUFFICIENT, PROBE_FAILED),
+//! each with the numbers behind it and what to do.
+//!
+//! Convergence is judged as the solver runs when its setting is given
+//! ([`ProbeOptions::solver`], with its `rtol`, `max_iter` and `restart` in
+//! [`ProbeOptions::solve`]): NOT_CONVERGING then means "your solver, at your numbers, does not
+//! converge", and names the pair that would. A solve the probe's own time budget cut short
+//! proves nothing about the solver: that is PROBE_FAILED, never NOT_CONVERGING.
 //!
 //! Each analysis fails on its own: a condition estimate that cannot be made (too large for the
 //! dense path, not SPD for Lanczos) is recorded as such and the rest of the report still
@@ -14,7 +20,7 @@ use serde::Serialize;
 use sprs::CsMat;
 
 use crate::cond::{self, Estimate, MonteCarlo, Refinement, ScaledCondition, ShiftRecommendation};
-use crate::krylov::{compare, Comparison, SolveOptions};
+use crate::krylov::{compare, run_pair, Comparison, Method, PcKind, RunSummary, SolveOptions};
 use crate::read::{read_matrix, read_vector, Budget, ReadError};
 use crate::structure::{analyze as analyze_structure, Structure};
 
@@ -31,6 +37,8 @@ pub struct ProbeOptions {
     /// Relative read noise of that array (standard deviation).
     pub read_noise: f64,
     pub solve: SolveOptions,
+    /// The solver's own method and preconditioner, when known: convergence is judged on them.
+    pub solver: Option<SolverSetting>,
     pub monte_carlo_trials: usize,
     pub seed: u64,
 }
@@ -46,9 +54,51 @@ impl Default for ProbeOptions {
                 time_budget: Some(Duration::from_secs(30)),
                 ..SolveOptions::default()
             },
+            solver: None,
             monte_carlo_trials: 20,
             seed: 0x5eed,
         }
+    }
+}
+
+/// The method and preconditioner the watched solver is configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SolverSetting {
+    pub method: Method,
+    pub preconditioner: PcKind,
+}
+
+impl SolverSetting {
+    /// The setting named by a configuration (`method = "gmres"`, `preconditioner = "ilu"`):
+    /// `None` when neither is given. A preconditioner alone means GMRES, the runbook solver's
+    /// method; a method alone means no preconditioner. The error says what was expected.
+    pub fn from_names(
+        method: Option<&str>,
+        preconditioner: Option<&str>,
+    ) -> Result<Option<SolverSetting>, String> {
+        if method.is_none() && preconditioner.is_none() {
+            return Ok(None);
+        }
+        let method = match method {
+            None => Method::Gmres,
+            Some(m) => Method::parse(m)
+                .ok_or_else(|| format!("method: expected cg, gmres or bicgstab, found {m:?}"))?,
+        };
+        let preconditioner = match preconditioner {
+            None => PcKind::None,
+            Some(p) => PcKind::parse(p).ok_or_else(|| {
+                format!(
+                    "preconditioner: expected none, jacobi, ilu (ilu0) or ic (ic0), found {p:?}"
+                )
+            })?,
+        };
+        if preconditioner == PcKind::Ic0 && method != Method::Cg {
+            return Err("preconditioner: ic (incomplete Cholesky) goes with method cg".into());
+        }
+        Ok(Some(SolverSetting {
+            method,
+            preconditioner,
+        }))
     }
 }
 
@@ -58,6 +108,9 @@ pub enum FindingCode {
     IllConditioned,
     NotConverging,
     PrecisionInsufficient,
+    /// The probe could not judge convergence (its solves ran out of its time budget, or the
+    /// comparison failed): a fault of the probe's run, not of the solver.
+    ProbeFailed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -97,6 +150,8 @@ pub struct Report {
     pub shift: Option<ShiftRecommendation>,
     pub convergence: Option<Comparison>,
     pub convergence_error: Option<String>,
+    /// The run with the solver's own setting ([`ProbeOptions::solver`]), at its tolerances.
+    pub solver_run: Option<RunSummary>,
     /// Relative solution error double precision can reach, ≈ κ·u (u = 2^-53).
     pub reachable_relative_error: Option<f64>,
     pub analog: Option<AnalogReport>,
@@ -175,6 +230,18 @@ pub fn analyze(a: &CsMat<f64>, b: Option<Vec<f64>>, file: &str, opts: &ProbeOpti
         Ok(c) => (Some(c), None),
         Err(e) => (None, Some(e.to_string())),
     };
+    let solver_run = opts.solver.and_then(|s| {
+        let name = s.preconditioner.name();
+        let ran = convergence.as_ref().and_then(|c| {
+            c.runs
+                .iter()
+                .find(|r| r.method == s.method && r.preconditioner == name)
+        });
+        match ran {
+            Some(r) => Some(r.clone()),
+            None => run_pair(s.method, s.preconditioner, a, &b, &opts.solve).ok(),
+        }
+    });
 
     let analog = opts.bits.map(|bits| {
         let mut errors = Vec::new();
@@ -205,6 +272,7 @@ pub fn analyze(a: &CsMat<f64>, b: Option<Vec<f64>>, file: &str, opts: &ProbeOpti
         shift,
         convergence,
         convergence_error,
+        solver_run,
         reachable_relative_error: kappa.map(|k| (k * U).max(U)),
         analog,
         findings: Vec::new(),
@@ -223,6 +291,7 @@ fn findings(r: &Report, opts: &ProbeOptions) -> Vec<Finding> {
             FindingCode::PrecisionInsufficient,
             precision_insufficient(r),
         ),
+        (FindingCode::ProbeFailed, probe_failed(r)),
     ]
     .into_iter()
     .filter_map(|(code, found)| {
@@ -276,26 +345,118 @@ fn ill_conditioned(r: &Report, opts: &ProbeOptions) -> Raised {
     }
 }
 
+/// Why the probe's convergence runs cannot be judged, if they cannot: the comparison failed,
+/// or a run that decides the verdict ran out of the probe's time budget.
+fn probe_failed(r: &Report) -> Raised {
+    if let Some(e) = &r.convergence_error {
+        return Some((
+            FindingSeverity::Warning,
+            format!("the convergence runs failed: {e}"),
+        ));
+    }
+    let c = r.convergence.as_ref()?;
+    let deciding: Vec<&RunSummary> = match &r.solver_run {
+        Some(s) => vec![s],
+        None if c.best.is_none() => c.runs.iter().collect(),
+        None => Vec::new(),
+    };
+    let cut = deciding.iter().filter(|x| x.out_of_time).count();
+    (cut > 0 && !deciding.iter().any(|x| converged(x))).then(|| {
+        (
+            FindingSeverity::Warning,
+            format!(
+                "{cut} of {} deciding runs stopped at the probe's time budget, not at max_iter: no verdict on convergence (raise [probe] time_budget, or probe a smaller case)",
+                deciding.len()
+            ),
+        )
+    })
+}
+
+fn converged(r: &RunSummary) -> bool {
+    r.reason.is_some_and(|x| x.is_converged())
+}
+
+/// "GMRES(30) + jacobi at rtol 1e-4, max_iter 2000".
+fn setting(method: Method, preconditioner: &str, opts: &ProbeOptions) -> String {
+    let m = match method {
+        Method::Gmres => format!("GMRES({})", opts.solve.restart),
+        other => format!("{other:?}").to_uppercase(),
+    };
+    format!(
+        "{m} + {preconditioner} at rtol {:.0e}, max_iter {}",
+        opts.solve.rtol, opts.solve.max_iter
+    )
+}
+
 fn not_converging(r: &Report, opts: &ProbeOptions) -> Raised {
     let c = r.convergence.as_ref()?;
+    if let Some(run) = &r.solver_run {
+        if converged(run) || run.out_of_time {
+            return None; // converges as configured, or no verdict (PROBE_FAILED)
+        }
+        let seen = match (&run.error, run.reason) {
+            (Some(e), _) => format!("cannot start: {e}"),
+            (None, Some(reason)) => format!(
+                "stops with {} after {} iterations at relative residual {:.1e}",
+                reason.as_str(),
+                run.iterations,
+                run.relative_residual
+            ),
+            (None, None) => "did not run".to_string(),
+        };
+        let own = setting(run.method, run.preconditioner, opts);
+        return Some(match c.best_run() {
+            Some(best) => (
+                FindingSeverity::Warning,
+                format!(
+                    "the solver's setting ({own}) {seen}; {} converges in {} iterations",
+                    setting(best.method, best.preconditioner, opts),
+                    best.iterations
+                ),
+            ),
+            None => (
+                FindingSeverity::Critical,
+                format!(
+                    "the solver's setting ({own}) {seen}, and no other solver/preconditioner pair converges either ({} runs): regularize or scale the system",
+                    c.runs.len()
+                ),
+            ),
+        });
+    }
     match c.best_run() {
+        None if c.runs.iter().any(|x| x.out_of_time) => None, // PROBE_FAILED says it
         None => Some((
             FindingSeverity::Critical,
             format!(
-                "no solver/preconditioner pair reached rtol {:.0e} ({} runs): regularize, or relax the tolerance",
+                "no solver/preconditioner pair reached rtol {:.0e} within max_iter {} ({} runs): regularize, or relax the tolerance",
                 opts.solve.rtol,
+                opts.solve.max_iter,
                 c.runs.len()
             ),
         )),
-        Some(best) if best.preconditioner != "none" && c.baseline_converged == Some(false) => Some((
+        Some(best)
+            if best.preconditioner != "none"
+                && c.baseline_converged == Some(false)
+                && !baseline_out_of_time(c, best) =>
+        {
+            Some((
             FindingSeverity::Warning,
             format!(
                 "unpreconditioned {:?} does not converge; {:?} with {} does in {} iterations",
                 best.method, best.method, best.preconditioner, best.iterations
             ),
-        )),
+            ))
+        }
         Some(_) => None,
     }
+}
+
+/// The unpreconditioned run of the best method stopped at the probe's time budget: it proves
+/// nothing, so no "does not converge without preconditioning" is claimed.
+fn baseline_out_of_time(c: &Comparison, best: &RunSummary) -> bool {
+    c.runs
+        .iter()
+        .any(|r| r.method == best.method && r.preconditioner == "none" && r.out_of_time)
 }
 
 fn precision_insufficient(r: &Report) -> Raised {

@@ -27,6 +27,18 @@ pub enum Method {
     Bicgstab,
 }
 
+impl Method {
+    /// `cg`, `gmres` or `bicgstab` (case-insensitive).
+    pub fn parse(name: &str) -> Option<Method> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "cg" => Some(Self::Cg),
+            "gmres" => Some(Self::Gmres),
+            "bicgstab" => Some(Self::Bicgstab),
+            _ => None,
+        }
+    }
+}
+
 /// A preconditioner choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,6 +54,18 @@ pub enum PcKind {
 }
 
 impl PcKind {
+    /// The kind a solver's configuration names: `none`, `jacobi`, `ilu`/`ilu0`, `ic`/`ic0`
+    /// (case-insensitive), as SciPy-based solvers and the runbooks spell them.
+    pub fn parse(name: &str) -> Option<PcKind> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "none" | "" => Some(Self::None),
+            "jacobi" => Some(Self::Jacobi),
+            "ilu" | "ilu0" => Some(Self::Ilu0),
+            "ic" | "ic0" => Some(Self::Ic0),
+            _ => None,
+        }
+    }
+
     /// Short name, as [`Preconditioner::name`].
     pub fn name(self) -> &'static str {
         match self {
@@ -135,6 +159,9 @@ pub struct RunSummary {
     pub solve_secs: f64,
     /// Why the preconditioner could not be built.
     pub error: Option<String>,
+    /// The solve stopped because the probe's time budget was spent, not at `max_iter`: the
+    /// run says nothing about convergence.
+    pub out_of_time: bool,
 }
 
 /// Result of [`compare`].
@@ -203,7 +230,8 @@ fn positive_diagonal(a: &CsMat<f64>) -> Result<bool, KrylovError> {
     }))
 }
 
-fn run(
+/// Runs one method/preconditioner pair (what [`compare`] runs for each pair).
+pub fn run_pair(
     method: Method,
     kind: PcKind,
     a: &CsMat<f64>,
@@ -228,6 +256,7 @@ fn run(
                 setup_secs,
                 solve_secs: 0.0,
                 error: Some(e.to_string()),
+                out_of_time: false,
             })
         }
     };
@@ -244,6 +273,7 @@ fn run(
         setup_secs,
         solve_secs: res.elapsed.as_secs_f64(),
         error: None,
+        out_of_time: res.time_budget_exceeded,
     })
 }
 
@@ -261,7 +291,7 @@ pub fn compare(a: &CsMat<f64>, b: &[f64], opts: &SolveOptions) -> Result<Compari
     let mut runs = Vec::new();
     if spd_candidate {
         for kind in [PcKind::None, PcKind::Jacobi, PcKind::Ilu0, PcKind::Ic0] {
-            runs.push(run(Method::Cg, kind, a, b, opts)?);
+            runs.push(run_pair(Method::Cg, kind, a, b, opts)?);
         }
     }
     let any_converged = |runs: &[RunSummary]| {
@@ -271,7 +301,7 @@ pub fn compare(a: &CsMat<f64>, b: &[f64], opts: &SolveOptions) -> Result<Compari
     if !spd_candidate || !any_converged(&runs) {
         for method in [Method::Gmres, Method::Bicgstab] {
             for kind in [PcKind::None, PcKind::Jacobi, PcKind::Ilu0] {
-                runs.push(run(method, kind, a, b, opts)?);
+                runs.push(run_pair(method, kind, a, b, opts)?);
             }
         }
     }

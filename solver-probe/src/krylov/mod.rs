@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 pub use bicgstab::bicgstab;
 pub use cg::cg;
 pub use compare::{
-    build_preconditioner, compare, is_symmetric, solve, solve_with, Comparison, Method, PcKind,
-    RunSummary,
+    build_preconditioner, compare, is_symmetric, run_pair, solve, solve_with, Comparison, Method,
+    PcKind, RunSummary,
 };
 pub use gmres::gmres;
 pub use parallel::Workers;
