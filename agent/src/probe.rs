@@ -57,8 +57,13 @@ impl Prober {
             kappa_threshold: self.cfg.kappa_threshold,
             bits,
             read_noise,
+            solver: self.cfg.solver,
             ..ProbeOptions::default()
         };
+        // Judged as the solver runs: its tolerance, iteration limit and restart length.
+        o.solve.rtol = self.cfg.rtol;
+        o.solve.max_iter = self.cfg.max_iter;
+        o.solve.restart = self.cfg.restart;
         // Leave the budget's last quarter for everything that is not iterating.
         o.solve.time_budget = Some(self.cfg.time_budget.mul_f64(0.75));
         o
@@ -129,6 +134,7 @@ pub fn conditions(report: &Report, now: SystemTime) -> Vec<Condition> {
                 FindingCode::IllConditioned => ConditionCode::IllConditioned,
                 FindingCode::NotConverging => ConditionCode::NotConverging,
                 FindingCode::PrecisionInsufficient => ConditionCode::PrecisionInsufficient,
+                FindingCode::ProbeFailed => ConditionCode::ProbeFailed,
             };
             let severity = match f.severity {
                 FindingSeverity::Warning => Severity::Warning,
@@ -176,11 +182,13 @@ pub fn spawn(prober: Arc<Prober>, cancel: CancellationToken) -> ProbeConditions 
                     Ok(report) => all.extend(conditions(&report, now)),
                     Err(e) => {
                         tracing::warn!(file = %path.display(), error = %e, "probe failed");
+                        // The probe's failure (unreadable, too big, over budget, busy), not
+                        // the solver's: never NOT_CONVERGING.
                         all.push(Condition::new(
-                            ConditionCode::NotConverging,
+                            ConditionCode::ProbeFailed,
                             Severity::Warning,
                             path.display().to_string(),
-                            format!("probe could not analyze it: {e}"),
+                            format!("the probe could not analyze it: {e}"),
                             now,
                         ));
                     }

@@ -59,3 +59,70 @@ fn watched_ill_conditioned_problem_becomes_a_condition_and_probe_runs_on_demand(
         "{err}"
     );
 }
+
+/// A watched file the probe cannot read is PROBE_FAILED (the probe's fault, named with the
+/// reader's error), never NOT_CONVERGING; and a probe set to the solver's own numbers judges
+/// the file at them.
+#[test]
+fn unreadable_file_is_probe_failed_and_the_solvers_numbers_are_used() {
+    let problems = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        problems.path().join("broken.mtx"),
+        "%%MatrixMarket matrix coordinate real general\n3 3 2\n1 1 not-a-number\n",
+    )
+    .expect("write");
+    // The 1D Laplacian (n = 200): CG needs about n iterations, GMRES(30) far more.
+    let n = 200;
+    let mut lap = format!(
+        "%%MatrixMarket matrix coordinate real general\n{n} {n} {}\n",
+        3 * n - 2
+    );
+    for i in 1..=n {
+        lap.push_str(&format!("{i} {i} 2\n"));
+        if i < n {
+            lap.push_str(&format!("{i} {} -1\n{} {i} -1\n", i + 1, i + 1));
+        }
+    }
+    std::fs::write(problems.path().join("laplace.mtx"), lap).expect("write");
+    let cfg = format!(
+        "[host]\ndisk_warning_ratio = 1.0\ndisk_critical_ratio = 1.0\n\n[probe]\nwatch = [\"{}/*.mtx\"]\ninterval = \"1s\"\nrtol = 1e-4\nmax_iter = 20\nmethod = \"gmres\"\npreconditioner = \"none\"\n\n[[device]]\nid = \"loihi-0\"\nkind = \"loihi2\"\nbackend = \"sim\"\n",
+        problems.path().display()
+    );
+    let agent = Agent::with_config(&cfg, &["--node", "e2e-probe-failed"]);
+    let status = agent.ctl_until(&["--json", "status"], |s| {
+        s.contains("PROBE_FAILED") && s.contains("max_iter 20")
+    });
+    let v: serde_json::Value = serde_json::from_str(&status).expect("json");
+    let conditions = v["host"]["conditions"].as_array().expect("conditions");
+    let about = |file: &str| {
+        conditions
+            .iter()
+            .filter(|c| c["subject"].as_str().is_some_and(|s| s.ends_with(file)))
+            .map(|c| {
+                (
+                    c["code"].as_str().unwrap_or("").to_string(),
+                    c["message"].to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let broken = about("broken.mtx");
+    assert!(
+        broken
+            .iter()
+            .any(|(c, m)| c == "PROBE_FAILED" && m.contains("broken.mtx")),
+        "{broken:?}"
+    );
+    assert!(
+        broken.iter().all(|(c, _)| c != "NOT_CONVERGING"),
+        "an unreadable file is not a convergence failure: {broken:?}"
+    );
+    // GMRES(30) without preconditioning cannot bring the Laplacian to 1e-4 in 20 iterations:
+    // judged at the solver's own numbers, naming a pair that works.
+    let laplace = about("laplace.mtx");
+    assert!(
+        laplace.iter().any(|(c, m)| c == "NOT_CONVERGING"
+            && m.contains("the solver's setting (GMRES(30) + none at rtol 1e-4, max_iter 20)")),
+        "{laplace:?}"
+    );
+}

@@ -252,6 +252,13 @@ pub struct ProbeConfig {
     pub kappa_threshold: f64,
     pub bits: Option<u32>,
     pub read_noise: f64,
+    /// The watched solver's own relative tolerance, iteration limit and GMRES restart: the
+    /// probe judges convergence at these numbers (defaults 1e-8, 10000, 30).
+    pub rtol: f64,
+    pub max_iter: usize,
+    pub restart: usize,
+    /// The solver's method and preconditioner (`method`, `preconditioner`), when given.
+    pub solver: Option<solver_probe::report::SolverSetting>,
     pub known_answer: KnownAnswerConfig,
 }
 

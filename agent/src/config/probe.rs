@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use health_daemon::FieldError;
+use solver_probe::report::SolverSetting;
 
 use super::check::{bits, duration, ms, range, secs};
 use super::raw::{RawKnownAnswer, RawProbe};
@@ -54,6 +55,14 @@ pub(super) fn probe(p: RawProbe) -> Result<ProbeConfig, FieldError> {
         )?,
         bits: bits("probe.bits", p.bits, 64)?,
         read_noise: range("probe.read_noise", p.read_noise, 0.0, 0.0, 1.0)?,
+        rtol: range("probe.rtol", p.rtol, 1e-8, 1e-16, 0.5)?,
+        max_iter: range("probe.max_iter", p.max_iter, 10_000, 1, 10_000_000)? as usize,
+        restart: range("probe.restart", p.restart, 30, 1, 10_000)? as usize,
+        solver: SolverSetting::from_names(p.method.as_deref(), p.preconditioner.as_deref())
+            .map_err(|e| {
+                let (key, what) = e.split_once(": ").unwrap_or(("method", e.as_str()));
+                FieldError::new(format!("probe.{key}"), what.to_string())
+            })?,
         known_answer: known_answer(p.known_answer.unwrap_or_default())?,
     })
 }

@@ -86,6 +86,11 @@ pub(super) struct RawProbe {
     pub(super) kappa_threshold: Option<f64>,
     pub(super) bits: Option<u64>,
     pub(super) read_noise: Option<f64>,
+    pub(super) rtol: Option<f64>,
+    pub(super) max_iter: Option<u64>,
+    pub(super) restart: Option<u64>,
+    pub(super) method: Option<String>,
+    pub(super) preconditioner: Option<String>,
     pub(super) known_answer: Option<RawKnownAnswer>,
 }
 
