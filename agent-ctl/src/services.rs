@@ -64,7 +64,11 @@ pub fn services_table(h: &pb::HostHealth) -> String {
         &["NAME", "UNIT", "RESTARTS", "HEALTH", "PORT", "CONDITIONS"],
         &rows,
     );
-    for c in h.conditions.iter().filter(|c| c.subject.starts_with("service:")) {
+    for c in h
+        .conditions
+        .iter()
+        .filter(|c| c.subject.starts_with("service:"))
+    {
         out.push_str(&format!(
             "{} {}: {}\n",
             c.subject,

@@ -52,7 +52,9 @@ pub fn verify(
         ActionError::InvalidArgument(format!(
             "service: rule {service:?} has no unit, so there is nothing to restart (it checks {})",
             [
-                rule.health_url.as_deref().map(|u| format!("health_url {u}")),
+                rule.health_url
+                    .as_deref()
+                    .map(|u| format!("health_url {u}")),
                 rule.port.map(|p| format!("port {p}")),
             ]
             .into_iter()
@@ -73,9 +75,10 @@ async fn restart_with(unit: &str, deadline: Duration) -> (Outcome, String) {
     cmd.max_stdout_bytes = STDERR_CAP;
     let args = vec!["restart".to_string(), "--".to_string(), unit.to_string()];
     match cmd.run(&args, None).await {
-        Ok(out) if out.verdict == Verdict::Ok => {
-            (Outcome::Succeeded, format!("systemctl restart {unit}: done"))
-        }
+        Ok(out) if out.verdict == Verdict::Ok => (
+            Outcome::Succeeded,
+            format!("systemctl restart {unit}: done"),
+        ),
         Ok(out) => (
             Outcome::Failed,
             format!(

@@ -87,17 +87,12 @@ pub fn validate(raw: Vec<RawService>) -> Result<Vec<ServiceRule>, FieldError> {
         }
         let port = match r.port {
             None => None,
-            Some(p) => Some(
-                u16::try_from(p)
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| {
-                        FieldError::new(
-                            key("port"),
-                            format!("expected a TCP port 1-65535, found {p}"),
-                        )
-                    })?,
-            ),
+            Some(p) => Some(u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                FieldError::new(
+                    key("port"),
+                    format!("expected a TCP port 1-65535, found {p}"),
+                )
+            })?),
         };
         if r.unit.is_none() && r.health_url.is_none() && port.is_none() {
             return Err(FieldError::new(
@@ -252,22 +247,42 @@ mod tests {
             r[0].error_counter.as_ref().map(|c| c.name.as_str()),
             Some("http_requests_total")
         );
-        assert_eq!(r[1].timeout, secs(1), "the default timeout fits the interval");
+        assert_eq!(
+            r[1].timeout,
+            secs(1),
+            "the default timeout fits the interval"
+        );
     }
 
     #[test]
     fn errors_name_the_key_and_what_was_expected() {
         for (text, key, says) in [
             ("name = \"a\"", "service[0].unit", "at least one of"),
-            ("name = \"a b\"\nport = 1", "service[0].name", "[A-Za-z0-9._-]"),
-            ("name = \"a\"\nunit = \"solver\"", "service[0].unit", "full name"),
-            ("name = \"a\"\nunit = \"-x.service\"", "service[0].unit", "full name"),
+            (
+                "name = \"a b\"\nport = 1",
+                "service[0].name",
+                "[A-Za-z0-9._-]",
+            ),
+            (
+                "name = \"a\"\nunit = \"solver\"",
+                "service[0].unit",
+                "full name",
+            ),
+            (
+                "name = \"a\"\nunit = \"-x.service\"",
+                "service[0].unit",
+                "full name",
+            ),
             (
                 "name = \"a\"\nhealth_url = \"https://h/health\"",
                 "service[0].health_url",
                 "plain http",
             ),
-            ("name = \"a\"\nhealth_url = \"h:80\"", "service[0].health_url", "http://"),
+            (
+                "name = \"a\"\nhealth_url = \"h:80\"",
+                "service[0].health_url",
+                "http://",
+            ),
             ("name = \"a\"\nport = 70000", "service[0].port", "1-65535"),
             ("name = \"a\"\nport = 0", "service[0].port", "1-65535"),
             (

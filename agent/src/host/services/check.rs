@@ -319,7 +319,10 @@ mod tests {
             0: 0100007F:1F40 00000000:0000 0A 00000000:00000000\n\
             1: 0100007F:1F41 0100007F:9C40 01 00000000:00000000\n";
         assert!(listens_on(table, 8000));
-        assert!(!listens_on(table, 8001), "an established socket is not a listener");
+        assert!(
+            !listens_on(table, 8001),
+            "an established socket is not a listener"
+        );
         assert!(!listens_on(table, 80));
     }
 

@@ -198,10 +198,22 @@ mod tests {
                 (ConditionCode::ServiceUnhealthy, Severity::Critical),
             ]
         );
-        assert!(c[0].message.contains("analog-pde-solver.service is failed"), "{}", c[0].message);
-        assert!(c[0].message.contains("restarted it 1 time"), "{}", c[0].message);
+        assert!(
+            c[0].message.contains("analog-pde-solver.service is failed"),
+            "{}",
+            c[0].message
+        );
+        assert!(
+            c[0].message.contains("restarted it 1 time"),
+            "{}",
+            c[0].message
+        );
         assert!(c[1].message.contains("port 8000"), "{}", c[1].message);
-        assert!(c[2].message.contains("status 500: db down"), "{}", c[2].message);
+        assert!(
+            c[2].message.contains("status 500: db down"),
+            "{}",
+            c[2].message
+        );
         assert!(c.iter().all(|c| c.subject == "service:solver"));
     }
 
@@ -215,11 +227,21 @@ mod tests {
         let now = SystemTime::now();
         assert!(evaluate(&rule(), &s, Some(Duration::from_secs(3)), now).is_empty());
         let c = evaluate(&rule(), &s, Some(Duration::from_secs(30)), now);
-        assert_eq!(codes(&c), vec![(ConditionCode::ServiceDown, Severity::Critical)]);
-        assert!(c[0].message.contains("activating for 30s"), "{}", c[0].message);
+        assert_eq!(
+            codes(&c),
+            vec![(ConditionCode::ServiceDown, Severity::Critical)]
+        );
+        assert!(
+            c[0].message.contains("activating for 30s"),
+            "{}",
+            c[0].message
+        );
         let mut s = healthy();
         s.restarts_since_last = 2;
         let c = evaluate(&rule(), &s, None, now);
-        assert_eq!(codes(&c), vec![(ConditionCode::ServiceUnhealthy, Severity::Warning)]);
+        assert_eq!(
+            codes(&c),
+            vec![(ConditionCode::ServiceUnhealthy, Severity::Warning)]
+        );
     }
 }

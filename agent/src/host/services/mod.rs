@@ -83,7 +83,12 @@ impl ServiceWatch {
         let Some(i) = self.rules.iter().position(|r| r.name == name) else {
             return false;
         };
-        let before = self.report.borrow().services.get(i).and_then(|s| s.checked_at);
+        let before = self
+            .report
+            .borrow()
+            .services
+            .get(i)
+            .and_then(|s| s.checked_at);
         let mut rx = self.report.clone();
         self.recheck[i].notify_one();
         let bound = self.rules[i].timeout * 4 + Duration::from_secs(1);
@@ -160,12 +165,8 @@ async fn run(
             }
         }
         let now = SystemTime::now();
-        let found = conditions::evaluate(
-            rule,
-            &status,
-            transitional_since.map(|t| t.elapsed()),
-            now,
-        );
+        let found =
+            conditions::evaluate(rule, &status, transitional_since.map(|t| t.elapsed()), now);
         let found = tracker.track(found);
         tx.send_modify(|r| {
             let mut next = (**r).clone();
@@ -200,9 +201,9 @@ async fn look(rule: &ServiceRule, client: &Http) -> ServiceStatus {
     };
     let requests = async {
         match &rule.error_counter {
-            Some(c) => Some(
-                check::request_counts(client, &c.metrics_url, &c.name, rule.timeout).await,
-            ),
+            Some(c) => {
+                Some(check::request_counts(client, &c.metrics_url, &c.name, rule.timeout).await)
+            }
             None => None,
         }
     };
