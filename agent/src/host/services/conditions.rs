@@ -49,16 +49,16 @@ pub fn evaluate(
                 "unit {unit} is {} (SubState={}, NRestarts={}){restarts}",
                 u.active_state, u.sub_state, u.restarts
             ))
-        } else if let Some(d) = transitional_for.filter(|d| *d >= rule.interval) {
-            Some(format!(
-                "unit {unit} has been {} for {} (SubState={}, NRestarts={}){restarts}",
-                u.active_state,
-                humantime::format_duration(Duration::from_secs(d.as_secs())),
-                u.sub_state,
-                u.restarts
-            ))
         } else {
-            None
+            transitional_for.filter(|d| *d >= rule.interval).map(|d| {
+                format!(
+                    "unit {unit} has been {} for {} (SubState={}, NRestarts={}){restarts}",
+                    u.active_state,
+                    humantime::format_duration(Duration::from_secs(d.as_secs())),
+                    u.sub_state,
+                    u.restarts
+                )
+            })
         };
         match down {
             Some(m) => out.push(Condition::new(
@@ -114,7 +114,7 @@ pub fn evaluate(
         ));
     }
     if let Some(severity) = unhealthy.iter().map(|(sev, _)| *sev).max() {
-        unhealthy.sort_by(|a, b| b.0.cmp(&a.0));
+        unhealthy.sort_by_key(|(sev, _)| std::cmp::Reverse(*sev));
         let message = unhealthy
             .into_iter()
             .map(|(_, m)| m)
