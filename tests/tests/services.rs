@@ -11,7 +11,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use health_e2e::{output_text, wait_for, wait_until, Agent};
+use health_e2e::{
+    free_port, output_text, promtool_check_metrics, scrape_metrics, wait_for, wait_until, Agent,
+};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -91,8 +93,9 @@ impl Host {
     }
 }
 
-/// A health endpoint on loopback: 200 "ok", or 500 "db down" while `broken` exists. Runs for
-/// the rest of the test process; it only ever answers.
+/// A health endpoint on loopback: 200 "ok", or 500 "db down" while `broken` exists; and
+/// `/metrics` with the solver's own request counter (90 answered 200, 10 answered 500). Runs
+/// for the rest of the test process; it only ever answers.
 fn health_server(broken: PathBuf) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -108,7 +111,15 @@ fn health_server(broken: PathBuf) -> u16 {
                     Ok(n) => request.extend_from_slice(&buf[..n]),
                 }
             }
-            let (status, body) = if broken.exists() {
+            let metrics = request.starts_with(b"GET /metrics ");
+            let (status, body) = if metrics {
+                (
+                    "200 OK",
+                    "# TYPE http_requests_total counter\n\
+                     http_requests_total{code=\"200\"} 90\n\
+                     http_requests_total{code=\"500\"} 10\n",
+                )
+            } else if broken.exists() {
                 ("500 Internal Server Error", "db down\n")
             } else {
                 ("200 OK", "ok\n")
@@ -151,9 +162,10 @@ fn service_row(agent: &Agent) -> Value {
         .expect("the solver row")
 }
 
-fn start(host: &Host, service: &str, extra: &str) -> Agent {
+/// An agent with the `solver` rule: `top` goes before it (top-level keys), `extra` after.
+fn start(host: &Host, top: &str, service: &str, extra: &str) -> Agent {
     let toml = format!(
-        "report_interval = \"200ms\"\n\n[[service]]\nname = \"solver\"\nunit = \"{UNIT}\"\n\
+        "report_interval = \"200ms\"\n{top}\n[[service]]\nname = \"solver\"\nunit = \"{UNIT}\"\n\
          interval = \"500ms\"\ntimeout = \"400ms\"\n{service}\n{extra}"
     );
     Agent::with_config_env(&toml, &[], &host.env())
@@ -166,9 +178,15 @@ fn a_failing_health_url_a_closed_port_and_a_failed_unit_each_raise_their_conditi
     let socket = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = socket.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{http}/health");
+    let metrics = format!("127.0.0.1:{}", free_port());
     let agent = start(
         &host,
-        &format!("health_url = \"{url}\"\nport = {port}\n"),
+        &format!("metrics_listen = \"{metrics}\"\n"),
+        &format!(
+            "health_url = \"{url}\"\nport = {port}\n\
+             metrics_url = \"http://127.0.0.1:{http}/metrics\"\n\
+             error_counter = \"http_requests_total\"\n"
+        ),
         "",
     );
 
@@ -182,6 +200,19 @@ fn a_failing_health_url_a_closed_port_and_a_failed_unit_each_raise_their_conditi
     for code in ["SERVICE_DOWN", "SERVICE_UNHEALTHY", "PORT_NOT_LISTENING"] {
         assert_eq!(condition(&agent, code), None, "{code} on a healthy service");
     }
+    // The agent's /metrics carries the check and the solver's own counter, for HighErrorRate.
+    let scraped = wait_for("the service series", LIMIT, || {
+        let text = scrape_metrics(&metrics);
+        text.contains("class=\"5xx\"} 10").then_some(text)
+    });
+    promtool_check_metrics("the agent's /metrics with a [[service]]", &scraped);
+    for series in [
+        "service=\"solver\"} 1",
+        "service=\"solver\",class=\"other\"} 90",
+    ] {
+        assert!(scraped.contains(series), "{series} in:\n{scraped}");
+    }
+    assert!(scraped.contains("health_service_http_status{"), "{scraped}");
     assert!(
         host.calls().iter().any(|c| c
             == &format!("show|--property=LoadState,ActiveState,SubState,NRestarts|--|{UNIT}|")),
@@ -260,6 +291,7 @@ fn a_policy_restarts_the_unit_and_verifies_the_health_url() {
     let http = health_server(host.path("broken"));
     let agent = start(
         &host,
+        "",
         &format!("health_url = \"http://127.0.0.1:{http}/health\"\n"),
         r#"
 [[policy]]
