@@ -116,6 +116,19 @@ pub(crate) async fn inject_fault(ctl: &mut Invocation, id: &str, kind: &str) -> 
 
 /// Sent once, over the connection that read the pid's start time (no retry when the agent is
 /// unavailable, unlike the device actions).
+/// `systemctl restart` can take as long as the unit's stop and start timeouts; the agent's
+/// own deadline for it is 200 s.
+pub(crate) async fn restart_service(ctl: &mut Invocation, name: &str) -> anyhow::Result<()> {
+    let request = ctl.with_intent(crate::services::restart_request(name));
+    let agent = ctl.agent().await?;
+    let mut request = ctl.req(request);
+    request.set_timeout(ctl.cli.timeout.max(Duration::from_secs(210)));
+    let r = pb::RestartServiceRequest::send(agent, request)
+        .await?
+        .into_inner();
+    ctl.report_action(r)
+}
+
 pub(crate) async fn kill_process(
     ctl: &mut Invocation,
     pid: u32,

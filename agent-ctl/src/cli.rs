@@ -117,6 +117,14 @@ pub(crate) enum Command {
     },
     /// Watched processes ([[process]] rules): runtime, memory, state, conditions.
     Processes,
+    /// Checked services ([[service]] rules): unit state, restarts, health URL, port,
+    /// conditions with what was seen.
+    Services,
+    /// Restart a [[service]] rule's systemd unit (operator, audited; --dry-run checks only).
+    RestartService {
+        /// The [[service]] rule's name (not the unit: the agent knows which unit it is).
+        name: String,
+    },
     /// The remediation engine: per device its ladder (policy, mode, state, step, what blocks
     /// the next step, history), per policy its counts, and the node's pause. With a
     /// subcommand: approve, pause, resume or clear (operator), then the resulting status.

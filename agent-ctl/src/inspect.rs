@@ -116,6 +116,16 @@ pub(crate) async fn actions(
     ctl.show_list(&r.actions, json::action, render::actions_table)
 }
 
+pub(crate) async fn services(ctl: &mut Invocation) -> anyhow::Result<()> {
+    let host = ctl.node().await?.host.unwrap_or_default();
+    if ctl.cli.json {
+        let all = host.services.iter().map(json::service).collect();
+        ctl.print_json(&serde_json::Value::Array(all))
+    } else {
+        ctl.print(&crate::services::services_table(&host))
+    }
+}
+
 pub(crate) async fn processes(ctl: &mut Invocation) -> anyhow::Result<()> {
     let host = ctl.node().await?.host.unwrap_or_default();
     if ctl.cli.json {

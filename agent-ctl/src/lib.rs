@@ -20,6 +20,7 @@ pub mod maintenance;
 pub mod processes;
 pub mod remediation;
 pub mod render;
+pub mod services;
 pub mod silences;
 
 use clap::Parser;
@@ -46,6 +47,8 @@ async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
             inspect::actions(ctl, device.as_deref(), *limit).await
         }
         Command::Processes => inspect::processes(ctl).await,
+        Command::Services => inspect::services(ctl).await,
+        Command::RestartService { name } => change::restart_service(ctl, name).await,
         Command::Remediation { device, control } => {
             remediation::command(ctl, device.as_deref(), control.as_ref()).await
         }

@@ -191,6 +191,7 @@ fn start_node(
         cfg.host.deadline,
         cancel.clone(),
     );
+    let services = crate::host::services::spawn(cfg.services.clone(), cancel.clone());
     let node = Arc::new(
         Node::new(
             cfg.node.clone(),
@@ -200,6 +201,7 @@ fn start_node(
             Some(probe_rx),
         )
         .with_processes(processes)
+        .with_services(services)
         .with_audit(audit)
         .with_access_denied(cfg.safety.access_denied),
     );

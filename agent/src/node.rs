@@ -43,6 +43,8 @@ pub struct Node {
     reported_actions: Mutex<VecDeque<ReportedAction>>,
     /// The process watchdog, when `[[process]]` rules are configured.
     processes: Option<crate::host::procwatch::ProcessWatch>,
+    /// The service checker, when `[[service]]` rules are configured.
+    services: Option<crate::host::services::ServiceWatch>,
     audit: Option<Arc<crate::audit::AuditLog>>,
     /// Conditions the remediation engine raises (REMEDIATION_EXHAUSTED), by subject: a device
     /// id, or a process subject (shown with the host's conditions).
@@ -85,6 +87,7 @@ impl Node {
             probe,
             reported_actions: Mutex::new(VecDeque::with_capacity(REPORTED_ACTIONS)),
             processes: None,
+            services: None,
             audit: None,
             remediation: Mutex::new(Vec::new()),
             maintenance: Arc::default(),
@@ -102,6 +105,16 @@ impl Node {
     pub fn with_processes(mut self, watch: Option<crate::host::procwatch::ProcessWatch>) -> Node {
         self.processes = watch;
         self
+    }
+
+    /// Adds the service checker: its services and conditions become part of the host.
+    pub fn with_services(mut self, watch: Option<crate::host::services::ServiceWatch>) -> Node {
+        self.services = watch;
+        self
+    }
+
+    pub fn services(&self) -> Option<&crate::host::services::ServiceWatch> {
+        self.services.as_ref()
     }
 
     /// The audit log whose head each report carries.
@@ -274,6 +287,14 @@ impl Node {
             h.processes.clone_from(&report.processes);
             h.conditions.extend(report.conditions.iter().cloned());
             h.state = h.state.max(report.state);
+            host = Arc::new(h);
+        }
+        if let Some(watch) = &self.services {
+            let report = watch.report.borrow().clone();
+            let mut h = (*host).clone();
+            h.services.clone_from(&report.services);
+            h.conditions.extend(report.conditions().cloned());
+            h.state = h.state.max(report.state());
             host = Arc::new(h);
         }
         if let Some(c) = self.denied.condition(SystemTime::now()) {

@@ -29,10 +29,17 @@ pub fn alertname(code: i32) -> String {
         // A simulation (ngspice) stuck past its budget is the runbook's SPICE timeout.
         // Zombies are part of the same runbook procedure.
         ConditionCode::ProcessStuck | ConditionCode::ProcessZombie => "SPICESimulationTimeout",
-        // An expected service (the solver) not running is the solver-down procedure.
-        ConditionCode::ProcessMissing => "AnalogPDESolverDown",
-        // Repeated device errors and a link logging AER errors: the error-rate procedure.
-        ConditionCode::DeviceError | ConditionCode::LinkDegraded => "HighErrorRate",
+        // The solver not serving: its unit down, its health URL failing, nothing on its port
+        // (the runbook's Application Down checks all three), or an expected process absent.
+        ConditionCode::ProcessMissing
+        | ConditionCode::ServiceDown
+        | ConditionCode::ServiceUnhealthy
+        | ConditionCode::PortNotListening => "AnalogPDESolverDown",
+        // Device faults with their own names: HighErrorRate is the solver's HTTP 5xx share
+        // (a Prometheus rule over the agent's health_service_http_requests_total), and a
+        // crossbar's read errors are not that.
+        ConditionCode::DeviceError => "DeviceErrors",
+        ConditionCode::LinkDegraded => "LinkDegraded",
         // The rules file's name for repeated PERMISSION_DENIED on an agent.
         ConditionCode::AccessDenied => "AccessDenied",
         // Shown, never paged (INFO); named for the silences and history that cite it.
@@ -76,7 +83,11 @@ mod tests {
         assert_eq!(name(ConditionCode::HostMemoryHigh), "HighMemoryUsage");
         assert_eq!(name(ConditionCode::NotConverging), "ConvergenceFailure");
         assert_eq!(name(ConditionCode::ProcessStuck), "SPICESimulationTimeout");
-        assert_eq!(name(ConditionCode::DeviceError), "HighErrorRate");
+        assert_eq!(name(ConditionCode::DeviceError), "DeviceErrors");
+        assert_eq!(name(ConditionCode::LinkDegraded), "LinkDegraded");
+        assert_eq!(name(ConditionCode::ServiceDown), "AnalogPDESolverDown");
+        assert_eq!(name(ConditionCode::ServiceUnhealthy), "AnalogPDESolverDown");
+        assert_eq!(name(ConditionCode::PortNotListening), "AnalogPDESolverDown");
         assert_eq!(name(ConditionCode::AccessDenied), "AccessDenied");
         assert_eq!(name(ConditionCode::Maintenance), "InMaintenance");
     }

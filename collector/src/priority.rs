@@ -72,7 +72,7 @@ impl fmt::Display for Priority {
 }
 
 /// The runbooks' classification, by condition code; every code not listed is P3.
-pub const DEFAULT_RULES: [(&str, Priority); 10] = [
+pub const DEFAULT_RULES: [(&str, Priority); 13] = [
     // Hardware failure.
     ("DEVICE_MISSING", Priority::P0),
     ("RESET_FAILED", Priority::P0),
@@ -81,6 +81,11 @@ pub const DEFAULT_RULES: [(&str, Priority); 10] = [
     // Device offline.
     ("DEVICE_UNRESPONSIVE", Priority::P1),
     ("NODE_STALE", Priority::P1),
+    // The solver offline (AnalogPDESolverDown): its unit down, its health URL failing, its
+    // port closed. The runbook's Application Down is the device-offline class of the service.
+    ("SERVICE_DOWN", Priority::P1),
+    ("SERVICE_UNHEALTHY", Priority::P1),
+    ("PORT_NOT_LISTENING", Priority::P1),
     // Degradation.
     ("THERMAL_WARNING", Priority::P2),
     ("CALIBRATION_DRIFT", Priority::P2),

@@ -20,6 +20,7 @@ pub mod kill;
 mod path;
 mod restore;
 pub mod safety;
+pub mod service;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +52,11 @@ pub enum Requested {
     },
     /// End the target's maintenance window.
     EndMaintenance,
+    /// Restart a `[[service]]` rule's systemd unit (see [`service`]); the target is
+    /// `service:<name>`.
+    RestartService {
+        service: String,
+    },
 }
 
 impl Requested {
@@ -61,6 +67,7 @@ impl Requested {
             Requested::KillProcess(k) => k.describe(),
             Requested::StartMaintenance { .. } => crate::maintenance::STARTED.to_string(),
             Requested::EndMaintenance => crate::maintenance::ENDED.to_string(),
+            Requested::RestartService { .. } => "restart-service".to_string(),
         }
     }
 
@@ -83,6 +90,7 @@ impl Requested {
                 reason,
             } => json!({"for_seconds": for_seconds, "reason": reason}),
             Requested::EndMaintenance => json!({}),
+            Requested::RestartService { service } => json!({"service": service}),
         }
     }
 

@@ -75,6 +75,8 @@ enum Checked {
     /// A window to start or extend, ending at this time.
     StartMaintenance(SystemTime),
     EndMaintenance,
+    /// The unit to restart.
+    Service(String),
 }
 
 /// What a run leaves beside its outcome, for the record.
@@ -503,6 +505,10 @@ impl Actions {
             let info = crate::action::kill::verify(&watch.rules, &k).await?;
             return Ok(Checked::Process(Box::new(info)));
         }
+        if let Requested::RestartService { service } = &req {
+            let unit = super::service::verify(self.node.services(), service, device_id)?;
+            return Ok(Checked::Service(unit));
+        }
         let dev = self
             .node
             .device(device_id)
@@ -539,9 +545,11 @@ impl Actions {
             Requested::KillProcess(_) => Err(ActionError::InvalidArgument(
                 "a process is not a device: use KillProcess".to_string(),
             )),
-            Requested::StartMaintenance { .. } | Requested::EndMaintenance => Err(
-                ActionError::InvalidArgument("internal: maintenance checked above".to_string()),
-            ),
+            Requested::StartMaintenance { .. }
+            | Requested::EndMaintenance
+            | Requested::RestartService { .. } => Err(ActionError::InvalidArgument(
+                "internal: checked above".to_string(),
+            )),
         }
     }
 
@@ -638,6 +646,9 @@ impl Actions {
                 let (outcome, message, done) = crate::action::kill::execute(*info, &k).await;
                 extras.process_kill = Some(done);
                 (outcome, message)
+            }
+            (Requested::RestartService { .. }, Checked::Service(unit)) => {
+                super::service::restart(&unit).await
             }
             (Requested::InjectFault(fault), Checked::Fault) => {
                 match self.control(device_id).and_then(DeviceControl::injector) {

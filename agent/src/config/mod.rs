@@ -28,6 +28,7 @@ pub use policy::{
     WithoutCollector,
 };
 pub use process::ProcessRule;
+pub use service::{ErrorCounter, ServiceRule};
 
 mod check;
 mod devices;
@@ -37,6 +38,7 @@ mod probe;
 mod process;
 mod raw;
 mod safety;
+pub mod service;
 mod timings;
 mod tls;
 mod validate;
@@ -102,6 +104,8 @@ pub struct AgentConfig {
     pub probe: ProbeConfig,
     /// `[[process]]`: processes the watchdog follows (see `procwatch`).
     pub processes: Vec<ProcessRule>,
+    /// `[[service]]`: services checked by unit, health URL and port (see `host::services`).
+    pub services: Vec<ServiceRule>,
     /// `[auth]`: roles (see `auth.rs`).
     pub auth: AuthConfig,
     /// `[tls]`: certificates for the TCP listener and the uplink.

@@ -15,7 +15,7 @@ use super::check::{duration, range, ratio, secs};
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemediationConfig {
     /// Destructive steps running at once on this node (reset-hard, power-cycle, disable,
-    /// kill-process).
+    /// kill-process, restart-service).
     pub max_destructive: u32,
     /// How long to wait for the collector's answer to a lease request.
     pub lease_timeout: Duration,
@@ -90,6 +90,8 @@ pub enum StepAction {
         kill: bool,
         escalate_after: Option<Duration>,
     },
+    /// Restart the unit of the `[[service]]` rule the condition names (`service:<name>`).
+    RestartService,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,6 +111,7 @@ impl StepAction {
                 | StepAction::PowerCycle { .. }
                 | StepAction::Disable
                 | StepAction::KillProcess { .. }
+                | StepAction::RestartService
         )
     }
 
@@ -122,6 +125,7 @@ impl StepAction {
             StepAction::SetPowerLimit(_) => "set-power-limit",
             StepAction::Disable => "disable",
             StepAction::KillProcess { .. } => "kill-process",
+            StepAction::RestartService => "restart-service",
         }
     }
 
@@ -458,11 +462,12 @@ fn step(key: &str, s: RawStep, last: bool) -> Result<PolicyStep, FieldError> {
                 escalate_after,
             }
         }
+        "restart-service" => StepAction::RestartService,
         other => {
             return Err(FieldError::new(
                 k("action"),
                 format!(
-                    "expected one of calibrate, reset-soft, reset-hard, power-cycle, set-power-limit, disable, kill-process; found {other:?}"
+                    "expected one of calibrate, reset-soft, reset-hard, power-cycle, set-power-limit, disable, kill-process, restart-service; found {other:?}"
                 ),
             ))
         }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::policy::{RawPolicy, RawRemediation};
 use super::process::RawProcess;
+use super::service::RawService;
 use super::AuthConfig;
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +43,8 @@ pub(super) struct RawConfig {
     pub(super) probe: RawProbe,
     #[serde(default)]
     pub(super) process: Vec<RawProcess>,
+    #[serde(default)]
+    pub(super) service: Vec<RawService>,
     #[serde(default)]
     pub(super) auth: AuthConfig,
     #[serde(default)]

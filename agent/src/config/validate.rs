@@ -12,7 +12,7 @@ use health_daemon::FieldError;
 use super::check::{absolute, duration, ms, range, ratio, secs};
 use super::raw::{RawConfig, RawHost, RawUplink};
 use super::{devices, discover, probe, safety, tls};
-use super::{policy, process};
+use super::{policy, process, service};
 use super::{AgentConfig, HostConfig, UplinkConfig, DEFAULT_SOCKET_PATH};
 
 impl RawConfig {
@@ -55,12 +55,14 @@ impl RawConfig {
         let discover = discover::discovery_rules(self.discover)?;
         let probe = probe::probe(self.probe)?;
         let processes = process::validate(self.process)?;
+        let services = service::validate(self.service)?;
         let remediation = policy::remediation(self.remediation)?;
         let policies = policy::policies(self.policy)?;
         Ok(AgentConfig {
             remediation,
             policies,
             processes,
+            services,
             auth: self.auth,
             tls,
             audit_log,

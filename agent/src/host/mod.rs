@@ -20,6 +20,7 @@ pub(crate) use job::BoundedJob;
 
 pub(crate) mod job;
 pub mod procwatch;
+pub mod services;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiskUsage {
@@ -41,6 +42,8 @@ pub struct HostStatus {
     pub observed_at: Option<SystemTime>,
     /// Processes the `[[process]]` rules match (filled in by the node from the watchdog).
     pub processes: Vec<crate::host::procwatch::ProcessInfo>,
+    /// The `[[service]]` rules as last checked (filled in by the node from the checker).
+    pub services: Vec<crate::host::services::ServiceStatus>,
 }
 
 /// File systems that hold no data an operator can run out of.
@@ -64,6 +67,7 @@ fn measure_core(sys: &mut System) -> HostStatus {
         conditions: Vec::new(),
         observed_at: Some(SystemTime::now()),
         processes: Vec::new(),
+        services: Vec::new(),
     }
 }
 

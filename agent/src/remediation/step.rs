@@ -24,9 +24,14 @@ impl Remediation {
     pub(super) fn capable(&self, id: &str, step: &PolicyStep) -> Result<(), String> {
         let Some(status) = self.node.device_status(id) else {
             return match step.action {
-                StepAction::KillProcess { .. } => Ok(()),
+                StepAction::KillProcess { .. } if id.starts_with("process:") => Ok(()),
+                StepAction::RestartService if id.starts_with("service:") => Ok(()),
+                StepAction::KillProcess { .. } | StepAction::RestartService => Err(format!(
+                    "{id} cannot take {}: kill-process applies to a watched process, restart-service to a [[service]] rule",
+                    step.action.name()
+                )),
                 _ => Err(format!(
-                    "{id} is a process: {} applies to devices",
+                    "{id} is not a device: {} applies to devices",
                     step.action.name()
                 )),
             };
@@ -57,9 +62,10 @@ impl Remediation {
             }
             StepAction::SetPowerLimit(_) => &[Capability::SetPowerLimit],
             StepAction::Disable => &[Capability::EnableDisable],
-            StepAction::KillProcess { .. } => {
+            StepAction::KillProcess { .. } | StepAction::RestartService => {
                 return Err(format!(
-                    "{id} is a device: kill-process applies to a watched process"
+                    "{id} is a device: {} applies to a process or a service",
+                    step.action.name()
                 ))
             }
         };
@@ -170,6 +176,9 @@ impl Remediation {
                 kill,
                 escalate_after,
             } => Requested::KillProcess(self.kill_request(id, kill, escalate_after)?),
+            StepAction::RestartService => Requested::RestartService {
+                service: id.strip_prefix("service:").unwrap_or(id).to_string(),
+            },
         };
         let device_id = match what {
             Requested::KillProcess(k) => k.subject(),

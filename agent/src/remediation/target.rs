@@ -1,4 +1,5 @@
-//! What the engine reads about a target (a device, or a watched process): its conditions as
+//! What the engine reads about a target (a device, a watched process or a `[[service]]`
+//! rule's `service:<name>`): its conditions as
 //! last read or read afresh, the first policy that matches, and the ladder state kept for it.
 //! Reads only: nothing here changes a device.
 
@@ -40,7 +41,7 @@ impl Remediation {
             .host
             .conditions
             .iter()
-            .filter(|c| c.subject.starts_with("process:"))
+            .filter(|c| c.subject.starts_with("process:") || c.subject.starts_with("service:"))
             .map(|c| c.subject.as_str())
             .collect();
         process_subjects.dedup();
@@ -94,11 +95,15 @@ impl Remediation {
         }
     }
 
-    /// A fresh read of a device (processes are rescanned on the watchdog's own interval),
-    /// then whether a condition `policy` matches is present.
+    /// A fresh read of a device or a fresh check of a service (processes are rescanned on
+    /// the watchdog's own interval), then whether a condition `policy` matches is present.
     pub(super) async fn present_fresh(&self, target: &str, policy: &Policy) -> Option<Condition> {
         if let Some(d) = self.node.device(target) {
             let _ = d.probe(DeviceProbe::ReadNow).await;
+        } else if let (Some(name), Some(services)) =
+            (target.strip_prefix("service:"), self.node.services())
+        {
+            services.check_now(name).await;
         }
         self.present(target, policy)
     }

@@ -236,11 +236,30 @@ pub fn host(h: &HostStatus) -> pb::HostHealth {
         conditions: h.conditions.iter().map(condition).collect(),
         observed_at: h.observed_at.map(ts),
         processes: h.processes.iter().map(process).collect(),
-        // Filled by the services, logs and host-counter work of issue 14.
-        services: Vec::new(),
+        services: h.services.iter().map(service).collect(),
+        // Filled by the logs and host-counter work of issue 14.
         logs: Vec::new(),
         iowait_ratio: 0.0,
         oom_kills_total: 0,
+    }
+}
+
+pub fn service(s: &crate::host::services::ServiceStatus) -> pb::ServiceStatus {
+    let unit = s.unit_state.clone().unwrap_or_default();
+    let health = s.health.clone().unwrap_or_default();
+    pb::ServiceStatus {
+        name: s.name.clone(),
+        unit: s.unit.clone().unwrap_or_default(),
+        active_state: unit.active_state,
+        sub_state: unit.sub_state,
+        restarts: unit.restarts,
+        health_url: s.health_url.clone().unwrap_or_default(),
+        http_status: u32::from(health.status),
+        health_error: health.error,
+        port: s.port.map_or(0, u32::from),
+        listening: s.listening.unwrap_or(false),
+        checked_at: s.checked_at.map(ts),
+        health_latency_seconds: health.latency.as_secs_f64(),
     }
 }
 

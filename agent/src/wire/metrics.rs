@@ -27,6 +27,85 @@ pub struct AgentMetrics {
     pub remediation: Arc<crate::remediation::Remediation>,
 }
 
+/// The `[[service]]` checks: up, the health URL's status and latency, systemd's restart
+/// count, and the service's own request counter by class (for HighErrorRate). A service not
+/// checked yet has no series.
+fn render_services(
+    out: &mut Exposition,
+    node: &str,
+    services: &[crate::host::services::ServiceStatus],
+) {
+    let checked: Vec<_> = services.iter().filter(|s| s.checked_at.is_some()).collect();
+    let mut up = out.gauge(
+        "health_service_up",
+        "1 if the service's last check passed: unit active, health URL 2xx, port listening (each if configured).",
+    );
+    for s in &checked {
+        let unit_ok = s.unit.is_none()
+            || s.unit_state
+                .as_ref()
+                .is_some_and(|u| matches!(u.active_state.as_str(), "active" | "reloading"));
+        let health_ok = s.health.as_ref().is_none_or(|h| h.error.is_empty());
+        let port_ok = s.port.is_none() || s.listening == Some(true);
+        let v = if unit_ok && health_ok && port_ok {
+            1.0
+        } else {
+            0.0
+        };
+        up.sample(&[("node", node), ("service", &s.name)], v);
+    }
+    let mut status = out.gauge(
+        "health_service_http_status",
+        "Status of the service's health URL at the last check (0: no answer).",
+    );
+    for s in &checked {
+        if let Some(h) = &s.health {
+            status.sample(&[("node", node), ("service", &s.name)], f64::from(h.status));
+        }
+    }
+    let mut latency = out.gauge(
+        "health_service_health_latency_seconds",
+        "How long the service's health URL took to answer at the last check.",
+    );
+    for s in &checked {
+        if let Some(h) = &s.health {
+            latency.sample(
+                &[("node", node), ("service", &s.name)],
+                h.latency.as_secs_f64(),
+            );
+        }
+    }
+    let mut restarts = out.counter(
+        "health_service_restarts_total",
+        "Restarts systemd has made of the service's unit (NRestarts; resets when the unit is restarted by hand).",
+    );
+    for s in &checked {
+        if let Some(u) = &s.unit_state {
+            restarts.sample(
+                &[("node", node), ("service", &s.name)],
+                f64::from(u.restarts),
+            );
+        }
+    }
+    let mut requests = out.counter(
+        "health_service_http_requests_total",
+        "HTTP requests the service itself counted (its error_counter), by class: 5xx or other.",
+    );
+    for s in &checked {
+        if let Some(r) = &s.requests {
+            let labels = |class| {
+                [
+                    ("node", node),
+                    ("service", s.name.as_str()),
+                    ("class", class),
+                ]
+            };
+            requests.sample(&labels("5xx"), r.server_errors);
+            requests.sample(&labels("other"), r.other);
+        }
+    }
+}
+
 impl AgentMetrics {
     pub fn render(&self) -> String {
         let snapshot = self.reports.borrow().clone();
@@ -107,6 +186,7 @@ impl AgentMetrics {
                 count as f64,
             );
         }
+        render_services(&mut out, node, &snapshot.host.services);
         self.render_remediation(&mut out, node);
         self.rpc.render(&mut out, &n);
         out.render()

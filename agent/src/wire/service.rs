@@ -606,11 +606,21 @@ impl Agent for AgentService {
 
     async fn restart_service(
         &self,
-        _req: Request<pb::RestartServiceRequest>,
+        req: Request<pb::RestartServiceRequest>,
     ) -> Result<Response<pb::ActionResult>, Status> {
-        Err(Status::unimplemented(
-            "RestartService: not in this build yet",
-        ))
+        let r = req.get_ref();
+        if r.service.is_empty() {
+            return Err(Status::invalid_argument(
+                "service: expected the name of a [[service]] rule, found nothing",
+            ));
+        }
+        // Which rules exist and whether one has a unit is checked on the action path, so
+        // refusals are recorded too.
+        let target = crate::config::service::subject(&r.service);
+        let what = Requested::RestartService {
+            service: r.service.clone(),
+        };
+        self.act(&req, &target, what, safety!(r)).await
     }
 
     async fn clean_files(
