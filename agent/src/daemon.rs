@@ -191,6 +191,12 @@ fn start_node(
         cfg.host.deadline,
         cancel.clone(),
     );
+    let logs = crate::host::logs::spawn(
+        cfg.logs.clone(),
+        cfg.host.interval,
+        cfg.host.deadline,
+        cancel.clone(),
+    );
     let node = Arc::new(
         Node::new(
             cfg.node.clone(),
@@ -200,6 +206,7 @@ fn start_node(
             Some(probe_rx),
         )
         .with_processes(processes)
+        .with_logs(logs)
         .with_audit(audit)
         .with_access_denied(cfg.safety.access_denied),
     );

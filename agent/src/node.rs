@@ -43,6 +43,8 @@ pub struct Node {
     reported_actions: Mutex<VecDeque<ReportedAction>>,
     /// The process watchdog, when `[[process]]` rules are configured.
     processes: Option<crate::host::procwatch::ProcessWatch>,
+    /// The log follower, when `[[log]]` rules are configured.
+    logs: Option<watch::Receiver<Arc<crate::host::logs::LogReport>>>,
     audit: Option<Arc<crate::audit::AuditLog>>,
     /// Conditions the remediation engine raises (REMEDIATION_EXHAUSTED), by subject: a device
     /// id, or a process subject (shown with the host's conditions).
@@ -85,6 +87,7 @@ impl Node {
             probe,
             reported_actions: Mutex::new(VecDeque::with_capacity(REPORTED_ACTIONS)),
             processes: None,
+            logs: None,
             audit: None,
             remediation: Mutex::new(Vec::new()),
             maintenance: Arc::default(),
@@ -101,6 +104,15 @@ impl Node {
     /// Adds the process watchdog: its processes and conditions become part of the host.
     pub fn with_processes(mut self, watch: Option<crate::host::procwatch::ProcessWatch>) -> Node {
         self.processes = watch;
+        self
+    }
+
+    /// Adds the log follower: its rules and conditions become part of the host.
+    pub fn with_logs(
+        mut self,
+        logs: Option<watch::Receiver<Arc<crate::host::logs::LogReport>>>,
+    ) -> Node {
+        self.logs = logs;
         self
     }
 
@@ -272,6 +284,14 @@ impl Node {
             let report = watch.report.borrow().clone();
             let mut h = (*host).clone();
             h.processes.clone_from(&report.processes);
+            h.conditions.extend(report.conditions.iter().cloned());
+            h.state = h.state.max(report.state);
+            host = Arc::new(h);
+        }
+        if let Some(logs) = &self.logs {
+            let report = logs.borrow().clone();
+            let mut h = (*host).clone();
+            h.logs.clone_from(&report.rules);
             h.conditions.extend(report.conditions.iter().cloned());
             h.state = h.state.max(report.state);
             host = Arc::new(h);

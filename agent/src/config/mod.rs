@@ -27,11 +27,13 @@ pub use policy::{
     Policy, PolicyMatch, PolicyMode, PolicyStep, PowerTarget, RemediationConfig, StepAction,
     WithoutCollector,
 };
+pub use log::{LogRule, LogSource};
 pub use process::ProcessRule;
 
 mod check;
 mod devices;
 mod discover;
+mod log;
 mod policy;
 mod probe;
 mod process;
@@ -102,6 +104,8 @@ pub struct AgentConfig {
     pub probe: ProbeConfig,
     /// `[[process]]`: processes the watchdog follows (see `procwatch`).
     pub processes: Vec<ProcessRule>,
+    /// `[[log]]`: log files and journald units the log follower reads (see `host::logs`).
+    pub logs: Vec<LogRule>,
     /// `[auth]`: roles (see `auth.rs`).
     pub auth: AuthConfig,
     /// `[tls]`: certificates for the TCP listener and the uplink.
@@ -223,6 +227,12 @@ pub struct HostConfig {
     pub disk_warning_ratio: f64,
     pub disk_critical_ratio: f64,
     pub load_warning_per_cpu: f64,
+    /// Where procfs is mounted for `vmstat` and `stat` (tests point it at a fixture tree).
+    pub proc_root: PathBuf,
+    /// Share of CPU time spent waiting for I/O over one interval that is HOST_IOWAIT_HIGH.
+    pub iowait_warning_ratio: f64,
+    /// How long HOST_OOM_KILL stays after the last kill: a kill is an event, not a state.
+    pub oom_hold: Duration,
 }
 
 #[derive(Debug, Clone)]

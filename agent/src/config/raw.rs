@@ -15,6 +15,7 @@ use health_hal::DeviceKind;
 use serde::Deserialize;
 
 use super::policy::{RawPolicy, RawRemediation};
+use super::log::RawLog;
 use super::process::RawProcess;
 use super::AuthConfig;
 
@@ -42,6 +43,8 @@ pub(super) struct RawConfig {
     pub(super) probe: RawProbe,
     #[serde(default)]
     pub(super) process: Vec<RawProcess>,
+    #[serde(default)]
+    pub(super) log: Vec<RawLog>,
     #[serde(default)]
     pub(super) auth: AuthConfig,
     #[serde(default)]
@@ -139,6 +142,9 @@ pub(super) struct RawHost {
     pub(super) disk_warning_ratio: Option<f64>,
     pub(super) disk_critical_ratio: Option<f64>,
     pub(super) load_warning_per_cpu: Option<f64>,
+    pub(super) proc_root: Option<PathBuf>,
+    pub(super) iowait_warning_ratio: Option<f64>,
+    pub(super) oom_hold: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

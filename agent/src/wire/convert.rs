@@ -236,11 +236,24 @@ pub fn host(h: &HostStatus) -> pb::HostHealth {
         conditions: h.conditions.iter().map(condition).collect(),
         observed_at: h.observed_at.map(ts),
         processes: h.processes.iter().map(process).collect(),
-        // Filled by the services, logs and host-counter work of issue 14.
+        // Filled by the services work of issue 14.
         services: Vec::new(),
-        logs: Vec::new(),
-        iowait_ratio: 0.0,
-        oom_kills_total: 0,
+        logs: h.logs.iter().map(log_rule).collect(),
+        iowait_ratio: h.iowait_ratio,
+        oom_kills_total: h.oom_kills_total,
+    }
+}
+
+fn log_rule(l: &crate::host::logs::LogRuleStatus) -> pb::LogRuleStatus {
+    pb::LogRuleStatus {
+        name: l.name.clone(),
+        files: l.files.clone(),
+        matches_total: l.matches_total,
+        matches_in_window: l.matches_in_window,
+        last_match: l.last_match.clone(),
+        last_match_at: l.last_match_at.map(ts),
+        lines_total: l.lines_total,
+        bytes_skipped: l.bytes_skipped,
     }
 }
 
