@@ -23,11 +23,11 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::{DeviceKind, Limits, MinDeadlines};
 use serde::Deserialize;
 
+pub use log::{LogRule, LogSource};
 pub use policy::{
     Policy, PolicyMatch, PolicyMode, PolicyStep, PowerTarget, RemediationConfig, StepAction,
     WithoutCollector,
 };
-pub use log::{LogRule, LogSource};
 pub use process::ProcessRule;
 
 mod check;

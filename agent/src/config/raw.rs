@@ -14,8 +14,8 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::DeviceKind;
 use serde::Deserialize;
 
-use super::policy::{RawPolicy, RawRemediation};
 use super::log::RawLog;
+use super::policy::{RawPolicy, RawRemediation};
 use super::process::RawProcess;
 use super::AuthConfig;
 

@@ -69,8 +69,8 @@ impl Counters {
     /// kernel has `oom_kill` in vmstat since 4.13, so its absence is reported, not guessed.
     pub fn read(&mut self, proc_root: &Path) -> Result<CounterRead, String> {
         let vmstat = proc_root.join("vmstat");
-        let text = std::fs::read_to_string(&vmstat)
-            .map_err(|e| format!("{}: {e}", vmstat.display()))?;
+        let text =
+            std::fs::read_to_string(&vmstat).map_err(|e| format!("{}: {e}", vmstat.display()))?;
         let total = parse_vmstat(&text)
             .ok_or_else(|| format!("{}: expected an `oom_kill N` line", vmstat.display()))?;
         let stat = proc_root.join("stat");
@@ -124,7 +124,15 @@ pub fn victims_since(since: SystemTime, limit: Duration) -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let child = Command::new("journalctl")
-        .args(["-k", "-o", "cat", "--no-pager", "-q", "-n", KERNEL_LOG_LINES])
+        .args([
+            "-k",
+            "-o",
+            "cat",
+            "--no-pager",
+            "-q",
+            "-n",
+            KERNEL_LOG_LINES,
+        ])
         .arg(format!("--since=@{secs}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

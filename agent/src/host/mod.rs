@@ -431,6 +431,50 @@ mod tests {
     }
 
     #[test]
+    fn iowait_and_oom_kills_become_conditions_and_a_kill_is_held() {
+        let cfg = cfg();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut held = None;
+        let mut h = HostStatus::default();
+        let read = |new, iowait| {
+            Ok(counters::CounterRead {
+                oom_kills_total: 7,
+                oom_kills_new: new,
+                iowait_ratio: Some(iowait),
+            })
+        };
+        apply_counters(
+            &mut h,
+            read(2, 0.5),
+            Some("killed: pid 9 (ngspice)".into()),
+            &mut held,
+            &cfg,
+            t0,
+        );
+        let c = evaluate(&h, &cfg, t0);
+        let oom = c
+            .iter()
+            .find(|c| c.code == ConditionCode::HostOomKill)
+            .expect("oom");
+        assert!(
+            oom.message.contains("2 process(es)") && oom.message.contains("pid 9 (ngspice)"),
+            "{}",
+            oom.message
+        );
+        assert!(c.iter().any(|c| c.code == ConditionCode::HostIowaitHigh));
+        // No new kill, low iowait: the kill stays for oom_hold, then clears.
+        let later = t0 + Duration::from_secs(599);
+        apply_counters(&mut h, read(0, 0.1), None, &mut held, &cfg, later);
+        let c = evaluate(&h, &cfg, later);
+        assert!(c.iter().any(|c| c.code == ConditionCode::HostOomKill));
+        assert!(!c.iter().any(|c| c.code == ConditionCode::HostIowaitHigh));
+        let gone = t0 + Duration::from_secs(600);
+        apply_counters(&mut h, read(0, 0.1), None, &mut held, &cfg, gone);
+        assert!(evaluate(&h, &cfg, gone).is_empty());
+        assert!(held.is_none());
+    }
+
+    #[test]
     fn measuring_this_host_gives_plausible_numbers() {
         let mut sys = System::new();
         let h = measure_core(&mut sys);

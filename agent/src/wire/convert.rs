@@ -269,7 +269,7 @@ pub fn process(p: &crate::host::procwatch::ProcessInfo) -> pb::ProcessStatus {
         rss_bytes: p.rss_bytes,
         start_time_ticks: p.start_ticks,
         started_at: Some(ts(p.started_at)),
-        cpu_percent: 0.0,
+        cpu_percent: p.cpu_percent,
     }
 }
 

@@ -75,7 +75,18 @@ async fn run_once(
     cancel: &CancellationToken,
 ) -> std::io::Result<()> {
     let mut child = tokio::process::Command::new("journalctl")
-        .args(["-f", "-o", "json", "-n", "0", "--all", "--no-pager", "-q", "-u", unit])
+        .args([
+            "-f",
+            "-o",
+            "json",
+            "-n",
+            "0",
+            "--all",
+            "--no-pager",
+            "-q",
+            "-u",
+            unit,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -103,11 +114,12 @@ async fn run_once(
         }
         let mut messages = Vec::new();
         let mut unparsed = 0u64;
-        let skipped = cutter.feed(buf.get(..n).unwrap_or_default(), &mut |l| {
-            match message(l, rule.max_line_bytes) {
-                Some(m) => messages.push(m),
-                None => unparsed += l.len() as u64,
-            }
+        let skipped = cutter.feed(buf.get(..n).unwrap_or_default(), &mut |l| match message(
+            l,
+            rule.max_line_bytes,
+        ) {
+            Some(m) => messages.push(m),
+            None => unparsed += l.len() as u64,
         });
         let now = SystemTime::now();
         let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
@@ -125,7 +137,10 @@ mod tests {
     #[test]
     fn message_as_text_or_bytes() {
         assert_eq!(
-            message(br#"{"MESSAGE":"Traceback (most recent call last):","_PID":"1"}"#, 100),
+            message(
+                br#"{"MESSAGE":"Traceback (most recent call last):","_PID":"1"}"#,
+                100
+            ),
             Some(b"Traceback (most recent call last):".to_vec())
         );
         assert_eq!(

@@ -71,7 +71,10 @@ impl RuleTally {
     pub fn in_window(&self, rule: &LogRule, now: SystemTime) -> u64 {
         self.recent
             .iter()
-            .filter(|t| now.duration_since(**t).map_or(true, |age| age <= rule.window))
+            .filter(|t| {
+                now.duration_since(**t)
+                    .map_or(true, |age| age <= rule.window)
+            })
             .count() as u64
     }
 
@@ -122,9 +125,17 @@ mod tests {
         let mut t = RuleTally::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         for (i, l) in ["ERROR one", "fine", "error two"].iter().enumerate() {
-            t.line(&r, l.as_bytes(), "/a.err", t0 + Duration::from_secs(i as u64));
+            t.line(
+                &r,
+                l.as_bytes(),
+                "/a.err",
+                t0 + Duration::from_secs(i as u64),
+            );
         }
-        assert!(t.condition(&r, t0 + Duration::from_secs(5)).is_none(), "2 of 3");
+        assert!(
+            t.condition(&r, t0 + Duration::from_secs(5)).is_none(),
+            "2 of 3"
+        );
         t.line(&r, b"Error three\r", "/b.err", t0 + Duration::from_secs(10));
         let c = t
             .condition(&r, t0 + Duration::from_secs(11))
@@ -133,7 +144,11 @@ mod tests {
             (c.code, c.severity, c.subject.as_str()),
             (ConditionCode::LogPattern, Severity::Critical, "log:spice")
         );
-        assert!(c.message.contains("in /b.err; last: Error three"), "{}", c.message);
+        assert!(
+            c.message.contains("in /b.err; last: Error three"),
+            "{}",
+            c.message
+        );
         assert!(!c.message.contains('\r'));
         assert_eq!((t.lines_total, t.matches_total), (4, 3));
         // The first match leaves the window after 60 s.
