@@ -83,6 +83,7 @@ pub async fn template(devices: usize) -> anyhow::Result<Template> {
         conditions: Vec::new(),
         processes: Vec::new(),
         observed_at: Some(now),
+        ..Default::default()
     };
     let snapshot = |devices: Vec<DeviceStatus>, state| NodeSnapshot {
         node: String::new(),
