@@ -83,13 +83,13 @@ fn source(i: usize, r: &RawLog) -> Result<LogSource, FieldError> {
     let key = |k: &str| format!("log[{i}].{k}");
     match (&r.paths, &r.journal_unit) {
         (Some(_), Some(_)) | (None, None) => Err(FieldError::new(
-            &key("paths"),
+            key("paths"),
             "expected exactly one of paths (a list of file globs) or journal_unit",
         )),
         (Some(paths), None) => {
             if paths.is_empty() || paths.len() > 64 {
                 return Err(FieldError::new(
-                    &key("paths"),
+                    key("paths"),
                     format!("expected 1-64 globs, found {}", paths.len()),
                 ));
             }
@@ -119,7 +119,7 @@ fn source(i: usize, r: &RawLog) -> Result<LogSource, FieldError> {
                 Ok(LogSource::Journal(unit.clone()))
             } else {
                 Err(FieldError::new(
-                    &key("journal_unit"),
+                    key("journal_unit"),
                     format!("expected a systemd unit name like \"analog-pde-solver.service\", found {unit:?}"),
                 ))
             }
@@ -146,14 +146,14 @@ pub fn validate(raw: Vec<RawLog>) -> Result<Vec<LogRule>, FieldError> {
         super::check::name(&key("name"), &r.name, 64)?;
         if rules.iter().any(|p| p.name == r.name) {
             return Err(FieldError::new(
-                &key("name"),
+                key("name"),
                 format!("expected a unique name, found {:?} twice", r.name),
             ));
         }
         let source = source(i, &r)?;
         if r.pattern.is_empty() {
             return Err(FieldError::new(
-                &key("pattern"),
+                key("pattern"),
                 "expected a regular expression, found \"\"",
             ));
         }
@@ -164,7 +164,7 @@ pub fn validate(raw: Vec<RawLog>) -> Result<Vec<LogRule>, FieldError> {
                 // The regex crate's message spans lines (it draws a caret): keep one line.
                 let why = e.to_string().lines().last().unwrap_or_default().to_string();
                 FieldError::new(
-                    &key("pattern"),
+                    key("pattern"),
                     format!(
                         "expected a regular expression, found {:?} ({})",
                         r.pattern,
