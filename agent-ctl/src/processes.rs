@@ -44,6 +44,7 @@ pub fn processes_table(h: &pb::HostHealth) -> String {
                 p.state.clone(),
                 runtime(p.runtime_seconds),
                 mib(p.rss_bytes),
+                format!("{:.1}", p.cpu_percent),
                 codes(p, &h.conditions),
                 p.command_line.clone(),
             ]
@@ -57,6 +58,7 @@ pub fn processes_table(h: &pb::HostHealth) -> String {
             "STATE",
             "RUNTIME",
             "RSS_MIB",
+            "CPU%",
             "CONDITIONS",
             "COMMAND",
         ],

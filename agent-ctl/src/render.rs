@@ -220,6 +220,14 @@ pub fn node_text(n: &pb::NodeSnapshot) -> String {
                 h.processes.len()
             ));
         }
+        out.push_str(&format!(
+            "iowait {:.0} %  OOM kills {} since boot\n",
+            h.iowait_ratio * 100.0,
+            h.oom_kills_total
+        ));
+        for l in &h.logs {
+            out.push_str(&log_rule_line(l));
+        }
     }
     out.push('\n');
     out.push_str(&devices_table(&n.devices));
@@ -237,6 +245,27 @@ pub fn node_text(n: &pb::NodeSnapshot) -> String {
         }
     }
     out
+}
+
+/// One `[[log]]` rule: its counts, what it follows, and its last match.
+fn log_rule_line(l: &pb::LogRuleStatus) -> String {
+    let files = match l.files.len() {
+        0 => "no file yet".to_string(),
+        1 => l.files.join(""),
+        n => format!("{n} files"),
+    };
+    let mut line = format!(
+        "log {}: {} matching in window, {} total, {} lines read from {files}",
+        l.name, l.matches_in_window, l.matches_total, l.lines_total
+    );
+    if l.bytes_skipped > 0 {
+        line.push_str(&format!(", {} bytes skipped", l.bytes_skipped));
+    }
+    if !l.last_match.is_empty() {
+        line.push_str(&format!("; last: {}", l.last_match));
+    }
+    line.push('\n');
+    line
 }
 
 pub fn device_text(d: &pb::Device) -> String {

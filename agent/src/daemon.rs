@@ -192,6 +192,12 @@ fn start_node(
         cancel.clone(),
     );
     let services = crate::host::services::spawn(cfg.services.clone(), cancel.clone());
+    let logs = crate::host::logs::spawn(
+        cfg.logs.clone(),
+        cfg.host.interval,
+        cfg.host.deadline,
+        cancel.clone(),
+    );
     let node = Arc::new(
         Node::new(
             cfg.node.clone(),
@@ -202,6 +208,7 @@ fn start_node(
         )
         .with_processes(processes)
         .with_services(services)
+        .with_logs(logs)
         .with_audit(audit)
         .with_access_denied(cfg.safety.access_denied),
     );

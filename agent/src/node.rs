@@ -45,6 +45,8 @@ pub struct Node {
     processes: Option<crate::host::procwatch::ProcessWatch>,
     /// The service checker, when `[[service]]` rules are configured.
     services: Option<crate::host::services::ServiceWatch>,
+    /// The log follower, when `[[log]]` rules are configured.
+    logs: Option<watch::Receiver<Arc<crate::host::logs::LogReport>>>,
     audit: Option<Arc<crate::audit::AuditLog>>,
     /// Conditions the remediation engine raises (REMEDIATION_EXHAUSTED), by subject: a device
     /// id, or a process subject (shown with the host's conditions).
@@ -88,6 +90,7 @@ impl Node {
             reported_actions: Mutex::new(VecDeque::with_capacity(REPORTED_ACTIONS)),
             processes: None,
             services: None,
+            logs: None,
             audit: None,
             remediation: Mutex::new(Vec::new()),
             maintenance: Arc::default(),
@@ -115,6 +118,15 @@ impl Node {
 
     pub fn services(&self) -> Option<&crate::host::services::ServiceWatch> {
         self.services.as_ref()
+    }
+
+    /// Adds the log follower: its rules and conditions become part of the host.
+    pub fn with_logs(
+        mut self,
+        logs: Option<watch::Receiver<Arc<crate::host::logs::LogReport>>>,
+    ) -> Node {
+        self.logs = logs;
+        self
     }
 
     /// The audit log whose head each report carries.
@@ -295,6 +307,14 @@ impl Node {
             h.services.clone_from(&report.services);
             h.conditions.extend(report.conditions().cloned());
             h.state = h.state.max(report.state());
+            host = Arc::new(h);
+        }
+        if let Some(logs) = &self.logs {
+            let report = logs.borrow().clone();
+            let mut h = (*host).clone();
+            h.logs.clone_from(&report.rules);
+            h.conditions.extend(report.conditions.iter().cloned());
+            h.state = h.state.max(report.state);
             host = Arc::new(h);
         }
         if let Some(c) = self.denied.condition(SystemTime::now()) {

@@ -114,7 +114,21 @@ pub fn declare(out: &mut Exposition) {
     for q in (1..).map_while(|n| pb::Quantity::try_from(n).ok()) {
         quantity_on(out, q);
     }
+    for c in COUNTERS {
+        out.counter(c.0, c.1);
+    }
 }
+
+const OOM_KILLS: (&str, &str) = (
+    "health_host_oom_kills_total",
+    "Processes killed by the kernel's OOM killer since the host booted (/proc/vmstat oom_kill).",
+);
+const LOG_MATCHES: (&str, &str) = (
+    "health_log_matches_total",
+    "Lines matching a [[log]] rule's pattern since the agent started; rule is the rule's name.",
+);
+/// Counter families of a node, declared with the gauges.
+const COUNTERS: [(&str, &str); 2] = [OOM_KILLS, LOG_MATCHES];
 
 /// The family of a reading quantity, as a counter or a gauge as [`quantity_family`] says;
 /// `None` for a quantity with no family.
@@ -180,6 +194,12 @@ gauges! {
         "Resident memory of a watched process, bytes.";
     PROC_ZOMBIE = "health_process_zombie",
         "1 when a watched process is a zombie (exited, not reaped).";
+    PROC_CPU = "health_process_cpu_percent",
+        "CPU use of a watched process since the agent's previous scan, percent (100 = one core).";
+    IOWAIT = "health_host_iowait_ratio",
+        "Share of CPU time spent waiting for I/O over the agent's last host interval, 0 to 1.";
+    LOG_IN_WINDOW = "health_log_matches_in_window",
+        "Lines matching a [[log]] rule's pattern within its window (at most the rule's count).";
     CONDITION = "health_condition_active",
         "1 while a condition is active on the node: subject is a device id, \"host\", a mount point, a problem file or a process; code is the health.v1 ConditionCode.";
     CONDITION_SINCE = "health_condition_since_timestamp_seconds",
@@ -321,6 +341,16 @@ fn render_host(out: &mut Exposition, node: &str, host: &pb::HostHealth, fresh: b
             PROC_RSS.on(out).sample(&l, p.rss_bytes as f64);
             let zombie = if p.state == "Z" { 1.0 } else { 0.0 };
             PROC_ZOMBIE.on(out).sample(&l, zombie);
+            PROC_CPU.on(out).sample(&l, p.cpu_percent);
+        }
+        IOWAIT.on(out).sample(&n, host.iowait_ratio);
+        out.counter(OOM_KILLS.0, OOM_KILLS.1)
+            .sample(&n, host.oom_kills_total as f64);
+        for r in &host.logs {
+            let l = [("node", node), ("rule", r.name.as_str())];
+            out.counter(LOG_MATCHES.0, LOG_MATCHES.1)
+                .sample(&l, r.matches_total as f64);
+            LOG_IN_WINDOW.on(out).sample(&l, r.matches_in_window as f64);
         }
     }
     for c in &host.conditions {

@@ -23,6 +23,7 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::{DeviceKind, Limits, MinDeadlines};
 use serde::Deserialize;
 
+pub use log::{LogRule, LogSource};
 pub use policy::{
     Policy, PolicyMatch, PolicyMode, PolicyStep, PowerTarget, RemediationConfig, StepAction,
     WithoutCollector,
@@ -33,6 +34,7 @@ pub use service::{ErrorCounter, ServiceRule};
 mod check;
 mod devices;
 mod discover;
+mod log;
 mod policy;
 mod probe;
 mod process;
@@ -106,6 +108,8 @@ pub struct AgentConfig {
     pub processes: Vec<ProcessRule>,
     /// `[[service]]`: services checked by unit, health URL and port (see `host::services`).
     pub services: Vec<ServiceRule>,
+    /// `[[log]]`: log files and journald units the log follower reads (see `host::logs`).
+    pub logs: Vec<LogRule>,
     /// `[auth]`: roles (see `auth.rs`).
     pub auth: AuthConfig,
     /// `[tls]`: certificates for the TCP listener and the uplink.
@@ -227,6 +231,12 @@ pub struct HostConfig {
     pub disk_warning_ratio: f64,
     pub disk_critical_ratio: f64,
     pub load_warning_per_cpu: f64,
+    /// Where procfs is mounted for `vmstat` and `stat` (tests point it at a fixture tree).
+    pub proc_root: PathBuf,
+    /// Share of CPU time spent waiting for I/O over one interval that is HOST_IOWAIT_HIGH.
+    pub iowait_warning_ratio: f64,
+    /// How long HOST_OOM_KILL stays after the last kill: a kill is an event, not a state.
+    pub oom_hold: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -14,6 +14,7 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::DeviceKind;
 use serde::Deserialize;
 
+use super::log::RawLog;
 use super::policy::{RawPolicy, RawRemediation};
 use super::process::RawProcess;
 use super::service::RawService;
@@ -45,6 +46,7 @@ pub(super) struct RawConfig {
     pub(super) process: Vec<RawProcess>,
     #[serde(default)]
     pub(super) service: Vec<RawService>,
+    pub(super) log: Vec<RawLog>,
     #[serde(default)]
     pub(super) auth: AuthConfig,
     #[serde(default)]
@@ -147,6 +149,9 @@ pub(super) struct RawHost {
     pub(super) disk_warning_ratio: Option<f64>,
     pub(super) disk_critical_ratio: Option<f64>,
     pub(super) load_warning_per_cpu: Option<f64>,
+    pub(super) proc_root: Option<PathBuf>,
+    pub(super) iowait_warning_ratio: Option<f64>,
+    pub(super) oom_hold: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use health_daemon::FieldError;
 use super::check::{absolute, duration, ms, range, ratio, secs};
 use super::raw::{RawConfig, RawHost, RawUplink};
 use super::{devices, discover, probe, safety, tls};
-use super::{policy, process, service};
+use super::{log, policy, process, service};
 use super::{AgentConfig, HostConfig, UplinkConfig, DEFAULT_SOCKET_PATH};
 
 impl RawConfig {
@@ -56,6 +56,7 @@ impl RawConfig {
         let probe = probe::probe(self.probe)?;
         let processes = process::validate(self.process)?;
         let services = service::validate(self.service)?;
+        let logs = log::validate(self.log)?;
         let remediation = policy::remediation(self.remediation)?;
         let policies = policy::policies(self.policy)?;
         Ok(AgentConfig {
@@ -63,6 +64,7 @@ impl RawConfig {
             policies,
             processes,
             services,
+            logs,
             auth: self.auth,
             tls,
             audit_log,
@@ -259,6 +261,21 @@ fn host(h: RawHost) -> Result<HostConfig, FieldError> {
             2.0,
             0.1,
             1000.0,
+        )?,
+        proc_root: match h.proc_root {
+            Some(p) => {
+                absolute("host.proc_root", &p)?;
+                p
+            }
+            None => PathBuf::from("/proc"),
+        },
+        iowait_warning_ratio: ratio("host.iowait_warning_ratio", h.iowait_warning_ratio, 0.3)?,
+        oom_hold: duration(
+            "host.oom_hold",
+            h.oom_hold.as_deref(),
+            secs(600),
+            secs(1),
+            secs(7 * 86400),
         )?,
     };
     if host.memory_critical_ratio < host.memory_warning_ratio {

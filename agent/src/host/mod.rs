@@ -5,6 +5,10 @@
 //! pool in two independent jobs (CPU/memory/load, and disks), each under a deadline. A job that
 //! misses it makes the host at least UNKNOWN and is not started again until it returns, so a
 //! stuck mount costs one thread, not one per interval, and memory keeps being watched.
+//!
+//! The kernel's OOM-kill and I/O-wait counters (`counters`) are read in the core job from
+//! `[host] proc_root`. The `[[log]]` follower (`logs`) and the process watchdog
+//! (`procwatch`) run as their own tasks; the node merges their reports into this status.
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -18,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::HostConfig;
 pub(crate) use job::BoundedJob;
 
+pub mod counters;
 pub(crate) mod job;
+pub mod logs;
 pub mod procwatch;
 pub mod services;
 
@@ -44,6 +50,14 @@ pub struct HostStatus {
     pub processes: Vec<crate::host::procwatch::ProcessInfo>,
     /// The `[[service]]` rules as last checked (filled in by the node from the checker).
     pub services: Vec<crate::host::services::ServiceStatus>,
+    /// I/O wait share of CPU time over the last interval (0 until two reads).
+    pub iowait_ratio: f64,
+    /// `oom_kill` from vmstat: kills since the host booted.
+    pub oom_kills_total: u64,
+    /// Kills within `[host] oom_hold`, for HOST_OOM_KILL.
+    pub oom: Option<counters::OomKills>,
+    /// The `[[log]]` rules (filled in by the node from the log follower).
+    pub logs: Vec<logs::LogRuleStatus>,
 }
 
 /// File systems that hold no data an operator can run out of.
@@ -66,8 +80,7 @@ fn measure_core(sys: &mut System) -> HostStatus {
         disks: Vec::new(),
         conditions: Vec::new(),
         observed_at: Some(SystemTime::now()),
-        processes: Vec::new(),
-        services: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -159,7 +172,117 @@ pub fn evaluate(h: &HostStatus, cfg: &HostConfig, now: SystemTime) -> Vec<Condit
             ));
         }
     }
+    if h.iowait_ratio >= cfg.iowait_warning_ratio {
+        out.push(Condition::new(
+            ConditionCode::HostIowaitHigh,
+            Severity::Warning,
+            "host",
+            format!(
+                "CPUs waited for I/O {:.0} % of the time over the last interval, threshold {:.0} %",
+                h.iowait_ratio * 100.0,
+                cfg.iowait_warning_ratio * 100.0
+            ),
+            now,
+        ));
+    }
+    if let Some(oom) = h.oom.as_ref().filter(|o| {
+        now.duration_since(o.last_at)
+            .map_or(true, |age| age < cfg.oom_hold)
+    }) {
+        // Warning, not critical: the kernel has already recovered the memory; what the kill
+        // broke (a solver run, a service) raises its own conditions, and memory pressure that
+        // persists is HOST_MEMORY_HIGH.
+        out.push(Condition::new(
+            ConditionCode::HostOomKill,
+            Severity::Warning,
+            "host",
+            format!(
+                "{} process(es) killed by the kernel's OOM killer (oom_kill now {}); {}; shown for {} after the last kill",
+                oom.kills,
+                h.oom_kills_total,
+                oom.victims,
+                humantime::format_duration(cfg.oom_hold)
+            ),
+            now,
+        ));
+    }
     out
+}
+
+/// What one core job measured: the sysinfo figures and the kernel counters.
+struct CoreRead {
+    status: HostStatus,
+    counters: Result<counters::CounterRead, String>,
+    /// Victims of new kills, when there were any.
+    victims: Option<String>,
+}
+
+/// The core job: sysinfo, then the counters; on a new OOM kill, the kernel log.
+fn measure_core_and_counters(
+    state: &mut (System, counters::Counters),
+    cfg: &HostConfig,
+) -> CoreRead {
+    let status = measure_core(&mut state.0);
+    let counters = state.1.read(&cfg.proc_root);
+    let victims = match &counters {
+        Ok(c) if c.oom_kills_new > 0 => {
+            let since = SystemTime::now()
+                .checked_sub(cfg.interval + std::time::Duration::from_secs(5))
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            Some(counters::victims_since(since, cfg.deadline / 2))
+        }
+        _ => None,
+    };
+    CoreRead {
+        status,
+        counters,
+        victims,
+    }
+}
+
+/// Adds a read of the counters to the status, and new kills to the ones held.
+fn apply_counters(
+    status: &mut HostStatus,
+    read: Result<counters::CounterRead, String>,
+    victims: Option<String>,
+    held: &mut Option<counters::OomKills>,
+    cfg: &HostConfig,
+    now: SystemTime,
+) {
+    let expired = held.as_ref().is_some_and(|o| {
+        now.duration_since(o.last_at)
+            .is_ok_and(|age| age >= cfg.oom_hold)
+    });
+    if expired {
+        *held = None;
+    }
+    match read {
+        Ok(c) => {
+            status.oom_kills_total = c.oom_kills_total;
+            status.iowait_ratio = c.iowait_ratio.unwrap_or(0.0);
+            if c.oom_kills_new > 0 {
+                let victims = victims.unwrap_or_else(|| "victim unknown".to_string());
+                *held = Some(match held.take() {
+                    Some(o) => counters::OomKills {
+                        last_at: now,
+                        kills: o.kills + c.oom_kills_new,
+                        victims: if victims.starts_with("killed:") {
+                            victims
+                        } else {
+                            o.victims
+                        },
+                    },
+                    None => counters::OomKills {
+                        last_at: now,
+                        kills: c.oom_kills_new,
+                        victims,
+                    },
+                });
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "host counters unreadable"),
+    }
+    status.oom = held.clone();
 }
 
 /// Runs the host monitor until `cancel`; the latest status is on the returned channel.
@@ -173,7 +296,8 @@ pub fn spawn(
     };
     let (tx, rx) = watch::channel(Arc::new(initial));
     let task = tokio::spawn(async move {
-        let sys = Arc::new(Mutex::new(System::new()));
+        let sys = Arc::new(Mutex::new((System::new(), counters::Counters::default())));
+        let mut held_oom: Option<counters::OomKills> = None;
         let mut tracker = ConditionTracker::default();
         // Two independent jobs, so a hung mount cannot stop memory and CPU monitoring.
         let mut core_job = BoundedJob::new();
@@ -189,9 +313,10 @@ pub fn spawn(
             let core = core_job
                 .poll(cfg.deadline, || {
                     let sys = sys.clone();
+                    let cfg = cfg.clone();
                     tokio::task::spawn_blocking(move || {
                         let mut guard = sys.lock().unwrap_or_else(|e| e.into_inner());
-                        measure_core(&mut guard)
+                        measure_core_and_counters(&mut guard, &cfg)
                     })
                 })
                 .await;
@@ -210,13 +335,27 @@ pub fn spawn(
             if let Some(d) = disks {
                 last_disks = d;
             }
-            let mut status = core.unwrap_or_else(|| {
-                let mut previous = (**tx.borrow()).clone();
-                previous.conditions.clear();
-                previous
-            });
-            status.disks = last_disks.clone();
             let now = SystemTime::now();
+            let mut status = match core {
+                Some(read) => {
+                    let mut status = read.status;
+                    apply_counters(
+                        &mut status,
+                        read.counters,
+                        read.victims,
+                        &mut held_oom,
+                        &cfg,
+                        now,
+                    );
+                    status
+                }
+                None => {
+                    let mut previous = (**tx.borrow()).clone();
+                    previous.conditions.clear();
+                    previous
+                }
+            };
+            status.disks = last_disks.clone();
             status.conditions = tracker.track(evaluate(&status, &cfg, now));
             // Part of the picture is old: never better than UNKNOWN, never hiding a fault.
             status.state = if fresh {
@@ -244,6 +383,9 @@ mod tests {
             disk_warning_ratio: 0.9,
             disk_critical_ratio: 0.97,
             load_warning_per_cpu: 2.0,
+            proc_root: "/proc".into(),
+            iowait_warning_ratio: 0.3,
+            oom_hold: Duration::from_secs(600),
         }
     }
 
@@ -289,6 +431,50 @@ mod tests {
             ("/", Severity::Critical)
         );
         assert!(c.iter().any(|c| c.code == ConditionCode::HostLoadHigh));
+    }
+
+    #[test]
+    fn iowait_and_oom_kills_become_conditions_and_a_kill_is_held() {
+        let cfg = cfg();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut held = None;
+        let mut h = HostStatus::default();
+        let read = |new, iowait| {
+            Ok(counters::CounterRead {
+                oom_kills_total: 7,
+                oom_kills_new: new,
+                iowait_ratio: Some(iowait),
+            })
+        };
+        apply_counters(
+            &mut h,
+            read(2, 0.5),
+            Some("killed: pid 9 (ngspice)".into()),
+            &mut held,
+            &cfg,
+            t0,
+        );
+        let c = evaluate(&h, &cfg, t0);
+        let oom = c
+            .iter()
+            .find(|c| c.code == ConditionCode::HostOomKill)
+            .expect("oom");
+        assert!(
+            oom.message.contains("2 process(es)") && oom.message.contains("pid 9 (ngspice)"),
+            "{}",
+            oom.message
+        );
+        assert!(c.iter().any(|c| c.code == ConditionCode::HostIowaitHigh));
+        // No new kill, low iowait: the kill stays for oom_hold, then clears.
+        let later = t0 + Duration::from_secs(599);
+        apply_counters(&mut h, read(0, 0.1), None, &mut held, &cfg, later);
+        let c = evaluate(&h, &cfg, later);
+        assert!(c.iter().any(|c| c.code == ConditionCode::HostOomKill));
+        assert!(!c.iter().any(|c| c.code == ConditionCode::HostIowaitHigh));
+        let gone = t0 + Duration::from_secs(600);
+        apply_counters(&mut h, read(0, 0.1), None, &mut held, &cfg, gone);
+        assert!(evaluate(&h, &cfg, gone).is_empty());
+        assert!(held.is_none());
     }
 
     #[test]

@@ -237,10 +237,22 @@ pub fn host(h: &HostStatus) -> pb::HostHealth {
         observed_at: h.observed_at.map(ts),
         processes: h.processes.iter().map(process).collect(),
         services: h.services.iter().map(service).collect(),
-        // Filled by the logs and host-counter work of issue 14.
-        logs: Vec::new(),
-        iowait_ratio: 0.0,
-        oom_kills_total: 0,
+        logs: h.logs.iter().map(log_rule).collect(),
+        iowait_ratio: h.iowait_ratio,
+        oom_kills_total: h.oom_kills_total,
+    }
+}
+
+fn log_rule(l: &crate::host::logs::LogRuleStatus) -> pb::LogRuleStatus {
+    pb::LogRuleStatus {
+        name: l.name.clone(),
+        files: l.files.clone(),
+        matches_total: l.matches_total,
+        matches_in_window: l.matches_in_window,
+        last_match: l.last_match.clone(),
+        last_match_at: l.last_match_at.map(ts),
+        lines_total: l.lines_total,
+        bytes_skipped: l.bytes_skipped,
     }
 }
 
@@ -275,7 +287,7 @@ pub fn process(p: &crate::host::procwatch::ProcessInfo) -> pb::ProcessStatus {
         rss_bytes: p.rss_bytes,
         start_time_ticks: p.start_ticks,
         started_at: Some(ts(p.started_at)),
-        cpu_percent: 0.0,
+        cpu_percent: p.cpu_percent,
     }
 }
 

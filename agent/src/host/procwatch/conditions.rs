@@ -120,6 +120,8 @@ mod tests {
             started_at: SystemTime::UNIX_EPOCH,
             runtime: Duration::from_secs(runtime_s),
             rss_bytes: rss,
+            cpu_seconds: 0.0,
+            cpu_percent: 0.0,
         }
     }
 

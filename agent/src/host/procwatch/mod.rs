@@ -61,6 +61,7 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut tracker = ConditionTracker::default();
         let mut job = BoundedJob::new();
+        let mut cpu_seen = scan::CpuSeen::new();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -75,7 +76,8 @@ pub fn spawn(
                 })
                 .await;
             let report = match scanned {
-                Some(Ok(processes)) => {
+                Some(Ok(mut processes)) => {
+                    scan::rate_cpu(&mut cpu_seen, &mut processes, std::time::Instant::now());
                     let found = conditions::evaluate(&scan_rules, &processes, SystemTime::now());
                     let conditions = tracker.track(found);
                     ProcessReport {

@@ -6,7 +6,8 @@
 //! This is what on-call does with `ps aux | grep ngspice` and `ps ... <defunct>`: name,
 //! command line, state letter, runtime and resident memory of each match.
 
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
 
 use procfs::process::Process;
 use procfs::Current;
@@ -32,6 +33,11 @@ pub struct ProcessInfo {
     pub started_at: SystemTime,
     pub runtime: Duration,
     pub rss_bytes: u64,
+    /// User plus system CPU time since the process started, seconds.
+    pub cpu_seconds: f64,
+    /// CPU use since the previous scan (100 = one core); on the first sight of a process,
+    /// its average since it started.
+    pub cpu_percent: f64,
 }
 
 impl ProcessInfo {
@@ -128,6 +134,12 @@ fn inspect(p: &Process, rules: &[ProcessRule], clock: &Clock) -> Lookup {
     };
     let started = stat.starttime as f64 / clock.ticks_per_second;
     let runtime = Duration::from_secs_f64((clock.uptime - started).max(0.0));
+    let cpu_seconds = stat.utime.saturating_add(stat.stime) as f64 / clock.ticks_per_second;
+    let cpu_percent = if runtime.as_secs_f64() > 0.0 {
+        cpu_seconds / runtime.as_secs_f64() * 100.0
+    } else {
+        0.0
+    };
     Lookup::Watched(ProcessInfo {
         name: rule.name.clone(),
         pid: stat.pid,
@@ -139,6 +151,8 @@ fn inspect(p: &Process, rules: &[ProcessRule], clock: &Clock) -> Lookup {
         started_at: clock.now.checked_sub(runtime).unwrap_or(clock.now),
         runtime,
         rss_bytes: stat.rss.saturating_mul(clock.page_size),
+        cpu_seconds,
+        cpu_percent,
     })
 }
 
@@ -163,6 +177,27 @@ pub fn scan(rules: &[ProcessRule]) -> std::io::Result<Vec<ProcessInfo>> {
     Ok(found)
 }
 
+/// CPU seconds of each process at the previous scan, keyed by (pid, start ticks) so a reused
+/// pid starts afresh.
+pub type CpuSeen = HashMap<(i32, u64), (f64, Instant)>;
+
+/// Replaces each process's average since start with its CPU % since the previous scan, where
+/// there was one, and remembers this scan for the next (forgetting processes that are gone).
+pub fn rate_cpu(seen: &mut CpuSeen, processes: &mut [ProcessInfo], now: Instant) {
+    let mut next = CpuSeen::with_capacity(processes.len());
+    for p in processes.iter_mut() {
+        let key = (p.pid, p.start_ticks);
+        if let Some((cpu0, t0)) = seen.get(&key) {
+            let wall = now.saturating_duration_since(*t0).as_secs_f64();
+            if wall > 0.0 {
+                p.cpu_percent = ((p.cpu_seconds - cpu0) / wall * 100.0).max(0.0);
+            }
+        }
+        next.insert(key, (p.cpu_seconds, now));
+    }
+    *seen = next;
+}
+
 /// One pid, now.
 pub fn lookup(pid: i32, rules: &[ProcessRule]) -> std::io::Result<Lookup> {
     let clock = Clock::read()?;
@@ -177,4 +212,39 @@ pub fn lookup(pid: i32, rules: &[ProcessRule]) -> std::io::Result<Lookup> {
 pub fn state_of(pid: i32) -> Option<(char, u64)> {
     let stat = Process::new(pid).ok()?.stat().ok()?;
     Some((stat.state, stat.starttime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_percent_is_the_rate_between_scans_keyed_by_start_time() {
+        let rule = crate::config::ProcessRule {
+            name: "me".into(),
+            comm: None,
+            cmdline: Some(glob::Pattern::new("*").unwrap()),
+            max_runtime: None,
+            max_memory_bytes: None,
+            expect_running: false,
+        };
+        let Lookup::Watched(me) = lookup(std::process::id() as i32, &[rule]).unwrap() else {
+            panic!("this test process is watched by a rule matching everything")
+        };
+        let t0 = Instant::now();
+        let mut seen = CpuSeen::new();
+        let mut first = vec![me.clone()];
+        rate_cpu(&mut seen, &mut first, t0);
+        assert_eq!(first[0].cpu_percent, me.cpu_percent, "first sight: average");
+        let mut later = me.clone();
+        later.cpu_seconds += 0.5;
+        let mut second = vec![later.clone()];
+        rate_cpu(&mut seen, &mut second, t0 + Duration::from_secs(2));
+        assert!((second[0].cpu_percent - 25.0).abs() < 1e-9);
+        // The same pid with another start time is another process.
+        later.start_ticks += 1;
+        let mut reused = vec![later];
+        rate_cpu(&mut seen, &mut reused, t0 + Duration::from_secs(4));
+        assert_eq!(reused[0].cpu_percent, me.cpu_percent);
+    }
 }
