@@ -23,6 +23,7 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::{DeviceKind, Limits, MinDeadlines};
 use serde::Deserialize;
 
+pub use cleanup::{has_glob_wildcard, CleanupRule};
 pub use policy::{
     Policy, PolicyMatch, PolicyMode, PolicyStep, PowerTarget, RemediationConfig, StepAction,
     WithoutCollector,
@@ -30,6 +31,7 @@ pub use policy::{
 pub use process::ProcessRule;
 
 mod check;
+mod cleanup;
 mod devices;
 mod discover;
 mod policy;
@@ -102,6 +104,8 @@ pub struct AgentConfig {
     pub probe: ProbeConfig,
     /// `[[process]]`: processes the watchdog follows (see `procwatch`).
     pub processes: Vec<ProcessRule>,
+    /// `[[cleanup]]`: files the `clean-files` action may delete (see `action::clean`).
+    pub cleanup: Vec<CleanupRule>,
     /// `[auth]`: roles (see `auth.rs`).
     pub auth: AuthConfig,
     /// `[tls]`: certificates for the TCP listener and the uplink.

@@ -14,6 +14,7 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::DeviceKind;
 use serde::Deserialize;
 
+use super::cleanup::RawCleanup;
 use super::policy::{RawPolicy, RawRemediation};
 use super::process::RawProcess;
 use super::AuthConfig;
@@ -42,6 +43,8 @@ pub(super) struct RawConfig {
     pub(super) probe: RawProbe,
     #[serde(default)]
     pub(super) process: Vec<RawProcess>,
+    #[serde(default)]
+    pub(super) cleanup: Vec<RawCleanup>,
     #[serde(default)]
     pub(super) auth: AuthConfig,
     #[serde(default)]

@@ -11,8 +11,8 @@ use health_daemon::FieldError;
 
 use super::check::{absolute, duration, ms, range, ratio, secs};
 use super::raw::{RawConfig, RawHost, RawUplink};
+use super::{cleanup, policy, process};
 use super::{devices, discover, probe, safety, tls};
-use super::{policy, process};
 use super::{AgentConfig, HostConfig, UplinkConfig, DEFAULT_SOCKET_PATH};
 
 impl RawConfig {
@@ -57,10 +57,13 @@ impl RawConfig {
         let processes = process::validate(self.process)?;
         let remediation = policy::remediation(self.remediation)?;
         let policies = policy::policies(self.policy)?;
+        let cleanup = cleanup::validate(self.cleanup)?;
+        policy::check_cleanup_rules(&policies, &cleanup)?;
         Ok(AgentConfig {
             remediation,
             policies,
             processes,
+            cleanup,
             auth: self.auth,
             tls,
             audit_log,

@@ -23,10 +23,20 @@ impl Remediation {
     /// Whether the target can take the step; why not, when it cannot.
     pub(super) fn capable(&self, id: &str, step: &PolicyStep) -> Result<(), String> {
         let Some(status) = self.node.device_status(id) else {
+            // A host subject: a watched process, or a mount point (DISK_FULL's subject).
+            let process = id.starts_with("process:");
             return match step.action {
-                StepAction::KillProcess { .. } => Ok(()),
-                _ => Err(format!(
+                StepAction::KillProcess { .. } if process => Ok(()),
+                StepAction::CleanFiles { .. } if !process => Ok(()),
+                StepAction::KillProcess { .. } => Err(format!(
+                    "{id} is not a process: kill-process applies to a watched process"
+                )),
+                _ if process => Err(format!(
                     "{id} is a process: {} applies to devices",
+                    step.action.name()
+                )),
+                _ => Err(format!(
+                    "{id} is a host subject: {} applies to devices",
                     step.action.name()
                 )),
             };
@@ -62,6 +72,9 @@ impl Remediation {
                     "{id} is a device: kill-process applies to a watched process"
                 ))
             }
+            StepAction::CleanFiles { .. } => return Err(format!(
+                "{id} is a device: clean-files applies to a host subject (DISK_FULL's mount point)"
+            )),
         };
         match need.iter().find(|c| !caps.contains(c)) {
             Some(c) => Err(format!(
@@ -155,7 +168,7 @@ impl Remediation {
         step: &PolicyStep,
         trigger: &Condition,
     ) -> Result<ActionRecord, ActionError> {
-        let what = match step.action {
+        let what = match &step.action {
             StepAction::Calibrate => Requested::Device(DeviceAction::Calibrate),
             StepAction::ResetSoft { .. } => Requested::Device(DeviceAction::Reset(ResetKind::Soft)),
             StepAction::ResetHard { .. } => Requested::Device(DeviceAction::Reset(ResetKind::Hard)),
@@ -163,16 +176,18 @@ impl Remediation {
                 Requested::Device(DeviceAction::Reset(ResetKind::PowerCycle))
             }
             StepAction::SetPowerLimit(target) => {
-                Requested::Device(DeviceAction::SetPowerLimit(self.power_target(id, target)?))
+                Requested::Device(DeviceAction::SetPowerLimit(self.power_target(id, *target)?))
             }
             StepAction::Disable => Requested::Device(DeviceAction::SetEnabled(false)),
             StepAction::KillProcess {
                 kill,
                 escalate_after,
-            } => Requested::KillProcess(self.kill_request(id, kill, escalate_after)?),
+            } => Requested::KillProcess(self.kill_request(id, *kill, *escalate_after)?),
+            StepAction::CleanFiles { rule } => Requested::CleanFiles { rule: rule.clone() },
         };
-        let device_id = match what {
+        let device_id = match &what {
             Requested::KillProcess(k) => k.subject(),
+            Requested::CleanFiles { rule } => crate::action::clean::target(rule),
             _ => id.to_string(),
         };
         let req = ActionRequest {

@@ -1,10 +1,11 @@
-//! What the engine reads about a target (a device, or a watched process): its conditions as
+//! What the engine reads about a target (a device, a watched process, or a mount point that is
+//! DISK_FULL): its conditions as
 //! last read or read afresh, the first policy that matches, and the ladder state kept for it.
 //! Reads only: nothing here changes a device.
 
 use std::time::{Duration, SystemTime};
 
-use health_hal::Condition;
+use health_hal::{Condition, ConditionCode};
 use tokio_util::sync::CancellationToken;
 
 use super::view::LadderState;
@@ -36,15 +37,18 @@ impl Remediation {
                 out.push(d.identity.id.clone());
             }
         }
-        let mut process_subjects: Vec<&str> = snapshot
+        // Host subjects a step can act on: a watched process (kill-process) and a mount point
+        // (DISK_FULL's subject, clean-files). Node-wide maintenance covers both.
+        let mut host_subjects: Vec<&str> = snapshot
             .host
             .conditions
             .iter()
-            .filter(|c| c.subject.starts_with("process:"))
+            .filter(|c| c.subject.starts_with("process:") || c.code == ConditionCode::DiskFull)
             .map(|c| c.subject.as_str())
             .collect();
-        process_subjects.dedup();
-        for s in process_subjects {
+        host_subjects.sort_unstable();
+        host_subjects.dedup();
+        for s in host_subjects {
             if self.first_match(s, &snapshot.host.conditions).is_some()
                 && !out.iter().any(|o| o == s)
             {
@@ -94,7 +98,8 @@ impl Remediation {
         }
     }
 
-    /// A fresh read of a device (processes are rescanned on the watchdog's own interval),
+    /// A fresh read of a device (processes are rescanned on the watchdog's own interval, disks
+    /// on the host monitor's: verification of a host subject waits for that next measurement),
     /// then whether a condition `policy` matches is present.
     pub(super) async fn present_fresh(&self, target: &str, policy: &Policy) -> Option<Condition> {
         if let Some(d) = self.node.device(target) {
