@@ -680,6 +680,30 @@ mod tests {
     }
 
     #[test]
+    fn a_clean_files_step_names_an_existing_cleanup_rule() {
+        let p = parse(
+            "[[policy]]\nname = \"disk\"\nmatch = { codes = [\"DISK_FULL\"] }\nsteps = [ { action = \"clean-files\", rule = \"tmp\" } ]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p[0].steps[0].action,
+            StepAction::CleanFiles { rule: "tmp".into() }
+        );
+        assert!(!p[0].steps[0].action.destructive());
+        let e = check_cleanup_rules(&p, &[]).unwrap_err();
+        assert_eq!(e.key, "policy[0].steps[0].rule");
+        assert!(e.message.contains("none is configured"), "{}", e.message);
+        let rule = super::super::CleanupRule {
+            name: "tmp".into(),
+            paths: vec!["/tmp/x*".into()],
+            min_age: secs(60),
+            max_bytes: None,
+            owner: None,
+        };
+        check_cleanup_rules(&p, &[rule]).unwrap();
+    }
+
+    #[test]
     fn names_are_unique() {
         let one = "[[policy]]\nname = \"p\"\nmatch = { codes = [\"THERMAL_WARNING\"] }\nsteps = [ { action = \"calibrate\" } ]\n";
         let e = parse(&format!("{one}{one}")).unwrap_err();

@@ -72,9 +72,11 @@ impl Remediation {
                     "{id} is a device: kill-process applies to a watched process"
                 ))
             }
-            StepAction::CleanFiles { .. } => return Err(format!(
+            StepAction::CleanFiles { .. } => {
+                return Err(format!(
                 "{id} is a device: clean-files applies to a host subject (DISK_FULL's mount point)"
-            )),
+            ))
+            }
         };
         match need.iter().find(|c| !caps.contains(c)) {
             Some(c) => Err(format!(
