@@ -141,3 +141,12 @@ pub(crate) async fn kill_process(
         .into_inner();
     ctl.report_action(r)
 }
+
+/// Runs a `[[cleanup]]` rule (or, with `--dry-run`, asks what it would remove).
+pub(crate) async fn clean_files(ctl: &mut Invocation, rule: &str) -> anyhow::Result<()> {
+    let request = pb::CleanFilesRequest {
+        rule: rule.to_string(),
+        ..Default::default()
+    };
+    ctl.act(request).await
+}

@@ -60,6 +60,7 @@ action_requests!(
     pb::SetDeviceEnabledRequest => set_device_enabled,
     pb::InjectFaultRequest => inject_fault,
     pb::KillProcessRequest => kill_process,
+    pb::CleanFilesRequest => clean_files,
 );
 
 impl Invocation {
