@@ -1,5 +1,5 @@
-//! The commands that change a device or a process: `reset-device`, `calibrate`,
-//! `set-power-limit`, `disable`, `enable`, `inject-fault`, `kill-process`. Each sends one
+//! The commands that change a device, a process or files: `reset-device`, `calibrate`,
+//! `set-power-limit`, `disable`, `enable`, `inject-fault`, `kill-process`, `clean-files`. Each sends one
 //! action request carrying `--yes`, `--dry-run` and the invocation's idempotency key, prints
 //! the agent's result, and fails (exit 1) unless the outcome is SUCCEEDED.
 
@@ -153,4 +153,13 @@ pub(crate) async fn kill_process(
         .await?
         .into_inner();
     ctl.report_action(r)
+}
+
+/// Runs a `[[cleanup]]` rule (or, with `--dry-run`, asks what it would remove).
+pub(crate) async fn clean_files(ctl: &mut Invocation, rule: &str) -> anyhow::Result<()> {
+    let request = pb::CleanFilesRequest {
+        rule: rule.to_string(),
+        ..Default::default()
+    };
+    ctl.act(request).await
 }

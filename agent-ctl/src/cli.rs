@@ -143,6 +143,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: MaintenanceCommand,
     },
+    /// Delete what a [[cleanup]] rule of the agent matches (old files, never directories or
+    /// symlinks); with --dry-run, list what would go. Prints the count, bytes and paths.
+    CleanFiles {
+        /// The [[cleanup]] rule's name.
+        rule: String,
+    },
     /// Signal a watched process (TERM by default); reports whether it exited.
     KillProcess {
         pid: u32,

@@ -61,6 +61,7 @@ action_requests!(
     pb::InjectFaultRequest => inject_fault,
     pb::KillProcessRequest => kill_process,
     pb::RestartServiceRequest => restart_service,
+    pb::CleanFilesRequest => clean_files,
 );
 
 impl Invocation {

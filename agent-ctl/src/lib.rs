@@ -69,6 +69,7 @@ async fn run(ctl: &mut Invocation, command: &Command) -> anyhow::Result<()> {
             signal,
             escalate_after,
         } => change::kill_process(ctl, *pid, signal, *escalate_after).await,
+        Command::CleanFiles { rule } => change::clean_files(ctl, rule).await,
         Command::Audit {
             verify,
             file,

@@ -365,7 +365,7 @@ pub fn action_text(a: &pb::ActionResult) -> String {
         (false, true) => "[replayed: an earlier request with this idempotency key] ",
         (false, false) => "",
     };
-    format!(
+    let mut out = format!(
         "{marks}{} {} {}: {} ({} ms, action {})\n",
         a.device_id,
         a.action,
@@ -373,7 +373,30 @@ pub fn action_text(a: &pb::ActionResult) -> String {
         a.message,
         a.duration_ms,
         a.action_id
-    )
+    );
+    if let Some(c) = &a.file_cleanup {
+        out.push_str(&file_cleanup_text(c, a.dry_run));
+    }
+    out
+}
+
+/// The files a cleanup removed (or would remove), oldest first, and what it could not remove.
+fn file_cleanup_text(c: &pb::FileCleanup, dry_run: bool) -> String {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut out = format!("{verb} {} file(s), {} bytes:\n", c.files, c.bytes);
+    for p in &c.paths {
+        out.push_str(&format!("  {p}\n"));
+    }
+    if c.truncated {
+        out.push_str(&format!(
+            "  ... and {} more\n",
+            c.files.saturating_sub(c.paths.len() as u64)
+        ));
+    }
+    for e in &c.errors {
+        out.push_str(&format!("  error: {e}\n"));
+    }
+    out
 }
 
 pub fn actions_table(actions: &[pb::ActionResult]) -> String {

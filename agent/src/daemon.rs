@@ -233,12 +233,10 @@ async fn start_actions(
     controls: Vec<crate::device::DeviceControl>,
     audit: Arc<crate::audit::AuditLog>,
 ) -> Arc<Actions> {
-    let actions = Arc::new(Actions::new(
-        node.clone(),
-        controls,
-        audit,
-        cfg.safety.clone(),
-    ));
+    let actions = Arc::new(
+        Actions::new(node.clone(), controls, audit, cfg.safety.clone())
+            .with_cleanup(cfg.cleanup.clone()),
+    );
     let audit_path = cfg.audit_log.clone();
     let recent =
         tokio::task::spawn_blocking(move || crate::audit::recent_entries(&audit_path, 4 << 20))

@@ -1,5 +1,5 @@
 //! The single path every mutating action takes: reset, calibrate, power limit, enable/disable,
-//! fault injection and killing a watched process (and any action added later: the checks below
+//! fault injection, killing a watched process, cleaning files (and any action added later: the checks below
 //! are written against [`Requested`]'s methods, so a new kind gets them by construction).
 //!
 //! In order: the idempotency key (a retry returns the first result), authorization (operator
@@ -14,6 +14,7 @@
 //! `ListActions`, carried in reports, counted for `/metrics` and logged under the `audit`
 //! tracing target. No other module calls a device's mutating methods.
 
+pub mod clean;
 pub mod composite;
 mod counts;
 pub mod kill;
@@ -57,6 +58,10 @@ pub enum Requested {
     RestartService {
         service: String,
     },
+    /// Delete what a `[[cleanup]]` rule matches (see [`clean`]); target `cleanup:<rule>`.
+    CleanFiles {
+        rule: String,
+    },
 }
 
 impl Requested {
@@ -68,6 +73,7 @@ impl Requested {
             Requested::StartMaintenance { .. } => crate::maintenance::STARTED.to_string(),
             Requested::EndMaintenance => crate::maintenance::ENDED.to_string(),
             Requested::RestartService { .. } => "restart-service".to_string(),
+            Requested::CleanFiles { .. } => "clean-files".to_string(),
         }
     }
 
@@ -91,6 +97,7 @@ impl Requested {
             } => json!({"for_seconds": for_seconds, "reason": reason}),
             Requested::EndMaintenance => json!({}),
             Requested::RestartService { service } => json!({"service": service}),
+            Requested::CleanFiles { rule } => json!({"rule": rule}),
         }
     }
 
@@ -194,6 +201,8 @@ pub struct ActionRecord {
     pub device_after: Option<Arc<DeviceStatus>>,
     /// For a process kill: the signals sent and whether the process exited.
     pub process_kill: Option<KillReport>,
+    /// For clean-files: what was (or, on a dry run, would be) removed.
+    pub file_cleanup: Option<clean::CleanupReport>,
     pub dry_run: bool,
     pub replayed: bool,
     /// The audit entry that recorded the result (end, refused, denied, dry-run); empty when

@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::clean::{self, CleanupReport};
 use super::counts::ActionCounts;
 use super::kill::KillReport;
 use super::safety::{self, Claim, Gate, GateRequest, Idempotency};
 use super::{ActionError, ActionRecord, ActionRequest, Requested};
 use crate::audit::{AuditLog, Entry, Phase, Recorded};
 use crate::auth::Role;
-use crate::config::SafetyConfig;
+use crate::config::{CleanupRule, SafetyConfig};
 use crate::device::{DeviceAction, DeviceControl};
 use crate::host::procwatch::ProcessInfo;
 use crate::model::{MaintenanceSource, MaintenanceWindow, Outcome, ReportedAction};
@@ -77,12 +78,14 @@ enum Checked {
     EndMaintenance,
     /// The unit to restart.
     Service(String),
+    Cleanup(Box<CleanupRule>),
 }
 
 /// What a run leaves beside its outcome, for the record.
 #[derive(Default)]
 struct Extras {
     process_kill: Option<KillReport>,
+    file_cleanup: Option<CleanupReport>,
     /// The hash of the entry that recorded the result.
     audit_hash: String,
 }
@@ -104,6 +107,8 @@ pub struct Actions {
     pub counts: ActionCounts,
     /// Actions whose task has not ended (recorded) yet; shutdown waits for none (bounded).
     in_flight: tokio::sync::watch::Sender<usize>,
+    /// `[[cleanup]]`: what clean-files may delete.
+    cleanup: Vec<CleanupRule>,
 }
 
 impl Actions {
@@ -124,7 +129,14 @@ impl Actions {
             recent: Mutex::new(VecDeque::new()),
             counts: Default::default(),
             in_flight: tokio::sync::watch::channel(0).0,
+            cleanup: Vec::new(),
         }
+    }
+
+    /// The `[[cleanup]]` rules clean-files runs (none: every clean-files request is refused).
+    pub fn with_cleanup(mut self, rules: Vec<CleanupRule>) -> Actions {
+        self.cleanup = rules;
+        self
     }
 
     pub fn audit(&self) -> &Arc<AuditLog> {
@@ -277,6 +289,7 @@ impl Actions {
             duration_ms: t0.elapsed().as_millis() as u64,
             device_after: self.node.device_status(&req.device_id),
             process_kill: extras.process_kill,
+            file_cleanup: extras.file_cleanup,
             dry_run: req.dry_run,
             replayed: false,
             audit_hash: extras.audit_hash,
@@ -377,10 +390,18 @@ impl Actions {
                     return self.refuse(id, req, ActionError::Unsafe(m), extras).await;
                 }
             }
-            let msg = format!(
-                "dry run: would {} on {} (role, target, capability, confirmation and limits checked; nothing done)",
-                action, req.device_id
-            );
+            let msg = match checked {
+                // What would go is the answer a dry run of a cleanup is for.
+                Checked::Cleanup(rule) => {
+                    let (_, summary, report) = clean::run(*rule, true).await;
+                    extras.file_cleanup = Some(report);
+                    format!("dry run: {summary}; nothing done")
+                }
+                _ => format!(
+                    "dry run: would {} on {} (role, target, capability, confirmation and limits checked; nothing done)",
+                    action, req.device_id
+                ),
+            };
             let mut e = entry;
             e.outcome = Some(Recorded::Succeeded);
             e.message = msg.clone();
@@ -509,6 +530,9 @@ impl Actions {
             let unit = super::service::verify(self.node.services(), service, device_id)?;
             return Ok(Checked::Service(unit));
         }
+        if let Requested::CleanFiles { rule } = &req {
+            return self.check_cleanup(device_id, rule);
+        }
         let dev = self
             .node
             .device(device_id)
@@ -547,10 +571,33 @@ impl Actions {
             )),
             Requested::StartMaintenance { .. }
             | Requested::EndMaintenance
-            | Requested::RestartService { .. } => Err(ActionError::InvalidArgument(
+            | Requested::RestartService { .. }
+            | Requested::CleanFiles { .. } => Err(ActionError::InvalidArgument(
                 "internal: checked above".to_string(),
             )),
         }
+    }
+
+    /// The rule exists, and the request names it as its target (`cleanup:<rule>`).
+    fn check_cleanup(&self, target: &str, rule: &str) -> Result<Checked, ActionError> {
+        let Some(r) = self.cleanup.iter().find(|r| r.name == rule) else {
+            let known: Vec<&str> = self.cleanup.iter().map(|r| r.name.as_str()).collect();
+            return Err(ActionError::NotFound(format!(
+                "rule: no [[cleanup]] rule named {rule:?} on this node ({})",
+                if known.is_empty() {
+                    "none is configured".to_string()
+                } else {
+                    format!("configured: {}", known.join(", "))
+                }
+            )));
+        };
+        if target != clean::target(rule) {
+            return Err(ActionError::InvalidArgument(format!(
+                "internal: the target of clean-files {rule} is {}, found {target}",
+                clean::target(rule)
+            )));
+        }
+        Ok(Checked::Cleanup(Box::new(r.clone())))
     }
 
     /// A maintenance subject is `node` or a device of this node.
@@ -649,6 +696,11 @@ impl Actions {
             }
             (Requested::RestartService { .. }, Checked::Service(unit)) => {
                 super::service::restart(&unit).await
+            }
+            (Requested::CleanFiles { .. }, Checked::Cleanup(rule)) => {
+                let (outcome, message, report) = clean::run(*rule, false).await;
+                extras.file_cleanup = Some(report);
+                (outcome, message)
             }
             (Requested::InjectFault(fault), Checked::Fault) => {
                 match self.control(device_id).and_then(DeviceControl::injector) {

@@ -75,6 +75,7 @@ impl Actions {
                     duration_ms: e.duration_ms.unwrap_or(0),
                     device_after: None,
                     process_kill: None,
+                    file_cleanup: None,
                     dry_run,
                     replayed: false,
                     audit_hash: r.hash.clone().unwrap_or_default(),

@@ -51,6 +51,15 @@ fn safety(cooldown: Duration) -> SafetyConfig {
 /// An agent's action path over one simulated Loihi 2 board, its audit log at `log` (relative
 /// to a fresh directory, which `prepare` may fill first).
 fn fixture_with_log(log: &str, safety: SafetyConfig, prepare: impl FnOnce(&Path)) -> Fixture {
+    fixture_with_cleanup(log, safety, prepare, Vec::new())
+}
+
+fn fixture_with_cleanup(
+    log: &str,
+    safety: SafetyConfig,
+    prepare: impl FnOnce(&Path),
+    cleanup: Vec<crate::config::CleanupRule>,
+) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     prepare(dir.path());
     let cancel = CancellationToken::new();
@@ -80,12 +89,9 @@ fn fixture_with_log(log: &str, safety: SafetyConfig, prepare: impl FnOnce(&Path)
     ));
     let log = dir.path().join(log);
     let audit = AuditLog::open(&log);
-    let actions = Arc::new(Actions::new(
-        node.clone(),
-        vec![spawned.control],
-        audit,
-        safety,
-    ));
+    let actions = Arc::new(
+        Actions::new(node.clone(), vec![spawned.control], audit, safety).with_cleanup(cleanup),
+    );
     Fixture {
         actions,
         node,
@@ -592,4 +598,114 @@ async fn repeated_denials_raise_access_denied_on_the_host() {
         c.message
     );
     assert_eq!(c.severity, health_hal::Severity::Warning);
+}
+
+/// A `[[cleanup]]` rule over `dir/*.raw`, files older than a day.
+fn raw_files(dir: &Path) -> crate::config::CleanupRule {
+    crate::config::CleanupRule {
+        name: "raw".into(),
+        paths: vec![format!("{}/*.raw", dir.display())],
+        min_age: Duration::from_secs(86400),
+        max_bytes: None,
+        owner: None,
+    }
+}
+
+fn old_file(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, b"0123456789").unwrap();
+    let f = std::fs::File::options().write(true).open(&p).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 86400))
+        .unwrap();
+    p
+}
+
+fn clean(rule: &str) -> Requested {
+    Requested::CleanFiles { rule: rule.into() }
+}
+
+#[tokio::test]
+async fn clean_files_runs_a_rule_through_the_path_dry_run_first() {
+    let files = tempfile::tempdir().unwrap();
+    let old = old_file(files.path(), "a.raw");
+    let f = fixture_with_cleanup(
+        "audit.log",
+        safety(Duration::ZERO),
+        |_| {},
+        vec![raw_files(files.path())],
+    );
+    let target = super::clean::target("raw");
+    // A reader may not; an unknown rule is NotFound naming what is configured.
+    let e = f
+        .actions
+        .run(request(reader(), &target, clean("raw")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ActionError::PermissionDenied(_)), "{e:?}");
+    let e = f
+        .actions
+        .run(request(operator(), "cleanup:nope", clean("nope")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ActionError::NotFound(m) if m.contains("\"nope\"") && m.contains("configured: raw")),
+        "{e:?}"
+    );
+    let mut dry = request(operator(), &target, clean("raw"));
+    dry.dry_run = true;
+    let r = f.actions.run(dry).await.unwrap();
+    let listed = r.file_cleanup.as_ref().unwrap();
+    assert_eq!(listed.paths, [old.display().to_string()]);
+    assert!(old.exists(), "a dry run deletes nothing");
+    let r = f
+        .actions
+        .run(request(operator(), &target, clean("raw")))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Succeeded, "{}", r.message);
+    assert_eq!(r.file_cleanup.as_ref().unwrap().files, 1);
+    assert!(!old.exists());
+    let recorded = records(&f.log);
+    let end = recorded.last().unwrap();
+    assert_eq!(end.phase, Phase::End);
+    assert_eq!(end.entry.target, target);
+    assert!(
+        end.entry.message.contains("removed 1 file(s), 10 bytes"),
+        "{}",
+        end.entry.message
+    );
+    assert_eq!(recorded[recorded.len() - 2].phase, Phase::Begin);
+    assert_eq!(recorded[recorded.len() - 3].phase, Phase::DryRun);
+}
+
+#[tokio::test]
+async fn no_policy_cleans_files_while_the_node_is_in_maintenance() {
+    let files = tempfile::tempdir().unwrap();
+    let old = old_file(files.path(), "a.raw");
+    let f = fixture_with_cleanup(
+        "audit.log",
+        safety(Duration::ZERO),
+        |_| {},
+        vec![raw_files(files.path())],
+    );
+    f.actions
+        .run(request(
+            operator(),
+            crate::maintenance::NODE,
+            start_maintenance(60, "disk swap"),
+        ))
+        .await
+        .unwrap();
+    let target = super::clean::target("raw");
+    let policy = Caller::local_operator("policy:disk");
+    let e = f
+        .actions
+        .run(request(policy, &target, clean("raw")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ActionError::NotPossible(m) if m.contains("in maintenance")),
+        "{e:?}"
+    );
+    assert!(old.exists());
 }

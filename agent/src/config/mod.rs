@@ -24,6 +24,7 @@ use health_hal::{DeviceKind, Limits, MinDeadlines};
 use serde::Deserialize;
 
 pub use log::{LogRule, LogSource};
+pub use cleanup::{has_glob_wildcard, CleanupRule};
 pub use policy::{
     Policy, PolicyMatch, PolicyMode, PolicyStep, PowerTarget, RemediationConfig, StepAction,
     WithoutCollector,
@@ -32,6 +33,7 @@ pub use process::ProcessRule;
 pub use service::{ErrorCounter, ServiceRule};
 
 mod check;
+mod cleanup;
 mod devices;
 mod discover;
 mod log;
@@ -110,6 +112,8 @@ pub struct AgentConfig {
     pub services: Vec<ServiceRule>,
     /// `[[log]]`: log files and journald units the log follower reads (see `host::logs`).
     pub logs: Vec<LogRule>,
+    /// `[[cleanup]]`: files the `clean-files` action may delete (see `action::clean`).
+    pub cleanup: Vec<CleanupRule>,
     /// `[auth]`: roles (see `auth.rs`).
     pub auth: AuthConfig,
     /// `[tls]`: certificates for the TCP listener and the uplink.

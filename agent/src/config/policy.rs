@@ -67,7 +67,7 @@ pub enum WithoutCollector {
 }
 
 /// One rung of a ladder.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StepAction {
     Calibrate,
     /// `recalibrate`: calibrate once the reset has succeeded, as one step.
@@ -92,6 +92,12 @@ pub enum StepAction {
     },
     /// Restart the unit of the `[[service]]` rule the condition names (`service:<name>`).
     RestartService,
+    /// Run a `[[cleanup]]` rule (DISK_FULL's subject, a mount point). Not destructive in the
+    /// ladder's sense: it takes no board down, and what it may delete is the rule's, which an
+    /// operator wrote for exactly this.
+    CleanFiles {
+        rule: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -126,6 +132,7 @@ impl StepAction {
             StepAction::Disable => "disable",
             StepAction::KillProcess { .. } => "kill-process",
             StepAction::RestartService => "restart-service",
+            StepAction::CleanFiles { .. } => "clean-files",
         }
     }
 
@@ -148,6 +155,7 @@ impl StepAction {
                 humantime::format_duration(*d)
             ),
             StepAction::KillProcess { .. } => "kill-process TERM".to_string(),
+            StepAction::CleanFiles { rule } => format!("clean-files {rule}"),
             _ => self.name().to_string(),
         }
     }
@@ -243,6 +251,7 @@ struct RawStep {
     watts: Option<f64>,
     signal: Option<String>,
     escalate_after: Option<String>,
+    rule: Option<String>,
 }
 
 pub(super) fn remediation(r: RawRemediation) -> Result<RemediationConfig, FieldError> {
@@ -463,15 +472,32 @@ fn step(key: &str, s: RawStep, last: bool) -> Result<PolicyStep, FieldError> {
             }
         }
         "restart-service" => StepAction::RestartService,
+        "clean-files" => match s.rule.as_deref() {
+            Some(rule) if !rule.is_empty() => StepAction::CleanFiles {
+                rule: rule.to_string(),
+            },
+            _ => {
+                return Err(FieldError::new(
+                    k("rule"),
+                    "clean-files needs `rule`, the name of a [[cleanup]] rule",
+                ))
+            }
+        },
         other => {
             return Err(FieldError::new(
                 k("action"),
                 format!(
-                    "expected one of calibrate, reset-soft, reset-hard, power-cycle, set-power-limit, disable, kill-process, restart-service; found {other:?}"
+                    "expected one of calibrate, reset-soft, reset-hard, power-cycle, set-power-limit, disable, kill-process, restart-service, clean-files; found {other:?}"
                 ),
             ))
         }
     };
+    if s.rule.is_some() && !matches!(action, StepAction::CleanFiles { .. }) {
+        return Err(FieldError::new(
+            k("rule"),
+            "only a clean-files step takes `rule`",
+        ));
+    }
     if recalibrate
         && !matches!(
             action,
@@ -520,6 +546,34 @@ fn step(key: &str, s: RawStep, last: bool) -> Result<PolicyStep, FieldError> {
             secs(3600),
         )?,
     })
+}
+
+/// Every clean-files step names a `[[cleanup]]` rule that exists.
+pub(super) fn check_cleanup_rules(
+    policies: &[Policy],
+    rules: &[super::CleanupRule],
+) -> Result<(), FieldError> {
+    for (i, p) in policies.iter().enumerate() {
+        for (j, s) in p.steps.iter().enumerate() {
+            if let StepAction::CleanFiles { rule } = &s.action {
+                if !rules.iter().any(|r| &r.name == rule) {
+                    let known: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+                    return Err(FieldError::new(
+                        format!("policy[{i}].steps[{j}].rule"),
+                        format!(
+                            "expected the name of a [[cleanup]] rule ({}), found {rule:?}",
+                            if known.is_empty() {
+                                "none is configured".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -606,6 +660,16 @@ mod tests {
                 "policy[0].match.codes",
             ),
             (r#"codes = ["MAINTENANCE"]"#, "", "policy[0].match.codes"),
+            (
+                r#"codes = ["DISK_FULL"]"#,
+                r#"{ action = "clean-files" }"#,
+                "policy[0].steps[0].rule",
+            ),
+            (
+                r#"codes = ["DISK_FULL"]"#,
+                r#"{ action = "calibrate", rule = "tmp" }"#,
+                "policy[0].steps[0].rule",
+            ),
         ];
         for (codes, steps, key) in cases {
             let steps = if steps.is_empty() {
@@ -618,6 +682,30 @@ mod tests {
             let e = parse(&text).unwrap_err();
             assert_eq!(e.key, key, "{text}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn a_clean_files_step_names_an_existing_cleanup_rule() {
+        let p = parse(
+            "[[policy]]\nname = \"disk\"\nmatch = { codes = [\"DISK_FULL\"] }\nsteps = [ { action = \"clean-files\", rule = \"tmp\" } ]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p[0].steps[0].action,
+            StepAction::CleanFiles { rule: "tmp".into() }
+        );
+        assert!(!p[0].steps[0].action.destructive());
+        let e = check_cleanup_rules(&p, &[]).unwrap_err();
+        assert_eq!(e.key, "policy[0].steps[0].rule");
+        assert!(e.message.contains("none is configured"), "{}", e.message);
+        let rule = super::super::CleanupRule {
+            name: "tmp".into(),
+            paths: vec!["/tmp/x*".into()],
+            min_age: secs(60),
+            max_bytes: None,
+            owner: None,
+        };
+        check_cleanup_rules(&p, &[rule]).unwrap();
     }
 
     #[test]

@@ -15,6 +15,7 @@ use health_hal::DeviceKind;
 use serde::Deserialize;
 
 use super::log::RawLog;
+use super::cleanup::RawCleanup;
 use super::policy::{RawPolicy, RawRemediation};
 use super::process::RawProcess;
 use super::service::RawService;
@@ -47,6 +48,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) service: Vec<RawService>,
     pub(super) log: Vec<RawLog>,
+    pub(super) cleanup: Vec<RawCleanup>,
     #[serde(default)]
     pub(super) auth: AuthConfig,
     #[serde(default)]

@@ -11,8 +11,9 @@ use health_daemon::FieldError;
 
 use super::check::{absolute, duration, ms, range, ratio, secs};
 use super::raw::{RawConfig, RawHost, RawUplink};
+use super::{cleanup, policy, process};
 use super::{devices, discover, probe, safety, tls};
-use super::{log, policy, process, service};
+use super::{log, service};
 use super::{AgentConfig, HostConfig, UplinkConfig, DEFAULT_SOCKET_PATH};
 
 impl RawConfig {
@@ -59,12 +60,15 @@ impl RawConfig {
         let logs = log::validate(self.log)?;
         let remediation = policy::remediation(self.remediation)?;
         let policies = policy::policies(self.policy)?;
+        let cleanup = cleanup::validate(self.cleanup)?;
+        policy::check_cleanup_rules(&policies, &cleanup)?;
         Ok(AgentConfig {
             remediation,
             policies,
             processes,
             services,
             logs,
+            cleanup,
             auth: self.auth,
             tls,
             audit_log,

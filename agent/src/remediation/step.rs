@@ -23,15 +23,21 @@ impl Remediation {
     /// Whether the target can take the step; why not, when it cannot.
     pub(super) fn capable(&self, id: &str, step: &PolicyStep) -> Result<(), String> {
         let Some(status) = self.node.device_status(id) else {
+            // A host subject: a watched process, or a mount point (DISK_FULL's subject).
+            let process = id.starts_with("process:");
+            let service = id.starts_with("service:");
             return match step.action {
-                StepAction::KillProcess { .. } if id.starts_with("process:") => Ok(()),
-                StepAction::RestartService if id.starts_with("service:") => Ok(()),
-                StepAction::KillProcess { .. } | StepAction::RestartService => Err(format!(
-                    "{id} cannot take {}: kill-process applies to a watched process, restart-service to a [[service]] rule",
+                StepAction::KillProcess { .. } if process => Ok(()),
+                StepAction::RestartService if service => Ok(()),
+                StepAction::CleanFiles { .. } if !process && !service => Ok(()),
+                StepAction::KillProcess { .. }
+                | StepAction::RestartService
+                | StepAction::CleanFiles { .. } => Err(format!(
+                    "{id} cannot take {}: kill-process applies to a watched process, restart-service to a [[service]] rule, clean-files to a full disk's mount point",
                     step.action.name()
                 )),
                 _ => Err(format!(
-                    "{id} is not a device: {} applies to devices",
+                    "{id} is a host subject: {} applies to devices",
                     step.action.name()
                 )),
             };
@@ -67,6 +73,11 @@ impl Remediation {
                     "{id} is a device: {} applies to a process or a service",
                     step.action.name()
                 ))
+            }
+            StepAction::CleanFiles { .. } => {
+                return Err(format!(
+                "{id} is a device: clean-files applies to a host subject (DISK_FULL's mount point)"
+            ))
             }
         };
         match need.iter().find(|c| !caps.contains(c)) {
@@ -161,7 +172,7 @@ impl Remediation {
         step: &PolicyStep,
         trigger: &Condition,
     ) -> Result<ActionRecord, ActionError> {
-        let what = match step.action {
+        let what = match &step.action {
             StepAction::Calibrate => Requested::Device(DeviceAction::Calibrate),
             StepAction::ResetSoft { .. } => Requested::Device(DeviceAction::Reset(ResetKind::Soft)),
             StepAction::ResetHard { .. } => Requested::Device(DeviceAction::Reset(ResetKind::Hard)),
@@ -169,19 +180,21 @@ impl Remediation {
                 Requested::Device(DeviceAction::Reset(ResetKind::PowerCycle))
             }
             StepAction::SetPowerLimit(target) => {
-                Requested::Device(DeviceAction::SetPowerLimit(self.power_target(id, target)?))
+                Requested::Device(DeviceAction::SetPowerLimit(self.power_target(id, *target)?))
             }
             StepAction::Disable => Requested::Device(DeviceAction::SetEnabled(false)),
             StepAction::KillProcess {
                 kill,
                 escalate_after,
-            } => Requested::KillProcess(self.kill_request(id, kill, escalate_after)?),
+            } => Requested::KillProcess(self.kill_request(id, *kill, *escalate_after)?),
+            StepAction::CleanFiles { rule } => Requested::CleanFiles { rule: rule.clone() },
             StepAction::RestartService => Requested::RestartService {
                 service: id.strip_prefix("service:").unwrap_or(id).to_string(),
             },
         };
-        let device_id = match what {
+        let device_id = match &what {
             Requested::KillProcess(k) => k.subject(),
+            Requested::CleanFiles { rule } => crate::action::clean::target(rule),
             _ => id.to_string(),
         };
         let req = ActionRequest {

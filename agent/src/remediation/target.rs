@@ -1,11 +1,11 @@
-//! What the engine reads about a target (a device, a watched process or a `[[service]]`
-//! rule's `service:<name>`): its conditions as
+//! What the engine reads about a target (a device, a watched process, a `[[service]]` rule's
+//! `service:<name>`, or a mount point that is DISK_FULL): its conditions as
 //! last read or read afresh, the first policy that matches, and the ladder state kept for it.
 //! Reads only: nothing here changes a device.
 
 use std::time::{Duration, SystemTime};
 
-use health_hal::Condition;
+use health_hal::{Condition, ConditionCode};
 use tokio_util::sync::CancellationToken;
 
 use super::view::LadderState;
@@ -37,15 +37,22 @@ impl Remediation {
                 out.push(d.identity.id.clone());
             }
         }
-        let mut process_subjects: Vec<&str> = snapshot
+        // Host subjects a step can act on: a watched process (kill-process) and a mount point
+        // (DISK_FULL's subject, clean-files). Node-wide maintenance covers both.
+        let mut host_subjects: Vec<&str> = snapshot
             .host
             .conditions
             .iter()
-            .filter(|c| c.subject.starts_with("process:") || c.subject.starts_with("service:"))
+            .filter(|c| {
+                c.subject.starts_with("process:")
+                    || c.subject.starts_with("service:")
+                    || c.code == ConditionCode::DiskFull
+            })
             .map(|c| c.subject.as_str())
             .collect();
-        process_subjects.dedup();
-        for s in process_subjects {
+        host_subjects.sort_unstable();
+        host_subjects.dedup();
+        for s in host_subjects {
             if self.first_match(s, &snapshot.host.conditions).is_some()
                 && !out.iter().any(|o| o == s)
             {
@@ -95,8 +102,9 @@ impl Remediation {
         }
     }
 
-    /// A fresh read of a device or a fresh check of a service (processes are rescanned on
-    /// the watchdog's own interval), then whether a condition `policy` matches is present.
+    /// A fresh read of a device or a fresh check of a service (processes are rescanned on the
+    /// watchdog's own interval, disks on the host monitor's: verification of a host subject
+    /// waits for that next measurement), then whether a condition `policy` matches is present.
     pub(super) async fn present_fresh(&self, target: &str, policy: &Policy) -> Option<Condition> {
         if let Some(d) = self.node.device(target) {
             let _ = d.probe(DeviceProbe::ReadNow).await;

@@ -232,7 +232,7 @@ impl Remediation {
         };
         self.note_step(r, so, message, &acted.action_id).await;
         if verified_failed {
-            if let (StepAction::SetPowerLimit(_), Some(w)) = (r.step.action, previous_limit) {
+            if let (StepAction::SetPowerLimit(_), Some(w)) = (&r.step.action, previous_limit) {
                 // The throttle stays: lifting it on a device that is still too hot would make
                 // it hotter. Said where the operator looks, with how to lift it.
                 self.note_kept_limit(r, w).await;

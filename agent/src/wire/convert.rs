@@ -300,6 +300,17 @@ fn process_kill(k: &crate::action::kill::KillReport) -> pb::ProcessKill {
     }
 }
 
+fn file_cleanup(c: &crate::action::clean::CleanupReport) -> pb::FileCleanup {
+    pb::FileCleanup {
+        rule: c.rule.clone(),
+        files: c.files,
+        bytes: c.bytes,
+        paths: c.paths.clone(),
+        truncated: c.truncated,
+        errors: c.errors.clone(),
+    }
+}
+
 pub fn kill_signal(s: i32) -> Option<crate::action::kill::KillSignal> {
     use crate::action::kill::KillSignal;
     match pb::ProcessSignal::try_from(s).ok()? {
@@ -375,6 +386,7 @@ pub fn action(r: &ActionRecord) -> pb::ActionResult {
     pb::ActionResult {
         device_after: r.device_after.as_deref().map(device),
         process_kill: r.process_kill.as_ref().map(process_kill),
+        file_cleanup: r.file_cleanup.as_ref().map(file_cleanup),
         dry_run: r.dry_run,
         replayed: r.replayed,
         role: r.role.clone(),

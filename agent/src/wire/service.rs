@@ -625,9 +625,23 @@ impl Agent for AgentService {
 
     async fn clean_files(
         &self,
-        _req: Request<pb::CleanFilesRequest>,
+        req: Request<pb::CleanFilesRequest>,
     ) -> Result<Response<pb::ActionResult>, Status> {
-        Err(Status::unimplemented("CleanFiles: not in this build yet"))
+        let r = req.get_ref();
+        if r.rule.is_empty() {
+            return Err(Status::invalid_argument(
+                "rule: the name of a [[cleanup]] rule is required",
+            ));
+        }
+        // Whether the rule exists is the action path's check, so the refusal is recorded.
+        let rule = r.rule.clone();
+        self.act(
+            &req,
+            &crate::action::clean::target(&rule),
+            Requested::CleanFiles { rule },
+            safety!(r),
+        )
+        .await
     }
 
     async fn kill_process(
