@@ -23,8 +23,8 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::{DeviceKind, Limits, MinDeadlines};
 use serde::Deserialize;
 
-pub use log::{LogRule, LogSource};
 pub use cleanup::{has_glob_wildcard, CleanupRule};
+pub use log::{LogRule, LogSource};
 pub use policy::{
     Policy, PolicyMatch, PolicyMode, PolicyStep, PowerTarget, RemediationConfig, StepAction,
     WithoutCollector,

@@ -14,8 +14,8 @@ use health_hal::sysfs::SysfsConfig;
 use health_hal::DeviceKind;
 use serde::Deserialize;
 
-use super::log::RawLog;
 use super::cleanup::RawCleanup;
+use super::log::RawLog;
 use super::policy::{RawPolicy, RawRemediation};
 use super::process::RawProcess;
 use super::service::RawService;
