@@ -121,6 +121,18 @@ fn path_glob(p: &str) -> Result<(), String> {
             "expected a path without \".\" or \"..\" components, found {p:?}"
         ));
     }
+    // Wildcards only in the file name: a directory matched by a wildcard could be swapped for
+    // a symlink by whoever owns its parent between the check and the unlink, and `**` walks
+    // through symlinked directories (a loop never ends).
+    if parts.iter().any(|s| s.contains("**"))
+        || parts[..parts.len().saturating_sub(1)]
+            .iter()
+            .any(|s| has_glob_wildcard(s))
+    {
+        return Err(format!(
+            "expected wildcards only in the last component (like \"/var/lib/solver/temp/*.raw\"), found {p:?}: a wildcard directory or ** could lead the deletion through a symlink"
+        ));
+    }
     match parts.first() {
         None => Err(format!(
             "expected a glob below a named directory, found {p:?}: a cleanup rule deletes files and may not cover the whole file system"
@@ -195,6 +207,11 @@ mod tests {
             (r#"paths = ["/"]"#, "cleanup[0].paths[0]"),
             (r#"paths = ["/*/tmp/x"]"#, "cleanup[0].paths[0]"),
             (r#"paths = ["/tmp"]"#, "cleanup[0].paths[0]"),
+            (r#"paths = ["/tmp/*spice*/x.raw"]"#, "cleanup[0].paths[0]"),
+            (
+                r#"paths = ["/var/lib/solver/**/*.raw"]"#,
+                "cleanup[0].paths[0]",
+            ),
             (r#"paths = ["/tmp/../etc/x"]"#, "cleanup[0].paths[0]"),
             (r#"paths = ["tmp/*"]"#, "cleanup[0].paths[0]"),
             (r#"paths = ["/tmp/[x"]"#, "cleanup[0].paths[0]"),

@@ -102,6 +102,16 @@ fn source(i: usize, r: &RawLog) -> Result<LogSource, FieldError> {
                         format!("expected an absolute path or glob, found {p:?}"),
                     ));
                 }
+                // `**` walks through symlinked directories, and the follower re-expands the
+                // glob every second: a symlink loop would stall every file rule.
+                if p.contains("**") {
+                    return Err(FieldError::new(
+                        &k,
+                        format!(
+                            "expected a glob without ** (name each directory level), found {p:?}"
+                        ),
+                    ));
+                }
                 globs.push(glob::Pattern::new(p).map_err(|e| {
                     FieldError::new(&k, format!("expected a glob pattern, found {p:?} ({e})"))
                 })?);
@@ -248,6 +258,11 @@ mod tests {
                 "name = \"a\"\npaths = [\"rel/*.err\"]\npattern = \"x\"\n",
                 "log[0].paths[0]",
                 "absolute",
+            ),
+            (
+                "name = \"a\"\npaths = [\"/var/log/**/*.err\"]\npattern = \"x\"\n",
+                "log[0].paths[0]",
+                "without **",
             ),
             (
                 "name = \"a\"\npaths = [\"/a\"]\npattern = \"(unclosed\"\n",

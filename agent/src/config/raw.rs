@@ -47,7 +47,9 @@ pub(super) struct RawConfig {
     pub(super) process: Vec<RawProcess>,
     #[serde(default)]
     pub(super) service: Vec<RawService>,
+    #[serde(default)]
     pub(super) log: Vec<RawLog>,
+    #[serde(default)]
     pub(super) cleanup: Vec<RawCleanup>,
     #[serde(default)]
     pub(super) auth: AuthConfig,

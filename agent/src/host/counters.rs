@@ -147,9 +147,11 @@ pub fn victims_since(since: SystemTime, limit: Duration) -> String {
     };
     // Read on a thread so the deadline holds even if journalctl stalls mid-output.
     let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.take(KERNEL_LOG_BYTES).read_to_string(&mut text);
-        text
+        // Bytes, then lossy: one invalid byte (or a character cut at the cap) must not lose
+        // the whole excerpt.
+        let mut bytes = Vec::new();
+        let _ = stdout.take(KERNEL_LOG_BYTES).read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
     });
     let start = std::time::Instant::now();
     let exited = loop {

@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -49,7 +50,9 @@ pub struct FileSet {
     warned: bool,
 }
 
-/// Regular files the globs match now, with their identity, at most `MAX_FILES`.
+/// Regular files the globs match now, with their identity. The scan stops at four times
+/// `MAX_FILES`, so files already followed stay found (and keep their offsets) when new ones
+/// sort ahead of them; the follower then takes at most `MAX_FILES`.
 fn expand(globs: &[glob::Pattern]) -> Vec<(PathBuf, FileId)> {
     let mut found: Vec<(PathBuf, FileId)> = Vec::new();
     for g in globs {
@@ -57,7 +60,7 @@ fn expand(globs: &[glob::Pattern]) -> Vec<(PathBuf, FileId)> {
             continue;
         };
         for path in paths.flatten() {
-            if found.len() > MAX_FILES {
+            if found.len() >= 4 * MAX_FILES {
                 return found;
             }
             // metadata follows symlinks: a link to the live log is the log.
@@ -175,7 +178,13 @@ impl FileSet {
     }
 
     fn open(&self, path: PathBuf, max_line_bytes: usize) -> Option<Followed> {
-        let mut file = match File::open(&path) {
+        // Non-blocking, so a FIFO put where a log was cannot block the pass; only a regular
+        // file (checked on the descriptor) is followed. O_NONBLOCK means nothing to a file.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(&path);
+        let mut file = match opened {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(path = %path.display(), error = %e, "log file not readable");
@@ -184,6 +193,9 @@ impl FileSet {
         };
         // The descriptor's identity, not the name's: the name may have moved on already.
         let meta = file.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
         let offset = if self.started { 0 } else { meta.len() };
         file.seek(SeekFrom::Start(offset)).ok()?;
         Some(Followed {
