@@ -89,3 +89,51 @@ async fn restart_with(unit: &str, deadline: Duration) -> (Outcome, String) {
         Err(e) => (Outcome::Failed, format!("systemctl restart {unit}: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    fn rules() -> Vec<ServiceRule> {
+        let cfg = crate::config::parse(
+            "agent.toml",
+            "[[service]]\nname = \"solver\"\nunit = \"analog-pde-solver.service\"\n\
+             [[service]]\nname = \"web\"\nhealth_url = \"http://127.0.0.1:9/health\"\n",
+        )
+        .expect("parses");
+        cfg.services
+    }
+
+    #[tokio::test]
+    async fn only_a_configured_rule_with_a_unit_and_its_own_target_is_restarted() {
+        let cancel = CancellationToken::new();
+        let watch = crate::host::services::spawn(rules(), cancel.clone()).expect("rules");
+
+        let e = verify(None, "solver", "service:solver").unwrap_err();
+        assert!(matches!(e, ActionError::NotPossible(_)), "{e:?}");
+
+        let e = verify(Some(&watch), "sshd", "service:sshd").unwrap_err();
+        assert!(
+            matches!(&e, ActionError::NotFound(m) if m.contains("\"sshd\"") && m.contains("solver, web")),
+            "{e:?}"
+        );
+
+        // The request's target must be the rule's own subject: a gate or maintenance check
+        // on another subject cannot be borrowed.
+        let e = verify(Some(&watch), "solver", "service:web").unwrap_err();
+        assert!(matches!(e, ActionError::InvalidArgument(_)), "{e:?}");
+
+        let e = verify(Some(&watch), "web", "service:web").unwrap_err();
+        assert!(
+            matches!(&e, ActionError::InvalidArgument(m) if m.contains("has no unit") && m.contains("health_url")),
+            "{e:?}"
+        );
+
+        assert_eq!(
+            verify(Some(&watch), "solver", "service:solver").expect("allowed"),
+            "analog-pde-solver.service"
+        );
+        cancel.cancel();
+    }
+}
