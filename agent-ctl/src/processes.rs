@@ -19,17 +19,7 @@ fn mib(b: u64) -> String {
 
 /// The conditions about one process: `process:<name>:<pid>`.
 fn codes(p: &pb::ProcessStatus, conditions: &[pb::Condition]) -> String {
-    let subject = format!("process:{}:{}", p.name, p.pid);
-    let c: Vec<_> = conditions
-        .iter()
-        .filter(|c| c.subject == subject)
-        .map(|c| c.code().as_str_name())
-        .collect();
-    if c.is_empty() {
-        "-".to_string()
-    } else {
-        c.join(",")
-    }
+    crate::render::codes_about(&format!("process:{}:{}", p.name, p.pid), conditions)
 }
 
 pub fn processes_table(h: &pb::HostHealth) -> String {

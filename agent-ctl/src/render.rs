@@ -32,6 +32,20 @@ pub(crate) fn alert_status(s: pb::AlertStatus) -> String {
 }
 
 /// `CRITICAL THERMAL_CRITICAL: 91.0 degC`: a condition without its subject.
+/// The codes of the conditions about `subject`, comma-separated, or `-`.
+pub(crate) fn codes_about(subject: &str, conditions: &[pb::Condition]) -> String {
+    let c: Vec<_> = conditions
+        .iter()
+        .filter(|c| c.subject == subject)
+        .map(|c| c.code().as_str_name())
+        .collect();
+    if c.is_empty() {
+        "-".to_string()
+    } else {
+        c.join(",")
+    }
+}
+
 pub fn condition_line(c: &pb::Condition) -> String {
     format!(
         "{} {}: {}",

@@ -8,17 +8,7 @@ use crate::render::table;
 
 /// The conditions about one service: `service:<name>`.
 fn codes(s: &pb::ServiceStatus, conditions: &[pb::Condition]) -> String {
-    let subject = format!("service:{}", s.name);
-    let c: Vec<_> = conditions
-        .iter()
-        .filter(|c| c.subject == subject)
-        .map(|c| c.code().as_str_name())
-        .collect();
-    if c.is_empty() {
-        "-".to_string()
-    } else {
-        c.join(",")
-    }
+    crate::render::codes_about(&format!("service:{}", s.name), conditions)
 }
 
 fn or_dash(s: &str) -> String {
