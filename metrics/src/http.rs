@@ -1,27 +1,58 @@
-//! The `/metrics` HTTP endpoint: plain HTTP/1.1 (what Prometheus scrapes) with axum, which is
-//! already in the tree as tonic's router.
+//! The daemons' HTTP endpoints: `GET /metrics` (plain HTTP/1.1, what Prometheus scrapes) with
+//! axum, which is already in the tree as tonic's router, and [`serve_router`], which serves any
+//! axum `Router` either plainly or over mutual TLS, so the collector can put its status page
+//! next to `/metrics` under the same access rules as its gRPC API.
 //!
 //! A scrape calls the daemon's render function on the blocking pool: the function takes what
 //! it needs from the daemon's state under a short lock (or from a watch channel) and formats
 //! outside it, so a scrape of a large fleet never holds a runtime worker that ingest or device
 //! supervision need, and between scrapes nothing is computed at all.
+//!
+//! Handlers learn who is calling from request extensions: `ConnectInfo<SocketAddr>` in both
+//! modes, and over TLS a [`PeerCertificate`] with the verified client certificate's names,
+//! rendered by `health_daemon::certificate_subjects` as the gRPC side renders them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
-use tokio::net::TcpListener;
+use axum::{Extension, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::Layer as _;
 
 /// The content type of the Prometheus text format this endpoint serves.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// At most this many TLS connections (handshaking or served) at once; further clients wait in
+/// the kernel's accept queue, so the listener cannot be used to exhaust the daemon's memory or
+/// descriptors.
+pub const MAX_TLS_CONNECTIONS: usize = 256;
+
+/// After a failed `accept` that is not about one connection (out of descriptors), wait this
+/// long before the next, rather than spinning on the same error.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
+
 /// Renders one scrape from the daemon's current state.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The verified client certificate of a TLS connection, in every request's extensions
+/// (`Extension<PeerCertificate>`). Absent in plain mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// The leaf certificate's CNs and SANs as `health_daemon::certificate_subjects` renders
+    /// them; empty if x509-parser cannot read a certificate the CA nonetheless signed.
+    pub subjects: Vec<String>,
+}
 
 /// Binds the metrics listener. Separate from [`serve`] so that a daemon fails at start, with
 /// the address named, when the port is taken.
@@ -29,20 +60,166 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves `GET /metrics` until `cancel` fires. Connections still open then are dropped with
-/// the task; nothing waits for a scraper.
+/// Serves `GET /metrics` (and a one-line index at `/`) until `cancel` fires. Connections
+/// still open then are left to end on their own; nothing waits for a scraper.
 pub async fn serve(listener: TcpListener, render: Render, cancel: CancellationToken) {
-    let app = Router::new()
+    let app = metrics_routes(render).route("/", get(index));
+    serve_router(listener, app, None, cancel).await;
+}
+
+/// The `GET /metrics` route alone, for a daemon to merge with routes of its own.
+pub fn metrics_routes(render: Render) -> Router {
+    Router::new()
         .route("/metrics", get(scrape))
-        .route("/", get(index))
-        .with_state(render);
+        .with_state(render)
+}
+
+/// Serves `app` on `listener` until `cancel` fires, then returns, dropping the listener so its
+/// port refuses new connections.
+///
+/// - `tls: None`: plain HTTP/1.1; handlers can take `ConnectInfo<SocketAddr>`. Connections
+///   open at cancel are left to end on their own.
+/// - `tls: Some(config)` (from `health_daemon::tls::https_server`): each connection's
+///   handshake runs on its own task under `health_daemon::tls::HANDSHAKE_TIMEOUT`, so a slow
+///   or silent client never holds up the accept loop; a failed handshake is logged with the
+///   peer and dropped. The connection is then served with HTTP/1.1 or h2 (by ALPN), with
+///   `ConnectInfo<SocketAddr>` and [`PeerCertificate`] in every request. At most
+///   [`MAX_TLS_CONNECTIONS`] at once; at cancel, open connections are dropped.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    cancel: CancellationToken,
+) {
+    match tls {
+        None => serve_plain(listener, app, cancel).await,
+        Some(config) => serve_tls(listener, app, TlsAcceptor::from(config), cancel).await,
+    }
+}
+
+async fn serve_plain(listener: TcpListener, app: Router, cancel: CancellationToken) {
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
     tokio::select! {
         () = cancel.cancelled() => {}
-        result = axum::serve(listener, app) => {
+        result = axum::serve(listener, service) => {
             if let Err(error) = result {
-                tracing::error!(%error, "the metrics endpoint stopped");
+                tracing::error!(%error, "the HTTP endpoint stopped");
             }
         }
+    }
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    acceptor: TlsAcceptor,
+    cancel: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_TLS_CONNECTIONS));
+    loop {
+        // A slot first, then the connection: at the bound, clients queue in the kernel rather
+        // than in the daemon.
+        let permit = tokio::select! {
+            () = cancel.cancelled() => return,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // Never closed: the semaphore lives in this function.
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let (acceptor, app, cancel) = (acceptor.clone(), app.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        () = tls_connection(tcp, peer, acceptor, app, permit) => {}
+                    }
+                });
+            }
+            Err(error) if is_connection_error(&error) => {
+                tracing::debug!(%error, "an HTTPS connection failed before it was accepted");
+            }
+            Err(error) => {
+                tracing::error!(%error, "accepting HTTPS connections failed; retrying in 1s");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(ACCEPT_RETRY) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Errors of one connection (reset before accept): the listener itself is fine.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
+}
+
+/// One TLS connection: handshake, then HTTP until either side closes. `_slot` is held to the
+/// end, so it counts against [`MAX_TLS_CONNECTIONS`].
+async fn tls_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Router,
+    _slot: OwnedSemaphorePermit,
+) {
+    let timeout = health_daemon::tls::HANDSHAKE_TIMEOUT;
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            log_handshake_failure(peer, &error);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "HTTPS client did not finish its TLS handshake");
+            return;
+        }
+    };
+    let subjects = match stream.get_ref().1.peer_certificates() {
+        Some([leaf, ..]) => health_daemon::certificate_subjects(leaf).unwrap_or_else(|error| {
+            tracing::warn!(%peer, %error, "HTTPS client certificate has no readable names");
+            Vec::new()
+        }),
+        // The verifier requires a certificate; a config without one gives no names.
+        _ => Vec::new(),
+    };
+    let service =
+        Extension(ConnectInfo(peer)).layer(Extension(PeerCertificate { subjects }).layer(app));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The timer arms HTTP/1's header read timeout (30 s): a client that stops mid-request
+    // does not keep its slot.
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let served = builder
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%peer, %error, "HTTPS connection ended with an error");
+    }
+}
+
+/// A certificate the CA did not sign (or one expired) is worth a warning: someone is using a
+/// wrong certificate or probing. Anything else (no certificate, not TLS at all, a reset) is
+/// what scanners and load balancers do all day.
+fn log_handshake_failure(peer: SocketAddr, error: &std::io::Error) {
+    let bad_certificate = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+    if bad_certificate {
+        tracing::warn!(%peer, %error, "HTTPS client certificate refused");
+    } else {
+        tracing::debug!(%peer, %error, "HTTPS TLS handshake failed");
     }
 }
 
