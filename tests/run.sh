@@ -8,7 +8,9 @@
 # prometheus-alertmanager receives the collector's alerts; systemd-analyze and systemd-sysusers
 # (package systemd) verify the unit files; openssl makes the throwaway CA and certificates of
 # the TLS tests (tests/tls/make-certs.sh); libfaketime (package faketime) jumps the daemons'
-# wall clock in tests/tests/clock.rs. Each is installed only when missing, so reruns are fast.
+# wall clock in tests/tests/clock.rs; chromium and chromium-driver (chromedriver) render web
+# pages in a real headless browser (tests/src/browser.rs). Each is installed only when missing,
+# so reruns are fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,8 @@ command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v openssl >/dev/null || need+=(openssl)
 [ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "== installing Debian packages the tests use: ${need[*]}" >&2
   sudo=""

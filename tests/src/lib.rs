@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 use tonic::transport::Channel;
 
 mod alertmanager;
+mod browser;
 mod fleet;
 mod pki;
 mod query;
@@ -28,6 +29,10 @@ mod scrape;
 mod wait;
 
 pub use alertmanager::{alertmanager_binary, http_get, Alertmanager};
+pub use browser::{
+    chromedriver_binary, chromium_binary, screenshot_dir, Browser, Screenshot,
+    MIN_DISTINCT_COLOURS, MIN_NON_BACKGROUND_PER_MILLE, MIN_SCREENSHOT_SIDE,
+};
 pub use fleet::{reporting_config, Fleet, QUICK_RECONNECT};
 pub use pki::{make_certs, pem};
 pub use query::{device, has_code};
