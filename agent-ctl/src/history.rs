@@ -78,35 +78,7 @@ pub fn request(filter: &Filter<'_>, now: SystemTime) -> pb::QueryHistoryRequest 
     }
 }
 
-/// `P1`, `P0 escalated`, or `-` when the collector gave none.
-pub(crate) fn priority(priority: &str, escalated: bool) -> String {
-    match (priority.is_empty(), escalated) {
-        (true, _) => "-".to_string(),
-        (false, true) => format!("{priority}(escalated)"),
-        (false, false) => priority.to_string(),
-    }
-}
-
-pub(crate) fn kind(k: pb::HistoryKind) -> &'static str {
-    match k {
-        pb::HistoryKind::Condition => "condition",
-        pb::HistoryKind::Alert => "alert",
-        pb::HistoryKind::Action => "action",
-        pb::HistoryKind::Maintenance => "maintenance",
-        pb::HistoryKind::Silence => "silence",
-        pb::HistoryKind::Escalation => "escalation",
-        pb::HistoryKind::Restart => "restart",
-        pb::HistoryKind::Note => "note",
-        pb::HistoryKind::Unspecified => "-",
-    }
-}
-
-pub(crate) fn severity(entry: &pb::HistoryEntry) -> String {
-    match entry.severity() {
-        pb::Severity::Unspecified => "-".to_string(),
-        s => render::severity(s),
-    }
-}
+pub(crate) use health_view::names::{history_kind as kind, history_severity as severity, priority};
 
 /// What the entry is about, in a few words: the message, and for actions who asked.
 fn detail(entry: &pb::HistoryEntry) -> String {

@@ -15,7 +15,7 @@ mod history;
 mod incidents;
 mod inspect;
 mod invocation;
-pub mod json;
+pub use health_view::json;
 pub mod maintenance;
 pub mod processes;
 pub mod remediation;

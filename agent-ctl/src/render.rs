@@ -1,5 +1,5 @@
 //! How agent-ctl prints for people: aligned tables and text (`--json` for scripts is
-//! `json.rs`). Enum values are printed without their proto prefix (`OK`, not
+//! `health_view::json`). Enum values are printed without their proto prefix (`OK`, not
 //! `HEALTH_STATE_OK`) in both.
 
 use std::time::SystemTime;
@@ -7,29 +7,7 @@ use std::time::SystemTime;
 use health_proto::v1 as pb;
 use prost_types::Timestamp;
 
-/// Strips the proto enum prefix: `HEALTH_STATE_OK` → `OK`.
-fn short(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix).unwrap_or(name).to_string()
-}
-
-pub fn state(s: pb::HealthState) -> String {
-    short(s.as_str_name(), "HEALTH_STATE_")
-}
-pub fn kind(k: pb::DeviceKind) -> String {
-    short(k.as_str_name(), "DEVICE_KIND_").to_ascii_lowercase()
-}
-pub(crate) fn activity(a: pb::DeviceActivity) -> String {
-    short(a.as_str_name(), "DEVICE_ACTIVITY_")
-}
-pub fn outcome(o: pb::ActionOutcome) -> String {
-    short(o.as_str_name(), "ACTION_OUTCOME_")
-}
-pub fn severity(s: pb::Severity) -> String {
-    short(s.as_str_name(), "SEVERITY_")
-}
-pub(crate) fn alert_status(s: pb::AlertStatus) -> String {
-    short(s.as_str_name(), "ALERT_STATUS_")
-}
+pub use health_view::names::{activity, alert_status, kind, outcome, severity, state, time};
 
 /// `CRITICAL THERMAL_CRITICAL: 91.0 degC`: a condition without its subject.
 /// The codes of the conditions about `subject`, comma-separated, or `-`.
@@ -53,16 +31,6 @@ pub fn condition_line(c: &pb::Condition) -> String {
         c.code().as_str_name(),
         c.message
     )
-}
-
-pub fn time(t: &Option<Timestamp>) -> String {
-    match t {
-        Some(t) => match SystemTime::try_from(*t) {
-            Ok(st) => humantime::format_rfc3339_seconds(st).to_string(),
-            Err(_) => "-".to_string(),
-        },
-        None => "-".to_string(),
-    }
 }
 
 /// Seconds since a timestamp, for "age" columns.

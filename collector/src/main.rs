@@ -37,7 +37,9 @@ mod service;
 mod shutdown;
 mod silences;
 mod sweeper;
+mod trail;
 mod unix_socket;
+mod web;
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;

@@ -39,6 +39,8 @@ use crate::operator::{OperatorPolicy, Operators};
 use crate::service::CollectorService;
 use crate::silences::client::SilenceClient;
 use crate::silences::Silences;
+use crate::trail::ReadingTrails;
+use crate::web::{Access, FleetReader};
 use crate::{alertmanager, shutdown, silences, sweeper, unix_socket};
 
 /// How long open connections get to close after the streams have been ended.
@@ -80,19 +82,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let push = alertmanager::spawn(&config.alerts, Arc::clone(&alerts), shutdown.clone());
     let reconciler = silences::spawn_reconciler(Arc::clone(&silences), audit, shutdown.clone());
 
+    let trails = Arc::new(ReadingTrails::new(config.web.chart_step));
+    collector = collector.with_trails(Arc::clone(&trails));
+
     let (incoming, local) = bind_tcp(config.listen).await?;
     let rpc = health_metrics::rpc::RpcStats::new();
-    // Bound before READY too, so a taken metrics port fails the start, naming the address.
-    if let Some(addr) = config.metrics_listen {
-        let metrics = crate::metrics::CollectorMetrics {
-            fleet: Arc::clone(&fleet),
-            alerts: Arc::clone(&alerts),
-            leases: Arc::clone(&leases),
-            rpc: Arc::clone(&rpc),
-            silences: Arc::clone(&silences),
-        };
-        serve_metrics(addr, metrics, shutdown.clone()).await?;
-    }
+    // Bound before READY too, so a taken port fails the start, naming the address.
+    let metrics = crate::metrics::CollectorMetrics {
+        fleet: Arc::clone(&fleet),
+        alerts: Arc::clone(&alerts),
+        leases: Arc::clone(&leases),
+        rpc: Arc::clone(&rpc),
+        silences: Arc::clone(&silences),
+    };
+    let reader = FleetReader::new(collector.clone(), alerts.maintenance(), trails);
+    serve_http(&config, metrics, reader, history.is_some(), &shutdown).await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -230,6 +234,8 @@ fn log_serving(config: &Config, local: SocketAddr) {
         listen = %local,
         socket = ?config.socket,
         metrics_listen = ?config.metrics_listen,
+        web_listen = ?config.web.listen,
+        status_page = config.web.enabled,
         stale_after = %humantime::format_duration(config.stale_after),
         sweep_interval = %humantime::format_duration(config.sweep_interval),
         forget_after = %humantime::format_duration(config.forget_after),
@@ -285,20 +291,81 @@ fn server_builder(tls: &TlsConfig) -> anyhow::Result<Server> {
         .context("tls: the certificate, key or client_ca is not usable")
 }
 
-/// Binds `/metrics` now (a taken port fails the start) and serves it until `shutdown`.
-async fn serve_metrics(
-    addr: SocketAddr,
+/// Binds the HTTP listeners now (a taken port fails the start) and serves them until
+/// `shutdown`: `metrics_listen` with `/metrics` and the status page, `[web] listen` with the
+/// page alone (HTTPS for client certificates when `[tls]` is set). Who may read the page on
+/// each is `web::Access`.
+async fn serve_http(
+    config: &Config,
     metrics: crate::metrics::CollectorMetrics,
-    shutdown: CancellationToken,
+    reader: FleetReader,
+    history: bool,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = health_metrics::http::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-    tokio::spawn(health_metrics::http::serve(
-        listener,
-        Arc::new(move || metrics.render()),
-        shutdown,
-    ));
+    let web = &config.web;
+    let tls = &config.tls;
+    let page = (web.enabled && (config.metrics_listen.is_some() || web.listen.is_some()))
+        .then(|| crate::web::start(reader, history, web.chart_step, shutdown.clone()));
+    let plain_access = if web.allow_remote {
+        Access::Anyone
+    } else {
+        Access::Loopback
+    };
+    if let Some(addr) = config.metrics_listen {
+        let listener = health_metrics::http::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        let mut app = health_metrics::http::metrics_routes(Arc::new(move || metrics.render()));
+        app = match &page {
+            Some(state) => {
+                let access = match (&tls.cert, web.listen) {
+                    (None, _) => plain_access.clone(),
+                    (Some(_), Some(web_addr)) => Access::Elsewhere(format!(
+                        "this collector serves its status page over HTTPS to client certificates: open https://{web_addr}/"
+                    )),
+                    (Some(_), None) => Access::Elsewhere(
+                        "this collector has [tls]: its status page needs a client certificate, on [web] listen, which is not set".to_string(),
+                    ),
+                };
+                app.merge(crate::web::routes(state.clone(), access))
+            }
+            None => app.route(
+                "/",
+                axum::routing::get(|| async { "Prometheus metrics are at /metrics\n" }),
+            ),
+        };
+        tokio::spawn(health_metrics::http::serve_router(
+            listener,
+            app,
+            None,
+            shutdown.clone(),
+        ));
+    }
+    if let (Some(addr), Some(state)) = (web.listen, page) {
+        let https = match (&tls.cert, &tls.key, &tls.client_ca) {
+            (Some(cert), Some(key), Some(client_ca)) => Some(health_daemon::tls::https_server(
+                PemFile::new("tls.cert", cert),
+                PemFile::new("tls.key", key),
+                PemFile::new("tls.client_ca", client_ca),
+            )?),
+            _ => None,
+        };
+        let access = if https.is_some() {
+            Access::Certificate
+        } else {
+            plain_access
+        };
+        let listener = health_metrics::http::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for the status page on {addr} (web.listen)"))?;
+        let app = crate::web::routes(state, access);
+        tokio::spawn(health_metrics::http::serve_router(
+            listener,
+            app,
+            https,
+            shutdown.clone(),
+        ));
+    }
     Ok(())
 }
 

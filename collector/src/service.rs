@@ -41,6 +41,7 @@ use crate::incidents::query::IncidentBook;
 use crate::leases::{Decision, LeaseAsk, Leases, Release, Verdict};
 use crate::operator::Operators;
 use crate::silences::Silences;
+use crate::trail::ReadingTrails;
 
 /// Acks buffered per Report stream. Small on purpose: an agent that stops reading acks should
 /// feel back-pressure (its reports stop being read) rather than grow our memory.
@@ -66,6 +67,8 @@ pub struct CollectorService {
     /// The gate of mutating RPCs (operator role, audit log).
     operators: Operators,
     silences: Arc<Silences>,
+    /// Each device's recent temperature and power, for the status page's charts.
+    trails: Option<Arc<ReadingTrails>>,
 }
 
 impl CollectorService {
@@ -84,6 +87,15 @@ impl CollectorService {
             incidents: IncidentBook::new(None, None, Duration::from_secs(300)),
             operators: Operators::default(),
             silences: Silences::new(None, Arc::default()),
+            trails: None,
+        }
+    }
+
+    /// Records each applied report's temperature and power in `trails`.
+    pub fn with_trails(self, trails: Arc<ReadingTrails>) -> Self {
+        CollectorService {
+            trails: Some(trails),
+            ..self
         }
     }
 
@@ -134,6 +146,9 @@ impl CollectorService {
         {
             self.alerts
                 .observe(&node, *generation, snapshot, sent_at, wall);
+            if let Some(trails) = &self.trails {
+                trails.record(snapshot, wall);
+            }
         }
         Ok(ReportAck {
             boot_id,

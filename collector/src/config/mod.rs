@@ -21,9 +21,12 @@ use serde::Deserialize;
 
 mod de;
 mod incidents;
+mod web;
 use de::*;
 pub use incidents::IncidentsConfig;
 use incidents::INCIDENTS_KEYS;
+pub use web::WebConfig;
+use web::WEB_KEYS;
 mod priorities;
 pub use priorities::PrioritiesConfig;
 use priorities::PRIORITIES_KEYS;
@@ -67,7 +70,7 @@ const DEFAULT_FOR: [(&str, Duration); 10] = [
 ];
 
 /// Every key the file may hold, in the order the example file documents them.
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 19] = [
     "listen",
     "socket",
     "audit_log",
@@ -86,6 +89,7 @@ const KEYS: [&str; 18] = [
     "leases",
     "incidents",
     "priorities",
+    "web",
 ];
 
 /// Every key of the `[tls]` table.
@@ -243,6 +247,8 @@ pub struct Config {
     pub incidents: IncidentsConfig,
     /// Alert priorities and their escalation (`priority.rs`).
     pub priorities: PrioritiesConfig,
+    /// The status page (`web/`).
+    pub web: WebConfig,
 }
 
 /// The `[leases]` table: how many destructive remediation steps agents may take at once and
@@ -382,6 +388,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             leases: LeasesConfig::default(),
             incidents: IncidentsConfig::default(),
+            web: WebConfig::default(),
             priorities: PrioritiesConfig::default(),
         }
     }
@@ -454,7 +461,35 @@ fn check_together(file: &Path, text: &str, config: &Config) -> Result<(), Config
             ),
         });
     }
+    check_web(file, config)?;
     check_tls(file, config)
+}
+
+/// The page's listener is its own port, and `allow_remote` only means something without TLS
+/// (with TLS, a client certificate is what lets a remote reader in).
+fn check_web(file: &Path, config: &Config) -> Result<(), ConfigError> {
+    let fail = |key: &str, message: String| {
+        Err(ConfigError::Key {
+            file: file.to_path_buf(),
+            field: FieldError::new(key, message),
+        })
+    };
+    let web = &config.web;
+    if let Some(addr) = web.listen {
+        if addr == config.listen || Some(addr) == config.metrics_listen {
+            return fail(
+                "web.listen",
+                format!("expected an address of its own, found {addr}, already listen or metrics_listen"),
+            );
+        }
+    }
+    if web.allow_remote && config.tls.cert.is_some() {
+        return fail(
+            "web.allow_remote",
+            "expected false with [tls]: remote readers of the page present a client certificate on web.listen".to_string(),
+        );
+    }
+    Ok(())
 }
 
 /// `[tls]` comes whole (the listener serves mutual TLS or plain TCP, nothing in between), and
@@ -518,6 +553,8 @@ fn key_error(file: &Path, text: &str, key: String, error: &toml::de::Error) -> C
             (format!("priorities.{unknown}"), PRIORITIES_KEYS.as_slice())
         } else if message.contains("`max_fraction`") {
             (format!("leases.{unknown}"), LEASES_KEYS.as_slice())
+        } else if message.contains("`chart_step`") {
+            (format!("web.{unknown}"), WEB_KEYS.as_slice())
         } else if message.contains("`close_after`") {
             (format!("incidents.{unknown}"), INCIDENTS_KEYS.as_slice())
         } else {
@@ -990,6 +1027,30 @@ mod tests {
         );
         assert!(error_of("history_path = \"\"\n")
             .starts_with("collector.toml: history_path: expected a file path"));
+    }
+
+    #[test]
+    fn the_web_table_is_checked_key_by_key() {
+        let config = parse_str("").expect("valid");
+        assert!(config.web.enabled && !config.web.allow_remote);
+        assert_eq!(config.web.chart_step, Duration::from_secs(60));
+        let config =
+            parse_str("[web]\nlisten = \"127.0.0.1:9466\"\nchart_step = \"5s\"\n").expect("valid");
+        assert_eq!(
+            config.web.listen,
+            Some("127.0.0.1:9466".parse().expect("addr"))
+        );
+        assert_eq!(config.web.chart_step, Duration::from_secs(5));
+        assert!(error_of("[web]\ncolour = \"blue\"\n")
+            .starts_with("collector.toml: web.colour: unknown key, expected one of: enabled, listen, allow_remote, chart_step"));
+        assert!(error_of("[web]\nchart_step = \"10ms\"\n")
+            .starts_with("collector.toml: web.chart_step: "));
+        let taken =
+            error_of("metrics_listen = \"127.0.0.1:9465\"\n[web]\nlisten = \"127.0.0.1:9465\"\n");
+        assert!(
+            taken.starts_with("collector.toml: web.listen: expected an address of its own"),
+            "{taken}"
+        );
     }
 
     #[test]

@@ -1,22 +1,22 @@
-//! `agent-ctl --json`: every message agent-ctl prints as JSON, in one place. Scripts read this
+//! `agent-ctl --json` and the status page's JSON API: every message either shows, in one place. Scripts read this
 //! output, so it keeps the proto field names, but it is written for them rather than being
 //! the protobuf JSON mapping: enum values lose their proto prefix (`OK`, `analog_crossbar`),
 //! timestamps are RFC 3339 strings, 64-bit counters are numbers, a device's identity is
 //! inlined into the device, and unset fields are `null` rather than left out.
 //!
 //! Because it is written by hand, a field added to the proto would silently not show here;
-//! `tests/json_fields.rs` walks the proto descriptors and fails for any field this output
+//! `agent-ctl/tests/json_fields.rs` walks the proto descriptors and fails for any field this output
 //! lacks.
 
 use health_proto::v1 as pb;
 use prost_types::Timestamp;
 use serde_json::{json, Value};
 
-use crate::{history, render};
+use crate::names;
 
 fn timestamp(t: &Option<Timestamp>) -> Value {
     match t {
-        Some(_) => Value::String(render::time(t)),
+        Some(_) => Value::String(names::time(t)),
         None => Value::Null,
     }
 }
@@ -28,7 +28,7 @@ fn list<T>(items: &[T], item: impl Fn(&T) -> Value) -> Value {
 pub fn condition(c: &pb::Condition) -> Value {
     json!({
         "code": c.code().as_str_name(),
-        "severity": render::severity(c.severity()),
+        "severity": names::severity(c.severity()),
         "subject": c.subject,
         "message": c.message,
         "since": timestamp(&c.since),
@@ -68,15 +68,15 @@ pub fn device(d: &pb::Device) -> Value {
     let i = d.identity.clone().unwrap_or_default();
     json!({
         "id": i.id,
-        "kind": render::kind(i.kind()),
+        "kind": names::kind(i.kind()),
         "vendor": i.vendor,
         "model": i.model,
         "serial": i.serial,
         "firmware": i.firmware,
         "backend": i.backend,
         "location": i.location,
-        "state": render::state(d.state()),
-        "activity": render::activity(d.activity()),
+        "state": names::state(d.state()),
+        "activity": names::activity(d.activity()),
         "enabled": d.enabled,
         "power_limit_watts": d.power_limit_watts,
         "last_read_at": timestamp(&d.last_read_at),
@@ -90,7 +90,7 @@ pub fn device(d: &pb::Device) -> Value {
         "conditions": list(&d.conditions, condition),
         "last_action": d.last_action.as_ref().map(|a| json!({
             "action": a.action,
-            "outcome": render::outcome(a.outcome()),
+            "outcome": names::outcome(a.outcome()),
             "finished_at": timestamp(&a.finished_at),
             "message": a.message,
         })),
@@ -126,7 +126,7 @@ pub fn maintenance_status(s: &pb::MaintenanceStatus) -> Value {
 pub fn diagnostics(r: &pb::RunDiagnosticsResponse) -> Value {
     json!({
         "device_id": r.device_id,
-        "state": render::state(r.state()),
+        "state": names::state(r.state()),
         "checks_passed": r.checks_passed,
         "findings": list(&r.findings, condition),
         "duration_ms": r.duration_ms,
@@ -153,7 +153,7 @@ fn agent_status(a: &pb::AgentStatus) -> Value {
 /// `load1`, `load5` and `load15` are one array: `"load": [1.0, 0.5, 0.2]`.
 fn host(h: &pb::HostHealth) -> Value {
     json!({
-        "state": render::state(h.state()),
+        "state": names::state(h.state()),
         "cpu_utilization_ratio": h.cpu_utilization_ratio,
         "cpu_count": h.cpu_count,
         "memory_total_bytes": h.memory_total_bytes,
@@ -220,7 +220,7 @@ pub fn node(n: &pb::NodeSnapshot) -> Value {
         "boot_id": n.boot_id,
         "seq": n.seq,
         "taken_at": timestamp(&n.taken_at),
-        "state": render::state(n.state()),
+        "state": names::state(n.state()),
         "agent_version": n.agent_version,
         "agent": n.agent.as_ref().map(agent_status),
         "host": host(&n.host.clone().unwrap_or_default()),
@@ -235,7 +235,7 @@ pub fn action(a: &pb::ActionResult) -> Value {
         "action_id": a.action_id,
         "device_id": a.device_id,
         "action": a.action,
-        "outcome": render::outcome(a.outcome()),
+        "outcome": names::outcome(a.outcome()),
         "message": a.message,
         "started_at": timestamp(&a.started_at),
         "duration_ms": a.duration_ms,
@@ -278,7 +278,7 @@ pub fn process_kill(k: &pb::ProcessKill) -> Value {
 pub fn node_summary(n: &pb::NodeSummary) -> Value {
     json!({
         "node": n.node,
-        "state": render::state(n.state()),
+        "state": names::state(n.state()),
         "stale": n.stale,
         "last_seen": timestamp(&n.last_seen),
         "boot_id": n.boot_id,
@@ -320,8 +320,8 @@ pub fn alert(e: &pb::AlertEvent) -> Value {
         "node": a.node,
         "subject": a.subject,
         "device": a.device,
-        "severity": render::severity(a.severity()),
-        "status": render::alert_status(a.status()),
+        "severity": names::severity(a.severity()),
+        "status": names::alert_status(a.status()),
         "message": a.message,
         "pending_since": timestamp(&a.pending_since),
         "starts_at": timestamp(&a.starts_at),
@@ -363,12 +363,12 @@ pub fn silences(r: &pb::ListSilencesResponse) -> Value {
 
 pub fn history_entry(entry: &pb::HistoryEntry) -> Value {
     json!({
-        "kind": history::kind(entry.kind()),
+        "kind": names::history_kind(entry.kind()),
         "at": timestamp(&entry.at),
         "node": entry.node,
         "subject": entry.subject,
         "name": entry.name,
-        "severity": history::severity(entry),
+        "severity": names::history_severity(entry),
         "status": entry.status,
         "message": entry.message,
         "ended_at": timestamp(&entry.ended_at),
@@ -447,7 +447,7 @@ fn timeline_entry(t: &pb::TimelineEntry) -> Value {
         "what": t.what,
         "outcome": t.outcome,
         "audit_hash": t.audit_hash,
-        "kind": history::kind(t.kind()),
+        "kind": names::history_kind(t.kind()),
         "subject": t.subject,
     })
 }
