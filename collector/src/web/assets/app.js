@@ -55,7 +55,7 @@ function facts(pairs) {
 }
 
 // ---- fetching and the connection state -------------------------------------------------
-const conn = { lastEvent: 0, lost: false, lostAt: null };
+const conn = { lastEvent: 0, lost: null, lostAt: null }; // lost: null until the first word from the stream
 
 async function api(path) {
   let res;
@@ -125,17 +125,20 @@ function go(view, params) {
 const views = { fleet: fleetView, node: nodeView, device: deviceView, alerts: alertsView, incidents: incidentsView, incident: incidentView, maintenance: maintenanceView };
 let drawing = null; // the refresh in flight, so events arriving meanwhile coalesce into one
 let again = false;
+let navigatedSince = false; // a navigation arrived while drawing: the next draw moves focus
 
 async function refresh(navigated) {
   if (drawing) {
     again = true;
+    navigatedSince = navigatedSince || Boolean(navigated);
     return drawing;
   }
   drawing = (async () => {
     do {
       again = false;
       await draw(navigated);
-      navigated = false;
+      navigated = navigatedSince;
+      navigatedSince = false;
     } while (again);
   })();
   try {
@@ -378,7 +381,14 @@ function chart(title, unit, points, startIso, step, id) {
     return fig;
   }
   let lo = Math.min(...vals), hi = Math.max(...vals);
-  if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
+  // A flat line is drawn flat: the axis spans at least 2 % of the value (or 1 unit), so
+  // sensor noise of a tenth of a degree does not fill the chart.
+  const span = Math.max(1, Math.abs((lo + hi) / 2) * 0.02);
+  if (hi - lo < span) {
+    const mid = (lo + hi) / 2;
+    lo = mid - span / 2;
+    hi = mid + span / 2;
+  }
   const x = (i) => left + (i * (width - left - right)) / Math.max(points.length - 1, 1);
   const y = (v) => top + ((hi - v) * (height - top - bottom)) / (hi - lo);
   const root = svg("svg", { class: "chart", id, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${title}: from ${lo.toFixed(1)} to ${hi.toFixed(1)} ${unit}, latest ${vals[vals.length - 1].toFixed(1)} ${unit}`, "data-points": String(vals.length) });
@@ -535,6 +545,11 @@ async function maintenanceView() {
 // ---- start --------------------------------------------------------------------------------
 window.addEventListener("hashchange", () => refresh(true));
 document.addEventListener("DOMContentLoaded", () => {
+  // The skip link moves focus without touching the fragment, which is the page's route.
+  $(".skip").addEventListener("click", (e) => {
+    e.preventDefault();
+    $("#main").focus();
+  });
   connect();
   refresh(false);
   // Ages ("12 s ago") move even when nothing changes.
