@@ -36,7 +36,7 @@ echo "collector 127.0.0.1:$port sees:"
 "$bin/agent-ctl" --collector "127.0.0.1:$port" nodes
 cat <<HINT
 
-Try, in another terminal:
+Open http://127.0.0.1:9465/ for the collector's status page. Try, in another terminal:
   $bin/agent-ctl --endpoint unix://$sock inject-fault loihi-0 overheat
   $bin/agent-ctl --endpoint unix://$sock reset-device spinnaker-0 --soft
   $bin/agent-ctl --collector 127.0.0.1:$port alerts

@@ -82,8 +82,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let push = alertmanager::spawn(&config.alerts, Arc::clone(&alerts), shutdown.clone());
     let reconciler = silences::spawn_reconciler(Arc::clone(&silences), audit, shutdown.clone());
 
+    // Readings are kept for the page's charts only when the page is served.
     let trails = Arc::new(ReadingTrails::new(config.web.chart_step));
-    collector = collector.with_trails(Arc::clone(&trails));
+    if page_served(&config) {
+        collector = collector.with_trails(Arc::clone(&trails));
+    }
 
     let (incoming, local) = bind_tcp(config.listen).await?;
     let rpc = health_metrics::rpc::RpcStats::new();
@@ -291,6 +294,11 @@ fn server_builder(tls: &TlsConfig) -> anyhow::Result<Server> {
         .context("tls: the certificate, key or client_ca is not usable")
 }
 
+/// The status page is on, and some listener serves it.
+fn page_served(config: &Config) -> bool {
+    config.web.enabled && (config.metrics_listen.is_some() || config.web.listen.is_some())
+}
+
 /// Binds the HTTP listeners now (a taken port fails the start) and serves them until
 /// `shutdown`: `metrics_listen` with `/metrics` and the status page, `[web] listen` with the
 /// page alone (HTTPS for client certificates when `[tls]` is set). Who may read the page on
@@ -304,7 +312,7 @@ async fn serve_http(
 ) -> anyhow::Result<()> {
     let web = &config.web;
     let tls = &config.tls;
-    let page = (web.enabled && (config.metrics_listen.is_some() || web.listen.is_some()))
+    let page = page_served(config)
         .then(|| crate::web::start(reader, history, web.chart_step, shutdown.clone()));
     let plain_access = if web.allow_remote {
         Access::Anyone

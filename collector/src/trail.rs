@@ -10,6 +10,7 @@
 //! one of [`SHARDS`] mutexes so reports of different nodes rarely wait on each other.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,11 @@ impl Ring {
     }
 
     fn record(&mut self, step: u64, value: f32) {
+        if step.saturating_add(POINTS as u64) <= self.last {
+            // The collector's clock stepped back by more than the chart: start the chart
+            // again rather than drop every report until the clock catches up.
+            *self = Ring::new(step);
+        }
         if step > self.last {
             let shift = (step - self.last).min(POINTS as u64) as usize;
             self.values.rotate_left(shift);
@@ -44,9 +50,6 @@ impl Ring {
             self.last = step;
         }
         let age = self.last - step;
-        if age >= POINTS as u64 {
-            return; // older than the chart (a late backlog): nothing to draw it on
-        }
         let slot = &mut self.values[POINTS - 1 - age as usize];
         if slot.is_nan() || value > *slot {
             *slot = value;
@@ -82,6 +85,9 @@ pub struct Chart {
 /// Every device's trail, by node.
 pub struct ReadingTrails {
     step: Duration,
+    /// Reports recorded: the page's change counter watches it, since a report that changes
+    /// only readings is no fleet or alert event.
+    recorded: AtomicU64,
     shards: Vec<Mutex<HashMap<String, HashMap<String, DeviceTrail>>>>,
 }
 
@@ -89,6 +95,7 @@ impl ReadingTrails {
     pub fn new(step: Duration) -> ReadingTrails {
         ReadingTrails {
             step: step.max(Duration::from_secs(1)),
+            recorded: AtomicU64::new(0),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
@@ -111,6 +118,7 @@ impl ReadingTrails {
     /// may disagree, and the chart is read against this collector's clock).
     pub fn record(&self, snapshot: &pb::NodeSnapshot, at: SystemTime) {
         let step = self.step_of(at);
+        self.recorded.fetch_add(1, Ordering::Relaxed);
         let Ok(mut shard) = self.shard(&snapshot.node).lock() else {
             return;
         };
@@ -140,12 +148,23 @@ impl ReadingTrails {
         // the chart of a device that vanished is what on-call wants to see.
     }
 
-    /// Keeps only the nodes for which `held` says yes: the page's janitor passes the fleet's
-    /// nodes, so a node the fleet has forgotten loses its trail within a minute.
-    pub fn retain(&self, held: impl Fn(&str) -> bool) {
+    /// How many reports have been recorded.
+    pub fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Relaxed)
+    }
+
+    /// Keeps only the nodes for which `held` says yes, and only devices reported within the
+    /// chart: the page's janitor passes the fleet's nodes, so a node the fleet has forgotten,
+    /// or a device id a node no longer reports, loses its trail within a minute of leaving
+    /// the chart (an agent whose device ids churn cannot grow this without bound).
+    pub fn retain(&self, held: impl Fn(&str) -> bool, now: SystemTime) {
+        let oldest = self.step_of(now).saturating_sub(POINTS as u64);
         for shard in &self.shards {
             if let Ok(mut shard) = shard.lock() {
-                shard.retain(|node, _| held(node));
+                shard.retain(|node, devices| {
+                    devices.retain(|_, t| t.temperature.last.max(t.power.last) >= oldest);
+                    held(node) && !devices.is_empty()
+                });
             }
         }
     }
@@ -279,15 +298,14 @@ mod tests {
             .chart("n1", "d0", t0 + Duration::from_secs(POINTS as u64))
             .expect("chart");
         assert!(gone.temperature_c.iter().all(Option::is_none), "{gone:?}");
-        // A late report from before the chart's window draws nothing and moves nothing.
-        trails.record(
-            &snapshot("n1", "d0", &[(T, 99.0)]),
-            t0 - Duration::from_secs(500),
-        );
-        let same = trails
-            .chart("n1", "d0", t0 + Duration::from_secs(10))
-            .expect("chart");
-        assert_eq!(same, later);
+        // The collector's clock stepped back by more than the chart: the chart starts again.
+        let back = t0 - Duration::from_secs(500);
+        trails.record(&snapshot("n1", "d0", &[(T, 99.0)]), back);
+        let again = trails.chart("n1", "d0", back).expect("chart");
+        assert_eq!(again.temperature_c[POINTS - 1], Some(99.0));
+        assert!(again.temperature_c[..POINTS - 1]
+            .iter()
+            .all(Option::is_none));
     }
 
     #[test]
@@ -302,7 +320,15 @@ mod tests {
         trails.record(&snapshot("n1", "d1", &[(T, 30.0)]), now);
         assert!(trails.chart("n1", "d1", now).is_some());
         assert!(trails.chart("n2", "d1", now).is_none());
-        trails.retain(|node| node != "n1");
+        trails.retain(|node| node != "n1", now);
         assert!(trails.chart("n1", "d1", now).is_none());
+        // A device not reported within the chart's span is dropped.
+        trails.record(&snapshot("n2", "old", &[(T, 30.0)]), now);
+        let later = now + Duration::from_secs(2 * 3600);
+        trails.record(&snapshot("n2", "new", &[(T, 30.0)]), later);
+        trails.retain(|_| true, later);
+        assert!(trails.chart("n2", "old", later).is_none());
+        assert!(trails.chart("n2", "new", later).is_some());
+        assert_eq!(trails.recorded(), 4);
     }
 }

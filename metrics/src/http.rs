@@ -190,8 +190,13 @@ async fn tls_connection(
             tracing::warn!(%peer, %error, "HTTPS client certificate has no readable names");
             Vec::new()
         }),
-        // The verifier requires a certificate; a config without one gives no names.
-        _ => Vec::new(),
+        // The verifier requires a certificate, so this is a config that does not: close the
+        // connection rather than serve a request that carries no PeerCertificate-backed name
+        // (a handler's "has a certificate" check must never pass for an anonymous client).
+        _ => {
+            tracing::warn!(%peer, "HTTPS client presented no certificate; closing");
+            return;
+        }
     };
     let service =
         Extension(ConnectInfo(peer)).layer(Extension(PeerCertificate { subjects }).layer(app));

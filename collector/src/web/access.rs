@@ -30,6 +30,18 @@ pub enum Access {
     Elsewhere(String),
 }
 
+/// The host a request was addressed to names this machine's loopback: `localhost`, a
+/// loopback IP, with or without a port. Checked in loopback mode so that a web page elsewhere
+/// cannot read the page through a browser on this host by pointing its own name at
+/// 127.0.0.1 (DNS rebinding): such requests carry that other name.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(is_loopback)
+}
+
 /// Loopback, including an IPv4 loopback address mapped into IPv6.
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
@@ -46,11 +58,16 @@ impl Access {
         &self,
         peer: Option<SocketAddr>,
         certificate: Option<&PeerCertificate>,
+        host: Option<&str>,
     ) -> Result<(), String> {
         match self {
             Access::Anyone => Ok(()),
             Access::Loopback => match peer {
-                Some(addr) if is_loopback(addr.ip()) => Ok(()),
+                Some(addr) if is_loopback(addr.ip()) && host.is_some_and(loopback_host) => Ok(()),
+                Some(addr) if is_loopback(addr.ip()) => Err(format!(
+                    "the status page answers requests addressed to localhost or a loopback address, not {:?}",
+                    host.unwrap_or_default()
+                )),
                 Some(addr) => Err(format!(
                     "the status page answers loopback peers only, not {}; set [web] allow_remote = true, or serve it over TLS with [tls] and web.listen",
                     addr.ip()
@@ -73,7 +90,13 @@ pub async fn gate(State(access): State<Access>, request: Request, next: Next) ->
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
     let certificate = request.extensions().get::<PeerCertificate>();
-    match access.admit(peer, certificate) {
+    // HTTP/1.1 names it in Host; h2 in the request's authority.
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    match access.admit(peer, certificate, host) {
         Ok(()) => next.run(request).await,
         Err(reason) => {
             tracing::warn!(target: "audit", peer = ?peer, path = %request.uri().path(), %reason, "status page refused");
@@ -98,7 +121,12 @@ mod tests {
             "[::1]:1",
             "[::ffff:127.0.0.1]:1",
         ] {
-            assert!(Access::Loopback.admit(addr(ok), None).is_ok(), "{ok}");
+            assert!(
+                Access::Loopback
+                    .admit(addr(ok), None, Some("127.0.0.1:9465"))
+                    .is_ok(),
+                "{ok}"
+            );
         }
         for refused in [
             "10.0.0.5:1",
@@ -107,29 +135,65 @@ mod tests {
             "0.0.0.0:1",
         ] {
             let e = Access::Loopback
-                .admit(addr(refused), None)
+                .admit(addr(refused), None, Some("127.0.0.1:9465"))
                 .expect_err(refused);
             assert!(e.contains("allow_remote"), "{e}");
         }
-        assert!(Access::Loopback.admit(None, None).is_err());
-        assert!(Access::Anyone.admit(addr("10.0.0.5:1"), None).is_ok());
+        assert!(Access::Loopback
+            .admit(None, None, Some("127.0.0.1:9465"))
+            .is_err());
+        assert!(Access::Anyone.admit(addr("10.0.0.5:1"), None, None).is_ok());
+    }
+
+    #[test]
+    fn in_loopback_mode_the_request_must_be_addressed_to_loopback() {
+        let local = addr("127.0.0.1:5");
+        for host in [
+            "localhost",
+            "LOCALHOST:9465",
+            "127.0.0.1",
+            "127.0.0.1:9465",
+            "[::1]:9465",
+            "[::1]",
+        ] {
+            assert!(
+                Access::Loopback.admit(local, None, Some(host)).is_ok(),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:9465",
+            "evil.example",
+            "10.0.0.5:9465",
+            "[2001:db8::1]:1",
+            "",
+        ] {
+            let e = Access::Loopback
+                .admit(local, None, Some(host))
+                .expect_err(host);
+            assert!(e.contains("addressed to localhost"), "{e}");
+        }
+        assert!(
+            Access::Loopback.admit(local, None, None).is_err(),
+            "no Host at all"
+        );
     }
 
     #[test]
     fn over_tls_a_certificate_is_needed_whatever_the_address() {
         let e = Access::Certificate
-            .admit(addr("127.0.0.1:1"), None)
+            .admit(addr("127.0.0.1:1"), None, None)
             .expect_err("no certificate");
         assert!(e.contains("client certificate"), "{e}");
         let cert = PeerCertificate {
             subjects: vec!["CN=reader".into()],
         };
         assert!(Access::Certificate
-            .admit(addr("10.0.0.5:1"), Some(&cert))
+            .admit(addr("10.0.0.5:1"), Some(&cert), None)
             .is_ok());
         let elsewhere = Access::Elsewhere("open https://x".into());
         assert_eq!(
-            elsewhere.admit(addr("127.0.0.1:1"), Some(&cert)),
+            elsewhere.admit(addr("127.0.0.1:1"), Some(&cert), None),
             Err("open https://x".to_string())
         );
     }

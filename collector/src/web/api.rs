@@ -55,6 +55,7 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response {
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         value.to_string(),
     )
@@ -137,7 +138,7 @@ pub async fn nodes(
         let entry = firing_of.entry(a.node.as_str()).or_default();
         if firing(a) {
             entry.0 += 1;
-        } else {
+        } else if a.status == pb::AlertStatus::Suppressed as i32 {
             entry.1 += 1;
         }
     }
@@ -163,11 +164,8 @@ pub async fn nodes(
                 .is_none_or(|q| n.node.to_lowercase().contains(q))
         })
         .collect();
-    rows.sort_by(|a, b| {
-        let ra = rank(&names::state(a.state()), a.stale);
-        let rb = rank(&names::state(b.state()), b.stale);
-        ra.cmp(&rb).then_with(|| a.node.cmp(&b.node))
-    });
+    // Worst first, then by name; the key is computed once per node, not per comparison.
+    rows.sort_by_cached_key(|n| (rank(&names::state(n.state()), n.stale), n.node.clone()));
     let (page, meta) = paging.slice(&rows);
     let listed: Vec<Value> = page
         .iter()
@@ -249,11 +247,11 @@ pub async fn device(
         .map(json::action)
         .collect();
     let history = if web.history {
-        let since = SystemTime::now() - Duration::from_secs(24 * 3600);
+        let since = SystemTime::now().checked_sub(Duration::from_secs(24 * 3600));
         let request = pb::QueryHistoryRequest {
             node: node.clone(),
             device: id.clone(),
-            since: Some(since.into()),
+            since: since.map(Into::into),
             limit: DEVICE_HISTORY,
             ..Default::default()
         };
@@ -315,24 +313,20 @@ pub async fn alerts(
                 })
         })
         .collect();
-    rows.sort_by(|x, y| {
-        let (a, b) = (
-            x.alert.clone().unwrap_or_default(),
-            y.alert.clone().unwrap_or_default(),
-        );
-        let p = |a: &pb::Alert| {
-            if a.priority.is_empty() {
+    // Firing before suppressed, then priority (none last), node, subject: keys computed once.
+    rows.sort_by_cached_key(|e| {
+        let a = e.alert.as_ref();
+        let priority = a.map_or("", |a| a.priority.as_str());
+        (
+            !a.is_some_and(firing),
+            if priority.is_empty() {
                 "P9".to_string()
             } else {
-                a.priority.clone()
-            }
-        };
-        (!firing(&a), p(&a), a.node.clone(), a.subject.clone()).cmp(&(
-            !firing(&b),
-            p(&b),
-            b.node.clone(),
-            b.subject.clone(),
-        ))
+                priority.to_string()
+            },
+            a.map(|a| a.node.clone()).unwrap_or_default(),
+            a.map(|a| a.subject.clone()).unwrap_or_default(),
+        )
     });
     let (page, meta) = paging.slice(&rows);
     ok(json!({ "paging": meta, "alerts": page.iter().map(json::alert).collect::<Vec<_>>() }))
@@ -415,6 +409,7 @@ pub async fn export(
                 format!("attachment; filename=\"{safe}.{extension}\""),
             ),
             (header::CACHE_CONTROL, "no-store".to_string()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
         ],
         body,
     )

@@ -11,7 +11,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
@@ -25,67 +27,101 @@ const MIN_SPACING: Duration = Duration::from_secs(1);
 /// A `ping` at least this often; the page calls the collector lost after three missed.
 pub const PING_EVERY: Duration = Duration::from_secs(5);
 
-/// Counts changes until shutdown (when the watch streams end).
+/// How often the count of applied reports is looked at.
+const REPORTS_EVERY: Duration = Duration::from_millis(500);
+/// Browsers following the page at once; more get 503 (each holds a task and a connection).
+pub const MAX_STREAMS: usize = 256;
+
+/// Counts changes until shutdown: fleet and alert events as they come, and applied reports
+/// (readings, ages and counters change with every report, and no watch stream says so).
 pub async fn count_changes(
     reader: FleetReader,
     counter: watch::Sender<u64>,
     shutdown: CancellationToken,
 ) {
     let mut changes = match reader.changes().await {
-        Ok(changes) => changes,
+        Ok(changes) => Some(changes),
         Err(status) => {
             tracing::error!(
                 message = status.message(),
-                "the status page cannot watch the fleet: it will not update by itself"
+                "the status page cannot watch the fleet: it follows reports only"
             );
-            return;
+            None
         }
     };
+    let mut reports = tokio::time::interval(REPORTS_EVERY);
+    reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = reader.reports_recorded();
     loop {
+        let next = async {
+            match changes.as_mut() {
+                Some(stream) => stream.next().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => break,
-            next = changes.next() => match next {
+            item = next => match item {
                 Some(()) => counter.send_modify(|n| *n += 1),
-                None => break,
+                None => changes = None, // the streams end at shutdown; reports still count
             },
+            _ = reports.tick() => {
+                let now = reader.reports_recorded();
+                if now != seen {
+                    seen = now;
+                    counter.send_modify(|n| *n += 1);
+                }
+            }
         }
     }
 }
 
-/// `GET /api/events`.
-pub async fn events(State(web): State<WebState>) -> Sse<ReceiverStream<Result<Event, Infallible>>> {
-    let (tx, rx) = mpsc::channel(4);
+/// `GET /api/events`; 503 when [`MAX_STREAMS`] browsers already follow.
+pub async fn events(State(web): State<WebState>) -> Response {
+    let Ok(slot) = web.streams.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many browsers follow this collector's page; reload later\n",
+        )
+            .into_response();
+    };
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(4);
     let mut changes = web.changes.clone();
     let shutdown = web.shutdown.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         // The first event tells the page the stream is up (and which generation it has).
         let mut last_sent = *changes.borrow_and_update();
-        if tx.send(Ok(change(last_sent))).await.is_err() {
-            return;
-        }
         let mut ping = tokio::time::interval(PING_EVERY);
-        ping.tick().await;
+        let mut event = Some(change(last_sent));
         loop {
-            let event = tokio::select! {
+            if let Some(e) = event.take() {
+                // A browser that stops reading fills its buffer: its stream ends here rather
+                // than wait (the next connection starts from the current generation).
+                if tx.try_send(Ok(e)).is_err() {
+                    break;
+                }
+            }
+            event = tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tx.closed() => break,
-                _ = ping.tick() => Event::default().event("ping").data(last_sent.to_string()),
+                _ = ping.tick() => Some(Event::default().event("ping").data(last_sent.to_string())),
                 changed = changes.changed() => {
                     if changed.is_err() {
                         break;
                     }
                     // Let a burst of reports settle into one event.
-                    tokio::time::sleep(MIN_SPACING).await;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(MIN_SPACING) => {}
+                    }
                     last_sent = *changes.borrow_and_update();
-                    change(last_sent)
+                    Some(change(last_sent))
                 }
             };
-            if tx.send(Ok(event)).await.is_err() {
-                break;
-            }
         }
     });
-    Sse::new(ReceiverStream::new(rx))
+    Sse::new(ReceiverStream::new(rx)).into_response()
 }
 
 fn change(generation: u64) -> Event {

@@ -14,13 +14,15 @@
 //! There is no action button, and no route that changes anything: everything that changes
 //! a device or a silence goes through `agent-ctl` and the audit log.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::watch;
+
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 mod access;
@@ -41,6 +43,8 @@ pub struct WebState {
     reader: FleetReader,
     changes: watch::Receiver<u64>,
     shutdown: CancellationToken,
+    /// Slots for browsers following `/api/events`.
+    streams: Arc<Semaphore>,
     /// The history database is on (incidents and device history need it).
     history: bool,
     chart_step: Duration,
@@ -74,6 +78,7 @@ pub fn start(
     WebState {
         reader,
         changes,
+        streams: Arc::new(Semaphore::new(events::MAX_STREAMS)),
         shutdown,
         history,
         chart_step,

@@ -99,6 +99,11 @@ impl FleetReader {
         self.windows.all().into_iter().collect()
     }
 
+    /// Reports applied so far: changes no watch stream carries (readings, ages, counters).
+    pub fn reports_recorded(&self) -> u64 {
+        self.trails.recorded()
+    }
+
     pub fn chart(&self, node: &str, device: &str) -> Option<Chart> {
         self.trails.chart(node, device, SystemTime::now())
     }
@@ -108,7 +113,8 @@ impl FleetReader {
         if let Ok(nodes) = self.nodes().await {
             let held: std::collections::HashSet<String> =
                 nodes.into_iter().map(|n| n.node).collect();
-            self.trails.retain(|node| held.contains(node));
+            self.trails
+                .retain(|node| held.contains(node), SystemTime::now());
         }
     }
 }

@@ -114,7 +114,13 @@ function connect() {
 function route() {
   const raw = location.hash.replace(/^#\/?/, "") || "fleet";
   const [path, query] = raw.split("?");
-  const parts = path.split("/").map(decodeURIComponent);
+  const parts = path.split("/").map((p) => {
+    try {
+      return decodeURIComponent(p);
+    } catch (e) {
+      return p; // a malformed escape: shown as typed, and the view says it found nothing
+    }
+  });
   return { view: parts[0], args: parts.slice(1), params: new URLSearchParams(query || "") };
 }
 function go(view, params) {
@@ -164,24 +170,39 @@ async function draw(navigated) {
     content = [h("h1", { tabindex: "-1" }, "Could not load this view"), h("p", { class: "error", id: "error" }, e.message)];
   }
   const main = $("#main");
-  // Keep the filter being typed in: only replace the view when it is not focused.
-  const focused = document.activeElement && document.activeElement.id && main.contains(document.activeElement) ? document.activeElement.id : null;
-  const caret = focused && document.activeElement.selectionStart;
+  // A redraw must not take the keyboard's place away: remember what had focus (by id, or by
+  // what it is: a link's target, a button's words, the heading) and give it back.
+  const active = document.activeElement;
+  // (main itself keeps focus through a redraw: only its children are replaced.)
+  const key = active && active !== main && main.contains(active) ? focusKey(active) : null;
+  const caret = active && typeof active.selectionStart === "number" ? active.selectionStart : null;
   main.replaceChildren(...[content].flat());
-  if (focused && $(`#${focused}`)) {
-    const el = $(`#${focused}`);
-    el.focus();
-    if (caret !== null && caret !== undefined && el.setSelectionRange) el.setSelectionRange(caret, caret);
+  // The heading can take focus (after a navigation, and back after a redraw).
+  for (const heading of main.querySelectorAll("h1")) heading.setAttribute("tabindex", "-1");
+  const again = key && !navigated ? findByKey(main, key) : null;
+  if (again) {
+    again.focus({ preventScroll: true });
+    if (caret !== null && again.setSelectionRange) again.setSelectionRange(caret, caret);
   } else if (navigated) {
     const heading = main.querySelector("h1");
-    if (heading) {
-      heading.setAttribute("tabindex", "-1");
-      heading.focus({ preventScroll: true });
-    }
+    if (heading) heading.focus({ preventScroll: true });
   }
   const h1 = main.querySelector("h1");
   document.title = `${h1 ? h1.textContent : "Status"} · Health collector`;
   main.dataset.drawn = String(Date.now());
+}
+
+function focusKey(el) {
+  if (el.id) return { id: el.id };
+  return { tag: el.tagName, href: el.getAttribute("href"), text: el.textContent };
+}
+
+function findByKey(root, key) {
+  if (key.id) return root.querySelector(`#${CSS.escape(key.id)}`);
+  for (const el of root.querySelectorAll(key.tag)) {
+    if (el.getAttribute("href") === key.href && el.textContent === key.text) return el;
+  }
+  return null;
 }
 
 async function summary() {
@@ -197,7 +218,7 @@ async function summary() {
     item("Alerts firing", s.firing, "firing"),
     ...["P0", "P1", "P2", "P3"].filter((p) => pr[p]).map((p) => item(p, pr[p], p)),
     item("Suppressed", s.suppressed, "suppressed"),
-    item("In maintenance", s.maintenance, "maintenance"),
+    item("Maintenance windows", s.maintenance, "maintenance"),
   );
 }
 
@@ -213,7 +234,9 @@ function filters(view, params, fields) {
     const id = `f-${f.name}`;
     let input;
     if (f.options) {
-      input = h("select", { id, name: f.name, onchange: apply }, f.options.map((o) => h("option", { value: o === "all" ? "" : o, selected: (params.get(f.name) || "") === (o === "all" ? "" : o) }, o)));
+      // An option is a word (its own value; "all" is no filter) or [value, label].
+      const pairs = f.options.map((o) => (Array.isArray(o) ? o : [o === "all" ? "" : o, o]));
+      input = h("select", { id, name: f.name, onchange: apply }, pairs.map(([value, label]) => h("option", { value, selected: (params.get(f.name) || "") === value }, label)));
     } else {
       let timer;
       input = h("input", { id, name: f.name, type: "search", value: params.get(f.name) || "", placeholder: f.placeholder || "", autocomplete: "off", oninput: () => { clearTimeout(timer); timer = setTimeout(apply, 300); } });
@@ -483,8 +506,8 @@ async function incidentsView(r) {
     h("h1", {}, "Incidents"),
     filters("incidents", p, [
       { name: "node", label: "Node" },
-      { name: "since", label: "Opened within", options: ["all", "1h", "24h", "7d", "30d"] },
-      { name: "open", label: "Which", options: ["all", "true"] },
+      { name: "since", label: "Opened within", options: [["", "7 days"], ["1h", "1 hour"], ["24h", "24 hours"], ["30d", "30 days"], ["90d", "90 days"]] },
+      { name: "open", label: "Which", options: [["", "all"], ["true", "open only"]] },
     ]),
     table("incidents", "Incidents, newest first", ["Incident", "State", "Priority", "Node", "Detected by", "Opened", "Time to detect", "Time to resolve"], rows, "No incident in this period."),
     pager("incidents", p, data.paging),
