@@ -329,7 +329,13 @@ async fn serve_http(
                 let access = match (&tls.cert, web.listen) {
                     (None, _) => plain_access.clone(),
                     (Some(_), Some(web_addr)) => Access::Elsewhere(format!(
-                        "this collector serves its status page over HTTPS to client certificates: open https://{web_addr}/"
+                        "this collector serves its status page over HTTPS to client certificates: open https://{}/",
+                        // A wildcard bind is no address to open: name the port on this host.
+                        if web_addr.ip().is_unspecified() {
+                            format!("<this host>:{}", web_addr.port())
+                        } else {
+                            web_addr.to_string()
+                        }
                     )),
                     (Some(_), None) => Access::Elsewhere(
                         "this collector has [tls]: its status page needs a client certificate, on [web] listen, which is not set".to_string(),

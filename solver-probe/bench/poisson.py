@@ -17,7 +17,7 @@ def build(n, path):
     sp.save_npz(path, a)
 
 
-def timed(path):
+def timed(path, with_cond=True):
     a = sp.load_npz(path).tocsr()
     n = a.shape[0]
     x = 1.0 + (np.arange(n) % 7) * 0.01
@@ -33,18 +33,19 @@ def timed(path):
         iters[0] += 1
 
     t = time.perf_counter()
-    _, info = spla.cg(a, y, rtol=1e-8, maxiter=20000, callback=count)
+    xs, info = spla.cg(a, y, rtol=1e-8, maxiter=20000, callback=count)
     cg = time.perf_counter() - t
+    true_residual = float(np.linalg.norm(y - a @ xs) / np.linalg.norm(y))
     rss_solve = peak_rss()
     kappa = {}
-    for spec in ["MMD_AT_PLUS_A", "COLAMD"]:
+    for spec in ["MMD_AT_PLUS_A", "COLAMD"] if with_cond else []:
         t = time.perf_counter()
         k = kappa1(a.tocsc(), spec)
         kappa[spec] = {"kappa1": k, "seconds": time.perf_counter() - t, "peak_rss_bytes": peak_rss()}
     print(json.dumps({
         "scipy": scipy.__version__, "n": n, "nnz": int(a.nnz),
         "spmv_seconds_median": times[len(times) // 2],
-        "cg_iterations": iters[0], "cg_seconds": cg,
+        "cg_iterations": iters[0], "cg_seconds": cg, "cg_true_residual": true_residual,
         "cg_seconds_per_iteration": cg / max(iters[0], 1), "cg_info": info,
         "peak_rss_bytes_solve": rss_solve, "kappa": kappa,
     }))
@@ -92,11 +93,55 @@ def compare(scipy_json, probe_json):
         print(f"{'peak RSS, whole run':<28}{last * gb:>11.2f} GB{p['peak_rss_bytes'] * gb:>13.2f} GB")
 
 
+def pairs(directory, count):
+    """The A/B table: SciPy and the probe were run in alternation (scipy-i, probe-i,
+    probe1-i for i = 1..count); each step's ratio is taken pair by pair (SciPy time / probe
+    time, so above 1 is the probe faster), and the median and min-max of the ratios printed."""
+    import os
+    load = lambda name: json.load(open(os.path.join(directory, name)))
+    runs = [(load(f"scipy-{i}.json"), load(f"probe-{i}.json"), load(f"probe1-{i}.json")) for i in range(1, count + 1)]
+    s0, p0, _ = runs[0]
+    print(f"2D Poisson, {s0['n']} unknowns, {s0['nnz']} nonzeros; SciPy {s0['scipy']}; {count} pairs, "
+          f"run in alternation after a warm-up; probe workers {p0['workers']} (and 1)")
+    steps = [
+        ("SpMV (median of 20)", lambda s: s["spmv_seconds_median"], lambda p: p["spmv_seconds_median"], 1e3),
+        ("CG per iteration", lambda s: s["cg_seconds_per_iteration"], lambda p: p["cg_seconds_per_iteration"], 1e3),
+        ("CG to rtol 1e-8", lambda s: s["cg_seconds"], lambda p: p["cg_seconds"], 1.0),
+    ]
+    if p0.get("cond"):
+        steps += [
+            ("kappa2 + bounds vs MMD", lambda s: s["kappa"]["MMD_AT_PLUS_A"]["seconds"], lambda p: p["cond"]["seconds"], 1.0),
+            ("kappa2 + bounds vs COLAMD", lambda s: s["kappa"]["COLAMD"]["seconds"], lambda p: p["cond"]["seconds"], 1.0),
+            ("kappa1 vs MMD", lambda s: s["kappa"]["MMD_AT_PLUS_A"]["seconds"], lambda p: p["cond"]["kappa1_seconds"], 1.0),
+        ]
+    med = lambda v: sorted(v)[len(v) // 2]
+    print(f"{'step':<26}{'pairs: SciPy / probe = ratio':<60}{'median':>8}{'min-max':>14}{'1 worker':>10}")
+    for label, sv, pv, unit in steps:
+        u = "ms" if unit == 1e3 else "s"
+        ratios = [sv(s) / pv(p) for s, p, _ in runs]
+        single = [sv(s) / pv(p1) for s, _, p1 in runs]
+        cells = " ".join(f"{sv(s) * unit:.2f}/{pv(p) * unit:.2f}={sv(s) / pv(p):.2f}" for s, p, _ in runs)
+        print(f"{label:<26}{cells:<60}{med(ratios):>7.2f}x{min(ratios):>7.2f}-{max(ratios):.2f}{med(single):>9.2f}x")
+    print(f"CG: SciPy {s0['cg_iterations']} iterations to true residual {s0['cg_true_residual']:.2e}; "
+          f"probe {p0['cg_iterations']} ({p0['cg_reason']}) to {p0['cg_true_residual']:.2e}")
+    c = p0.get("cond")
+    if c:
+        print("  SciPy kappa1: " + ", ".join(f"{spec} {k['kappa1']:.4e}" for spec, k in s0["kappa"].items()))
+        print(f"  probe: kappa {c['kappa']:.4e} ({c['norm']} norm, {c['method']}); kappa1 {c['kappa1']:.4e}")
+        print(f"  probe note: {c['note']}")
+    gb = 1e-9
+    peak_s = max(max(k["peak_rss_bytes"] for k in s["kappa"].values()) if s.get("kappa") else s["peak_rss_bytes_solve"] for s, _, _ in runs)
+    peak_p = max(p["peak_rss_bytes"] for _, p, _ in runs)
+    print(f"peak RSS (whole run): SciPy {peak_s * gb:.2f} GB, probe {peak_p * gb:.2f} GB")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "build":
         build(int(sys.argv[2]), sys.argv[3])
     elif cmd == "time":
-        timed(sys.argv[2])
+        timed(sys.argv[2], "--cond" in sys.argv[3:])
+    elif cmd == "pairs":
+        pairs(sys.argv[2], int(sys.argv[3]))
     else:
         compare(sys.argv[2], sys.argv[3])

@@ -148,6 +148,16 @@ fn bench(
     let t = Instant::now();
     let r = cg(&a, &y, None, &Identity, &opts).map_err(|e| e.to_string())?;
     let cg_s = t.elapsed().as_secs_f64();
+    // The true relative residual ‖y − A x‖/‖y‖, as the bench computes SciPy's: what the
+    // iteration's own residual recurrence may drift from.
+    let mut ax = vec![0.0; n];
+    Csr::new(&a)
+        .map_err(|e| e.to_string())?
+        .mul(&r.x, &mut ax)
+        .map_err(|e| e.to_string())?;
+    let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|e| e * e).sum::<f64>().sqrt();
+    let true_residual =
+        norm(&mut y.iter().zip(&ax).map(|(b, v)| b - v)) / norm(&mut y.iter().copied());
     let rss_solve = peak_rss_bytes();
     let cond = if with_cond {
         let t = Instant::now();
@@ -171,6 +181,7 @@ fn bench(
         "spmv_seconds_median": spmv_s,
         "cg_reason": format!("{:?}", r.reason), "cg_iterations": r.iterations,
         "cg_seconds": cg_s, "cg_seconds_per_iteration": cg_s / r.iterations.max(1) as f64,
+        "cg_true_residual": true_residual,
         "peak_rss_bytes_solve": rss_solve,
         "workers": solver_probe::krylov::Workers::get().count(),
         "cond": cond,
