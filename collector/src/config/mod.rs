@@ -461,35 +461,8 @@ fn check_together(file: &Path, text: &str, config: &Config) -> Result<(), Config
             ),
         });
     }
-    check_web(file, config)?;
+    web::check(file, config)?;
     check_tls(file, config)
-}
-
-/// The page's listener is its own port, and `allow_remote` only means something without TLS
-/// (with TLS, a client certificate is what lets a remote reader in).
-fn check_web(file: &Path, config: &Config) -> Result<(), ConfigError> {
-    let fail = |key: &str, message: String| {
-        Err(ConfigError::Key {
-            file: file.to_path_buf(),
-            field: FieldError::new(key, message),
-        })
-    };
-    let web = &config.web;
-    if let Some(addr) = web.listen {
-        if addr == config.listen || Some(addr) == config.metrics_listen {
-            return fail(
-                "web.listen",
-                format!("expected an address of its own, found {addr}, already listen or metrics_listen"),
-            );
-        }
-    }
-    if web.allow_remote && config.tls.cert.is_some() {
-        return fail(
-            "web.allow_remote",
-            "expected false with [tls]: remote readers of the page present a client certificate on web.listen".to_string(),
-        );
-    }
-    Ok(())
 }
 
 /// `[tls]` comes whole (the listener serves mutual TLS or plain TCP, nothing in between), and

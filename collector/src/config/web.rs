@@ -3,12 +3,15 @@
 //! from these keys and `[tls]`.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
+
+use health_daemon::FieldError;
 
 use serde::{Deserialize, Deserializer};
 
 use super::de::{duration_within, listen_address};
-use super::Bounds;
+use super::{Bounds, Config, ConfigError};
 
 /// One chart point per step; a chart holds `web::trail::POINTS` of them (an hour by default).
 const DEFAULT_CHART_STEP: Duration = Duration::from_secs(60);
@@ -54,4 +57,31 @@ fn web_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::
 
 fn chart_step<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     duration_within(d, &CHART_STEP_BOUNDS)
+}
+
+/// The page's listener is its own port, and `allow_remote` only means something without TLS
+/// (with TLS, a client certificate is what lets a remote reader in).
+pub(super) fn check(file: &Path, config: &Config) -> Result<(), ConfigError> {
+    let fail = |key: &str, message: String| {
+        Err(ConfigError::Key {
+            file: file.to_path_buf(),
+            field: FieldError::new(key, message),
+        })
+    };
+    let web = &config.web;
+    if let Some(addr) = web.listen {
+        if addr == config.listen || Some(addr) == config.metrics_listen {
+            return fail(
+                "web.listen",
+                format!("expected an address of its own, found {addr}, already listen or metrics_listen"),
+            );
+        }
+    }
+    if web.allow_remote && config.tls.cert.is_some() {
+        return fail(
+            "web.allow_remote",
+            "expected false with [tls]: remote readers of the page present a client certificate on web.listen".to_string(),
+        );
+    }
+    Ok(())
 }
