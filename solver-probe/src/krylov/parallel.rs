@@ -125,7 +125,7 @@ where
     };
     let mut out = vec![failed; count];
     std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..workers.min(count)).map(|_| s.spawn(&take)).collect();
+        let helpers: Vec<_> = (1..workers.min(count)).map(|_| s.spawn(take)).collect();
         for (k, v) in take() {
             out[k] = v;
         }
