@@ -23,6 +23,8 @@ use rand::{Rng, SeedableRng};
 use sprs::CsMat;
 
 use super::factor::{FactorError, SparseCholesky};
+use super::onenorm::kappa1_on_cholesky;
+use super::shift_invert::{smallest_eigen, Limits};
 use super::{sparse, CondError, Confidence, Estimate, Method, Norm};
 use crate::krylov::Csr;
 
@@ -100,7 +102,10 @@ struct Ritz {
 
 /// Eigenvalues (ascending) and eigenvectors of the symmetric tridiagonal matrix with diagonal
 /// `alpha` and off-diagonal `beta[..m-1]`.
-fn tridiagonal_eigen(alpha: &[f64], beta: &[f64]) -> Result<(Vec<f64>, Mat<f64>), CondError> {
+pub(crate) fn tridiagonal_eigen(
+    alpha: &[f64],
+    beta: &[f64],
+) -> Result<(Vec<f64>, Mat<f64>), CondError> {
     let m = alpha.len();
     let t = Mat::<f64>::from_fn(m, m, |i, j| {
         if i == j {
@@ -393,8 +398,8 @@ fn top_and_start(
     Ok((lmax, res_lmax, steps, x))
 }
 
-/// Where inverse iteration ended: the Rayleigh quotient ρ (λ_min; 0 when A⁻¹ overflowed), its
-/// residual ‖A x − ρ x‖, the iterations run, and whether some CG solve fell short.
+/// Where the λ_min iteration ended: the Rayleigh quotient ρ (λ_min; 0 when A⁻¹ overflowed),
+/// its residual ‖A x − ρ x‖, the solves run, and whether some CG solve fell short.
 struct InverseIteration {
     rho: f64,
     res: f64,
@@ -402,9 +407,10 @@ struct InverseIteration {
     cg_short: bool,
 }
 
-fn inverse_iteration(
+/// Plain inverse iteration with CG solves (the path without a factor: inexact solves would
+/// break the Lanczos relation that shift-invert Lanczos relies on).
+fn inverse_iteration_cg(
     a: &CsMat<f64>,
-    solver: &Solver,
     mut x: Vec<f64>,
     lmax: f64,
     opts: &LanczosOptions,
@@ -417,18 +423,8 @@ fn inverse_iteration(
     let mut cg_short = false;
     for it in 0..opts.max_inverse_iterations.max(1) {
         iters = it + 1;
-        let z = match solver {
-            Solver::Cholesky(c) => {
-                let mut z = x.clone();
-                c.solve_in_place(&mut z);
-                z
-            }
-            Solver::Cg => {
-                let (z, ok) = cg(a, &x, opts.cg_rtol, opts.cg_max_iter)?;
-                cg_short |= !ok;
-                z
-            }
-        };
+        let (z, ok) = cg(a, &x, opts.cg_rtol, opts.cg_max_iter)?;
+        cg_short |= !ok;
         let nz = sparse::norm2(&z);
         if nz == 0.0 || !nz.is_finite() {
             // A⁻¹ overflowed: λ_min is at rounding level.
@@ -458,19 +454,62 @@ fn inverse_iteration(
     })
 }
 
-/// κ₂ by Lanczos plus inverse iteration, with all options.
+/// Most basis vectors shift-invert Lanczos stores before it restarts (it needs about 8 on a
+/// fine-grid Laplacian; the cap bounds memory on slowly converging spectra).
+const SHIFT_INVERT_MAX_BASIS: usize = 16;
+
+/// λ_min by shift-invert Lanczos on the factor, or by inverse iteration with CG.
+fn smallest(
+    a: &CsMat<f64>,
+    solver: &Solver,
+    x: Vec<f64>,
+    lmax: f64,
+    opts: &LanczosOptions,
+) -> Result<InverseIteration, CondError> {
+    match solver {
+        Solver::Cholesky(c) => {
+            let fit = opts.max_basis_bytes / (8 * a.rows()).max(1);
+            let limits = Limits {
+                tol: opts.tol,
+                max_solves: opts.max_inverse_iterations,
+                max_basis: fit.clamp(2, SHIFT_INVERT_MAX_BASIS),
+            };
+            let e = smallest_eigen(a, c, x, lmax, limits)?;
+            Ok(InverseIteration {
+                rho: e.rho,
+                res: e.res,
+                iters: e.solves,
+                cg_short: false,
+            })
+        }
+        Solver::Cg => inverse_iteration_cg(a, x, lmax, opts),
+    }
+}
+
+/// κ₂ by Lanczos plus shift-invert Lanczos (or CG inverse iteration) for λ_min, with all
+/// options.
 pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimate, CondError> {
-    let a = sparse::validate(a)?;
+    let a = sparse::validate_ref(a)?;
     let asym = sparse::asymmetry(&a);
     if asym > sparse::SYMMETRY_TOL {
         return Err(CondError::NotSymmetric { asymmetry: asym });
     }
+    Ok(lanczos_spd_validated(&a, opts, false)?.0)
+}
+
+/// [`lanczos_spd_with`] on a validated symmetric matrix; with `kappa1`, also κ₁ from the same
+/// Cholesky factor (`None` without a factor: CG path or `refine = false`).
+pub(crate) fn lanczos_spd_validated(
+    a: &CsMat<f64>,
+    opts: &LanczosOptions,
+    kappa1: bool,
+) -> Result<(Estimate, Option<Estimate>), CondError> {
     if !opts.refine {
-        return ritz_only(&a, opts);
+        return Ok((ritz_only(a, opts)?, None));
     }
     // The factorization comes first: it is also the positive-definiteness test.
-    let (solver, fallback) = Solver::choose(&a, opts)?;
-    let (lmax, res_lmax, steps, x) = top_and_start(&a, &solver, opts)?;
+    let (solver, fallback) = Solver::choose(a, opts)?;
+    let (lmax, res_lmax, steps, x) = top_and_start(a, &solver, opts)?;
     let upper_lmax = lmax + res_lmax;
     let method = solver.method();
     let InverseIteration {
@@ -478,16 +517,21 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
         res,
         iters,
         cg_short,
-    } = inverse_iteration(&a, &solver, x, lmax, opts)?;
+    } = smallest(a, &solver, x, lmax, opts)?;
+    let one = match (&solver, kappa1) {
+        (Solver::Cholesky(c), true) => Some(kappa1_on_cholesky(a, c)?),
+        _ => None,
+    };
     if rho <= 0.0 {
-        return Ok(Estimate::from_norms(
+        let e = Estimate::from_norms(
             Norm::Two,
             method,
             Confidence::Estimate,
             lmax,
             None,
-            "inverse iteration found λ_min ≤ 0 at rounding level".into(),
-        ));
+            "the solves with A found λ_min ≤ 0 at rounding level".into(),
+        );
+        return Ok((e, one));
     }
     let lower = lmax / rho;
     let upper = if rho > res {
@@ -496,9 +540,13 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
         f64::INFINITY
     };
     let solver_name = solver.describe();
+    let how = match solver {
+        Solver::Cholesky(_) => "shift-invert Lanczos steps, one solve each",
+        Solver::Cg => "inverse iterations",
+    };
     let mut note = format!(
-        "{steps} Lanczos steps: λ_max = {lmax:.6e} (residual {res_lmax:.1e}); {iters} inverse \
-         iterations ({solver_name}): λ_min = {rho:.6e} (residual {res:.1e})"
+        "{steps} Lanczos steps: λ_max = {lmax:.6e} (residual {res_lmax:.1e}); {iters} {how} \
+         ({solver_name}): λ_min = {rho:.6e} (residual {res:.1e})"
     );
     if let Some(why) = fallback {
         note += &format!("; no Cholesky factor: {why}");
@@ -506,14 +554,15 @@ pub fn lanczos_spd_with(a: &CsMat<f64>, opts: &LanczosOptions) -> Result<Estimat
     if cg_short {
         note += "; some CG solves stopped before their tolerance";
     }
-    Ok(Estimate::from_norms(
+    let e = Estimate::from_norms(
         Norm::Two,
         method,
         Confidence::Bounds { lower, upper },
         lmax,
         Some(1.0 / rho),
         note,
-    ))
+    );
+    Ok((e, one))
 }
 
 /// κ₂ bounds from the Ritz values alone (`refine = false`).
