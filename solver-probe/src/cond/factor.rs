@@ -185,6 +185,7 @@ impl SparseCholesky {
     }
 
     /// Right-hand sides solved so far (each one forward and one backward triangular solve).
+    #[cfg(test)]
     pub(crate) fn solves(&self) -> usize {
         self.solves.load(Ordering::Relaxed)
     }

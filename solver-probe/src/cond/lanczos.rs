@@ -21,6 +21,7 @@ use faer::{Mat, Side};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sprs::CsMat;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::factor::{FactorError, SparseCholesky};
 use super::onenorm::kappa1_on_cholesky;
@@ -209,11 +210,23 @@ fn lanczos(a: &CsMat<f64>, steps: usize, seed: u64) -> Result<Ritz, CondError> {
 /// [`TOP_SETTLED`] relative over 10 steps: it only ever grows towards λ_max, and on a clustered
 /// top of the spectrum (a fine-grid Laplacian) its last digits take hundreds of steps that
 /// change κ by less than that. The reported upper bound still uses the Ritz residual.
-fn lanczos_top(a: &CsMat<f64>, steps: usize, seed: u64) -> Result<(f64, f64, usize), CondError> {
+///
+/// With `beside` (it runs on a thread of its own beside the factorization), the product is
+/// serial, so the two take one core each, and the run ends early once `beside` is set.
+fn lanczos_top(
+    a: &CsMat<f64>,
+    steps: usize,
+    seed: u64,
+    beside: Option<&AtomicBool>,
+) -> Result<(f64, f64, usize), CondError> {
     let n = a.rows();
     let k = steps.clamp(1, n);
-    // The solvers' threaded product (u32 pattern, rows split over the worker threads).
-    let m = Csr::for_products(a).map_err(|e| CondError::Numerical(e.to_string()))?;
+    // Alone, the solvers' threaded product (u32 pattern, rows split over the worker threads).
+    let m = match beside {
+        Some(_) => None,
+        None => Some(Csr::for_products(a).map_err(|e| CondError::Numerical(e.to_string()))?),
+    };
+    let indptr = a.proper_indptr();
     let mut q = random_unit(n, seed);
     let mut q_prev = vec![0.0; n];
     let mut w = vec![0.0; n];
@@ -222,7 +235,13 @@ fn lanczos_top(a: &CsMat<f64>, steps: usize, seed: u64) -> Result<(f64, f64, usi
     let scale = sparse::max_abs(a).max(f64::MIN_POSITIVE);
     let mut settled_at = f64::NAN;
     for j in 0..k {
-        let al = m.mul_dot_unchecked_len(&q, &mut w);
+        if beside.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+            break;
+        }
+        let al = match &m {
+            Some(m) => m.mul_dot_unchecked_len(&q, &mut w),
+            None => matvec_dot(&indptr, a.indices(), a.data(), &q, &mut w),
+        };
         let b_prev = beta.last().copied().unwrap_or(0.0);
         for ((wi, qi), pi) in w.iter_mut().zip(&q).zip(&q_prev) {
             *wi -= al * qi + b_prev * pi;
@@ -247,6 +266,10 @@ fn lanczos_top(a: &CsMat<f64>, steps: usize, seed: u64) -> Result<(f64, f64, usi
             *qi = wi / b;
         }
     }
+    if alpha.is_empty() {
+        // Stopped before its first step; the caller drops this.
+        return Err(CondError::Numerical("Lanczos stopped".into()));
+    }
     check_finite(&alpha, &beta)?;
     let m = alpha.len();
     let (values, vectors) = tridiagonal_eigen(&alpha, &beta)?;
@@ -256,6 +279,17 @@ fn lanczos_top(a: &CsMat<f64>, steps: usize, seed: u64) -> Result<(f64, f64, usi
         (beta[m - 1] * vectors[(m - 1, imax)]).abs(),
         m,
     ))
+}
+
+/// y = A x for the CSR arrays of A, returning xᵀ y (serial).
+fn matvec_dot(indptr: &[usize], indices: &[usize], data: &[f64], x: &[f64], y: &mut [f64]) -> f64 {
+    let mut d = 0.0;
+    for ((yi, xi), ends) in y.iter_mut().zip(x).zip(indptr.windows(2)) {
+        let (cols, vals) = (&indices[ends[0]..ends[1]], &data[ends[0]..ends[1]]);
+        *yi = cols.iter().zip(vals).map(|(&j, &v)| v * x[j]).sum();
+        d += *yi * xi;
+    }
+    d
 }
 
 /// Conjugate gradients for A x = b (SPD). Errors with `NotPositiveDefinite` on pᵀAp ≤ 0.
@@ -360,12 +394,16 @@ impl Solver {
 fn top_and_start(
     a: &CsMat<f64>,
     solver: &Solver,
+    top: Option<(f64, f64, usize)>,
     opts: &LanczosOptions,
 ) -> Result<(f64, f64, usize, Vec<f64>), CondError> {
     let n = a.rows();
     let (lmax, res_lmax, steps, x) = match solver {
         Solver::Cholesky(_) => {
-            let (lmax, res, steps) = lanczos_top(a, opts.steps, opts.seed)?;
+            let (lmax, res, steps) = match top {
+                Some(t) => t,
+                None => lanczos_top(a, opts.steps, opts.seed, None)?,
+            };
             (
                 lmax,
                 res,
@@ -396,6 +434,41 @@ fn top_and_start(
         });
     }
     Ok((lmax, res_lmax, steps, x))
+}
+
+/// λ_max from the recurrence of [`lanczos_top`]: its value, residual and steps.
+type Top = (f64, f64, usize);
+
+/// The factor (or CG with the reason) and, on the factor path, λ_max from [`lanczos_top`] run
+/// on a second thread during the factorization: the factorization is sequential and the
+/// recurrence needs only products with A, so the two overlap instead of queueing. When no
+/// factor comes of it, the recurrence is stopped and its result dropped (the CG path needs the
+/// stored basis of [`lanczos`]).
+fn factor_and_top(
+    a: &CsMat<f64>,
+    opts: &LanczosOptions,
+) -> Result<(Solver, Option<String>, Option<Top>), CondError> {
+    if a.rows() > opts.cholesky_max_n {
+        let (solver, fallback) = Solver::choose(a, opts)?;
+        return Ok((solver, fallback, None));
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let top = scope.spawn(|| lanczos_top(a, opts.steps, opts.seed, Some(&stop)));
+        let chosen = Solver::choose(a, opts);
+        if !matches!(chosen, Ok((Solver::Cholesky(_), _))) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let top = top
+            .join()
+            .map_err(|_| CondError::Numerical("the Lanczos thread panicked".into()))?;
+        let (solver, fallback) = chosen?;
+        let top = match solver {
+            Solver::Cholesky(_) => Some(top?),
+            Solver::Cg => None,
+        };
+        Ok((solver, fallback, top))
+    })
 }
 
 /// Where the λ_min iteration ended: the Rayleigh quotient ρ (λ_min; 0 when A⁻¹ overflowed),
@@ -508,20 +581,32 @@ pub(crate) fn lanczos_spd_validated(
         return Ok((ritz_only(a, opts)?, None));
     }
     // The factorization comes first: it is also the positive-definiteness test.
-    let (solver, fallback) = Solver::choose(a, opts)?;
-    let (lmax, res_lmax, steps, x) = top_and_start(a, &solver, opts)?;
+    let (solver, fallback, top) = factor_and_top(a, opts)?;
+    let (lmax, res_lmax, steps, x) = top_and_start(a, &solver, top, opts)?;
     let upper_lmax = lmax + res_lmax;
     let method = solver.method();
+    // κ₁'s solves on the same factor run on a second thread beside the λ_min solves: each
+    // solve is one sequential sweep over the factor, so two sweeps at once use both cores.
+    let (smallest, one) = std::thread::scope(|scope| {
+        let one = match (&solver, kappa1) {
+            (Solver::Cholesky(c), true) => Some(scope.spawn(|| kappa1_on_cholesky(a, c))),
+            _ => None,
+        };
+        let smallest = smallest(a, &solver, x, lmax, opts);
+        let one = one.map(|h| {
+            h.join()
+                .map_err(|_| CondError::Numerical("the κ₁ thread panicked".into()))
+                .and_then(|r| r)
+        });
+        (smallest, one)
+    });
+    let one = one.transpose()?;
     let InverseIteration {
         rho,
         res,
         iters,
         cg_short,
-    } = smallest(a, &solver, x, lmax, opts)?;
-    let one = match (&solver, kappa1) {
-        (Solver::Cholesky(c), true) => Some(kappa1_on_cholesky(a, c)?),
-        _ => None,
-    };
+    } = smallest?;
     if rho <= 0.0 {
         let e = Estimate::from_norms(
             Norm::Two,
