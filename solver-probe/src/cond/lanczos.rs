@@ -31,7 +31,7 @@ use super::factor::{FactorError, SparseCholesky};
 use super::onenorm::kappa1_on_cholesky;
 use super::shift_invert::{smallest_eigen, Limits};
 use super::{sparse, CondError, Confidence, Estimate, Method, Norm};
-use crate::krylov::Csr;
+use crate::krylov::{Csr, Workers};
 
 /// Options for [`lanczos_spd_with`].
 #[derive(Debug, Clone, PartialEq)]
@@ -441,6 +441,12 @@ fn top_and_start(
     Ok((lmax, res_lmax, steps, x))
 }
 
+/// Whether a second thread may run: `SOLVER_PROBE_WORKERS=1` keeps everything on the calling
+/// thread, as it does for the solvers.
+fn second_thread() -> bool {
+    Workers::get().count() >= 2
+}
+
 /// λ_max from the recurrence of [`lanczos_top`]: its value, residual and steps.
 type Top = (f64, f64, usize);
 
@@ -453,7 +459,7 @@ fn factor_and_top(
     a: &CsMat<f64>,
     opts: &LanczosOptions,
 ) -> Result<(Solver, Option<String>, Option<Top>), CondError> {
-    if a.rows() > opts.cholesky_max_n {
+    if a.rows() > opts.cholesky_max_n || !second_thread() {
         let (solver, fallback) = Solver::choose(a, opts)?;
         return Ok((solver, fallback, None));
     }
@@ -594,7 +600,9 @@ pub(crate) fn lanczos_spd_validated(
     // solve is one sequential sweep over the factor, so two sweeps at once use both cores.
     let (smallest, one) = std::thread::scope(|scope| {
         let one = match (&solver, kappa1) {
-            (Solver::Cholesky(c), true) => Some(scope.spawn(|| kappa1_on_cholesky(a, c))),
+            (Solver::Cholesky(c), true) if second_thread() => {
+                Some(scope.spawn(|| kappa1_on_cholesky(a, c)))
+            }
             _ => None,
         };
         let smallest = smallest(a, &solver, x, lmax, opts);
@@ -605,7 +613,10 @@ pub(crate) fn lanczos_spd_validated(
         });
         (smallest, one)
     });
-    let one = one.transpose()?;
+    let one = match (one.transpose()?, &solver, kappa1) {
+        (None, Solver::Cholesky(c), true) => Some(kappa1_on_cholesky(a, c)?),
+        (one, _, _) => one,
+    };
     let InverseIteration {
         rho,
         res,
