@@ -81,12 +81,29 @@ fn refined_residual(
     (rho, res)
 }
 
-/// Subtracts from `w` its components along the basis, twice (Kahan's "twice is enough").
+/// Rows per chunk of [`reorthogonalize`]: a chunk of w stays in cache while every basis vector
+/// streams past it once.
+const CHUNK: usize = 4096;
+
+/// Subtracts from `w` its components along the basis by classical Gram–Schmidt, twice
+/// (Kahan's "twice is enough" makes the second pass repair the first's rounding). Each pass
+/// computes all the coefficients in one sweep over the basis and subtracts them in a second,
+/// chunk by chunk, so the basis is read twice per pass rather than twice per vector and w
+/// stays in cache: these sweeps are the cost besides the solves.
 fn reorthogonalize(basis: &[Vec<f64>], w: &mut [f64]) {
+    let mut coef = vec![0.0; basis.len()];
     for _ in 0..2 {
-        for v in basis {
-            let c = sparse::dot(v, w);
-            w.iter_mut().zip(v).for_each(|(wi, vi)| *wi -= c * vi);
+        coef.iter_mut().for_each(|c| *c = 0.0);
+        for (start, wc) in (0..).step_by(CHUNK).zip(w.chunks(CHUNK)) {
+            for (c, v) in coef.iter_mut().zip(basis) {
+                *c += sparse::dot(&v[start..start + wc.len()], wc);
+            }
+        }
+        for (start, wc) in (0..).step_by(CHUNK).zip(w.chunks_mut(CHUNK)) {
+            for (&c, v) in coef.iter().zip(basis) {
+                let vc = &v[start..start + wc.len()];
+                wc.iter_mut().zip(vc).for_each(|(wi, vi)| *wi -= c * vi);
+            }
         }
     }
 }
