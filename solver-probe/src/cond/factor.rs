@@ -12,6 +12,11 @@
 //! why. Indices are `u32` (half the bytes of `usize`); matrices with 2³¹ or more rows or
 //! entries are refused the same way.
 //!
+//! Both count the right-hand sides they have solved with (each is one forward and one backward
+//! triangular solve), so callers and tests can state how many passes over the factor a method
+//! took. Several right-hand sides can be solved in one call: the solve is bound by reading the
+//! factor from memory, so a block of two costs little more than one.
+//!
 //! The input is a validated square CSR `sprs` matrix. Its CSR arrays are the CSC arrays of
 //! Aᵀ, so the LU factors Aᵀ and answers A x = b with a transposed solve: no copy of A is made.
 
@@ -26,6 +31,7 @@ use faer::sparse::linalg::LuError;
 use faer::sparse::{SparseColMatRef, SymbolicSparseColMatRef};
 use faer::{Conj, MatMut, Par, Side};
 use sprs::CsMat;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Why a sparse factorization was not formed.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +136,8 @@ fn req_bytes(r: StackReq) -> u128 {
 pub(crate) struct SparseCholesky {
     symbolic: SymbolicCholesky<u32>,
     values: Vec<f64>,
+    /// Right-hand sides solved so far (an atomic so that `&self` solves can count).
+    solves: AtomicUsize,
 }
 
 impl SparseCholesky {
@@ -164,7 +172,11 @@ impl SparseCholesky {
             return Err(FactorError::NotPositiveDefinite { pivot: index });
         }
         drop(mem);
-        Ok(SparseCholesky { symbolic, values })
+        Ok(SparseCholesky {
+            symbolic,
+            values,
+            solves: AtomicUsize::new(0),
+        })
     }
 
     /// Stored values of L.
@@ -172,16 +184,31 @@ impl SparseCholesky {
         self.values.len()
     }
 
+    /// Right-hand sides solved so far (each one forward and one backward triangular solve).
+    #[cfg(test)]
+    pub(crate) fn solves(&self) -> usize {
+        self.solves.load(Ordering::Relaxed)
+    }
+
     /// Solves A x = b in place.
     pub(crate) fn solve_in_place(&self, x: &mut [f64]) {
-        let n = x.len();
-        let mut mem = MemBuffer::new(self.symbolic.solve_in_place_scratch::<f64>(1, Par::Seq));
+        self.solve_block_in_place(x, 1);
+    }
+
+    /// Solves A X = B in place for `ncols` right-hand sides stored column after column in
+    /// `x` (length n·ncols): one pass over the factor for all of them.
+    pub(crate) fn solve_block_in_place(&self, x: &mut [f64], ncols: usize) {
+        let ncols = ncols.max(1);
+        let n = x.len() / ncols;
+        let req = self.symbolic.solve_in_place_scratch::<f64>(ncols, Par::Seq);
+        let mut mem = MemBuffer::new(req);
         LltRef::<'_, u32, f64>::new(&self.symbolic, &self.values).solve_in_place_with_conj(
             Conj::No,
-            MatMut::from_column_major_slice_mut(x, n, 1),
+            MatMut::from_column_major_slice_mut(x, n, ncols),
             Par::Seq,
             MemStack::new(&mut mem),
         );
+        self.solves.fetch_add(ncols, Ordering::Relaxed);
     }
 }
 
@@ -231,28 +258,30 @@ impl SparseLu {
         })
     }
 
-    /// Solves A x = b in place (a transposed solve with the factors of Aᵀ).
-    pub(crate) fn solve_in_place(&self, x: &mut [f64]) {
-        self.solve(x, true)
+    /// Solves A X = B in place for `ncols` right-hand sides stored column after column in `x`
+    /// (a transposed solve with the factors of Aᵀ).
+    pub(crate) fn solve_in_place(&self, x: &mut [f64], ncols: usize) {
+        self.solve(x, ncols, true)
     }
 
-    /// Solves Aᵀ x = b in place.
-    pub(crate) fn solve_transpose_in_place(&self, x: &mut [f64]) {
-        self.solve(x, false)
+    /// Solves Aᵀ X = B in place for `ncols` right-hand sides stored column after column.
+    pub(crate) fn solve_transpose_in_place(&self, x: &mut [f64], ncols: usize) {
+        self.solve(x, ncols, false)
     }
 
-    fn solve(&self, x: &mut [f64], transpose: bool) {
-        let n = x.len();
+    fn solve(&self, x: &mut [f64], ncols: usize, transpose: bool) {
+        let ncols = ncols.max(1);
+        let n = x.len() / ncols;
         let lu = LuRef::<'_, u32, f64>::new_unchecked(&self.symbolic, &self.numeric);
-        let rhs = MatMut::from_column_major_slice_mut(x, n, 1);
+        let rhs = MatMut::from_column_major_slice_mut(x, n, ncols);
         if transpose {
             let req = self
                 .symbolic
-                .solve_transpose_in_place_scratch::<f64>(1, Par::Seq);
+                .solve_transpose_in_place_scratch::<f64>(ncols, Par::Seq);
             let mut mem = MemBuffer::new(req);
             lu.solve_transpose_in_place_with_conj(Conj::No, rhs, Par::Seq, MemStack::new(&mut mem));
         } else {
-            let req = self.symbolic.solve_in_place_scratch::<f64>(1, Par::Seq);
+            let req = self.symbolic.solve_in_place_scratch::<f64>(ncols, Par::Seq);
             let mut mem = MemBuffer::new(req);
             lu.solve_in_place_with_conj(Conj::No, rhs, Par::Seq, MemStack::new(&mut mem));
         }

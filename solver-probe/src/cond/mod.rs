@@ -3,10 +3,11 @@
 //! Entry points:
 //! - [`estimate`]: picks a method: small matrices get the exact κ₂ from a dense SVD
 //!   ([`exact_dense_2`]); symmetric matrices with a positive diagonal get κ₂ from Lanczos
-//!   extremal eigenvalues with λ_min from inverse iteration on a sparse Cholesky factor
+//!   extremal eigenvalues with λ_min from shift-invert Lanczos on a sparse Cholesky factor
 //!   ([`lanczos_spd`]); everything else gets κ₁ from the Higham–Tisseur block 1-norm estimator
 //!   on an LU factorization, dense up to [`DENSE_LU_MAX_N`] and sparse (COLAMD) above
 //!   ([`one_norm_estimate`]).
+//! - [`estimate_both`]: the same κ and also κ₁, from one factorization where there is one.
 //! - [`recommend`]: the κ after Jacobi scaling or equilibration, and the smallest diagonal
 //!   shift that brings κ under a threshold, with the solution error that shift introduces.
 //! - [`analog`]: precision of a crossbar with b-bit conductances: worst-case bound, Monte Carlo
@@ -28,6 +29,7 @@ mod factor;
 mod lanczos;
 mod onenorm;
 pub mod recommend;
+mod shift_invert;
 mod sparse;
 
 use serde::Serialize;
@@ -139,7 +141,8 @@ pub enum Method {
     ExactDenseSvd,
     /// Lanczos extremal Ritz values only.
     Lanczos,
-    /// Lanczos for λ_max, inverse iteration with a sparse Cholesky (AMD ordering) for λ_min.
+    /// Lanczos for λ_max, inverse iteration with a sparse Cholesky (AMD ordering) for λ_min,
+    /// accelerated as shift-invert Lanczos (Lanczos on A⁻¹, one factor solve per step).
     LanczosWithInverseIteration,
     /// Lanczos for λ_max, inverse iteration with conjugate gradients for λ_min (when the
     /// Cholesky factor would exceed its budget).
@@ -293,7 +296,33 @@ pub fn estimate(a: &CsMat<f64>) -> Result<Estimate, CondError> {
 ///   to κ₁ when the matrix turns out not to be positive definite);
 /// - otherwise: κ₁ from the Higham–Tisseur estimator.
 pub fn estimate_with(a: &CsMat<f64>, opts: &EstimateOptions) -> Result<Estimate, CondError> {
-    let a = sparse::validate(a)?;
+    Ok(estimate_impl(a, opts, false)?.0)
+}
+
+/// [`estimate_with`] and κ₁ (Higham–Tisseur, [`one_norm_estimate_with`]) together: where the
+/// κ₂ path formed a sparse Cholesky factor, κ₁ is estimated with solves on that factor instead
+/// of a second factorization. The κ₁ part is an error where [`one_norm_estimate_with`] would
+/// be one (a factor over budget).
+pub fn estimate_both(
+    a: &CsMat<f64>,
+    opts: &EstimateOptions,
+) -> Result<(Estimate, Result<Estimate, CondError>), CondError> {
+    let (e, one) = estimate_impl(a, opts, true)?;
+    let one = match one {
+        Some(k1) => Ok(k1),
+        None if e.norm == Norm::One => Ok(e.clone()),
+        None => one_norm_estimate_with(a, opts.lanczos.max_factor_bytes),
+    };
+    Ok((e, one))
+}
+
+/// [`estimate_with`]; with `kappa1`, also κ₁ when it came from the same factor.
+fn estimate_impl(
+    a: &CsMat<f64>,
+    opts: &EstimateOptions,
+    kappa1: bool,
+) -> Result<(Estimate, Option<Estimate>), CondError> {
+    let a = sparse::validate_ref(a)?;
     let n = a.rows();
     let sym = sparse::is_symmetric(&a, sparse::SYMMETRY_TOL);
     if n <= opts.exact_max_n.min(EXACT_DENSE_MAX_N) {
@@ -302,17 +331,18 @@ pub fn estimate_with(a: &CsMat<f64>, opts: &EstimateOptions) -> Result<Estimate,
         } else {
             Definite::new(false, "not symmetric")
         };
-        return Ok(exact_dense_2(&a)?.decided(definite));
+        return Ok((exact_dense_2(&a)?.decided(definite), None));
     }
     let pos_diag = sparse::diagonal(&a).iter().all(|&d| d > 0.0);
     if sym && pos_diag {
-        match lanczos_spd_with(&a, &opts.lanczos) {
-            Ok(e) => {
+        match lanczos::lanczos_spd_validated(&a, &opts.lanczos, kappa1) {
+            Ok((e, one)) => {
                 // Only a factor that exists decides it; CG inverse iteration does not.
                 let definite = (e.method == Method::LanczosWithInverseIteration)
                     .then(|| Definite::new(true, "sparse Cholesky"))
                     .flatten();
-                return Ok(e.decided(definite));
+                let one = one.map(|k1| k1.decided(definite.clone()));
+                return Ok((e.decided(definite), one));
             }
             Err(CondError::NotPositiveDefinite { detail }) => {
                 let mut e = onenorm::one_norm_estimate_impl(
@@ -325,7 +355,7 @@ pub fn estimate_with(a: &CsMat<f64>, opts: &EstimateOptions) -> Result<Estimate,
                     "symmetric with positive diagonal but not positive definite ({detail}); {}",
                     e.note
                 );
-                return Ok(e.decided(Definite::new(false, detail)));
+                return Ok((e.decided(Definite::new(false, detail)), None));
             }
             Err(e) => return Err(e),
         }
@@ -336,6 +366,6 @@ pub fn estimate_with(a: &CsMat<f64>, opts: &EstimateOptions) -> Result<Estimate,
     } else {
         "not symmetric"
     };
-    Ok(one_norm_estimate_with(&a, opts.lanczos.max_factor_bytes)?
-        .decided(Definite::new(false, why)))
+    let e = one_norm_estimate_with(&a, opts.lanczos.max_factor_bytes)?;
+    Ok((e.decided(Definite::new(false, why)), None))
 }

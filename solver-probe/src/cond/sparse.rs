@@ -1,5 +1,7 @@
 //! Small private CSR helpers: validation, matvec, diagonal, symmetry, norms, dense copies.
 
+use std::borrow::Cow;
+
 use faer::Mat;
 use sprs::{CsMat, TriMat};
 
@@ -10,6 +12,12 @@ pub(crate) const SYMMETRY_TOL: f64 = 1e-12;
 
 /// Checks the matrix is non-empty, square and finite; returns a CSR copy.
 pub(crate) fn validate(a: &CsMat<f64>) -> Result<CsMat<f64>, CondError> {
+    validate_ref(a).map(Cow::into_owned)
+}
+
+/// As [`validate`], borrowing a CSR input instead of copying it (at 1M unknowns the copy is
+/// 88 MB and a tenth of a second).
+pub(crate) fn validate_ref(a: &CsMat<f64>) -> Result<Cow<'_, CsMat<f64>>, CondError> {
     let (rows, cols) = (a.rows(), a.cols());
     if rows == 0 || cols == 0 {
         return Err(CondError::Empty);
@@ -17,7 +25,11 @@ pub(crate) fn validate(a: &CsMat<f64>) -> Result<CsMat<f64>, CondError> {
     if rows != cols {
         return Err(CondError::NotSquare { rows, cols });
     }
-    let csr = if a.is_csr() { a.clone() } else { a.to_csr() };
+    let csr = if a.is_csr() {
+        Cow::Borrowed(a)
+    } else {
+        Cow::Owned(a.to_csr())
+    };
     for (i, row) in csr.outer_iterator().enumerate() {
         for (j, &v) in row.iter() {
             if !v.is_finite() {
