@@ -167,11 +167,19 @@ fn bench(
         let t = Instant::now();
         let e1 = solver_probe::cond::one_norm_estimate(&a).map_err(|e| e.to_string())?;
         let k1_s = t.elapsed().as_secs_f64();
+        // Both from one factorization, as the agent's probe asks for them.
+        let t = Instant::now();
+        let (_, both_one) =
+            solver_probe::cond::estimate_both(&a, &solver_probe::cond::EstimateOptions::default())
+                .map_err(|e| e.to_string())?;
+        let both_s = t.elapsed().as_secs_f64();
+        let both_kappa1 = both_one.map(|k| k.kappa).map_err(|e| e.to_string())?;
         Some(serde_json::json!({
             "kappa": e.kappa, "norm": format!("{:?}", e.norm),
             "method": format!("{:?}", e.method), "confidence": e.confidence,
             "note": e.note, "seconds": full_s, "peak_rss_bytes": rss_full,
             "kappa1": e1.kappa, "kappa1_note": e1.note, "kappa1_seconds": k1_s,
+            "both_seconds": both_s, "both_kappa1": both_kappa1,
         }))
     } else {
         None
