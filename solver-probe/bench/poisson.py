@@ -113,7 +113,7 @@ def pairs(directory, count):
             ("kappa2 + bounds vs MMD", lambda s: s["kappa"]["MMD_AT_PLUS_A"]["seconds"], lambda p: p["cond"]["seconds"], 1.0),
             ("kappa2 + bounds vs COLAMD", lambda s: s["kappa"]["COLAMD"]["seconds"], lambda p: p["cond"]["seconds"], 1.0),
             ("kappa1 vs MMD", lambda s: s["kappa"]["MMD_AT_PLUS_A"]["seconds"], lambda p: p["cond"]["kappa1_seconds"], 1.0),
-            ("kappa2+kappa1, 1 factor", lambda s: s["kappa"]["MMD_AT_PLUS_A"]["seconds"], lambda p: p["cond"]["both_seconds"], 1.0),
+            ("kappa2+kappa1, 1 factor", lambda s: s["kappa"]["MMD_AT_PLUS_A"]["seconds"], lambda p: p["cond"].get("both_seconds", float("nan")), 1.0),
         ]
     med = lambda v: sorted(v)[len(v) // 2]
     print(f"{'step':<26}{'pairs: SciPy / probe = ratio':<60}{'median':>8}{'min-max':>14}{'1 worker':>10}")
@@ -129,7 +129,7 @@ def pairs(directory, count):
     if c:
         print("  SciPy kappa1: " + ", ".join(f"{spec} {k['kappa1']:.4e}" for spec, k in s0["kappa"].items()))
         print(f"  probe: kappa {c['kappa']:.4e} ({c['norm']} norm, {c['method']}); kappa1 {c['kappa1']:.4e}; "
-              f"from one factor: kappa1 {c['both_kappa1']:.4e}")
+              f"from one factor: kappa1 {c.get('both_kappa1', float('nan')):.4e}")
         print(f"  probe note: {c['note']}")
     gb = 1e-9
     peak_s = max(max(k["peak_rss_bytes"] for k in s["kappa"].values()) if s.get("kappa") else s["peak_rss_bytes_solve"] for s, _, _ in runs)

@@ -31,7 +31,7 @@ use super::factor::{FactorError, SparseCholesky};
 use super::onenorm::kappa1_on_cholesky;
 use super::shift_invert::{smallest_eigen, Limits};
 use super::{sparse, CondError, Confidence, Estimate, Method, Norm};
-use crate::krylov::{Csr, Workers};
+use crate::krylov::{Csr, Split, Workers};
 
 /// Options for [`lanczos_spd_with`].
 #[derive(Debug, Clone, PartialEq)]
@@ -226,12 +226,17 @@ fn lanczos_top(
 ) -> Result<(f64, f64, usize), CondError> {
     let n = a.rows();
     let k = steps.clamp(1, n);
-    // Alone, the solvers' threaded product (u32 pattern, rows split over the worker threads).
-    let m = match beside {
-        Some(_) => None,
-        None => Some(Csr::for_products(a).map_err(|e| CondError::Numerical(e.to_string()))?),
+    // The solvers' product (u32 pattern, rows in parts). Beside the factorization it runs the
+    // same parts on this thread only, so the sums, and so λ_max, are the same bit for bit
+    // whatever the worker count.
+    let split = match beside {
+        Some(_) => Split {
+            workers: 1,
+            ..Split::get()
+        },
+        None => Split::get(),
     };
-    let indptr = a.proper_indptr();
+    let m = Csr::with_split(a, split).map_err(|e| CondError::Numerical(e.to_string()))?;
     let mut q = random_unit(n, seed);
     let mut q_prev = vec![0.0; n];
     let mut w = vec![0.0; n];
@@ -243,10 +248,7 @@ fn lanczos_top(
         if beside.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
             break;
         }
-        let al = match &m {
-            Some(m) => m.mul_dot_unchecked_len(&q, &mut w),
-            None => matvec_dot(&indptr, a.indices(), a.data(), &q, &mut w),
-        };
+        let al = m.mul_dot_unchecked_len(&q, &mut w);
         let b_prev = beta.last().copied().unwrap_or(0.0);
         for ((wi, qi), pi) in w.iter_mut().zip(&q).zip(&q_prev) {
             *wi -= al * qi + b_prev * pi;
@@ -284,17 +286,6 @@ fn lanczos_top(
         (beta[m - 1] * vectors[(m - 1, imax)]).abs(),
         m,
     ))
-}
-
-/// y = A x for the CSR arrays of A, returning xᵀ y (serial).
-fn matvec_dot(indptr: &[usize], indices: &[usize], data: &[f64], x: &[f64], y: &mut [f64]) -> f64 {
-    let mut d = 0.0;
-    for ((yi, xi), ends) in y.iter_mut().zip(x).zip(indptr.windows(2)) {
-        let (cols, vals) = (&indices[ends[0]..ends[1]], &data[ends[0]..ends[1]]);
-        *yi = cols.iter().zip(vals).map(|(&j, &v)| v * x[j]).sum();
-        d += *yi * xi;
-    }
-    d
 }
 
 /// Conjugate gradients for A x = b (SPD). Errors with `NotPositiveDefinite` on pᵀAp ≤ 0.

@@ -270,9 +270,28 @@ fn gear(
         if !pap.is_finite() {
             return mon.finish(NanOrInf, it, x);
         }
-        if pap <= 0.0 {
-            return mon.finish(Indefinite, it, x);
-        }
+        let pap = if pap > 0.0 {
+            pap
+        } else {
+            // The recurrence's p·Ap is a difference of two large terms: on an ill-conditioned
+            // SPD matrix its rounding can take it to zero or below. Before calling the matrix
+            // indefinite, form p·Ap directly from the vectors the next update will build
+            // (p = u + βp, Ap = w + βs): a rare extra pass, never a false verdict.
+            let uu: &[f64] = if identity { &r } else { &u };
+            let direct: f64 = uu
+                .iter()
+                .zip(&p)
+                .zip(w.iter().zip(&s))
+                .map(|((ui, pi), (wi, si))| (ui + beta * pi) * (wi + beta * si))
+                .sum();
+            if !direct.is_finite() {
+                return mon.finish(NanOrInf, it, x);
+            }
+            if direct <= 0.0 {
+                return mon.finish(Indefinite, it, x);
+            }
+            direct
+        };
         alpha = gamma_new / pap;
         gamma = gamma_new;
     }
@@ -449,6 +468,28 @@ mod tests {
         let res = gear_cg(&a, &b, &Identity, &opts(1e-8), 2);
         assert_eq!(res.reason, ConvergedReason::ConvergedRtol);
         assert!(true_residual(&a, &b, &res.x) <= 1e-7);
+    }
+
+    #[test]
+    fn an_spd_matrix_is_never_called_indefinite_however_ill_conditioned() {
+        // The recurrence's p·Ap is a difference; at κ up to 1e16 its rounding reaches zero.
+        // An SPD matrix must then run out of iterations or stagnate, never be "indefinite".
+        // n 100 at 8 decades (κ ≈ 1e16·4e3) is a case the difference alone called indefinite.
+        for (n, decades) in [(100, 8.0), (300, 6.0)] {
+            let a = ill_conditioned(n, decades);
+            let b = rhs(&a);
+            let o = SolveOptions {
+                max_iter: 20_000,
+                ..opts(1e-14)
+            };
+            let res = gear_cg(&a, &b, &Identity, &o, 2);
+            assert_ne!(
+                res.reason,
+                ConvergedReason::DivergedIndefinitePc,
+                "n {n} decades {decades}: {} iterations",
+                res.iterations
+            );
+        }
     }
 
     #[test]

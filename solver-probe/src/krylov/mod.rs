@@ -38,6 +38,7 @@ pub use compare::{
     PcKind, RunSummary,
 };
 pub use gmres::gmres;
+pub(crate) use parallel::Split;
 pub use parallel::Workers;
 pub use spmv::{spmv, Csr};
 
