@@ -6,7 +6,8 @@
 //!   (every node), so dashboards and rules work against either.
 //! - [`rpc`]: a tower layer that counts and times gRPC calls per method.
 //! - [`histogram`]: the lock-free latency histogram behind it.
-//! - [`http`]: the `GET /metrics` endpoint.
+//! - [`http`]: the `GET /metrics` endpoint, and `serve_router`, which serves a daemon's axum
+//!   routes over plain HTTP or mutual TLS (the collector's status page).
 //!
 //! Everything is rendered at scrape time from state the daemons already keep; see
 //! ARCHITECTURE.md ("scraping never blocks the daemons' paths").
