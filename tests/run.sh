@@ -9,8 +9,10 @@
 # (package systemd) verify the unit files; openssl makes the throwaway CA and certificates of
 # the TLS tests (tests/tls/make-certs.sh); libfaketime (package faketime) jumps the daemons'
 # wall clock in tests/tests/clock.rs; chromium and chromium-driver (chromedriver) render web
-# pages in a real headless browser (tests/src/browser.rs). Each is installed only when missing,
-# so reruns are fast.
+# pages in a real headless browser (tests/src/browser.rs); postgresql (initdb, postgres, psql
+# in /usr/lib/postgresql/<major>/bin) is the throwaway database server tests/src/postgres.rs
+# starts in a temporary directory as an unprivileged user (the cluster the package may create
+# and start on install is never used). Each is installed only when missing, so reruns are fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,7 @@ command -v openssl >/dev/null || need+=(openssl)
 [ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "== installing Debian packages the tests use: ${need[*]}" >&2
   sudo=""
@@ -30,8 +33,12 @@ if [ "${#need[@]}" -gt 0 ]; then
     sudo="sudo"
   fi
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get install -y --no-install-recommends "${need[@]}" \
-    || { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends "${need[@]}"; }
+  # No stdin, and keep the existing config files: nothing may wait for an answer.
+  install=(apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-confdef
+    -o Dpkg::Options::=--force-confold "${need[@]}")
+  $sudo env DEBIAN_FRONTEND=noninteractive "${install[@]}" </dev/null \
+    || { $sudo apt-get update </dev/null \
+      && $sudo env DEBIAN_FRONTEND=noninteractive "${install[@]}" </dev/null; }
 fi
 
 echo "== cargo test --workspace $*" >&2

@@ -24,6 +24,7 @@ mod alertmanager;
 mod browser;
 mod fleet;
 mod pki;
+pub mod postgres;
 mod query;
 mod scrape;
 mod wait;
