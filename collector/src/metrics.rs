@@ -26,6 +26,8 @@ pub struct CollectorMetrics {
     pub leases: Arc<Leases>,
     pub rpc: Arc<RpcStats>,
     pub silences: Arc<crate::silences::Silences>,
+    /// The history writer's counters, when history is kept.
+    pub history: Option<Arc<crate::history::HistoryStats>>,
 }
 
 impl CollectorMetrics {
@@ -50,6 +52,9 @@ impl CollectorMetrics {
         .sample(&[], refused_total as f64);
 
         self.render_leases(&mut out);
+        if let Some(history) = &self.history {
+            history.render(&mut out);
+        }
         out.counter(
             "health_collector_silence_sync_failures_total",
             "Rounds of keeping maintenance silences in Alertmanager that failed (retried with backoff).",

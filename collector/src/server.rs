@@ -32,7 +32,7 @@ use crate::audit::AuditLog;
 use crate::authz::AgentGate;
 use crate::config::{Config, TlsConfig};
 use crate::fleet::{Fleet, Limits};
-use crate::history::{History, HistoryEvent};
+use crate::history::{History, HistoryBackend, HistoryEvent, PgTarget};
 use crate::incidents::query::IncidentBook;
 use crate::leases::Leases;
 use crate::operator::{OperatorPolicy, Operators};
@@ -97,6 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         leases: Arc::clone(&leases),
         rpc: Arc::clone(&rpc),
         silences: Arc::clone(&silences),
+        history: history.as_ref().map(History::stats),
     };
     let reader = FleetReader::new(collector.clone(), alerts.maintenance(), trails);
     serve_http(&config, metrics, reader, history.is_some(), &shutdown).await?;
@@ -175,10 +176,26 @@ fn fleet_state(config: &Config) -> anyhow::Result<(Option<History>, Arc<Fleet>, 
         forget_after: config.forget_after,
         max_nodes: config.max_nodes,
     };
-    let history = config
-        .history_path
-        .as_ref()
-        .map(|path| History::open(path, config.history_retention, HISTORY_QUEUE))
+    let backend = match (&config.history_path, &config.history_url) {
+        (Some(path), _) => Some(HistoryBackend::Sqlite(path.clone())),
+        (None, Some(url)) => {
+            let target =
+                PgTarget::new(url, config.history_password_file.as_deref()).map_err(|reason| {
+                    anyhow::anyhow!("{url}: cannot use the history database: {reason}")
+                })?;
+            Some(HistoryBackend::Postgres(Box::new(target)))
+        }
+        (None, None) => None,
+    };
+    let history = backend
+        .map(|backend| {
+            History::open_backend(
+                &backend,
+                &crate::config::history::name_of(config),
+                config.history_retention,
+                HISTORY_QUEUE,
+            )
+        })
         .transpose()?;
     let fleet = Arc::new(
         Fleet::new(limits, config.watch_buffer).with_history(history.as_ref().map(History::sink)),

@@ -229,6 +229,20 @@ fn invalid(file: PemFile<'_>, reason: String) -> TlsError {
     }
 }
 
+/// A rustls client configuration that trusts only the CA certificates of `ca` (for a
+/// connection tonic does not make: the collector's PostgreSQL history). rustls always checks
+/// the chain and that the certificate names the host dialled: libpq's `verify-full`.
+pub fn rustls_client(ca: PemFile<'_>) -> Result<rustls::ClientConfig, TlsError> {
+    let roots = root_store(ca)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(ca, format!("no TLS version usable: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
 /// An uplink's TLS: the server is checked against `server_ca` (the system roots when `None`),
 /// and `identity` (certificate, key) is presented when the server asks for a client
 /// certificate.

@@ -58,7 +58,7 @@ mod build;
 mod escalation;
 
 use crate::alert_names::alertname;
-use crate::history::{AlertTransition, HistorySink, MaintenanceSpells};
+use crate::history::{AlertTransition, HistorySink, MaintenanceSpells, HELD_EVERY};
 use crate::priority::{escalate, EscalationClock, Priority, PriorityMap};
 use crate::silences::maintenance::{suppression, windows_of, MaintenanceWindows, WindowKey};
 use crate::silences::Silences;
@@ -133,6 +133,8 @@ struct NodeAlerts {
     seen_action_ids: HashSet<String>,
     /// Maintenance windows of the node open in the history.
     maintenance: MaintenanceSpells,
+    /// When the history was last told this collector holds the node (`HistorySink::held`).
+    held_at: Option<Instant>,
 }
 
 impl Tracked {
@@ -289,6 +291,13 @@ impl Alerts {
             }
         }
         if let Some(history) = &self.history {
+            if alerts
+                .held_at
+                .is_none_or(|held| at.saturating_duration_since(held) >= HELD_EVERY)
+            {
+                alerts.held_at = Some(at);
+                history.held(node, now);
+            }
             if first_seen {
                 // After a collector restart, conditions the history still has open for this
                 // node but the node no longer reports ended while we were away.
@@ -546,7 +555,7 @@ impl Alerts {
         stale.alert.status = AlertStatus::Firing as i32;
         stale.alert.suppressed_by.clear();
         tracing::warn!(fingerprint = %stale.alert.fingerprint, "alert firing: maintenance over");
-        self.record(&stale.alert, AlertTransition::Firing, now);
+        self.record_absent(&stale.alert, AlertTransition::Firing, now);
         self.publish(stale.alert.clone(), None);
         stale.escalate_at = self.schedule_escalation(&stale.alert, at);
     }
@@ -598,7 +607,7 @@ impl Alerts {
             suppression(&self.maintenance.of_node(node), &alert).unwrap_or_default();
         let phase = if alert.suppressed_by.is_empty() {
             tracing::warn!(fingerprint = %alert.fingerprint, "alert firing");
-            self.record(&alert, AlertTransition::Firing, now);
+            self.record_absent(&alert, AlertTransition::Firing, now);
             Phase::Firing
         } else {
             alert.status = AlertStatus::Suppressed as i32;
@@ -658,7 +667,9 @@ impl Alerts {
             return;
         };
         if let Some(history) = &self.history {
-            alerts.maintenance.end_all(history, node, now);
+            alerts
+                .maintenance
+                .end_all(&history.for_absent_node(), node, now);
         }
         self.maintenance.forget(node);
         let message = format!(
@@ -679,17 +690,17 @@ impl Alerts {
             };
             if let Some(history) = &self.history {
                 if alert.name != ConditionCode::NodeStale.as_str_name() {
-                    history.condition_ended(&alert, now);
+                    history.for_absent_node().condition_ended(&alert, now);
                 }
             }
             match tracked.phase {
                 Phase::Pending { due: when } => {
                     due.remove(&(when, node.to_string(), alert.fingerprint.clone()));
-                    self.record(&alert, AlertTransition::Cleared, now);
+                    self.record_absent(&alert, AlertTransition::Cleared, now);
                 }
                 Phase::Firing => {
                     let alert = resolved(alert, now);
-                    self.record(&alert, AlertTransition::Resolved, now);
+                    self.record_absent(&alert, AlertTransition::Resolved, now);
                     self.publish(alert, None);
                     resolved_count += 1;
                 }
@@ -733,6 +744,15 @@ impl Alerts {
     fn record(&self, alert: &Alert, transition: AlertTransition, now: SystemTime) {
         if let Some(history) = &self.history {
             history.alert(alert, transition, now);
+        }
+    }
+
+    /// A transition this collector makes only because it stopped hearing from the node
+    /// (NODE_STALE, forgetting it): not written if the node has reported to another
+    /// collector meanwhile (a failover; see `history::write`).
+    fn record_absent(&self, alert: &Alert, transition: AlertTransition, now: SystemTime) {
+        if let Some(history) = &self.history {
+            history.for_absent_node().alert(alert, transition, now);
         }
     }
 

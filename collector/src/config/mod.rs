@@ -20,6 +20,7 @@ use crate::leases::Fraction;
 use serde::Deserialize;
 
 mod de;
+pub mod history;
 mod incidents;
 mod web;
 use de::*;
@@ -70,7 +71,7 @@ const DEFAULT_FOR: [(&str, Duration); 10] = [
 ];
 
 /// Every key the file may hold, in the order the example file documents them.
-const KEYS: [&str; 19] = [
+const KEYS: [&str; 22] = [
     "listen",
     "socket",
     "audit_log",
@@ -83,6 +84,9 @@ const KEYS: [&str; 19] = [
     "watch_buffer",
     "history_path",
     "history_retention",
+    "history_url",
+    "history_password_file",
+    "collector_name",
     "alerts",
     "tls",
     "auth",
@@ -235,6 +239,16 @@ pub struct Config {
     /// Rows older than this (conditions: since they ended) are deleted.
     #[serde(deserialize_with = "history_retention")]
     pub history_retention: Duration,
+    /// A PostgreSQL database for the history instead of `history_path`: one several
+    /// collectors share (see `crate::history::postgres`).
+    #[serde(deserialize_with = "history::history_url")]
+    pub history_url: Option<String>,
+    /// The file holding the PostgreSQL password (never in the URL).
+    #[serde(deserialize_with = "history::absolute_file")]
+    pub history_password_file: Option<PathBuf>,
+    /// This collector's name in a shared history; the host name and listen port by default.
+    #[serde(deserialize_with = "history::collector_name")]
+    pub collector_name: Option<String>,
     /// Pending durations and the Alertmanager push.
     pub alerts: AlertsConfig,
     /// Mutual TLS on `listen`; plain TCP when unset.
@@ -383,6 +397,9 @@ impl Default for Config {
             watch_buffer: to_usize(DEFAULT_WATCH_BUFFER),
             history_path: None,
             history_retention: DEFAULT_HISTORY_RETENTION,
+            history_url: None,
+            history_password_file: None,
+            collector_name: None,
             alerts: AlertsConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
@@ -462,6 +479,7 @@ fn check_together(file: &Path, text: &str, config: &Config) -> Result<(), Config
         });
     }
     web::check(file, config)?;
+    history::check(file, config)?;
     check_tls(file, config)
 }
 

@@ -52,6 +52,9 @@ pub struct HistoryEvent {
     pub audit_hash: String,
     /// Spells: when it ended; `None` while it goes on.
     pub ended_at: Option<SystemTime>,
+    /// Points: a key under which the event is stored once, however many collectors write it
+    /// (an escalation, an agent restart); "" for none.
+    pub dedup: String,
 }
 
 impl HistoryEvent {
@@ -70,6 +73,7 @@ impl HistoryEvent {
             priority: String::new(),
             audit_hash: String::new(),
             ended_at: None,
+            dedup: String::new(),
         }
     }
 
@@ -90,6 +94,7 @@ impl HistoryEvent {
             status: "STARTED".to_string(),
             message: format!("agent restarted: boot id {old_boot} -> {new_boot}"),
             id: new_boot.to_string(),
+            dedup: format!("restart|{node}|{new_boot}"),
             ..HistoryEvent::new(HistoryKind::Restart, at, node, "agent")
         }
     }

@@ -1,141 +1,58 @@
 //! The collector's history: conditions (from when to when), alert transitions (pending,
 //! firing, resolved, cleared, with their priority), the actions agents ran (with their audit
 //! hash), and the generic events of `events.rs` (maintenance, silences, escalations,
-//! restarts, notes), kept in an embedded SQLite file (`history_path`) for `QueryHistory` /
-//! `agent-ctl history` (`query.rs`), across collector restarts.
+//! restarts, notes), for `QueryHistory` / `agent-ctl history` and incidents (`query.rs`),
+//! across collector restarts. Kept in an embedded SQLite file (`history_path`, `sqlite.rs`)
+//! or in a PostgreSQL database several collectors share (`history_url`, `postgres.rs`): the
+//! same statements, writer and queries run on both through `db.rs`.
 //!
-//! Ingest never waits on the disk: the alert book hands records to a `HistorySink`, which
-//! `try_send`s them into a bounded channel; when the channel is full the record is dropped
-//! and counted. One dedicated thread owns the write connection: it takes whatever has
-//! queued (up to `BATCH` records) and writes it in one transaction, in WAL mode so queries
-//! (each on its own read-only connection, on the blocking pool) run beside it. The same
-//! thread deletes rows older than `history_retention` at start and then periodically.
+//! Ingest never waits on the database: the alert book hands records to a `HistorySink`,
+//! which `try_send`s them into a bounded channel; when the channel is full the record is
+//! dropped and counted. One dedicated thread owns the write connection (`writer.rs`): it
+//! writes what has queued in one transaction per batch, keeps the batch through a database
+//! outage, and deletes what is past `history_retention` in short batches.
 //!
 //! A condition row is keyed by (node, subject, code, since): the agent keeps a condition's
 //! `since` across polls and reports, so the same condition seen again after a collector
-//! restart is the same row. When a node is first seen after a restart, its rows still open
-//! but no longer reported are closed (`node_seen`): they ended while the collector was away.
-//!
-//! Schema: `PRAGMA user_version` says which; opening a file of an older schema adds what is
-//! missing (columns with defaults, tables, indexes) in one transaction, never dropping a row.
+//! restart, or by another collector after a failover, is the same row. When a node is first
+//! seen after a restart, its rows still open but no longer reported are closed
+//! (`node_seen`): they ended while the collector was away. `write.rs` says how every other
+//! record is kept once however many collectors write it.
 //!
 //! Only WARNING and CRITICAL conditions are recorded: they are what alerts are made of, and
 //! INFO conditions would multiply the rows without helping an investigation.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use health_proto::v1::{ActionOutcome, ActionResult, Alert, HistoryKind};
 use prost_types::Timestamp;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::priority::Priority;
 
+mod db;
 mod events;
+mod postgres;
 mod query;
+mod sqlite;
 mod write;
+mod writer;
+use db::{Db, DbError};
 pub use events::{HistoryEvent, MaintenanceSpells};
+use postgres::PgReaders;
+pub use postgres::PgTarget;
 pub use query::{HistoryQuery, HistoryReader};
-use write::{prune, write_batch};
+use writer::Writer;
 
-/// Records written per transaction at most.
-const BATCH: usize = 1000;
-/// How long the writer waits for a record before looking at the stop flag and the pruning
-/// schedule again.
-const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// How often, at most, a node's report is noted in `holders` (see `Record::Held`).
+pub const HELD_EVERY: Duration = Duration::from_secs(10);
 /// Most rows one query returns, and the number when the request says 0.
 pub const MAX_LIMIT: u32 = 10_000;
 pub const DEFAULT_LIMIT: u32 = 100;
-/// The schema this build writes (`PRAGMA user_version`).
-/// 1: conditions, alert_events, actions. 2: alert_events.priority, actions.audit_hash, the
-/// events table, and (node, time), (device, time) and (subject, time) indexes.
-const SCHEMA_VERSION: i64 = 2;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS conditions (
-    id INTEGER PRIMARY KEY,
-    node TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    device TEXT NOT NULL,
-    code TEXT NOT NULL,
-    severity INTEGER NOT NULL,
-    message TEXT NOT NULL,
-    since_ms INTEGER NOT NULL,
-    ended_ms INTEGER,
-    UNIQUE (node, subject, code, since_ms)
-);
-CREATE INDEX IF NOT EXISTS conditions_open ON conditions (node, ended_ms);
-CREATE TABLE IF NOT EXISTS alert_events (
-    id INTEGER PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    node TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    device TEXT NOT NULL,
-    alertname TEXT NOT NULL,
-    code TEXT NOT NULL,
-    severity INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    message TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alert_events_at ON alert_events (at_ms);
-CREATE TABLE IF NOT EXISTS actions (
-    node TEXT NOT NULL,
-    action_id TEXT NOT NULL,
-    device TEXT NOT NULL,
-    action TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    message TEXT NOT NULL,
-    caller TEXT NOT NULL,
-    started_ms INTEGER NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    PRIMARY KEY (node, action_id)
-);
-CREATE INDEX IF NOT EXISTS actions_started ON actions (started_ms);
-";
-
-/// What schema 2 adds to schema 1; run after the columns have been added.
-const SCHEMA_2: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    kind INTEGER NOT NULL,
-    spell INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL,
-    ended_ms INTEGER,
-    node TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    message TEXT NOT NULL,
-    ref TEXT NOT NULL,
-    caller TEXT NOT NULL,
-    priority TEXT NOT NULL,
-    audit_hash TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_spell ON events (kind, node, ref) WHERE spell = 1;
-CREATE INDEX IF NOT EXISTS events_at ON events (at_ms);
-CREATE INDEX IF NOT EXISTS events_node ON events (node, at_ms);
-CREATE INDEX IF NOT EXISTS alert_events_node ON alert_events (node, at_ms);
-CREATE INDEX IF NOT EXISTS actions_node ON actions (node, started_ms);
-CREATE INDEX IF NOT EXISTS conditions_since ON conditions (since_ms);
-CREATE INDEX IF NOT EXISTS events_subject ON events (subject, at_ms);
-CREATE INDEX IF NOT EXISTS alert_events_device ON alert_events (device, at_ms);
-CREATE INDEX IF NOT EXISTS alert_events_subject ON alert_events (subject, at_ms);
-CREATE INDEX IF NOT EXISTS actions_device ON actions (device, started_ms);
-CREATE INDEX IF NOT EXISTS conditions_device ON conditions (device, since_ms);
-CREATE INDEX IF NOT EXISTS conditions_subject ON conditions (subject, since_ms);
-";
-
-/// Columns schema 2 added to schema 1's tables: (table, column, definition).
-const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
-    ("alert_events", "priority", "TEXT NOT NULL DEFAULT ''"),
-    ("actions", "audit_hash", "TEXT NOT NULL DEFAULT ''"),
-];
-
 /// An alert's step, as written to the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlertTransition {
@@ -181,31 +98,8 @@ enum Record {
         active: Vec<(String, String)>,
         at_ms: i64,
     },
-    Alert {
-        fingerprint: String,
-        node: String,
-        subject: String,
-        device: String,
-        alertname: String,
-        code: String,
-        severity: i32,
-        status: &'static str,
-        message: String,
-        at_ms: i64,
-        priority: String,
-    },
-    Action {
-        node: String,
-        action_id: String,
-        device: String,
-        action: String,
-        outcome: String,
-        message: String,
-        caller: String,
-        started_ms: i64,
-        duration_ms: i64,
-        audit_hash: String,
-    },
+    Alert(Box<AlertRecord>),
+    Action(Box<ActionRecord>),
     Event(HistoryEvent),
     /// A spell (see `events.rs`) closed by id.
     SpellEnded {
@@ -221,6 +115,71 @@ enum Record {
         open: Vec<String>,
         at_ms: i64,
     },
+    /// This collector heard from the node at `at_ms` (sent at most every `HELD_EVERY` per
+    /// node): what tells another collector that the node has moved here.
+    Held {
+        node: String,
+        at_ms: i64,
+    },
+    /// Written only because this collector stopped hearing from `node`: skipped if another
+    /// collector has held the node since (see `write.rs`).
+    Absent {
+        node: String,
+        at_ms: i64,
+        inner: Box<Record>,
+    },
+}
+
+impl Record {
+    /// The node a record is about and when, for `Record::Absent`.
+    fn about(&self) -> Option<(&str, i64)> {
+        match self {
+            Record::ConditionStarted { node, since_ms, .. } => Some((node, *since_ms)),
+            Record::ConditionEnded { node, at_ms, .. }
+            | Record::NodeSeen { node, at_ms, .. }
+            | Record::SpellEnded { node, at_ms, .. }
+            | Record::SpellsSeen { node, at_ms, .. }
+            | Record::Held { node, at_ms }
+            | Record::Absent { node, at_ms, .. } => Some((node, *at_ms)),
+            Record::Alert(alert) => Some((&alert.node, alert.at_ms)),
+            Record::Action(action) => Some((&action.node, action.started_ms)),
+            Record::Event(event) => Some((&event.node, event.at_ms())),
+        }
+    }
+}
+
+/// An alert transition.
+#[derive(Debug)]
+struct AlertRecord {
+    fingerprint: String,
+    node: String,
+    subject: String,
+    device: String,
+    alertname: String,
+    code: String,
+    severity: i32,
+    status: &'static str,
+    message: String,
+    at_ms: i64,
+    priority: String,
+    /// When the condition began, by the agent's clock (0 when unknown): the same on every
+    /// collector that sees the alert, so it keys the transition.
+    since_ms: i64,
+}
+
+/// An action an agent ran.
+#[derive(Debug)]
+struct ActionRecord {
+    node: String,
+    action_id: String,
+    device: String,
+    action: String,
+    outcome: String,
+    message: String,
+    caller: String,
+    started_ms: i64,
+    duration_ms: i64,
+    audit_hash: String,
 }
 
 /// Counters of the history path, for logs and metrics.
@@ -234,6 +193,47 @@ pub struct HistoryStats {
     pub write_errors_total: AtomicU64,
     /// Rows deleted by retention.
     pub pruned_total: AtomicU64,
+    /// Records handed to the sink (queued or dropped).
+    pub offered_total: AtomicU64,
+    /// Records lost after being queued: a batch the database refused, or what was still
+    /// queued when the collector stopped with the database away.
+    pub lost_total: AtomicU64,
+    /// Whether the writer has a working connection to the database.
+    pub available: AtomicBool,
+    /// When it last became unavailable (ms since the epoch).
+    pub unavailable_since_ms: AtomicI64,
+}
+
+impl HistoryStats {
+    /// The history's series on the collector's `/metrics`.
+    pub fn render(&self, out: &mut health_metrics::Exposition) {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+        out.gauge(
+            "health_collector_history_up",
+            "1 while the history writer has a working connection to its database, 0 during an outage (events then queue up to the bound, then are dropped).",
+        )
+        .sample(&[], f64::from(u8::from(self.available.load(Ordering::Relaxed))));
+        for (name, help, value) in [
+            ("health_collector_history_offered_total", "History records handed to the writer's queue.", &self.offered_total),
+            ("health_collector_history_written_total", "History records written to the database.", &self.written_total),
+            ("health_collector_history_dropped_total", "History records dropped because the queue was full (the database slow or away).", &self.dropped_total),
+            ("health_collector_history_lost_total", "History records lost after queueing: a batch the database refused, or the queue at a shutdown during an outage.", &self.lost_total),
+            ("health_collector_history_write_errors_total", "History batches the database refused.", &self.write_errors_total),
+            ("health_collector_history_pruned_total", "History rows deleted by retention.", &self.pruned_total),
+        ] {
+            out.counter(name, help).sample(&[], load(value));
+        }
+        let in_flight = self.offered_total.load(Ordering::Relaxed).saturating_sub(
+            self.written_total.load(Ordering::Relaxed)
+                + self.dropped_total.load(Ordering::Relaxed)
+                + self.lost_total.load(Ordering::Relaxed),
+        );
+        out.gauge(
+            "health_collector_history_queued",
+            "History records queued or in the batch being written.",
+        )
+        .sample(&[], in_flight as f64);
+    }
 }
 
 /// The alert book's handle on the history: every method returns at once.
@@ -241,6 +241,8 @@ pub struct HistoryStats {
 pub struct HistorySink {
     records: SyncSender<Record>,
     stats: Arc<HistoryStats>,
+    /// See `for_absent_node`.
+    absent: bool,
 }
 
 impl HistorySink {
@@ -281,7 +283,7 @@ impl HistorySink {
     }
 
     pub fn alert(&self, alert: &Alert, transition: AlertTransition, now: SystemTime) {
-        self.send(Record::Alert {
+        self.send(Record::Alert(Box::new(AlertRecord {
             fingerprint: alert.fingerprint.clone(),
             node: alert.node.clone(),
             subject: alert.subject.clone(),
@@ -293,7 +295,8 @@ impl HistorySink {
             message: alert.message.clone(),
             at_ms: system_ms(now),
             priority: alert.priority.clone(),
-        });
+            since_ms: alert.starts_at.as_ref().map_or(0, timestamp_ms),
+        })));
     }
 
     /// An alert escalated from `from` (to its current priority) after firing for `after`.
@@ -309,8 +312,40 @@ impl HistorySink {
             ),
             id: alert.fingerprint.clone(),
             priority: alert.priority.clone(),
+            // Once per alert and priority, however many collectors escalate it (a failover).
+            dedup: alert
+                .starts_at
+                .as_ref()
+                .map(|since| {
+                    format!(
+                        "escalation|{}|{}|{}",
+                        alert.fingerprint,
+                        timestamp_ms(since),
+                        alert.priority
+                    )
+                })
+                .unwrap_or_default(),
             ..HistoryEvent::new(HistoryKind::Escalation, now, &alert.node, &alert.subject)
         });
+    }
+
+    /// This collector has just heard from `node` (call it at most every `HELD_EVERY` per
+    /// node; see `Record::Held`).
+    pub fn held(&self, node: &str, now: SystemTime) {
+        self.send(Record::Held {
+            node: node.to_string(),
+            at_ms: system_ms(now),
+        });
+    }
+
+    /// The same sink, for what this collector writes only because it stopped hearing from a
+    /// node (NODE_STALE, forgetting it): each record is written only if no other collector
+    /// has held the node since.
+    pub fn for_absent_node(&self) -> HistorySink {
+        HistorySink {
+            absent: true,
+            ..self.clone()
+        }
     }
 
     /// Writes a generic event (see `HistoryEvent`): a point in time, or for MAINTENANCE and
@@ -350,7 +385,7 @@ impl HistorySink {
                     .to_string()
             },
         );
-        self.send(Record::Action {
+        self.send(Record::Action(Box::new(ActionRecord {
             node: node.to_string(),
             action_id: action.action_id.clone(),
             device: action.device_id.clone(),
@@ -361,10 +396,19 @@ impl HistorySink {
             started_ms: action.started_at.as_ref().map_or(0, timestamp_ms),
             duration_ms: i64::try_from(action.duration_ms).unwrap_or(i64::MAX),
             audit_hash: action.audit_hash.clone(),
-        });
+        })));
     }
 
     fn send(&self, record: Record) {
+        let record = match (self.absent, record.about()) {
+            (true, Some((node, at_ms))) => Record::Absent {
+                node: node.to_string(),
+                at_ms,
+                inner: Box::new(record),
+            },
+            _ => record,
+        };
+        self.stats.offered_total.fetch_add(1, Ordering::Relaxed);
         match self.records.try_send(record) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -383,17 +427,68 @@ impl HistorySink {
     }
 }
 
-/// Why the history database could not be used; names the file.
+/// Why the history database could not be used; names the file or URL and its key.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: cannot use the history database (history_path): {reason}", path.display())]
+#[error("{target}: cannot use the history database ({key}): {reason}")]
 pub struct HistoryError {
-    pub path: PathBuf,
+    /// The file, or the URL (which never holds a password).
+    pub target: String,
+    pub key: &'static str,
     pub reason: String,
+}
+
+/// Where the history lives: `history_path` (SQLite) or `history_url` (PostgreSQL).
+#[derive(Debug, Clone)]
+pub enum HistoryBackend {
+    Sqlite(PathBuf),
+    Postgres(Box<PgTarget>),
+}
+
+/// The open store, as readers reach it.
+#[derive(Clone)]
+pub(super) enum Store {
+    Sqlite(PathBuf),
+    Postgres(Arc<PgReaders>),
+}
+
+impl Store {
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(path) => path.display().to_string(),
+            Store::Postgres(readers) => readers.target().url().to_string(),
+        }
+    }
+
+    pub(super) fn with_reader<T>(
+        &self,
+        work: &mut dyn FnMut(&mut dyn Db) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        match self {
+            Store::Sqlite(path) => {
+                let mut db = sqlite::open_for_reading(path).map_err(DbError::refused)?;
+                work(&mut db)
+            }
+            Store::Postgres(readers) => readers.with(work),
+        }
+    }
+
+    /// The writer's connection (schema brought up to date).
+    fn open_for_writing(&self) -> Result<Box<dyn Db>, DbError> {
+        match self {
+            Store::Sqlite(path) => sqlite::open_for_writing(path)
+                .map(|db| Box::new(db) as Box<dyn Db>)
+                .map_err(DbError::refused),
+            Store::Postgres(readers) => readers
+                .target()
+                .open_for_writing()
+                .map(|db| Box::new(db) as Box<dyn Db>),
+        }
+    }
 }
 
 /// The open history: its writer thread and a way to query it.
 pub struct History {
-    path: PathBuf,
+    store: Store,
     sink: HistorySink,
     stats: Arc<HistoryStats>,
     stop: Arc<AtomicBool>,
@@ -401,30 +496,82 @@ pub struct History {
 }
 
 impl History {
-    /// Opens (creating if needed) the database and starts its writer thread. Fails, naming
-    /// the file, if it cannot be opened for writing, is not a SQLite database, or holds a
-    /// newer schema.
-    pub fn open(path: &Path, retention: Duration, queue: usize) -> Result<History, HistoryError> {
+    /// Opens (creating if needed) a SQLite history file; see `open_backend`.
+    #[cfg(test)]
+    pub fn open(
+        path: &std::path::Path,
+        retention: Duration,
+        queue: usize,
+    ) -> Result<History, HistoryError> {
+        History::open_backend(
+            &HistoryBackend::Sqlite(path.to_path_buf()),
+            "",
+            retention,
+            queue,
+        )
+    }
+
+    /// Opens the history and starts its writer thread; `collector` names this collector in
+    /// `holders`. Fails, naming the file or URL, if it cannot be used: not a SQLite file, a
+    /// newer schema, a password the server refuses. A PostgreSQL server that cannot be
+    /// reached is not a failure: the collector starts, and the writer connects when it can
+    /// (see `HistoryStats::available`).
+    pub fn open_backend(
+        backend: &HistoryBackend,
+        collector: &str,
+        retention: Duration,
+        queue: usize,
+    ) -> Result<History, HistoryError> {
+        let (store, key) = match backend {
+            HistoryBackend::Sqlite(path) => (Store::Sqlite(path.clone()), "history_path"),
+            HistoryBackend::Postgres(target) => (
+                Store::Postgres(PgReaders::new(PgTarget::clone(target))),
+                "history_url",
+            ),
+        };
         let error = |reason: String| HistoryError {
-            path: path.to_path_buf(),
+            target: store.describe(),
+            key,
             reason,
         };
-        let conn = open_for_writing(path).map_err(error)?;
+        if let HistoryBackend::Sqlite(path) = backend {
+            if path.is_dir() {
+                return Err(error("is a directory, expected a SQLite file".to_string()));
+            }
+        }
+        let db = match store.open_for_writing() {
+            Ok(db) => Some(db),
+            Err(e) if e.unavailable => {
+                tracing::warn!(database = %store.describe(), error = %e, "history database unreachable at start: events queue until it is back");
+                None
+            }
+            Err(e) => return Err(error(e.message)),
+        };
         let (records, inbox) = mpsc::sync_channel(queue.max(1));
         let stats = Arc::new(HistoryStats::default());
+        stats.available.store(db.is_some(), Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
-            let (stats, stop) = (Arc::clone(&stats), Arc::clone(&stop));
+            let writer = Writer {
+                store: store.clone(),
+                db,
+                inbox,
+                retention,
+                stats: Arc::clone(&stats),
+                stop: Arc::clone(&stop),
+                me: collector.to_string(),
+            };
             std::thread::Builder::new()
                 .name("history-writer".to_string())
-                .spawn(move || write_loop(conn, inbox, retention, &stats, &stop))
+                .spawn(move || writer.run())
                 .map_err(|e| error(format!("cannot start the writer thread: {e}")))?
         };
         Ok(History {
-            path: path.to_path_buf(),
+            store,
             sink: HistorySink {
                 records,
                 stats: Arc::clone(&stats),
+                absent: false,
             },
             stats,
             stop,
@@ -438,12 +585,17 @@ impl History {
 
     pub fn reader(&self) -> HistoryReader {
         HistoryReader {
-            path: self.path.clone(),
+            store: self.store.clone(),
         }
     }
 
+    pub fn stats(&self) -> Arc<HistoryStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// Writes what is queued and stops the writer; blocks until it has (call it from a
-    /// blocking context at shutdown).
+    /// blocking context at shutdown). With the database away, it waits at most
+    /// `SHUTDOWN_RETRY` for it before giving up on what is queued.
     pub fn close(mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(writer) = self.writer.take() {
@@ -459,125 +611,6 @@ impl History {
             "history closed"
         );
     }
-}
-
-fn open_for_writing(path: &Path) -> Result<Connection, String> {
-    if path.is_dir() {
-        return Err("is a directory, expected a SQLite file".to_string());
-    }
-    let mut conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("cannot open: {e}"))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    // The first statement to read the file: a corrupt or foreign file fails here.
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .map_err(|e| format!("not a usable SQLite database: {e}"))?;
-    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
-        return Err("opened read-only: the file or its directory is not writable".to_string());
-    }
-    if !mode.eq_ignore_ascii_case("wal") {
-        tracing::warn!(mode = %mode, "history database not in WAL mode; queries may wait on writes");
-    }
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(|e| format!("not a usable SQLite database: {e}"))?;
-    if version > SCHEMA_VERSION {
-        return Err(format!(
-            "written by a newer collector (schema {version}, this build knows {SCHEMA_VERSION})"
-        ));
-    }
-    conn.execute_batch("PRAGMA synchronous = NORMAL;")
-        .map_err(|e| e.to_string())?;
-    migrate(&mut conn).map_err(|e| format!("cannot create or update the tables: {e}"))?;
-    Ok(conn)
-}
-
-/// Brings the file to `SCHEMA_VERSION` in one transaction: creates what does not exist, adds
-/// the columns an older schema lacks (existing rows get their defaults).
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute_batch(SCHEMA)?;
-    for (table, column, definition) in ADDED_COLUMNS {
-        let present: Option<i64> = tx
-            .query_row(
-                &format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"),
-                params![column],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if present.is_none() {
-            tx.execute_batch(&format!(
-                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
-            ))?;
-        }
-    }
-    tx.execute_batch(SCHEMA_2)?;
-    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
-    tx.commit()
-}
-
-/// The writer thread: batches, transactions, retention, until stopped.
-fn write_loop(
-    mut conn: Connection,
-    inbox: Receiver<Record>,
-    retention: Duration,
-    stats: &HistoryStats,
-    stop: &AtomicBool,
-) {
-    let prune_every = (retention / 24).clamp(Duration::from_secs(60), Duration::from_secs(3600));
-    let mut last_prune: Option<Instant> = None;
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let stopping = stop.load(Ordering::Acquire);
-        if !stopping {
-            match inbox.recv_timeout(IDLE_WAIT) {
-                Ok(record) => batch.push(record),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        while batch.len() < BATCH {
-            match inbox.try_recv() {
-                Ok(record) => batch.push(record),
-                Err(_) => break,
-            }
-        }
-        if !batch.is_empty() {
-            let count = batch.len() as u64;
-            match write_batch(&mut conn, &batch) {
-                Ok(()) => {
-                    stats.written_total.fetch_add(count, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    stats.write_errors_total.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, records = count, "history write failed: records lost");
-                }
-            }
-            batch.clear();
-            continue;
-        }
-        if stopping {
-            break;
-        }
-        if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
-            last_prune = Some(Instant::now());
-            match prune(&conn, SystemTime::now(), retention) {
-                Ok(0) => {}
-                Ok(rows) => {
-                    stats.pruned_total.fetch_add(rows, Ordering::Relaxed);
-                    tracing::info!(rows, retention = %humantime::format_duration(retention), "history pruned");
-                }
-                Err(error) => tracing::warn!(%error, "history pruning failed"),
-            }
-        }
-    }
-    tracing::debug!("history writer stopped");
 }
 
 pub(super) fn system_ms(at: SystemTime) -> i64 {
@@ -604,12 +637,14 @@ mod tests {
     use super::*;
     use health_proto::v1::{HistoryEntry, Severity};
 
+    use db::Db;
     use query::query_on;
+    use rusqlite::Connection;
+    use sqlite::{SqliteDb, SCHEMA, SCHEMA_VERSION};
+    use write::{prune, write_batch};
 
-    fn conn() -> Connection {
-        let mut conn = Connection::open_in_memory().expect("in-memory database");
-        migrate(&mut conn).expect("schema");
-        conn
+    fn conn() -> SqliteDb {
+        SqliteDb::in_memory()
     }
 
     fn day_ms(days: i64) -> i64 {
@@ -638,7 +673,7 @@ mod tests {
     }
 
     fn alert_event(at_ms: i64) -> Record {
-        Record::Alert {
+        Record::Alert(Box::new(AlertRecord {
             fingerprint: "n1/loihi-0/THERMAL_CRITICAL".to_string(),
             node: "n1".to_string(),
             subject: "loihi-0".to_string(),
@@ -650,11 +685,12 @@ mod tests {
             message: "91 C".to_string(),
             at_ms,
             priority: "P0".to_string(),
-        }
+            since_ms: 0,
+        }))
     }
 
     fn action(id: &str, started_ms: i64) -> Record {
-        Record::Action {
+        Record::Action(Box::new(ActionRecord {
             node: "n1".to_string(),
             action_id: id.to_string(),
             device: "loihi-0".to_string(),
@@ -665,14 +701,14 @@ mod tests {
             started_ms,
             duration_ms: 40,
             audit_hash: format!("hash-{id}"),
-        }
+        }))
     }
 
-    fn write(conn: &mut Connection, records: Vec<Record>) {
-        write_batch(conn, &records).expect("write");
+    fn write(conn: &mut dyn Db, records: Vec<Record>) {
+        write_batch(conn, &records, "c1").expect("write");
     }
 
-    fn all(conn: &Connection) -> Vec<HistoryEntry> {
+    fn all(conn: &mut dyn Db) -> Vec<HistoryEntry> {
         query_on(
             conn,
             &HistoryQuery {
@@ -685,10 +721,15 @@ mod tests {
 
     #[test]
     fn retention_prunes_what_ended_before_the_cutoff_and_keeps_open_conditions() {
-        let mut conn = conn();
+        retention_prunes_what_ended_before_the_cutoff_and_keeps_open_conditions_on(&mut conn());
+    }
+
+    fn retention_prunes_what_ended_before_the_cutoff_and_keeps_open_conditions_on(
+        conn: &mut dyn Db,
+    ) {
         let now = UNIX_EPOCH + Duration::from_millis(u64::try_from(day_ms(100)).unwrap_or(0));
         write(
-            &mut conn,
+            conn,
             vec![
                 // Ended 40 days before `now`: gone with a 30-day retention.
                 started("n1", "THERMAL_CRITICAL", day_ms(50)),
@@ -704,12 +745,12 @@ mod tests {
                 action("b-2", day_ms(99)),
             ],
         );
-        assert_eq!(all(&conn).len(), 7);
+        assert_eq!(all(conn).len(), 7);
 
-        let deleted = prune(&conn, now, Duration::from_secs(30 * 24 * 3600)).expect("prune");
+        let deleted = prune(conn, now, Duration::from_secs(30 * 24 * 3600)).expect("prune");
         assert_eq!(deleted, 3);
         let left: Vec<(String, String)> =
-            all(&conn).into_iter().map(|e| (e.name, e.status)).collect();
+            all(conn).into_iter().map(|e| (e.name, e.status)).collect();
         assert_eq!(
             left,
             vec![
@@ -721,16 +762,23 @@ mod tests {
         );
         // Nothing more to prune at the same instant.
         assert_eq!(
-            prune(&conn, now, Duration::from_secs(30 * 24 * 3600)).expect("prune"),
+            prune(conn, now, Duration::from_secs(30 * 24 * 3600)).expect("prune"),
             0
         );
     }
 
     #[test]
     fn the_same_condition_seen_again_is_one_row_and_a_restart_closes_what_ended_meanwhile() {
-        let mut conn = conn();
+        the_same_condition_seen_again_is_one_row_and_a_restart_closes_what_ended_meanwhile_on(
+            &mut conn(),
+        );
+    }
+
+    fn the_same_condition_seen_again_is_one_row_and_a_restart_closes_what_ended_meanwhile_on(
+        conn: &mut dyn Db,
+    ) {
         write(
-            &mut conn,
+            conn,
             vec![
                 started("n1", "THERMAL_CRITICAL", 1_000),
                 started("n1", "DEVICE_MISSING", 1_000),
@@ -744,7 +792,7 @@ mod tests {
                 started("n1", "THERMAL_CRITICAL", 1_000),
             ],
         );
-        let rows = all(&conn);
+        let rows = all(conn);
         assert_eq!(rows.len(), 2, "{rows:?}");
         let missing = rows
             .iter()
@@ -761,9 +809,12 @@ mod tests {
 
     #[test]
     fn actions_are_kept_once_per_id_and_queries_filter() {
-        let mut conn = conn();
+        actions_are_kept_once_per_id_and_queries_filter_on(&mut conn());
+    }
+
+    fn actions_are_kept_once_per_id_and_queries_filter_on(conn: &mut dyn Db) {
         write(
-            &mut conn,
+            conn,
             vec![
                 action("b-1", 1_000),
                 action("b-1", 1_000),
@@ -771,11 +822,11 @@ mod tests {
                 alert_event(3_000),
             ],
         );
-        let rows = all(&conn);
+        let rows = all(conn);
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].kind, HistoryKind::Alert as i32, "newest first");
         let since = query_on(
-            &conn,
+            conn,
             &HistoryQuery {
                 since: Some(UNIX_EPOCH + Duration::from_millis(1_500)),
                 ..Default::default()
@@ -784,7 +835,7 @@ mod tests {
         .expect("query");
         assert_eq!(since.len(), 2);
         let other_device = query_on(
-            &conn,
+            conn,
             &HistoryQuery {
                 device: Some("xbar-0".to_string()),
                 ..Default::default()
@@ -793,7 +844,7 @@ mod tests {
         .expect("query");
         assert!(other_device.is_empty());
         let limited = query_on(
-            &conn,
+            conn,
             &HistoryQuery {
                 node: Some("n1".to_string()),
                 limit: 1,
@@ -845,15 +896,18 @@ mod tests {
         UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     }
 
-    fn query(conn: &Connection, query: HistoryQuery) -> Vec<HistoryEntry> {
+    fn query(conn: &mut dyn Db, query: HistoryQuery) -> Vec<HistoryEntry> {
         query_on(conn, &query).expect("query")
     }
 
     #[test]
     fn until_is_exclusive_and_oldest_first_counts_from_the_start() {
-        let mut conn = conn();
+        until_is_exclusive_and_oldest_first_counts_from_the_start_on(&mut conn());
+    }
+
+    fn until_is_exclusive_and_oldest_first_counts_from_the_start_on(conn: &mut dyn Db) {
         write(
-            &mut conn,
+            conn,
             vec![
                 alert_event(1_000),
                 action("b-1", 2_000),
@@ -868,7 +922,7 @@ mod tests {
                 .collect()
         };
         let before_3s = query(
-            &conn,
+            conn,
             HistoryQuery {
                 until: Some(at(3_000)),
                 ..Default::default()
@@ -876,7 +930,7 @@ mod tests {
         );
         assert_eq!(times(before_3s), vec![2_000, 1_000], "until excludes 3 s");
         let window = query(
-            &conn,
+            conn,
             HistoryQuery {
                 since: Some(at(2_000)),
                 until: Some(at(4_000)),
@@ -886,7 +940,7 @@ mod tests {
         );
         assert_eq!(times(window), vec![2_000, 3_000]);
         let first_two = query(
-            &conn,
+            conn,
             HistoryQuery {
                 oldest_first: true,
                 limit: 2,
@@ -895,7 +949,7 @@ mod tests {
         );
         assert_eq!(times(first_two), vec![1_000, 2_000]);
         let newest = query(
-            &conn,
+            conn,
             HistoryQuery {
                 limit: 1,
                 ..Default::default()
@@ -906,9 +960,12 @@ mod tests {
 
     #[test]
     fn priority_and_audit_hash_are_kept() {
-        let mut conn = conn();
-        write(&mut conn, vec![alert_event(1_000), action("b-1", 2_000)]);
-        let rows = all(&conn);
+        priority_and_audit_hash_are_kept_on(&mut conn());
+    }
+
+    fn priority_and_audit_hash_are_kept_on(conn: &mut dyn Db) {
+        write(conn, vec![alert_event(1_000), action("b-1", 2_000)]);
+        let rows = all(conn);
         assert_eq!(rows[0].audit_hash, "hash-b-1");
         assert_eq!(rows[1].priority, "P0");
     }
@@ -927,7 +984,10 @@ mod tests {
 
     #[test]
     fn spells_are_updated_by_id_and_points_are_rows_of_their_own() {
-        let mut conn = conn();
+        spells_are_updated_by_id_and_points_are_rows_of_their_own_on(&mut conn());
+    }
+
+    fn spells_are_updated_by_id_and_points_are_rows_of_their_own_on(conn: &mut dyn Db) {
         let escalation = || {
             Record::Event(HistoryEvent {
                 name: "DeviceOverheating".to_string(),
@@ -937,7 +997,7 @@ mod tests {
             })
         };
         write(
-            &mut conn,
+            conn,
             vec![
                 maintenance("loihi-0@1000", 1_000, None, "h1"),
                 // Extended: same id, new audit entry; it still began at 1 s.
@@ -947,7 +1007,7 @@ mod tests {
                 Record::Event(HistoryEvent::collector_started(at(6_000))),
             ],
         );
-        let rows = all(&conn);
+        let rows = all(conn);
         assert_eq!(rows.len(), 4, "{rows:?}");
         let spell = rows
             .iter()
@@ -964,7 +1024,7 @@ mod tests {
         assert_eq!(restart.node, "");
 
         write(
-            &mut conn,
+            conn,
             vec![Record::SpellEnded {
                 kind: HistoryKind::Maintenance,
                 node: "n1".to_string(),
@@ -974,7 +1034,7 @@ mod tests {
         );
         // A spell that ended matches a `since` within it, and the device filter.
         let during = query(
-            &conn,
+            conn,
             HistoryQuery {
                 device: Some("loihi-0".to_string()),
                 since: Some(at(7_000)),
@@ -988,9 +1048,12 @@ mod tests {
 
     #[test]
     fn a_restart_closes_the_spells_the_node_no_longer_carries() {
-        let mut conn = conn();
+        a_restart_closes_the_spells_the_node_no_longer_carries_on(&mut conn());
+    }
+
+    fn a_restart_closes_the_spells_the_node_no_longer_carries_on(conn: &mut dyn Db) {
         write(
-            &mut conn,
+            conn,
             vec![
                 maintenance("loihi-0@1000", 1_000, None, "h1"),
                 maintenance("node@1000", 1_000, None, "h3"),
@@ -1002,7 +1065,7 @@ mod tests {
                 },
             ],
         );
-        let rows = all(&conn);
+        let rows = all(conn);
         let status: Vec<(&str, &str)> = rows
             .iter()
             .map(|e| (e.id.as_str(), e.status.as_str()))
@@ -1013,9 +1076,12 @@ mod tests {
 
     #[test]
     fn queries_by_node_device_and_time_use_indexes() {
-        let conn = conn();
+        queries_by_node_device_and_time_use_indexes_on(&mut conn());
+    }
+
+    fn queries_by_node_device_and_time_use_indexes_on(conn: &mut dyn Db) {
         let plan = query::plan(
-            &conn,
+            conn,
             &HistoryQuery {
                 node: Some("n1".to_string()),
                 since: Some(at(1_000)),
@@ -1030,7 +1096,7 @@ mod tests {
             );
         }
         let plan = query::plan(
-            &conn,
+            conn,
             &HistoryQuery {
                 since: Some(at(1_000)),
                 ..Default::default()
@@ -1043,7 +1109,7 @@ mod tests {
             );
         }
         let plan = query::plan(
-            &conn,
+            conn,
             &HistoryQuery {
                 device: Some("loihi-0".to_string()),
                 ..Default::default()
@@ -1172,6 +1238,291 @@ mod tests {
             spell.message.contains("1970-01-01T00:00:19Z"),
             "{}",
             spell.message
+        );
+    }
+
+    fn transition(node: &str, status: &'static str, since_ms: i64, at_ms: i64) -> Record {
+        Record::Alert(Box::new(AlertRecord {
+            fingerprint: format!("{node}/loihi-0/THERMAL_CRITICAL"),
+            node: node.to_string(),
+            subject: "loihi-0".to_string(),
+            device: "loihi-0".to_string(),
+            alertname: "DeviceOverheating".to_string(),
+            code: "THERMAL_CRITICAL".to_string(),
+            severity: Severity::Critical as i32,
+            status,
+            message: "91 C".to_string(),
+            at_ms,
+            priority: "P1".to_string(),
+            since_ms,
+        }))
+    }
+
+    #[test]
+    fn a_transition_seen_by_two_collectors_is_stored_once() {
+        a_transition_seen_by_two_collectors_is_stored_once_on(&mut conn());
+    }
+
+    fn a_transition_seen_by_two_collectors_is_stored_once_on(conn: &mut dyn Db) {
+        // Collector c1 saw the alert pending and firing; the agent failed over to c2, which
+        // saw the same condition (same since) from the start, then it resolved there.
+        write_batch(
+            conn,
+            &[
+                transition("n1", "PENDING", 1_000, 1_100),
+                transition("n1", "FIRING", 1_000, 31_100),
+            ],
+            "c1",
+        )
+        .expect("c1");
+        write_batch(
+            conn,
+            &[
+                transition("n1", "PENDING", 1_000, 40_000),
+                transition("n1", "FIRING", 1_000, 70_000),
+                transition("n1", "RESOLVED", 1_000, 90_000),
+            ],
+            "c2",
+        )
+        .expect("c2");
+        let statuses: Vec<(String, i64)> = all(conn)
+            .into_iter()
+            .map(|e| (e.status, e.at.as_ref().map_or(0, timestamp_ms)))
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![
+                ("RESOLVED".to_string(), 90_000),
+                ("FIRING".to_string(), 31_100),
+                ("PENDING".to_string(), 1_100),
+            ],
+            "the first collector's times are kept, nothing twice"
+        );
+        // A new spell of the same condition (another since) is a transition of its own.
+        write(conn, vec![transition("n1", "PENDING", 95_000, 95_100)]);
+        assert_eq!(all(conn).len(), 4);
+    }
+
+    #[test]
+    fn what_a_collector_writes_about_a_node_it_lost_is_skipped_if_another_holds_it() {
+        what_a_collector_writes_about_a_node_it_lost_is_skipped_if_another_holds_it_on(&mut conn());
+    }
+
+    fn what_a_collector_writes_about_a_node_it_lost_is_skipped_if_another_holds_it_on(
+        conn: &mut dyn Db,
+    ) {
+        let absent = |node: &str, at_ms: i64, inner: Record| Record::Absent {
+            node: node.to_string(),
+            at_ms,
+            inner: Box::new(inner),
+        };
+        let held = |node: &str, at_ms: i64| Record::Held {
+            node: node.to_string(),
+            at_ms,
+        };
+        write_batch(conn, &[held("n1", 1_000), held("n2", 1_000)], "c1").expect("c1");
+        // n1 moved to c2; n2 went silent for everyone.
+        write_batch(conn, &[held("n1", 50_000)], "c2").expect("c2");
+        write_batch(
+            conn,
+            &[
+                absent("n1", 61_000, transition("n1", "RESOLVED", 1_000, 61_000)),
+                absent("n2", 61_000, transition("n2", "RESOLVED", 1_000, 61_000)),
+            ],
+            "c1",
+        )
+        .expect("c1 absent");
+        let nodes: Vec<String> = all(conn).into_iter().map(|e| e.node).collect();
+        assert_eq!(
+            nodes,
+            vec!["n2".to_string()],
+            "n1 is held by c2: c1 writes nothing"
+        );
+    }
+
+    #[test]
+    fn an_escalation_or_agent_restart_written_twice_is_one_row() {
+        an_escalation_or_agent_restart_written_twice_is_one_row_on(&mut conn());
+    }
+
+    fn an_escalation_or_agent_restart_written_twice_is_one_row_on(conn: &mut dyn Db) {
+        let escalated = |at_ms: i64| {
+            Record::Event(HistoryEvent {
+                dedup: "escalation|n1/loihi-0/THERMAL_CRITICAL|1000|P0".to_string(),
+                priority: "P0".to_string(),
+                ..HistoryEvent::new(HistoryKind::Escalation, at(at_ms), "n1", "loihi-0")
+            })
+        };
+        let restarted =
+            |at_ms: i64| Record::Event(HistoryEvent::agent_restarted(at(at_ms), "n1", "b1", "b2"));
+        write(conn, vec![escalated(5_000), restarted(6_000)]);
+        write(conn, vec![escalated(7_000), restarted(8_000)]);
+        let times: Vec<i64> = all(conn)
+            .iter()
+            .filter_map(|e| e.at.as_ref().map(timestamp_ms))
+            .collect();
+        assert_eq!(times, vec![6_000, 5_000]);
+    }
+
+    /// A store-level suite: its name (a database name) and its body.
+    type Suite = (&'static str, fn(&mut dyn Db));
+
+    /// The store-level suites, each on a fresh database.
+    const SUITES: [Suite; 10] = [
+        (
+            "retention",
+            retention_prunes_what_ended_before_the_cutoff_and_keeps_open_conditions_on,
+        ),
+        (
+            "condition",
+            the_same_condition_seen_again_is_one_row_and_a_restart_closes_what_ended_meanwhile_on,
+        ),
+        (
+            "actions",
+            actions_are_kept_once_per_id_and_queries_filter_on,
+        ),
+        (
+            "until",
+            until_is_exclusive_and_oldest_first_counts_from_the_start_on,
+        ),
+        ("priority", priority_and_audit_hash_are_kept_on),
+        (
+            "spells",
+            spells_are_updated_by_id_and_points_are_rows_of_their_own_on,
+        ),
+        (
+            "restart",
+            a_restart_closes_the_spells_the_node_no_longer_carries_on,
+        ),
+        (
+            "failover",
+            a_transition_seen_by_two_collectors_is_stored_once_on,
+        ),
+        (
+            "absent",
+            what_a_collector_writes_about_a_node_it_lost_is_skipped_if_another_holds_it_on,
+        ),
+        (
+            "dedup",
+            an_escalation_or_agent_restart_written_twice_is_one_row_on,
+        ),
+    ];
+
+    fn pg_target(server: &health_e2e::postgres::PgServer, db: &str) -> PgTarget {
+        let url = server.create_database(db).expect("database");
+        PgTarget::new(
+            &format!("{url}?sslmode=disable"),
+            Some(server.password_file()),
+        )
+        .expect("target")
+    }
+
+    /// Every suite above, again on a real PostgreSQL server (each on a database of its own).
+    #[test]
+    fn every_store_suite_passes_on_postgresql_too() {
+        let server = health_e2e::postgres::PgServer::start().expect("start PostgreSQL");
+        for (name, suite) in SUITES {
+            let mut db = pg_target(&server, name)
+                .open_for_writing()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            suite(&mut db);
+        }
+        // Migrations are recorded, re-applying is a no-op, and a newer schema is refused.
+        let target = pg_target(&server, "schema");
+        target.open_for_writing().expect("first");
+        target.open_for_writing().expect("again");
+        assert_eq!(
+            server
+                .psql("schema", "SELECT version FROM history_schema")
+                .expect("psql")
+                .trim(),
+            "1"
+        );
+        server
+            .psql("schema", "INSERT INTO history_schema VALUES (99)")
+            .expect("psql");
+        let error = History::open_backend(
+            &HistoryBackend::Postgres(Box::new(target)),
+            "c1",
+            Duration::from_secs(3600),
+            16,
+        )
+        .err()
+        .expect("a newer schema is refused")
+        .to_string();
+        assert!(error.contains("/schema"), "{error}");
+        assert!(error.contains("schema 99"), "{error}");
+    }
+
+    /// Records offered = written + dropped, through an outage of the database: the writer
+    /// keeps its batch, the queue fills to its bound and drops, and what queued is written
+    /// once the server is back.
+    #[test]
+    fn a_postgresql_outage_queues_then_drops_and_the_counts_add_up() {
+        let mut server = health_e2e::postgres::PgServer::start().expect("start PostgreSQL");
+        let target = pg_target(&server, "outage");
+        let history = History::open_backend(
+            &HistoryBackend::Postgres(Box::new(target)),
+            "c1",
+            Duration::from_secs(3600),
+            50,
+        )
+        .expect("open");
+        let sink = history.sink();
+        let stats = history.stats();
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        let offer = |from: usize, count: usize| {
+            for i in from..from + count {
+                let result = ActionResult {
+                    action_id: format!("b-{i}"),
+                    device_id: "loihi-0".to_string(),
+                    action: "reset-soft".to_string(),
+                    outcome: ActionOutcome::Succeeded as i32,
+                    // Recent: retention must not take them.
+                    started_at: Some(ms_timestamp(system_ms(SystemTime::now()))),
+                    ..Default::default()
+                };
+                sink.action("n1", &result);
+            }
+        };
+        offer(0, 20);
+        wait_for("the first 20 written", &|| {
+            stats.written_total.load(Ordering::Relaxed) == 20
+        });
+        server.stop().expect("stop PostgreSQL");
+        offer(20, 500);
+        wait_for("the outage noticed", &|| {
+            !stats.available.load(Ordering::Relaxed)
+        });
+        let dropped = stats.dropped_total.load(Ordering::Relaxed);
+        assert!(dropped > 0, "a queue of 50 cannot hold 500 records");
+        server.restart().expect("restart PostgreSQL");
+        wait_for("the queue drained", &|| {
+            stats.written_total.load(Ordering::Relaxed)
+                + stats.dropped_total.load(Ordering::Relaxed)
+                == 520
+        });
+        assert!(stats.available.load(Ordering::Relaxed));
+        assert_eq!(stats.offered_total.load(Ordering::Relaxed), 520);
+        assert_eq!(stats.lost_total.load(Ordering::Relaxed), 0);
+        let reader = history.reader();
+        history.close();
+        let rows = reader
+            .query(&HistoryQuery {
+                limit: MAX_LIMIT,
+                ..Default::default()
+            })
+            .expect("query");
+        assert_eq!(
+            rows.len() as u64,
+            520 - stats.dropped_total.load(Ordering::Relaxed),
+            "every record not dropped is in the database, once"
         );
     }
 }

@@ -7,14 +7,12 @@
 //! `until` is exclusive: entries that happened strictly before it. `limit` counts from the
 //! end the order starts at: the newest entries by default, the oldest with `oldest_first`.
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use health_proto::v1::{HistoryEntry, HistoryKind};
-use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags};
 
-use super::{ms_timestamp, system_ms, DEFAULT_LIMIT, MAX_LIMIT};
+use super::db::{Cell, Db, DbError, Param};
+use super::{ms_timestamp, system_ms, Store, DEFAULT_LIMIT, MAX_LIMIT};
 
 /// What a `QueryHistory` asks for.
 #[derive(Debug, Clone, Default)]
@@ -31,24 +29,29 @@ pub struct HistoryQuery {
     pub alerts_only: bool,
 }
 
-/// Reads the history on its own read-only connection per query.
-#[derive(Debug, Clone)]
+/// Reads the history: on SQLite a read-only connection per query, on PostgreSQL a connection
+/// from a small pool.
+#[derive(Clone)]
 pub struct HistoryReader {
-    pub(super) path: PathBuf,
+    pub(super) store: Store,
+}
+
+impl std::fmt::Debug for HistoryReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryReader")
+            .field("store", &self.store.describe())
+            .finish()
+    }
 }
 
 impl HistoryReader {
     /// The entries matching `query` (see the module comment). Blocking: run it on the
     /// blocking pool.
     pub fn query(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, String> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        query_on(&conn, query).map_err(|e| format!("{}: {e}", self.path.display()))
+        let error = |e: DbError| format!("{}: {e}", self.store.describe());
+        self.store
+            .with_reader(&mut |db| query_on(db, query))
+            .map_err(error)
     }
 }
 
@@ -109,21 +112,28 @@ const BRANCHES: [Branch; 4] = [
 ];
 
 /// The SQL and its parameters for `query`: each branch filtered on its own columns.
-fn statement(query: &HistoryQuery) -> (String, Vec<Value>) {
-    let mut values: Vec<Value> = Vec::new();
-    let mut push = |value: Value| {
+fn statement(query: &HistoryQuery) -> (String, Vec<Param<'_>>) {
+    let mut values: Vec<Param<'_>> = Vec::new();
+    let mut push = |value: Param<'static>| {
         values.push(value);
         values.len()
     };
-    let node = query.node.clone().map(|node| push(Value::Text(node)));
-    let device = query.device.clone().map(|device| push(Value::Text(device)));
-    let since = query.since.map(|at| push(Value::Integer(system_ms(at))));
-    let until = query.until.map(|at| push(Value::Integer(system_ms(at))));
+    let node = query.node.as_ref().map(|_| push(Param::Null));
+    let device = query.device.as_ref().map(|_| push(Param::Null));
+    let since = query.since.map(|at| push(Param::Int(system_ms(at))));
+    let until = query.until.map(|at| push(Param::Int(system_ms(at))));
     let limit = match query.limit {
         0 => DEFAULT_LIMIT,
         n => n.min(MAX_LIMIT),
     };
-    let limit = push(Value::Integer(i64::from(limit)));
+    let limit = push(Param::Int(i64::from(limit)));
+    // The text parameters borrow from `query`; placed after the closure's last use.
+    if let (Some(n), Some(node)) = (node, &query.node) {
+        values[n - 1] = Param::Text(node);
+    }
+    if let (Some(d), Some(device)) = (device, &query.device) {
+        values[d - 1] = Param::Text(device);
+    }
 
     let branches: Vec<String> = BRANCHES
         .iter()
@@ -156,56 +166,59 @@ fn statement(query: &HistoryQuery) -> (String, Vec<Value>) {
     // By position (2 = at, 1 = kind): the column names come from the first branch, which
     // `alerts_only` leaves out.
     let sql = format!(
-        "SELECT * FROM ({}) ORDER BY 2 {order}, 1 ASC LIMIT ?{limit}",
+        "SELECT * FROM ({}) AS entries ORDER BY 2 {order}, 1 ASC LIMIT ?{limit}",
         branches.join(" UNION ALL ")
     );
     (sql, values)
 }
 
 pub(super) fn query_on(
-    conn: &Connection,
+    db: &mut dyn Db,
     query: &HistoryQuery,
-) -> rusqlite::Result<Vec<HistoryEntry>> {
+) -> Result<Vec<HistoryEntry>, DbError> {
     let (sql, values) = statement(query);
-    let mut statement = conn.prepare_cached(&sql)?;
-    let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
-        let kind = match row.get::<_, i64>(0)? {
-            1 => HistoryKind::Condition as i32,
-            2 => HistoryKind::Alert as i32,
-            3 => HistoryKind::Action as i32,
-            other => i32::try_from(other).unwrap_or(0),
-        };
-        Ok(HistoryEntry {
-            kind,
-            at: Some(ms_timestamp(row.get(1)?)),
-            node: row.get(2)?,
-            subject: row.get(3)?,
-            name: row.get(4)?,
-            severity: row.get(5)?,
-            status: row.get(6)?,
-            message: row.get(7)?,
-            ended_at: row.get::<_, Option<i64>>(8)?.map(ms_timestamp),
-            id: row.get(9)?,
-            caller: row.get(10)?,
-            duration_ms: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
-            priority: row.get(12)?,
-            audit_hash: row.get(13)?,
-        })
-    })?;
-    rows.collect()
+    let rows = db.rows(&sql, &values)?;
+    Ok(rows.iter().filter_map(|row| entry(row)).collect())
 }
 
+/// A row of the union (columns in `Branch::select` order) as an entry.
+fn entry(row: &[Cell]) -> Option<HistoryEntry> {
+    let [kind, at, node, subject, name, severity, status, message, ended, id, caller, duration, priority, audit_hash] =
+        row
+    else {
+        return None;
+    };
+    let kind = match kind.int() {
+        1 => HistoryKind::Condition as i32,
+        2 => HistoryKind::Alert as i32,
+        3 => HistoryKind::Action as i32,
+        other => i32::try_from(other).unwrap_or(0),
+    };
+    Some(HistoryEntry {
+        kind,
+        at: Some(ms_timestamp(at.int())),
+        node: node.text(),
+        subject: subject.text(),
+        name: name.text(),
+        severity: i32::try_from(severity.int()).unwrap_or(0),
+        status: status.text(),
+        message: message.text(),
+        ended_at: ended.opt_int().map(ms_timestamp),
+        id: id.text(),
+        caller: caller.text(),
+        duration_ms: u64::try_from(duration.int()).unwrap_or(0),
+        priority: priority.text(),
+        audit_hash: audit_hash.text(),
+    })
+}
+
+/// SQLite's query plan for `query` (tests check that each branch uses an index).
 #[cfg(test)]
-pub(super) fn plan(conn: &Connection, query: &HistoryQuery) -> Vec<String> {
+pub(super) fn plan(db: &mut dyn Db, query: &HistoryQuery) -> Vec<String> {
     let (sql, values) = statement(query);
-    let mut statement = conn
-        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-        .expect("plan");
-    statement
-        .query_map(rusqlite::params_from_iter(values), |row| {
-            row.get::<_, String>(3)
-        })
-        .expect("plan rows")
-        .collect::<rusqlite::Result<Vec<String>>>()
-        .expect("plan rows")
+    db.rows(&format!("EXPLAIN QUERY PLAN {sql}"), &values)
+        .expect("plan")
+        .into_iter()
+        .map(|row| row.get(3).map(Cell::text).unwrap_or_default())
+        .collect()
 }

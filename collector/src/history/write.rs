@@ -1,21 +1,40 @@
 //! The history's writer side: one transaction per batch of records, each record one or two
-//! statements, and retention. Only the writer thread (`write_loop`) calls these.
+//! statements, and retention in batches. Only the writer thread (`write_loop`) calls these,
+//! on SQLite or PostgreSQL alike (`db.rs`).
+//!
+//! Several collectors may write into one PostgreSQL database (a sharded fleet, a failover), so
+//! every write is idempotent where the same fact can arrive twice: a condition is keyed by
+//! the agent's own `since`, an action by its id, a maintenance window or silence by its id, an
+//! alert transition by (fingerprint, the condition's `since`, status, severity) and an
+//! escalation by its `dedup` key, each inserted with `ON CONFLICT DO NOTHING` (or an update of
+//! the same row). What a collector writes only because it stopped hearing from a node
+//! (NODE_STALE, the resolutions when it forgets the node) is `Record::Absent`: skipped when
+//! another collector has held the node since (`holders`), which is what a failover looks like
+//! from the collector the agent left.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection};
-
+use super::db::{in_transaction, Db, DbError, Param};
 use super::{system_ms, HistoryEvent, Record};
 
-pub(super) fn write_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    for record in batch {
-        write_one(&tx, record)?;
-    }
-    tx.commit()
+/// Rows one retention statement deletes at most: each is its own short transaction, so a
+/// large backlog never holds a long lock over the tables ingest writes to.
+pub(super) const PRUNE_BATCH: usize = 5_000;
+
+/// How recently another collector must have heard from a node for this one's absence
+/// records about it to be skipped.
+const HELD_ELSEWHERE_WITHIN_MS: i64 = 120_000;
+
+pub(super) fn write_batch(db: &mut dyn Db, batch: &[Record], me: &str) -> Result<(), DbError> {
+    in_transaction(db, |db| {
+        for record in batch {
+            write_one(db, record, me)?;
+        }
+        Ok(())
+    })
 }
 
-fn write_one(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
+fn write_one(db: &mut dyn Db, record: &Record, me: &str) -> Result<(), DbError> {
     match record {
         Record::ConditionStarted {
             node,
@@ -28,151 +47,163 @@ fn write_one(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
         } => {
             // An open row with another `since` is an earlier spell the agent has restarted
             // counting (an agent restart): it ended when this one began.
-            conn.prepare_cached(
+            db.execute(
                 "UPDATE conditions SET ended_ms = ?4 WHERE node = ?1 AND subject = ?2 \
                  AND code = ?3 AND ended_ms IS NULL AND since_ms <> ?4",
-            )?
-            .execute(params![node, subject, code, since_ms])?;
-            conn.prepare_cached(
+                &[node.into(), subject.into(), code.into(), (*since_ms).into()],
+            )?;
+            db.execute(
                 "INSERT INTO conditions (node, subject, device, code, severity, message, \
                  since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (node, subject, code, since_ms) DO UPDATE SET ended_ms = NULL",
-            )?
-            .execute(params![
-                node, subject, device, code, severity, message, since_ms
-            ])?;
+                &[
+                    node.into(),
+                    subject.into(),
+                    device.into(),
+                    code.into(),
+                    (*severity).into(),
+                    message.into(),
+                    (*since_ms).into(),
+                ],
+            )?;
         }
         Record::ConditionEnded {
             node,
             subject,
             code,
             at_ms,
-        } => end_condition(conn, node, subject, code, *at_ms)?,
+        } => {
+            db.execute(
+                "UPDATE conditions SET ended_ms = ?4 WHERE node = ?1 AND subject = ?2 \
+                 AND code = ?3 AND ended_ms IS NULL",
+                &[node.into(), subject.into(), code.into(), (*at_ms).into()],
+            )?;
+        }
         Record::NodeSeen {
             node,
             active,
             at_ms,
-        } => close_unreported(conn, node, active, *at_ms)?,
-        Record::Alert {
-            fingerprint,
-            node,
-            subject,
-            device,
-            alertname,
-            code,
-            severity,
-            status,
-            message,
-            at_ms,
-            priority,
-        } => {
-            conn.prepare_cached(
+        } => close_unreported(db, node, active, *at_ms)?,
+        Record::Alert(alert) => {
+            db.execute(
                 "INSERT INTO alert_events (fingerprint, node, subject, device, alertname, code, \
-                 severity, status, message, at_ms, priority) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(params![
-                fingerprint,
-                node,
-                subject,
-                device,
-                alertname,
-                code,
-                severity,
-                status,
-                message,
-                at_ms,
-                priority
-            ])?;
+                 severity, status, message, at_ms, priority, since_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 ON CONFLICT (fingerprint, since_ms, status, severity) WHERE since_ms > 0 \
+                 DO NOTHING",
+                &[
+                    (&alert.fingerprint).into(),
+                    (&alert.node).into(),
+                    (&alert.subject).into(),
+                    (&alert.device).into(),
+                    (&alert.alertname).into(),
+                    (&alert.code).into(),
+                    alert.severity.into(),
+                    alert.status.into(),
+                    (&alert.message).into(),
+                    alert.at_ms.into(),
+                    (&alert.priority).into(),
+                    alert.since_ms.into(),
+                ],
+            )?;
         }
-        Record::Action {
-            node,
-            action_id,
-            device,
-            action,
-            outcome,
-            message,
-            caller,
-            started_ms,
-            duration_ms,
-            audit_hash,
-        } => {
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO actions (node, action_id, device, action, outcome, \
+        Record::Action(action) => {
+            db.execute(
+                "INSERT INTO actions (node, action_id, device, action, outcome, \
                  message, caller, started_ms, duration_ms, audit_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                node,
-                action_id,
-                device,
-                action,
-                outcome,
-                message,
-                caller,
-                started_ms,
-                duration_ms,
-                audit_hash
-            ])?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT (node, action_id) DO NOTHING",
+                &[
+                    (&action.node).into(),
+                    (&action.action_id).into(),
+                    (&action.device).into(),
+                    (&action.action).into(),
+                    (&action.outcome).into(),
+                    (&action.message).into(),
+                    (&action.caller).into(),
+                    action.started_ms.into(),
+                    action.duration_ms.into(),
+                    (&action.audit_hash).into(),
+                ],
+            )?;
         }
-        Record::Event(event) => write_event(conn, event)?,
+        Record::Event(event) => write_event(db, event)?,
         Record::SpellEnded {
             kind,
             node,
             id,
             at_ms,
         } => {
-            conn.prepare_cached(
+            db.execute(
                 "UPDATE events SET ended_ms = ?4, status = 'ENDED' WHERE kind = ?1 AND node = ?2 \
                  AND ref = ?3 AND spell = 1 AND ended_ms IS NULL",
-            )?
-            .execute(params![*kind as i32, node, id, at_ms])?;
+                &[
+                    (*kind as i32).into(),
+                    node.into(),
+                    id.into(),
+                    (*at_ms).into(),
+                ],
+            )?;
         }
         Record::SpellsSeen {
             kind,
             node,
             open,
             at_ms,
-        } => close_unseen_spells(conn, *kind as i32, node, open, *at_ms)?,
+        } => close_unseen_spells(db, *kind as i32, node, open, *at_ms)?,
+        Record::Held { node, at_ms } => {
+            db.execute(
+                "INSERT INTO holders (node, collector, seen_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (node) DO UPDATE SET collector = excluded.collector, \
+                 seen_ms = excluded.seen_ms WHERE excluded.seen_ms >= holders.seen_ms",
+                &[node.into(), me.into(), (*at_ms).into()],
+            )?;
+        }
+        Record::Absent { node, at_ms, inner } => {
+            if !held_elsewhere(db, node, *at_ms, me)? {
+                write_one(db, inner, me)?;
+            }
+        }
     }
     Ok(())
 }
 
-fn end_condition(
-    conn: &Connection,
-    node: &str,
-    subject: &str,
-    code: &str,
-    at_ms: i64,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE conditions SET ended_ms = ?4 WHERE node = ?1 AND subject = ?2 \
-         AND code = ?3 AND ended_ms IS NULL",
-    )?
-    .execute(params![node, subject, code, at_ms])?;
-    Ok(())
+/// Whether another collector has heard from `node` within `HELD_ELSEWHERE_WITHIN_MS` of
+/// `at_ms`.
+fn held_elsewhere(db: &mut dyn Db, node: &str, at_ms: i64, me: &str) -> Result<bool, DbError> {
+    let rows = db.rows(
+        "SELECT 1 FROM holders WHERE node = ?1 AND collector <> ?2 AND seen_ms >= ?3",
+        &[
+            node.into(),
+            me.into(),
+            at_ms.saturating_sub(HELD_ELSEWHERE_WITHIN_MS).into(),
+        ],
+    )?;
+    Ok(!rows.is_empty())
 }
 
 /// After a collector restart: the node's conditions still open here that its first report no
 /// longer carries ended while the collector was away.
 fn close_unreported(
-    conn: &Connection,
+    db: &mut dyn Db,
     node: &str,
     active: &[(String, String)],
     at_ms: i64,
-) -> rusqlite::Result<()> {
-    let open: Vec<(i64, String, String)> = conn
-        .prepare_cached(
-            "SELECT id, subject, code FROM conditions WHERE node = ?1 AND ended_ms IS NULL",
-        )?
-        .query_map(params![node], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    for (id, subject, code) in open {
+) -> Result<(), DbError> {
+    let open = db.rows(
+        "SELECT id, subject, code FROM conditions WHERE node = ?1 AND ended_ms IS NULL",
+        &[node.into()],
+    )?;
+    for row in open {
+        let [id, subject, code] = &row[..] else {
+            continue;
+        };
+        let (subject, code) = (subject.text(), code.text());
         if !active.iter().any(|(s, c)| *s == subject && *c == code) {
-            conn.prepare_cached("UPDATE conditions SET ended_ms = ?2 WHERE id = ?1")?
-                .execute(params![id, at_ms])?;
+            db.execute(
+                "UPDATE conditions SET ended_ms = ?2 WHERE id = ?1",
+                &[id.int().into(), at_ms.into()],
+            )?;
         }
     }
     Ok(())
@@ -180,82 +211,115 @@ fn close_unreported(
 
 /// The spells of `kind` still open for `node` that are not in `open` have ended.
 fn close_unseen_spells(
-    conn: &Connection,
+    db: &mut dyn Db,
     kind: i32,
     node: &str,
     open: &[String],
     at_ms: i64,
-) -> rusqlite::Result<()> {
-    let still_open: Vec<(i64, String)> = conn
-        .prepare_cached(
-            "SELECT id, ref FROM events WHERE kind = ?1 AND node = ?2 AND spell = 1 \
-             AND ended_ms IS NULL",
-        )?
-        .query_map(params![kind, node], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (row, id) in still_open {
-        if !open.contains(&id) {
-            conn.prepare_cached("UPDATE events SET ended_ms = ?2, status = 'ENDED' WHERE id = ?1")?
-                .execute(params![row, at_ms])?;
+) -> Result<(), DbError> {
+    let still_open = db.rows(
+        "SELECT id, ref FROM events WHERE kind = ?1 AND node = ?2 AND spell = 1 \
+         AND ended_ms IS NULL",
+        &[kind.into(), node.into()],
+    )?;
+    for row in still_open {
+        let [id, reference] = &row[..] else {
+            continue;
+        };
+        if !open.contains(&reference.text()) {
+            db.execute(
+                "UPDATE events SET ended_ms = ?2, status = 'ENDED' WHERE id = ?1",
+                &[id.int().into(), at_ms.into()],
+            )?;
         }
     }
     Ok(())
 }
 
-/// A point event is a new row; a spell is upserted by (kind, node, id), keeping when it began.
-fn write_event(conn: &Connection, event: &HistoryEvent) -> rusqlite::Result<()> {
+/// A point event is a new row (once per `dedup` key when it has one); a spell is upserted by
+/// (kind, node, id), keeping when it began.
+fn write_event(db: &mut dyn Db, event: &HistoryEvent) -> Result<(), DbError> {
     let spell = HistoryEvent::is_spell(event.kind);
     let status = match (spell, &event.ended_at, event.status.is_empty()) {
         (true, Some(_), true) => "ENDED",
         (true, None, true) => "ACTIVE",
         _ => event.status.as_str(),
     };
-    conn.prepare_cached(
+    let params: [Param<'_>; 14] = [
+        (event.kind as i32).into(),
+        i64::from(spell).into(),
+        event.at_ms().into(),
+        event.ended_ms().into(),
+        (&event.node).into(),
+        (&event.subject).into(),
+        (&event.name).into(),
+        status.into(),
+        (&event.message).into(),
+        (&event.id).into(),
+        (&event.caller).into(),
+        (&event.priority).into(),
+        (&event.audit_hash).into(),
+        (&event.dedup).into(),
+    ];
+    if !spell {
+        db.execute(
+            "INSERT INTO events (kind, spell, at_ms, ended_ms, node, subject, name, status, \
+             message, ref, caller, priority, audit_hash, dedup) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             ON CONFLICT (dedup) WHERE dedup <> '' DO NOTHING",
+            &params,
+        )?;
+        return Ok(());
+    }
+    db.execute(
         "INSERT INTO events (kind, spell, at_ms, ended_ms, node, subject, name, status, message, \
-         ref, caller, priority, audit_hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+         ref, caller, priority, audit_hash, dedup) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
          ON CONFLICT (kind, node, ref) WHERE spell = 1 DO UPDATE SET \
            ended_ms = excluded.ended_ms, status = excluded.status, \
            message = excluded.message, \
-           caller = CASE WHEN excluded.caller = '' THEN caller ELSE excluded.caller END, \
-           priority = CASE WHEN excluded.priority = '' THEN priority ELSE excluded.priority END, \
-           audit_hash = CASE WHEN excluded.audit_hash = '' THEN audit_hash \
+           caller = CASE WHEN excluded.caller = '' THEN events.caller ELSE excluded.caller END, \
+           priority = CASE WHEN excluded.priority = '' THEN events.priority \
+                      ELSE excluded.priority END, \
+           audit_hash = CASE WHEN excluded.audit_hash = '' THEN events.audit_hash \
                         ELSE excluded.audit_hash END",
-    )?
-    .execute(params![
-        event.kind as i32,
-        i64::from(spell),
-        event.at_ms(),
-        event.ended_ms(),
-        event.node,
-        event.subject,
-        event.name,
-        status,
-        event.message,
-        event.id,
-        event.caller,
-        event.priority,
-        event.audit_hash
-    ])?;
+        &params,
+    )?;
     Ok(())
 }
 
-/// Deletes what is older than `retention` before `now`: ended conditions (by when they
-/// ended; open ones are kept however old), alert transitions and actions. Returns the rows.
-pub(super) fn prune(
-    conn: &Connection,
-    now: SystemTime,
-    retention: Duration,
-) -> rusqlite::Result<u64> {
+/// The retention statements: what is older than the cutoff (`?1`), by table. Ended
+/// conditions go by when they ended (open ones are kept however old), spells by when they
+/// ended, the rest by when they happened.
+const PRUNE: [(&str, &str); 5] = [
+    ("conditions", "ended_ms IS NOT NULL AND ended_ms < ?1"),
+    ("alert_events", "at_ms < ?1"),
+    ("actions", "started_ms < ?1"),
+    (
+        "events",
+        "COALESCE(ended_ms, CASE spell WHEN 1 THEN NULL ELSE at_ms END) < ?1",
+    ),
+    ("holders", "seen_ms < ?1"),
+];
+
+/// Deletes what is older than `retention` before `now`, at most `PRUNE_BATCH` rows per
+/// statement, each its own transaction. Returns the rows.
+pub(super) fn prune(db: &mut dyn Db, now: SystemTime, retention: Duration) -> Result<u64, DbError> {
     let cutoff = system_ms(now.checked_sub(retention).unwrap_or(UNIX_EPOCH));
+    let row_id = db.row_id();
     let mut rows = 0;
-    for sql in [
-        "DELETE FROM conditions WHERE ended_ms IS NOT NULL AND ended_ms < ?1",
-        "DELETE FROM alert_events WHERE at_ms < ?1",
-        "DELETE FROM actions WHERE started_ms < ?1",
-        "DELETE FROM events WHERE COALESCE(ended_ms, CASE spell WHEN 1 THEN NULL ELSE at_ms END) < ?1",
-    ] {
-        rows += conn.execute(sql, params![cutoff])? as u64;
+    for (table, older) in PRUNE {
+        let sql = format!(
+            "DELETE FROM {table} WHERE {row_id} IN \
+             (SELECT {row_id} FROM {table} WHERE {older} LIMIT {PRUNE_BATCH})"
+        );
+        loop {
+            let deleted = db.execute(&sql, &[cutoff.into()])?;
+            rows += deleted;
+            if deleted < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
     }
     Ok(rows)
 }
