@@ -113,6 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&alerts),
         config.sweep_interval,
         systemd::watchdog_ping_interval(),
+        crate::config::history::name_of(&config),
         shutdown.clone(),
     ));
 

@@ -22,6 +22,7 @@ pub async fn run(
     alerts: Arc<Alerts>,
     interval: Duration,
     watchdog: Option<Duration>,
+    collector: String,
     shutdown: CancellationToken,
 ) {
     let period = watchdog.map_or(interval, |ping_every| interval.min(ping_every));
@@ -41,6 +42,7 @@ pub async fn run(
             _ = ticker.tick() => {}
         }
         sweep(&fleet, &alerts, Instant::now(), SystemTime::now());
+        alerts.check_history(&collector, SystemTime::now());
         if watchdog.is_some() {
             systemd::watchdog_ping();
         }

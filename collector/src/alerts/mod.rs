@@ -56,6 +56,7 @@ use tokio::sync::broadcast;
 
 mod build;
 mod escalation;
+mod own;
 
 use crate::alert_names::alertname;
 use crate::history::{AlertTransition, HistorySink, MaintenanceSpells, HELD_EVERY};

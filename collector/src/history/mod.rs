@@ -329,6 +329,15 @@ impl HistorySink {
         });
     }
 
+    /// Since when the writer has had no working connection to the database, if it has none.
+    pub fn unavailable_since(&self) -> Option<SystemTime> {
+        if self.stats.available.load(Ordering::Relaxed) {
+            return None;
+        }
+        let ms = self.stats.unavailable_since_ms.load(Ordering::Relaxed);
+        Some(UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    }
+
     /// This collector has just heard from `node` (call it at most every `HELD_EVERY` per
     /// node; see `Record::Held`).
     pub fn held(&self, node: &str, now: SystemTime) {
@@ -550,6 +559,9 @@ impl History {
         let (records, inbox) = mpsc::sync_channel(queue.max(1));
         let stats = Arc::new(HistoryStats::default());
         stats.available.store(db.is_some(), Ordering::Relaxed);
+        stats
+            .unavailable_since_ms
+            .store(system_ms(SystemTime::now()), Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
             let writer = Writer {
