@@ -33,6 +33,7 @@ use health_proto::v1::{ActionOutcome, ActionResult, Alert, HistoryKind};
 use prost_types::Timestamp;
 
 use crate::priority::Priority;
+use health_metrics::histogram::{Histogram, LATENCY_BUCKETS};
 
 mod db;
 mod events;
@@ -131,6 +132,16 @@ enum Record {
 }
 
 impl Record {
+    /// When the collector made the record, for the write lag: alert transitions and holds
+    /// only (the other records carry the agent's times).
+    fn made_ms(&self) -> Option<i64> {
+        match self {
+            Record::Alert(alert) => Some(alert.at_ms),
+            Record::Held { at_ms, .. } => Some(*at_ms),
+            _ => None,
+        }
+    }
+
     /// The node a record is about and when, for `Record::Absent`.
     fn about(&self) -> Option<(&str, i64)> {
         match self {
@@ -183,7 +194,7 @@ struct ActionRecord {
 }
 
 /// Counters of the history path, for logs and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HistoryStats {
     /// Records not queued because the writer was behind (the channel was full).
     pub dropped_total: AtomicU64,
@@ -202,6 +213,25 @@ pub struct HistoryStats {
     pub available: AtomicBool,
     /// When it last became unavailable (ms since the epoch).
     pub unavailable_since_ms: AtomicI64,
+    /// From a transition (or a report noted in `holders`) to its commit: how far the database
+    /// is behind the collector.
+    pub write_lag: Histogram,
+}
+
+impl Default for HistoryStats {
+    fn default() -> Self {
+        HistoryStats {
+            dropped_total: AtomicU64::new(0),
+            written_total: AtomicU64::new(0),
+            write_errors_total: AtomicU64::new(0),
+            pruned_total: AtomicU64::new(0),
+            offered_total: AtomicU64::new(0),
+            lost_total: AtomicU64::new(0),
+            available: AtomicBool::new(false),
+            unavailable_since_ms: AtomicI64::new(0),
+            write_lag: Histogram::new(&LATENCY_BUCKETS),
+        }
+    }
 }
 
 impl HistoryStats {
@@ -228,6 +258,12 @@ impl HistoryStats {
                 + self.dropped_total.load(Ordering::Relaxed)
                 + self.lost_total.load(Ordering::Relaxed),
         );
+        let (buckets, sum, count) = self.write_lag.read();
+        out.histogram(
+            "health_collector_history_write_lag_seconds",
+            "From an alert transition, or a report noted as held, to the commit of its row.",
+        )
+        .histogram(&[], &buckets, sum, count);
         out.gauge(
             "health_collector_history_queued",
             "History records queued or in the batch being written.",

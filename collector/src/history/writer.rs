@@ -123,6 +123,11 @@ impl Writer {
         match write_batch(db.as_mut(), batch, &self.me) {
             Ok(()) => {
                 self.stats.written_total.fetch_add(count, Ordering::Relaxed);
+                let now = system_ms(SystemTime::now());
+                for made in batch.iter().filter_map(Record::made_ms) {
+                    let lag = u64::try_from(now.saturating_sub(made)).unwrap_or(0);
+                    self.stats.write_lag.observe(Duration::from_millis(lag));
+                }
                 batch.clear();
             }
             Err(error) if error.unavailable => {
