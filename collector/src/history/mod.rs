@@ -1475,6 +1475,43 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             suite(&mut db);
         }
+        // The queries agent-ctl makes can be served by indexes.
+        let mut db = pg_target(&server, "plans")
+            .open_for_writing()
+            .expect("plans");
+        let plan = query::pg_plan(
+            &mut db,
+            &HistoryQuery {
+                node: Some("n1".to_string()),
+                since: Some(at(1_000)),
+                ..Default::default()
+            },
+        )
+        .join("\n");
+        for index in [
+            "alert_events_node",
+            "actions_node",
+            "events_node",
+            "conditions_open",
+        ] {
+            assert!(plan.contains(index), "{index}: {plan}");
+        }
+        let plan = query::pg_plan(
+            &mut db,
+            &HistoryQuery {
+                device: Some("loihi-0".to_string()),
+                ..Default::default()
+            },
+        )
+        .join("\n");
+        for index in [
+            "alert_events_device",
+            "actions_device",
+            "events_subject",
+            "conditions_device",
+        ] {
+            assert!(plan.contains(index), "{index}: {plan}");
+        }
         // Migrations are recorded, re-applying is a no-op, and a newer schema is refused.
         let target = pg_target(&server, "schema");
         target.open_for_writing().expect("first");

@@ -212,6 +212,19 @@ fn entry(row: &[Cell]) -> Option<HistoryEntry> {
     })
 }
 
+/// PostgreSQL's plan for `query`, one line a step, with sequential scans priced out so the
+/// plan shows which indexes can serve it (the tests' tables are too small to need them).
+#[cfg(test)]
+pub(super) fn pg_plan(db: &mut dyn Db, query: &HistoryQuery) -> Vec<String> {
+    let (sql, values) = statement(query);
+    db.batch("SET enable_seqscan = off").expect("set");
+    db.rows(&format!("EXPLAIN {sql}"), &values)
+        .expect("plan")
+        .into_iter()
+        .map(|row| row.first().map(Cell::text).unwrap_or_default())
+        .collect()
+}
+
 /// SQLite's query plan for `query` (tests check that each branch uses an index).
 #[cfg(test)]
 pub(super) fn plan(db: &mut dyn Db, query: &HistoryQuery) -> Vec<String> {
