@@ -34,10 +34,30 @@ fn collector_json(addr: &str, args: &[&str]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fault_a_policy_fixes_is_one_incident_with_its_steps_hashes_and_times() {
     let dir = tempfile::tempdir().unwrap();
-    let collector = Collector::start(&format!(
-        "history_path = \"{}\"\n[alerts]\nfor = {{ DEVICE_UNRESPONSIVE = \"0s\" }}\n\
-         [incidents]\nclose_after = \"2s\"\n",
+    let history = format!(
+        "history_path = \"{}\"",
         dir.path().join("history.db").display()
+    );
+    a_fault_a_policy_fixes_is_one_incident(&history).await;
+}
+
+/// The same incident with the history in a real PostgreSQL server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_incident_with_the_history_on_postgresql() {
+    let server = health_e2e::postgres::PgServer::start().unwrap();
+    let url = server.create_database("incidents").unwrap();
+    let history = format!(
+        "history_url = \"{url}?sslmode=disable\"\nhistory_password_file = \"{}\"",
+        server.password_file().display()
+    );
+    a_fault_a_policy_fixes_is_one_incident(&history).await;
+}
+
+async fn a_fault_a_policy_fixes_is_one_incident(history: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(&format!(
+        "{history}\n[alerts]\nfor = {{ DEVICE_UNRESPONSIVE = \"0s\" }}\n\
+         [incidents]\nclose_after = \"2s\"\n"
     ));
     let node = "inc-hang";
     // The unresponsive ladder: its soft reset cannot get through the hung firmware, its hard

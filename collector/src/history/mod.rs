@@ -584,7 +584,15 @@ impl History {
                 return Err(error("is a directory, expected a SQLite file".to_string()));
             }
         }
-        let db = match store.open_for_writing() {
+        // On a thread of its own: the PostgreSQL client blocks on a runtime of its own, which
+        // cannot be entered from the collector's async start-up.
+        let opened = std::thread::scope(|scope| {
+            scope
+                .spawn(|| store.open_for_writing())
+                .join()
+                .unwrap_or_else(|_| Err(DbError::refused("the connecting thread panicked")))
+        });
+        let db = match opened {
             Ok(db) => Some(db),
             Err(e) if e.unavailable => {
                 tracing::warn!(database = %store.describe(), error = %e, "history database unreachable at start: events queue until it is back");

@@ -451,6 +451,20 @@ impl PgReaders {
     }
 }
 
+impl Drop for PgReaders {
+    /// A connection owns a small runtime, which must not be dropped on an async thread (the
+    /// last reader may go with the service at shutdown): idle ones are dropped on a thread of
+    /// their own.
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(PoisonError::into_inner));
+        if !idle.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("history-readers-close".to_string())
+                .spawn(move || drop(idle));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
