@@ -209,7 +209,16 @@ impl PgTarget {
             Some(tls) => self.config.connect(tls.clone()),
             None => self.config.connect(NoTls),
         }
-        .map_err(|e| DbError::unavailable(format!("cannot connect: {}", describe(&e))))?;
+        .map_err(|e| {
+            let message = format!("cannot connect: {}", describe(&e));
+            // A server the CA does not vouch for, or a refused password, is a configuration
+            // to fix, not an outage to wait out.
+            if message.contains("certificate") || e.as_db_error().is_some() {
+                DbError::refused(message)
+            } else {
+                DbError::unavailable(message)
+            }
+        })?;
         Ok(PgDb {
             client,
             statements: HashMap::new(),
@@ -312,7 +321,18 @@ fn migrate(client: &mut Client) -> Result<(), DbError> {
 fn describe(error: &postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => error.to_string(),
+        None => {
+            // The client's own words say little ("error performing TLS handshake"); the
+            // cause is in the chain (an unknown issuer, a refused connection).
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 
@@ -490,6 +510,46 @@ mod tests {
         assert!(error("postgres://h@db.example/db?sslmode=verify-full").contains("sslrootcert"));
         assert!(error("postgres://h@db.example/db").contains("sslmode"));
         assert!(PgTarget::new("postgres://h@127.0.0.1:5/db?sslmode=disable", None).is_ok());
+    }
+
+    #[test]
+    fn tls_verifies_the_server_against_the_configured_ca_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = health_e2e::postgres::tls_certs(dir.path()).expect("certificates");
+        let server =
+            health_e2e::postgres::PgServer::start_tls(&certs.cert, &certs.key).expect("server");
+        server.create_database("tls").expect("database");
+        let url = |ca: &Path| {
+            format!(
+                "postgres://health@localhost:{}/tls?sslmode=verify-full&sslrootcert={}",
+                server.port(),
+                ca.display()
+            )
+        };
+        let target = PgTarget::new(&url(&certs.ca), Some(server.password_file())).expect("target");
+        let mut db = std::thread::scope(|s| s.spawn(|| target.open_for_writing()).join())
+            .expect("thread")
+            .unwrap_or_else(|e| panic!("verify-full with the right CA: {e}"));
+        let rows = db
+            .rows(
+                "SELECT CASE WHEN ssl THEN 'on' ELSE 'off' END FROM pg_stat_ssl \
+                 WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .expect("pg_stat_ssl");
+        assert_eq!(rows, vec![vec![Cell::Text("on".to_string())]]);
+
+        let rogue =
+            PgTarget::new(&url(&certs.wrong_ca), Some(server.password_file())).expect("target");
+        let error = rogue
+            .open_for_writing()
+            .err()
+            .expect("another CA's server is refused");
+        assert!(
+            !error.unavailable,
+            "a configuration error, not an outage: {error}"
+        );
+        assert!(error.message.contains("certificate"), "{error}");
     }
 
     #[test]
