@@ -279,6 +279,9 @@ pub struct HistorySink {
     stats: Arc<HistoryStats>,
     /// See `for_absent_node`.
     absent: bool,
+    /// Whether other collectors may write to the same database (PostgreSQL): without them,
+    /// `holders` and the absence check have nothing to say.
+    shared: bool,
 }
 
 impl HistorySink {
@@ -377,6 +380,9 @@ impl HistorySink {
     /// This collector has just heard from `node` (call it at most every `HELD_EVERY` per
     /// node; see `Record::Held`).
     pub fn held(&self, node: &str, now: SystemTime) {
+        if !self.shared {
+            return;
+        }
         self.send(Record::Held {
             node: node.to_string(),
             at_ms: system_ms(now),
@@ -445,7 +451,7 @@ impl HistorySink {
     }
 
     fn send(&self, record: Record) {
-        let record = match (self.absent, record.about()) {
+        let record = match (self.absent && self.shared, record.about()) {
             (true, Some((node, at_ms))) => Record::Absent {
                 node: node.to_string(),
                 at_ms,
@@ -600,6 +606,7 @@ impl History {
             }
             Err(e) => return Err(error(e.message)),
         };
+        let shared = matches!(store, Store::Postgres(_));
         let (records, inbox) = mpsc::sync_channel(queue.max(1));
         let stats = Arc::new(HistoryStats::default());
         stats.available.store(db.is_some(), Ordering::Relaxed);
@@ -628,6 +635,7 @@ impl History {
                 records,
                 stats: Arc::clone(&stats),
                 absent: false,
+                shared,
             },
             stats,
             stop,
