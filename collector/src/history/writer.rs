@@ -108,7 +108,13 @@ impl Writer {
                 }
                 Err(error) => {
                     self.set_available(false);
-                    tracing::debug!(%error, "history database still away");
+                    if error.unavailable {
+                        tracing::debug!(%error, "history database still away");
+                    } else {
+                        // Reachable but refusing this collector (a newer schema written by
+                        // another collector, a changed password): retried, but say why.
+                        tracing::warn!(database = %self.store.describe(), %error, "history database refuses this collector");
+                    }
                 }
             }
         }
