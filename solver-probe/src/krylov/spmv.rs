@@ -421,13 +421,19 @@ fn rows_dot<I: Index, C: Column, V: Values>(
     row0: usize,
 ) -> f64 {
     let mut dot = 0.0;
-    for (k, (yi, w)) in y.iter_mut().zip(ptr.windows(2)).enumerate() {
+    let first = ptr.first().map_or(0, |p| p.at());
+    let (mut rest_c, mut rest_v) = (&cols[first..], &vals[first..]);
+    let xs = &x[row0..row0 + y.len()];
+    for (k, ((yi, w), &xr)) in y.iter_mut().zip(ptr.windows(2)).zip(xs).enumerate() {
         let row = row0 + k;
-        let (s, e) = (w[0].at(), w[1].at());
+        let len = w[1].at() - w[0].at();
+        let (c, rc) = rest_c.split_at(len);
+        let (a, ra) = rest_v.split_at(len);
+        (rest_c, rest_v) = (rc, ra);
         let mut acc0 = 0.0;
         let mut acc1 = 0.0;
-        let mut ci = cols[s..e].chunks_exact(2);
-        let mut vi = vals[s..e].chunks_exact(2);
+        let mut ci = c.chunks_exact(2);
+        let mut vi = a.chunks_exact(2);
         for (c, a) in (&mut ci).zip(&mut vi) {
             acc0 += v.value(a[0]) * x[c[0].col(row)];
             acc1 += v.value(a[1]) * x[c[1].col(row)];
@@ -437,7 +443,7 @@ fn rows_dot<I: Index, C: Column, V: Values>(
         }
         let yv = acc0 + acc1;
         *yi = yv;
-        dot += x[row] * yv;
+        dot += xr * yv;
     }
     dot
 }
