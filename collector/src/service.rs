@@ -524,7 +524,7 @@ impl CollectorService {
     ) -> Result<QueryHistoryResponse, Status> {
         let Some(history) = self.history.clone() else {
             return Err(Status::failed_precondition(
-                "this collector keeps no history: set history_path in its configuration \
+                "this collector keeps no history: set history_path or history_url in its configuration \
                  (collector.toml) and restart it",
             ));
         };

@@ -52,9 +52,10 @@ impl Alerts {
             let Some(alerts) = nodes.get_mut(&node) else {
                 continue;
             };
-            let tracked = match alerts.stale.as_mut() {
-                Some(stale) if stale.alert.fingerprint == fingerprint => Some(stale),
-                _ => alerts.conditions.get_mut(&fingerprint),
+            let last_heard = alerts.last_report;
+            let (tracked, stale) = match alerts.stale.as_mut() {
+                Some(stale) if stale.alert.fingerprint == fingerprint => (Some(stale), true),
+                _ => (alerts.conditions.get_mut(&fingerprint), false),
             };
             // A leftover of an alert that resolved (and maybe fired again) since.
             let Some(tracked) = tracked.filter(|t| t.escalate_at == Some(when)) else {
@@ -69,7 +70,14 @@ impl Alerts {
                 continue;
             };
             if let Some(history) = &self.history {
-                history.escalation(&tracked.alert, from, after, now);
+                if stale {
+                    // Like NODE_STALE itself: not written if the node reports elsewhere.
+                    history
+                        .for_absent_node(last_heard.unwrap_or(SystemTime::UNIX_EPOCH))
+                        .escalation(&tracked.alert, from, after, now);
+                } else {
+                    history.escalation(&tracked.alert, from, after, now);
+                }
             }
             self.publish(tracked.alert.clone(), tracked.report_sent_at);
         }

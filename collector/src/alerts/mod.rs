@@ -136,6 +136,8 @@ struct NodeAlerts {
     maintenance: MaintenanceSpells,
     /// When the history was last told this collector holds the node (`HistorySink::held`).
     held_at: Option<Instant>,
+    /// When the node's last report was evaluated (wall time), for `record_absent`.
+    last_report: Option<SystemTime>,
 }
 
 impl Tracked {
@@ -275,6 +277,7 @@ impl Alerts {
             return;
         }
         alerts.generation = generation;
+        alerts.last_report = Some(now);
         let report = Evaluation {
             node,
             report_sent_at,
@@ -531,7 +534,8 @@ impl Alerts {
                 .as_mut()
                 .filter(|s| s.alert.fingerprint == fingerprint)
             {
-                self.unsuppress_stale(stale, at, now);
+                let last_heard = alerts.last_report;
+                self.unsuppress_stale(stale, at, now, last_heard);
                 continue;
             }
             let Some(tracked) = alerts.conditions.get_mut(&fingerprint) else {
@@ -548,7 +552,13 @@ impl Alerts {
 
     /// A stale node's window has ended: a node that cannot report cannot end its own
     /// suppression, so the sweeper's due set does, and NODE_STALE fires.
-    fn unsuppress_stale(&self, stale: &mut Tracked, at: Instant, now: SystemTime) {
+    fn unsuppress_stale(
+        &self,
+        stale: &mut Tracked,
+        at: Instant,
+        now: SystemTime,
+        last_heard: Option<SystemTime>,
+    ) {
         if !matches!(stale.phase, Phase::Suppressed) {
             return;
         }
@@ -556,7 +566,7 @@ impl Alerts {
         stale.alert.status = AlertStatus::Firing as i32;
         stale.alert.suppressed_by.clear();
         tracing::warn!(fingerprint = %stale.alert.fingerprint, "alert firing: maintenance over");
-        self.record_absent(&stale.alert, AlertTransition::Firing, now);
+        self.record_absent(&stale.alert, AlertTransition::Firing, now, last_heard);
         self.publish(stale.alert.clone(), None);
         stale.escalate_at = self.schedule_escalation(&stale.alert, at);
     }
@@ -608,7 +618,7 @@ impl Alerts {
             suppression(&self.maintenance.of_node(node), &alert).unwrap_or_default();
         let phase = if alert.suppressed_by.is_empty() {
             tracing::warn!(fingerprint = %alert.fingerprint, "alert firing");
-            self.record_absent(&alert, AlertTransition::Firing, now);
+            self.record_absent(&alert, AlertTransition::Firing, now, alerts.last_report);
             Phase::Firing
         } else {
             alert.status = AlertStatus::Suppressed as i32;
@@ -667,10 +677,11 @@ impl Alerts {
         let Some(mut alerts) = nodes.remove(node) else {
             return;
         };
+        let last_heard = alerts.last_report.unwrap_or(SystemTime::UNIX_EPOCH);
         if let Some(history) = &self.history {
             alerts
                 .maintenance
-                .end_all(&history.for_absent_node(), node, now);
+                .end_all(&history.for_absent_node(last_heard), node, now);
         }
         self.maintenance.forget(node);
         let message = format!(
@@ -691,17 +702,19 @@ impl Alerts {
             };
             if let Some(history) = &self.history {
                 if alert.name != ConditionCode::NodeStale.as_str_name() {
-                    history.for_absent_node().condition_ended(&alert, now);
+                    history
+                        .for_absent_node(last_heard)
+                        .condition_ended(&alert, now);
                 }
             }
             match tracked.phase {
                 Phase::Pending { due: when } => {
                     due.remove(&(when, node.to_string(), alert.fingerprint.clone()));
-                    self.record_absent(&alert, AlertTransition::Cleared, now);
+                    self.record_absent(&alert, AlertTransition::Cleared, now, Some(last_heard));
                 }
                 Phase::Firing => {
                     let alert = resolved(alert, now);
-                    self.record_absent(&alert, AlertTransition::Resolved, now);
+                    self.record_absent(&alert, AlertTransition::Resolved, now, Some(last_heard));
                     self.publish(alert, None);
                     resolved_count += 1;
                 }
@@ -751,9 +764,17 @@ impl Alerts {
     /// A transition this collector makes only because it stopped hearing from the node
     /// (NODE_STALE, forgetting it): not written if the node has reported to another
     /// collector meanwhile (a failover; see `history::write`).
-    fn record_absent(&self, alert: &Alert, transition: AlertTransition, now: SystemTime) {
+    fn record_absent(
+        &self,
+        alert: &Alert,
+        transition: AlertTransition,
+        now: SystemTime,
+        last_heard: Option<SystemTime>,
+    ) {
         if let Some(history) = &self.history {
-            history.for_absent_node().alert(alert, transition, now);
+            history
+                .for_absent_node(last_heard.unwrap_or(SystemTime::UNIX_EPOCH))
+                .alert(alert, transition, now);
         }
     }
 

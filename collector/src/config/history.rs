@@ -20,7 +20,10 @@ pub(super) fn history_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Stri
         {
             Ok(Some(s))
         }
-        toml::Value::String(s) => Err(D::Error::custom(format!("{EXPECTED}, found {s:?}"))),
+        // Not echoed: another scheme's URL may carry a password.
+        toml::Value::String(_) => Err(D::Error::custom(format!(
+            "{EXPECTED}, found a URL of another scheme"
+        ))),
         other => Err(D::Error::custom(format!(
             "{EXPECTED}, found a {}",
             other.type_str()

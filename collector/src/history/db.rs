@@ -99,13 +99,6 @@ impl DbError {
             unavailable: false,
         }
     }
-
-    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
-        DbError {
-            message: message.into(),
-            unavailable: true,
-        }
-    }
 }
 
 impl fmt::Display for DbError {

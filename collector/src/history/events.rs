@@ -55,6 +55,9 @@ pub struct HistoryEvent {
     /// Points: a key under which the event is stored once, however many collectors write it
     /// (an escalation, an agent restart); "" for none.
     pub dedup: String,
+    /// An escalation's alert (fingerprint, the condition's since in ms): the writer adds the
+    /// alert's episode to `dedup`.
+    pub episode_of: Option<(String, i64)>,
 }
 
 impl HistoryEvent {
@@ -74,6 +77,7 @@ impl HistoryEvent {
             audit_hash: String::new(),
             ended_at: None,
             dedup: String::new(),
+            episode_of: None,
         }
     }
 

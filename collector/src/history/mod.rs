@@ -122,11 +122,12 @@ enum Record {
         node: String,
         at_ms: i64,
     },
-    /// Written only because this collector stopped hearing from `node`: skipped if another
-    /// collector has held the node since (see `write.rs`).
+    /// Written only because this collector stopped hearing from `node`, which it last heard
+    /// from at `last_heard_ms`: skipped if another collector has heard from it since (see
+    /// `write.rs`).
     Absent {
         node: String,
-        at_ms: i64,
+        last_heard_ms: i64,
         inner: Box<Record>,
     },
 }
@@ -142,19 +143,19 @@ impl Record {
         }
     }
 
-    /// The node a record is about and when, for `Record::Absent`.
-    fn about(&self) -> Option<(&str, i64)> {
+    /// The node a record is about, for `Record::Absent`.
+    fn node(&self) -> &str {
         match self {
-            Record::ConditionStarted { node, since_ms, .. } => Some((node, *since_ms)),
-            Record::ConditionEnded { node, at_ms, .. }
-            | Record::NodeSeen { node, at_ms, .. }
-            | Record::SpellEnded { node, at_ms, .. }
-            | Record::SpellsSeen { node, at_ms, .. }
-            | Record::Held { node, at_ms }
-            | Record::Absent { node, at_ms, .. } => Some((node, *at_ms)),
-            Record::Alert(alert) => Some((&alert.node, alert.at_ms)),
-            Record::Action(action) => Some((&action.node, action.started_ms)),
-            Record::Event(event) => Some((&event.node, event.at_ms())),
+            Record::ConditionStarted { node, .. }
+            | Record::ConditionEnded { node, .. }
+            | Record::NodeSeen { node, .. }
+            | Record::SpellEnded { node, .. }
+            | Record::SpellsSeen { node, .. }
+            | Record::Held { node, .. }
+            | Record::Absent { node, .. } => node,
+            Record::Alert(alert) => &alert.node,
+            Record::Action(action) => &action.node,
+            Record::Event(event) => &event.node,
         }
     }
 }
@@ -277,8 +278,8 @@ impl HistoryStats {
 pub struct HistorySink {
     records: SyncSender<Record>,
     stats: Arc<HistoryStats>,
-    /// See `for_absent_node`.
-    absent: bool,
+    /// See `for_absent_node`: when this collector last heard from the node (ms).
+    absent: Option<i64>,
     /// Whether other collectors may write to the same database (PostgreSQL): without them,
     /// `holders` and the absence check have nothing to say.
     shared: bool,
@@ -351,7 +352,7 @@ impl HistorySink {
             ),
             id: alert.fingerprint.clone(),
             priority: alert.priority.clone(),
-            // Once per alert and priority, however many collectors escalate it (a failover).
+            // Once per alert, episode and priority, however many collectors escalate it.
             dedup: alert
                 .starts_at
                 .as_ref()
@@ -364,6 +365,10 @@ impl HistorySink {
                     )
                 })
                 .unwrap_or_default(),
+            episode_of: alert
+                .starts_at
+                .as_ref()
+                .map(|since| (alert.fingerprint.clone(), timestamp_ms(since))),
             ..HistoryEvent::new(HistoryKind::Escalation, now, &alert.node, &alert.subject)
         });
     }
@@ -380,7 +385,9 @@ impl HistorySink {
     /// This collector has just heard from `node` (call it at most every `HELD_EVERY` per
     /// node; see `Record::Held`).
     pub fn held(&self, node: &str, now: SystemTime) {
-        if !self.shared {
+        // During an outage the queue is for what cannot be had again; the next hold after
+        // the database is back says the same.
+        if !self.shared || !self.stats.available.load(Ordering::Relaxed) {
             return;
         }
         self.send(Record::Held {
@@ -390,11 +397,11 @@ impl HistorySink {
     }
 
     /// The same sink, for what this collector writes only because it stopped hearing from a
-    /// node (NODE_STALE, forgetting it): each record is written only if no other collector
-    /// has held the node since.
-    pub fn for_absent_node(&self) -> HistorySink {
+    /// node (NODE_STALE, forgetting it), which it last heard from at `last_heard`: each record
+    /// is written only if no other collector has heard from the node since.
+    pub fn for_absent_node(&self, last_heard: SystemTime) -> HistorySink {
         HistorySink {
-            absent: true,
+            absent: Some(system_ms(last_heard)),
             ..self.clone()
         }
     }
@@ -451,13 +458,13 @@ impl HistorySink {
     }
 
     fn send(&self, record: Record) {
-        let record = match (self.absent && self.shared, record.about()) {
-            (true, Some((node, at_ms))) => Record::Absent {
-                node: node.to_string(),
-                at_ms,
+        let record = match self.absent.filter(|_| self.shared) {
+            Some(last_heard_ms) => Record::Absent {
+                node: record.node().to_string(),
+                last_heard_ms,
                 inner: Box::new(record),
             },
-            _ => record,
+            None => record,
         };
         self.stats.offered_total.fetch_add(1, Ordering::Relaxed);
         match self.records.try_send(record) {
@@ -623,6 +630,7 @@ impl History {
                 stats: Arc::clone(&stats),
                 stop: Arc::clone(&stop),
                 me: collector.to_string(),
+                disconnected: false,
             };
             std::thread::Builder::new()
                 .name("history-writer".to_string())
@@ -634,7 +642,7 @@ impl History {
             sink: HistorySink {
                 records,
                 stats: Arc::clone(&stats),
-                absent: false,
+                absent: None,
                 shared,
             },
             stats,
@@ -706,6 +714,9 @@ mod tests {
     use rusqlite::Connection;
     use sqlite::{SqliteDb, SCHEMA, SCHEMA_VERSION};
     use write::{prune, write_batch};
+
+    /// A retention that keeps the tests' rows of 1970: the writer prunes at start.
+    const KEEP: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
     fn conn() -> SqliteDb {
         SqliteDb::in_memory()
@@ -812,7 +823,7 @@ mod tests {
         assert_eq!(all(conn).len(), 7);
 
         let deleted = prune(conn, now, Duration::from_secs(30 * 24 * 3600)).expect("prune");
-        assert_eq!(deleted, 3);
+        assert_eq!(deleted, (3, false));
         let left: Vec<(String, String)> =
             all(conn).into_iter().map(|e| (e.name, e.status)).collect();
         assert_eq!(
@@ -827,7 +838,7 @@ mod tests {
         // Nothing more to prune at the same instant.
         assert_eq!(
             prune(conn, now, Duration::from_secs(30 * 24 * 3600)).expect("prune"),
-            0
+            (0, false)
         );
     }
 
@@ -924,7 +935,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("history.db");
         std::fs::write(&path, vec![0x5a_u8; 8192]).expect("write garbage");
-        let error = History::open(&path, Duration::from_secs(3600), 16)
+        let error = History::open(&path, KEEP, 16)
             .err()
             .expect("garbage is refused")
             .to_string();
@@ -936,7 +947,7 @@ mod tests {
     fn records_reach_the_file_through_the_writer_thread() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("history.db");
-        let history = History::open(&path, Duration::from_secs(3600), 16).expect("open");
+        let history = History::open(&path, KEEP, 16).expect("open");
         let sink = history.sink();
         let result = ActionResult {
             action_id: "b-7".to_string(),
@@ -1217,7 +1228,7 @@ mod tests {
             old.execute_batch(SCHEMA).expect("schema 1");
             old.execute_batch(SCHEMA_1_ROWS).expect("rows");
         }
-        let history = History::open(&path, Duration::from_secs(3600), 16).expect("migrates");
+        let history = History::open(&path, KEEP, 16).expect("migrates");
         history
             .sink()
             .event(HistoryEvent::collector_started(at(4_000)));
@@ -1245,7 +1256,7 @@ mod tests {
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
         // Opening it again changes nothing.
-        let again = History::open(&path, Duration::from_secs(3600), 16).expect("reopens");
+        let again = History::open(&path, KEEP, 16).expect("reopens");
         again.close();
         assert_eq!(
             reader.query(&HistoryQuery::default()).expect("query").len(),
@@ -1257,8 +1268,7 @@ mod tests {
     fn maintenance_windows_in_snapshots_become_spells_from_first_seen_to_gone() {
         use health_proto::v1::{Device, DeviceIdentity, Maintenance, NodeSnapshot};
         let dir = tempfile::tempdir().expect("tempdir");
-        let history =
-            History::open(&dir.path().join("h.db"), Duration::from_secs(3600), 64).expect("open");
+        let history = History::open(&dir.path().join("h.db"), KEEP, 64).expect("open");
         let sink = history.sink();
         let window = |until: i64, hash: &str| Maintenance {
             until: Some(ms_timestamp(until)),
@@ -1368,6 +1378,57 @@ mod tests {
     }
 
     #[test]
+    fn a_severity_going_back_and_a_second_episode_are_kept() {
+        a_severity_going_back_and_a_second_episode_are_kept_on(&mut conn());
+    }
+
+    fn a_severity_going_back_and_a_second_episode_are_kept_on(conn: &mut dyn Db) {
+        let with = |status: &'static str, severity: Severity, at_ms: i64| {
+            let Record::Alert(mut alert) = transition("n1", status, 1_000, at_ms) else {
+                unreachable!("transition builds an alert record");
+            };
+            alert.severity = severity as i32;
+            Record::Alert(alert)
+        };
+        let escalated = |at_ms: i64| {
+            Record::Event(HistoryEvent {
+                dedup: "escalation|n1/loihi-0/THERMAL_CRITICAL|1000|P0".to_string(),
+                episode_of: Some(("n1/loihi-0/THERMAL_CRITICAL".to_string(), 1_000)),
+                ..HistoryEvent::new(HistoryKind::Escalation, at(at_ms), "n1", "loihi-0")
+            })
+        };
+        // WARNING, CRITICAL, WARNING again, resolved by a maintenance window, pending and
+        // firing again when it ended, resolved: one condition (one since), two episodes, each
+        // escalated once (and each escalation written twice, as two collectors would).
+        write(
+            conn,
+            vec![
+                with("FIRING", Severity::Warning, 2_000),
+                with("FIRING", Severity::Critical, 3_000),
+                escalated(3_500),
+                escalated(3_600),
+                with("FIRING", Severity::Warning, 4_000),
+                with("RESOLVED", Severity::Warning, 5_000),
+                with("PENDING", Severity::Warning, 6_000),
+                with("FIRING", Severity::Warning, 7_000),
+                escalated(7_500),
+                escalated(7_600),
+                with("RESOLVED", Severity::Warning, 8_000),
+                // A late resolution of an episode already closed adds nothing.
+                with("RESOLVED", Severity::Warning, 9_000),
+            ],
+        );
+        let times: Vec<i64> = all(conn)
+            .iter()
+            .filter_map(|e| e.at.as_ref().map(timestamp_ms))
+            .collect();
+        assert_eq!(
+            times,
+            vec![8_000, 7_500, 7_000, 6_000, 5_000, 4_000, 3_500, 3_000, 2_000]
+        );
+    }
+
+    #[test]
     fn what_a_collector_writes_about_a_node_it_lost_is_skipped_if_another_holds_it() {
         what_a_collector_writes_about_a_node_it_lost_is_skipped_if_another_holds_it_on(&mut conn());
     }
@@ -1375,9 +1436,9 @@ mod tests {
     fn what_a_collector_writes_about_a_node_it_lost_is_skipped_if_another_holds_it_on(
         conn: &mut dyn Db,
     ) {
-        let absent = |node: &str, at_ms: i64, inner: Record| Record::Absent {
+        let absent = |node: &str, last_heard_ms: i64, inner: Record| Record::Absent {
             node: node.to_string(),
-            at_ms,
+            last_heard_ms,
             inner: Box::new(inner),
         };
         let held = |node: &str, at_ms: i64| Record::Held {
@@ -1390,8 +1451,8 @@ mod tests {
         write_batch(
             conn,
             &[
-                absent("n1", 61_000, transition("n1", "RESOLVED", 1_000, 61_000)),
-                absent("n2", 61_000, transition("n2", "RESOLVED", 1_000, 61_000)),
+                absent("n1", 1_000, transition("n1", "FIRING", 1_000, 61_000)),
+                absent("n2", 1_000, transition("n2", "FIRING", 1_000, 61_000)),
             ],
             "c1",
         )
@@ -1432,7 +1493,7 @@ mod tests {
     type Suite = (&'static str, fn(&mut dyn Db));
 
     /// The store-level suites, each on a fresh database.
-    const SUITES: [Suite; 10] = [
+    const SUITES: [Suite; 11] = [
         (
             "retention",
             retention_prunes_what_ended_before_the_cutoff_and_keeps_open_conditions_on,
@@ -1469,6 +1530,10 @@ mod tests {
         (
             "dedup",
             an_escalation_or_agent_restart_written_twice_is_one_row_on,
+        ),
+        (
+            "episodes",
+            a_severity_going_back_and_a_second_episode_are_kept_on,
         ),
     ];
 

@@ -68,8 +68,7 @@ CREATE INDEX alert_events_at ON alert_events (at_ms);
 CREATE INDEX alert_events_node ON alert_events (node, at_ms);
 CREATE INDEX alert_events_device ON alert_events (device, at_ms);
 CREATE INDEX alert_events_subject ON alert_events (subject, at_ms);
-CREATE UNIQUE INDEX alert_events_once
-    ON alert_events (fingerprint, since_ms, status, severity) WHERE since_ms > 0;
+CREATE INDEX alert_events_spell ON alert_events (fingerprint, since_ms, id);
 CREATE TABLE actions (
     node TEXT NOT NULL,
     action_id TEXT NOT NULL,
@@ -152,7 +151,12 @@ impl PgTarget {
             config.password(read_password(path)?);
         }
         config.connect_timeout(Duration::from_secs(5));
+        // A database behind a dead network must show as away within a minute, not after
+        // TCP's quarter of an hour of retransmissions.
+        config.tcp_user_timeout(Duration::from_secs(30));
         config.keepalives_idle(Duration::from_secs(30));
+        config.keepalives_interval(Duration::from_secs(10));
+        config.keepalives_retries(3);
         let tls = match (sslmode.as_deref(), rootcert) {
             (Some("verify-full"), Some(ca)) => {
                 let client = health_daemon::tls::rustls_client(health_daemon::tls::PemFile::new(
@@ -210,14 +214,14 @@ impl PgTarget {
             None => self.config.connect(NoTls),
         }
         .map_err(|e| {
-            let message = format!("cannot connect: {}", describe(&e));
-            // A server the CA does not vouch for, or a refused password, is a configuration
-            // to fix, not an outage to wait out.
-            if message.contains("certificate") || e.as_db_error().is_some() {
-                DbError::refused(message)
-            } else {
-                DbError::unavailable(message)
+            let mut error = failed(e);
+            error.message = format!("cannot connect: {}", error.message);
+            // A server the CA does not vouch for is a configuration to fix, not an outage to
+            // wait out.
+            if error.message.contains("certificate") {
+                error.unavailable = false;
             }
+            error
         })?;
         Ok(PgDb {
             client,
@@ -256,18 +260,23 @@ fn split_tls_params(url: &str) -> Result<(String, Option<String>, Option<PathBuf
     Ok((rest, sslmode, rootcert))
 }
 
-/// Whether every host of the config is loopback or a Unix socket.
+/// Whether every host (and `hostaddr`) of the config is loopback or a Unix socket.
 fn local_only(config: &postgres::Config) -> bool {
-    config.get_hosts().iter().all(|host| match host {
-        postgres::config::Host::Tcp(name) => {
-            name == "localhost"
-                || name
-                    .trim_matches(|c| c == '[' || c == ']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        postgres::config::Host::Unix(_) => true,
-    })
+    !config.get_hosts().is_empty()
+        && config
+            .get_hostaddrs()
+            .iter()
+            .all(std::net::IpAddr::is_loopback)
+        && config.get_hosts().iter().all(|host| match host {
+            postgres::config::Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .trim_matches(|c| c == '[' || c == ']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            postgres::config::Host::Unix(_) => true,
+        })
 }
 
 /// The password: the file's first line. A file others can read is refused, as ssh does.
@@ -291,8 +300,42 @@ fn read_password(path: &Path) -> Result<String, String> {
     Ok(password)
 }
 
+/// The schema version recorded in the database; 0 for an empty one.
+fn version(client: &mut Client) -> Result<i64, DbError> {
+    let exists = client
+        .query_one("SELECT to_regclass('history_schema') IS NOT NULL", &[])
+        .map_err(failed)?
+        .try_get::<_, bool>(0)
+        .map_err(failed)?;
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_one("SELECT max(version) FROM history_schema", &[])
+        .map_err(failed)?
+        .try_get::<_, Option<i64>>(0)
+        .map_err(failed)?
+        .unwrap_or(0))
+}
+
+/// Brings the database to `SCHEMA_VERSION`. A current database is only read (so a role that
+/// may read and write rows but not create tables can run a collector); an upgrade runs in one
+/// transaction under an advisory lock, re-reading the version once it holds the lock.
 fn migrate(client: &mut Client) -> Result<(), DbError> {
+    let newer = |version: i64| {
+        DbError::refused(format!(
+            "written by a newer collector (schema {version}, this build knows {SCHEMA_VERSION})"
+        ))
+    };
+    match version(client)? {
+        current if current == SCHEMA_VERSION => return Ok(()),
+        newer_one if newer_one > SCHEMA_VERSION => return Err(newer(newer_one)),
+        _ => {}
+    }
     let mut tx = client.transaction().map_err(failed)?;
+    // Another collector upgrading holds the lock for seconds at most.
+    tx.batch_execute("SET LOCAL lock_timeout = '30s'")
+        .map_err(failed)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(failed)?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS history_schema (version BIGINT NOT NULL)")
@@ -303,9 +346,7 @@ fn migrate(client: &mut Client) -> Result<(), DbError> {
         .and_then(|row| row.get::<_, Option<i64>>(0))
         .unwrap_or(0);
     if version > SCHEMA_VERSION {
-        return Err(DbError::refused(format!(
-            "written by a newer collector (schema {version}, this build knows {SCHEMA_VERSION})"
-        )));
+        return Err(newer(version));
     }
     for (step, sql) in MIGRATIONS.iter().filter(|(step, _)| *step > version) {
         tx.batch_execute(sql).map_err(|e| {
@@ -336,13 +377,18 @@ fn describe(error: &postgres::Error) -> String {
     }
 }
 
-/// A server error in class 08 (connection) or 57 (operator intervention: shutdown, cannot
-/// connect now), or any client-side error (I/O, closed), is the database being away.
+/// A server error in class 08 (connection), 40 (a deadlock or serialization failure: worth
+/// another try), 53 (insufficient resources: too many connections, a full disk) or 57
+/// (operator intervention: shutdown, starting up, a statement timeout), or any client-side
+/// error (I/O, closed), is the database being away for now; anything else (a refused
+/// password, an unknown database, a value the database will not store) is a refusal.
 fn failed(error: postgres::Error) -> DbError {
     let unavailable = error.is_closed()
         || error.as_db_error().is_none_or(|db| {
             let code = db.code().code();
-            code.starts_with("08") || code.starts_with("57")
+            ["08", "40", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
         });
     DbError {
         message: describe(&error),
@@ -380,6 +426,10 @@ fn boxed<'a>(params: &[Param<'a>]) -> Vec<Box<dyn ToSql + Sync + 'a>> {
         .map(|param| -> Box<dyn ToSql + Sync + 'a> {
             match param {
                 Param::Int(value) => Box::new(*value),
+                // PostgreSQL stores no NUL in text; an agent's message may carry one.
+                Param::Text(text) if text.contains('\0') => {
+                    Box::new(text.replace('\0', "\u{fffd}"))
+                }
                 Param::Text(text) => Box::new(*text),
                 Param::Null => Box::new(None::<i64>),
             }
@@ -509,6 +559,11 @@ mod tests {
         assert!(error("postgres://h@db.example/db?sslmode=require").contains("verify-full"));
         assert!(error("postgres://h@db.example/db?sslmode=verify-full").contains("sslrootcert"));
         assert!(error("postgres://h@db.example/db").contains("sslmode"));
+        assert!(
+            error("postgres://h@localhost/db?sslmode=disable&hostaddr=10.0.0.5")
+                .contains("loopback"),
+            "a hostaddr elsewhere is not loopback"
+        );
         assert!(PgTarget::new("postgres://h@127.0.0.1:5/db?sslmode=disable", None).is_ok());
     }
 

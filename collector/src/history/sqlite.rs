@@ -16,8 +16,8 @@ use super::db::{Cell, Db, DbError, Param};
 /// The schema this build writes (`PRAGMA user_version`).
 /// 1: conditions, alert_events, actions. 2: alert_events.priority, actions.audit_hash, the
 /// events table, and (node, time), (device, time) and (subject, time) indexes.
-/// 3: alert_events.since_ms and events.dedup with the unique indexes that store an alert
-/// transition or an escalation once however many collectors see it, and `holders`.
+/// 3: alert_events.since_ms (indexed with the fingerprint: the alert's episodes, see
+/// `write.rs`), events.dedup with its unique index, and `holders`.
 pub(super) const SCHEMA_VERSION: i64 = 3;
 
 pub(super) const SCHEMA: &str = "
@@ -108,8 +108,7 @@ const ADDED_COLUMNS_3: [(&str, &str, &str); 1] = [("events", "dedup", "TEXT NOT 
 /// What schema 3 adds: a transition or escalation seen by two collectors (a failover) or
 /// again after a restart is one row; `holders` says which collector last had each node.
 const SCHEMA_3: &str = "
-CREATE UNIQUE INDEX IF NOT EXISTS alert_events_once
-    ON alert_events (fingerprint, since_ms, status, severity) WHERE since_ms > 0;
+CREATE INDEX IF NOT EXISTS alert_events_spell ON alert_events (fingerprint, since_ms);
 CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events (dedup) WHERE dedup <> '';
 CREATE TABLE IF NOT EXISTS holders (
     node TEXT PRIMARY KEY,

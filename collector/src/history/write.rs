@@ -5,25 +5,26 @@
 //! Several collectors may write into one PostgreSQL database (a sharded fleet, a failover), so
 //! every write is idempotent where the same fact can arrive twice: a condition is keyed by
 //! the agent's own `since`, an action by its id, a maintenance window or silence by its id, an
-//! alert transition by (fingerprint, the condition's `since`, status, severity) and an
-//! escalation by its `dedup` key, each inserted with `ON CONFLICT DO NOTHING` (or an update of
-//! the same row). What a collector writes only because it stopped hearing from a node
-//! (NODE_STALE, the resolutions when it forgets the node) is `Record::Absent`: skipped when
-//! another collector has held the node since (`holders`), which is what a failover looks like
-//! from the collector the agent left.
+//! escalation or agent restart by its `dedup` key. An alert transition of a condition with a
+//! known `since` follows the alert's episodes, read from what is already stored for (its
+//! fingerprint, that `since`): PENDING opens an episode unless one is open, FIRING is kept
+//! unless the episode's last FIRING had the same severity, RESOLVED and CLEARED close an open
+//! episode and are dropped otherwise. So a second collector that sees the same episode after a
+//! failover adds nothing, while a real second episode (after a maintenance window) or a
+//! severity going back and forth is kept. What a collector writes only because it stopped
+//! hearing from a node (NODE_STALE, the resolutions when it forgets the node) is
+//! `Record::Absent`: skipped when another collector has heard from the node since this one
+//! last did (`holders`), which is what a failover looks like from the collector the agent
+//! left.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::db::{in_transaction, Db, DbError, Param};
-use super::{system_ms, HistoryEvent, Record};
+use super::db::{in_transaction, Cell, Db, DbError, Param};
+use super::{system_ms, AlertRecord, HistoryEvent, Record};
 
 /// Rows one retention statement deletes at most: each is its own short transaction, so a
 /// large backlog never holds a long lock over the tables ingest writes to.
 pub(super) const PRUNE_BATCH: usize = 5_000;
-
-/// How recently another collector must have heard from a node for this one's absence
-/// records about it to be skipped.
-const HELD_ELSEWHERE_WITHIN_MS: i64 = 120_000;
 
 pub(super) fn write_batch(db: &mut dyn Db, batch: &[Record], me: &str) -> Result<(), DbError> {
     in_transaction(db, |db| {
@@ -49,7 +50,7 @@ fn write_one(db: &mut dyn Db, record: &Record, me: &str) -> Result<(), DbError> 
             // counting (an agent restart): it ended when this one began.
             db.execute(
                 "UPDATE conditions SET ended_ms = ?4 WHERE node = ?1 AND subject = ?2 \
-                 AND code = ?3 AND ended_ms IS NULL AND since_ms <> ?4",
+                 AND code = ?3 AND ended_ms IS NULL AND since_ms < ?4",
                 &[node.into(), subject.into(), code.into(), (*since_ms).into()],
             )?;
             db.execute(
@@ -84,29 +85,7 @@ fn write_one(db: &mut dyn Db, record: &Record, me: &str) -> Result<(), DbError> 
             active,
             at_ms,
         } => close_unreported(db, node, active, *at_ms)?,
-        Record::Alert(alert) => {
-            db.execute(
-                "INSERT INTO alert_events (fingerprint, node, subject, device, alertname, code, \
-                 severity, status, message, at_ms, priority, since_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-                 ON CONFLICT (fingerprint, since_ms, status, severity) WHERE since_ms > 0 \
-                 DO NOTHING",
-                &[
-                    (&alert.fingerprint).into(),
-                    (&alert.node).into(),
-                    (&alert.subject).into(),
-                    (&alert.device).into(),
-                    (&alert.alertname).into(),
-                    (&alert.code).into(),
-                    alert.severity.into(),
-                    alert.status.into(),
-                    (&alert.message).into(),
-                    alert.at_ms.into(),
-                    (&alert.priority).into(),
-                    alert.since_ms.into(),
-                ],
-            )?;
-        }
+        Record::Alert(alert) => write_alert(db, alert)?,
         Record::Action(action) => {
             db.execute(
                 "INSERT INTO actions (node, action_id, device, action, outcome, \
@@ -159,8 +138,12 @@ fn write_one(db: &mut dyn Db, record: &Record, me: &str) -> Result<(), DbError> 
                 &[node.into(), me.into(), (*at_ms).into()],
             )?;
         }
-        Record::Absent { node, at_ms, inner } => {
-            if !held_elsewhere(db, node, *at_ms, me)? {
+        Record::Absent {
+            node,
+            last_heard_ms,
+            inner,
+        } => {
+            if !held_elsewhere(db, node, *last_heard_ms, me)? {
                 write_one(db, inner, me)?;
             }
         }
@@ -168,18 +151,80 @@ fn write_one(db: &mut dyn Db, record: &Record, me: &str) -> Result<(), DbError> 
     Ok(())
 }
 
-/// Whether another collector has heard from `node` within `HELD_ELSEWHERE_WITHIN_MS` of
-/// `at_ms`.
-fn held_elsewhere(db: &mut dyn Db, node: &str, at_ms: i64, me: &str) -> Result<bool, DbError> {
+/// Whether another collector has heard from `node` after this one last did.
+fn held_elsewhere(
+    db: &mut dyn Db,
+    node: &str,
+    last_heard_ms: i64,
+    me: &str,
+) -> Result<bool, DbError> {
     let rows = db.rows(
-        "SELECT 1 FROM holders WHERE node = ?1 AND collector <> ?2 AND seen_ms >= ?3",
-        &[
-            node.into(),
-            me.into(),
-            at_ms.saturating_sub(HELD_ELSEWHERE_WITHIN_MS).into(),
-        ],
+        "SELECT 1 FROM holders WHERE node = ?1 AND collector <> ?2 AND seen_ms > ?3",
+        &[node.into(), me.into(), last_heard_ms.into()],
     )?;
     Ok(!rows.is_empty())
+}
+
+/// An alert transition, kept unless the stored episode already has it (module comment).
+fn write_alert(db: &mut dyn Db, alert: &AlertRecord) -> Result<(), DbError> {
+    if alert.since_ms > 0 {
+        let last = db.rows(
+            "SELECT status, severity FROM alert_events WHERE fingerprint = ?1 AND since_ms = ?2 \
+             ORDER BY id DESC LIMIT 1",
+            &[(&alert.fingerprint).into(), alert.since_ms.into()],
+        )?;
+        let last = last.first().map(|row| {
+            (
+                row.first().map(Cell::text).unwrap_or_default(),
+                row.get(1).map_or(0, Cell::int),
+            )
+        });
+        let open = last
+            .as_ref()
+            .is_some_and(|(status, _)| status == "PENDING" || status == "FIRING");
+        let keep = match alert.status {
+            "PENDING" => !open,
+            "FIRING" => last != Some(("FIRING".to_string(), i64::from(alert.severity))),
+            _ => open,
+        };
+        if !keep {
+            return Ok(());
+        }
+    }
+    db.execute(
+        "INSERT INTO alert_events (fingerprint, node, subject, device, alertname, code, \
+         severity, status, message, at_ms, priority, since_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        &[
+            (&alert.fingerprint).into(),
+            (&alert.node).into(),
+            (&alert.subject).into(),
+            (&alert.device).into(),
+            (&alert.alertname).into(),
+            (&alert.code).into(),
+            alert.severity.into(),
+            alert.status.into(),
+            (&alert.message).into(),
+            alert.at_ms.into(),
+            (&alert.priority).into(),
+            alert.since_ms.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// How many episodes of the alert `fingerprint` of the condition that began at `since_ms`
+/// have ended: what tells an escalation in the next episode from a repeat of this one's.
+fn episodes_ended(db: &mut dyn Db, fingerprint: &str, since_ms: i64) -> Result<i64, DbError> {
+    let rows = db.rows(
+        "SELECT count(*) FROM alert_events WHERE fingerprint = ?1 AND since_ms = ?2 \
+         AND status IN ('RESOLVED', 'CLEARED')",
+        &[fingerprint.into(), since_ms.into()],
+    )?;
+    Ok(rows
+        .first()
+        .and_then(|row| row.first())
+        .map_or(0, Cell::int))
 }
 
 /// After a collector restart: the node's conditions still open here that its first report no
@@ -240,6 +285,15 @@ fn close_unseen_spells(
 /// (kind, node, id), keeping when it began.
 fn write_event(db: &mut dyn Db, event: &HistoryEvent) -> Result<(), DbError> {
     let spell = HistoryEvent::is_spell(event.kind);
+    // An escalation's key names its episode, so the next episode can escalate again.
+    let dedup = match (&event.episode_of, event.dedup.is_empty()) {
+        (Some((fingerprint, since_ms)), false) => format!(
+            "{}|{}",
+            event.dedup,
+            episodes_ended(db, fingerprint, *since_ms)?
+        ),
+        _ => event.dedup.clone(),
+    };
     let status = match (spell, &event.ended_at, event.status.is_empty()) {
         (true, Some(_), true) => "ENDED",
         (true, None, true) => "ACTIVE",
@@ -259,7 +313,7 @@ fn write_event(db: &mut dyn Db, event: &HistoryEvent) -> Result<(), DbError> {
         (&event.caller).into(),
         (&event.priority).into(),
         (&event.audit_hash).into(),
-        (&event.dedup).into(),
+        (&dedup).into(),
     ];
     if !spell {
         db.execute(
@@ -302,18 +356,31 @@ const PRUNE: [(&str, &str); 5] = [
     ("holders", "seen_ms < ?1"),
 ];
 
+/// Statements one round of retention runs at most, so that a large backlog is deleted over
+/// several rounds between batches of new records rather than in one long pause.
+const PRUNE_STATEMENTS: usize = 20;
+
 /// Deletes what is older than `retention` before `now`, at most `PRUNE_BATCH` rows per
-/// statement, each its own transaction. Returns the rows.
-pub(super) fn prune(db: &mut dyn Db, now: SystemTime, retention: Duration) -> Result<u64, DbError> {
+/// statement, each its own transaction, at most `PRUNE_STATEMENTS` statements. Returns the
+/// rows, and whether there is more to delete.
+pub(super) fn prune(
+    db: &mut dyn Db,
+    now: SystemTime,
+    retention: Duration,
+) -> Result<(u64, bool), DbError> {
     let cutoff = system_ms(now.checked_sub(retention).unwrap_or(UNIX_EPOCH));
     let row_id = db.row_id();
-    let mut rows = 0;
+    let (mut rows, mut statements) = (0, 0);
     for (table, older) in PRUNE {
         let sql = format!(
             "DELETE FROM {table} WHERE {row_id} IN \
              (SELECT {row_id} FROM {table} WHERE {older} LIMIT {PRUNE_BATCH})"
         );
         loop {
+            if statements == PRUNE_STATEMENTS {
+                return Ok((rows, true));
+            }
+            statements += 1;
             let deleted = db.execute(&sql, &[cutoff.into()])?;
             rows += deleted;
             if deleted < PRUNE_BATCH as u64 {
@@ -321,5 +388,5 @@ pub(super) fn prune(db: &mut dyn Db, now: SystemTime, retention: Duration) -> Re
             }
         }
     }
-    Ok(rows)
+    Ok((rows, false))
 }

@@ -38,18 +38,20 @@ pub(super) struct Writer {
     pub(super) stop: Arc<AtomicBool>,
     /// This collector's name, for `holders`.
     pub(super) me: String,
+    /// Every sink has been dropped.
+    pub(super) disconnected: bool,
 }
 
 impl Writer {
     pub(super) fn run(mut self) {
         let prune_every =
             (self.retention / 24).clamp(Duration::from_secs(60), Duration::from_secs(3600));
-        let mut last_prune: Option<Instant> = None;
+        let mut next_prune = Instant::now();
         let mut batch = Vec::with_capacity(BATCH);
         let mut retry = RETRY_FIRST;
         let mut stopping_since: Option<Instant> = None;
         loop {
-            let stopping = self.stop.load(Ordering::Acquire);
+            let stopping = self.disconnected || self.stop.load(Ordering::Acquire);
             if stopping && stopping_since.is_none() {
                 stopping_since = Some(Instant::now());
             }
@@ -57,24 +59,26 @@ impl Writer {
             if batch.is_empty() && stopping {
                 break;
             }
-            if !self.connected() {
-                if stopping_since.is_some_and(|at| at.elapsed() >= SHUTDOWN_RETRY) {
-                    self.give_up(batch.len());
-                    break;
+            let wrote = !batch.is_empty();
+            if self.connected() && (batch.is_empty() || self.write(&mut batch)) {
+                if wrote {
+                    retry = RETRY_FIRST;
                 }
-                std::thread::sleep(retry);
-                retry = (retry * 2).min(RETRY_MAX);
+                // Checked after every write too: under steady load the writer is never idle,
+                // and retention must still run.
+                if Instant::now() >= next_prune {
+                    let more = self.prune();
+                    next_prune = Instant::now() + if more { Duration::ZERO } else { prune_every };
+                }
                 continue;
             }
-            retry = RETRY_FIRST;
-            if !batch.is_empty() {
-                self.write(&mut batch);
-                continue;
+            // The database is away: wait (waking for a stop), then try again.
+            if stopping_since.is_some_and(|at| at.elapsed() >= SHUTDOWN_RETRY) {
+                self.give_up(batch.len());
+                break;
             }
-            if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
-                last_prune = Some(Instant::now());
-                self.prune();
-            }
+            self.pause(retry);
+            retry = (retry * 2).min(RETRY_MAX);
         }
         tracing::debug!("history writer stopped");
     }
@@ -85,7 +89,10 @@ impl Writer {
         if batch.is_empty() && !stopping {
             match self.inbox.recv_timeout(IDLE_WAIT) {
                 Ok(record) => batch.push(record),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+                Err(RecvTimeoutError::Timeout) => {}
+                // Every sink is gone (the history dropped without `close`): stop, or this
+                // loop would spin.
+                Err(RecvTimeoutError::Disconnected) => self.disconnected = true,
             }
         }
         while batch.len() < BATCH {
@@ -93,6 +100,14 @@ impl Writer {
                 Ok(record) => batch.push(record),
                 Err(_) => break,
             }
+        }
+    }
+
+    /// Sleeps `wait`, waking early when the history is being closed.
+    fn pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !self.stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
         }
     }
 
@@ -121,54 +136,82 @@ impl Writer {
         self.db.is_some()
     }
 
-    fn write(&mut self, batch: &mut Vec<Record>) {
+    /// Writes the batch: true when it is done with (written, or lost to a refusal), false
+    /// when the database went away (the batch, or what is left of it, is kept).
+    fn write(&mut self, batch: &mut Vec<Record>) -> bool {
         let Some(db) = self.db.as_mut() else {
-            return;
+            return false;
         };
         let count = batch.len() as u64;
         match write_batch(db.as_mut(), batch, &self.me) {
             Ok(()) => {
-                self.stats.written_total.fetch_add(count, Ordering::Relaxed);
-                let now = system_ms(SystemTime::now());
-                for made in batch.iter().filter_map(Record::made_ms) {
-                    let lag = u64::try_from(now.saturating_sub(made)).unwrap_or(0);
-                    self.stats.write_lag.observe(Duration::from_millis(lag));
-                }
+                written(&self.stats, batch);
                 batch.clear();
+                true
             }
             Err(error) if error.unavailable => {
-                // Kept: written once the database is back.
                 tracing::warn!(%error, records = count, "history database away: keeping the batch, events queue");
-                self.db = None;
-                self.set_available(false);
+                self.away();
+                false
             }
             Err(error) => {
+                // One bad record (a text the database will not store) must not cost the
+                // others: each is tried alone, and only what is refused is lost.
+                tracing::warn!(%error, records = count, "history batch refused: writing its records one by one");
                 self.stats
                     .write_errors_total
                     .fetch_add(1, Ordering::Relaxed);
-                self.stats.lost_total.fetch_add(count, Ordering::Relaxed);
-                tracing::warn!(%error, records = count, "history write failed: records lost");
-                batch.clear();
+                self.one_by_one(batch)
             }
         }
     }
 
-    fn prune(&mut self) {
+    fn one_by_one(&mut self, batch: &mut Vec<Record>) -> bool {
         let Some(db) = self.db.as_mut() else {
-            return;
+            return false;
+        };
+        for (done, record) in batch.iter().enumerate() {
+            match write_batch(db.as_mut(), std::slice::from_ref(record), &self.me) {
+                Ok(()) => written(&self.stats, std::slice::from_ref(record)),
+                Err(error) if error.unavailable => {
+                    batch.drain(..done);
+                    self.away();
+                    return false;
+                }
+                Err(error) => {
+                    self.stats.lost_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, node = record.node(), "history record refused: lost");
+                }
+            }
+        }
+        batch.clear();
+        true
+    }
+
+    fn away(&mut self) {
+        self.db = None;
+        self.set_available(false);
+    }
+
+    /// One round of retention; true when it stopped at its cap with more to delete.
+    fn prune(&mut self) -> bool {
+        let Some(db) = self.db.as_mut() else {
+            return false;
         };
         match prune(db.as_mut(), SystemTime::now(), self.retention) {
-            Ok(0) => {}
-            Ok(rows) => {
-                self.stats.pruned_total.fetch_add(rows, Ordering::Relaxed);
-                tracing::info!(rows, retention = %humantime::format_duration(self.retention), "history pruned");
+            Ok((rows, more)) => {
+                if rows > 0 {
+                    self.stats.pruned_total.fetch_add(rows, Ordering::Relaxed);
+                    tracing::info!(rows, retention = %humantime::format_duration(self.retention), "history pruned");
+                }
+                more
             }
             Err(error) => {
                 if error.unavailable {
-                    self.db = None;
-                    self.set_available(false);
+                    self.away();
                 }
                 tracing::warn!(%error, "history pruning failed");
+                false
             }
         }
     }
@@ -192,5 +235,17 @@ impl Writer {
             lost,
             "history database still away at shutdown: queued events lost"
         );
+    }
+}
+
+/// Counts records written, and their write lag.
+fn written(stats: &HistoryStats, records: &[Record]) {
+    stats
+        .written_total
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    let now = system_ms(SystemTime::now());
+    for made in records.iter().filter_map(Record::made_ms) {
+        let lag = u64::try_from(now.saturating_sub(made)).unwrap_or(0);
+        stats.write_lag.observe(Duration::from_millis(lag));
     }
 }

@@ -106,7 +106,7 @@ impl IncidentBook {
         self.history.clone().ok_or_else(|| {
             Status::failed_precondition(
                 "this collector keeps no history, and incidents are built from it: set \
-                 history_path in its configuration (collector.toml) and restart it",
+                 history_path or history_url in its configuration (collector.toml) and restart it",
             )
         })
     }
