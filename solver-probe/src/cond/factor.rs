@@ -13,8 +13,8 @@
 //! entries are refused the same way.
 //!
 //! A single right-hand side with a supernodal Cholesky factor is solved by
-//! [`super::subtree::SubtreeSplit`]: the two halves of the elimination tree below its top on two
-//! threads (`SOLVER_PROBE_WORKERS` of them at most), the same bits on one thread or two.
+//! [`super::subtree::SubtreeSplit`]: disjoint subtrees of the elimination tree below its top on
+//! two threads (`SOLVER_PROBE_WORKERS` of them at most), the same bits on one thread or two.
 //!
 //! Both count the right-hand sides they have solved with (each is one forward and one backward
 //! triangular solve), so callers and tests can state how many passes over the factor a method
@@ -204,10 +204,10 @@ impl SparseCholesky {
         self
     }
 
-    /// Whether single solves are split over two subtrees.
+    /// Parts single solves are split into (0: not split).
     #[cfg(test)]
-    pub(crate) fn is_split(&self) -> bool {
-        self.split.is_some()
+    pub(crate) fn split_parts(&self) -> usize {
+        self.split.as_ref().map_or(0, |s| s.parts())
     }
 
     /// Stored values of L.

@@ -1,21 +1,24 @@
-//! Triangular solves with a supernodal Cholesky factor, split over two disjoint parts of the
-//! elimination tree so that two threads can each sweep their own half of the factor.
+//! Triangular solves with a supernodal Cholesky factor, split over disjoint subtrees of the
+//! elimination tree so that two threads can each sweep their own share of the factor.
 //!
 //! faer's supernodal solve visits the supernodes one after the other: one core streams the
 //! whole factor (≈ 440 MB at 1M unknowns) forward and again backward, which is bound by what
 //! one core can read from memory, while the other core is idle. In the elimination tree a
-//! supernode only updates its ancestors, so the supernodes below the top separator fall into
-//! subtrees that never touch each other: [`SubtreeSplit`] cuts the supernodes (in their
-//! postorder) into a part A = `[0, mid)`, a part B = `[mid, top)` with no parent link from A
-//! into B, and the top `[top, n_supernodes)` that both update.
+//! supernode only updates its ancestors, so below a top set of supernodes (the top separator
+//! and what lies above it) the tree falls into subtrees that never touch each other.
+//! [`SubtreeSplit`] cuts the supernodes (in their postorder, where each subtree is a range)
+//! into parts `[cuts[i], cuts[i+1])` of whole subtrees with no parent link from one part into
+//! another, and the top `[top, n_supernodes)` that all of them update.
 //!
-//! - Forward (L y = b): A and B run at once; each subtracts its updates of its own columns in
-//!   place and its updates of the top columns into an accumulator of its own; the top then
-//!   receives A's accumulator, then B's, and is solved on one thread.
-//! - Backward (Lᵀ x = y): the top first, then A and B at once, both only reading the top.
+//! - Forward (L y = b): the parts run on the worker threads, each taking the next untaken part
+//!   from a shared counter ([`run_parts`], as the SpMV does: a slow core costs the part it
+//!   holds, not half the solve). A part subtracts its updates of its own columns in place and
+//!   its updates of the top columns into an accumulator of its own; the top then receives the
+//!   accumulators in part order and is solved on one thread.
+//! - Backward (Lᵀ x = y): the top first, then the parts on the threads, all only reading the top.
 //!
 //! Each supernode's arithmetic is faer's own (the same dense triangular solve and product),
-//! and the accumulators are added in the same order whatever the thread count, so the result
+//! and the accumulators are added in part order whatever thread ran which part, so the result
 //! is the same bit for bit on one worker or two. It differs from faer's sequential solve only
 //! in the rounding of the top columns' updates (summed per part, then added).
 
@@ -27,29 +30,35 @@ use faer::sparse::linalg::cholesky::supernodal::{SupernodalLltRef, SymbolicSuper
 use faer::{Accum, Conj, MatMut, MatRef, Par};
 use std::ops::Range;
 
+use crate::krylov::{run_parts, split_mut};
+
 /// How many candidate tops (the last supernodes in postorder) the split tries.
-const TOP_CANDIDATES: usize = 256;
+const TOP_CANDIDATES: usize = 32;
 
-/// A split is kept only when the smaller part holds at least this share of the factor: below
-/// it the second thread saves less than its spawn and the accumulators cost.
-const MIN_SHARE: f64 = 0.125;
+/// Parts aimed at: enough that a stalled thread's last part is a small share of the solve and
+/// two threads end close together, few enough that each part's accumulator of the top
+/// columns (and its hand-over) costs nothing against its sweep.
+const TARGET_PARTS: u64 = 16;
 
-/// Where the supernodes are cut: part A `[0, mid)`, part B `[mid, top)`, the top
-/// `[top, n_supernodes)`, and the first column of B and of the top.
+/// A split is kept only when two threads are predicted to finish the solve in at most this
+/// share of the sequential sweep (below it a thread and the accumulators are not worth it).
+const MAX_PREDICTED_SHARE: f64 = 0.8;
+
+/// Where the supernodes are cut: parts `[cuts[i], cuts[i+1])` (the last cut is the first
+/// supernode of the top), their first columns (first 0, last the top's first column, so they
+/// cut the columns below the top), and the sizes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SubtreeSplit {
-    mid: usize,
-    top: usize,
+    cuts: Vec<usize>,
+    col_cuts: Vec<usize>,
     n_supernodes: usize,
-    col_mid: usize,
-    col_top: usize,
     n: usize,
 }
 
 impl SubtreeSplit {
-    /// The balanced split of the factor's supernodes, or `None` when none is worth it (a small
-    /// or chain-like tree, or supernodes not in a postorder faer guarantees today but this
-    /// code does not assume).
+    /// The best split of the factor's supernodes, or `None` when none is worth it (a small or
+    /// chain-like tree, or supernodes not in a postorder, which faer gives today but this code
+    /// does not assume).
     pub(crate) fn new(sym: &SymbolicSupernodalCholesky<u32>) -> Option<SubtreeSplit> {
         let ns = sym.n_supernodes();
         let n = sym.nrows();
@@ -79,57 +88,82 @@ impl SubtreeSplit {
         for s in 0..ns {
             prefix[s + 1] = prefix[s] + u64::from(val[s + 1] - val[s]);
         }
-        let (mid, top) = best_cut(&parent, &prefix)?;
+        let cuts = best_cuts(&parent, &prefix)?;
+        let col_cuts = cuts.iter().map(|&c| begin[c] as usize).collect();
         Some(SubtreeSplit {
-            mid,
-            top,
+            cuts,
+            col_cuts,
             n_supernodes: ns,
-            col_mid: begin[mid] as usize,
-            col_top: begin[top] as usize,
             n,
         })
     }
 
+    /// Number of parts below the top.
+    #[cfg(test)]
+    pub(crate) fn parts(&self) -> usize {
+        self.cuts.len() - 1
+    }
+
     /// Solves L Lᵀ x = b in place for one right-hand side `x` in the factor's (permuted)
-    /// order; parts A and B on two threads when `workers` ≥ 2, one after the other otherwise,
-    /// with the same arithmetic either way.
+    /// order, the parts on `workers` threads, with the same arithmetic for any count.
     pub(crate) fn solve(&self, l: SupernodalLltRef<'_, u32, f64>, x: &mut [f64], workers: usize) {
-        let (xa, rest) = x.split_at_mut(self.col_mid);
-        let (xb, xt) = rest.split_at_mut(self.col_top - self.col_mid);
-        let a = 0..self.mid;
-        let b = self.mid..self.top;
-        let top = self.top..self.n_supernodes;
-        let (col_top, col_mid, n) = (self.col_top, self.col_mid, self.n);
-        let mut acc_a = vec![0.0; n - col_top];
-        let mut acc_b = vec![0.0; n - col_top];
-        both(
-            workers,
-            || forward(l, a.clone(), 0, col_top, xa, &mut acc_a),
-            || forward(l, b.clone(), col_mid, col_top, xb, &mut acc_b),
-        );
-        for ((t, pa), pb) in xt.iter_mut().zip(&acc_a).zip(&acc_b) {
-            *t = (*t + pa) + pb;
+        let parts = self.cuts.len() - 1;
+        let (col_top, n) = (self.col_cuts[parts], self.n);
+        let top = self.cuts[parts]..self.n_supernodes;
+        let (below, xt) = x.split_at_mut(col_top);
+        let mut accs = vec![vec![0.0; n - col_top]; parts];
+        let ranges = |i: usize| (self.cuts[i]..self.cuts[i + 1], self.col_cuts[i]);
+        {
+            let xs = split_mut(below, &self.col_cuts);
+            let jobs: Vec<_> = xs.into_iter().zip(accs.iter_mut()).enumerate().collect();
+            let done = run_parts(workers, jobs, false, |(i, (xp, acc))| {
+                let (range, c_lo) = ranges(i);
+                forward(l, range, c_lo, col_top, xp, acc);
+                true
+            });
+            assert_all(&done);
+        }
+        for acc in &accs {
+            xt.iter_mut().zip(acc).for_each(|(t, a)| *t += a);
         }
         forward(l, top.clone(), col_top, n, xt, &mut []);
         backward(l, top, col_top, n, xt, &[]);
         let xt = &*xt;
-        both(
+        let xs = split_mut(below, &self.col_cuts);
+        let done = run_parts(
             workers,
-            || backward(l, a, 0, col_top, xa, xt),
-            || backward(l, b, col_mid, col_top, xb, xt),
+            xs.into_iter().enumerate().collect(),
+            false,
+            |(i, xp)| {
+                let (range, c_lo) = ranges(i);
+                backward(l, range, c_lo, col_top, xp, xt);
+                true
+            },
         );
+        assert_all(&done);
     }
 }
 
-/// The cut (mid, top) minimising the larger part plus the top, among tops made of the last
-/// [`TOP_CANDIDATES`] supernodes; `None` when the smaller part would be under [`MIN_SHARE`].
-fn best_cut(parent: &[Option<usize>], prefix: &[u64]) -> Option<(usize, usize)> {
+/// A part whose thread panicked is a broken invariant of the split (its columns were only
+/// partly solved): passed on as a panic, as faer's own solve would.
+fn assert_all(done: &[bool]) {
+    if done.iter().any(|ok| !ok) {
+        panic!("a part of the split triangular solve panicked");
+    }
+}
+
+/// The cuts `[0, c₁, …, top]` minimising the predicted time of two threads (parts handed out
+/// in order to whichever is free, then the top on one), among tops made of the last
+/// [`TOP_CANDIDATES`] supernodes; `None` when no cut leaves two parts or the prediction is
+/// above [`MAX_PREDICTED_SHARE`] of the sequential sweep.
+fn best_cuts(parent: &[Option<usize>], prefix: &[u64]) -> Option<Vec<usize>> {
     let ns = parent.len();
     let total = prefix[ns];
-    let mut best: Option<(u64, usize, usize)> = None;
+    let mut best: Option<(u64, Vec<usize>)> = None;
     let mut crossing = vec![0i64; ns + 2];
     for top in (ns.saturating_sub(TOP_CANDIDATES).max(2)..ns).rev() {
-        if total - prefix[top] > total / 2 {
+        let w_top = total - prefix[top];
+        if w_top > total / 4 {
             break;
         }
         // A cut at m is valid when no supernode s < m has its parent in [m, top): the link
@@ -143,39 +177,40 @@ fn best_cut(parent: &[Option<usize>], prefix: &[u64]) -> Option<(usize, usize)> 
                 }
             }
         }
+        let target = prefix[top] / TARGET_PARTS;
+        let mut cuts = vec![0];
         let mut open = 0;
-        for m in 1..top {
+        let mut last_valid = 0;
+        for m in 1..=top {
             open += crossing[m];
-            if open != 0 {
+            if open != 0 && m < top {
                 continue;
             }
-            let (wa, wb) = (prefix[m], prefix[top] - prefix[m]);
-            let cost = wa.max(wb) + (total - prefix[top]);
-            if (wa.min(wb) as f64) >= MIN_SHARE * total as f64
-                && best.is_none_or(|(c, _, _)| cost < c)
-            {
-                best = Some((cost, m, top));
+            let from = cuts[cuts.len() - 1];
+            if prefix[m] - prefix[from] > target && last_valid > from {
+                cuts.push(last_valid);
             }
+            last_valid = m;
+        }
+        if cuts[cuts.len() - 1] != top {
+            cuts.push(top);
+        }
+        if cuts.len() < 3 {
+            continue;
+        }
+        // Two threads, each taking the next part when free.
+        let mut load = [0u64; 2];
+        for w in cuts.windows(2) {
+            let k = usize::from(load[1] < load[0]);
+            load[k] += prefix[w[1]] - prefix[w[0]];
+        }
+        let cost = load[0].max(load[1]) + w_top;
+        if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+            best = Some((cost, cuts));
         }
     }
-    best.map(|(_, m, top)| (m, top))
-}
-
-/// Runs `fa` on this thread and `fb` on a second one when `workers` ≥ 2, else one after the
-/// other. A panic in either is passed on.
-fn both(workers: usize, fa: impl FnOnce() + Send, fb: impl FnOnce() + Send) {
-    if workers < 2 {
-        fa();
-        fb();
-        return;
-    }
-    std::thread::scope(|scope| {
-        let h = scope.spawn(fb);
-        fa();
-        if let Err(e) = h.join() {
-            std::panic::resume_unwind(e);
-        }
-    });
+    best.filter(|(cost, _)| *cost as f64 <= MAX_PREDICTED_SHARE * total as f64)
+        .map(|(_, cuts)| cuts)
 }
 
 /// Forward substitution over the supernodes `range`, whose columns start at `c_lo` and are
@@ -319,7 +354,7 @@ mod tests {
         let one = SparseCholesky::new(&a, 1 << 30).unwrap().with_workers(1);
         let two = SparseCholesky::new(&a, 1 << 30).unwrap().with_workers(2);
         assert!(
-            one.is_split(),
+            one.split_parts() >= 2,
             "the 150 x 150 Laplacian's factor was not split"
         );
         let b = rhs(n);
@@ -373,21 +408,33 @@ mod tests {
     }
 
     #[test]
-    fn best_cut_separates_two_subtrees_under_a_chain() {
+    fn best_cuts_separate_two_subtrees_under_a_chain() {
         // Postorder: 0 ← 1 ← 2 (subtree under 6), 3 ← 4 ← 5 (subtree under 6), 6 ← 7 (top).
         let parent = [1, 2, 6, 4, 5, 6, 7].map(Some).into_iter().chain([None]);
         let parent: Vec<Option<usize>> = parent.collect();
         let prefix: Vec<u64> = (0..=8).map(|s| 10 * s as u64).collect();
-        assert_eq!(best_cut(&parent, &prefix), Some((3, 6)));
+        assert_eq!(best_cuts(&parent, &prefix), Some(vec![0, 3, 6]));
+    }
+
+    #[test]
+    fn best_cuts_make_several_parts_of_many_subtrees() {
+        // 16 leaves 0..16 under 16, 16 under 17 (top); equal work: the leaves are parts of
+        // about total/16 each, every cut between two leaves is valid.
+        let mut parent: Vec<Option<usize>> = vec![Some(16); 16];
+        parent.extend([Some(17), None]);
+        let prefix: Vec<u64> = (0..=18).map(|s| 10 * s as u64).collect();
+        let cuts = best_cuts(&parent, &prefix).unwrap();
+        assert!(cuts.len() >= 5, "{cuts:?}");
+        assert_eq!(cuts.first(), Some(&0));
+        assert!(matches!(cuts.last(), Some(16 | 17)), "{cuts:?}");
     }
 
     #[test]
     fn best_cut_refuses_a_chain_and_a_lopsided_tree() {
         let chain: Vec<Option<usize>> = (1..8).map(Some).chain([None]).collect();
         let prefix: Vec<u64> = (0..=8).map(|s| 10 * s as u64).collect();
-        assert_eq!(best_cut(&chain, &prefix), None);
-        // 0 alone under 7, 1..=6 a chain under 7: the smaller part holds 1/8 of the work
-        // only with equal weights; make it lighter.
+        assert_eq!(best_cuts(&chain, &prefix), None);
+        // 0 alone under 7, 1..=6 a chain under 7, 0 light: two threads would save nothing.
         let lopsided: Vec<Option<usize>> = [7, 2, 3, 4, 5, 6, 7]
             .map(Some)
             .into_iter()
@@ -395,6 +442,6 @@ mod tests {
             .collect();
         let mut prefix = vec![0u64, 1];
         prefix.extend((1..=7).map(|s| 1 + 100 * s as u64));
-        assert_eq!(best_cut(&lopsided, &prefix), None);
+        assert_eq!(best_cuts(&lopsided, &prefix), None);
     }
 }
