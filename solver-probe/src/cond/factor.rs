@@ -12,6 +12,10 @@
 //! why. Indices are `u32` (half the bytes of `usize`); matrices with 2³¹ or more rows or
 //! entries are refused the same way.
 //!
+//! A single right-hand side with a supernodal Cholesky factor is solved by
+//! [`super::subtree::SubtreeSplit`]: disjoint subtrees of the elimination tree below its top on
+//! two threads (`SOLVER_PROBE_WORKERS` of them at most), the same bits on one thread or two.
+//!
 //! Both count the right-hand sides they have solved with (each is one forward and one backward
 //! triangular solve), so callers and tests can state how many passes over the factor a method
 //! took. Several right-hand sides can be solved in one call: the solve is bound by reading the
@@ -22,8 +26,9 @@
 
 use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
 use faer::linalg::cholesky::llt::factor::LltError as DenseLltError;
+use faer::sparse::linalg::cholesky::supernodal::SupernodalLltRef;
 use faer::sparse::linalg::cholesky::{
-    factorize_symbolic_cholesky, LltRef, SymbolicCholesky, SymmetricOrdering,
+    factorize_symbolic_cholesky, LltRef, SymbolicCholesky, SymbolicCholeskyRaw, SymmetricOrdering,
 };
 use faer::sparse::linalg::lu::{factorize_symbolic_lu, LuRef, NumericLu, SymbolicLu};
 use faer::sparse::linalg::qr::factorize_symbolic_qr;
@@ -32,6 +37,9 @@ use faer::sparse::{SparseColMatRef, SymbolicSparseColMatRef};
 use faer::{Conj, MatMut, Par, Side};
 use sprs::CsMat;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::subtree::SubtreeSplit;
+use crate::krylov::Workers;
 
 /// Why a sparse factorization was not formed.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +146,10 @@ pub(crate) struct SparseCholesky {
     values: Vec<f64>,
     /// Right-hand sides solved so far (an atomic so that `&self` solves can count).
     solves: AtomicUsize,
+    /// The two-thread split of single solves (`None`: simplicial factor or no useful split).
+    split: Option<SubtreeSplit>,
+    /// Threads a single solve may use (the split's arithmetic does not depend on it).
+    workers: usize,
 }
 
 impl SparseCholesky {
@@ -172,11 +184,30 @@ impl SparseCholesky {
             return Err(FactorError::NotPositiveDefinite { pivot: index });
         }
         drop(mem);
+        let split = match symbolic.raw() {
+            SymbolicCholeskyRaw::Supernodal(s) => SubtreeSplit::new(s),
+            SymbolicCholeskyRaw::Simplicial(_) => None,
+        };
         Ok(SparseCholesky {
             symbolic,
             values,
             solves: AtomicUsize::new(0),
+            split,
+            workers: Workers::get().count(),
         })
+    }
+
+    /// The same factor solving on `workers` threads (tests compare 1 and 2).
+    #[cfg(test)]
+    pub(crate) fn with_workers(mut self, workers: usize) -> SparseCholesky {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Parts single solves are split into (0: not split).
+    #[cfg(test)]
+    pub(crate) fn split_parts(&self) -> usize {
+        self.split.as_ref().map_or(0, |s| s.parts())
     }
 
     /// Stored values of L.
@@ -199,6 +230,10 @@ impl SparseCholesky {
     /// `x` (length n·ncols): one pass over the factor for all of them.
     pub(crate) fn solve_block_in_place(&self, x: &mut [f64], ncols: usize) {
         let ncols = ncols.max(1);
+        if ncols == 1 && self.solve_split(x) {
+            self.solves.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let n = x.len() / ncols;
         let req = self.symbolic.solve_in_place_scratch::<f64>(ncols, Par::Seq);
         let mut mem = MemBuffer::new(req);
@@ -209,6 +244,31 @@ impl SparseCholesky {
             MemStack::new(&mut mem),
         );
         self.solves.fetch_add(ncols, Ordering::Relaxed);
+    }
+}
+
+impl SparseCholesky {
+    /// One right-hand side through [`SubtreeSplit`], permuted as faer permutes it
+    /// (y_i = x_fwd(i), then x_i = y_inv(i)); false (nothing done) without a split.
+    fn solve_split(&self, x: &mut [f64]) -> bool {
+        let (Some(split), SymbolicCholeskyRaw::Supernodal(sym)) =
+            (&self.split, self.symbolic.raw())
+        else {
+            return false;
+        };
+        let l = SupernodalLltRef::<'_, u32, f64>::new(sym, &self.values);
+        match self.symbolic.perm() {
+            Some(perm) => {
+                let (fwd, inv) = perm.arrays();
+                let mut y: Vec<f64> = fwd.iter().map(|&f| x[f as usize]).collect();
+                split.solve(l, &mut y, self.workers);
+                for (xi, &i) in x.iter_mut().zip(inv) {
+                    *xi = y[i as usize];
+                }
+            }
+            None => split.solve(l, x, self.workers),
+        }
+        true
     }
 }
 

@@ -31,6 +31,7 @@ mod onenorm;
 pub mod recommend;
 mod shift_invert;
 mod sparse;
+mod subtree;
 
 use serde::Serialize;
 use sprs::CsMat;

@@ -38,8 +38,8 @@ pub use compare::{
     PcKind, RunSummary,
 };
 pub use gmres::gmres;
-pub(crate) use parallel::Split;
 pub use parallel::Workers;
+pub(crate) use parallel::{run_parts, split_mut, Split};
 pub use spmv::{spmv, Csr};
 
 use crate::precond::{PrecondError, Preconditioner};
