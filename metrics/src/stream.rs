@@ -151,14 +151,23 @@ mod tests {
         };
         let render = |e: &mut Exposition, node: &&str| {
             // Interleaved as a node renderer does: a, b, a again.
-            e.gauge("a", "A.").sample(&[("node", node), ("x", "1")], 1.0);
+            e.gauge("a", "A.")
+                .sample(&[("node", node), ("x", "1")], 1.0);
             e.gauge("b", "B.").sample(&[("node", node)], 2.0);
-            e.gauge("a", "A.").sample(&[("node", node), ("x", "2")], 3.0);
+            e.gauge("a", "A.")
+                .sample(&[("node", node), ("x", "2")], 3.0);
             // A duplicate within a node is dropped.
-            e.gauge("a", "A.").sample(&[("node", node), ("x", "2")], 4.0);
+            e.gauge("a", "A.")
+                .sample(&[("node", node), ("x", "2")], 4.0);
         };
-        write_by_family(&mut out, &["a", "b", "empty"], &["n1", "n2"], declare, render)
-            .unwrap_or_else(|e| panic!("{e}"));
+        write_by_family(
+            &mut out,
+            &["a", "b", "empty"],
+            &["n1", "n2"],
+            declare,
+            render,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         out.finish().unwrap_or_else(|e| panic!("{e}"));
         let (text, _) = collect(&mut rx);
         assert_eq!(
@@ -183,10 +192,7 @@ mod tests {
         let (text, sizes) = collect(&mut rx);
         assert_eq!(text.len(), 500 * 1001);
         assert!(sizes.len() > 5, "{sizes:?}");
-        assert!(
-            sizes.iter().all(|&s| s < CHUNK_BYTES + 1001),
-            "{sizes:?}"
-        );
+        assert!(sizes.iter().all(|&s| s < CHUNK_BYTES + 1001), "{sizes:?}");
     }
 
     #[test]
