@@ -129,3 +129,131 @@ impl CollectorMetrics {
         .sample(&[], if leases.breaker_open { 1.0 } else { 0.0 });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant, SystemTime};
+
+    use health_proto::v1 as pb;
+
+    use super::*;
+    use crate::fleet::{Arrival, Limits, Report};
+
+    fn snapshot(node: &str) -> pb::NodeSnapshot {
+        let device = |i: usize| pb::Device {
+            identity: Some(pb::DeviceIdentity {
+                id: format!("dev-{i}"),
+                kind: pb::DeviceKind::Photonic as i32,
+                ..Default::default()
+            }),
+            state: pb::HealthState::Warning as i32,
+            readings: vec![pb::Reading {
+                sensor: "chip".into(),
+                quantity: pb::Quantity::TemperatureCelsius as i32,
+                value: 40.0,
+                observed_at: None,
+            }],
+            conditions: vec![pb::Condition {
+                code: pb::ConditionCode::ThermalWarning as i32,
+                severity: pb::Severity::Warning as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        pb::NodeSnapshot {
+            node: node.into(),
+            state: pb::HealthState::Warning as i32,
+            devices: (0..8).map(device).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn metrics_of(nodes: usize) -> CollectorMetrics {
+        let fleet = Arc::new(Fleet::new(
+            Limits {
+                stale_after: Duration::from_secs(3600),
+                forget_after: Duration::from_secs(7200),
+                max_nodes: 100_000,
+            },
+            16,
+        ));
+        let arrival = Arrival {
+            peer: "test",
+            at: Instant::now(),
+            wall: SystemTime::now(),
+        };
+        for i in 0..nodes {
+            let node = format!("n{i}");
+            let report = Report {
+                snapshot: snapshot(&node),
+                node,
+                boot_id: "b".into(),
+                seq: 1,
+            };
+            fleet.apply(report, arrival).unwrap();
+        }
+        CollectorMetrics {
+            fleet,
+            alerts: Arc::new(Alerts::new(16)),
+            leases: Arc::new(Leases::new(crate::config::LeasesConfig::default())),
+            rpc: RpcStats::new(),
+            silences: crate::silences::Silences::new(None, Arc::default()),
+        }
+    }
+
+    #[test]
+    fn the_default_scrape_is_the_same_size_for_a_small_and_a_large_fleet() {
+        let small = metrics_of(3).render_aggregates();
+        let large = metrics_of(400).render_aggregates();
+        assert_eq!(small.lines().count(), large.lines().count(), "{large}");
+        assert!(!large.contains("node=\""), "{large}");
+        for line in [
+            "health_collector_nodes 400\n",
+            "health_collector_nodes_by_state{state=\"warning\"} 400\n",
+            "health_collector_devices{kind=\"photonic\",state=\"warning\"} 3200\n",
+            "health_collector_conditions{code=\"THERMAL_WARNING\",severity=\"warning\"} 3200\n",
+            "health_collector_reports_total 400\n",
+            "health_collector_node_report_age_seconds_count 400\n",
+        ] {
+            assert!(large.contains(line), "{line} in\n{large}");
+        }
+    }
+
+    #[test]
+    fn a_node_scrape_writes_the_selected_nodes_family_by_family() {
+        let metrics = metrics_of(50);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let mut out = ChunkWriter::new(tx);
+        let plan = metrics
+            .plan(Some("match[]=%7Bnode%3D~%22n1.%22%7D"))
+            .unwrap();
+        metrics.write(plan, &mut out).unwrap();
+        out.finish().unwrap();
+        let mut text = String::new();
+        while let Ok(chunk) = rx.try_recv() {
+            text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        }
+        let nodes: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.split("node=\"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        let want: std::collections::BTreeSet<String> = (10..20).map(|i| format!("n{i}")).collect();
+        assert_eq!(nodes, want.iter().map(String::as_str).collect(), "{text}");
+        // One HELP per family, and every family's samples together.
+        let mut families = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            if families.last() != Some(&name) {
+                assert!(!families.contains(&name), "{name} split in two");
+                families.push(name);
+            }
+        }
+        assert_eq!(
+            text.matches("# HELP health_node_state ").count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains("health_collector_"), "{text}");
+    }
+}
