@@ -385,7 +385,7 @@ fn a_real_prometheus_with_the_shipped_config_stores_every_node_once() {
         || {
             let up = query(&web, "up{job=\"health-collector-nodes\"} == 1")?;
             let nodes = query(&web, "health_node_last_seq")?;
-            (up.len() == 4 && nodes.len() == NODES).then_some(nodes)
+            (up.len() == 8 && nodes.len() == NODES).then_some(nodes)
         },
     );
     let mut seen = BTreeSet::new();
@@ -396,7 +396,7 @@ fn a_real_prometheus_with_the_shipped_config_stores_every_node_once() {
             "{node} stored twice: {per_node:?}"
         );
         let shard: u64 = labels["shard"].parse().expect("shard label");
-        assert_eq!(shard, expected_shard(node, 4), "{labels:?}");
+        assert_eq!(shard, expected_shard(node, 8), "{labels:?}");
     }
     let fleet = wait_for(
         "the aggregates in Prometheus",
