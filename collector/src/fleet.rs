@@ -34,7 +34,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use health_proto::v1::{
@@ -131,6 +131,36 @@ impl Applied {
 pub struct FleetFull {
     pub node: String,
     pub max_nodes: usize,
+}
+
+/// Report counters summed over nodes, for the fleet-wide series on `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestTotals {
+    pub reports: u64,
+    pub duplicates: u64,
+    pub missing: u64,
+    /// Nodes counted (forgotten ones, in [`Scraped::forgotten`]).
+    pub nodes: u64,
+}
+
+impl IngestTotals {
+    fn add(&mut self, record: &NodeRecord) {
+        self.reports = self.reports.saturating_add(record.reports_total);
+        self.duplicates = self.duplicates.saturating_add(record.duplicates_total);
+        self.missing = self.missing.saturating_add(record.missing_total);
+        self.nodes = self.nodes.saturating_add(1);
+    }
+}
+
+/// What a `/metrics` scrape reads from the fleet ([`Fleet::scrape`]).
+pub struct Scraped {
+    /// Every node held, sorted by name.
+    pub nodes: Vec<(NodeSummary, Arc<NodeSnapshot>)>,
+    /// Reports refused because the fleet was full.
+    pub refused_total: u64,
+    /// The counters of nodes forgotten since the collector started; added to those of the
+    /// nodes held, they make fleet-wide counters that only go up.
+    pub forgotten: IngestTotals,
 }
 
 /// A node the sweeper has just marked stale.
@@ -417,6 +447,10 @@ pub struct Fleet {
     generations: AtomicU64,
     /// Reports refused because the fleet was full, since the collector started.
     refused_total: AtomicU64,
+    /// The counters of nodes forgotten since the collector started, so the fleet-wide ingest
+    /// counters on `/metrics` never go down when a node is removed (Prometheus would read
+    /// that as a counter reset). Only changed under the write lock.
+    forgotten: Mutex<IngestTotals>,
     /// Where an agent's restart (a new boot id of a node held) is recorded.
     history: Option<HistorySink>,
 }
@@ -431,6 +465,7 @@ impl Fleet {
             limits,
             generations: AtomicU64::new(0),
             refused_total: AtomicU64::new(0),
+            forgotten: Mutex::new(IngestTotals::default()),
             history: None,
         }
     }
@@ -581,9 +616,14 @@ impl Fleet {
         }
         let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
         let mut swept = Swept::default();
+        let mut forgotten = self
+            .forgotten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         nodes.retain(|node, record| {
             let silent_for = silent_for(record);
             if silent_for >= forget_after {
+                forgotten.add(record);
                 // Possibly straight from fresh, if the collector itself stalled that long.
                 record.stale = true;
                 tracing::info!(node = %node, silent_for = %humantime::format_duration(round_to_millis(silent_for)), forget_after = %humantime::format_duration(forget_after), "node forgotten: no report for forget_after");
@@ -668,17 +708,41 @@ impl Fleet {
         (now, receiver)
     }
 
-    /// Every node's summary and latest snapshot (sorted by node), and the count of reports
-    /// refused because the fleet was full: what a `/metrics` scrape renders. Only `Arc`s are
-    /// cloned under the read lock, so a scrape of a large fleet holds ingest up for the time
-    /// it takes to copy pointers, and formats after releasing it.
-    pub fn scrape(&self) -> (Vec<(NodeSummary, Arc<NodeSnapshot>)>, u64) {
+    /// Every node's summary and latest snapshot (sorted by node), with the fleet-wide
+    /// counters: what a `/metrics` scrape renders. Only `Arc`s are cloned under the read lock,
+    /// so a scrape of a large fleet holds ingest up for the time it takes to copy pointers,
+    /// and formats after releasing it.
+    pub fn scrape(&self) -> Scraped {
         let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
         let all = nodes
             .iter()
             .map(|(node, record)| (record.summary(node), Arc::clone(&record.snapshot)))
             .collect();
-        (all, self.refused_total.load(Ordering::Relaxed))
+        // Read under the fleet's read lock: the sweep moves a node's counters into
+        // `forgotten` under the write lock, so none is counted twice or missed.
+        let forgotten = *self
+            .forgotten
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Scraped {
+            nodes: all,
+            refused_total: self.refused_total.load(Ordering::Relaxed),
+            forgotten,
+        }
+    }
+
+    /// [`Fleet::scrape`] of the nodes whose name `keep` accepts, without the refused count:
+    /// a scrape of some nodes holds the snapshots of those alone.
+    pub fn scrape_where(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<(NodeSummary, Arc<NodeSnapshot>)> {
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        nodes
+            .iter()
+            .filter(|(node, _)| keep(node))
+            .map(|(node, record)| (record.summary(node), Arc::clone(&record.snapshot)))
+            .collect()
     }
 
     /// Devices in the latest snapshots of every node held, stale ones included: the fleet the

@@ -341,7 +341,7 @@ async fn serve_http(
         let listener = health_metrics::http::bind(addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        let mut app = health_metrics::http::metrics_routes(Arc::new(move || metrics.render()));
+        let mut app = health_metrics::http::streamed_metrics_routes(Arc::new(metrics));
         app = match &page {
             Some(state) => {
                 let access = match (&tls.cert, web.listen) {

@@ -8,6 +8,11 @@
 //! outside it, so a scrape of a large fleet never holds a runtime worker that ingest or device
 //! supervision need, and between scrapes nothing is computed at all.
 //!
+//! A daemon whose page grows with what it holds serves it with [`streamed_metrics_routes`]
+//! instead: the request's query is checked first (a bad one is a 400 naming the parameter),
+//! then the page is written on the blocking pool into a bounded channel of chunks that the
+//! response body reads (`crate::stream`), so a scrape costs a few chunks of memory, not a page.
+//!
 //! Handlers learn who is calling from request extensions: `ConnectInfo<SocketAddr>` in both
 //! modes, and over TLS a [`PeerCertificate`] with the verified client certificate's names,
 //! rendered by `health_daemon::certificate_subjects` as the gRPC side renders them.
@@ -16,7 +21,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -45,6 +51,24 @@ const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 /// Renders one scrape from the daemon's current state.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// A `/metrics` page written as a stream (see [`streamed_metrics_routes`]).
+pub trait StreamedPage: Send + Sync + 'static {
+    /// What a request asks for, once checked.
+    type Plan: Send + 'static;
+
+    /// Checks the request's raw query string (`None` without one). `Err` is the message of a
+    /// 400 answer: it names the parameter and what was expected.
+    fn plan(&self, query: Option<&str>) -> Result<Self::Plan, String>;
+
+    /// Writes the page for `plan`, on a blocking thread. Takes what it needs from the daemon's
+    /// state under short locks, as [`Render`] does, and returns early once the scraper is gone.
+    fn write(
+        &self,
+        plan: Self::Plan,
+        out: &mut crate::stream::ChunkWriter,
+    ) -> Result<(), crate::stream::ScraperGone>;
+}
+
 /// The verified client certificate of a TLS connection, in every request's extensions
 /// (`Extension<PeerCertificate>`). Absent in plain mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +96,43 @@ pub fn metrics_routes(render: Render) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .with_state(render)
+}
+
+/// `GET /metrics` written by `page` as a stream: the body is chunked, memory per scrape is
+/// bounded by `crate::stream::CHUNKS_IN_FLIGHT` chunks, and a renderer that panics ends the
+/// response with an error rather than a short page.
+pub fn streamed_metrics_routes<P: StreamedPage>(page: Arc<P>) -> Router {
+    Router::new()
+        .route("/metrics", get(streamed_scrape::<P>))
+        .with_state(page)
+}
+
+async fn streamed_scrape<P: StreamedPage>(
+    State(page): State<Arc<P>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let plan = match page.plan(query.as_deref()) {
+        Ok(plan) => plan,
+        Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::stream::CHUNKS_IN_FLIGHT);
+    let failed = tx.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = crate::stream::ChunkWriter::new(tx);
+        // An error here only means the scraper hung up: nothing is left to do.
+        let _ = page.write(plan, &mut out).and_then(|()| out.finish());
+    });
+    // The body ends when every sender is gone: the writer's when it returns, this one once
+    // the writer is known to have ended well, or after it has sent the error of a panic.
+    tokio::spawn(async move {
+        if let Err(error) = writer.await {
+            tracing::error!(%error, "rendering metrics failed");
+            let cut = std::io::Error::other("rendering metrics failed");
+            let _ = failed.send(Err(cut)).await;
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 
 /// Serves `app` on `listener` until `cancel` fires, then returns, dropping the listener so its

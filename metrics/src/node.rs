@@ -272,6 +272,10 @@ fn one_hot(
     all: impl Iterator<Item = &'static str>,
 ) {
     let mut writer = family.on(out);
+    if !writer.is_on() {
+        // A streamed scrape rendering another family: skip building the labels.
+        return;
+    }
     for value in all {
         let mut l = labels.to_vec();
         l.push((key, value));
@@ -283,7 +287,19 @@ fn one_hot(
 /// collector's view of a stale node is UNKNOWN); `fresh` is false for a stale node (see the
 /// module comment).
 pub fn render(out: &mut Exposition, snap: &pb::NodeSnapshot, state: i32, fresh: bool) {
-    let node = snap.node.as_str();
+    render_named(out, &snap.node, snap, state, fresh);
+}
+
+/// [`render`] with the `node` label given: the collector labels a node with the name it holds
+/// it under (the report's), so one node is one label value however its snapshot names itself,
+/// and a scrape that selects nodes by name selects exactly their series.
+pub fn render_named(
+    out: &mut Exposition,
+    node: &str,
+    snap: &pb::NodeSnapshot,
+    state: i32,
+    fresh: bool,
+) {
     let n = [("node", node)];
     one_hot(
         out,

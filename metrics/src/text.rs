@@ -37,18 +37,34 @@ struct Family {
     lines: String,
     /// Rendered `name{labels}` of every sample, to drop duplicates.
     seen: HashSet<String>,
+    /// Whether [`Exposition::drain_into`] has written the `# HELP`/`# TYPE` lines already.
+    headed: bool,
 }
 
-/// One scrape's worth of metric families, rendered with [`Exposition::render`].
+/// One scrape's worth of metric families, rendered with [`Exposition::render`], or a stream's
+/// worth of one family, taken out piece by piece with [`Exposition::drain_into`].
 #[derive(Default)]
 pub struct Exposition {
     families: Vec<Family>,
     by_name: HashMap<&'static str, usize>,
+    /// Set by [`Exposition::only`]: every other family is ignored.
+    only: Option<&'static str>,
 }
 
 impl Exposition {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An exposition that keeps the family `name` alone: asking for any other family gives a
+    /// writer that drops its samples before formatting them (see [`FamilyWriter::is_on`]).
+    /// A streamed scrape renders its nodes once per family with this, because the text
+    /// format wants each family's samples together and the page is never held whole.
+    pub fn only(name: &'static str) -> Self {
+        Exposition {
+            only: Some(name),
+            ..Self::default()
+        }
     }
 
     /// The gauge family `name`, created on first use.
@@ -70,6 +86,9 @@ impl Exposition {
 
     fn family(&mut self, name: &'static str, help: &'static str, kind: Kind) -> FamilyWriter<'_> {
         debug_assert!(valid_name(name), "invalid metric name {name:?}");
+        if self.only.is_some_and(|only| only != name) {
+            return FamilyWriter { family: None };
+        }
         let index = *self.by_name.entry(name).or_insert_with(|| {
             self.families.push(Family {
                 name,
@@ -77,12 +96,15 @@ impl Exposition {
                 kind,
                 lines: String::new(),
                 seen: HashSet::new(),
+                headed: false,
             });
             self.families.len() - 1
         });
         let family = &mut self.families[index];
         debug_assert_eq!(family.kind, kind, "{name} asked for as two types");
-        FamilyWriter { family }
+        FamilyWriter {
+            family: Some(family),
+        }
     }
 
     /// Names of the families declared so far (with or without samples).
@@ -96,31 +118,75 @@ impl Exposition {
         let size: usize = self.families.iter().map(|f| f.lines.len() + 100).sum();
         let mut out = String::with_capacity(size);
         for f in &self.families {
-            out.push_str("# HELP ");
-            out.push_str(f.name);
-            out.push(' ');
-            escape_help(&mut out, f.help);
-            out.push_str("\n# TYPE ");
-            out.push_str(f.name);
-            out.push(' ');
-            out.push_str(f.kind.as_str());
-            out.push('\n');
+            f.header(&mut out);
             out.push_str(&f.lines);
         }
         out
     }
+
+    /// Appends what was added since the last drain to `out` (each family's `# HELP`/`# TYPE`
+    /// the first time) and empties the families' lines, so a stream can send the text in
+    /// pieces. The families stay, with the samples seen, so a later duplicate is still dropped.
+    ///
+    /// The text is valid only if no family drained earlier gets samples after another
+    /// family's have been drained: use it on an [`Exposition::only`], or drain once at the end.
+    pub fn drain_into(&mut self, out: &mut String) {
+        for f in &mut self.families {
+            if !f.headed {
+                f.header(out);
+                f.headed = true;
+            }
+            out.push_str(&f.lines);
+            f.lines.clear();
+        }
+    }
+
+    /// Bytes of sample lines waiting for [`Exposition::drain_into`].
+    pub fn pending_len(&self) -> usize {
+        self.families.iter().map(|f| f.lines.len()).sum()
+    }
+
+    /// Forgets the label sets seen so far, so memory stays bounded while one family streams
+    /// through a whole fleet. Safe between nodes when every sample carries a `node` label with
+    /// the node's (unique) name: no two nodes can produce the same series.
+    pub fn forget_seen(&mut self) {
+        for f in &mut self.families {
+            f.seen.clear();
+        }
+    }
 }
 
-/// Adds samples to one family.
+impl Family {
+    fn header(&self, out: &mut String) {
+        out.push_str("# HELP ");
+        out.push_str(self.name);
+        out.push(' ');
+        escape_help(out, self.help);
+        out.push_str("\n# TYPE ");
+        out.push_str(self.name);
+        out.push(' ');
+        out.push_str(self.kind.as_str());
+        out.push('\n');
+    }
+}
+
+/// Adds samples to one family; a writer for a family an [`Exposition::only`] ignores drops
+/// them.
 pub struct FamilyWriter<'a> {
-    family: &'a mut Family,
+    family: Option<&'a mut Family>,
 }
 
 impl FamilyWriter<'_> {
+    /// False when samples added here are dropped: a renderer can skip building their labels.
+    pub fn is_on(&self) -> bool {
+        self.family.is_some()
+    }
+
     /// One sample of a gauge or counter. A second sample with the same labels is dropped.
     pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> &mut Self {
-        let name = self.family.name;
-        self.line(name, "", labels, None, value);
+        if let Some(family) = self.family.as_deref_mut() {
+            line(family, "", labels, None, value);
+        }
         self
     }
 
@@ -133,53 +199,51 @@ impl FamilyWriter<'_> {
         sum: f64,
         count: u64,
     ) -> &mut Self {
-        let name = self.family.name;
+        let Some(family) = self.family.as_deref_mut() else {
+            return self;
+        };
         let mut le = String::new();
         for &(bound, cumulative) in buckets {
             le.clear();
             push_value(&mut le, bound);
-            self.line(name, "_bucket", labels, Some(&le), cumulative as f64);
+            line(family, "_bucket", labels, Some(&le), cumulative as f64);
         }
-        self.line(name, "_bucket", labels, Some("+Inf"), count as f64);
-        self.line(name, "_sum", labels, None, sum);
-        self.line(name, "_count", labels, None, count as f64);
+        line(family, "_bucket", labels, Some("+Inf"), count as f64);
+        line(family, "_sum", labels, None, sum);
+        line(family, "_count", labels, None, count as f64);
         self
     }
+}
 
-    fn line(
-        &mut self,
-        name: &str,
-        suffix: &str,
-        labels: &[(&str, &str)],
-        le: Option<&str>,
-        value: f64,
-    ) {
-        let mut series = String::with_capacity(name.len() + 64);
-        series.push_str(name);
-        series.push_str(suffix);
-        let all = labels.iter().copied().chain(le.map(|le| ("le", le)));
-        let mut first = true;
-        for (key, val) in all {
-            debug_assert!(valid_label(key), "invalid label name {key:?}");
-            series.push(if first { '{' } else { ',' });
-            first = false;
-            series.push_str(key);
-            series.push_str("=\"");
-            escape_label_value(&mut series, val);
-            series.push('"');
-        }
-        if !first {
-            series.push('}');
-        }
-        if !self.family.seen.insert(series.clone()) {
-            return;
-        }
-        let lines = &mut self.family.lines;
-        lines.push_str(&series);
-        lines.push(' ');
-        push_value(lines, value);
-        lines.push('\n');
+/// One sample line of `family` (`suffix` for a histogram's parts), unless its series was
+/// seen already.
+fn line(family: &mut Family, suffix: &str, labels: &[(&str, &str)], le: Option<&str>, value: f64) {
+    let name = family.name;
+    let mut series = String::with_capacity(name.len() + 64);
+    series.push_str(name);
+    series.push_str(suffix);
+    let all = labels.iter().copied().chain(le.map(|le| ("le", le)));
+    let mut first = true;
+    for (key, val) in all {
+        debug_assert!(valid_label(key), "invalid label name {key:?}");
+        series.push(if first { '{' } else { ',' });
+        first = false;
+        series.push_str(key);
+        series.push_str("=\"");
+        escape_label_value(&mut series, val);
+        series.push('"');
     }
+    if !first {
+        series.push('}');
+    }
+    if !family.seen.insert(series.clone()) {
+        return;
+    }
+    let lines = &mut family.lines;
+    lines.push_str(&series);
+    lines.push(' ');
+    push_value(lines, value);
+    lines.push('\n');
 }
 
 fn push_value(out: &mut String, v: f64) {

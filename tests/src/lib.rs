@@ -37,7 +37,10 @@ pub use browser::{
 pub use fleet::{reporting_config, Fleet, QUICK_RECONNECT};
 pub use pki::{make_certs, pem};
 pub use query::{device, has_code};
-pub use scrape::{promtool_check_metrics, scrape_metrics};
+pub use scrape::{
+    http_get as http_get_metrics, promtool_check_metrics, scrape_metrics, scrape_nodes,
+    scrape_target,
+};
 pub use wait::{eventually, wait_for, wait_until};
 
 pub fn bin(name: &str) -> PathBuf {

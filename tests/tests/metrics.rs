@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use health_e2e::{
-    eventually, free_port, promtool_check_metrics, scrape_metrics, sim_config, wait_for,
-    wait_until, Agent, Collector,
+    eventually, free_port, promtool_check_metrics, scrape_metrics, scrape_nodes, sim_config,
+    wait_for, wait_until, Agent, Collector,
 };
 use health_proto::v1 as pb;
 
@@ -325,9 +325,13 @@ async fn collector_scrape_matches_get_node(p: &Pair) {
             .expect("GetNode")
             .into_inner();
         let addr = p.collector_metrics.clone();
-        let text = tokio::task::spawn_blocking(move || scrape_metrics(&addr))
-            .await
-            .expect("scrape task");
+        let selector = format!("{{node=\"{node}\"}}");
+        // The default scrape has the fleet aggregates; the node's own series are asked for.
+        let (fleet_text, text) = tokio::task::spawn_blocking(move || {
+            (scrape_metrics(&addr), scrape_nodes(&addr, &selector))
+        })
+        .await
+        .expect("scrape task");
         let after = collector
             .get_node(pb::GetFleetNodeRequest { node: node.clone() })
             .await
@@ -341,6 +345,8 @@ async fn collector_scrape_matches_get_node(p: &Pair) {
             continue;
         }
         promtool_check_metrics("collector", &text);
+        promtool_check_metrics("collector (fleet)", &fleet_text);
+        let fleet = samples(&fleet_text);
         let all = samples(&text);
         let snap = after.snapshot.expect("snapshot");
         assert_eq!(scraped_temperatures(&all, &node), temperatures(&snap));
@@ -353,8 +359,24 @@ async fn collector_scrape_matches_get_node(p: &Pair) {
             sa.reports_total as f64
         );
         assert_eq!(one(&all, "health_node_stale", &[("node", &node)]), 0.0);
-        assert_eq!(one(&all, "health_collector_nodes", &[]), 1.0);
+        assert_eq!(one(&fleet, "health_collector_nodes", &[]), 1.0);
+        assert_eq!(
+            one(&fleet, "health_collector_reports_total", &[]),
+            sa.reports_total as f64
+        );
         let state = health_metrics::node::state_name(sa.state);
+        assert_eq!(
+            one(
+                &fleet,
+                "health_collector_nodes_by_state",
+                &[("state", state)]
+            ),
+            1.0
+        );
+        assert!(
+            fleet.iter().all(|s| !s.labels.contains_key("node")),
+            "the default scrape carries no per-node series"
+        );
         assert_eq!(
             one(
                 &all,
@@ -485,8 +507,14 @@ async fn collector_scrape_shows_the_condition_and_rpc_outcomes(p: &Pair) {
     .expect("scrape task");
     promtool_check_metrics("collector", &collector_text);
     let all = samples(&collector_text);
+    let addr = p.collector_metrics.clone();
+    let selector = format!("{{node=\"{node}\"}}");
+    let node_text = tokio::task::spawn_blocking(move || scrape_nodes(&addr, &selector))
+        .await
+        .expect("scrape task");
+    promtool_check_metrics("collector (node)", &node_text);
     assert!(find(
-        &all,
+        &samples(&node_text),
         "health_condition_active",
         &[("node", &node), ("subject", "loihi-0")]
     )
@@ -832,7 +860,9 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported() {
             || {
                 let a = scrape_metrics(&agent_addr);
                 let c = scrape_metrics(&collector_addr);
-                let all: Vec<Sample> = samples(&a).into_iter().chain(samples(&c)).collect();
+                // The per-node series, as a sharded job scrapes them (one shard of one).
+                let n = health_e2e::scrape_target(&collector_addr, "/metrics?shard=0&of=1");
+                let all: Vec<Sample> = [a, c, n].iter().flat_map(|t| samples(t)).collect();
                 let has = |n: &str| all.iter().any(|s| s.name == n);
                 (has("health_condition_active") && has("health_collector_alerts_firing"))
                     .then(|| all.into_iter().map(|s| s.name).collect::<BTreeSet<_>>())
