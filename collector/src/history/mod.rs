@@ -1661,6 +1661,13 @@ mod tests {
         wait_for("the first 20 written", &|| {
             stats.written_total.load(Ordering::Relaxed) == 20
         });
+        // A reader connection is kept from before the outage: the query after it must not
+        // fail on it.
+        let reader = history.reader();
+        assert_eq!(
+            reader.query(&HistoryQuery::default()).expect("query").len(),
+            20
+        );
         server.stop().expect("stop PostgreSQL");
         offer(20, 500);
         wait_for("the outage noticed", &|| {
@@ -1677,7 +1684,6 @@ mod tests {
         assert!(stats.available.load(Ordering::Relaxed));
         assert_eq!(stats.offered_total.load(Ordering::Relaxed), 520);
         assert_eq!(stats.lost_total.load(Ordering::Relaxed), 0);
-        let reader = history.reader();
         history.close();
         let rows = reader
             .query(&HistoryQuery {

@@ -120,6 +120,11 @@ const MIGRATION_LOCK: i64 = 0x6865_616c_7468; // "health"
 
 /// Readers kept connected between queries.
 const IDLE_READERS: usize = 4;
+/// Queries (connections) at once at most: a burst of page views or `agent-ctl` calls on
+/// several collectors must not take the server's `max_connections` from the writers.
+const MAX_READERS: usize = 8;
+/// How long a query waits for one of `MAX_READERS`.
+const READER_WAIT: Duration = Duration::from_secs(10);
 
 /// Where the history database is and how to reach it, checked when the config is read.
 #[derive(Clone)]
@@ -482,6 +487,9 @@ impl Db for PgDb {
 pub(crate) struct PgReaders {
     target: PgTarget,
     idle: Mutex<Vec<PgDb>>,
+    /// Queries running now, and the condition a waiting one sleeps on.
+    busy: Mutex<usize>,
+    freed: std::sync::Condvar,
 }
 
 impl PgReaders {
@@ -489,6 +497,8 @@ impl PgReaders {
         Arc::new(PgReaders {
             target,
             idle: Mutex::new(Vec::new()),
+            busy: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
         })
     }
 
@@ -496,8 +506,34 @@ impl PgReaders {
         &self.target
     }
 
-    /// Runs `work` on an idle connection or a new one; a connection that failed is dropped.
+    /// Runs `work` on an idle connection or a new one, at most `MAX_READERS` at once; a
+    /// connection that failed is dropped, and a query that found its kept connection closed
+    /// (the server restarted since) is run once more on a new one.
     pub(crate) fn with<T>(
+        &self,
+        work: &mut dyn FnMut(&mut dyn Db) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        {
+            let busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+            let (mut busy, waited) = self
+                .freed
+                .wait_timeout_while(busy, READER_WAIT, |busy| *busy >= MAX_READERS)
+                .unwrap_or_else(PoisonError::into_inner);
+            if waited.timed_out() && *busy >= MAX_READERS {
+                return Err(DbError {
+                    message: format!("{MAX_READERS} history queries already running"),
+                    unavailable: true,
+                });
+            }
+            *busy += 1;
+        }
+        let result = self.run(work);
+        *self.busy.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+        self.freed.notify_one();
+        result
+    }
+
+    fn run<T>(
         &self,
         work: &mut dyn FnMut(&mut dyn Db) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
@@ -506,11 +542,16 @@ impl PgReaders {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
+        let kept = idle.is_some();
         let mut db = match idle {
             Some(db) if !db.is_closed() => db,
             _ => self.target.connect()?,
         };
-        let result = work(&mut db);
+        let mut result = work(&mut db);
+        if kept && result.as_ref().is_err_and(|e| e.unavailable) {
+            db = self.target.connect()?;
+            result = work(&mut db);
+        }
         if result.is_ok() || result.as_ref().is_err_and(|e| !e.unavailable) {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() < IDLE_READERS {
