@@ -256,6 +256,10 @@ impl SparseCholesky {
         else {
             return false;
         };
+        // Any other length is faer's to refuse, as it does.
+        if x.len() != self.symbolic.nrows() {
+            return false;
+        }
         let l = SupernodalLltRef::<'_, u32, f64>::new(sym, &self.values);
         match self.symbolic.perm() {
             Some(perm) => {

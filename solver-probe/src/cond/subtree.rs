@@ -57,8 +57,8 @@ pub(crate) struct SubtreeSplit {
 
 impl SubtreeSplit {
     /// The best split of the factor's supernodes, or `None` when none is worth it (a small or
-    /// chain-like tree, or supernodes not in a postorder, which faer gives today but this code
-    /// does not assume).
+    /// chain-like tree), or when a supernode's parent does not come after it (faer's order
+    /// always has parents after their children; this code checks rather than assumes).
     pub(crate) fn new(sym: &SymbolicSupernodalCholesky<u32>) -> Option<SubtreeSplit> {
         let ns = sym.n_supernodes();
         let n = sym.nrows();

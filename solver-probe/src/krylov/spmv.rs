@@ -118,8 +118,9 @@ impl<'a> Csr<'a> {
         })
     }
 
-    /// As [`Csr::new`], prepared for many products: a `u32` copy of the pattern (when n and
-    /// nnz fit) and row parts balanced by nonzeros for the worker threads.
+    /// As [`Csr::new`], prepared for many products: the compressed copy of the module comment
+    /// (16-bit column offsets or `u32` columns, a 1-byte value dictionary or the `f64`s; when
+    /// n and nnz fit) and row parts balanced by nonzeros for the worker threads.
     pub fn for_products(a: &'a CsMat<f64>) -> Result<Self, KrylovError> {
         Self::with_split(a, Split::get())
     }
@@ -371,8 +372,8 @@ impl Column for u32 {
 impl Column for i16 {
     #[inline(always)]
     fn col(self, row: usize) -> usize {
-        // Checked at construction to land in 0..n; were it not, the wrapped index would fail
-        // `x`'s bounds check, never read elsewhere.
+        // Gives back exactly the stored column (the offset was taken from it when the copy
+        // was made); a column outside 0..n fails `x`'s bounds check, as in the plain path.
         row.wrapping_add_signed(isize::from(self))
     }
 }
@@ -633,7 +634,17 @@ mod tests {
 
     #[test]
     fn layout_limits_are_exact() {
-        // Offsets of exactly i16::MIN and i16::MAX fit; one further does not.
+        // An offset of exactly i16::MIN fits (one entry 32768 below the diagonal, none above).
+        {
+            let n = 32_769;
+            let mut t = TriMat::new((n, n));
+            for i in 0..n {
+                t.add_triplet(i, i, 1.0);
+            }
+            t.add_triplet(32_768, 0, 3.0);
+            check_layout(&t.to_csr(), (true, true));
+        }
+        // Offsets of ±i16::MAX fit; one further does not (+32768 is past i16::MAX).
         for (reach, fits) in [(32_767usize, true), (32_768, false)] {
             let n = reach + 1;
             let mut t = TriMat::new((n, n));
