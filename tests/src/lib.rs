@@ -38,8 +38,8 @@ pub use fleet::{reporting_config, Fleet, QUICK_RECONNECT};
 pub use pki::{make_certs, pem};
 pub use query::{device, has_code};
 pub use scrape::{
-    http_get as http_get_metrics, promtool_check_metrics, scrape_metrics, scrape_nodes,
-    scrape_target,
+    http_get as http_get_metrics, promtool_check_metrics, samples, scrape_metrics, scrape_nodes,
+    scrape_target, Sample,
 };
 pub use wait::{eventually, wait_for, wait_until};
 

@@ -3,6 +3,7 @@
 //! per-node series by `match[]`, and `promtool check metrics` on the text (promtool from the
 //! Debian package `prometheus`, which the test script installs).
 
+use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -119,4 +120,70 @@ pub fn promtool_check_metrics(what: &str, text: &str) {
         "promtool check metrics rejects the {what} scrape:\n{}\n--- scrape ---\n{text}",
         String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// One sample line: name, labels, value.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses sample lines as Prometheus's text format has them (`name{l="v",...} value`, escapes
+/// in label values); comments are skipped. Panics, naming the line, on anything else: test
+/// code reading the collector's or agent's own page.
+pub fn samples(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let name_end = line.find(['{', ' ']).expect("sample name");
+        let name = line[..name_end].to_string();
+        let mut labels = BTreeMap::new();
+        let mut rest = &line[name_end..];
+        if let Some(body) = rest.strip_prefix('{') {
+            let mut chars = body.char_indices();
+            let mut key = String::new();
+            let mut end = 0;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '}' => {
+                        end = i + 1;
+                        break;
+                    }
+                    ',' => {}
+                    '=' => {
+                        assert_eq!(chars.next().map(|x| x.1), Some('"'), "{line}");
+                        let mut value = String::new();
+                        while let Some((_, c)) = chars.next() {
+                            match c {
+                                '\\' => match chars.next().map(|x| x.1) {
+                                    Some('n') => value.push('\n'),
+                                    Some(c) => value.push(c),
+                                    None => panic!("dangling escape in {line}"),
+                                },
+                                '"' => break,
+                                c => value.push(c),
+                            }
+                        }
+                        labels.insert(std::mem::take(&mut key), value);
+                    }
+                    c => key.push(c),
+                }
+            }
+            rest = &body[end..];
+        }
+        let value = rest
+            .trim()
+            .parse::<f64>()
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
 }

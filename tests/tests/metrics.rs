@@ -18,6 +18,7 @@ use health_e2e::{
     eventually, free_port, promtool_check_metrics, scrape_metrics, scrape_nodes, sim_config,
     wait_for, wait_until, Agent, Collector,
 };
+use health_e2e::{samples, Sample};
 use health_proto::v1 as pb;
 
 fn repo() -> PathBuf {
@@ -59,70 +60,6 @@ fn promtool(args: &[&str], stdin: &str) -> Result<String, String> {
     } else {
         Err(text)
     }
-}
-
-/// One sample line: name, labels, value.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Parses sample lines (labels with escapes); comments are skipped.
-fn samples(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let name_end = line.find(['{', ' ']).expect("sample name");
-        let name = line[..name_end].to_string();
-        let mut labels = BTreeMap::new();
-        let mut rest = &line[name_end..];
-        if let Some(body) = rest.strip_prefix('{') {
-            let mut chars = body.char_indices();
-            let mut key = String::new();
-            let mut end = 0;
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '}' => {
-                        end = i + 1;
-                        break;
-                    }
-                    ',' => {}
-                    '=' => {
-                        assert_eq!(chars.next().map(|x| x.1), Some('"'), "{line}");
-                        let mut value = String::new();
-                        while let Some((_, c)) = chars.next() {
-                            match c {
-                                '\\' => match chars.next().map(|x| x.1) {
-                                    Some('n') => value.push('\n'),
-                                    Some(c) => value.push(c),
-                                    None => panic!("dangling escape in {line}"),
-                                },
-                                '"' => break,
-                                c => value.push(c),
-                            }
-                        }
-                        labels.insert(std::mem::take(&mut key), value);
-                    }
-                    c => key.push(c),
-                }
-            }
-            rest = &body[end..];
-        }
-        let value = rest
-            .trim()
-            .parse::<f64>()
-            .unwrap_or_else(|e| panic!("{line}: {e}"));
-        out.push(Sample {
-            name,
-            labels,
-            value,
-        });
-    }
-    out
 }
 
 fn find<'a>(all: &'a [Sample], name: &str, want: &[(&str, &str)]) -> Vec<&'a Sample> {

@@ -37,55 +37,12 @@ fn repo() -> PathBuf {
 /// One sample: name and labels (the value is left out: what is compared is which series).
 type Series = (String, BTreeMap<String, String>);
 
-/// The series of a page, parsed as Prometheus's text format has them (`name{l="v",...} value`,
-/// escapes in label values), with their values.
+/// The series of a page with their values (`health_e2e::samples`).
 fn parse(text: &str) -> Vec<(Series, f64)> {
-    let mut out = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let name_end = line.find(['{', ' ']).expect("sample name");
-        let mut labels = BTreeMap::new();
-        let mut rest = &line[name_end..];
-        if let Some(body) = rest.strip_prefix('{') {
-            let mut chars = body.char_indices();
-            let (mut key, mut end) = (String::new(), 0);
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '}' => {
-                        end = i + 1;
-                        break;
-                    }
-                    ',' => {}
-                    '=' => {
-                        assert_eq!(chars.next().map(|x| x.1), Some('"'), "{line}");
-                        let mut value = String::new();
-                        while let Some((_, c)) = chars.next() {
-                            match c {
-                                '\\' => match chars.next().map(|x| x.1) {
-                                    Some('n') => value.push('\n'),
-                                    Some(c) => value.push(c),
-                                    None => panic!("dangling escape in {line}"),
-                                },
-                                '"' => break,
-                                c => value.push(c),
-                            }
-                        }
-                        labels.insert(std::mem::take(&mut key), value);
-                    }
-                    c => key.push(c),
-                }
-            }
-            rest = &body[end..];
-        }
-        let value: f64 = rest
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{line}: {e}"));
-        out.push(((line[..name_end].to_string(), labels), value));
-    }
-    out
+    health_e2e::samples(text)
+        .into_iter()
+        .map(|s| ((s.name, s.labels), s.value))
+        .collect()
 }
 
 fn nodes_of(samples: &[(Series, f64)]) -> BTreeSet<String> {
