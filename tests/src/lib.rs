@@ -368,14 +368,19 @@ impl Agent {
         ]);
     }
 
-    /// The agent's audit log (in its private directory), one JSON object per line.
+    /// The agent's audit log (in its private directory), one JSON object per complete line.
+    ///
+    /// The agent may be appending while a test reads: a write crossing a page boundary can be
+    /// seen half done, so a last line without its newline is not yet an entry and is left for
+    /// the next read. Every complete line must be JSON.
     pub fn audit_entries(&self) -> Vec<serde_json::Value> {
         let path = self.dir.path().join("audit.jsonl");
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
+            .map(|l| serde_json::from_str(l).expect("every complete audit line is JSON"))
             .collect()
     }
 }
