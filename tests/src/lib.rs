@@ -186,13 +186,18 @@ impl Collector {
         let cfg = dir.path().join("collector.toml");
         std::fs::write(&cfg, format!("listen = \"{addr}\"\n{extra_toml}"))
             .expect("write collector config");
-        let proc = spawn_with_env(
+        let mut proc = spawn_with_env(
             "health-collector",
             &["--config", cfg.to_str().expect("utf-8 path")],
             log,
             env,
         );
+        // A listener on the address is ours only while our collector is alive: one that
+        // exited (the port taken meanwhile by another test) must not pass for ready.
         wait_until("the collector to listen", Duration::from_secs(10), || {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("health-collector exited ({status}) before listening on {addr}");
+            }
             std::net::TcpStream::connect(&addr).is_ok()
         });
         Collector {

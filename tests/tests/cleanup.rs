@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use health_e2e::{output_text, wait_until, Agent};
+use health_e2e::{output_text, wait_for, wait_until, Agent};
 use serde_json::Value;
 
 const DAY: Duration = Duration::from_secs(86400);
@@ -203,11 +203,17 @@ fn a_disk_full_policy_runs_the_cleanup_rule() {
         !exists(&old)
     });
     assert!(exists(&young), "a young file is kept");
-    let end = agent
-        .audit_entries()
-        .into_iter()
-        .find(|e| e["phase"] == "end" && e["action"] == "clean-files")
-        .expect("the policy's clean-files is recorded");
+    // The files go before the step's end entry is written: wait for the entry.
+    let end = wait_for(
+        "the policy's clean-files recorded",
+        Duration::from_secs(10),
+        || {
+            agent
+                .audit_entries()
+                .into_iter()
+                .find(|e| e["phase"] == "end" && e["action"] == "clean-files")
+        },
+    );
     assert_eq!(end["caller"], "policy:disk", "{end}");
     assert_eq!(end["target"], "cleanup:spice-tmp");
     assert!(

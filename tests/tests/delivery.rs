@@ -337,16 +337,10 @@ async fn an_agent_killed_during_an_outage_delivers_its_earlier_boots_reports_fro
         .expect("killed");
     drop(first);
 
-    let second = Agent::with_config(&config, &["--node", "d-spill", "--collector", &url]);
-    let backlog = last_seen.seq - at_kill.last_acked_seq;
-    let s = eventually("the spill recovered", Duration::from_secs(5), || async {
-        let s = second.snapshot().await;
-        (status(&s).reports_buffered > backlog).then_some(s)
-    })
-    .await;
-    let second_boot = s.boot_id.clone();
-    assert_ne!(second_boot, first_boot);
-
+    // The collector is back and watched before the new process starts: a watch opened after
+    // the agent had delivered would begin with the node's current state, not its first
+    // appearance. Delivery from the spill is proved below: the earlier boot's reports arrive,
+    // and only a process that read them from disk could send them.
     let collector = Collector::start_on(&addr, "");
     let mut cc = collector.client().await;
     let mut events = cc
@@ -354,6 +348,9 @@ async fn an_agent_killed_during_an_outage_delivers_its_earlier_boots_reports_fro
         .await
         .expect("watch fleet")
         .into_inner();
+    let second = Agent::with_config(&config, &["--node", "d-spill", "--collector", &url]);
+    let second_boot = second.snapshot().await.boot_id.clone();
+    assert_ne!(second_boot, first_boot);
     let n = wait_drained(&collector, &second, "d-spill", 3, Duration::from_secs(20)).await;
     let sum = n.summary.clone().expect("summary");
     assert_eq!(
@@ -453,7 +450,7 @@ async fn an_agent_fails_over_to_the_second_collector_when_the_first_dies() {
         "collectors = [\"{}\", \"{}\"]\n{}",
         a.url(),
         b.url(),
-        streaming_config("ack_timeout = \"1s\"\n")
+        streaming_config("ack_timeout = \"5s\"\n")
     );
     let agent = Agent::with_config(&config, &["--node", "d-failover"]);
     let streaming = agent.wait_acked(5).await;

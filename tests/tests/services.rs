@@ -166,7 +166,7 @@ fn service_row(agent: &Agent) -> Value {
 fn start(host: &Host, top: &str, service: &str, extra: &str) -> Agent {
     let toml = format!(
         "report_interval = \"200ms\"\n{top}\n[[service]]\nname = \"solver\"\nunit = \"{UNIT}\"\n\
-         interval = \"500ms\"\ntimeout = \"400ms\"\n{service}\n{extra}"
+         interval = \"1s\"\ntimeout = \"1s\"\n{service}\n{extra}"
     );
     Agent::with_config_env(&toml, &[], &host.env())
 }

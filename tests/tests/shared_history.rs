@@ -167,8 +167,9 @@ fn collector_toml(pg: &PgServer, db_url: &str, name: &str, metrics: &str) -> Str
 }
 
 /// One simulated Loihi board reporting every 200 ms, host thresholds this machine cannot
-/// reach (an incident is per node: nothing else on it may fire), quick reconnects and a short
-/// ack timeout so a failover is quick. `collectors` is a top-level key: before the tables.
+/// reach (an incident is per node: nothing else on it may fire) and quick reconnects; the ack
+/// timeout is long enough that a busy machine does not fail over by itself (the kill does).
+/// `collectors` is a top-level key: before the tables.
 fn agent_toml(collectors: &[String]) -> String {
     let list: Vec<String> = collectors.iter().map(|c| format!("\"{c}\"")).collect();
     format!(
@@ -176,7 +177,7 @@ fn agent_toml(collectors: &[String]) -> String {
          [host]\ndisk_warning_ratio = 0.9998\ndisk_critical_ratio = 0.9999\n\
          memory_warning_ratio = 0.9998\nmemory_critical_ratio = 0.9999\n\
          load_warning_per_cpu = 1000.0\n\n\
-         [uplink]\n{QUICK_RECONNECT}ack_timeout = \"1s\"\n\n\
+         [uplink]\n{QUICK_RECONNECT}ack_timeout = \"5s\"\n\n\
          [[device]]\nid = \"{DEVICE}\"\nkind = \"loihi2\"\nbackend = \"sim\"\n\
          poll_interval = \"200ms\"\ndeadline = \"500ms\"\n",
         list.join(", ")
