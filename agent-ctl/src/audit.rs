@@ -137,13 +137,23 @@ pub fn run(path: &Path, verify: bool, tail: Option<usize>, json: bool) -> anyhow
                 path.display()
             );
         }
+        let unterminated = v
+            .unterminated
+            .map(|(line, bytes)| serde_json::json!({"line": line, "bytes": bytes}));
         return Ok(if json {
             format!(
                 "{}\n",
-                serde_json::json!({"file": path.display().to_string(), "entries": v.entries, "intact": true})
+                serde_json::json!({"file": path.display().to_string(), "entries": v.entries, "intact": true, "unterminated": unterminated})
             )
         } else {
-            format!("{}: {} entries, chain intact\n", path.display(), v.entries)
+            let tail = v.unterminated.map_or(String::new(), |(line, bytes)| {
+                format!("; line {line} ({bytes} bytes) has no newline yet and was not checked: a write in progress, or cut by a crash (the agent restarts the chain over it when it next starts)")
+            });
+            format!(
+                "{}: {} entries, chain intact{tail}\n",
+                path.display(),
+                v.entries
+            )
         });
     }
     let mut lines: Vec<String> = Vec::new();

@@ -192,6 +192,7 @@ fn copy_audit(out: &Path, path: &Path, notes: &mut Vec<String>) -> Value {
             "entries": v.entries,
             "breaks": v.breaks.iter().map(|(line, why)| json!({"line": line, "why": why})).collect::<Vec<_>>(),
             "chain_restarts": v.restarts,
+            "unterminated": v.unterminated.map(|(line, bytes)| json!({"line": line, "bytes": bytes})),
         }),
         Err(e) => json!({"intact": null, "error": e.to_string()}),
     }

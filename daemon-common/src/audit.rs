@@ -422,6 +422,11 @@ pub struct Verification {
     pub breaks: Vec<(u64, String)>,
     /// Lines where the writer restarted the chain after finding it broken.
     pub restarts: Vec<u64>,
+    /// A last line without its newline: (line number, bytes). It is not an entry yet: a write
+    /// in progress (a reader can see one half done), or a tail torn by a crash, which the
+    /// writer ends and follows with a `chain-restart` when it next opens the log. Either way
+    /// it is reported and not verified, and on its own it does not break the chain.
+    pub unterminated: Option<(u64, usize)>,
 }
 
 impl Verification {
@@ -433,13 +438,27 @@ impl Verification {
 /// Checks the chain line by line, as generic JSON objects (so a line written by an older or
 /// newer daemon, or by the other daemon, still verifies): each line's own hash, `prev_hash`
 /// against the line before, and `seq` increasing by one. A `chain-restart` entry starts a new
-/// chain (it is reported, and a log with one never verifies as intact).
-pub fn verify(reader: impl BufRead) -> std::io::Result<Verification> {
+/// chain (it is reported, and a log with one never verifies as intact). A last line without
+/// its newline is reported in [`Verification::unterminated`], not checked: a live log is read
+/// while its writer appends.
+pub fn verify(mut reader: impl BufRead) -> std::io::Result<Verification> {
     let mut v = Verification::default();
     let mut prev: Option<(u64, String)> = None;
-    for (i, line) in reader.split(b'\n').enumerate() {
-        let line = line?;
-        let n = i as u64 + 1;
+    let mut line = Vec::new();
+    for n in 1u64.. {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else {
+            // Only a line that ends in its newline is an entry.
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                v.unterminated = Some((n, line.len()));
+            }
+            break;
+        }
         let text = String::from_utf8_lossy(&line);
         if text.trim().is_empty() {
             continue;
@@ -525,12 +544,51 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":3,\"ti").unwrap();
         drop(f);
+        // Seen before the writer opens the log again, the torn line is not an entry yet.
+        let v = check(&path);
+        assert!(v.intact(), "{v:?}");
+        assert_eq!((v.entries, v.unterminated), (2, Some((3, 12))), "{v:?}");
         let log = ChainLog::<Note>::open(&path);
         log.append_blocking(&Note("c".into(), "note")).unwrap();
         let v = check(&path);
         assert_eq!(v.breaks.len(), 1, "{v:?}");
         assert_eq!(v.breaks[0].0, 3);
         assert_eq!(v.restarts, vec![4]);
+        assert_eq!(v.unterminated, None);
+    }
+
+    #[test]
+    fn a_line_being_written_is_not_checked_until_its_newline_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = ChainLog::<Note>::open(&path);
+        for note in ["a", "b", "c"] {
+            log.append_blocking(&Note(note.into(), "note")).unwrap();
+        }
+        drop(log);
+        let whole = std::fs::read(&path).unwrap();
+        let last_start = whole[..whole.len() - 1]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .unwrap()
+            + 1;
+        // Every prefix a reader can see while the third line is being written.
+        for cut in last_start..whole.len() {
+            let v = verify(&whole[..cut]).unwrap();
+            assert!(v.intact(), "cut at {cut}: {v:?}");
+            assert_eq!(v.entries, 2, "cut at {cut}");
+            let pending = (cut > last_start).then_some((3, cut - last_start));
+            assert_eq!(v.unterminated, pending, "cut at {cut}");
+        }
+        let v = verify(&whole[..]).unwrap();
+        assert_eq!((v.entries, v.unterminated), (3, None));
+        assert!(v.intact());
+        // A complete line that is not an entry is still a break.
+        let mut edited = whole[..last_start].to_vec();
+        edited.extend_from_slice(b"{\"seq\":3}\n");
+        let v = verify(&edited[..]).unwrap();
+        assert_eq!(v.breaks.len(), 1, "{v:?}");
+        assert_eq!(v.breaks[0].0, 3);
     }
 
     #[test]

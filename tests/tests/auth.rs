@@ -387,8 +387,19 @@ fn agent_ctl_audit_shows_the_log_and_verify_finds_an_edited_line() {
         "{shown}"
     );
 
-    // Someone rewrites history: the power limit was "really" 200 W.
+    // Read while an entry is half written: the entries so far verify, and the half line is
+    // named, not checked.
     let log = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, log.clone() + "{\"seq\":9,\"ti").unwrap();
+    let out = health_e2e::ctl(&["audit", "--verify", "--file", file]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("8 entries, chain intact; line 9 (12 bytes) has no newline yet"),
+        "{}",
+        text(&out)
+    );
+
+    // Someone rewrites history: the power limit was "really" 200 W.
     assert!(log.contains("\"watts\":20.0"), "{log}");
     std::fs::write(&path, log.replacen("\"watts\":20.0", "\"watts\":200.0", 1)).unwrap();
     let out = health_e2e::ctl(&["audit", "--verify", "--file", file]);
