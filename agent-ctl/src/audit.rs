@@ -67,9 +67,20 @@ pub fn check_head(
 ) -> anyhow::Result<String> {
     let mut last_seq = None;
     let mut same_seq_hash = None;
-    for line in open(path)?.lines() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+    let mut reader = open(path)?;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {}", path.display()))?;
+        // Only a line with its newline is an entry, as for `verify`: a last line without one
+        // is not checked there, so it cannot stand for the head here either (a rewritten log
+        // could end in a copy of the real head line with its newline removed).
+        if read == 0 || line.pop() != Some(b'\n') {
+            break;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&line) else {
             continue;
         };
         let seq = v.get("seq").and_then(Value::as_u64);
@@ -147,7 +158,7 @@ pub fn run(path: &Path, verify: bool, tail: Option<usize>, json: bool) -> anyhow
             )
         } else {
             let tail = v.unterminated.map_or(String::new(), |(line, bytes)| {
-                format!("; line {line} ({bytes} bytes) has no newline yet and was not checked: a write in progress, or cut by a crash (the agent restarts the chain over it when it next starts)")
+                format!("; line {line} ({bytes} bytes) has no newline yet and was not checked: a write in progress, or cut short (after a crash the agent ends it and restarts the chain when it next starts)")
             });
             format!(
                 "{}: {} entries, chain intact{tail}\n",

@@ -89,10 +89,24 @@ pub(crate) async fn gather(ctl: &mut Invocation, request: Request<'_>) -> anyhow
             None => audit::default_path(None)?,
         },
     };
+    // The head before the copy: it only moves forward, so a copy taken after it holds it even
+    // while the agent keeps writing.
+    let head = match (&ctl.cli.collector, node.as_deref()) {
+        (Some(_), Some(n)) => reported_head(ctl, n).await,
+        _ => Ok(None),
+    };
     let verification = copy_audit(request.out, &audit_path, &mut notes);
 
     let collector = if ctl.cli.collector.is_some() {
-        from_collector(ctl, request.out, node.as_deref(), since_time, &mut notes).await
+        from_collector(
+            ctl,
+            request.out,
+            node.as_deref(),
+            since_time,
+            head,
+            &mut notes,
+        )
+        .await
     } else {
         notes.push("history.json, incidents.json: no --collector given".to_string());
         json!(null)
@@ -204,6 +218,7 @@ async fn from_collector(
     out: &Path,
     node: Option<&str>,
     since: SystemTime,
+    head: Result<Option<pb::AuditHead>, String>,
     notes: &mut Vec<String>,
 ) -> Value {
     let Some(node) = node else {
@@ -269,10 +284,10 @@ async fn from_collector(
         }
         Err(e) => notes.push(format!("incidents.json: {}", e.message())),
     }
-    let head = match ctl.fleet_node(node).await {
-        Ok(n) => n.snapshot.and_then(|s| s.agent).and_then(|a| a.audit_head),
+    let head = match head {
+        Ok(head) => head,
         Err(e) => {
-            notes.push(format!("collector audit head: {e:#}"));
+            notes.push(format!("collector audit head: {e}"));
             return json!(null);
         }
     };
@@ -284,6 +299,14 @@ async fn from_collector(
             Err(e) => json!({"checked": true, "found": false, "seq": head.seq, "hash": head.hash,
                              "error": format!("{e:#}")}),
         },
+    }
+}
+
+/// The audit head the collector holds for `node`, if any; the error as text for the notes.
+async fn reported_head(ctl: &mut Invocation, node: &str) -> Result<Option<pb::AuditHead>, String> {
+    match ctl.fleet_node(node).await {
+        Ok(n) => Ok(n.snapshot.and_then(|s| s.agent).and_then(|a| a.audit_head)),
+        Err(e) => Err(format!("{e:#}")),
     }
 }
 

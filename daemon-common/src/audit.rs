@@ -454,7 +454,7 @@ pub fn verify(mut reader: impl BufRead) -> std::io::Result<Verification> {
             line.pop();
         } else {
             // Only a line that ends in its newline is an entry.
-            if !line.iter().all(u8::is_ascii_whitespace) {
+            if !String::from_utf8_lossy(&line).trim().is_empty() {
                 v.unterminated = Some((n, line.len()));
             }
             break;

@@ -192,8 +192,8 @@ impl Collector {
             log,
             env,
         );
-        // A listener on the address is ours only while our collector is alive: one that
-        // exited (the port taken meanwhile by another test) must not pass for ready.
+        // A collector that exits at start (a bad config, or its port taken meanwhile by another
+        // test) fails here with its status rather than after the whole wait.
         wait_until("the collector to listen", Duration::from_secs(10), || {
             if let Ok(Some(status)) = proc.child.try_wait() {
                 panic!("health-collector exited ({status}) before listening on {addr}");
@@ -380,8 +380,9 @@ impl Agent {
     /// the next read. Every complete line must be JSON.
     pub fn audit_entries(&self) -> Vec<serde_json::Value> {
         let path = self.dir.path().join("audit.jsonl");
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let end = bytes.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+        let complete = std::str::from_utf8(&bytes[..end]).expect("complete audit lines are UTF-8");
         complete
             .lines()
             .filter(|l| !l.trim().is_empty())

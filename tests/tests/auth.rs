@@ -471,6 +471,25 @@ fn a_log_cut_short_verifies_alone_but_not_against_the_head_the_collector_holds()
         t.contains("no entry 4") && t.contains("ends at entry 2") && t.contains("cut off"),
         "{t}"
     );
+
+    // The real head line put back without its newline: `--verify` does not check such a line,
+    // so it cannot stand for the head either.
+    let head_line = log.lines().nth(3).expect("entry 4");
+    std::fs::write(&path, kept.join("\n") + "\n" + head_line).unwrap();
+    let alone = health_e2e::ctl(&["audit", "--verify", "--file", file]);
+    assert!(alone.status.success(), "{}", text(&alone));
+    assert!(
+        text(&alone).contains("has no newline yet"),
+        "{}",
+        text(&alone)
+    );
+    let out = against_collector();
+    assert!(
+        !out.status.success(),
+        "an unterminated copy of the head line is not the head: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("no entry 4"), "{}", text(&out));
 }
 
 #[test]
