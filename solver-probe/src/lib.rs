@@ -22,3 +22,5 @@ pub mod precond;
 pub mod read;
 pub mod report;
 pub mod structure;
+#[cfg(test)]
+mod test_matrices;

@@ -190,32 +190,7 @@ pub(crate) fn smallest_eigen(
 mod tests {
     use super::*;
     use crate::cond::factor::SparseCholesky;
-    use sprs::TriMat;
-
-    /// T_m ⊗ I·ε + I ⊗ T_m: eigenvalues ε·λ_i + λ_j of the 1D Laplacians T_m.
-    fn anisotropic(m: usize, eps: f64) -> CsMat<f64> {
-        let n = m * m;
-        let mut t = TriMat::new((n, n));
-        for i in 0..m {
-            for j in 0..m {
-                let k = i * m + j;
-                t.add_triplet(k, k, 2.0 + 2.0 * eps);
-                if j > 0 {
-                    t.add_triplet(k, k - 1, -1.0);
-                }
-                if j + 1 < m {
-                    t.add_triplet(k, k + 1, -1.0);
-                }
-                if i > 0 {
-                    t.add_triplet(k, k - m, -eps);
-                }
-                if i + 1 < m {
-                    t.add_triplet(k, k + m, -eps);
-                }
-            }
-        }
-        t.to_csr()
-    }
+    use crate::test_matrices::anisotropic_2d as anisotropic;
 
     fn lam(m: usize, i: usize) -> f64 {
         let s = (std::f64::consts::PI * i as f64 / (2.0 * (m + 1) as f64)).sin();

@@ -316,32 +316,7 @@ mod tests {
     use crate::cond::factor::SparseCholesky;
     use crate::cond::shift_invert::{smallest_eigen, Limits};
     use crate::cond::sparse;
-    use sprs::{CsMat, TriMat};
-
-    /// The 5-point Laplacian on an m × m grid.
-    fn poisson(m: usize) -> CsMat<f64> {
-        let n = m * m;
-        let mut t = TriMat::new((n, n));
-        for i in 0..m {
-            for j in 0..m {
-                let k = i * m + j;
-                t.add_triplet(k, k, 4.0);
-                if j > 0 {
-                    t.add_triplet(k, k - 1, -1.0);
-                }
-                if j + 1 < m {
-                    t.add_triplet(k, k + 1, -1.0);
-                }
-                if i > 0 {
-                    t.add_triplet(k, k - m, -1.0);
-                }
-                if i + 1 < m {
-                    t.add_triplet(k, k + m, -1.0);
-                }
-            }
-        }
-        t.to_csr()
-    }
+    use crate::test_matrices::poisson_2d as poisson;
 
     fn rhs(n: usize) -> Vec<f64> {
         (0..n).map(|i| ((i * 7919) % 101) as f64 - 50.0).collect()

@@ -303,6 +303,7 @@ mod tests {
     use crate::krylov::dot;
     use crate::krylov::parallel::Split;
     use crate::precond::{Identity, Jacobi};
+    use crate::test_matrices::poisson_2d as poisson2d;
     use sprs::TriMat;
 
     /// The textbook (Hestenes–Stiefel) preconditioned CG, serial, as the reference.
@@ -341,30 +342,6 @@ mod tests {
             }
         }
         (usize::MAX, x)
-    }
-
-    fn poisson2d(k: usize) -> CsMat<f64> {
-        let n = k * k;
-        let mut t = TriMat::new((n, n));
-        for i in 0..k {
-            for j in 0..k {
-                let row = i * k + j;
-                t.add_triplet(row, row, 4.0);
-                if j > 0 {
-                    t.add_triplet(row, row - 1, -1.0);
-                }
-                if j + 1 < k {
-                    t.add_triplet(row, row + 1, -1.0);
-                }
-                if i > 0 {
-                    t.add_triplet(row, row - k, -1.0);
-                }
-                if i + 1 < k {
-                    t.add_triplet(row, row + k, -1.0);
-                }
-            }
-        }
-        t.to_csr()
     }
 
     /// D·T·D for the 1D Laplacian T and a diagonal D spanning `decades` decades: SPD with
